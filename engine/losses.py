@@ -228,7 +228,8 @@ class _FusedChunkedKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hs, ws, bs, ht, wt, bt, targets, settings):  # type: ignore[override]
-        need_hs, need_ws, need_bs = ctx.needs_input_grad[:3]
+        # needs_input_grad stays True under torch.no_grad(), hence the grad mode recorded by the caller
+        need_hs, need_ws, need_bs = (n and settings["grad_enabled"] for n in ctx.needs_input_grad[:3])
         want_grad = need_hs or need_ws or need_bs
         cdtype = torch.float64 if hs.dtype == torch.float64 else torch.float32
         ws_c, wt_c = ws.to(cdtype), wt.to(cdtype)  # no copy in fp32; once per call in half precision
@@ -322,6 +323,7 @@ def chunked_kd_loss(
         "kind": divergence,
         "beta": float(beta),
         "chunk_size": int(chunk_size),
+        "grad_enabled": torch.is_grad_enabled(),
         "ce_coef": alpha / norm,
         "div_coef": (1.0 - alpha) * temperature**2 / norm,
     }

@@ -1,0 +1,202 @@
+"""KDTrainer: a transformers Trainer that trains the student with the paper's joint KD loss.
+
+The loss is ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)`` over response tokens (labels != -100),
+computed by :func:`engine.losses.chunked_kd_loss` from the two models' final hidden states, so the
+full-vocabulary logits of the batch are never held in memory (at Qwen's 151,936 tokens they would dominate it).
+Everything else (optimizer, schedule, gradient accumulation, checkpoints, callbacks) is the stock Trainer's.
+
+Rows are ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding); :func:`pad_collator` pads
+them. The trainer logs ``kd/ce`` and ``kd/divergence`` (token-weighted means since the last log) next to
+``loss`` through ``Trainer.log``, so every callback sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, Trainer
+
+from engine.losses import DIVERGENCE_KINDS, IGNORE_INDEX, chunked_kd_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KDLossSettings:
+    """Settings of the joint distillation loss (the lead maps the run spec onto these)."""
+
+    alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the cross-entropy on the reference answer; 1 - alpha goes to KD."}
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "Softmax temperature T of the divergence term (scaled by T squared)."}
+    )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={"help": "forward_kl = KL(teacher||student), reverse_kl = KL(student||teacher), or jsd."},
+    )
+    jsd_beta: float = field(
+        default=0.5, metadata={"help": "JSD mixture weight of the teacher: 0 is forward KL, 1 is reverse KL."}
+    )
+    top_k: int = field(
+        default=0, metadata={"help": "Match only the teacher's k most likely tokens (0 = whole vocabulary)."}
+    )
+    chunk_size: int = field(
+        default=128, metadata={"help": "Response tokens projected to the vocabulary at once (memory vs speed)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie between 0 and 1, got {self.alpha}.")
+        if self.temperature <= 0:
+            raise ValueError(f"The temperature must be positive, got {self.temperature}.")
+        if self.divergence not in DIVERGENCE_KINDS:
+            raise ValueError(f"Unknown divergence {self.divergence!r}: choose one of {', '.join(DIVERGENCE_KINDS)}.")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ValueError(f"jsd_beta must lie between 0 and 1, got {self.jsd_beta}.")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (whole vocabulary) or positive, got {self.top_k}.")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+
+
+def pad_collator(pad_id: int, pad_to_multiple_of: int | None = None) -> Callable[[list[dict]], dict[str, Tensor]]:
+    """A collator that right-pads input_ids (pad_id), attention_mask (0) and labels (-100) to the longest row."""
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, Tensor]:
+        longest = max(len(r["input_ids"]) for r in rows)
+        if pad_to_multiple_of:
+            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+        for r in rows:
+            ids = list(r["input_ids"])
+            gap = longest - len(ids)
+            mask = list(r.get("attention_mask", [1] * len(ids)))
+            labels = list(r.get("labels", ids))
+            batch["input_ids"].append(ids + [pad_id] * gap)
+            batch["attention_mask"].append(mask + [0] * gap)
+            batch["labels"].append(labels + [IGNORE_INDEX] * gap)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}  # each [B, L]
+
+    return collate
+
+
+def _unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers stay injected in it), else the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def last_hidden_state(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Final hidden state [B, L, H] of a causal LM's backbone, skipping its LM head (works through peft)."""
+    inner = _unwrap_peft(model)
+    backbone = getattr(inner, "base_model", inner)
+    if backbone is inner:  # models whose base_model_prefix does not name a sub-module
+        backbone = inner.get_decoder()
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.last_hidden_state
+
+
+def output_size(model: nn.Module) -> int:
+    """Rows of the model's LM head: the vocabulary the logits range over."""
+    return int(_unwrap_peft(model).get_output_embeddings().weight.shape[0])
+
+
+class KDTrainer(Trainer):
+    """Trainer whose loss is the joint CE + KD loss against a frozen teacher (same vocabulary)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module,
+        teacher_model: PreTrainedModel | nn.Module,
+        kd_settings: KDLossSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if teacher_model is None:
+            raise ValueError("KDTrainer needs a teacher_model.")
+        student_vocab, teacher_vocab = output_size(model), output_size(teacher_model)
+        if student_vocab != teacher_vocab:
+            raise ValueError(
+                f"The student predicts {student_vocab} tokens but the teacher {teacher_vocab}: logit distillation "
+                "needs one shared vocabulary. Use sequence-level KD (train the student on teacher-generated "
+                "answers) for models with different tokenizers."
+            )
+        if kwargs.get("data_collator") is None:
+            pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
+            processing = kwargs.get("processing_class")
+            pad_id = getattr(processing, "pad_token_id", None) if pad_id is None else pad_id
+            kwargs["data_collator"] = pad_collator(0 if pad_id is None else pad_id)
+        super().__init__(model=model, **kwargs)
+        self.kd_settings = kd_settings or KDLossSettings()
+        teacher_model.requires_grad_(False)
+        teacher_model.eval()
+        if getattr(teacher_model, "hf_device_map", None) is None:  # dispatched/quantized models stay put
+            teacher_model.to(self.args.device)
+        self.teacher_model = teacher_model
+        # token-weighted sums since the last log: [ce * n, divergence * n, n] per mode
+        self._kd_sums: dict[str, list[float]] = {"train": [0.0, 0.0, 0.0], "eval": [0.0, 0.0, 0.0]}
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Joint KD loss of one (micro-)batch; normalised by num_items_in_batch when the Trainer passes it."""
+        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]  # each [B, L]
+        student = self.accelerator.unwrap_model(model)
+        student_hidden = last_hidden_state(student, ids, mask)  # [B, L, H]
+        with torch.no_grad():
+            teacher_hidden = last_hidden_state(self.teacher_model, ids, mask)  # [B, L, Ht]
+        s = self.kd_settings
+        loss, ce, div = chunked_kd_loss(
+            student_hidden,
+            teacher_hidden.to(student_hidden.device),
+            _unwrap_peft(student).get_output_embeddings(),
+            _unwrap_peft(self.teacher_model).get_output_embeddings(),
+            labels,
+            alpha=s.alpha,
+            temperature=s.temperature,
+            divergence=s.divergence,  # type: ignore[arg-type]
+            beta=s.jsd_beta,
+            top_k=s.top_k,
+            chunk_size=s.chunk_size,
+            num_items_in_batch=num_items_in_batch,
+        )
+        n_tokens = float((labels[:, 1:] != IGNORE_INDEX).sum())
+        sums = self._kd_sums["train" if model.training else "eval"]
+        sums[0] += float(ce) * n_tokens
+        sums[1] += float(div) * n_tokens
+        sums[2] += n_tokens
+        return (loss, {"loss": loss, "kd_ce": ce, "kd_divergence": div}) if return_outputs else loss
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Tensor, None, None]:
+        """Evaluation computes the same KD loss (there are no logits to return: they are never materialised)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add kd/ce and kd/divergence (eval_kd/... during evaluation) to the Trainer's own logs."""
+        is_eval = any(k.startswith("eval_") for k in logs)
+        if is_eval or "loss" in logs:
+            sums = self._kd_sums["eval" if is_eval else "train"]
+            if sums[2] > 0:
+                prefix = "eval_" if is_eval else ""
+                logs[f"{prefix}kd/ce"] = sums[0] / sums[2]
+                logs[f"{prefix}kd/divergence"] = sums[1] / sums[2]
+            sums[:] = [0.0, 0.0, 0.0]
+        super().log(logs, start_time)
