@@ -1,0 +1,284 @@
+"""``compression-engine``: the engine's complete command line. Every run the studio starts can be started here
+with the same spec file; stdout carries only JSON-line events, logs and the progress bar go to stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from engine import __version__
+from engine.protocol import EventWriter, ProtocolError, hello, parse_command, read_events
+from engine.runs import RunStore
+from engine.spec import RunSpec, SpecError, StageSpec, build, dump_spec, load_spec
+
+log = logging.getLogger("engine")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    """A user error: one sentence on stderr and one error event on stdout, nothing else touched."""
+    print(f"error: {message}", file=sys.stderr)  # noqa: T201 - the user's terminal, not a log
+    EventWriter().error(message)
+    return code
+
+
+class TerminalProgress:
+    """A one-line progress bar with ETA on stderr, only when stderr is a terminal."""
+
+    def __call__(self, event) -> None:
+        if event.type == "progress":
+            d = event.data
+            width = 30
+            filled = int(width * (d.get("fraction") or 0))
+            eta = f"ETA {d['eta_s']:.0f}s" if d.get("eta_s") is not None else ""
+            sys.stderr.write(f"\r{d['stage']:<14} [{'#' * filled}{'.' * (width - filled)}] "
+                             f"{d['step']}/{d['total']} {eta}   ")
+            sys.stderr.flush()
+        elif event.type in ("status", "done", "error"):
+            sys.stderr.write("\n")
+
+
+def _listen_for_cancel(cancel: threading.Event) -> None:
+    """Read commands from stdin on a daemon thread; ``cancel`` stops the run at the next step."""
+
+    def reader() -> None:
+        for line in sys.stdin:
+            try:
+                command = parse_command(line)
+            except ProtocolError as exc:
+                log.warning("ignored stdin line: %s", exc)
+                continue
+            if command["type"] == "cancel":
+                log.info("cancel requested")
+                cancel.set()
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=reader, name="stdin-commands", daemon=True).start()
+
+    def on_sigint(signum, frame):  # first Ctrl-C cancels cleanly (checkpoint saved), the second one kills
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        log.info("interrupted: cancelling at the next step (press Ctrl-C again to stop at once)")
+        cancel.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+
+
+def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | None = None) -> int:
+    """Create (or reopen) the run folder, stream events, run the pipeline; exit code 0 only when finished."""
+    from engine.models import pick_device
+    from engine.pipeline import run_pipeline
+
+    store = store or RunStore()
+    if resume_id:
+        paths = store.paths(resume_id)
+        last_seq = max((e.seq for _, e in read_events(paths.events)), default=0) if paths.events.exists() else 0
+    else:
+        paths = store.create(spec.name, dump_spec(spec))
+        last_seq = 0
+    events = EventWriter(paths.id, sys.stdout, mirror=paths.events, start_seq=last_seq)
+    if sys.stderr.isatty():
+        events.listeners.append(TerminalProgress())
+    hello(events, "run", __version__)
+    store.update(paths.id, status="running", pid=os.getpid())
+    log.info("run %s in %s", paths.id, paths.root)
+    cancel = threading.Event()
+    _listen_for_cancel(cancel)
+    try:
+        device = pick_device(spec.device)
+    except Exception as exc:  # noqa: BLE001 - EngineError from an impossible device request
+        events.error(str(exc))
+        store.update(paths.id, status="failed")
+        events.emit("done", status="failed", summary={})
+        return 1
+    status = run_pipeline(spec, paths, events, store, cancel, device)
+    events.close()
+    log.info("run %s %s; its folder: %s", paths.id, status, paths.root)
+    return {"finished": 0, "cancelled": 3}.get(status, 1)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    store = RunStore()
+    if args.resume:
+        try:
+            paths = store.paths(args.resume)
+        except KeyError:
+            return _fail(f"there is no run {args.resume!r}; `compression-engine runs` lists them.")
+        spec_file = paths.spec
+    elif args.spec:
+        spec_file = Path(args.spec)
+    else:
+        return _fail("give a spec file (compression-engine run SPEC.yaml) or --resume RUN_ID.")
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as exc:
+        return _fail(str(exc))
+    if spec.processes > 1 and not os.environ.get("COMPRESSION_ENGINE_CHILD"):
+        from engine.launch import launch_distributed
+
+        return launch_distributed(spec_file, spec.processes, args.resume)
+    return execute(spec, resume_id=args.resume, store=store)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo_pipeline import demo_spec
+
+    spec = demo_spec(quick=args.quick)
+    if args.print_spec:
+        sys.stderr.write(dump_spec(spec))
+        return 0
+    return execute(spec)
+
+
+def _parse_models(pairs: list[str]) -> dict[str, str]:
+    models = {}
+    for pair in pairs:
+        name, sep, source = pair.partition("=")
+        if not sep or not name or not source:
+            raise SpecError(f"--model {pair!r}: expected NAME=SOURCE, e.g. teacher=./models/teacher_sft.")
+        models[name] = source
+    return models
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        models = _parse_models(args.model)
+        data = {"preset": args.data, "path": args.data_path or "", "test_fraction": args.test_fraction}
+        stage = {"kind": "evaluate", "name": "eval", "models": models,
+                 "reference": args.reference or next(iter(models)), "max_eval_samples": args.max_samples,
+                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
+        spec = build(RunSpec, {"name": args.name, "data": data, "stages": [stage], "device": args.device})
+    except SpecError as exc:
+        return _fail(str(exc))
+    return execute(spec)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    try:
+        stage = {"kind": "quantize", "name": "quantize", "model": "student",
+                 "quantize": {"quant_type": args.quant_type, "report": not args.no_report}}
+        spec = build(RunSpec, {"name": args.name, "student": {"source": args.source},
+                               "data": {"preset": args.data, "path": args.data_path or ""}, "stages": [stage],
+                               "device": args.device})
+    except SpecError as exc:
+        return _fail(str(exc))
+    return execute(spec)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore()
+    if args.action == "list":
+        for r in store.list():
+            status = r.status if r.status not in ("running", "cancelling") or r.is_alive() else "interrupted"
+            scores = ", ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if isinstance(v, float))
+            print(f"{r.id}  {status:<11} {r.stage:<14} {scores}")  # noqa: T201 - the command's output
+        return 0
+    if not args.run_id:
+        return _fail(f"`runs {args.action}` needs a run id; `compression-engine runs` lists them.")
+    try:
+        record = store.get(args.run_id)
+    except KeyError:
+        return _fail(f"there is no run {args.run_id!r}; `compression-engine runs` lists them.")
+    if args.action == "delete":
+        store.delete(args.run_id)
+        print(f"deleted {args.run_id}")  # noqa: T201
+        return 0
+    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2))  # noqa: T201
+    if (record.path / "eval.md").exists():
+        print((record.path / "eval.md").read_text(encoding="utf-8"))  # noqa: T201
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.context import EngineError
+    from engine.models import inspect_model
+
+    try:
+        info = inspect_model(args.source)
+    except EngineError as exc:
+        return _fail(str(exc))
+    print(json.dumps(info))  # noqa: T201 - machine-readable output
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from engine.chat import main as chat_main
+
+    return chat_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compression-engine", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"compression-engine {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a spec (YAML or JSON); JSON-line events on stdout")
+    p.add_argument("spec", nargs="?", help="the run spec file")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a cancelled or interrupted run where it stopped")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the embedded demo: teacher SFT → student SFT → KD → evaluation, offline")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
+    p.add_argument("--print-spec", action="store_true", help="print the demo spec (YAML) and exit")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate models on held-out data: ROUGE-L, exact match, retention")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", required=True,
+                   help="a model to evaluate (repeat); SOURCE is a folder, hub id, .gguf or demo:teacher")
+    p.add_argument("--reference", help="the NAME retention is measured against (default: the first)")
+    p.add_argument("--data", default="demo", help="data preset (default demo)")
+    p.add_argument("--data-path", help="local data file (for --data local, or a local copy of a preset)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction")
+    p.add_argument("--max-samples", type=int, default=200, help="at most this many held-out records")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="eval")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="4-bit post-training quantization with a before/after report")
+    p.add_argument("source", help="model folder, hub id, .gguf file or demo:student")
+    p.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"])
+    p.add_argument("--no-report", action="store_true", help="skip the size/speed/quality report")
+    p.add_argument("--data", default="demo", help="data preset for the quality part of the report")
+    p.add_argument("--data-path", help="local data file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="quantize")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("runs", help="list, show or delete runs")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "delete"])
+    p.add_argument("run_id", nargs="?")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("inspect", help="architecture, parameters and vocabulary of a model, without its weights")
+    p.add_argument("source")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("chat", help="the chat service: JSON-line generate/stop commands on stdin, tokens out",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,39 @@
+"""The demo pipeline's spec: teacher SFT → student SFT baseline → token-level KD → evaluation on the demo kit.
+
+Stdlib only, so the studio can show and launch exactly what ``compression-engine demo`` runs. The numbers come
+from the demo kit's calibration (bench/demo_calibration.py; results in bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+from engine.spec import RunSpec, build
+
+# Per stage: (learning rate, optimizer steps). Student SFT and KD get the same steps: a fair comparison.
+DEMO_SCHEDULE = {"teacher_sft": (3e-3, 600), "student_sft": (3e-3, 400), "student_kd": (3e-3, 400)}
+DEMO_BATCH_SIZE = 16
+DEMO_MAX_LENGTH = 160
+DEMO_MAX_NEW_TOKENS = 64
+DEMO_EVAL_SAMPLES = 200
+
+
+def demo_spec(*, quick: bool = False, seed: int = 0) -> RunSpec:
+    """The demo run; ``quick`` cuts every stage to a handful of steps (a smoke test, not a result)."""
+
+    def train(stage: str) -> dict:
+        lr, steps = DEMO_SCHEDULE[stage]
+        return {"learning_rate": lr, "max_steps": 4 if quick else steps, "batch_size": DEMO_BATCH_SIZE,
+                "logging_steps": 1 if quick else 10, "save_steps": 100, "warmup_ratio": 0.05, "seed": seed}
+
+    generation = {"max_new_tokens": 16 if quick else DEMO_MAX_NEW_TOKENS, "batch_size": 32}
+    stages = [
+        {"kind": "sft", "name": "teacher_sft", "model": "teacher", "train": train("teacher_sft")},
+        {"kind": "sft", "name": "student_sft", "model": "student", "train": train("student_sft")},
+        {"kind": "distill", "name": "student_kd", "model": "student", "teacher": "teacher_sft",
+         "train": train("student_kd"), "distill": {"method": "token", "alpha": 0.5, "temperature": 1.0,
+                                                   "divergence": "forward_kl"}},
+        {"kind": "evaluate", "name": "eval", "reference": "teacher", "generation": generation,
+         "max_eval_samples": 16 if quick else DEMO_EVAL_SAMPLES,
+         "models": {"teacher": "teacher_sft", "sft_student": "student_sft", "kd_student": "student_kd"}},
+    ]
+    return build(RunSpec, {"name": "demo-quick" if quick else "demo", "seed": seed, "stages": stages,
+                           "teacher": {"source": "demo:teacher"}, "student": {"source": "demo:student"},
+                           "data": {"preset": "demo", "max_length": DEMO_MAX_LENGTH, "seed": seed}})

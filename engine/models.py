@@ -1,0 +1,239 @@
+"""Loading, inspecting, adapting and saving models: hub ids, local folders, GGUF files and the demo kit.
+
+Everything that touches weights goes through here so that device, dtype, 4-bit loading and error sentences are
+decided in one place.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.context import EngineError
+from engine.spec import LoraSpec, ModelSpec
+
+log = logging.getLogger(__name__)
+
+DEMO_PREFIX = "demo:"
+
+
+@dataclass
+class ResolvedSource:
+    kind: str  # demo | folder | gguf | hub
+    location: str  # folder path or hub id (for gguf: the folder holding the file)
+    gguf_file: str | None = None
+
+    def from_pretrained_args(self) -> tuple[str, dict]:
+        return self.location, ({"gguf_file": self.gguf_file} if self.gguf_file else {})
+
+
+def resolve_source(source: str) -> ResolvedSource:
+    """Where the weights of ``source`` are, or an EngineError saying why they cannot be found."""
+    source = str(source).strip()
+    if source.startswith(DEMO_PREFIX):
+        role = source[len(DEMO_PREFIX):]
+        if role not in ("teacher", "student"):
+            raise EngineError(f"unknown demo model {source!r}; use demo:teacher or demo:student.")
+        from engine.demo.kit import ensure_demo_kit
+
+        kit = ensure_demo_kit()
+        return ResolvedSource("demo", str(kit.teacher_dir if role == "teacher" else kit.student_dir))
+    path = Path(source).expanduser()
+    if source.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise EngineError(f"GGUF file {path} does not exist; check the path.")
+        return ResolvedSource("gguf", str(path.parent), path.name)
+    if path.exists() or source.startswith(("/", ".", "~")):
+        if not path.is_dir():
+            raise EngineError(f"model folder {path} does not exist; give a folder saved with save_pretrained, "
+                              "a .gguf file or a hub id.")
+        if not (path / "config.json").exists():
+            raise EngineError(f"{path} is not a model folder (it has no config.json); give a folder saved with "
+                              "save_pretrained, a .gguf file or a hub id.")
+        return ResolvedSource("folder", str(path))
+    if source.count("/") != 1:
+        raise EngineError(f"{source!r} is neither an existing folder, a .gguf file nor a hub id like "
+                          "Qwen/Qwen2.5-0.5B-Instruct.")
+    return ResolvedSource("hub", source)
+
+
+def _hub_error(source: str, exc: Exception) -> EngineError:
+    return EngineError(f"cannot load {source!r} from the Hugging Face hub ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:160]}); without network, download it elsewhere and give its "
+                       "local folder instead.")
+
+
+def pick_device(requested: str = "auto") -> str:
+    """CUDA, then MPS, then CPU; an explicit request that the machine cannot honour is an error."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if requested == "cuda" and not cuda:
+        raise EngineError("device is cuda but no CUDA GPU is visible; use device: auto or cpu.")
+    if requested == "mps" and not mps:
+        raise EngineError("device is mps but Apple's MPS backend is not available; use device: auto or cpu.")
+    return requested
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32  # CPU and MPS: float32 is the safe, fast default for small models
+
+
+def load_tokenizer(spec: ModelSpec) -> Any:
+    from transformers import AutoTokenizer
+
+    resolved = resolve_source(spec.source)
+    location, extra = resolved.from_pretrained_args()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=spec.revision or None, **extra)
+    except (OSError, ValueError) as exc:
+        if resolved.kind == "hub":
+            raise _hub_error(spec.source, exc) from None
+        raise EngineError(f"cannot read the tokenizer of {spec.source}: {str(exc).splitlines()[0][:200]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; the mask hides it from the loss
+    return tokenizer
+
+
+def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quant: bool = True,
+                        compute_dtype: torch.dtype = torch.float32) -> Any:
+    if not load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(spec: ModelSpec, device: str, *, trainable: bool = False) -> Any:
+    """A causal LM on ``device`` in the spec's dtype (or 4-bit NF4); frozen and in eval mode unless trainable."""
+    from transformers import AutoModelForCausalLM
+
+    resolved = resolve_source(spec.source)
+    location, extra = resolved.from_pretrained_args()
+    dtype = pick_dtype(spec.dtype, device)
+    qconfig = quantization_config(spec.load_in_4bit, compute_dtype=dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision or None, **extra}
+    if qconfig is not None:
+        kwargs.update(quantization_config=qconfig, device_map={"": device})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as exc:
+        if resolved.kind == "hub":
+            raise _hub_error(spec.source, exc) from None
+        raise EngineError(f"cannot load the model {spec.source}: {str(exc).splitlines()[0][:200]}") from None
+    if qconfig is None:
+        model.to(device)
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+    log.info("loaded %s (%s, %s, %.1f M parameters)", spec.source, device, dtype,
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    return model
+
+
+def load_model_and_tokenizer(spec: ModelSpec, device: str, *, trainable: bool = False) -> tuple[Any, Any]:
+    return load_model(spec, device, trainable=trainable), load_tokenizer(spec)
+
+
+def apply_lora(model: Any, lora: LoraSpec) -> Any:
+    """Wrap ``model`` with LoRA adapters (peft); only the adapters train."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = lora.target_modules if lora.target_modules == "all-linear" else \
+        [t.strip() for t in lora.target_modules.split(",") if t.strip()]
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=targets)
+    return get_peft_model(model, config)
+
+
+def load_config(source: str) -> Any:
+    """The model's transformers config, read without loading weights (GGUF: from its metadata)."""
+    from transformers import AutoConfig
+
+    resolved = resolve_source(source)
+    location, extra = resolved.from_pretrained_args()
+    try:
+        return AutoConfig.from_pretrained(location, **extra)
+    except (OSError, ValueError) as exc:
+        if resolved.kind == "hub":
+            raise _hub_error(source, exc) from None
+        raise EngineError(f"cannot read the config of {source}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def inspect_model(source: str) -> dict:
+    """What the studio shows before loading: architecture, parameter count (exact, built on the meta device),
+    vocabulary, width, depth and dtype."""
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(source)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return {"source": source, "architecture": (config.architectures or [config.model_type])[0],
+            "model_type": config.model_type, "parameters": parameters,
+            "vocab_size": getattr(text, "vocab_size", None), "hidden_size": getattr(text, "hidden_size", None),
+            "layers": getattr(text, "num_hidden_layers", None),
+            "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
+            "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False))}
+
+
+def check_token_kd_compatible(teacher_tokenizer: Any, student_tokenizer: Any) -> None:
+    """Token-level KD compares distributions token by token: both models must share one vocabulary."""
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if teacher_vocab != student_vocab:
+        only_t = len(set(teacher_vocab) - set(student_vocab))
+        only_s = len(set(student_vocab) - set(teacher_vocab))
+        raise EngineError(f"teacher and student do not share a vocabulary ({len(teacher_vocab)} vs "
+                          f"{len(student_vocab)} tokens; {only_t} only in the teacher's, {only_s} only in the "
+                          "student's), so token-level KD cannot compare their distributions; use sequence-level "
+                          "KD (distill.method: sequence) instead.")
+    mismatched = [t for t, i in teacher_vocab.items() if student_vocab[t] != i][:3]
+    if mismatched:
+        raise EngineError(f"teacher and student number their tokens differently (e.g. {mismatched}); use "
+                          "sequence-level KD (distill.method: sequence) instead.")
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
+    """Save a plain transformers folder (LoRA merged in) with a model card; atomic, so a crash mid-save never
+    leaves a folder that looks finished."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def model_card(title: str, base: str, how: str, settings: dict, scores: dict | None = None) -> str:
+    """A short model card: what the model is, how it was made, with which settings, and what it scored."""
+    lines = [f"# {title}", "", f"Made with Compression Studio from `{base}`.", "", "## How it was made", "", how, "",
+             "## Settings", "", "```json", json.dumps(settings, indent=2, default=str), "```", ""]
+    if scores:
+        lines += ["## Scores", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()]
+        lines.append("")
+    lines += ["Load it with plain transformers:", "", "```python",
+              "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
+              "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Runs a spec's stages in order inside one run folder: checks everything that can be checked before the first
+step, then dispatches each stage to its recipe, records what it produced, and turns failures into one clear
+``error`` event and a run marked failed or cancelled (never a half-written run passed off as finished)."""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+import time
+import traceback
+from typing import Any
+
+from engine.context import EngineError, RunContext, StageCancelled, StageResult
+from engine.protocol import EventWriter
+from engine.runs import RunPaths, RunStore
+from engine.spec import BASE_MODELS, RunSpec, StageSpec
+
+log = logging.getLogger(__name__)
+
+RECIPES = {"sft": "engine.recipes.sft", "distill": "engine.recipes.distill", "grpo": "engine.recipes.grpo",
+           "quantize": "engine.recipes.quantize", "evaluate": "engine.recipes.evaluate"}
+
+
+def recipe(kind: str) -> Any:
+    return importlib.import_module(RECIPES[kind])
+
+
+def _done_marker(paths: RunPaths, stage: StageSpec):
+    return paths.stage_dir(stage.name) / "done.json"
+
+
+def base_model_of(spec: RunSpec, ref: str) -> str:
+    """The base model (teacher/student/path) a stage's output descends from; its tokenizer is the same."""
+    names = {s.name: s for s in spec.stages}
+    while ref in names:
+        ref = names[ref].model
+    return ref
+
+
+def preflight(spec: RunSpec, ctx_for: Any) -> None:
+    """Everything checkable before training: models exist, data parses, token-level KD is possible, each
+    recipe's own validation. Raises EngineError with the sentence to show."""
+    from engine.models import check_token_kd_compatible, load_tokenizer, resolve_source
+
+    refs = set()
+    for stage in spec.stages:
+        refs.add(base_model_of(spec, stage.model))
+        if stage.kind == "distill":
+            refs.add(base_model_of(spec, stage.teacher))
+        refs.update(base_model_of(spec, r) for r in stage.models.values())
+    for ref in sorted(refs):
+        resolve_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)
+    needs_data = any(s.kind != "quantize" or s.quantize.report for s in spec.stages)
+    first = ctx_for(spec.stages[0])
+    if needs_data:
+        from engine.training import stage_splits
+
+        stage_splits(first)  # a malformed record stops the run here, before any training
+    for stage in spec.stages:
+        if stage.kind == "distill" and stage.distill.method != "sequence":
+            teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
+            ctx = ctx_for(stage)
+            check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),
+                                      load_tokenizer(ctx.model_spec(student_ref)))
+        validate = getattr(recipe(stage.kind), "validate", None)
+        if validate is not None:
+            validate(ctx_for(stage))
+
+
+def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: RunStore,
+                 cancel: threading.Event, device: str) -> str:
+    """Run every stage not yet done; returns the final status (finished, cancelled or failed)."""
+    cache: dict = {}
+
+    def ctx_for(stage: StageSpec) -> RunContext:
+        return RunContext(spec=spec, stage=stage, paths=paths, events=events, cancel=cancel, device=device,
+                          cache=cache)
+
+    started = time.time()
+    summary: dict[str, Any] = {"stages": {}}
+    stage_name = ""
+    try:
+        events.status("running", "", "checking models and data")
+        preflight(spec, ctx_for)
+        for index, stage in enumerate(spec.stages):
+            stage_name = stage.name
+            marker = _done_marker(paths, stage)
+            if marker.exists():
+                events.log(f"stage {stage.name} already finished; skipping it")
+                summary["stages"][stage.name] = json.loads(marker.read_text(encoding="utf-8"))
+                continue
+            if cancel.is_set():
+                raise StageCancelled(stage.name)
+            store.update(paths.id, stage=stage.name)
+            events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}")
+            result: StageResult = recipe(stage.kind).run_stage(ctx_for(stage))
+            record = {"kind": stage.kind, "scores": result.scores,
+                      "model_dir": str(result.model_dir) if result.model_dir else None}
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+            summary["stages"][stage.name] = record
+            if result.scores:
+                store.update(paths.id, scores={f"{stage.name}/{k}": v for k, v in result.scores.items()})
+        status = "finished"
+    except StageCancelled:
+        status = "cancelled"
+        events.status("cancelled", stage_name, "cancelled; resume with compression-engine run --resume "
+                      f"{paths.id}")
+    except EngineError as exc:
+        status = "failed"
+        events.error(str(exc), stage=stage_name)
+    except Exception as exc:  # noqa: BLE001 - any crash becomes one error event, the trace goes to stderr
+        status = "failed"
+        log.error("stage %s crashed:\n%s", stage_name, traceback.format_exc())
+        events.error(f"stage {stage_name or 'setup'} crashed: {type(exc).__name__}: {exc}", stage=stage_name,
+                     detail=traceback.format_exc(limit=8))
+    summary["elapsed_s"] = round(time.time() - started, 1)
+    store.update(paths.id, status=status)
+    events.emit("done", status=status, summary=summary)
+    return status

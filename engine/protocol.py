@@ -1,0 +1,191 @@
+"""The JSON-lines protocol between the engine and the studio (stdlib only; the studio imports it).
+
+Engine → studio, one event per stdout line (and mirrored to the run's ``events.jsonl``)::
+
+    {"v": 1, "type": "metric", "run_id": "...", "seq": 7, "time": 1732860000.5, "data": {...}}
+
+Event ``data`` by type:
+  hello     {engine_version, pid, command, protocol}
+  status    {state: running|cancelling|finished|cancelled|failed, stage, message}
+  progress  {stage, step, total, fraction, elapsed_s, eta_s, unit}
+  metric    {stage, step, values: {"train/loss": 1.2, "train/lr": 1e-4, ...}}
+  log       {level, message}
+  sample    {stage, step, prompt, completion, rewards: {name: value}}
+  artifact  {stage, kind: model|checkpoint|eval|report|data, path}
+  error     {message, stage, detail}
+  done      {status: finished|cancelled|failed, summary: {...}}
+  token     (chat) {request_id, model, text}
+  loaded    (chat) {model, parameters, dtype, memory_bytes, ...}
+
+Studio → engine, one command per stdin line: ``{"type": "cancel"}``; for the chat service also
+``{"type": "generate", ...}``, ``{"type": "stop", ...}``, ``{"type": "load", ...}``, ``{"type": "quit"}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+PROTOCOL_VERSION = 1
+EVENT_TYPES = ("hello", "status", "progress", "metric", "log", "sample", "artifact", "error", "done",
+               "token", "loaded")
+RUN_STATES = ("running", "cancelling", "finished", "cancelled", "failed")
+FINAL_STATES = ("finished", "cancelled", "failed")
+COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit")
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid event or command."""
+
+
+@dataclass
+class Event:
+    type: str
+    data: dict = field(default_factory=dict)
+    run_id: str = ""
+    seq: int = 0
+    time: float = 0.0
+    v: int = PROTOCOL_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps({"v": self.v, "type": self.type, "run_id": self.run_id, "seq": self.seq,
+                           "time": self.time, "data": self.data}, ensure_ascii=False, default=_jsonable,
+                          allow_nan=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Event":
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"not a JSON line ({exc.msg} at column {exc.colno}).") from None
+        if not isinstance(obj, dict) or obj.get("type") not in EVENT_TYPES:
+            raise ProtocolError(f"not an event: {line[:80]!r}.")
+        if not isinstance(obj.get("data", {}), dict):
+            raise ProtocolError("event data must be an object.")
+        return cls(type=obj["type"], data=obj.get("data", {}), run_id=str(obj.get("run_id", "")),
+                   seq=int(obj.get("seq", 0)), time=float(obj.get("time", 0.0)), v=int(obj.get("v", 1)))
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON fallback for paths, numpy/torch scalars and the like."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _finite(values: dict) -> dict:
+    """NaN/inf are not JSON: send them as null so one bad step cannot break the stream."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
+class EventWriter:
+    """Writes events as JSON lines to a stream (stdout) and appends them to a mirror file (events.jsonl).
+
+    Thread-safe: trainer callbacks, the stdin reader and generation threads may all emit.
+    """
+
+    def __init__(self, run_id: str = "", stream: IO[str] | None = None, mirror: Path | None = None,
+                 start_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.stream = stream if stream is not None else sys.stdout
+        self.mirror = Path(mirror) if mirror else None
+        self._seq = start_seq
+        self._lock = threading.Lock()
+        self._mirror_file = None
+        self.listeners: list[Callable[[Event], None]] = []  # e.g. the terminal progress bar
+        if self.mirror:
+            self.mirror.parent.mkdir(parents=True, exist_ok=True)
+            self._mirror_file = open(self.mirror, "a", encoding="utf-8")
+
+    def emit(self, type_: str, **data: Any) -> Event:
+        if type_ not in EVENT_TYPES:
+            raise ProtocolError(f"unknown event type {type_!r}.")
+        with self._lock:
+            self._seq += 1
+            event = Event(type=type_, data=data, run_id=self.run_id, seq=self._seq, time=round(time.time(), 3))
+            line = event.to_json()
+            if self._mirror_file:
+                self._mirror_file.write(line + "\n")
+                self._mirror_file.flush()
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the GUI went away; the run goes on and events.jsonl keeps the record
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def metric(self, stage: str, step: int, values: dict) -> Event:
+        return self.emit("metric", stage=stage, step=step, values=_finite(values))
+
+    def progress(self, stage: str, step: int, total: int, elapsed_s: float, unit: str = "step") -> Event:
+        fraction = step / total if total else 0.0
+        eta = elapsed_s * (total - step) / step if step and total else None
+        return self.emit("progress", stage=stage, step=step, total=total, fraction=round(fraction, 4),
+                         elapsed_s=round(elapsed_s, 2), eta_s=None if eta is None else round(eta, 1), unit=unit)
+
+    def log(self, message: str, level: str = "info") -> Event:
+        return self.emit("log", level=level, message=message)
+
+    def status(self, state: str, stage: str = "", message: str = "") -> Event:
+        return self.emit("status", state=state, stage=stage, message=message)
+
+    def error(self, message: str, stage: str = "", detail: str = "") -> Event:
+        return self.emit("error", message=message, stage=stage, detail=detail)
+
+    def close(self) -> None:
+        if self._mirror_file:
+            self._mirror_file.close()
+            self._mirror_file = None
+
+
+def hello(writer: EventWriter, command: str, version: str) -> Event:
+    return writer.emit("hello", engine_version=version, pid=os.getpid(), command=command, protocol=PROTOCOL_VERSION)
+
+
+def read_events(path: Path, start: int = 0) -> Iterator[tuple[int, Event]]:
+    """Events of an events.jsonl from byte offset ``start``, with the offset after each; a trailing partial
+    line (a run still writing) is left for the next read."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        offset = start
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            offset += len(raw)
+            try:
+                yield offset, Event.from_json(raw.decode("utf-8"))
+            except (ProtocolError, UnicodeDecodeError):
+                continue  # a corrupt line is skipped, never fatal for a replay
+
+
+def parse_command(line: str) -> dict:
+    """A stdin command as a dict with at least ``type``; ProtocolError says what is wrong with the line."""
+    line = line.strip()
+    if not line:
+        raise ProtocolError("empty command line.")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"command is not JSON ({exc.msg} at column {exc.colno}).") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("command must be a JSON object with a 'type'.")
+    if obj.get("type") not in COMMAND_TYPES:
+        raise ProtocolError(f"unknown command type {obj.get('type')!r}; expected one of {', '.join(COMMAND_TYPES)}.")
+    return obj
+
+
+def command_line(type_: str, **fields: Any) -> str:
+    """One stdin line for the engine (used by the studio)."""
+    return json.dumps({"type": type_, **fields}) + "\n"

@@ -1,0 +1,1 @@
+"""Stage recipes: one file per stage kind, each with ``run_stage(ctx) -> StageResult``."""

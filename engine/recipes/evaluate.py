@@ -1,0 +1,102 @@
+"""Evaluation: every listed model answers the held-out split (greedy by default); ROUGE-L F1, exact match and
+per-category scores for each, and retention = model ÷ reference (the paper's headline number). Writes the
+``models`` part of eval.json, eval.md (a side-by-side table) and each model's predictions."""
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+from engine.context import RunContext, StageResult
+from engine.evaluation import evaluate_model
+from engine.metrics import retention
+from engine.models import load_model, load_tokenizer
+from engine.training import stage_splits
+
+HEADLINE = ("rougeL", "exact_match")
+
+
+def _test_records(ctx: RunContext) -> list[dict]:
+    records = stage_splits(ctx).test
+    limit = ctx.stage.max_eval_samples
+    return records[:limit] if limit else records
+
+
+def run_stage(ctx: RunContext) -> StageResult:
+    stage = ctx.stage
+    models = stage.models or {stage.model: stage.model}
+    records = _test_records(ctx)
+    results: dict[str, dict] = {}
+    for index, (display, ref) in enumerate(models.items()):
+        ctx.check_cancel()
+        spec = ctx.model_spec(ref)
+        ctx.events.status("running", stage.name, f"evaluating {display} ({index + 1}/{len(models)}) on "
+                          f"{len(records)} held-out records")
+        model, tokenizer = load_model(spec, ctx.device), load_tokenizer(spec)
+        started = time.monotonic()
+
+        def on_progress(done: int, total: int, _display=display, _start=started) -> None:
+            ctx.events.progress(f"{stage.name}:{_display}", done, total, time.monotonic() - _start, unit="answer")
+            ctx.check_cancel()
+
+        scores, predictions = evaluate_model(model, tokenizer, records, ctx.spec.data.preset, stage.generation,
+                                             ctx.device, on_progress=on_progress)
+        scores["seconds"] = round(time.monotonic() - started, 2)
+        scores["source"] = spec.source
+        results[display] = scores
+        _write_predictions(ctx, display, records, predictions)
+        for record, prediction in list(zip(records, predictions))[:3]:
+            ctx.events.emit("sample", stage=stage.name, step=0, model=display, prompt=record["instruction"],
+                            completion=prediction, reference=record["response"], rewards={})
+        del model, tokenizer
+        gc.collect()
+    reference = stage.reference if stage.reference in results else next(iter(results))
+    for display, scores in results.items():
+        for key in HEADLINE:
+            scores[f"retention_{key}"] = retention(scores.get(key), results[reference].get(key))
+        scores["retention"] = scores["retention_rougeL"]
+        ctx.events.emit("metric", stage=stage.name, step=0, model=display,
+                        values={"eval/rougeL": scores["rougeL"], "eval/exact_match": scores["exact_match"],
+                                "eval/retention": scores["retention"] if scores["retention"] is not None
+                                else float("nan")})
+    report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
+    ctx.paths.merge_eval(report)
+    ctx.paths.eval_md.write_text(markdown_table(report), encoding="utf-8")
+    ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
+    headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
+    headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
+                     if name != reference and s["retention"] is not None})
+    return StageResult(scores=headline, summary=report)
+
+
+def _write_predictions(ctx: RunContext, display: str, records: list[dict], predictions: list[str]) -> None:
+    path = ctx.work_dir / f"predictions-{display}.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for record, prediction in zip(records, predictions):
+            f.write(json.dumps({"id": record.get("id"), "category": record.get("category"),
+                                "prompt": record["instruction"], "reference": record["response"],
+                                "prediction": prediction}, ensure_ascii=False) + "\n")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def markdown_table(report: dict) -> str:
+    """The side-by-side table: one row per model, then ROUGE-L per category."""
+    models = report["models"]
+    lines = [f"# Evaluation on {report['n']} held-out `{report['data']}` records", "",
+             f"Retention is each model's score ÷ the reference model's (`{report['reference']}`).", "",
+             "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) |", "|---|---|---|---|---|"]
+    for name, s in models.items():
+        lines.append(f"| {name} | {s['rougeL']:.4f} | {s['exact_match']:.4f} | {_pct(s.get('retention_rougeL'))} "
+                     f"| {_pct(s.get('retention_exact_match'))} |")
+    categories = sorted({c for s in models.values() for c in s.get("per_category", {})})
+    if categories:
+        lines += ["", "## ROUGE-L by category", "", "| category | " + " | ".join(models) + " |",
+                  "|---|" + "---|" * len(models)]
+        for cat in categories:
+            cells = [f"{s.get('per_category', {}).get(cat, {}).get('rougeL', float('nan')):.4f}"
+                     for s in models.values()]
+            lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Supervised fine-tuning: the teacher on the task (the paper's first step), and the student-only baseline the
+paper compares distillation against. Cross-entropy on response tokens, on the stock transformers Trainer."""
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Trainer
+
+from engine.callbacks import EventsCallback
+from engine.context import RunContext, StageResult
+from engine.kd_trainer import pad_collator
+from engine.models import apply_lora, load_model, load_tokenizer, model_card, save_model
+from engine.spec import ModelSpec, to_dict
+from engine.training import finish_checkpoints, run_trainer, sft_datasets, train_with_sweep, training_arguments
+
+
+def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
+              train_records: list[dict] | None = None) -> tuple[Any, dict]:
+    """Fine-tune ``model_spec`` on the run's training split (or on ``train_records``); sweeps if asked."""
+    stage = ctx.stage
+    train_set, validation_set = sft_datasets(ctx, tokenizer, train_records)
+    ctx.events.log(f"{stage.name}: {len(train_set)} training sequences, "
+                   f"{len(validation_set) if validation_set is not None else 0} for validation")
+
+    def fit(learning_rate: float, checkpoint_dir):
+        model = load_model(model_spec, ctx.device, trainable=True)
+        if stage.train.lora.enabled:
+            model = apply_lora(model, stage.train.lora)
+        callback = EventsCallback(ctx)
+        trainer = Trainer(model=model, args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
+                          train_dataset=train_set, eval_dataset=validation_set,
+                          data_collator=pad_collator(tokenizer.pad_token_id), callbacks=[callback])
+        run_trainer(ctx, trainer, callback, checkpoint_dir)
+        return trainer, trainer.model
+
+    return train_with_sweep(ctx, stage.train, fit)
+
+
+def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: str, how: str, settings: dict,
+                     summary: dict) -> StageResult:
+    """Save the stage's model with its card, drop its resume checkpoints, announce the artifact."""
+    scores = {k: v for k, v in summary.items() if isinstance(v, float)}
+    card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base, how,
+                      {**settings, "data": to_dict(ctx.spec.data)}, scores)
+    save_model(model, tokenizer, ctx.output_dir, card)
+    finish_checkpoints(ctx.checkpoint_dir)
+    ctx.events.emit("artifact", stage=ctx.stage.name, kind="model", path=str(ctx.output_dir))
+    return StageResult(model_dir=ctx.output_dir, scores=scores, summary=summary)
+
+
+def run_stage(ctx: RunContext) -> StageResult:
+    model_spec = ctx.model_spec(ctx.stage.model)
+    tokenizer = load_tokenizer(model_spec)
+    model, summary = train_sft(ctx, model_spec, tokenizer)
+    how = f"Supervised fine-tuning (cross-entropy on response tokens) on the `{ctx.spec.data.preset}` data set."
+    return save_stage_model(ctx, model, tokenizer, model_spec.source, how, {"train": to_dict(ctx.stage.train)},
+                            summary)
