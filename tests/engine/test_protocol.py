@@ -1,0 +1,51 @@
+"""The JSON-lines protocol: envelope fields, sequence numbers, the events.jsonl mirror, replay and commands."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from engine.protocol import (Event, EventWriter, ProtocolError, command_line, parse_command, read_events)
+
+
+def test_events_carry_the_envelope_and_are_mirrored(tmp_path):
+    out = io.StringIO()
+    writer = EventWriter("run-1", out, mirror=tmp_path / "events.jsonl")
+    writer.emit("hello", pid=1)
+    writer.metric("sft", 3, {"train/loss": 1.5, "train/lr": float("nan")})
+    writer.progress("sft", 3, 12, elapsed_s=6.0)
+    writer.close()
+    lines = out.getvalue().splitlines()
+    assert lines == (tmp_path / "events.jsonl").read_text().splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert [o["seq"] for o in objs] == [1, 2, 3]
+    assert all(o["v"] == 1 and o["run_id"] == "run-1" and o["time"] > 0 for o in objs)
+    assert objs[1]["data"]["values"] == {"train/loss": 1.5, "train/lr": None}  # NaN is not JSON
+    assert objs[2]["data"]["eta_s"] == pytest.approx(18.0)  # 3 steps took 6 s; 9 remain
+    assert objs[2]["data"]["fraction"] == pytest.approx(0.25)
+
+
+def test_replay_resumes_from_an_offset_and_skips_a_partial_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = EventWriter("r", io.StringIO(), mirror=path)
+    for step in range(3):
+        writer.metric("s", step, {"train/loss": float(step)})
+    writer.close()
+    with open(path, "a") as f:
+        f.write('{"v": 1, "type": "metric"')  # a writer caught mid-line
+    first = list(read_events(path))
+    assert [e.data["step"] for _, e in first] == [0, 1, 2]
+    assert list(read_events(path, first[1][0]))[0][1].data["step"] == 2
+
+
+def test_commands_parse_and_bad_lines_say_why():
+    assert parse_command(command_line("cancel")) == {"type": "cancel"}
+    with pytest.raises(ProtocolError, match="not JSON"):
+        parse_command("{cancel")
+    with pytest.raises(ProtocolError, match="unknown command"):
+        parse_command('{"type": "explode"}')
+    with pytest.raises(ProtocolError):
+        Event.from_json('{"type": "nonsense"}')
+    with pytest.raises(ProtocolError):
+        EventWriter().emit("nonsense")

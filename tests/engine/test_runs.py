@@ -1,0 +1,50 @@
+"""The run store: folders, the SQLite index, atomic updates, liveness and deletion."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from engine.runs import RunStore
+
+
+def test_create_update_list_delete(tmp_path):
+    store = RunStore(tmp_path)
+    a = store.create("first run", "name: a\n")
+    b = store.create("second", "name: b\n")
+    assert a.spec.read_text() == "name: a\n"
+    store.update(a.id, status="finished", scores={"eval/rougeL": 0.5})
+    store.update(a.id, scores={"kd/retention": 0.9})
+    record = store.get(a.id)
+    assert record.status == "finished" and record.scores == {"eval/rougeL": 0.5, "kd/retention": 0.9}
+    assert {r.id for r in store.list()} == {a.id, b.id}
+    store.delete(b.id)
+    assert not b.root.exists() and [r.id for r in store.list()] == [a.id]
+
+
+def test_index_is_rebuilt_from_the_folders(tmp_path):
+    store = RunStore(tmp_path)
+    paths = store.create("x", "")
+    store.index_path.unlink()
+    assert [r.id for r in RunStore(tmp_path).list()] == [paths.id]
+    shutil.rmtree(paths.root)
+    assert RunStore(tmp_path).list() == []
+
+
+def test_a_live_run_cannot_be_deleted_and_a_dead_one_is_not_alive(tmp_path):
+    store = RunStore(tmp_path)
+    paths = store.create("x", "")
+    store.update(paths.id, status="running", pid=os.getpid())
+    assert store.get(paths.id).is_alive()
+    with pytest.raises(RuntimeError, match="still running"):
+        store.delete(paths.id)
+    store.update(paths.id, pid=2 ** 22 + 12345)  # no such process
+    assert not store.get(paths.id).is_alive()
+
+
+def test_eval_sections_merge(tmp_path):
+    paths = RunStore(tmp_path).create("x", "")
+    paths.merge_eval({"models": {"teacher": {"rougeL": 1.0}}})
+    merged = paths.merge_eval({"quantization": {"size_ratio": 0.3}})
+    assert set(merged) == {"models", "quantization"}
