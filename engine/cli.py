@@ -3,6 +3,7 @@ with the same spec file; stdout carries only JSON-line events, logs and the prog
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -77,11 +78,19 @@ def _listen_for_cancel(cancel: threading.Event) -> None:
 
 
 def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | None = None) -> int:
-    """Create (or reopen) the run folder, stream events, run the pipeline; exit code 0 only when finished."""
+    """Check the spec against models and data, then create (or reopen) the run folder, stream events and run
+    the pipeline. Exit code: 0 finished, 3 cancelled, 1 failed, 2 refused before anything started."""
+    from engine.context import EngineError
     from engine.models import pick_device
-    from engine.pipeline import run_pipeline
+    from engine.pipeline import preflight, run_pipeline
 
     store = store or RunStore()
+    cache: dict = {}
+    try:
+        device = pick_device(spec.device)
+        preflight(spec, device, EventWriter(stream=io.StringIO()), cache)  # nothing to say yet
+    except EngineError as exc:
+        return _fail(str(exc))
     if resume_id:
         paths = store.paths(resume_id)
         last_seq = max((e.seq for _, e in read_events(paths.events)), default=0) if paths.events.exists() else 0
@@ -96,14 +105,7 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
     log.info("run %s in %s", paths.id, paths.root)
     cancel = threading.Event()
     _listen_for_cancel(cancel)
-    try:
-        device = pick_device(spec.device)
-    except Exception as exc:  # noqa: BLE001 - EngineError from an impossible device request
-        events.error(str(exc))
-        store.update(paths.id, status="failed")
-        events.emit("done", status="failed", summary={})
-        return 1
-    status = run_pipeline(spec, paths, events, store, cancel, device)
+    status = run_pipeline(spec, paths, events, store, cancel, device, cache)
     events.close()
     log.info("run %s %s; its folder: %s", paths.id, status, paths.root)
     return {"finished": 0, "cancelled": 3}.get(status, 1)

@@ -38,7 +38,7 @@ class StageResult:
 class RunContext:
     spec: RunSpec
     stage: StageSpec
-    paths: RunPaths
+    paths: RunPaths | None  # None during preflight, before the run folder exists
     events: EventWriter
     cancel: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"

@@ -38,10 +38,13 @@ def base_model_of(spec: RunSpec, ref: str) -> str:
     return ref
 
 
-def preflight(spec: RunSpec, ctx_for: Any) -> None:
-    """Everything checkable before training: models exist, data parses, token-level KD is possible, each
-    recipe's own validation. Raises EngineError with the sentence to show."""
+def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
+    """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
+    each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
     from engine.models import check_token_kd_compatible, load_tokenizer, resolve_source
+
+    def ctx_for(stage: StageSpec) -> RunContext:
+        return RunContext(spec=spec, stage=stage, paths=None, events=events, device=device, cache=cache)
 
     refs = set()
     for stage in spec.stages:
@@ -51,27 +54,26 @@ def preflight(spec: RunSpec, ctx_for: Any) -> None:
         refs.update(base_model_of(spec, r) for r in stage.models.values())
     for ref in sorted(refs):
         resolve_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)
-    needs_data = any(s.kind != "quantize" or s.quantize.report for s in spec.stages)
-    first = ctx_for(spec.stages[0])
-    if needs_data:
+    if any(s.kind != "quantize" or s.quantize.report for s in spec.stages):
         from engine.training import stage_splits
 
-        stage_splits(first)  # a malformed record stops the run here, before any training
+        stage_splits(ctx_for(spec.stages[0]))  # a malformed record stops the run here, before any training
     for stage in spec.stages:
+        ctx = ctx_for(stage)
         if stage.kind == "distill" and stage.distill.method != "sequence":
             teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
-            ctx = ctx_for(stage)
             check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),
                                       load_tokenizer(ctx.model_spec(student_ref)))
         validate = getattr(recipe(stage.kind), "validate", None)
         if validate is not None:
-            validate(ctx_for(stage))
+            validate(ctx)
 
 
 def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: RunStore,
-                 cancel: threading.Event, device: str) -> str:
-    """Run every stage not yet done; returns the final status (finished, cancelled or failed)."""
-    cache: dict = {}
+                 cancel: threading.Event, device: str, cache: dict | None = None) -> str:
+    """Run every stage not yet done (``cache`` carries what preflight loaded); returns the final status
+    (finished, cancelled or failed)."""
+    cache = {} if cache is None else cache
 
     def ctx_for(stage: StageSpec) -> RunContext:
         return RunContext(spec=spec, stage=stage, paths=paths, events=events, cancel=cancel, device=device,
@@ -81,8 +83,6 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
     summary: dict[str, Any] = {"stages": {}}
     stage_name = ""
     try:
-        events.status("running", "", "checking models and data")
-        preflight(spec, ctx_for)
         for index, stage in enumerate(spec.stages):
             stage_name = stage.name
             marker = _done_marker(paths, stage)

@@ -7,13 +7,19 @@ import gc
 import json
 import time
 
-from engine.context import RunContext, StageResult
+from engine.context import EngineError, RunContext, StageResult
 from engine.evaluation import evaluate_model
 from engine.metrics import retention
 from engine.models import load_model, load_tokenizer
 from engine.training import stage_splits
 
 HEADLINE = ("rougeL", "exact_match")
+
+
+def validate(ctx: RunContext) -> None:
+    if ctx.spec.data.test_fraction == 0:
+        raise EngineError("data.test_fraction is 0, so there is no held-out split to evaluate on; set it to "
+                          "e.g. 0.1.")
 
 
 def _test_records(ctx: RunContext) -> list[dict]:
