@@ -1,0 +1,231 @@
+"""Run untrusted, model-written Python programs for the code-correctness reward.
+
+Each program runs in its own ``python -I -S`` process (isolated mode: no user site, no ``PYTHON*`` variables, no
+site-packages) in a new session/process group, from a fresh temporary working directory that is removed
+afterwards, with an almost empty environment (no inherited secrets), stdin fed from a file and stdout/stderr
+written to size-capped files. Limits:
+
+* wall clock: the whole process group is killed with ``os.killpg`` on timeout and again after every run, so
+  children left behind die with it;
+* ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and files), ``RLIMIT_NOFILE``,
+  ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC`` — set by the bootstrap inside the child before the user code starts
+  (not in a ``preexec_fn``, which is unsafe in a process with threads, as a trainer is). Root ignores
+  ``RLIMIT_NPROC``, which is why process creation is also refused by the audit hook below;
+* an audit hook (``sys.addaudithook``) installed by the bootstrap before the program is compiled refuses: opening
+  files for writing outside the working directory, reading files outside it and the Python standard library,
+  removing/renaming/creating/linking/chmod-ing paths outside it, ``chdir`` out of it, creating processes
+  (fork, exec, spawn, subprocess, ``os.system``), signalling other processes, sockets, ``ctypes`` and the
+  introspection that could reach the hook itself (``gc`` referrers, swapping a function's ``__code__``). A refusal
+  ends the program at once with exit code ``REFUSED_EXIT``.
+
+This is defence in depth for a training loop, **not a security boundary** like a container, a VM or seccomp: the
+hook runs in the same interpreter as the code it polices, and we run as root in CI. Run the engine in a
+container when it executes code from models you do not trust.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REFUSED_EXIT = 97  # exit code of a program the audit hook stopped
+MEMORY_EXIT = 98  # exit code of a program that ran out of its address space
+_STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
+
+# Runs inside the child: limits, then the audit hook, then the program. argv: limits and paths (see _command).
+_BOOTSTRAP = r'''
+import os, sys, resource
+def _setup():
+    cpu, mem, fsize, nproc, audit = (int(x) for x in sys.argv[1:6])
+    work, program, stdlib = sys.argv[6], sys.argv[7], sys.argv[8]
+    for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
+                             (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64),
+                             (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NPROC, nproc, nproc)):
+        try:
+            resource.setrlimit(what, (soft, hard))
+        except (ValueError, OSError):
+            pass
+    with open(program, encoding="utf-8") as f:
+        source = f.read()
+    os.chdir(work)
+    exit_, write = os._exit, os.write
+    realpath, join, getcwd, fspath = os.path.realpath, os.path.join, os.getcwd, os.fspath
+    readable = (stdlib + os.sep, "/dev/null", "/dev/urandom")
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    forbidden = ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.kill",
+                 "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.", "socket.", "gc.get_referrers",
+                 "gc.get_referents", "gc.get_objects", "sys.addaudithook", "os.setuid", "os.setgid", "resource.setrlimit",
+                 "resource.prlimit")
+    blocked_modules = {"ctypes", "_ctypes", "_posixsubprocess", "_socket", "socket", "subprocess",
+                       "multiprocessing", "_multiprocessing", "pty", "resource"}
+    path_events = {"os.remove": 1, "os.rename": 2, "os.replace": 2, "os.mkdir": 1, "os.rmdir": 1,
+                   "os.chmod": 1, "os.chown": 1, "os.link": 2, "os.symlink": 2, "os.truncate": 1,
+                   "os.utime": 1, "os.chdir": 1, "os.chroot": 1, "os.mkfifo": 1, "os.mknod": 1,
+                   "os.listdir": 1, "os.scandir": 1, "shutil.rmtree": 1, "shutil.copyfile": 2, "shutil.move": 2}
+
+    def refuse(event, detail):
+        write(2, f"sandbox: refused {event} {detail!r}\n".encode("utf-8", "replace"))
+        exit_(97)
+
+    def inside(path):
+        if isinstance(path, int) or path is None:
+            return True  # an already open descriptor / dir_fd-relative call on one
+        full = realpath(join(getcwd(), fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)))
+        return full == work or full.startswith(work + os.sep)
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None))[:3]
+            if isinstance(path, int) or inside(path):
+                return
+            wants_write = bool((flags or 0) & writing) or any(c in str(mode or "") for c in "wax+")
+            full = realpath(fspath(path) if not isinstance(path, bytes) else os.fsdecode(path))
+            if wants_write or not (full.startswith(readable[0]) or full in readable[1:]):
+                refuse(event, path)
+        elif event.startswith(forbidden):
+            refuse(event, args[:1] if args else "")
+        elif event == "import" and args and str(args[0]).split(".")[0] in blocked_modules:
+            refuse(event, args[0])
+        elif event == "object.__setattr__" and len(args) > 1 and args[1] in ("__code__", "__globals__"):
+            refuse(event, args[1])
+        elif event in path_events:
+            for path in args[:path_events[event]]:
+                if event in ("os.listdir", "os.scandir") and path is not None and not isinstance(path, int) \
+                        and realpath(fspath(path)).startswith(readable[0]):
+                    continue  # the import system lists standard-library folders
+                if not inside(path):
+                    refuse(event, path)
+
+    if audit:
+        sys.addaudithook(hook)
+    return source
+_source = _setup()
+del _setup
+_main = type(sys)("__main__")
+sys.modules["__main__"] = _main
+sys.argv = ["main.py"]
+try:
+    exec(compile(_source, "<program>", "exec"), _main.__dict__)
+except MemoryError:
+    sys.stderr.write("MemoryError\n")
+    os._exit(98)
+'''
+
+
+@dataclass
+class SandboxResult:
+    stdout: str
+    stderr: str
+    returncode: int | None
+    timed_out: bool
+    killed_reason: str  # "" | timeout | cpu | memory | output | refused | error
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.killed_reason
+
+
+def _command(work: Path, program: Path, cpu_s: int, memory_mb: int, file_mb: int, max_processes: int,
+             audit: bool) -> list:
+    return [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
+            str(file_mb * 2**20), str(max_processes), str(int(audit)), str(work), str(program), _STDLIB]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reason(returncode: int | None, timed_out: bool, stderr: str) -> str:
+    if timed_out:
+        return "timeout"
+    if returncode == REFUSED_EXIT and "sandbox: refused" in stderr:
+        return "refused"
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return "cpu"
+    if returncode == -signal.SIGXFSZ or "File too large" in stderr:
+        return "output"
+    if returncode == MEMORY_EXIT or "MemoryError" in stderr:
+        return "memory"
+    return ""
+
+
+def _read_capped(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        return f.read(limit).decode("utf-8", "replace")
+
+
+def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
+                output_kb: int = 256, file_mb: int = 4, max_processes: int = 1,
+                _audit: bool = True) -> SandboxResult:
+    """Run ``code`` with ``stdin``; never raises for anything the program does (see the module docstring).
+    ``_audit=False`` drops the audit hook; only tests use it, to check the other layers on their own."""
+    root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
+    work = root / "work"
+    work.mkdir()
+    program, stdin_file, out_file, err_file = (root / n for n in ("program.py", "stdin", "stdout", "stderr"))
+    program.write_text(code, encoding="utf-8")
+    stdin_file.write_text(stdin, encoding="utf-8")
+    env = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
+    # FSIZE caps stdout too (the program dies with SIGXFSZ past it): output can never flood memory or disk.
+    file_mb = max(file_mb, output_kb // 1024 + 1)
+    start = time.monotonic()
+    timed_out = False
+    try:
+        with open(stdin_file, "rb") as fin, open(out_file, "wb") as fout, open(err_file, "wb") as ferr:
+            proc = subprocess.Popen(_command(work, program, cpu_s, memory_mb, file_mb, max_processes, _audit),
+                                    stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
+                                    start_new_session=True, close_fds=True)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _kill_group(proc.pid)  # also after a normal exit: children left in the group die with it
+            proc.wait()
+        duration = time.monotonic() - start
+        stdout = _read_capped(out_file, output_kb * 1024)
+        stderr = _read_capped(err_file, 16 * 1024)
+        returncode = None if timed_out else proc.returncode
+        return SandboxResult(stdout, stderr, returncode, timed_out, _reason(returncode, timed_out, stderr),
+                             round(duration, 3))
+    except OSError as exc:  # e.g. no more processes or disk: one failed test, never the run
+        log.warning("sandbox could not run a program: %s", exc)
+        return SandboxResult("", str(exc), None, False, "error", round(time.monotonic() - start, 3))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def normalize_output(text: str) -> str:
+    """Outputs are compared line by line without trailing spaces and without blank lines at either end."""
+    return "\n".join(line.rstrip() for line in str(text).strip().splitlines())
+
+
+def run_tests(code: str, tests: list[dict], *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
+              stop_after_failures: int = 0) -> float:
+    """Fraction of ``tests`` ({"input", "output"}) whose expected output the program prints exactly (after
+    ``normalize_output``). ``stop_after_failures`` > 0 stops early after that many failures (they count as 0)."""
+    if not tests:
+        return 0.0
+    passed = failures = 0
+    for test in tests:
+        result = run_program(code, str(test.get("input", "")), timeout_s=timeout_s, cpu_s=cpu_s,
+                             memory_mb=memory_mb)
+        if result.ok and normalize_output(result.stdout) == normalize_output(test.get("output", "")):
+            passed += 1
+        else:
+            failures += 1
+            if stop_after_failures and failures >= stop_after_failures:
+                break
+    return passed / len(tests)
