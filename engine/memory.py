@@ -5,7 +5,8 @@ The estimate counts parameters from the config alone (no weights are read):
 
 * embeddings ``V·h`` and, unless tied, an output layer ``V·h``;
 * per layer: attention ``h·(n_q·d) + 2·h·(n_kv·d) + (n_q·d)·h`` (grouped-query attention: ``n_kv`` key/value
-  heads of width ``d = head_dim``), q/k/v biases where the architecture has them (Qwen2), an MLP of ``3·h·I``
+  heads of width ``d = head_dim``), biases where the architecture has them (Qwen2: q/k/v; ``attention_bias``:
+  q/k/v/o), an MLP of ``3·h·I``
   (gated: gate, up, down) or ``2·h·I`` (plain), and two RMS/LayerNorm vectors; plus the final norm.
 
 In 4 bits (bitsandbytes) only the linear layers inside the blocks are quantized: 4 bits per weight plus one
@@ -66,8 +67,9 @@ def count_parameters(config_or_dir: Any) -> dict[str, int]:
     mlp_mats = 2 if c.get("model_type") in _PLAIN_MLP_TYPES else 3
     attn = h * n_q * d + 2 * h * n_kv * d + n_q * d * h
     mlp = mlp_mats * h * inter
-    has_qkv_bias = c.get("model_type") in _QKV_BIAS_TYPES or bool(c.get("attention_bias"))
-    bias = (n_q * d + 2 * n_kv * d) if has_qkv_bias else 0
+    qwen_style = c.get("model_type") in _QKV_BIAS_TYPES  # Qwen2: biases on q/k/v only
+    llama_style = bool(c.get("attention_bias")) and not qwen_style  # attention_bias: on q/k/v and o
+    bias = (n_q * d + 2 * n_kv * d) * (qwen_style or llama_style) + h * llama_style
     embedding = vocab * h
     lm_head = 0 if c.get("tie_word_embeddings", False) else vocab * h
     linear = layers * (attn + mlp)

@@ -1,0 +1,117 @@
+"""4-bit quantization: quantize → save → reload (with plain transformers, in a process that never imports this
+project) answers exactly like the model just quantized; the report's numbers are present and sane; bad input
+gives one sentence; the quantize stage writes its report into the run's evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.context import EngineError
+from engine.quantization import (count_4bit_layers, linear_weight_bytes, quantization_report, quantize_and_save,
+                                 quantize_model, report_markdown, weight_file_bytes)
+from engine.spec import GenerationSpec, QuantizeSpec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quant_helpers import make_tiny_model  # noqa: E402
+
+PROMPT_IDS = [[5, 17, 42, 99, 3, 250, 7, 64]]
+NEW_TOKENS = 12
+
+RELOAD_SCRIPT = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    out = model.generate(ids, max_new_tokens=int(sys.argv[3]), min_new_tokens=int(sys.argv[3]), do_sample=False)
+    logits = model(ids).logits[0, -1, :8].tolist()
+print(json.dumps({"ids": out[0].tolist(), "logits": logits, "4bit": bool(model.is_loaded_in_4bit),
+                  "engine_imported": any(m == "engine" or m.startswith("engine.") for m in sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny, tmp_path_factory):
+    """(folder, greedy ids, last logits) of the in-memory model — used only after it was saved."""
+    out, model, _ = quantize_and_save(tiny, tmp_path_factory.mktemp("q") / "q4", QuantizeSpec(), "cpu")
+    ids = torch.tensor(PROMPT_IDS)
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        logits = model(ids).logits[0, -1, :8].tolist()
+    return out, generated[0].tolist(), logits, count_4bit_layers(model)
+
+
+def test_reloaded_with_plain_transformers_gives_identical_greedy_outputs(quantized):
+    folder, ids, logits, layers = quantized
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(folder), json.dumps(PROMPT_IDS),
+                           str(NEW_TOKENS)], capture_output=True, text=True, cwd="/", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["4bit"] and not result["engine_imported"]
+    assert result["ids"] == ids
+    assert len(ids) == len(PROMPT_IDS[0]) + NEW_TOKENS and len(set(ids[len(PROMPT_IDS[0]):])) > 1
+    assert result["logits"] == pytest.approx(logits, abs=1e-5)
+    assert layers == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 blocks
+
+
+def test_saved_folder_is_complete_and_smaller(quantized, tiny):
+    folder = quantized[0]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    assert config["quantization_config"]["bnb_4bit_use_double_quant"] is True
+    assert (folder / "tokenizer.json").exists() and "NF4" in (folder / "README.md").read_text()
+    before, after = linear_weight_bytes(tiny, folder)
+    assert before > 0 and after / before <= 0.3
+    assert weight_file_bytes(folder) < weight_file_bytes(tiny)
+
+
+def test_fp4_without_double_quant(tiny, tmp_path):
+    out = quantize_model(str(tiny), tmp_path / "fp4", QuantizeSpec(quant_type="fp4", double_quant=False), "cpu")
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["bnb_4bit_quant_type"] == "fp4" and config["bnb_4bit_use_double_quant"] is False
+    before, fp4 = linear_weight_bytes(tiny, out)
+    # 4 bits + one float32 absmax per 64 weights = 4.5 bits out of 32 (plus a small fixed code table per layer)
+    assert before * 4.5 / 32 <= fp4 <= 0.3 * before
+
+
+def test_bad_inputs_are_one_sentence(tmp_path, quantized, tiny):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    with pytest.raises(EngineError, match="not a model folder"):
+        quantize_model(str(tmp_path / "notes"), tmp_path / "out", QuantizeSpec(), "cpu")
+    with pytest.raises(EngineError, match="already quantized"):
+        quantize_model(str(quantized[0]), tmp_path / "out", QuantizeSpec(), "cpu")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(EngineError, match="bitsandbytes cannot quantize") as err:
+        quantize_model(str(broken), tmp_path / "out", QuantizeSpec(), "cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(EngineError, match="CUDA or the CPU"):
+        quantize_model(str(tiny), tmp_path / "out", QuantizeSpec(), "mps")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_numbers_are_present_and_sane(tiny, quantized):
+    report = quantization_report(tiny, quantized[0], [], "demo", GenerationSpec(max_new_tokens=8), "cpu")
+    o, q, r = report["original"], report["quantized"], report["ratios"]
+    for side in (o, q):
+        assert side["disk_bytes"] > 0 and side["rss_bytes"] > 0 and side["load_s"] > 0
+        assert side["ttft_s"] > 0 and side["tokens_per_s"] > 0 and side["new_tokens"] == 32
+    assert q["disk_bytes"] < o["disk_bytes"] and r["linear_bytes"] <= 0.3
+    assert r["disk_bytes"] == pytest.approx(q["disk_bytes"] / o["disk_bytes"], abs=1e-4)
+    table = report_markdown(report)
+    assert "| size on disk |" in table and "| decode tokens/s |" in table
