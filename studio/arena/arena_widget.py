@@ -1,0 +1,393 @@
+"""The chat arena: up to three models answer the same conversation side by side, streamed from the engine's chat
+service. The widget wires the panes, the shared controls and the ``ChatClient`` to an ``ArenaSession`` (which
+holds every rule) and redraws what the session says changed.
+
+Mount it as a tab: ``ArenaWidget(store=RunStore(), engine_python=sys.executable)``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+
+from studio.arena import catalog as catalog_mod
+from studio.arena import presets as presets_mod
+from studio.arena.catalog import ModelChoice
+from studio.arena.chat_client import ChatClient, engine_chat_command
+from studio.arena.controls import SamplingBox, VoteBar
+from studio.arena.export import write_exports
+from studio.arena.panes import ChatPane
+from studio.arena.session import ArenaSession
+from studio.arena.votes import append_vote, read_votes, tally, votes_path
+
+log = logging.getLogger(__name__)
+MAX_PANES = 3
+
+
+class ArenaWidget(QWidget):
+    """Side-by-side chat with teacher, student and 4-bit student."""
+
+    vote_recorded = Signal(dict)  # the vote record, after it was written
+    exported = Signal(str, str)  # Markdown path, JSON path
+
+    def __init__(self, store: Any = None, engine_python: str | None = None, *, chat_command: list[str] | None = None,
+                 pane_count: int = MAX_PANES, rng: random.Random | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.session = ArenaSession(MAX_PANES, rng=rng)
+        self.client = ChatClient(chat_command or engine_chat_command(engine_python), self)
+        self.choices: list[ModelChoice] = []
+        self.presets: list[presets_mod.Preset] = []
+        self._build()
+        self._connect()
+        self.pane_count.setValue(max(1, min(MAX_PANES, pane_count)))
+        self.refresh_models()
+        self._refresh_all()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 10, 10, 10)
+        layout.addLayout(self._build_top_bar())
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setHandleWidth(8)
+        self.panes: dict[str, ChatPane] = {}
+        for state in self.session.panes:
+            pane = ChatPane(state.key)
+            self.panes[state.key] = pane
+            self.splitter.addWidget(pane)
+        layout.addWidget(self.splitter, 1)
+        self.vote_bar = VoteBar()
+        self.vote_bar.hide()
+        layout.addWidget(self.vote_bar)
+        layout.addLayout(self._build_bottom())
+        self.status_label = QLabel()
+        self.status_label.setStyleSheet("color: #57606a;")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+
+    def _build_top_bar(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Run:"))
+        self.run_combo = QComboBox()
+        self.run_combo.setMinimumWidth(220)
+        self.run_combo.setToolTip("Whose models and held-out prompts to offer")
+        row.addWidget(self.run_combo)
+        row.addWidget(QLabel("Panes:"))
+        self.pane_count = QSpinBox(minimum=1, maximum=MAX_PANES)
+        row.addWidget(self.pane_count)
+        self.load_all_button = QPushButton("Load models")
+        self.load_all_button.setToolTip("Load the model picked in every pane")
+        row.addWidget(self.load_all_button)
+        row.addStretch(1)
+        self.blind_box = QCheckBox("Blind mode")
+        self.blind_box.setToolTip("Hide the names behind A/B/C in random order until you vote for the best answer")
+        row.addWidget(self.blind_box)
+        self.clear_button = QPushButton("Clear")
+        self.export_button = QPushButton("Export…")
+        row.addWidget(self.clear_button)
+        row.addWidget(self.export_button)
+        return row
+
+    def _build_bottom(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        left = QVBoxLayout()
+        self.system_edit = QLineEdit(self.session.system_prompt)
+        self.system_edit.setPlaceholderText("System prompt (empty: none)")
+        system_row = QHBoxLayout()
+        system_row.addWidget(QLabel("System:"))
+        system_row.addWidget(self.system_edit, 1)
+        system_row.addWidget(QLabel("Preset:"))
+        self.preset_combo = QComboBox()
+        self.preset_combo.setMinimumWidth(240)
+        self.preset_combo.setToolTip("Prompts from the run's held-out data")
+        system_row.addWidget(self.preset_combo, 1)
+        self.random_button = QToolButton()
+        self.random_button.setText("Random")
+        self.random_button.setToolTip("A random held-out prompt")
+        system_row.addWidget(self.random_button)
+        left.addLayout(system_row)
+        prompt_row = QHBoxLayout()
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Ask all models the same thing… (Ctrl+Enter sends)")
+        self.prompt_edit.setFixedHeight(74)
+        prompt_row.addWidget(self.prompt_edit, 1)
+        buttons = QVBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop every pane's answer")
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        prompt_row.addLayout(buttons)
+        left.addLayout(prompt_row)
+        row.addLayout(left, 1)
+        self.sampling_box = SamplingBox()
+        row.addWidget(self.sampling_box)
+        return row
+
+    def _connect(self) -> None:
+        for pane in self.panes.values():
+            pane.load_requested.connect(self._on_pane_load_requested)
+            pane.reference_toggled.connect(self._on_pane_reference_toggled)
+        self.client.load_progressed.connect(self._on_client_load_progressed)
+        self.client.model_loaded.connect(self._on_client_model_loaded)
+        self.client.token_received.connect(self._on_client_token_received)
+        self.client.generation_finished.connect(self._on_client_generation_finished)
+        self.client.error_reported.connect(self._on_client_error_reported)
+        self.client.service_finished.connect(self._on_client_service_finished)
+        self.run_combo.currentIndexChanged.connect(self._on_run_combo_changed)
+        self.pane_count.valueChanged.connect(self._on_pane_count_changed)
+        self.load_all_button.clicked.connect(self._on_load_all_clicked)
+        self.blind_box.toggled.connect(self._on_blind_box_toggled)
+        self.clear_button.clicked.connect(self._on_clear_clicked)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.preset_combo.activated.connect(self._on_preset_combo_activated)
+        self.random_button.clicked.connect(self._on_random_clicked)
+        self.send_button.clicked.connect(self._on_send_clicked)
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        self.vote_bar.vote_cast.connect(self._on_vote_bar_vote_cast)
+        self.sampling_box.sampling_changed.connect(self._on_sampling_box_changed)
+        QShortcut(QKeySequence("Ctrl+Return"), self.prompt_edit, activated=self._on_send_clicked)
+
+    # ------------------------------------------------------------------ public API (also used by the tests)
+    def refresh_models(self) -> None:
+        """Re-read the run history: the runs, every model they made, and the demo models."""
+        self.choices = catalog_mod.catalog(self.store)
+        runs = [] if self.store is None else self._list_runs()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        self.run_combo.addItem("no run (demo data)", "")
+        for record in runs:
+            self.run_combo.addItem(f"{record.name} — {record.id}", str(record.path))
+        self.run_combo.setCurrentIndex(1 if runs else 0)
+        self.run_combo.blockSignals(False)
+        self._on_run_combo_changed(self.run_combo.currentIndex())
+
+    def load_model(self, key: str, choice: ModelChoice) -> None:
+        """Load ``choice`` into pane ``key`` (replacing its model and conversation)."""
+        self._on_pane_load_requested(key, choice)
+
+    def send(self, prompt: str) -> list[str]:
+        """Send ``prompt`` to every loaded pane; returns the request ids."""
+        self.prompt_edit.setPlainText(prompt)
+        return self._on_send_clicked()
+
+    def stop(self) -> None:
+        self._on_stop_clicked()
+
+    def vote(self, letter: str | None) -> dict:
+        """Vote in a blind round (None = tie); writes the vote next to the run and returns it."""
+        record = self.session.vote(letter)
+        run_paths = [p.choice.run_path for p in self.session.panes if p.choice is not None]
+        path = votes_path(run_paths)
+        record["run_id"] = next((p.choice.run_id for p in self.session.panes if p.choice and p.choice.run_id), "")
+        append_vote(path, record)
+        self.status_label.setText(f"Vote saved to {path}.")
+        self._refresh_all()
+        self.vote_recorded.emit(record)
+        return record
+
+    def export_to(self, path: str | Path) -> tuple[Path, Path]:
+        md_path, json_path = write_exports(self.session, path)
+        self.status_label.setText(f"Exported to {md_path} and {json_path}.")
+        self.exported.emit(str(md_path), str(json_path))
+        return md_path, json_path
+
+    def shutdown(self, wait_ms: int = 3000) -> None:
+        """Stop the chat service (quit, then terminate, then kill)."""
+        self.client.close(wait_ms=wait_ms)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+        self.shutdown()
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ slots: panes and models
+    def _list_runs(self) -> list:
+        try:
+            return self.store.list()
+        except Exception as exc:  # the arena still works with typed sources and the demo models
+            log.warning("cannot list runs: %s", exc)
+            return []
+
+    def _on_run_combo_changed(self, _index: int) -> None:
+        run_path = self.run_combo.currentData() or None
+        pool = [c for c in self.choices if c.run_path == run_path] if run_path else []
+        lineup = catalog_mod.default_lineup(pool + [c for c in self.choices if not c.run_id], MAX_PANES)
+        for index, state in enumerate(self.session.panes):
+            selected = lineup[index] if index < len(lineup) and state.choice is None else None
+            self.panes[state.key].set_choices(self.choices, selected)
+        self.presets = presets_mod.prompt_presets(run_path)
+        self.preset_combo.clear()
+        self.preset_combo.addItem("(pick a held-out prompt)" if self.presets else "(no held-out prompts)")
+        for preset in self.presets:
+            self.preset_combo.addItem(preset.title, preset.prompt)
+        self._refresh_votes()
+
+    def _on_pane_count_changed(self, count: int) -> None:
+        for index, state in enumerate(self.session.panes):
+            visible = index < count
+            self.panes[state.key].setVisible(visible)
+            if not visible and state.choice is not None:
+                if state.ready:
+                    self.client.unload(state.key)
+                self.session.remove_model(state.key)
+        self._refresh_all()
+
+    def _on_load_all_clicked(self) -> None:
+        for state in self.session.panes[: self.pane_count.value()]:
+            choice = self.panes[state.key].current_choice()
+            if choice is not None:
+                self._on_pane_load_requested(state.key, choice)
+
+    def _on_pane_load_requested(self, key: str, choice: ModelChoice) -> None:
+        if self.session.pane(key).busy:
+            self.status_label.setText("That pane is still answering; stop it before changing its model.")
+            return
+        self.session.set_model(key, choice)
+        if self.session.blind is not None:
+            self.session.shuffle_blind()
+        self.client.load(key, choice.source, choice.load_in_4bit)
+        self.status_label.setText(f"Loading {choice.label}…")
+        self._refresh_all()
+
+    def _on_pane_reference_toggled(self, key: str, checked: bool) -> None:
+        self.session.set_reference(key if checked else None)
+        self._refresh_all()
+
+    def _on_client_load_progressed(self, model: str, fraction: float) -> None:
+        if model in self.panes:
+            self.session.on_load_progress(model, fraction)
+            self._refresh_pane(model)
+
+    def _on_client_model_loaded(self, model: str, info: dict) -> None:
+        if model in self.panes and self.session.pane(model).choice is not None:
+            self.session.on_loaded(model, info)
+            self.status_label.setText(f"{self.session.pane(model).name} is loaded.")
+            self._refresh_all()
+
+    def _on_client_error_reported(self, data: dict) -> None:
+        request_id, model, message = data.get("request_id") or "", data.get("model") or "", data.get("message", "")
+        if request_id and self.session.pane_of_request(request_id):
+            self.session.on_request_error(request_id, message)
+        elif model in self.panes and self.session.pane(model).load_state == "loading":
+            self.session.on_load_failed(model, message)
+        else:
+            self.status_label.setText(f"Chat service: {message}")
+            return
+        self._refresh_all()
+
+    def _on_client_service_finished(self, exit_code: int, stderr_tail: str) -> None:
+        last = next((line for line in reversed(stderr_tail.splitlines()) if line.strip()), "")
+        message = f"the chat service stopped (exit code {exit_code}){': ' + last if last else ''}"
+        if self.session.on_service_lost(message):
+            self.status_label.setText(message[0].upper() + message[1:] + ". Press Load to start it again.")
+            self._refresh_all()
+
+    # ------------------------------------------------------------------ slots: conversation
+    def _on_send_clicked(self) -> list[str]:
+        self.session.system_prompt = self.system_edit.text()
+        self.session.sampling = self.sampling_box.sampling()
+        try:
+            requests = self.session.start_turn(self.prompt_edit.toPlainText())
+        except (ValueError, RuntimeError) as exc:
+            self.status_label.setText(str(exc)[0].upper() + str(exc)[1:])
+            return []
+        sampling = self.session.sampling.to_dict()
+        for key, request_id, messages in requests:
+            self.client.generate(request_id, key, messages, sampling)
+        self.prompt_edit.clear()
+        self.status_label.setText("")
+        self._refresh_all()
+        return [request_id for _key, request_id, _messages in requests]
+
+    def _on_stop_clicked(self) -> None:
+        if self.session.stop_all():
+            self.client.stop()  # one command stops every generation at once
+
+    def _on_client_token_received(self, request_id: str, _model: str, text: str) -> None:
+        key = self.session.on_token(request_id, text)
+        if key is not None:
+            self.panes[key].render_transcript(self.session.pane(key), self._reference_name())
+
+    def _on_client_generation_finished(self, request_id: str, data: dict) -> None:
+        if self.session.on_done(request_id, data):
+            self._refresh_all()
+
+    def _on_clear_clicked(self) -> None:
+        if self.session.busy:
+            self.client.stop()
+        self.session.clear()
+        self._refresh_all()
+
+    def _on_export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the conversation (Markdown and JSON)",
+                                              str(Path.home() / "arena.md"), "Markdown (*.md)")
+        if path:
+            self.export_to(path)
+
+    def _on_preset_combo_activated(self, index: int) -> None:
+        if index > 0:
+            self.prompt_edit.setPlainText(self.presets[index - 1].prompt)
+
+    def _on_random_clicked(self) -> None:
+        if self.presets:
+            index = random.randrange(len(self.presets))
+            self.preset_combo.setCurrentIndex(index + 1)
+            self._on_preset_combo_activated(index + 1)
+
+    def _on_sampling_box_changed(self, sampling: object) -> None:
+        self.session.sampling = sampling
+
+    # ------------------------------------------------------------------ slots: blind mode
+    def _on_blind_box_toggled(self, checked: bool) -> None:
+        self.session.set_blind(checked)
+        self.vote_bar.setVisible(checked)
+        self._refresh_all()
+
+    def _on_vote_bar_vote_cast(self, letter: str | None) -> None:
+        try:
+            self.vote(letter)
+        except RuntimeError as exc:
+            self.status_label.setText(str(exc))
+
+    def _refresh_votes(self) -> None:
+        run_paths = [p.choice.run_path for p in self.session.panes if p.choice is not None]
+        if not any(run_paths):
+            run_paths = [self.run_combo.currentData() or ""]
+        self.vote_bar.set_tally(tally(read_votes(votes_path(run_paths))))
+
+    # ------------------------------------------------------------------ redraw
+    def _reference_name(self) -> str:
+        if self.session.reference_key is None or self.session.names_hidden():
+            return ""
+        return self.session.label(self.session.reference_key)
+
+    def _refresh_pane(self, key: str) -> None:
+        self.panes[key].render(self.session.pane(key), self.session.label(key), blind=self.session.names_hidden(),
+                               is_reference=key == self.session.reference_key, reference_name=self._reference_name())
+
+    def _refresh_all(self) -> None:
+        for index, key in enumerate(self.session.display_order()):
+            if self.splitter.indexOf(self.panes[key]) != index:
+                self.splitter.insertWidget(index, self.panes[key])
+            self._refresh_pane(key)
+        busy, ready = self.session.busy, bool(self.session.ready_panes())
+        self.send_button.setEnabled(ready and not busy)
+        self.stop_button.setEnabled(busy)
+        if self.session.blind is not None:
+            blind = self.session.blind
+            winner = blind.winner
+            result = "" if not blind.revealed else "Tie — names revealed." if winner == "tie" else \
+                f"{self.session.pane(winner).name} ({blind.letter(winner)}) won — names revealed."
+            letters = [blind.letter(k) for k in blind.order]
+            self.vote_bar.set_state(letters, self.session.can_vote(), result)
+            self._refresh_votes()

@@ -1,0 +1,183 @@
+"""A ``QProcess`` wrapper around the engine's chat service (``python -m engine chat``) speaking its JSON-lines
+protocol: commands go to stdin, events come back on stdout and are turned into Qt signals.
+
+Process handling follows Frescobaldi and Spyder: the GUI thread never blocks on the service; ``close`` sends a
+``quit`` line, then terminates, then kills. stderr (the engine's human-readable log) is kept as a short tail to
+explain a crash.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from engine.protocol import Event, ProtocolError, command_line
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STDERR_TAIL = 4000  # characters of the service's log kept to explain a crash
+QUIT_GRACE_MS = 3000  # after `quit`, this long before terminate; as long again before kill
+
+
+def engine_chat_command(engine_python: str | None = None) -> list[str]:
+    """The command line that starts the chat service with the given interpreter."""
+    return [engine_python or sys.executable, "-m", "engine", "chat"]
+
+
+class ChatClient(QObject):
+    """One chat service process. Signals carry the pane's model name as the service knows it."""
+
+    service_started = Signal()
+    service_finished = Signal(int, str)  # exit code, tail of stderr
+    load_progressed = Signal(str, float)  # model, fraction
+    model_loaded = Signal(str, dict)  # model, the `loaded` event's data
+    model_unloaded = Signal(str)
+    token_received = Signal(str, str, str)  # request id, model, text
+    generation_finished = Signal(str, dict)  # request id, the `done` event's data
+    error_reported = Signal(dict)  # the `error` event's data (message, request_id, model)
+    event_received = Signal(object)  # every Event, for logging and tests
+
+    def __init__(self, command: list[str] | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.command = list(command or engine_chat_command())
+        self._process: QProcess | None = None
+        self._buffer = b""
+        self._stderr = ""
+        self._pending: list[str] = []  # commands written before the process started
+
+    # ------------------------------------------------------------------ lifetime
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.state() != QProcess.ProcessState.NotRunning
+
+    def start(self) -> None:
+        """Start the service (a no-op while it runs)."""
+        if self.is_running():
+            return
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        # `-m engine` must resolve from a source checkout too, not only from an installed package
+        path = env.value("PYTHONPATH", "")
+        env.insert("PYTHONPATH", os.pathsep.join(p for p in (str(PROJECT_ROOT), path) if p))
+        process.setProcessEnvironment(env)
+        process.setWorkingDirectory(str(PROJECT_ROOT))
+        process.readyReadStandardOutput.connect(self._on_process_stdout)
+        process.readyReadStandardError.connect(self._on_process_stderr)
+        process.started.connect(self._on_process_started)
+        process.finished.connect(self._on_process_finished)
+        process.errorOccurred.connect(self._on_process_error)
+        self._process, self._buffer, self._stderr = process, b"", ""
+        log.info("starting the chat service: %s", " ".join(self.command))
+        process.start(self.command[0], self.command[1:])
+
+    def close(self, wait_ms: int = 0) -> None:
+        """Ask the service to quit, then terminate, then kill; ``wait_ms`` > 0 blocks (application exit)."""
+        process = self._process
+        if process is None or process.state() == QProcess.ProcessState.NotRunning:
+            return
+        self._send(command_line("quit"))
+        process.closeWriteChannel()  # EOF also ends the service, should the quit line be lost
+        if wait_ms > 0:
+            if not process.waitForFinished(wait_ms):
+                process.terminate()
+                if not process.waitForFinished(wait_ms):
+                    process.kill()
+                    process.waitForFinished(wait_ms)
+            return
+        QTimer.singleShot(QUIT_GRACE_MS, lambda: self._escalate(process, kill=False))
+        QTimer.singleShot(2 * QUIT_GRACE_MS, lambda: self._escalate(process, kill=True))
+
+    @staticmethod
+    def _escalate(process: QProcess, kill: bool) -> None:
+        try:
+            if process.state() != QProcess.ProcessState.NotRunning:
+                process.kill() if kill else process.terminate()
+        except RuntimeError:  # the QProcess was already deleted with its parent
+            pass
+
+    # ------------------------------------------------------------------ commands
+    def load(self, model: str, source: str, load_in_4bit: bool = False) -> None:
+        self.start()
+        self._send(command_line("load", model=model, source=source, load_in_4bit=load_in_4bit))
+
+    def unload(self, model: str) -> None:
+        self._send(command_line("unload", model=model))
+
+    def generate(self, request_id: str, model: str, messages: list[dict], sampling: dict) -> None:
+        self._send(command_line("generate", request_id=request_id, model=model, messages=messages,
+                                sampling=sampling))
+
+    def stop(self, request_id: str | None = None) -> None:
+        """Stop one generation, or all of them."""
+        self._send(command_line("stop", **({"request_id": request_id} if request_id else {})))
+
+    def _send(self, line: str) -> None:
+        if self._process is None:
+            return
+        if self._process.state() == QProcess.ProcessState.Running:
+            self._process.write(line.encode("utf-8"))
+        else:
+            self._pending.append(line)
+
+    # ------------------------------------------------------------------ process slots
+    def _on_process_started(self) -> None:
+        pending, self._pending = self._pending, []
+        for line in pending:
+            self._process.write(line.encode("utf-8"))
+        self.service_started.emit()
+
+    def _on_process_stdout(self) -> None:
+        self._buffer += bytes(self._process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            if raw.strip():
+                self._dispatch(raw.decode("utf-8", errors="replace"))
+
+    def _on_process_stderr(self) -> None:
+        text = bytes(self._process.readAllStandardError()).decode("utf-8", errors="replace")
+        self._stderr = (self._stderr + text)[-STDERR_TAIL:]
+
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            message = f"cannot start the chat service ({' '.join(self.command)}): {self._process.errorString()}"
+            self.error_reported.emit({"message": message, "request_id": "", "model": ""})
+            self.service_finished.emit(-1, message)
+
+    def _on_process_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
+        self._on_process_stdout()
+        self._pending.clear()
+        self.service_finished.emit(exit_code, self._stderr)
+
+    # ------------------------------------------------------------------ events
+    def _dispatch(self, line: str) -> None:
+        try:
+            event = Event.from_json(line)
+        except ProtocolError:
+            log.debug("not an event from the chat service: %s", line[:200])
+            return
+        self.event_received.emit(event)
+        data = event.data
+        if event.type == "token":
+            self.token_received.emit(str(data.get("request_id", "")), str(data.get("model", "")),
+                                     str(data.get("text", "")))
+        elif event.type == "done" and data.get("request_id"):
+            self.generation_finished.emit(str(data["request_id"]), data)
+        elif event.type == "loaded":
+            self.model_loaded.emit(str(data.get("model", "")), data)
+        elif event.type == "progress":
+            model = data.get("model") or str(data.get("stage", "")).removeprefix("load ").strip()
+            self.load_progressed.emit(model, float(data.get("fraction") or 0.0))
+        elif event.type == "error":
+            self.error_reported.emit(data)
+        elif event.type == "log" and data.get("action") == "unloaded":
+            self.model_unloaded.emit(str(data.get("model", "")))
+
+    @staticmethod
+    def describe(event: Event) -> str:
+        """One line for a log view."""
+        return f"{event.type}: {json.dumps(event.data, ensure_ascii=False)[:200]}"

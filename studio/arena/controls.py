@@ -1,0 +1,102 @@
+"""The arena's shared controls: the sampling settings every pane uses, and the blind-mode vote bar with its
+tally. They present values and emit signals; the arena widget owns the session they feed."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPushButton, QSpinBox, QWidget)
+
+from studio.arena.session import LETTERS, Sampling
+from studio.arena.votes import PairTally
+
+
+class SamplingBox(QGroupBox):
+    """Greedy, temperature, top-p, max new tokens and seed, shared by all panes."""
+
+    sampling_changed = Signal(object)  # Sampling
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Sampling (all panes)", parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(8, 6, 8, 6)
+        form.setVerticalSpacing(3)
+        self.greedy = QCheckBox("greedy (no sampling)")
+        self.temperature = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=2.0, singleStep=0.05)
+        self.top_p = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=1.0, singleStep=0.05)
+        self.max_new_tokens = QSpinBox(minimum=1, maximum=4096, singleStep=16)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1)
+        form.addRow(self.greedy)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max new tokens", self.max_new_tokens)
+        form.addRow("Seed", self.seed)
+        self.set_sampling(Sampling())
+        for widget in (self.temperature, self.top_p, self.max_new_tokens, self.seed):
+            widget.valueChanged.connect(self._on_value_changed)
+        self.greedy.toggled.connect(self._on_value_changed)
+
+    def set_sampling(self, sampling: Sampling) -> None:
+        self.greedy.setChecked(sampling.greedy)
+        self.temperature.setValue(sampling.temperature)
+        self.top_p.setValue(sampling.top_p)
+        self.max_new_tokens.setValue(sampling.max_new_tokens)
+        self.seed.setValue(sampling.seed)
+        self._sync_enabled()
+
+    def sampling(self) -> Sampling:
+        return Sampling(greedy=self.greedy.isChecked(), temperature=round(self.temperature.value(), 4),
+                        top_p=round(self.top_p.value(), 4), max_new_tokens=self.max_new_tokens.value(),
+                        seed=self.seed.value())
+
+    def _sync_enabled(self) -> None:
+        sampled = not self.greedy.isChecked()  # temperature and top-p mean nothing for greedy decoding
+        self.temperature.setEnabled(sampled)
+        self.top_p.setEnabled(sampled)
+
+    def _on_value_changed(self, *_args: object) -> None:
+        self._sync_enabled()
+        self.sampling_changed.emit(self.sampling())
+
+
+class VoteBar(QWidget):
+    """'Which answer is best? [A] [B] [C] [Tie]' and the tally per model pair."""
+
+    vote_cast = Signal(object)  # a letter, or None for a tie
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.prompt = QLabel("<b>Blind round</b> — which answer is best?")
+        row.addWidget(self.prompt)
+        self.buttons: dict[str, QPushButton] = {}
+        for letter in LETTERS[:3]:
+            button = QPushButton(letter)
+            button.setFixedWidth(44)
+            button.clicked.connect(lambda _checked=False, l=letter: self.vote_cast.emit(l))
+            self.buttons[letter] = button
+            row.addWidget(button)
+        self.tie_button = QPushButton("Tie")
+        self.tie_button.clicked.connect(lambda: self.vote_cast.emit(None))
+        row.addWidget(self.tie_button)
+        self.result = QLabel()
+        row.addWidget(self.result)
+        row.addStretch(1)
+        self.tally_label = QLabel()
+        self.tally_label.setStyleSheet("color: #57606a;")
+        self.tally_label.setWordWrap(True)
+        row.addWidget(self.tally_label, 2)
+
+    def set_state(self, letters: list[str], can_vote: bool, result: str = "") -> None:
+        for letter, button in self.buttons.items():
+            button.setVisible(letter in letters)
+            button.setEnabled(can_vote)
+        self.tie_button.setEnabled(can_vote)
+        self.result.setText(result)
+
+    def set_tally(self, tally: list[PairTally]) -> None:
+        if not tally:
+            self.tally_label.setText("No votes yet.")
+            return
+        self.tally_label.setText("Tally: " + " · ".join(p.text() for p in tally[:4]))
+        self.tally_label.setToolTip("\n".join(p.text() for p in tally))

@@ -1,0 +1,251 @@
+"""One pane of the arena: the model picker, the model's name, size and precision, the loading progress, the
+streamed conversation and the numbers under the last answer. It only presents a ``PaneState``; the arena widget
+decides what happens."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMenu,
+                               QProgressBar, QPushButton, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from studio.arena.catalog import ModelChoice, custom_choice
+from studio.arena.session import PaneState, Turn
+
+ROLE_COLORS = {"teacher": "#7c3aed", "student": "#0284c7", "quantized": "#059669", "": "#64748b"}
+PANE_STYLE = """
+QFrame#arenaPane { border: 1px solid #d0d7de; border-radius: 8px; background: palette(base); }
+QLabel#paneTitle { font-size: 15px; font-weight: 600; }
+QLabel[chip="true"] { border-radius: 9px; padding: 1px 8px; color: white; font-size: 11px; }
+QLabel#paneStats { color: #57606a; font-size: 11px; }
+QLabel#paneError { color: #b42318; background: #fef3f2; border: 1px solid #fecdca; border-radius: 6px;
+                   padding: 6px; }
+QTextBrowser { border: none; background: transparent; }
+QProgressBar { max-height: 6px; border: none; background: #eaeef2; border-radius: 3px; }
+QProgressBar::chunk { background: #0969da; border-radius: 3px; }
+"""
+
+
+def _chip(text: str, color: str) -> QLabel:
+    label = QLabel(text)
+    label.setProperty("chip", True)
+    label.setStyleSheet(f"background: {color};")
+    return label
+
+
+def turn_html(turn: Turn, reference_name: str, with_stats: bool = True) -> str:
+    """One exchange as HTML: the user's message in a tinted block, the answer below, its numbers in grey."""
+    user = html.escape(turn.user).replace("\n", "<br>")
+    answer = html.escape(turn.answer).replace("\n", "<br>")
+    if turn.is_open:
+        answer += '<span style="color:#0969da;">&#9646;</span>'  # a cursor while tokens stream in
+    elif not turn.answer:
+        answer = '<i style="color:#8c959f;">(no answer)</i>'
+    parts = [f'<table width="100%" cellpadding="6" style="background:#f1f5f9; border-radius:6px;"><tr><td>'
+             f'<span style="color:#57606a; font-size:11px;">YOU</span><br>{user}</td></tr></table>',
+             f'<p style="margin-top:6px; margin-bottom:2px;">{answer}</p>']
+    stats = stats_text(turn, reference_name) if with_stats else ""
+    if stats:
+        parts.append(f'<p style="color:#6e7781; font-size:11px; margin-top:0;">{html.escape(stats)}</p>')
+    if turn.status == "error":
+        parts.append(f'<p style="color:#b42318;">{html.escape(turn.error)}</p>')
+    return "".join(parts)
+
+
+def stats_text(turn: Turn, reference_name: str) -> str:
+    """'31 tokens · first token 0.12 s · 35.1 tok/s · ROUGE-L 0.82 vs teacher' (what is known so far)."""
+    parts = []
+    if turn.completion_tokens is not None:
+        parts.append(f"{turn.completion_tokens} tokens")
+    if turn.ttft_s is not None:
+        parts.append(f"first token {turn.ttft_s:.2f} s")
+    if turn.tokens_per_s is not None:
+        parts.append(f"{turn.tokens_per_s:.1f} tok/s")
+    if turn.rouge_l is not None and reference_name:  # hidden in a blind round: it would reveal the reference
+        parts.append(f"ROUGE-L {turn.rouge_l:.2f} vs {reference_name}")
+    if turn.status == "stopped":
+        parts.append("stopped")
+    return " · ".join(parts)
+
+
+class ChatPane(QFrame):
+    """A model's column in the arena."""
+
+    load_requested = Signal(str, object)  # pane key, ModelChoice
+    reference_toggled = Signal(str, bool)  # pane key, is the ROUGE-L reference
+
+    def __init__(self, key: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.key = key
+        self._choices: list[ModelChoice] = []
+        self.setObjectName("arenaPane")
+        self.setStyleSheet(PANE_STYLE)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 10, 12, 10)
+        layout.setSpacing(6)
+        self.picker_row = self._build_picker()
+        layout.addWidget(self.picker_row)
+        layout.addLayout(self._build_title())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        layout.addWidget(self.progress)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("paneError")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        layout.addWidget(self.error_label)
+        self.transcript = QTextBrowser()
+        self.transcript.setOpenLinks(False)
+        layout.addWidget(self.transcript, 1)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("paneStats")
+        self.stats_label.setWordWrap(True)
+        layout.addWidget(self.stats_label)
+
+    def _build_picker(self) -> QWidget:
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_combo.setToolTip("A model of the run history, or type a hub id, a folder or a .gguf file.")
+        self.model_combo.lineEdit().setPlaceholderText("hub id, folder or .gguf file")
+        box.addWidget(self.model_combo, 1)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Pick a model folder or a GGUF file")
+        menu = QMenu(browse)
+        menu.addAction("Model folder…", self._on_browse_folder_triggered)
+        menu.addAction("GGUF file…", self._on_browse_gguf_triggered)
+        browse.setMenu(menu)
+        browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        box.addWidget(browse)
+        self.four_bit = QCheckBox("4-bit")
+        self.four_bit.setToolTip("Load the weights in 4-bit NF4 (bitsandbytes)")
+        box.addWidget(self.four_bit)
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(self._on_load_button_clicked)
+        box.addWidget(self.load_button)
+        return row
+
+    def _build_title(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.title = QLabel("No model")
+        self.title.setObjectName("paneTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(self.title)
+        self.chip_row = QHBoxLayout()
+        self.chip_row.setSpacing(4)
+        row.addLayout(self.chip_row)
+        row.addStretch(1)
+        self.reference_box = QCheckBox("reference")
+        self.reference_box.setToolTip("Score the other panes' answers (ROUGE-L) against this pane's")
+        self.reference_box.toggled.connect(self._on_reference_box_toggled)
+        row.addWidget(self.reference_box)
+        return row
+
+    # ------------------------------------------------------------------ model picking
+    def set_choices(self, choices: list[ModelChoice], selected: ModelChoice | None = None) -> None:
+        current = self.model_combo.currentText()
+        self._choices = list(choices)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for choice in self._choices:
+            self.model_combo.addItem(choice.label, choice.source)
+            self.model_combo.setItemData(self.model_combo.count() - 1, choice.source, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.blockSignals(False)
+        if selected is not None and selected in self._choices:
+            self.model_combo.setCurrentIndex(self._choices.index(selected))
+        else:
+            self.model_combo.setEditText(current)
+
+    def current_choice(self) -> ModelChoice | None:
+        """The picked catalog entry, or a custom one for typed text."""
+        text = self.model_combo.currentText().strip()
+        index = self.model_combo.currentIndex()
+        if 0 <= index < len(self._choices) and self._choices[index].label == text:
+            choice = self._choices[index]
+            if self.four_bit.isChecked() and not choice.load_in_4bit:
+                choice = ModelChoice(**{**choice.to_dict(), "load_in_4bit": True,
+                                        "label": f"{choice.label} (4-bit)", "precision": "4-bit nf4"})
+            return choice
+        return custom_choice(text, self.four_bit.isChecked()) if text else None
+
+    def _on_browse_folder_triggered(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder")
+        if folder:
+            self.model_combo.setEditText(folder)
+
+    def _on_browse_gguf_triggered(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "GGUF file", str(Path.home()), "GGUF models (*.gguf)")
+        if path:
+            self.model_combo.setEditText(path)
+
+    def _on_load_button_clicked(self) -> None:
+        choice = self.current_choice()
+        if choice is not None:
+            self.load_requested.emit(self.key, choice)
+
+    def _on_reference_box_toggled(self, checked: bool) -> None:
+        self.reference_toggled.emit(self.key, checked)
+
+    # ------------------------------------------------------------------ presentation
+    def render(self, state: PaneState, label: str, *, blind: bool, is_reference: bool, reference_name: str) -> None:
+        """Show ``state``; in blind mode the name, size, precision and picker are hidden behind ``label``."""
+        self.picker_row.setVisible(not blind)
+        self.title.setText(label if state.choice else "No model — pick one above")
+        self._render_chips(state, blind, is_reference)
+        self.reference_box.blockSignals(True)
+        self.reference_box.setChecked(is_reference)
+        self.reference_box.setVisible(not blind and state.choice is not None)
+        self.reference_box.blockSignals(False)
+        loading = state.load_state == "loading"
+        self.progress.setVisible(loading)
+        self.progress.setValue(int(100 * state.load_fraction))
+        self.load_button.setEnabled(not loading and not state.busy)
+        self.error_label.setVisible(state.load_state == "failed")
+        self.error_label.setText(f"Could not load this model: {state.error}" if state.error else "")
+        self.render_transcript(state, reference_name)
+
+    def _render_chips(self, state: PaneState, blind: bool, is_reference: bool) -> None:
+        while self.chip_row.count():
+            item = self.chip_row.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        if blind or state.choice is None:
+            return
+        role = "quantized" if "4-bit" in state.precision else state.choice.role
+        chips = [(state.size, "#57606a"), (state.precision, ROLE_COLORS.get(role, ROLE_COLORS[""]))]
+        if state.load_state == "loading":
+            chips.append((f"loading {int(100 * state.load_fraction)} %", "#9a6700"))
+        for text, color in chips:
+            self.chip_row.addWidget(_chip(text, color))
+
+    def render_transcript(self, state: PaneState, reference_name: str) -> None:
+        """Redraw the conversation (cheap at chat sizes) and keep the view pinned to the newest text."""
+        bar = self.transcript.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 4
+        if state.turns:
+            last_index = len(state.turns) - 1  # the last answer's numbers are in the footer
+            self.transcript.setHtml("".join(turn_html(t, reference_name, i != last_index)
+                                            for i, t in enumerate(state.turns)))
+        elif state.load_state == "loaded":
+            self.transcript.setHtml('<p style="color:#8c959f;">Ready. Type a prompt below.</p>')
+        elif state.load_state == "loading":
+            self.transcript.setHtml('<p style="color:#8c959f;">Loading the model…</p>')
+        else:
+            self.transcript.clear()
+        if at_bottom:
+            self.transcript.moveCursor(QTextCursor.MoveOperation.End)
+            bar.setValue(bar.maximum())
+        last = state.turns[-1] if state.turns else None
+        self.stats_label.setText(stats_text(last, reference_name) if last and not last.is_open else
+                                 "answering…" if last else "")

@@ -1,0 +1,137 @@
+"""Prompt presets for the arena, drawn from a run's held-out data, so the user probes the kind of task the
+student was trained for.
+
+Sources, first found wins: the run's evaluation predictions (``work/<stage>/predictions-<model>.jsonl``: the
+held-out test split, with the reference answer); the local data file named in the run's spec (JSONL, JSON or
+CSV, with its column mapping); the demo kit's ``data/instructions.jsonl``. Stdlib only.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+MAX_SCAN = 5000  # records read from a data file at most: presets are a sample, not the data set
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One prompt the user can send; ``reference`` is the data set's answer (shown, not sent)."""
+
+    prompt: str
+    reference: str = ""
+    category: str = ""
+    origin: str = ""
+
+    @property
+    def title(self) -> str:
+        first = self.prompt.strip().splitlines()[0] if self.prompt.strip() else ""
+        short = first if len(first) <= 70 else first[:67] + "…"
+        return f"[{self.category}] {short}" if self.category else short
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as handle:
+        for index, line in enumerate(handle):
+            if index >= MAX_SCAN:
+                return
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _records(path: Path) -> Iterator[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _jsonl(path)
+    elif suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), [])
+        yield from (row for row in rows[:MAX_SCAN] if isinstance(row, dict))
+    elif suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            for index, row in enumerate(reader):
+                if index >= MAX_SCAN:
+                    return
+                yield row
+    # Parquet needs pyarrow, which the studio does not import: such runs fall back to the demo data.
+
+
+def join_prompt(instruction: str, context: str = "") -> str:
+    """The user message for a record: the instruction, then its context (as the engine's presets do)."""
+    instruction, context = (instruction or "").strip(), (context or "").strip()
+    return f"{instruction}\n\n{context}" if context else instruction
+
+
+def _from_predictions(run_path: Path) -> list[Preset]:
+    files = sorted(run_path.glob("work/*/predictions-*.jsonl"))
+    if not files:
+        return []
+    return [Preset(prompt=r.get("prompt", ""), reference=r.get("reference", ""), category=r.get("category") or "",
+                   origin=f"held-out ({files[0].parent.name})") for r in _jsonl(files[0]) if r.get("prompt")]
+
+
+def _from_spec_data(run_path: Path) -> list[Preset]:
+    try:
+        from engine.spec import load_spec
+
+        data = load_spec(run_path / "spec.yaml").data
+    except Exception as exc:  # no readable spec: no presets from it
+        log.info("no spec data for presets in %s: %s", run_path, exc)
+        return []
+    if not data.path or not Path(data.path).expanduser().is_file():
+        return []
+    columns = {"instruction": "instruction", "context": "context", "response": "response", "category": "category",
+               **(data.columns or {})}
+    presets = []
+    try:
+        for row in _records(Path(data.path).expanduser()):
+            prompt = join_prompt(str(row.get(columns["instruction"]) or ""), str(row.get(columns["context"]) or ""))
+            if prompt:
+                presets.append(Preset(prompt=prompt, reference=str(row.get(columns["response"]) or ""),
+                                      category=str(row.get(columns["category"]) or ""), origin=Path(data.path).name))
+    except (OSError, ValueError, csv.Error) as exc:
+        log.info("cannot read %s for presets: %s", data.path, exc)
+    return presets
+
+
+def _from_demo_kit(home: Path | None) -> list[Preset]:
+    if home is None:
+        from engine.runs import data_dir
+
+        home = data_dir()
+    path = home / "demo-kit" / "v1" / "data" / "instructions.jsonl"
+    if not path.is_file():
+        return []
+    return [Preset(prompt=join_prompt(r.get("instruction", ""), r.get("context", "")),
+                   reference=r.get("response", ""), category=r.get("category") or "", origin="demo kit")
+            for r in _jsonl(path) if r.get("instruction")]
+
+
+def prompt_presets(run_path: str | Path | None = None, *, limit: int = 25, seed: int = 0,
+                   home: Path | None = None) -> list[Preset]:
+    """Up to ``limit`` presets, sampled reproducibly (``seed``) from the first source that has any."""
+    candidates: list[Preset] = []
+    if run_path is not None:
+        run_path = Path(run_path)
+        candidates = _from_predictions(run_path) or _from_spec_data(run_path)
+    if not candidates:
+        candidates = _from_demo_kit(home)
+    if len(candidates) > limit:
+        candidates = random.Random(seed).sample(candidates, limit)
+    return candidates
+
+
+def random_preset(presets: list[Preset], rng: Any = None) -> Preset | None:
+    """One preset at random (the "surprise me" button)."""
+    return (rng or random).choice(presets) if presets else None
