@@ -1,0 +1,9 @@
+"""Compression Studio's desktop app (PySide6 + pyqtgraph).
+
+The studio only presents: every run happens in an engine process (``python -m engine``) that it talks to over
+the JSON-lines protocol. It imports nothing heavier than ``engine.spec``, ``engine.protocol``, ``engine.runs``
+and ``engine.data.preview`` (all stdlib-only), so the window opens fast and survives any engine crash.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"

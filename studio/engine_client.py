@@ -1,0 +1,309 @@
+"""The studio's side of the engine protocol: a QProcess per run, and a follower for runs started elsewhere.
+
+Both turn protocol events into the same Qt signals (:class:`RunSource`), so the monitor does not care whether
+it watches a run it launched (stdout of its own ``python -m engine run``) or one it re-attached to after a
+restart (polling the run's ``events.jsonl``). Cancelling goes stdin ``cancel`` → terminate → kill, as
+Frescobaldi and Spyder do; a follower, which has no stdin, sends SIGINT (the engine's clean-cancel signal) →
+SIGTERM → SIGKILL. Every run ends in exactly one of ``run_finished`` or ``run_failed``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from engine.protocol import Event, ProtocolError, command_line, read_events
+from engine.runs import pid_alive
+
+log = logging.getLogger(__name__)
+CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
+TERMINATE_GRACE_MS = 3000  # then kill
+LOG_LINES = 4000
+
+
+@dataclass
+class EngineLauncher:
+    """How to start the engine: ``python -m engine`` of the engine's environment (a setting, so a packaged
+    studio can point at another environment); tests swap ``entry`` for a fake engine script."""
+
+    python: str = field(default_factory=lambda: sys.executable)
+    entry: list = field(default_factory=lambda: ["-m", "engine"])
+    env: dict = field(default_factory=dict)
+    workdir: str = ""
+
+    def arguments(self, *args: str) -> list[str]:
+        return [*self.entry, *args]
+
+    def command_text(self, *args: str) -> str:
+        """The command a user could type (shown in the log)."""
+        return " ".join([self.python, *self.arguments(*args)])
+
+
+class RunSource(QObject):
+    """Signals shared by :class:`EngineClient` and :class:`RunFollower`."""
+
+    event_received = Signal(object)  # engine.protocol.Event, every event
+    run_started = Signal(str)  # run_id (from the hello event, or known up front when following)
+    status_changed = Signal(str, str)  # state, stage
+    metric_received = Signal(str, int, dict)  # stage, step, values
+    progress_received = Signal(dict)
+    sample_received = Signal(dict)
+    log_received = Signal(str)  # one line: engine log events, stderr and the studio's own notes
+    output_received = Signal(str)  # the lines of log_received that are not protocol events (stderr, notes)
+    error_received = Signal(str)
+    run_finished = Signal(str, dict)  # status (finished or cancelled), summary
+    run_failed = Signal(str, str)  # last error, log tail
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.run_id = ""
+        self.last_error = ""
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        self.terminal = False  # run_finished or run_failed was emitted
+
+    def _dispatch(self, event: Event) -> None:
+        d = event.data
+        if event.run_id and not self.run_id:
+            self.run_id = event.run_id
+            self.run_started.emit(event.run_id)
+        self.event_received.emit(event)
+        kind = event.type
+        if kind == "metric":
+            self.metric_received.emit(str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
+        elif kind == "progress":
+            self.progress_received.emit(dict(d))
+        elif kind == "status":
+            self.status_changed.emit(str(d.get("state", "")), str(d.get("stage", "")))
+        elif kind == "sample":
+            self.sample_received.emit(dict(d))
+        elif kind == "log":
+            self._add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
+        elif kind == "error":
+            self.last_error = str(d.get("message", "error"))
+            self._add_log(f"[error] {self.last_error}")
+            self.error_received.emit(self.last_error)
+        elif kind == "done":
+            status = str(d.get("status", "finished"))
+            if status == "failed":
+                self._end_failed(self.last_error or "the run failed")
+            else:
+                self._end(status, dict(d.get("summary", {})))
+
+    def _add_log(self, line: str) -> None:
+        self.log_lines.append(line)
+        self.log_received.emit(line)
+
+    def _add_output(self, line: str) -> None:
+        self._add_log(line)
+        self.output_received.emit(line)
+
+    def _end(self, status: str, summary: dict) -> None:
+        if not self.terminal:
+            self.terminal = True
+            self.run_finished.emit(status, summary)
+
+    def _end_failed(self, message: str) -> None:
+        if not self.terminal:
+            self.terminal = True
+            self.last_error = message
+            self.run_failed.emit(message, "\n".join(list(self.log_lines)[-200:]))
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+
+class EngineClient(RunSource):
+    """One engine process (``python -m engine run SPEC`` / ``demo``): stdout lines → events → signals."""
+
+    def __init__(self, launcher: EngineLauncher | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.launcher = launcher or EngineLauncher()
+        self.process = QProcess(self)
+        self._stdout_buffer = b""
+        self._stderr_buffer = b""
+        self._escalation: list[QTimer] = []
+        self.process.readyReadStandardOutput.connect(self._on_process_stdout)
+        self.process.readyReadStandardError.connect(self._on_process_stderr)
+        self.process.finished.connect(self._on_process_finished)
+        self.process.errorOccurred.connect(self._on_process_error)
+
+    def start(self, *args: str) -> None:
+        """Start ``python -m engine ARGS``; events arrive as signals."""
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")  # events must not sit in a pipe buffer
+        for key, value in self.launcher.env.items():
+            env.insert(key, str(value))
+        self.process.setProcessEnvironment(env)
+        if self.launcher.workdir:
+            self.process.setWorkingDirectory(self.launcher.workdir)
+        self._add_output(f"$ {self.launcher.command_text(*args)}")
+        self.process.start(self.launcher.python, self.launcher.arguments(*args))
+
+    @property
+    def running(self) -> bool:
+        return self.process.state() != QProcess.ProcessState.NotRunning
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.processId())
+
+    def send(self, type_: str, **fields) -> None:
+        if self.running:
+            self.process.write(command_line(type_, **fields).encode("utf-8"))
+
+    def cancel(self, grace_ms: int = CANCEL_GRACE_MS, terminate_grace_ms: int = TERMINATE_GRACE_MS) -> None:
+        """Ask nicely (stdin ``cancel``: the engine saves a checkpoint), then terminate, then kill."""
+        if not self.running:
+            return
+        self._add_output("[studio] cancel requested")
+        self.send("cancel")
+        self._schedule(grace_ms, self._on_cancel_grace_elapsed)
+        self._schedule(grace_ms + terminate_grace_ms, self._on_terminate_grace_elapsed)
+
+    def kill(self) -> None:
+        """Stop the engine at once (it will be reported as failed)."""
+        if self.running:
+            self.process.kill()
+
+    def _schedule(self, ms: int, slot) -> None:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.timeout.connect(slot)
+        timer.start(ms)
+        self._escalation.append(timer)
+
+    def _on_cancel_grace_elapsed(self) -> None:
+        if self.running:
+            self._add_output("[studio] the engine did not stop in time; terminating it")
+            self.process.terminate()
+
+    def _on_terminate_grace_elapsed(self) -> None:
+        if self.running:
+            self._add_output("[studio] the engine ignored terminate; killing it")
+            self.process.kill()
+
+    def _on_process_stdout(self) -> None:
+        # Lines may arrive split across reads: keep the tail until its newline comes.
+        data = self._stdout_buffer + bytes(self.process.readAllStandardOutput())
+        *lines, self._stdout_buffer = data.split(b"\n")
+        for raw in lines:
+            self._handle_stdout_line(raw)
+
+    def _handle_stdout_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            return
+        try:
+            event = Event.from_json(line)
+        except ProtocolError as exc:
+            self._add_output(f"[stdout] {line[:500]}")  # a stray print in the engine: keep it, do not crash
+            log.debug("non-event stdout line: %s", exc)
+            return
+        self._dispatch(event)
+
+    def _on_process_stderr(self) -> None:
+        data = self._stderr_buffer + bytes(self.process.readAllStandardError())
+        # tqdm-style progress bars rewrite one line with \r: treat \r as a line end too
+        *lines, self._stderr_buffer = data.replace(b"\r", b"\n").split(b"\n")
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip()
+            if text:
+                self._add_output(text)
+
+    def _on_process_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._on_process_stdout()
+        if self._stdout_buffer:
+            self._handle_stdout_line(self._stdout_buffer)
+            self._stdout_buffer = b""
+        self._on_process_stderr()
+        if self._stderr_buffer.strip():
+            self._add_output(self._stderr_buffer.decode("utf-8", errors="replace"))
+            self._stderr_buffer = b""
+        for timer in self._escalation:
+            timer.stop()
+        if self.terminal:
+            return
+        crashed = exit_status == QProcess.ExitStatus.CrashExit
+        how = "was killed or crashed" if crashed else f"exited with code {exit_code}"
+        message = f"the engine {how} before finishing"
+        if self.last_error:
+            message = f"{self.last_error} ({message})"
+        self._end_failed(message)
+
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._end_failed(f"could not start the engine ({self.launcher.python}): "
+                             f"{self.process.errorString()}; check the engine Python in Settings")
+
+
+class RunFollower(RunSource):
+    """Tails a run's events.jsonl (a run still going after a studio restart), polling with a QTimer."""
+
+    def __init__(self, run_id: str, events_path: Path, pid: int, interval_ms: int = 250,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.events_path = Path(events_path)
+        self.pid = pid
+        self.offset = 0
+        self._known_run_id = run_id
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._on_timer_timeout)
+        self._signals_sent: list[int] = []
+
+    def start(self) -> None:
+        self.run_id = self._known_run_id
+        self.run_started.emit(self.run_id)
+        self.poll()
+        if not self.terminal:
+            self._timer.start()
+
+    @property
+    def running(self) -> bool:
+        return not self.terminal and pid_alive(self.pid)
+
+    def poll(self) -> int:
+        """Read the events appended since the last poll; returns how many."""
+        count = 0
+        if self.events_path.exists():
+            for self.offset, event in read_events(self.events_path, self.offset):
+                self._dispatch(event)
+                count += 1
+        if not self.terminal and not pid_alive(self.pid):
+            # one last read: the engine may have written its last lines just before exiting
+            for self.offset, event in read_events(self.events_path, self.offset):
+                self._dispatch(event)
+            self._end_failed(self.last_error or "the engine process ended without finishing the run")
+        if self.terminal:
+            self._timer.stop()
+        return count
+
+    def _on_timer_timeout(self) -> None:
+        self.poll()
+
+    def cancel(self, grace_ms: int = CANCEL_GRACE_MS, terminate_grace_ms: int = TERMINATE_GRACE_MS) -> None:
+        """No stdin to a process we did not start: SIGINT (the engine cancels cleanly), SIGTERM, SIGKILL."""
+        if not self.running:
+            return
+        self._add_output("[studio] cancel requested (SIGINT)")
+        self._signal(signal.SIGINT)
+        QTimer.singleShot(grace_ms, self, lambda: self._signal(signal.SIGTERM))
+        QTimer.singleShot(grace_ms + terminate_grace_ms, self,
+                          lambda: self._signal(getattr(signal, "SIGKILL", signal.SIGTERM)))
+
+    def _signal(self, sig: int) -> None:
+        if self.running:
+            try:
+                os.kill(self.pid, sig)
+            except OSError as exc:
+                log.warning("could not signal engine pid %s: %s", self.pid, exc)

@@ -1,0 +1,236 @@
+"""What the studio knows about one run, built from its protocol events — plain Python and numpy, no Qt.
+
+:class:`MetricStore` keeps every metric curve in growable numpy buffers (appending is amortised O(1), so 100,000
+points per curve cost nothing); widgets redraw from it on a timer, never per event. :class:`RunState` folds the
+other events (status, progress, samples, logs, errors, done) into the few fields the monitor shows.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from engine.protocol import FINAL_STATES, Event, read_events
+
+# Plot groups in display order: (key, title, metric-name predicate). The first match wins.
+METRIC_GROUPS: tuple[tuple[str, str], ...] = (
+    ("loss", "Loss · CE · divergence"),
+    ("reward", "Rewards"),
+    ("kl", "KL"),
+    ("lr", "Learning rate"),
+    ("throughput", "Tokens / s"),
+    ("eval", "Evaluation"),
+    ("other", "Other"),
+)
+
+
+def metric_group(name: str) -> str:
+    """The plot a metric belongs to, from its name's prefix (train/loss, kd/ce, grpo/reward/format, ...)."""
+    leaf = name.rsplit("/", 1)[-1]
+    if name.startswith("eval/"):
+        return "eval"
+    if name.startswith("grpo/reward"):
+        return "reward"
+    if name.startswith("grpo/kl") or leaf == "kl":
+        return "kl"
+    if name.endswith("/lr") or "learning_rate" in leaf:
+        return "lr"
+    if "tokens_per_s" in leaf or name.startswith("perf/"):
+        return "throughput"
+    if name.startswith("kd/") or "loss" in leaf or leaf in ("ce", "divergence"):
+        return "loss"
+    return "other"
+
+
+class MetricSeries:
+    """One curve: x (step) and y in doubling numpy buffers, plus an incrementally maintained EMA."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._x = np.empty(capacity, dtype=np.float64)
+        self._y = np.empty(capacity, dtype=np.float64)
+        self._ema = np.empty(capacity, dtype=np.float64)
+        self.size = 0
+        self.version = 0  # bumped on every change; a widget redraws a curve only when it moved on
+        self._ema_weight = 0.0
+        self._ema_done = 0  # points whose EMA is up to date for _ema_weight
+
+    def append(self, x: float, y: float) -> None:
+        if self.size == len(self._x):
+            for name in ("_x", "_y", "_ema"):
+                old = getattr(self, name)
+                new = np.empty(2 * len(old), dtype=np.float64)
+                new[: self.size] = old[: self.size]
+                setattr(self, name, new)
+        self._x[self.size] = x
+        self._y[self.size] = y
+        self.size += 1
+        self.version += 1
+
+    def extend(self, xs: Iterable[float], ys: Iterable[float]) -> None:
+        for x, y in zip(xs, ys):
+            self.append(x, y)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.size]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.size]
+
+    def smoothed(self, weight: float) -> np.ndarray:
+        """Exponential moving average with ``weight`` in [0, 1) (0 = raw); only new points are computed unless
+        the weight changed."""
+        if weight <= 0:
+            return self.y
+        if weight != self._ema_weight:
+            self._ema_weight, self._ema_done = weight, 0
+        y, ema = self._y, self._ema
+        prev = ema[self._ema_done - 1] if self._ema_done else y[0]
+        for i in range(self._ema_done, self.size):  # recursive by nature; amortised O(1) per new point
+            prev = weight * prev + (1.0 - weight) * y[i]
+            ema[i] = prev
+        self._ema_done = self.size
+        return ema[: self.size]
+
+    def nearest(self, x: float) -> tuple[float, float] | None:
+        """The point whose x is closest to ``x`` (hover read-out); None for an empty curve."""
+        if not self.size:
+            return None
+        xs = self.x
+        i = int(np.clip(np.searchsorted(xs, x), 1, self.size - 1)) if self.size > 1 else 0
+        if self.size > 1 and abs(xs[i - 1] - x) <= abs(xs[i] - x):
+            i -= 1
+        return float(xs[i]), float(self._y[i])
+
+
+class MetricStore:
+    """Curves keyed by label (``[run · ]stage · metric``), each tagged with its plot group."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, MetricSeries] = {}
+        self.groups: dict[str, str] = {}
+        self.version = 0
+
+    def add(self, stage: str, step: float, values: dict, prefix: str = "") -> None:
+        for name, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                continue  # null (NaN on the engine side) and non-numbers are not plotted
+            label = " · ".join(p for p in (prefix, stage, name) if p)
+            series = self.series.get(label)
+            if series is None:
+                series = self.series[label] = MetricSeries()
+                self.groups[label] = metric_group(name)
+            series.append(float(step), float(value))
+        self.version += 1
+
+    def labels_in(self, group: str) -> list[str]:
+        return [label for label, g in self.groups.items() if g == group]
+
+    def clear(self) -> None:
+        self.series.clear()
+        self.groups.clear()
+        self.version += 1
+
+
+@dataclass
+class Sample:
+    stage: str
+    step: int
+    prompt: str
+    completion: str
+    rewards: dict
+
+
+@dataclass
+class RunState:
+    """The monitor's view of a run: everything but the curves (those go to ``metrics``)."""
+
+    run_id: str = ""
+    state: str = "starting"  # starting, running, cancelling, finished, cancelled, failed
+    stage: str = ""
+    message: str = ""
+    progress: dict = field(default_factory=dict)
+    last_error: str = ""
+    error_detail: str = ""
+    summary: dict = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000))
+    metrics: MetricStore = field(default_factory=MetricStore)
+    events_seen: int = 0
+    log_total: int = 0  # lines ever added (the deque forgets old ones; views append the new ones)
+
+    def add_log(self, line: str) -> None:
+        self.log.append(line)
+        self.log_total += 1
+
+    def new_log_lines(self, seen: int) -> list[str]:
+        """Lines added after the first ``seen`` (as many as the deque still holds)."""
+        count = min(self.log_total - seen, len(self.log))
+        return list(self.log)[len(self.log) - count:] if count > 0 else []
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def apply(self, event: Event, prefix: str = "") -> None:
+        """Fold one event in; ``prefix`` labels the curves (used when several runs share one plot)."""
+        self.events_seen += 1
+        d = event.data
+        if event.run_id and not self.run_id:
+            self.run_id = event.run_id
+        if event.type == "hello":
+            self.state = "running"
+        elif event.type == "status":
+            self.state = d.get("state", self.state)
+            self.stage = d.get("stage") or self.stage
+            self.message = d.get("message", "")
+        elif event.type == "progress":
+            self.progress = dict(d)
+            self.stage = d.get("stage") or self.stage
+        elif event.type == "metric":
+            self.metrics.add(d.get("stage", ""), d.get("step", 0), d.get("values", {}), prefix)
+        elif event.type == "sample":
+            self.samples.append(Sample(d.get("stage", ""), int(d.get("step", 0)), str(d.get("prompt", "")),
+                                       str(d.get("completion", "")), dict(d.get("rewards", {}))))
+        elif event.type == "log":
+            self.add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
+        elif event.type == "artifact":
+            self.artifacts.append(dict(d))
+        elif event.type == "error":
+            self.last_error = str(d.get("message", "error"))
+            self.error_detail = str(d.get("detail", ""))
+            self.add_log(f"[error] {self.last_error}")
+        elif event.type == "done":
+            self.state = d.get("status", "finished")
+            self.summary = dict(d.get("summary", {}))
+
+    def fail(self, message: str) -> None:
+        """The engine died without a ``done`` event."""
+        self.state = "failed"
+        self.last_error = self.last_error or message
+        if message != self.last_error:
+            self.add_log(f"[error] {message}")
+
+
+def replay(events_path: Path, prefix: str = "") -> RunState:
+    """A finished (or running) run rebuilt from its events.jsonl."""
+    state = RunState()
+    if Path(events_path).exists():
+        for _, event in read_events(Path(events_path)):
+            state.apply(event, prefix)
+    return state
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,1 @@
+"""Widgets of the studio: they present run state and never compute training results themselves."""

@@ -1,0 +1,204 @@
+"""Live metric curves with pyqtgraph: one plot per metric group, smoothing, log scale and a hover read-out.
+
+The widget draws from a :class:`studio.run_state.MetricStore` on a timer (10 Hz), only the curves whose data
+changed, so a run streaming thousands of metrics per second never stalls the event loop; pyqtgraph's peak
+downsampling and clip-to-view keep 100,000-point curves smooth.
+"""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+
+from studio.run_state import METRIC_GROUPS, MetricStore
+
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#bab0ac")
+GROUP_TITLES = dict(METRIC_GROUPS)
+GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
+
+pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
+
+
+class MetricPlots(QWidget):
+    """Plots of every curve in a MetricStore, grouped by metric prefix."""
+
+    curves_drawn = Signal(int)  # how many curves the last refresh redrew
+
+    def __init__(self, parent: QWidget | None = None, refresh_ms: int = 100) -> None:
+        super().__init__(parent)
+        self.store = MetricStore()
+        self.smoothing = 0.6
+        self.log_y = False
+        self._plots: dict[str, pg.PlotItem] = {}
+        self._curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}  # raw, smoothed
+        self._drawn: dict[str, int] = {}
+        self._hover_lines: dict[str, pg.InfiniteLine] = {}
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(refresh_ms)
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+
+    def _build(self) -> None:
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setValue(int(self.smoothing * 100))
+        self.smoothing_slider.setMaximumWidth(160)
+        self.smoothing_slider.setToolTip("Exponential moving average of the curves (0 = raw values); the raw "
+                                         "values stay visible as a faint line.")
+        self.smoothing_slider.valueChanged.connect(self._on_smoothing_changed)
+        self.smoothing_label = QLabel(f"{self.smoothing:.2f}")
+        self.log_check = QCheckBox("Log scale")
+        self.log_check.setToolTip("Logarithmic y axis (losses spanning several orders of magnitude).")
+        self.log_check.toggled.connect(self._on_log_toggled)
+        self.readout = QLabel("Hover over a plot to read its values.")
+        self.readout.setObjectName("readout")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.empty_label = QLabel("No metrics yet — curves appear here as soon as the engine reports them.")
+        self.empty_label.setObjectName("placeholder")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Smoothing"))
+        controls.addWidget(self.smoothing_slider)
+        controls.addWidget(self.smoothing_label)
+        controls.addSpacing(16)
+        controls.addWidget(self.log_check)
+        controls.addSpacing(16)
+        controls.addWidget(self.readout, 1)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.ci.setSpacing(12)
+        self.canvas.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(self.canvas, 1)
+        self.canvas.hide()
+
+    # -- data ------------------------------------------------------------------------------------------------
+    def set_store(self, store: MetricStore) -> None:
+        """Show another run's curves (or an overlay of several)."""
+        self.store = store
+        self._reset_plots()
+        self.refresh()
+
+    def _reset_plots(self) -> None:
+        self.canvas.ci.clear()
+        self._plots.clear()
+        self._curves.clear()
+        self._drawn.clear()
+        self._hover_lines.clear()
+
+    def _plot_for(self, group: str) -> pg.PlotItem:
+        plot = self._plots.get(group)
+        if plot is None:
+            plot = pg.PlotItem(title=GROUP_TITLES.get(group, group))
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+            plot.showGrid(x=True, y=True, alpha=0.15)
+            plot.setLabel("bottom", "step")
+            plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+            plot.setLogMode(False, self.log_y)
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+            line.hide()
+            plot.addItem(line, ignoreBounds=True)
+            self._hover_lines[group] = line
+            self._plots[group] = plot
+            self._relayout()
+        return plot
+
+    def _relayout(self) -> None:
+        """Two columns, groups in their fixed order."""
+        for plot in self._plots.values():
+            if plot.scene() is not None:
+                self.canvas.ci.removeItem(plot)
+        ordered = [g for g in GROUP_ORDER if g in self._plots] + [g for g in self._plots if g not in GROUP_ORDER]
+        for i, group in enumerate(ordered):
+            self.canvas.ci.addItem(self._plots[group], row=i // 2, col=i % 2)
+
+    def _curve_for(self, label: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
+        curves = self._curves.get(label)
+        if curves is None:
+            plot = self._plot_for(self.store.groups[label])
+            color = PALETTE[len([c for c in self._curves if self.store.groups.get(c) == self.store.groups[label]])
+                            % len(PALETTE)]
+            raw_color = pg.mkColor(color)
+            raw_color.setAlpha(60)
+            raw = plot.plot(pen=pg.mkPen(raw_color, width=1))
+            smooth = plot.plot(pen=pg.mkPen(color, width=2), name=label)
+            for item in (raw, smooth):
+                item.setDownsampling(auto=True, method="peak")
+                item.setClipToView(True)
+            curves = self._curves[label] = (raw, smooth)
+        return curves
+
+    def refresh(self) -> int:
+        """Redraw the curves whose data changed since the last refresh; returns how many."""
+        changed = [label for label, s in self.store.series.items() if self._drawn.get(label) != s.version]
+        for label in changed:
+            series = self.store.series[label]
+            raw, smooth = self._curve_for(label)
+            x = series.x
+            if self.smoothing > 0:
+                raw.setData(x, series.y)
+                raw.show()
+                smooth.setData(x, series.smoothed(self.smoothing))
+            else:
+                raw.hide()
+                smooth.setData(x, series.y)
+            self._drawn[label] = series.version
+        if changed:
+            self.empty_label.hide()
+            self.canvas.show()
+            self.curves_drawn.emit(len(changed))
+        elif not self.store.series:
+            self.canvas.hide()
+            self.empty_label.show()
+        return len(changed)
+
+    def curve_data(self, label: str) -> tuple:
+        """The (x, y) currently drawn for a curve (tests and benchmarks read it)."""
+        raw, smooth = self._curves[label]
+        return smooth.getData() if self.smoothing <= 0 else raw.getData()
+
+    def plot_titles(self) -> list[str]:
+        return [GROUP_TITLES.get(g, g) for g in self._plots]
+
+    # -- controls ---------------------------------------------------------------------------------------------
+    def set_smoothing(self, weight: float) -> None:
+        self.smoothing_slider.setValue(int(round(weight * 100)))
+
+    def _on_smoothing_changed(self, value: int) -> None:
+        self.smoothing = value / 100
+        self.smoothing_label.setText(f"{self.smoothing:.2f}")
+        self._drawn.clear()  # every curve needs its new average
+        self.refresh()
+
+    def _on_log_toggled(self, checked: bool) -> None:
+        self.log_y = checked
+        for plot in self._plots.values():
+            plot.setLogMode(False, checked)
+
+    def _on_scene_mouse_moved(self, pos: QPointF) -> None:
+        for group, plot in self._plots.items():
+            line = self._hover_lines[group]
+            if not plot.sceneBoundingRect().contains(pos):
+                line.hide()
+                continue
+            x = plot.vb.mapSceneToView(pos).x()
+            line.setPos(x)
+            line.show()
+            self.readout.setText(self.readout_at(group, x))
+
+    def readout_at(self, group: str, x: float) -> str:
+        """'step N — label: value, ...' for the points of a group's curves nearest to x."""
+        parts, step = [], None
+        for label in self.store.labels_in(group):
+            point = self.store.series[label].nearest(x)
+            if point is not None:
+                step = point[0] if step is None else step
+                parts.append(f"{label}: {point[1]:.4g}")
+        if not parts:
+            return ""
+        return f"step {step:g} — " + "   ".join(parts)

@@ -1,0 +1,146 @@
+"""The run monitor: one run's status, progress, curves, log, GRPO samples and evaluation, refreshed on a timer.
+
+It presents a :class:`~studio.session.RunSession`; several sessions (runs launched here, runs followed after a
+restart, finished runs reopened from the history) can be switched with the selector at the top.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
+
+from engine.runs import RunStore
+from studio.session import RunSession
+from studio.widgets.metric_plots import MetricPlots
+from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
+
+log = logging.getLogger(__name__)
+STATE_LABELS = {"starting": "starting", "running": "running", "cancelling": "cancelling…",
+                "finished": "finished", "cancelled": "cancelled", "failed": "failed"}
+
+
+class RunMonitor(QWidget):
+    """Presents the selected RunSession."""
+
+    cancel_requested = Signal(object)  # RunSession
+
+    def __init__(self, parent: QWidget | None = None, refresh_ms: int = 200) -> None:
+        super().__init__(parent)
+        self.sessions: list[RunSession] = []
+        self.session: RunSession | None = None
+        self._eval_loaded_for = ""
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(refresh_ms)
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+
+    def _build(self) -> None:
+        self.selector = QComboBox()
+        self.selector.setMinimumWidth(320)
+        self.selector.currentIndexChanged.connect(self._on_selector_changed)
+        self.title = QLabel("No run yet")
+        self.title.setObjectName("monitorTitle")
+        self.badge = QLabel("")
+        self.badge.setObjectName("badge")
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.setToolTip("Ask the engine to stop (it saves a checkpoint you can resume); if it does "
+                                      "not stop, it is terminated, then killed.")
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        header = QHBoxLayout()
+        header.addWidget(self.title)
+        header.addWidget(self.badge)
+        header.addStretch(1)
+        header.addWidget(QLabel("Run:"))
+        header.addWidget(self.selector)
+        header.addWidget(self.cancel_button)
+        self.error_banner = QLabel("")
+        self.error_banner.setObjectName("errorBanner")
+        self.error_banner.setWordWrap(True)
+        self.error_banner.hide()
+        self.progress = ProgressPanel()
+        self.plots = MetricPlots()
+        self.log_view = LogView()
+        self.samples = SamplesPanel()
+        self.eval_table = EvalTable()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.plots, "Curves")
+        self.tabs.addTab(self.log_view, "Log")
+        self.tabs.addTab(self.samples, "Samples")
+        self.tabs.addTab(self.eval_table, "Evaluation")
+        layout = QVBoxLayout(self)
+        layout.addLayout(header)
+        layout.addWidget(self.error_banner)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.tabs, 1)
+        self.refresh()
+
+    def add_session(self, session: RunSession, show: bool = True) -> None:
+        self.sessions.append(session)
+        self.selector.addItem(session.title)
+        session.run_ended.connect(lambda _state: self.refresh())
+        if show:
+            self.selector.setCurrentIndex(len(self.sessions) - 1)
+
+    def show_session(self, session: RunSession) -> None:
+        if session not in self.sessions:
+            self.add_session(session)
+            return
+        self.selector.setCurrentIndex(self.sessions.index(session))
+
+    def _on_selector_changed(self, index: int) -> None:
+        if not 0 <= index < len(self.sessions):
+            return
+        self.session = self.sessions[index]
+        self.plots.set_store(self.session.state.metrics)
+        self.log_view.reset()
+        self.samples.reset()
+        self._eval_loaded_for = ""
+        self.eval_table.show_report(None)
+        self.refresh()
+
+    def _on_cancel_clicked(self) -> None:
+        if self.session is not None and self.session.live:
+            self.session.cancel()
+            self.cancel_requested.emit(self.session)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Sync the labels and panels with the session's state (the plots keep their own timer)."""
+        session = self.session
+        if session is None:
+            self.title.setText("No run yet")
+            self.badge.setText("")
+            self.cancel_button.setEnabled(False)
+            return
+        state = session.state
+        self.title.setText(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
+        self.badge.setText(STATE_LABELS.get(state.state, state.state))
+        self.badge.setProperty("state", state.state)
+        self.badge.style().unpolish(self.badge)
+        self.badge.style().polish(self.badge)
+        self.cancel_button.setEnabled(session.live and state.state != "cancelling")
+        if state.state == "failed":
+            self.error_banner.setText(f"The run failed: {state.last_error or 'the engine stopped'}.  The log "
+                                      "below has the engine's last words.")
+            self.error_banner.show()
+        else:
+            self.error_banner.hide()
+        self.progress.show_state(state)
+        self.log_view.show_state(state)
+        self.samples.show_state(state)
+        if state.done and state.run_id and self._eval_loaded_for != state.run_id:
+            self._eval_loaded_for = state.run_id
+            self.eval_table.show_report(load_eval_report(state.run_id))
+
+
+def load_eval_report(run_id: str) -> dict | None:
+    """A run's eval.json, or None when it has none (or it cannot be read)."""
+    try:
+        path = RunStore().paths(run_id).eval_json
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (KeyError, OSError, ValueError) as exc:
+        log.info("no evaluation for %s: %s", run_id, exc)
+        return None

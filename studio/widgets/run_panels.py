@@ -1,0 +1,185 @@
+"""Small presenters of a run: progress with ETA, the engine log, GRPO sample completions, the evaluation table.
+
+Each one is updated from a :class:`~studio.run_state.RunState` (by the monitor's refresh timer) or from a plain
+dict (eval.json); none of them computes anything the engine did not report.
+"""
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QFontDatabase
+from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QTableWidget,
+                               QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
+
+from studio.run_state import RunState, Sample, format_eta
+
+
+class ProgressPanel(QWidget):
+    """Stage, a progress bar with step/total, elapsed time and ETA."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.stage_label = QLabel("—")
+        self.stage_label.setObjectName("stageLabel")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(True)
+        self.eta_label = QLabel("")
+        self.eta_label.setObjectName("etaLabel")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.stage_label)
+        layout.addWidget(self.bar, 1)
+        layout.addWidget(self.eta_label)
+
+    def show_state(self, state: RunState) -> None:
+        p = state.progress
+        self.stage_label.setText(state.stage or "—")
+        fraction = p.get("fraction") or 0.0
+        if state.state == "finished":
+            fraction = 1.0
+        self.bar.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
+        if p.get("total"):
+            self.bar.setFormat(f"{p.get('step', 0)}/{p.get('total')} {p.get('unit', 'step')}s  ·  %p%")
+        else:
+            self.bar.setFormat("%p%")
+        if state.done:
+            self.eta_label.setText(state.state)
+        elif p:
+            self.eta_label.setText(f"elapsed {format_eta(p.get('elapsed_s'))}  ·  ETA {format_eta(p.get('eta_s'))}")
+        else:
+            self.eta_label.setText("waiting for the engine…")
+
+
+class LogView(QPlainTextEdit):
+    """The engine's stderr and log events; bounded, appended in batches."""
+
+    def __init__(self, parent: QWidget | None = None, max_lines: int = 5000) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(max_lines)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.seen = 0
+
+    def show_state(self, state: RunState) -> None:
+        lines = state.new_log_lines(self.seen)
+        self.seen = state.log_total
+        if lines:
+            self.appendPlainText("\n".join(lines))  # one append per refresh, not per line
+
+    def reset(self) -> None:
+        self.clear()
+        self.seen = 0
+
+
+class SamplesPanel(QTextBrowser):
+    """GRPO sample completions with their rewards, newest first."""
+
+    def __init__(self, parent: QWidget | None = None, keep: int = 50) -> None:
+        super().__init__(parent)
+        self.keep = keep
+        self.seen = -1
+        self.setPlaceholderText("Sample completions appear here during GRPO (every grpo.sample_every steps).")
+
+    def show_state(self, state: RunState) -> None:
+        if len(state.samples) == self.seen:
+            return
+        self.seen = len(state.samples)
+        self.setHtml("".join(self._card(s) for s in reversed(state.samples[-self.keep:])))
+
+    @staticmethod
+    def _card(sample: Sample) -> str:
+        rewards = "  ".join(f"<b>{html.escape(k)}</b> {v:.3g}" if isinstance(v, (int, float)) else
+                            f"<b>{html.escape(k)}</b> {html.escape(str(v))}" for k, v in sample.rewards.items())
+        return (f"<div style='margin-bottom:14px'><div style='color:#666'>{html.escape(sample.stage)} · step "
+                f"{sample.step} · {rewards}</div>"
+                f"<div style='color:#333;margin-top:4px'><i>{html.escape(sample.prompt[:600])}</i></div>"
+                f"<pre style='background:#f4f6f8;padding:6px;white-space:pre-wrap'>"
+                f"{html.escape(sample.completion[:3000])}</pre></div>")
+
+    def reset(self) -> None:
+        self.clear()
+        self.seen = -1
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.3f}"
+    return str(value)
+
+
+class EvalTable(QWidget):
+    """eval.json as a table: one row per model (ROUGE-L, exact match, retention), then per-category ROUGE-L."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.caption = QLabel("No evaluation yet.")
+        self.caption.setObjectName("placeholder")
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.table, 1)
+
+    def show_report(self, report: dict | None) -> None:
+        models = (report or {}).get("models") or {}
+        if not isinstance(models, dict) or not models:
+            self.caption.setText("No evaluation yet.")
+            self.table.setRowCount(0)
+            self.table.setColumnCount(0)
+            return
+        reference = (report or {}).get("reference", "")
+        categories = sorted({c for m in models.values() if isinstance(m, dict)
+                             for c in (m.get("per_category") or {})})
+        headers = ["model", "ROUGE-L", "exact match", "retention"] + [f"ROUGE-L · {c}" for c in categories]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setRowCount(len(models))
+        for row, (name, scores) in enumerate(models.items()):
+            scores = scores if isinstance(scores, dict) else {}
+            per_cat = scores.get("per_category") or {}
+            cells = [name + ("  (reference)" if name == reference else ""), _fmt(scores.get("rougeL")),
+                     _fmt(scores.get("exact_match")), _retention(scores.get("retention"))]
+            for c in categories:
+                value = per_cat.get(c)
+                cells.append(_fmt(value.get("rougeL") if isinstance(value, dict) else value))
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if name == reference:
+                    item.setFont(_bold())
+                if col == 3 and isinstance(scores.get("retention"), (int, float)):
+                    item.setBackground(_retention_color(scores["retention"]))
+                self.table.setItem(row, col, item)
+        self.caption.setText(f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s score.")
+
+    def cell(self, row: int, col: int) -> str:
+        item = self.table.item(row, col)
+        return item.text() if item else ""
+
+
+def _retention(value) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def _retention_color(value: float) -> QColor:
+    # green at ≥ 90 %, amber around 70 %, red below: the paper's 70–91 % band reads at a glance
+    if value >= 0.9:
+        return QColor("#d8f0d8")
+    if value >= 0.7:
+        return QColor("#fbefd0")
+    return QColor("#f8d7d7")
+
+
+def _bold() -> QFont:
+    font = QFont()
+    font.setBold(True)
+    return font

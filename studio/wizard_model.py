@@ -1,0 +1,144 @@
+"""The wizard's choices and how they become a :class:`engine.spec.RunSpec` — plain Python, no Qt.
+
+Pages only edit a :class:`WizardChoices`; :func:`build_spec` turns it into the spec the engine runs, reusing the
+spec dataclasses' own validation so the GUI never disagrees with the CLI about what is allowed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from engine.spec import RunSpec, SpecError, build
+
+METHODS: dict[str, str] = {
+    "teacher_sft": "Teacher SFT — fine-tune the large model on the task",
+    "student_sft": "Student SFT baseline — fine-tune the small model on the references only",
+    "token_kd": "Knowledge distillation — the paper's joint loss on the teacher's token distributions",
+    "sequence_kd": "Sequence-level KD — the student learns from answers the teacher generated",
+    "on_policy_kd": "On-policy KD (GKD) — the student generates, the teacher scores every token",
+    "grpo": "Chain-of-thought GRPO — reinforce the student with format and correctness rewards",
+    "quantize": "4-bit quantization — NF4 post-training quantization with a before/after report",
+    "pipeline": "The whole pipeline — teacher SFT → SFT baseline → KD → GRPO → 4-bit → evaluation",
+}
+KD_METHOD = {"token_kd": "token", "sequence_kd": "sequence", "on_policy_kd": "on_policy"}
+DATA_PRESET_LABELS: dict[str, str] = {
+    "demo": "Demo kit tasks (offline, seconds per stage)",
+    "demo_reasoning": "Demo kit reasoning tasks (for GRPO, offline)",
+    "dolly_en": "Dolly-15k English (databricks/databricks-dolly-15k)",
+    "dolly_es": "Spanish Dolly (argilla, multilingual curated, es)",
+    "bugnet": "BugNet code repair (alexjercan/bugnet)",
+    "pytorrent": "PyTorrent-style docstring → code",
+    "codeforces_cot": "Codeforces chain-of-thought (open-r1/codeforces-cots)",
+    "local": "A local JSONL / JSON / CSV / Parquet file",
+}
+CANONICAL_COLUMNS = ("instruction", "response", "context", "category", "answer", "tests")
+
+
+@dataclass
+class WizardChoices:
+    name: str = "my-run"
+    teacher: dict = field(default_factory=lambda: {"source": "demo:teacher"})
+    student: dict = field(default_factory=lambda: {"source": "demo:student"})
+    data: dict = field(default_factory=lambda: {"preset": "demo"})
+    method: str = "token_kd"
+    with_teacher_sft: bool = True  # KD methods: fine-tune the teacher first
+    with_baseline: bool = True  # KD methods: also train the SFT student the KD student is compared with
+    with_eval: bool = True
+    distill: dict = field(default_factory=lambda: {"alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"})
+    grpo: dict = field(default_factory=dict)
+    quantize: dict = field(default_factory=dict)
+    train: dict = field(default_factory=lambda: {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8})
+    device: str = "auto"
+    max_eval_samples: int = 200
+
+
+def parse_learning_rates(text: str) -> list[float]:
+    """'1e-4' → [1e-4]; '1e-4, 3e-4 5e-4' → a sweep. SpecError names what cannot be read."""
+    parts = [p for p in re.split(r"[,;\s]+", text.strip()) if p]
+    if not parts:
+        raise SpecError("train.learning_rate: is empty; give a learning rate such as 1e-4, or a list for a sweep.")
+    rates = []
+    for part in parts:
+        try:
+            rates.append(float(part))
+        except ValueError:
+            raise SpecError(f"train.learning_rate: {part!r} is not a number.") from None
+    return rates
+
+
+def _stage(kind: str, name: str, choices: WizardChoices, **extra) -> dict:
+    stage = {"kind": kind, "name": name, **extra}
+    if kind in ("sft", "distill", "grpo"):
+        stage["train"] = dict(choices.train)
+    return stage
+
+
+def _kd_stages(choices: WizardChoices, kd_method: str) -> list[dict]:
+    stages = []
+    teacher = "teacher"
+    if choices.with_teacher_sft:
+        stages.append(_stage("sft", "teacher_sft", choices, model="teacher"))
+        teacher = "teacher_sft"
+    if choices.with_baseline:
+        stages.append(_stage("sft", "student_sft", choices, model="student"))
+    stages.append(_stage("distill", "student_kd", choices, model="student", teacher=teacher,
+                         distill={**choices.distill, "method": kd_method}))
+    return stages
+
+
+def _eval_stage(choices: WizardChoices, stages: list[dict]) -> dict | None:
+    names = {s["name"] for s in stages}
+    models = {"teacher": "teacher_sft" if "teacher_sft" in names else "teacher"}
+    for display, stage in (("sft_student", "student_sft"), ("kd_student", "student_kd"), ("grpo_student", "grpo")):
+        if stage in names:
+            models[display] = stage
+    if len(models) == 1:
+        models["student"] = "student"
+    return {"kind": "evaluate", "name": "eval", "models": models, "reference": "teacher",
+            "max_eval_samples": choices.max_eval_samples}
+
+
+def stage_dicts(choices: WizardChoices) -> list[dict]:
+    """The pipeline the chosen method stands for, in order."""
+    m = choices.method
+    if m not in METHODS:
+        raise SpecError(f"method: {m!r} is not one of {', '.join(METHODS)}.")
+    if m == "teacher_sft":
+        stages = [_stage("sft", "teacher_sft", choices, model="teacher")]
+    elif m == "student_sft":
+        stages = [_stage("sft", "student_sft", choices, model="student")]
+    elif m in KD_METHOD:
+        stages = _kd_stages(choices, KD_METHOD[m])
+    elif m == "grpo":
+        stages = [_stage("grpo", "grpo", choices, model="student", grpo=dict(choices.grpo))]
+    elif m == "quantize":
+        stages = [_stage("quantize", "quantize", choices, model="student", quantize=dict(choices.quantize))]
+    else:  # the whole pipeline
+        stages = _kd_stages(choices, KD_METHOD["token_kd"])
+        stages.append(_stage("grpo", "grpo", choices, model="student_kd", grpo=dict(choices.grpo)))
+        stages.append(_stage("quantize", "quantize", choices, model="grpo", quantize=dict(choices.quantize)))
+    if choices.with_eval and m not in ("quantize",):
+        stages.append(_eval_stage(choices, stages))
+    return stages
+
+
+def train_values(train: dict, lr_text: str) -> dict:
+    """The train settings with the learning-rate field parsed: one value, or a sweep."""
+    rates = parse_learning_rates(lr_text)
+    values = dict(train)
+    values["learning_rate"] = rates[0]
+    values["sweep_learning_rates"] = rates if len(rates) > 1 else []
+    return values
+
+
+def build_spec(choices: WizardChoices) -> RunSpec:
+    """The validated RunSpec; SpecError carries the spec's own one-sentence reason."""
+    return build(RunSpec, {"name": choices.name or "run", "teacher": dict(choices.teacher),
+                           "student": dict(choices.student), "data": dict(choices.data),
+                           "stages": stage_dicts(choices), "device": choices.device}, "spec")
+
+
+def command_for(spec_path: str) -> str:
+    """The terminal command equivalent to launching from the wizard."""
+    quoted = f"'{spec_path}'" if re.search(r"\s", spec_path) else spec_path
+    return f"compression-engine run {quoted}"

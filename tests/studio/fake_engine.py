@@ -1,0 +1,141 @@
+"""A stand-in for ``python -m engine`` that speaks the real protocol without torch, for the studio's tests and
+GUI benchmark: ``fake_engine.py run SPEC | demo | inspect SOURCE``.
+
+It creates a real run folder through engine.runs (run.json, spec.yaml, events.jsonl mirror) and streams hello →
+status → metric/progress (+ sample for GRPO stages) → artifact → done, honours ``{"type": "cancel"}`` on stdin,
+and misbehaves on request. Environment knobs:
+  FAKE_ENGINE_MODE    normal | crash (dies mid-run without a done event) | ignore_cancel (never stops by itself)
+  FAKE_ENGINE_STEPS   steps per training stage (default 20)
+  FAKE_ENGINE_DELAY   seconds between steps (default 0.01)
+  FAKE_ENGINE_BATCH   metric events per step (default 1; the benchmark raises it)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `engine`
+
+from engine.protocol import EventWriter, hello, parse_command
+from engine.runs import RunStore
+from engine.spec import dump_spec, load_spec
+
+MODE = os.environ.get("FAKE_ENGINE_MODE", "normal")
+STEPS = int(os.environ.get("FAKE_ENGINE_STEPS", "20"))
+DELAY = float(os.environ.get("FAKE_ENGINE_DELAY", "0.01"))
+BATCH = int(os.environ.get("FAKE_ENGINE_BATCH", "1"))
+
+
+def listen(cancel: threading.Event) -> None:
+    def reader() -> None:
+        for line in sys.stdin:
+            try:
+                if parse_command(line)["type"] == "cancel":
+                    cancel.set()
+            except ValueError:
+                continue
+
+    threading.Thread(target=reader, daemon=True).start()
+
+
+def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: int | None) -> bool:
+    """Stream one stage's curves; False when cancelled."""
+    start = time.time()
+    for step in range(1, STEPS + 1):
+        if cancel.is_set() and MODE != "ignore_cancel":
+            return False
+        if crash_at is not None and step == crash_at:
+            sys.stderr.write("Traceback (most recent call last):\nRuntimeError: CUDA error: fake crash\n")
+            sys.stderr.flush()
+            os._exit(1)
+        for k in range(BATCH):
+            x = (step - 1) * BATCH + k + 1
+            values = {"train/loss": 2.5 * math.exp(-x / (STEPS * BATCH / 3)) + 0.1, "train/lr": 1e-3}
+            if stage.kind == "distill":
+                values.update({"kd/ce": values["train/loss"] * 0.8, "kd/divergence": values["train/loss"] * 0.3})
+            if stage.kind == "grpo":
+                values.update({"grpo/reward": min(1.0, x / STEPS), "grpo/reward/format_strict": 0.9,
+                               "grpo/kl": 0.01 * x})
+            values["perf/tokens_per_s"] = 1200.0 + step
+            events.emit("metric", stage=stage.name, step=x, values=values, sent_at=time.time())
+        events.progress(stage.name, step, STEPS, time.time() - start)
+        if stage.kind == "grpo" and step % 5 == 0:
+            events.emit("sample", stage=stage.name, step=step, prompt="What is 2 + 3?",
+                        completion="<think>2 + 3 = 5</think><answer>5</answer>",
+                        rewards={"format_strict": 1.0, "answer_correct": 1.0})
+        if DELAY:
+            time.sleep(DELAY)
+    return True
+
+
+def write_eval(paths, stage) -> None:
+    models = stage.models or {"teacher": "teacher", "student": "student"}
+    report = {"reference": stage.reference, "models": {}}
+    for i, name in enumerate(models):
+        score = 0.6 - 0.05 * i
+        report["models"][name] = {"rougeL": score, "exact_match": score / 2, "retention": score / 0.6,
+                                  "per_category": {"arithmetic": {"rougeL": score + 0.1}, "copy": score - 0.1}}
+    paths.merge_eval(report)
+
+
+def cmd_run(spec_path: str | None, demo: bool) -> int:
+    if demo:
+        from engine.demo_pipeline import demo_spec
+
+        spec = demo_spec(quick=True)
+    else:
+        spec = load_spec(spec_path)
+    store = RunStore()
+    paths = store.create(spec.name, dump_spec(spec))
+    events = EventWriter(paths.id, sys.stdout, mirror=paths.events)
+    hello(events, "run", "fake")
+    store.update(paths.id, status="running", pid=os.getpid())
+    print("fake engine: starting", file=sys.stderr, flush=True)
+    cancel = threading.Event()
+    listen(cancel)
+    crash_at = STEPS // 2 if MODE == "crash" else None
+    for index, stage in enumerate(spec.stages):
+        store.update(paths.id, stage=stage.name)
+        events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}")
+        events.log(f"stage {stage.name} started")
+        if stage.kind == "evaluate":
+            write_eval(paths, stage)
+            events.metric(stage.name, 0, {"eval/rougeL": 0.55, "eval/retention": 0.92})
+            events.emit("artifact", stage=stage.name, kind="eval", path=str(paths.eval_json))
+            store.update(paths.id, scores={"eval/kd_student/retention": 0.92, "eval/kd_student/rougeL": 0.55})
+            continue
+        if not train_stage(events, stage, cancel, crash_at if index == 0 else None):
+            events.status("cancelled", stage.name, "cancelled")
+            store.update(paths.id, status="cancelled")
+            events.emit("done", status="cancelled", summary={})
+            return 3
+        events.emit("artifact", stage=stage.name, kind="model", path=str(paths.model(stage.name)))
+    store.update(paths.id, status="finished")
+    events.emit("done", status="finished", summary={"stages": {s.name: {} for s in spec.stages}})
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else ""
+    if command == "inspect":
+        source = argv[1]
+        small = "student" in source
+        print(json.dumps({"architecture": "Qwen2ForCausalLM", "parameters": 500_000 if small else 3_500_000,
+                          "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
+                          "dtype": "float32"}))
+        return 0
+    if command == "run":
+        return cmd_run(argv[1], demo=False)
+    if command == "demo":
+        return cmd_run(None, demo=True)
+    print(f"fake engine: unknown command {command!r}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
