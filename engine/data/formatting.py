@@ -1,0 +1,106 @@
+"""Records → model inputs: chat messages, prompt strings for generation, and tokenized SFT examples.
+
+The prompt is the model's own chat template (``apply_chat_template(..., add_generation_prompt=True)``) around
+the preset's user message; the target is what the template puts after it for an assistant turn (the response
+and the end-of-turn token, e.g. ``<|im_end|>``). Tokenizers without a chat template get a plain
+``### Instruction / ### Response`` layout and the eos token. Loss is on target tokens only (labels −100 on the
+prompt).
+
+Truncation to ``max_length`` tokens: the prompt is kept whole and the end of the response is cut; when the
+prompt alone leaves fewer than ``min(len(response), max_length // 4)`` tokens for the response, the prompt is cut
+from the left (its start is dropped, the end — the question's last words and the assistant header — kept) so
+that this many response tokens still fit and every example teaches something.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.data.presets import Preset, render_prompt
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+FALLBACK_PROMPT = "### Instruction:\n{content}\n\n### Response:\n"
+
+
+def prompt_messages(record: dict, preset: str | Preset) -> list[dict[str, str]]:
+    """The conversation that asks for ``record``'s response: one user message from the preset's template."""
+    return [{"role": "user", "content": render_prompt(record, preset)}]
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return FALLBACK_PROMPT.format(content=messages[-1]["content"])
+
+
+def prompt_texts(tokenizer: Any, records: list[dict], preset: str | Preset) -> list[str]:
+    """Prompt strings ready for generation (chat template with the generation prompt, or the fallback)."""
+    return [_prompt_text(tokenizer, prompt_messages(r, preset)) for r in records]
+
+
+def completion_text(tokenizer: Any, messages: list[dict[str, str]], prompt: str, response: str) -> str:
+    """What follows the prompt in a full conversation: the response and the end-of-turn marker."""
+    eos = tokenizer.eos_token or ""
+    if not has_chat_template(tokenizer):
+        return response + eos
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(prompt) or response not in full[len(prompt):]:
+        return response + eos  # a template that rewrites earlier turns (e.g. drops reasoning): plain ending
+    tail = full[len(prompt):]
+    end = tail.index(response) + len(response)
+    closing = tail[end:].rstrip()  # "<|im_end|>" without the newline that only separates turns
+    return tail[:end] + (closing or eos)
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt string, with a bos id in front for tokenizers that want one and whose template did
+    not write it (the fallback layout on llama-style tokenizers). Training and generation both use this."""
+    bos = getattr(tokenizer, "bos_token", None)
+    head = [tokenizer.bos_token_id] if bos and getattr(tokenizer, "add_bos_token", False) \
+        and not prompt.startswith(bos) else []
+    return head + _encode(tokenizer, prompt)
+
+
+def truncate_pair(prompt_ids: list[int], target_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Fit prompt + target into ``max_length`` as the module docstring describes."""
+    if len(prompt_ids) + len(target_ids) <= max_length:
+        return prompt_ids, target_ids
+    keep = min(len(target_ids), max(1, max_length // 4))
+    if max_length - len(prompt_ids) >= keep:
+        return prompt_ids, target_ids[:max_length - len(prompt_ids)]
+    return prompt_ids[len(prompt_ids) - (max_length - keep):], target_ids[:keep]
+
+
+def encode_example(tokenizer: Any, record: dict, preset: str | Preset, max_length: int) -> dict[str, list[int]]:
+    """input_ids, attention_mask and labels (−100 on prompt tokens) of one record."""
+    messages = prompt_messages(record, preset)
+    prompt = _prompt_text(tokenizer, messages)
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    target_ids = _encode(tokenizer, completion_text(tokenizer, messages, prompt, record["response"]))
+    prompt_ids, target_ids = truncate_pair(prompt_ids, target_ids, max_length)
+    input_ids = prompt_ids + target_ids
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids),
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids}
+
+
+def tokenize_for_sft(tokenizer: Any, records: list[dict], max_length: int, preset: str | Preset) -> Any:
+    """A ``datasets.Dataset`` of input_ids / attention_mask / labels (loss on response tokens only)."""
+    from datasets import Dataset
+
+    rows = [encode_example(tokenizer, r, preset, max_length) for r in records]
+    full = sum(1 for row in rows if len(row["input_ids"]) >= max_length)
+    if full:
+        log.info("%d of %d examples reach the %d-token limit (longer ones were truncated)", full, len(rows),
+                 max_length)
+    columns = {key: [row[key] for row in rows] for key in ("input_ids", "attention_mask", "labels")}
+    return Dataset.from_dict(columns)

@@ -1,0 +1,138 @@
+"""The canonical record and its validation: one piece of code shared by the loader and the GUI's preview.
+
+Every data source (the demo kit, a hub preset, a local JSONL/JSON/CSV/Parquet file) is turned into records of one
+shape::
+
+    {"id": str, "instruction": str, "context": str, "response": str, "category": str, "language": str,
+     "answer": str | None, "tests": list[{"input": str, "output": str}] | None, "reasoning": str | None}
+
+``canonical_record`` builds one from a raw row and a column mapping (canonical name → column, or a tuple of
+columns tried in order) and raises :class:`RecordProblem` with a sentence saying what is wrong and what to do;
+callers prefix it with ``FILE:LINE``. Stdlib only: the studio imports this module through the preview.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
+                    "reasoning")
+REQUIRED_FIELDS = ("instruction", "response")
+TEXT_FIELDS = ("instruction", "context", "response", "category", "answer", "reasoning")
+
+ColumnRef = str | tuple[str, ...]
+
+
+class RecordProblem(ValueError):
+    """One row cannot become a record; the message says what is wrong and what to do (no location)."""
+
+
+def identity_mapping() -> dict[str, ColumnRef]:
+    """Each canonical field read from the column of the same name (the local preset's default)."""
+    return {name: name for name in CANONICAL_FIELDS}
+
+
+def merge_mapping(base: Mapping[str, ColumnRef], overrides: Mapping[str, Any] | None) -> dict[str, ColumnRef]:
+    """``base`` with the user's ``data.columns`` on top; unknown canonical names are refused."""
+    merged = dict(base)
+    for name, column in (overrides or {}).items():
+        if name not in CANONICAL_FIELDS:
+            raise RecordProblem(f"data.columns: {name!r} is not a canonical field; use one of "
+                                f"{', '.join(CANONICAL_FIELDS)} as keys (values are your file's column names).")
+        if isinstance(column, list):
+            column = tuple(column)
+        if not (isinstance(column, str) and column) and not (isinstance(column, tuple) and column):
+            raise RecordProblem(f"data.columns.{name}: give the name of a column in your file, got {column!r}.")
+        merged[name] = column
+    return merged
+
+
+def _candidates(ref: ColumnRef) -> tuple[str, ...]:
+    return (ref,) if isinstance(ref, str) else tuple(ref)
+
+
+def pick(row: Mapping[str, Any], ref: ColumnRef | None) -> tuple[bool, Any]:
+    """(found, value) of the first candidate column present in ``row`` with a non-empty value (else the first
+    present one, possibly empty)."""
+    if ref is None:
+        return False, None
+    present = [c for c in _candidates(ref) if c in row]
+    for column in present:
+        value = row[column]
+        if value is not None and not (isinstance(value, str) and not value.strip()):
+            return True, value
+    return (True, row[present[0]]) if present else (False, None)
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", dict: "an object", bool: "true/false", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+def _text(name: str, value: Any, *, numbers_ok: bool = False) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if numbers_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RecordProblem(f"{name} must be text, got {_type_name(value)} ({str(value)[:40]!r}); store it as a "
+                        f"string or map another column to {name} in data.columns.")
+
+
+def parse_tests(value: Any) -> list[dict] | None:
+    """``tests`` as a list of {"input", "output"} strings; a JSON string (e.g. from a CSV cell) is decoded."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RecordProblem("tests is not valid JSON; write it as a list like "
+                                '[{"input": "1 2", "output": "3"}].') from None
+    if not isinstance(value, list):
+        raise RecordProblem(f"tests must be a list of {{input, output}} pairs, got {_type_name(value)}.")
+    tests = []
+    for i, case in enumerate(value):
+        if not isinstance(case, Mapping) or "input" not in case or "output" not in case:
+            raise RecordProblem(f"tests[{i}] must be an object with input and output, got {str(case)[:60]!r}.")
+        tests.append({"input": _text(f"tests[{i}].input", case["input"], numbers_ok=True) or "",
+                      "output": _text(f"tests[{i}].output", case["output"], numbers_ok=True) or ""})
+    return tests or None
+
+
+def _required(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], name: str) -> str:
+    found, value = pick(row, mapping.get(name))
+    if not found:
+        columns = ", ".join(list(row)[:12]) or "none"
+        wanted = " or ".join(_candidates(mapping.get(name, name)))
+        raise RecordProblem(f"no column {wanted} for {name} (columns here: {columns}); map it with "
+                            f"data.columns, e.g. {{{name}: <your column>}}.")
+    text = _text(name, value)
+    if text is None or not text.strip():
+        raise RecordProblem(f"{name} is empty; fill it in or remove this row.")
+    return text
+
+
+def canonical_record(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], *, default_id: str,
+                     default_language: str = "en", default_category: str = "general") -> dict:
+    """One validated canonical record from a raw row (see the module docstring); RecordProblem if malformed."""
+    if not isinstance(row, Mapping):
+        raise RecordProblem(f"expected an object with named fields, got {_type_name(row)}.")
+    record: dict[str, Any] = {name: _required(row, mapping, name) for name in REQUIRED_FIELDS}
+    for name in ("context", "category", "reasoning", "answer"):
+        _, value = pick(row, mapping.get(name))
+        record[name] = _text(name, value, numbers_ok=name in ("answer", "category"))
+    record["context"] = record["context"] or ""
+    record["category"] = (record["category"] or "").strip() or default_category
+    _, raw_id = pick(row, mapping.get("id"))
+    record["id"] = _text("id", raw_id, numbers_ok=True) if raw_id not in (None, "") else default_id
+    _, language = pick(row, mapping.get("language"))
+    language = (_text("language", language) or "").strip().lower() or default_language
+    if not language.replace("-", "").isalpha() or len(language) > 8:
+        raise RecordProblem(f"language {language!r} is not a language code; use en or es.")
+    record["language"] = language
+    _, tests = pick(row, mapping.get("tests"))
+    record["tests"] = parse_tests(tests)
+    return {name: record[name] for name in CANONICAL_FIELDS}

@@ -1,0 +1,117 @@
+"""Generate answers in batches and score them: what the evaluate stage, sequence-level KD (teacher answers) and
+the quantization report all use.
+
+Prompts are tokenized exactly as for training (:mod:`engine.data.formatting`), sorted by length so each batch
+wastes little padding, left-padded (decoder-only models continue from the right edge), decoded greedily unless
+the GenerationSpec asks for sampling, stopped at eos or ``<|im_end|>``, and returned in input order with only
+the new tokens decoded. Decoding is defined by the GenerationSpec alone, not by a model's
+generation_config.json (whose sampling defaults would make teacher and student decode differently).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from engine.data.formatting import encode_prompt, prompt_texts
+from engine.data.presets import Preset, get_preset
+from engine.metrics import score_predictions
+from engine.spec import GenerationSpec
+
+log = logging.getLogger(__name__)
+
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
+Progress = Callable[[int, int], None]
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """eos ids of the tokenizer and the model, plus the end-of-turn tokens the vocabulary knows."""
+    ids: list[int] = []
+    model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, model_eos):
+        ids += value if isinstance(value, list) else [value] if value is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in STOP_TOKENS if t in vocab]
+    return sorted(set(int(i) for i in ids))
+
+
+def generation_config(gen: GenerationSpec, pad_id: int, stop_ids: list[int]) -> Any:
+    from transformers import GenerationConfig
+
+    kwargs: dict[str, Any] = dict(max_new_tokens=gen.max_new_tokens, do_sample=not gen.greedy,
+                                  pad_token_id=pad_id, eos_token_id=stop_ids, num_beams=1)
+    if not gen.greedy:
+        kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0)
+    return GenerationConfig(**kwargs)
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # [B, L]
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)  # [B, L]
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, longest - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, longest - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def generate_answers(model: Any, tokenizer: Any, prompts: list[str], gen: GenerationSpec, device: str,
+                     on_progress: Progress | None = None) -> list[str]:
+    """The model's answer to each prompt string (as made by ``prompt_texts``), in the order given."""
+    if not prompts:
+        return []
+    stop_ids = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    config = generation_config(gen, pad_id, stop_ids)
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: memory peaks early
+    answers: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), gen.batch_size):
+            batch = order[start:start + gen.batch_size]
+            input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id, device)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            new_tokens = output[:, input_ids.shape[1]:]  # [B, T_new]
+            for i, row in zip(batch, new_tokens.tolist()):
+                answers[i] = tokenizer.decode(_until_stop(row, stop_ids), skip_special_tokens=True).strip()
+            if on_progress is not None:
+                on_progress(min(start + len(batch), len(order)), len(order))
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def _until_stop(tokens: list[int], stop_ids: list[int]) -> list[int]:
+    """New tokens up to the first stop token (generate pads finished rows; pad may be a real token id)."""
+    stops = set(stop_ids)
+    for n, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:n]
+    return tokens
+
+
+_FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def strip_code_fence(text: str) -> str:
+    """The program inside a single surrounding ```lang … ``` fence (code presets' references have none)."""
+    match = _FENCE.match(text)
+    return match.group(1) if match else text
+
+
+def evaluate_model(model: Any, tokenizer: Any, records: list[dict], preset: str | Preset, gen: GenerationSpec,
+                   device: str, on_progress: Progress | None = None) -> tuple[dict, list[str]]:
+    """(scores, predictions): answers to ``records`` scored by :func:`engine.metrics.score_predictions`.
+    Predictions are returned as generated; for code presets a surrounding code fence is removed before scoring."""
+    p = get_preset(preset)
+    predictions = generate_answers(model, tokenizer, prompt_texts(tokenizer, records, p), gen, device,
+                                   on_progress=on_progress)
+    scored = [strip_code_fence(x) for x in predictions] if p.code else predictions
+    return score_predictions(records, scored), predictions
