@@ -213,19 +213,18 @@ def normalize_output(text: str) -> str:
 
 
 def run_tests(code: str, tests: list[dict], *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
-              stop_after_failures: int = 0) -> float:
+              stop_on_limit: bool = True) -> float:
     """Fraction of ``tests`` ({"input", "output"}) whose expected output the program prints exactly (after
-    ``normalize_output``). ``stop_after_failures`` > 0 stops early after that many failures (they count as 0)."""
+    ``normalize_output``). With ``stop_on_limit`` a program stopped by a limit or a refusal is not run on the
+    remaining tests (they count as failed): an endless loop costs one timeout, not one per test."""
     if not tests:
         return 0.0
-    passed = failures = 0
+    passed = 0
     for test in tests:
-        result = run_program(code, str(test.get("input", "")), timeout_s=timeout_s, cpu_s=cpu_s,
+        result = run_program(code, str(test.get("input", "") or ""), timeout_s=timeout_s, cpu_s=cpu_s,
                              memory_mb=memory_mb)
-        if result.ok and normalize_output(result.stdout) == normalize_output(test.get("output", "")):
+        if result.ok and normalize_output(result.stdout) == normalize_output(test.get("output", "") or ""):
             passed += 1
-        else:
-            failures += 1
-            if stop_after_failures and failures >= stop_after_failures:
-                break
+        elif stop_on_limit and result.killed_reason in ("timeout", "cpu", "memory", "refused"):
+            break
     return passed / len(tests)
