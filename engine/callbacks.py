@@ -8,6 +8,7 @@ import time
 from transformers import TrainerCallback
 
 from engine.context import RunContext
+from engine.launch import any_rank
 
 # Trainer/TRL log keys → the protocol's metric names (DESIGN.md: grouped by prefix).
 _RENAMES = {
@@ -61,7 +62,8 @@ class EventsCallback(TrainerCallback):
         if now - self._last_progress >= self.progress_interval_s or state.global_step >= state.max_steps:
             self._last_progress = now
             self.ctx.events.progress(self.ctx.stage.name, state.global_step, state.max_steps, now - self._start)
-        if self.ctx.cancel.is_set() and not self.cancelled:
+        # any_rank: under several processes every rank must stop at the same step (engine/launch.py)
+        if any_rank(self.ctx.cancel.is_set()) and not self.cancelled:
             self.cancelled = True
             control.should_save = True  # the checkpoint a resume starts from
             control.should_training_stop = True

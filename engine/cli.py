@@ -98,12 +98,18 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
         paths = store.create(spec.name, dump_spec(spec))
         last_seq = 0
     events = EventWriter(paths.id, sys.stdout, mirror=paths.events, start_seq=last_seq)
+    cancel = threading.Event()
+    if os.environ.get("COMPRESSION_ENGINE_CHILD"):
+        # One of several processes (engine/launch.py): only rank 0 writes events and run.json; all ranks
+        # follow the parent's cancel file.
+        from engine.launch import attach_child
+
+        events, store = attach_child(paths, events, store, cancel)
     if sys.stderr.isatty():
         events.listeners.append(TerminalProgress())
     hello(events, "run", __version__)
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
-    cancel = threading.Event()
     _listen_for_cancel(cancel)
     status = run_pipeline(spec, paths, events, store, cancel, device, cache)
     events.close()

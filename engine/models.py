@@ -212,6 +212,10 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
     """Save a plain transformers folder (LoRA merged in) with a model card; atomic, so a crash mid-save never
     leaves a folder that looks finished."""
     out_dir = Path(out_dir)
+    from engine.launch import is_main_process
+
+    if not is_main_process():  # rank-aware (engine/launch.py): rank 0 saves; the pipeline's barrier follows
+        return out_dir
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):

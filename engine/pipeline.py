@@ -12,6 +12,7 @@ import traceback
 from typing import Any
 
 from engine.context import EngineError, RunContext, StageCancelled, StageResult
+from engine.launch import any_rank, is_main_process, run_stage_on_ranks
 from engine.protocol import EventWriter
 from engine.runs import RunPaths, RunStore
 from engine.spec import BASE_MODELS, RunSpec, StageSpec
@@ -90,15 +91,20 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
                 events.log(f"stage {stage.name} already finished; skipping it")
                 summary["stages"][stage.name] = json.loads(marker.read_text(encoding="utf-8"))
                 continue
-            if cancel.is_set():
+            if any_rank(cancel.is_set()):  # rank-aware (engine/launch.py): all processes stop at the same stage
                 raise StageCancelled(stage.name)
             store.update(paths.id, stage=stage.name)
             events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}")
-            result: StageResult = recipe(stage.kind).run_stage(ctx_for(stage))
+            # Rank-aware (engine/launch.py): under several processes, evaluate/quantize run on rank 0 only.
+            result: StageResult | None = run_stage_on_ranks(
+                stage.kind, lambda: recipe(stage.kind).run_stage(ctx_for(stage)))
+            if result is None:
+                continue
             record = {"kind": stage.kind, "scores": result.scores,
                       "model_dir": str(result.model_dir) if result.model_dir else None}
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+            if is_main_process():  # rank-aware: only rank 0 writes into the run folder
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
             summary["stages"][stage.name] = record
             if result.scores:
                 store.update(paths.id, scores={f"{stage.name}/{k}": v for k, v in result.scores.items()})

@@ -1,0 +1,277 @@
+"""Several processes (one per GPU) for one run, through ``accelerate launch`` — never a home-made distribution layer.
+
+``compression-engine run SPEC`` with ``processes: N > 1`` calls :func:`launch_distributed` in a light parent
+process (it never imports torch). The parent creates the run folder once, then starts::
+
+    python -m accelerate.commands.launch --num_processes N <ddp|fsdp|deepspeed flags> \\
+        --module engine run --resume RUN_ID          (each child with COMPRESSION_ENGINE_CHILD=1)
+
+Every child runs the ordinary pipeline on the same run folder; :func:`attach_child` makes it rank-aware: only rank 0
+(the main process) writes events, run.json, checkpoints, models and eval files; the other ranks train their shard
+and stay silent. The parent relays rank 0's event stream to its stdout (anything else the children print goes to
+stderr), so the studio sees one run. A ``cancel`` on the parent's stdin (or Ctrl-C) writes ``<run>/cancel``;
+each child polls that file, and :func:`any_rank` makes all ranks stop at the same step (a DDP job whose ranks
+stop at different steps would hang in the next all-reduce).
+
+The strategy comes from ``spec.distributed`` when the spec has that field, else ``$COMPRESSION_DISTRIBUTED``:
+``ddp`` (default), ``fsdp``, ``deepspeed``, or ``config:/path/to/accelerate_config.yaml`` for a full accelerate
+config (``accelerate config`` writes one). On a machine without a GPU, ``ddp`` runs on the gloo backend.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, TypeVar
+
+from engine.protocol import Event, EventWriter, ProtocolError, parse_command
+from engine.runs import RunPaths, RunStore
+
+log = logging.getLogger(__name__)
+
+CHILD_ENV = "COMPRESSION_ENGINE_CHILD"
+STRATEGY_ENV = "COMPRESSION_DISTRIBUTED"
+CANCEL_FILE = "cancel"
+STRATEGIES = ("ddp", "fsdp", "deepspeed")
+_STRATEGY_FLAGS = {
+    "ddp": ["--multi_gpu"],  # torchrun-style DDP; the children pick NCCL on GPUs, gloo on CPUs
+    "fsdp": ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy",
+             "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"],
+    "deepspeed": ["--use_deepspeed", "--zero_stage", "2"],
+}
+FINAL_EXIT = {"finished": 0, "cancelled": 3}  # the same exit codes as a single-process run
+RANK_ZERO_KINDS = ("evaluate", "quantize")  # stages that run once, on rank 0, while the other ranks wait
+T = TypeVar("T")
+
+
+# ---- inside a child: who am I, and staying in step with the other ranks ------------------------------------
+
+def rank() -> int:
+    """This process's global rank (0 when not launched as one of several)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's events, models and files (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def _distributed() -> Any | None:
+    """torch.distributed when a process group of more than one rank is up, else None (never imports torch in a
+    process that has not already imported it: the launcher parent stays light)."""
+    if world_size() <= 1 or "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def wait_for_everyone() -> None:
+    """A barrier across ranks (e.g. until rank 0 has saved the model the next stage loads); a no-op alone."""
+    dist = _distributed()
+    if dist is not None:
+        dist.barrier()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one tiny all-reduce; the flag itself alone)."""
+    dist = _distributed()
+    if dist is None:
+        return flag
+    import torch
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1 if flag else 0], device=device)  # [1]
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def run_stage_on_ranks(kind: str, run: Callable[[], T]) -> T | None:
+    """Run one pipeline stage the rank-aware way: training stages on every rank (the trainer shards the data),
+    evaluation and quantization once on rank 0. Every rank then waits at one barrier, so the next stage finds
+    the model rank 0 saved. Returns None on the ranks that skipped the stage."""
+    result = run() if kind not in RANK_ZERO_KINDS or is_main_process() else None
+    wait_for_everyone()
+    return result
+
+
+class _FollowerStore(RunStore):
+    """The run store as the non-main ranks see it: readable, but their updates are dropped (rank 0 owns run.json)."""
+
+    def __init__(self, store: RunStore) -> None:  # noqa: D107 - share the real store's folders, skip its setup
+        self.root, self.runs_dir, self.index_path = store.root, store.runs_dir, store.index_path
+
+    def update(self, run_id: str, **changes: Any):
+        return self.get(run_id)
+
+
+def _watch_cancel_file(path: Path, cancel: threading.Event, interval_s: float = 0.3) -> None:
+    def poll() -> None:
+        while not cancel.is_set():
+            if path.exists():
+                log.info("cancel requested (rank %d)", rank())
+                cancel.set()
+                return
+            time.sleep(interval_s)
+
+    threading.Thread(target=poll, name="cancel-file", daemon=True).start()
+
+
+def attach_child(paths: RunPaths, events: EventWriter, store: RunStore,
+                 cancel: threading.Event) -> tuple[EventWriter, RunStore]:
+    """Make one of several launched processes rank-aware: pin its GPU, follow the parent's cancel file, and on
+    ranks other than 0 replace the event writer and the store by silent ones. Returns (events, store)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if "torch" in sys.modules:  # pick_device ran already, so this costs nothing
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)  # "cuda" now means this rank's GPU for every model it loads
+    _watch_cancel_file(paths.root / CANCEL_FILE, cancel)
+    if is_main_process():
+        return events, store
+    events.close()
+    return EventWriter(paths.id, open(os.devnull, "w", encoding="utf-8")), _FollowerStore(store)
+
+
+# ---- the parent: start accelerate, relay rank 0's events, forward cancel -----------------------------------
+
+def strategy_of(spec: Any = None) -> str:
+    """The distributed strategy: ``spec.distributed`` if present, else $COMPRESSION_DISTRIBUTED, else ddp."""
+    value = str(getattr(spec, "distributed", "") or os.environ.get(STRATEGY_ENV, "") or "ddp").strip()
+    if value not in STRATEGIES and not value.startswith("config:"):
+        raise ValueError(f"distributed strategy {value!r} is not one of {', '.join(STRATEGIES)} or "
+                         "config:/path/to/accelerate_config.yaml.")
+    return value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # two runs at once must not fight over torchrun's default port
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(run_id: str, processes: int, strategy: str = "ddp", port: int | None = None) -> list[str]:
+    """The ``accelerate launch`` command line that runs the engine on an existing run folder."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if strategy.startswith("config:"):
+        cmd += ["--config_file", strategy.split(":", 1)[1]]
+    else:
+        cmd += _STRATEGY_FLAGS[strategy] + ["--num_machines", "1", "--mixed_precision", "no",
+                                            "--dynamo_backend", "no"]
+    cmd += ["--main_process_port", str(port or _free_port())]
+    return cmd + ["--module", "engine", "run", "--resume", run_id]
+
+
+class _Relay:
+    """Copies the children's stdout: events go to ``out`` (in order, once), any other line to stderr."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.hello = False
+        self.final: str | None = None
+        self.last_seq = 0
+        self._refusals: set[str] = set()
+
+    def line(self, raw: str) -> None:
+        try:
+            event = Event.from_json(raw)
+        except ProtocolError:
+            sys.stderr.write(raw if raw.endswith("\n") else raw + "\n")
+            return
+        if not event.run_id:  # a refusal before the run started: every rank says it, pass it on once
+            if raw in self._refusals:
+                return
+            self._refusals.add(raw)
+        self.hello = self.hello or event.type == "hello"
+        self.last_seq = max(self.last_seq, event.seq)
+        if event.type == "done":
+            self.final = event.data.get("status", "failed")
+        self.out.write(raw if raw.endswith("\n") else raw + "\n")
+        self.out.flush()
+
+
+def _forward_cancel(cancel_file: Path, proc: subprocess.Popen) -> None:
+    """stdin ``cancel`` → the cancel file the children poll; the first Ctrl-C likewise, the second stops them."""
+
+    def reader() -> None:
+        for line in sys.stdin:
+            try:
+                if parse_command(line)["type"] == "cancel":
+                    cancel_file.touch()
+            except ProtocolError as exc:
+                log.warning("ignored stdin line: %s", exc)
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=reader, name="stdin-commands", daemon=True).start()
+
+    def on_sigint(signum, frame):
+        if cancel_file.exists():
+            os.killpg(proc.pid, signal.SIGTERM)
+            return
+        log.info("interrupted: cancelling at the next step (press Ctrl-C again to stop at once)")
+        cancel_file.touch()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+
+
+def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | None = None,
+                       store: RunStore | None = None, out: IO[str] | None = None) -> int:
+    """Run a spec under ``accelerate launch`` with ``processes`` processes; returns the run's exit code (0
+    finished, 3 cancelled, 1 failed, 2 refused before it started)."""
+    from engine.spec import dump_spec, load_spec
+
+    out = out or sys.stdout
+    store = store or RunStore()
+    spec = load_spec(spec_file)
+    paths = store.paths(resume_id) if resume_id else store.create(spec.name, dump_spec(spec))
+    (paths.root / CANCEL_FILE).unlink(missing_ok=True)  # a resumed run must not stop at once
+    try:
+        cmd = accelerate_command(paths.id, processes, strategy_of(spec))
+    except ValueError as exc:
+        return _refuse(paths, store, resume_id, str(exc), out)
+    log.info("launching %d processes: %s", processes, " ".join(cmd))
+    env = {**os.environ, CHILD_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    # Own session: a terminal Ctrl-C reaches only this parent, which turns it into a clean cancel.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
+                            start_new_session=True)
+    _forward_cancel(paths.root / CANCEL_FILE, proc)
+    relay = _Relay(out)
+    for raw in proc.stdout:
+        relay.line(raw)
+    code = proc.wait()
+    if relay.final:
+        return FINAL_EXIT.get(relay.final, 1)
+    if not relay.hello:
+        return _refuse(paths, store, resume_id, "" if code == 2 else
+                       f"the engine processes exited (code {code}) before the run started; see the log above.",
+                       out, code=code or 2)
+    # The children died mid-run (killed, out of memory, a crash in a collective): say so once, as rank 0 would.
+    events = EventWriter(paths.id, out, mirror=paths.events, start_seq=relay.last_seq)
+    events.error(f"the engine processes stopped (exit code {code}) before the run finished; "
+                 f"resume with compression-engine run --resume {paths.id}")
+    store.update(paths.id, status="failed")
+    events.emit("done", status="failed", summary={})
+    events.close()
+    return 1
+
+
+def _refuse(paths: RunPaths, store: RunStore, resume_id: str | None, message: str, out: IO[str],
+            code: int = 2) -> int:
+    """Nothing ran: drop the run folder the parent made (as a single-process refusal never makes one)."""
+    if message:
+        EventWriter(stream=out).error(message)
+    if not resume_id:
+        store.delete(paths.id)
+    return code
