@@ -86,10 +86,12 @@ class PaneState:
 
     @property
     def precision(self) -> str:
+        known = self.choice.precision if self.choice else ""
         if self.info:
-            return precision_text(self.info.get("dtype", ""), bool(self.info.get("quantized")),
-                                  "nf4" if self.info.get("quantized") else "")
-        return self.choice.precision if self.choice and self.choice.precision else "precision unknown"
+            if self.info.get("quantized") and known.startswith("4-bit"):
+                return known  # the catalog read the quant type (nf4/fp4) from config.json
+            return precision_text(self.info.get("dtype", ""), bool(self.info.get("quantized")))
+        return known or "precision unknown"
 
     def messages(self, system_prompt: str) -> list[dict]:
         """The conversation as chat messages: system, then each user turn and this pane's own answers."""
@@ -235,8 +237,8 @@ class ArenaSession:
             return []
         pane, turn = found
         turn.status = data.get("status", "finished") if data.get("status") in ("finished", "stopped") else "finished"
-        if isinstance(data.get("text"), str) and len(data["text"]) >= len(turn.answer):
-            turn.answer = data["text"]  # the final text is authoritative (a token event may have been cut short)
+        if isinstance(data.get("text"), str):
+            turn.answer = data["text"]  # the final text is authoritative (streamed pieces may split characters)
         turn.completion_tokens = data.get("completion_tokens")
         turn.prompt_tokens = data.get("prompt_tokens")
         turn.ttft_s, turn.tokens_per_s = data.get("ttft_s"), data.get("tokens_per_s")

@@ -1,0 +1,147 @@
+"""The arena widget against a fake chat service (same protocol, scripted answers, slow tokens): two panes stream
+the same prompt, Stop ends both, the numbers appear, blind mode hides names until the vote and records it,
+export writes both formats, and a model that fails to load leaves the other pane working."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import json  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from studio.arena.arena_widget import ArenaWidget  # noqa: E402
+from studio.arena.catalog import ModelChoice  # noqa: E402
+from studio.arena.scoring import rouge_l  # noqa: E402
+
+FAKE_CHAT = [sys.executable, str(Path(__file__).with_name("fake_chat.py"))]
+TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
+STUDENT = ModelChoice(label="student", source="demo:student", role="student")
+PROMPT = "What is 17 + 25? Explain briefly."
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_chat import SCRIPT  # noqa: E402
+
+TEACHER_ANSWER, STUDENT_ANSWER, _ = SCRIPT[PROMPT.lower()]
+
+
+@pytest.fixture
+def arena(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FAKE_CHAT_DELAY", "0.03")
+    widget = ArenaWidget(store=None, chat_command=FAKE_CHAT, pane_count=2, rng=random.Random(7))
+    qtbot.addWidget(widget)
+    widget.resize(1200, 700)
+    widget.show()
+    qtbot.waitExposed(widget)
+    yield widget
+    widget.shutdown(3000)
+
+
+def _load_two(qtbot, arena: ArenaWidget, first: ModelChoice = TEACHER, second: ModelChoice = STUDENT) -> None:
+    arena.load_model("pane1", first)
+    arena.load_model("pane2", second)
+    qtbot.waitUntil(lambda: all(p.load_state in ("loaded", "failed") for p in arena.session.panes[:2]),
+                    timeout=15000)
+
+
+def test_two_panes_stream_the_same_prompt_with_their_numbers(qtbot, arena: ArenaWidget) -> None:
+    _load_two(qtbot, arena)
+    teacher, student = arena.session.pane("pane1"), arena.session.pane("pane2")
+    assert arena.panes["pane1"].title.text() == "teacher"
+    assert teacher.size == "3.5 M params" and student.precision == "float32"
+    assert len(arena.send(PROMPT)) == 2
+    # both answers are visibly mid-stream at the same time
+    qtbot.waitUntil(lambda: all(p.turns[-1].answer and p.turns[-1].is_open for p in (teacher, student)),
+                    timeout=5000)
+    assert not arena.send_button.isEnabled() and arena.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert teacher.turns[-1].answer == TEACHER_ANSWER and student.turns[-1].answer == STUDENT_ANSWER
+    assert "30 + 12 = 42" in arena.panes["pane1"].transcript.toPlainText()
+    score = student.turns[-1].rouge_l
+    assert score == pytest.approx(rouge_l(STUDENT_ANSWER, TEACHER_ANSWER)) and 0.5 < score < 1
+    stats = arena.panes["pane2"].stats_label.text()
+    assert f"{student.turns[-1].completion_tokens} tokens" in stats and "tok/s" in stats
+    assert "first token" in stats and f"ROUGE-L {score:.2f} vs teacher" in stats
+    assert "ROUGE-L" not in arena.panes["pane1"].stats_label.text()  # the reference is not scored
+    # a second turn carries each pane's own history
+    arena.send("Now multiply the result by 3.")
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert [len(p.turns) for p in (teacher, student)] == [2, 2]
+    assert student.turns[1].answer == SCRIPT["now multiply the result by 3."][1]
+
+
+def test_stop_ends_both_answers(qtbot, arena: ArenaWidget, monkeypatch) -> None:
+    _load_two(qtbot, arena)
+    arena.send("Tell me everything about distillation of language models please")
+    panes = arena.session.panes[:2]
+    qtbot.waitUntil(lambda: all(p.turns[-1].answer for p in panes), timeout=5000)
+    qtbot.mouseClick(arena.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=5000)
+    assert [p.turns[-1].status for p in panes] == ["stopped", "stopped"]
+    full = "You asked about tell me everything about distillation of language models please"
+    assert all(len(p.turns[-1].answer) < len(full) for p in panes)
+    assert all("stopped" in arena.panes[p.key].stats_label.text() for p in panes)
+    assert arena.send_button.isEnabled() and not arena.stop_button.isEnabled()
+
+
+def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: ArenaWidget, tmp_path) -> None:
+    _load_two(qtbot, arena)
+    qtbot.mouseClick(arena.blind_box, Qt.MouseButton.LeftButton)
+    assert not arena.vote_bar.isHidden()
+    arena.send(PROMPT)
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    titles = sorted(arena.panes[k].title.text() for k in ("pane1", "pane2"))
+    assert titles == ["Model A", "Model B"]
+    assert all(arena.panes[k].picker_row.isHidden() for k in ("pane1", "pane2"))
+    assert "ROUGE-L" not in arena.panes["pane2"].stats_label.text()  # it would reveal the reference
+    order = arena.session.blind.order
+    assert [arena.splitter.indexOf(arena.panes[k]) for k in order] == [0, 1]
+    button = arena.vote_bar.buttons["B"]
+    assert button.isEnabled()
+    with qtbot.waitSignal(arena.vote_recorded) as signal:
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    winner = arena.session.pane(order[1]).name
+    assert signal.args[0]["winner"] == winner
+    lines = (tmp_path / "home" / "arena_votes.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["models"]["B"] == winner
+    assert arena.panes[order[1]].title.text() == winner  # names revealed
+    assert "won" in arena.vote_bar.result.text()
+    loser = "teacher" if winner == "student" else "student"
+    first, second = sorted([winner, loser])
+    expected = f"{first} {1 if first == winner else 0} – {1 if second == winner else 0} {second}"
+    assert expected in arena.vote_bar.tally_label.text()
+    assert not arena.vote_bar.buttons["A"].isEnabled()  # one vote per round
+
+
+def test_export_writes_markdown_and_json(qtbot, arena: ArenaWidget, tmp_path) -> None:
+    _load_two(qtbot, arena)
+    arena.send(PROMPT)
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    md_path, json_path = arena.export_to(tmp_path / "out" / "arena")
+    data = json.loads(json_path.read_text())
+    assert [p["turns"][0]["answer"] for p in data["panes"]] == [TEACHER_ANSWER, STUDENT_ANSWER]
+    assert data["panes"][0]["loaded"]["parameters"] == 3_512_704
+    markdown = md_path.read_text()
+    assert f"**student:** {STUDENT_ANSWER}" in markdown and "ROUGE-L" in markdown
+
+
+def test_a_model_that_fails_to_load_leaves_the_other_pane_working(qtbot, arena: ArenaWidget) -> None:
+    broken = ModelChoice(label="broken", source="broken")
+    _load_two(qtbot, arena, broken, STUDENT)
+    failed, working = arena.session.pane("pane1"), arena.session.pane("pane2")
+    assert failed.load_state == "failed" and working.load_state == "loaded"
+    assert not arena.panes["pane1"].error_label.isHidden()
+    assert "not a model folder" in arena.panes["pane1"].error_label.text()
+    arena.send(PROMPT)
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert working.turns[-1].answer == STUDENT_ANSWER and not failed.turns
+    # loading more than the machine can hold is refused with the estimate, in the pane
+    arena.load_model("pane1", ModelChoice(label="huge", source="too-big"))
+    qtbot.waitUntil(lambda: failed.load_state == "failed", timeout=5000)
+    assert "61.2 GiB" in arena.panes["pane1"].error_label.text()
+    assert working.ready and working.turns
