@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
+import os
 from importlib import resources
+from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
@@ -160,3 +163,17 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = assemble_tokenizer(dict(vocab), list(merges), added)
     logger.debug("built the Qwen2.5 tokenizer: %d tokens", len(tokenizer))
     return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | os.PathLike[str]) -> None:
+    """``save_pretrained`` naming ``Qwen2Tokenizer`` as Qwen2.5 checkpoints do.
+
+    ``AutoTokenizer`` then loads it through the same class as a real Qwen2.5 folder, with or without a qwen2
+    config.json beside it (``Qwen2Tokenizer`` rebuilds its BPE model from the saved vocabulary and merges;
+    trimming keeps every merge path, so the ids are the same as this tokenizer's).
+    """
+    tokenizer.save_pretrained(folder)
+    config_path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "Qwen2Tokenizer"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

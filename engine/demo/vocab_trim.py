@@ -60,9 +60,12 @@ def pretokenize(text: str) -> list[bytes]:
 
 
 def bpe_with_intermediates(piece: bytes, ranks: dict[bytes, int]) -> tuple[list[bytes], set[bytes]]:
-    """tiktoken's BPE on one pre-token: its tokens and every token formed on the way."""
-    if piece in ranks:  # tiktoken (and ignore_merges) take a known pre-token whole
-        return [piece], {piece}
+    """tiktoken's BPE on one pre-token: its tokens and every token formed on the way.
+
+    A pre-token that is itself a token is taken whole (tiktoken, ``ignore_merges``), but its merge path is
+    still recorded: tokenizers built without ``ignore_merges`` (transformers' ``Qwen2Tokenizer`` rebuilds the
+    BPE model that way) reach it through those merges.
+    """
     parts = [piece[i : i + 1] for i in range(len(piece))]
     formed: set[bytes] = set(parts)
     while len(parts) > 1:
@@ -75,6 +78,9 @@ def bpe_with_intermediates(piece: bytes, ranks: dict[bytes, int]) -> tuple[list[
             break
         parts[best : best + 2] = [parts[best] + parts[best + 1]]
         formed.add(parts[best])
+    if piece in ranks:
+        formed.add(piece)
+        return [piece], formed
     return parts, formed
 
 
