@@ -98,7 +98,8 @@ class MetricPlots(QWidget):
             plot.setClipToView(True)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("bottom", "step")
-            plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+            legend = plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+            legend.setBrush(pg.mkBrush(255, 255, 255, 210))
             plot.setLogMode(False, self.log_y)
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
             line.hide()
@@ -127,6 +128,10 @@ class MetricPlots(QWidget):
             raw_color.setAlpha(60)
             raw = plot.plot(pen=pg.mkPen(raw_color, width=1))
             smooth = plot.plot(pen=pg.mkPen(color, width=2), name=label)
+            if self.store.groups[label] == "eval":  # a score or two per stage: points, not lines
+                smooth.setSymbol("o")
+                smooth.setSymbolSize(7)
+                smooth.setSymbolBrush(pg.mkBrush(color))
             for item in (raw, smooth):
                 item.setDownsampling(auto=True, method="peak")
                 item.setClipToView(True)

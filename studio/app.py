@@ -1,0 +1,84 @@
+"""``compression-studio``: start the desktop app (or, with --screenshot-dir, render its pages to PNG files).
+
+Only the stdlib-only engine modules are imported here (engine.spec, engine.protocol, engine.runs,
+engine.data.preview), so the window opens in about a second; training happens in engine processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+_T0 = time.perf_counter()
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def _style_sheet() -> str:
+    path = RESOURCES / "studio.qss"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def create_app(argv: list[str] | None = None):
+    """The QApplication with the studio's name, icon and style sheet."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(argv or sys.argv[:1])
+    app.setApplicationName("Compression Studio")
+    app.setOrganizationName("compression-studio")
+    app.setDesktopFileName("compression-studio")
+    icon = RESOURCES / "desktop" / "compression-studio.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    app.setStyle("Fusion")
+    app.setStyleSheet(_style_sheet())
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compression-studio", description=__doc__)
+    parser.add_argument("--screenshot-dir", type=Path, help="render every page to PNG files there, then exit")
+    parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)  # benchmark: time to a usable window
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from studio.settings import apply_data_dir, load_settings
+
+    settings = load_settings()
+    apply_data_dir(settings)
+    app = create_app()
+    if args.screenshot_dir:
+        from studio.screenshots import render_all
+
+        render_all(args.screenshot_dir)
+        return 0
+    from studio.main_window import MainWindow
+
+    window = MainWindow(settings)
+    window.show()
+    if args.ready_file:
+        from PySide6.QtCore import QTimer
+
+        # the first zero-timer fires once the event loop runs, i.e. the window is painted and takes input
+        QTimer.singleShot(0, lambda: (args.ready_file.write_text(f"{time.perf_counter() - _T0:.4f}"),
+                                      window.close(), app.quit()))
+    code = app.exec()
+    if window.detached_runs:
+        # QProcess kills its child when destroyed; runs the user left running must outlive the studio, so exit
+        # without running destructors (their events keep going to events.jsonl; the next start follows them).
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

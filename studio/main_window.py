@@ -1,0 +1,248 @@
+"""The studio's main window: start screen, new-run wizard, run monitor, run history and chat arena.
+
+It owns the run sessions: it launches engine processes (``python -m engine run SPEC`` / ``demo``), re-attaches
+to runs still going after a restart (followers on their events.jsonl), and hands sessions to the monitor.
+Closing the window never kills a training run: the user chooses to leave it running or to cancel it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
+                               QStackedWidget, QWidget)
+
+from engine.runs import RunRecord, RunStore
+from studio.engine_client import EngineClient, EngineLauncher, RunFollower
+from studio.history_data import live_runs
+from studio.pages.wizard import RunWizard
+from studio.session import RunSession
+from studio.settings import StudioSettings, load_settings, save_settings
+from studio.widgets.history import HistoryView
+from studio.widgets.run_monitor import RunMonitor
+from studio.widgets.settings_dialog import SettingsDialog, show_about
+from studio.widgets.start_page import StartPage
+
+log = logging.getLogger(__name__)
+PAGES = ("Start", "New run", "Monitor", "History", "Chat")
+
+
+class _ChatPlaceholder(QWidget):
+    """Stands in for the chat arena until its page is first opened (it starts an engine chat service)."""
+
+
+class MainWindow(QMainWindow):
+    run_launched = Signal(object)  # RunSession
+
+    def __init__(self, settings: StudioSettings | None = None, launcher: EngineLauncher | None = None,
+                 store: RunStore | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or load_settings()
+        self.launcher = launcher or EngineLauncher(python=self.settings.engine_python)
+        self.store = store or RunStore()
+        self.sessions: list[RunSession] = []
+        self.ask: Callable[[str, str], str] = self._ask_on_close  # tests replace the dialog
+        self.detached_runs: list[RunSession] = []
+        self.setWindowTitle("Compression Studio")
+        self.resize(1280, 820)
+        self._build()
+        self._build_menus()
+        self.reattach_live_runs()
+        self.start_page.show_recent(len(self.history.records), len(self.live_sessions()))
+        self.go_to("Monitor" if self.live_sessions() else "Start")
+
+    # -- layout ---------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setFixedWidth(150)
+        self.nav.setIconSize(QSize(18, 18))
+        for name in PAGES:
+            self.nav.addItem(QListWidgetItem(name))
+        self.stack = QStackedWidget()
+        self.start_page = StartPage()
+        self.wizard = RunWizard(self.launcher, self.settings.device)
+        self.monitor = RunMonitor()
+        self.monitor.plots.set_smoothing(self.settings.smoothing)
+        self.history = HistoryView(self.store)
+        self.chat: QWidget = _ChatPlaceholder()
+        for widget in (self.start_page, self.wizard, self.monitor, self.history, self.chat):
+            self.stack.addWidget(widget)
+        self.nav.currentRowChanged.connect(self._on_nav_row_changed)
+        self.start_page.demo_requested.connect(self.start_demo)
+        self.start_page.wizard_requested.connect(lambda: self.go_to("New run"))
+        self.start_page.history_requested.connect(lambda: self.go_to("History"))
+        self.wizard.launch_requested.connect(self._on_wizard_launch_requested)
+        self.history.open_requested.connect(self.open_run)
+        self.history.rerun_requested.connect(self.rerun)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.statusBar().showMessage(f"Runs in {self.store.root}")
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&New run…", lambda: self.go_to("New run"), QKeySequence.StandardKey.New)
+        self._action(file_menu, "Run the &demo", lambda: self.start_demo(False))
+        self._action(file_menu, "Run a spec &file…", self._on_run_spec_file_triggered, QKeySequence.StandardKey.Open)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Settings…", self.open_settings, QKeySequence.StandardKey.Preferences)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About Compression Studio", lambda: show_about(self, self.settings))
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def go_to(self, page: str) -> None:
+        self.nav.setCurrentRow(PAGES.index(page))
+
+    def current_page(self) -> str:
+        return PAGES[self.stack.currentIndex()]
+
+    def _on_nav_row_changed(self, row: int) -> None:
+        if PAGES[row] == "Chat" and isinstance(self.chat, _ChatPlaceholder):
+            self._mount_chat()
+        self.stack.setCurrentIndex(row)
+        if PAGES[row] == "History":
+            self.history.refresh()
+
+    def _mount_chat(self) -> None:
+        from studio.arena.arena_widget import ArenaWidget  # on demand: it starts its own engine service
+
+        arena = ArenaWidget(store=self.store, engine_python=self.launcher.python)
+        index = self.stack.indexOf(self.chat)
+        self.stack.removeWidget(self.chat)
+        self.chat.deleteLater()
+        self.chat = arena
+        self.stack.insertWidget(index, arena)
+
+    # -- runs -----------------------------------------------------------------------------------------------
+    def live_sessions(self) -> list[RunSession]:
+        return [s for s in self.sessions if s.live]
+
+    def _add_session(self, session: RunSession) -> RunSession:
+        self.sessions.append(session)
+        session.run_ended.connect(self._on_session_run_ended)
+        self.monitor.add_session(session)
+        self.go_to("Monitor")
+        return session
+
+    def launch(self, title: str, *args: str) -> RunSession:
+        """Start ``python -m engine ARGS`` in a new session shown in the monitor."""
+        client = EngineClient(self.launcher)
+        session = self._add_session(RunSession(title, client, parent=self))
+        client.start(*args)
+        self.statusBar().showMessage(f"Started: {title}")
+        self.run_launched.emit(session)
+        return session
+
+    def start_demo(self, quick: bool = False) -> RunSession:
+        self._remember_first_run()
+        return self.launch("demo (quick)" if quick else "demo", "demo", *(["--quick"] if quick else []))
+
+    def run_spec_file(self, path: str | Path, title: str = "") -> RunSession:
+        return self.launch(title or Path(path).stem, "run", str(path))
+
+    def _on_wizard_launch_requested(self, spec, spec_path: str) -> None:
+        self._remember_first_run()
+        self.run_spec_file(spec_path, spec.name)
+
+    def _on_run_spec_file_triggered(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Run a spec file", "", "Run specs (*.yaml *.yml *.json)")
+        if path:
+            self.run_spec_file(path)
+
+    def rerun(self, record: RunRecord) -> RunSession:
+        """A new run with a past run's spec (the engine reads it before creating the new run's folder)."""
+        return self.run_spec_file(Path(record.path) / "spec.yaml", f"{record.name} (re-run)")
+
+    def open_run(self, record: RunRecord) -> RunSession:
+        """Show a past or running run in the monitor (a running one is followed live)."""
+        for session in self.sessions:
+            if session.run_id == record.id:
+                self.monitor.show_session(session)
+                self.go_to("Monitor")
+                return session
+        if record.is_alive():
+            return self.follow(record)
+        session = RunSession.from_events(record.name, Path(record.path) / "events.jsonl", parent=self)
+        return self._add_session(session)
+
+    def follow(self, record: RunRecord) -> RunSession:
+        follower = RunFollower(record.id, Path(record.path) / "events.jsonl", record.pid)
+        session = self._add_session(RunSession(f"{record.name} (followed)", follower, parent=self))
+        follower.start()
+        return session
+
+    def reattach_live_runs(self) -> list[RunSession]:
+        """On start-up: follow again every run whose engine outlived the previous studio."""
+        return [self.follow(record) for record in live_runs(self.store)]
+
+    def _on_session_run_ended(self, state: str) -> None:
+        self.history.records = []  # force a reload: statuses and scores changed
+        self.history.refresh()
+        self.statusBar().showMessage(f"A run ended: {state}")
+
+    # -- settings & closing ---------------------------------------------------------------------------------
+    def _remember_first_run(self) -> None:
+        if not self.settings.first_run_done:
+            self.settings.first_run_done = True
+            self._save_settings()
+
+    def _save_settings(self) -> None:
+        self.settings.smoothing = self.monitor.plots.smoothing
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            log.warning("cannot save settings: %s", exc)
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.apply_settings(dialog.values())
+
+    def apply_settings(self, settings: StudioSettings) -> None:
+        self.settings = settings
+        self.launcher.python = settings.engine_python
+        self.wizard.default_device = settings.device
+        self._save_settings()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        live = [s for s in self.live_sessions() if isinstance(s.source, EngineClient)]
+        if live:
+            choice = self.ask("Runs are still going", f"{len(live)} run(s) are still training. Leave them running "
+                              "(the studio follows them again at its next start) or cancel them?")
+            if choice == "stay":
+                event.ignore()
+                return
+            if choice == "cancel":
+                for session in live:
+                    session.cancel()
+            else:
+                self.detached_runs = live  # app.main exits without QProcess destructors killing them
+        self._save_settings()
+        event.accept()
+
+    def _ask_on_close(self, title: str, text: str) -> str:
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton("Cancel the runs", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Don't quit", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(leave)
+        box.exec()
+        clicked = box.clickedButton()
+        return "leave" if clicked is leave else "cancel" if clicked is cancel else "stay"

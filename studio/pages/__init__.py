@@ -1,0 +1,1 @@
+"""The new-run wizard's pages (Qt for Python wizard style: registerField, validatePage)."""

@@ -1,0 +1,136 @@
+"""Wizard page 3: what to do — SFT, one of the three distillation methods, GRPO, 4-bit quantization, or the whole
+pipeline — with each method's own knobs (divergence, α, temperature; rewards and their weights; 4-bit format)."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+
+from engine.spec import DIVERGENCES, REWARDS, DistillSpec, GRPOSpec, QuantizeSpec, RewardSpec, SpecError, build
+from studio.pages.common import StudioPage, tip
+from studio.wizard_model import KD_METHOD, METHODS
+
+DEFAULT_REWARDS = {"format_strict": 0.2, "reasoning_structure": 0.1, "answer_correct": 1.0}
+
+
+class MethodPage(StudioPage):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Method", "How the student is made. The whole pipeline reproduces the paper: teacher "
+                         "SFT, an SFT baseline, distillation, chain-of-thought GRPO, 4-bit quantization.", parent)
+        self.group = QButtonGroup(self)
+        methods = QVBoxLayout()
+        self.buttons: dict[str, QRadioButton] = {}
+        for key, label in METHODS.items():
+            button = QRadioButton(label)
+            self.buttons[key] = button
+            self.group.addButton(button)
+            methods.addWidget(button)
+        self.buttons["token_kd"].setChecked(True)
+        self.group.buttonToggled.connect(self._on_method_toggled)
+        self.body.addLayout(methods)
+        row = QHBoxLayout()
+        row.addWidget(self._build_kd_box())
+        row.addWidget(self._build_grpo_box())
+        row.addWidget(self._build_quant_box())
+        self.body.addLayout(row)
+        self.with_eval = QCheckBox("Evaluate at the end (ROUGE-L, exact match, retention vs the teacher)")
+        self.with_eval.setChecked(True)
+        self.body.addWidget(self.with_eval)
+        self.finish_layout()
+        self._on_method_toggled()
+
+    def _build_kd_box(self) -> QGroupBox:
+        self.kd_box = QGroupBox("Distillation")
+        self.divergence = tip(QComboBox(), DistillSpec, "divergence")
+        self.divergence.addItems(DIVERGENCES)
+        self.alpha = tip(QDoubleSpinBox(), DistillSpec, "alpha")
+        self.alpha.setRange(-10, 10)  # the spec refuses what is outside [0, 1], with its own words
+        self.alpha.setSingleStep(0.1)
+        self.alpha.setValue(0.5)
+        self.temperature = tip(QDoubleSpinBox(), DistillSpec, "temperature")
+        self.temperature.setRange(-10, 100)
+        self.temperature.setSingleStep(0.5)
+        self.temperature.setValue(1.0)
+        self.with_teacher_sft = QCheckBox("Fine-tune the teacher first")
+        self.with_teacher_sft.setChecked(True)
+        self.with_baseline = QCheckBox("Also train an SFT student baseline")
+        self.with_baseline.setChecked(True)
+        form = QFormLayout(self.kd_box)
+        form.addRow("Divergence", self.divergence)
+        form.addRow("α (CE weight)", self.alpha)
+        form.addRow("Temperature", self.temperature)
+        form.addRow(self.with_teacher_sft)
+        form.addRow(self.with_baseline)
+        return self.kd_box
+
+    def _build_grpo_box(self) -> QGroupBox:
+        self.grpo_box = QGroupBox("GRPO rewards")
+        grid = QGridLayout(self.grpo_box)
+        self.reward_checks: dict[str, QCheckBox] = {}
+        self.reward_weights: dict[str, QDoubleSpinBox] = {}
+        for i, name in enumerate(REWARDS):
+            check = QCheckBox(name)
+            check.setChecked(name in DEFAULT_REWARDS)
+            weight = tip(QDoubleSpinBox(), RewardSpec, "weight")
+            weight.setRange(-10, 10)
+            weight.setSingleStep(0.1)
+            weight.setValue(DEFAULT_REWARDS.get(name, 0.5))
+            self.reward_checks[name], self.reward_weights[name] = check, weight
+            grid.addWidget(check, i, 0)
+            grid.addWidget(weight, i, 1)
+        self.num_generations = tip(QSpinBox(), GRPOSpec, "num_generations")
+        self.num_generations.setRange(0, 64)
+        self.num_generations.setValue(4)
+        grid.addWidget(tip(QLabel("Group size"), GRPOSpec, "num_generations"), len(REWARDS), 0)
+        grid.addWidget(self.num_generations, len(REWARDS), 1)
+        return self.grpo_box
+
+    def _build_quant_box(self) -> QGroupBox:
+        self.quant_box = QGroupBox("4-bit quantization")
+        self.quant_type = tip(QComboBox(), QuantizeSpec, "quant_type")
+        self.quant_type.addItems(["nf4", "fp4"])
+        self.double_quant = tip(QCheckBox("Double quantization"), QuantizeSpec, "double_quant")
+        self.double_quant.setChecked(True)
+        form = QFormLayout(self.quant_box)
+        form.addRow("Format", self.quant_type)
+        form.addRow(self.double_quant)
+        return self.quant_box
+
+    def method(self) -> str:
+        return next(k for k, b in self.buttons.items() if b.isChecked())
+
+    def set_method(self, key: str) -> None:
+        self.buttons[key].setChecked(True)
+
+    def _on_method_toggled(self, *_: object) -> None:
+        m = self.method()
+        self.kd_box.setEnabled(m in KD_METHOD or m == "pipeline")
+        self.grpo_box.setEnabled(m in ("grpo", "pipeline"))
+        self.quant_box.setEnabled(m in ("quantize", "pipeline"))
+
+    def values(self) -> tuple[dict, dict, dict]:
+        distill = {"divergence": self.divergence.currentText(), "alpha": round(self.alpha.value(), 4),
+                   "temperature": round(self.temperature.value(), 4)}
+        rewards = [{"name": n, "weight": round(self.reward_weights[n].value(), 4)}
+                   for n, check in self.reward_checks.items() if check.isChecked()]
+        grpo = {"rewards": rewards, "num_generations": self.num_generations.value()}
+        quantize = {"quant_type": self.quant_type.currentText(), "double_quant": self.double_quant.isChecked()}
+        return distill, grpo, quantize
+
+    def validatePage(self) -> bool:
+        distill, grpo, quantize = self.values()
+        m = self.method()
+        try:
+            if self.kd_box.isEnabled():
+                build(DistillSpec, distill, "distill")
+            if self.grpo_box.isEnabled():
+                build(GRPOSpec, grpo, "grpo")
+            if self.quant_box.isEnabled():
+                build(QuantizeSpec, quantize, "quantize")
+        except SpecError as exc:
+            return self.refuse(exc)
+        c = self.choices
+        c.method, c.distill, c.grpo, c.quantize = m, distill, grpo, quantize
+        c.with_teacher_sft = self.with_teacher_sft.isChecked()
+        c.with_baseline = self.with_baseline.isChecked()
+        c.with_eval = self.with_eval.isChecked()
+        return self.accept_page()

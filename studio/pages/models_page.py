@@ -1,0 +1,135 @@
+"""Wizard page 1: the run's name, the teacher and the student (hub id, local folder, GGUF file or demo kit), with
+what ``engine inspect`` can tell about them without loading weights."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QWidget)
+
+from engine.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
+from studio.pages.common import StudioPage, tip
+from studio.wizard_model import describe_model, kd_compatibility
+
+SUGGESTIONS = {"teacher": ("demo:teacher", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
+               "student": ("demo:student", "Qwen/Qwen2.5-0.5B-Instruct")}
+
+
+class ModelBox(QGroupBox):
+    """Source, dtype and 4-bit loading of one model, plus its inspected description."""
+
+    def __init__(self, role: str, parent: QWidget | None = None) -> None:
+        super().__init__(role.capitalize(), parent)
+        self.role = role
+        self.source = QComboBox()
+        self.source.setEditable(True)
+        self.source.addItems(SUGGESTIONS[role])
+        self.source.setMinimumWidth(340)
+        tip(self.source, ModelSpec, "source")
+        folder = QPushButton("Folder…")
+        folder.clicked.connect(self._on_folder_clicked)
+        gguf = QPushButton("GGUF…")
+        gguf.clicked.connect(self._on_gguf_clicked)
+        row = QHBoxLayout()
+        row.addWidget(self.source, 1)
+        row.addWidget(folder)
+        row.addWidget(gguf)
+        self.dtype = tip(QComboBox(), ModelSpec, "dtype")
+        self.dtype.addItems(DTYPES)
+        self.load_in_4bit = tip(QCheckBox("Load in 4 bits (NF4)"), ModelSpec, "load_in_4bit")
+        self.info = QLabel("Not inspected yet.")
+        self.info.setObjectName("hint")
+        self.info.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("Source", row)
+        form.addRow("Weights", self._pair(self.dtype, self.load_in_4bit))
+        form.addRow("", self.info)
+
+    @staticmethod
+    def _pair(a: QWidget, b: QWidget) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(a)
+        row.addWidget(b)
+        row.addStretch(1)
+        return row
+
+    def _on_folder_clicked(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, f"{self.role.capitalize()} model folder")
+        if path:
+            self.source.setEditText(path)
+
+    def _on_gguf_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"{self.role.capitalize()} GGUF file", "", "GGUF (*.gguf)")
+        if path:
+            self.source.setEditText(path)
+
+    def values(self) -> dict:
+        return {"source": self.source.currentText().strip(), "dtype": self.dtype.currentText(),
+                "load_in_4bit": self.load_in_4bit.isChecked()}
+
+
+class ModelsPage(StudioPage):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Models", "The large model that teaches and the small model that learns. Hub ids need "
+                         "the network; the demo kit works offline.", parent)
+        self.name = tip(QLineEdit("my-run"), RunSpec, "name")
+        self.registerField("name*", self.name)
+        self.teacher = ModelBox("teacher")
+        self.student = ModelBox("student")
+        self.inspect_button = QPushButton("Read model info")
+        self.inspect_button.setToolTip("Read each model's configuration (no weights are loaded).")
+        self.inspect_button.clicked.connect(self._on_inspect_clicked)
+        self.compat = QLabel("")
+        self.compat.setObjectName("hint")
+        self.compat.setWordWrap(True)
+        self._info: dict[str, dict] = {}
+        self._connected = False
+        top = QFormLayout()
+        top.addRow("Run name", self.name)
+        self.body.addLayout(top)
+        self.body.addWidget(self.teacher)
+        self.body.addWidget(self.student)
+        row = QHBoxLayout()
+        row.addWidget(self.inspect_button)
+        row.addWidget(self.compat, 1)
+        self.body.addLayout(row)
+        self.finish_layout()
+
+    def initializePage(self) -> None:
+        if self._connected:
+            return  # initializePage runs again after Back; connect once
+        self._connected = True
+        inspector = self.wizard().inspector
+        inspector.inspected.connect(self._on_inspector_inspected)
+        inspector.inspect_failed.connect(self._on_inspector_failed)
+
+    def _boxes(self):
+        return {"teacher": self.teacher, "student": self.student}
+
+    def _on_inspect_clicked(self) -> None:
+        for box in self._boxes().values():
+            source = box.values()["source"]
+            if source:
+                box.info.setText("Reading the configuration…")
+                self.wizard().inspector.inspect(source)
+
+    def _on_inspector_inspected(self, source: str, info: dict) -> None:
+        for role, box in self._boxes().items():
+            if box.values()["source"] == source:
+                box.info.setText(describe_model(info))
+                self._info[role] = info
+        self.compat.setText(kd_compatibility(self._info.get("teacher"), self._info.get("student")))
+
+    def _on_inspector_failed(self, source: str, message: str) -> None:
+        for box in self._boxes().values():
+            if box.values()["source"] == source:
+                box.info.setText(f"Could not read it: {message}")
+
+    def validatePage(self) -> bool:
+        try:
+            for role, box in self._boxes().items():
+                build(ModelSpec, box.values(), role)
+        except SpecError as exc:
+            return self.refuse(exc)
+        self.choices.name = self.name.text().strip()
+        self.choices.teacher = self.teacher.values()
+        self.choices.student = self.student.values()
+        return self.accept_page()

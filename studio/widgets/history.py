@@ -1,0 +1,192 @@
+"""The run history: every run in the store with status, stage, dates and key scores; the selected runs' curves
+(overlaid when several are selected) and evaluation table; reopen, re-run and delete."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from typing import Callable
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt
+
+from engine.runs import RunRecord, RunStore
+from studio.history_data import display_status, format_time, key_scores, overlay_store, read_eval
+from studio.widgets.metric_plots import MetricPlots
+from studio.widgets.run_panels import EvalTable
+
+log = logging.getLogger(__name__)
+COLUMNS = ("Name", "Status", "Stage", "Started", "Updated", "Key scores", "Run id")
+STATUS_COLORS = {"finished": "#2e7d32", "failed": "#c62828", "interrupted": "#c62828", "cancelled": "#8d6e00",
+                 "running": "#1565c0", "cancelling": "#1565c0", "created": "#616161"}
+
+
+def _ask(parent: QWidget, title: str, text: str) -> bool:
+    answer = QMessageBox.question(parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+class HistoryView(QWidget):
+    open_requested = Signal(object)  # RunRecord: show it in the monitor
+    rerun_requested = Signal(object)  # RunRecord: start a new run with its spec
+    run_deleted = Signal(str)
+
+    def __init__(self, store: RunStore | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store or RunStore()
+        self.records: list[RunRecord] = []
+        self.confirm: Callable[[QWidget, str, str], bool] = _ask  # tests replace the dialog
+        self._build()
+        self.refresh()
+        self._timer = QTimer(self)  # statuses change while runs go on; the index is cheap to read
+        self._timer.setInterval(3000)
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+
+    def _build(self) -> None:
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
+        self.table.doubleClicked.connect(lambda _index: self._on_open_clicked())
+        buttons = QHBoxLayout()
+        self.open_button = self._button("Open in monitor", self._on_open_clicked, buttons,
+                                        "Show the run's curves, log and evaluation in the monitor.")
+        self.rerun_button = self._button("Re-run", self._on_rerun_clicked, buttons,
+                                         "Start a new run with this run's spec.")
+        self.delete_button = self._button("Delete…", self._on_delete_clicked, buttons,
+                                          "Delete the run folder (models, checkpoints, events) after confirmation.")
+        self.folder_button = self._button("Open folder", self._on_folder_clicked, buttons,
+                                          "Open the run's folder in the file manager.")
+        buttons.addStretch(1)
+        self._button("Refresh", self.refresh, buttons, "Read the run store again.")
+        self.plots = MetricPlots()
+        self.eval_table = EvalTable()
+        self.details = QTabWidget()
+        self.details.addTab(self.plots, "Curves (select several runs to overlay them)")
+        self.details.addTab(self.eval_table, "Evaluation")
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.table)
+        top_layout.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(top)
+        splitter.addWidget(self.details)
+        splitter.setSizes([260, 420])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+        self._update_buttons()
+
+    @staticmethod
+    def _button(text: str, slot, layout: QHBoxLayout, tooltip: str) -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        button.clicked.connect(slot)
+        layout.addWidget(button)
+        return button
+
+    def refresh(self) -> None:
+        """Reload the list, keeping the selection."""
+        selected = {r.id for r in self.selected_records()}
+        try:
+            records = self.store.list()
+        except Exception as exc:  # noqa: BLE001 - a locked or broken index must not take the window down
+            log.warning("cannot list runs: %s", exc)
+            return
+        unchanged = [(r.id, r.status, r.stage, r.updated) for r in records] == \
+            [(r.id, r.status, r.stage, r.updated) for r in self.records]
+        if unchanged:
+            return
+        self.records = records
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(records))
+        for row, r in enumerate(records):
+            status = display_status(r)
+            cells = (r.name, status, r.stage, format_time(r.created), format_time(r.updated),
+                     key_scores(r.scores), r.id)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 1:
+                    item.setForeground(QColor(STATUS_COLORS.get(status, "#333333")))
+                self.table.setItem(row, col, item)
+            if r.id in selected:
+                self.table.selectRow(row)
+        self.table.blockSignals(False)
+        self._update_buttons()
+
+    def selected_records(self) -> list[RunRecord]:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        return [self.records[r] for r in rows if r < len(self.records)]
+
+    def select_run(self, run_id: str, add: bool = False) -> None:
+        for row, r in enumerate(self.records):
+            if r.id == run_id:
+                if not add:
+                    self.table.clearSelection()
+                self.table.selectionModel().select(
+                    self.table.model().index(row, 0),
+                    self.table.selectionModel().SelectionFlag.Select | self.table.selectionModel().SelectionFlag.Rows)
+                return
+        raise KeyError(run_id)
+
+    def _update_buttons(self) -> None:
+        records = self.selected_records()
+        one = len(records) == 1
+        self.open_button.setEnabled(one)
+        self.rerun_button.setEnabled(one and display_status(records[0]) != "running")
+        self.folder_button.setEnabled(one)
+        self.delete_button.setEnabled(bool(records) and not any(r.is_alive() for r in records))
+
+    def _on_table_selection_changed(self) -> None:
+        self._update_buttons()
+        records = self.selected_records()
+        if not records:
+            return
+        self.plots.set_store(overlay_store(records))
+        self.eval_table.show_report(read_eval(records[0]) if len(records) == 1 else None)
+
+    def _on_open_clicked(self) -> None:
+        records = self.selected_records()
+        if len(records) == 1:
+            self.open_requested.emit(records[0])
+
+    def _on_rerun_clicked(self) -> None:
+        records = self.selected_records()
+        if len(records) == 1:
+            self.rerun_requested.emit(records[0])
+
+    def _on_folder_clicked(self) -> None:
+        records = self.selected_records()
+        if len(records) == 1:
+            opener = {"darwin": "open", "win32": "explorer"}.get(sys.platform, "xdg-open")
+            try:
+                subprocess.Popen([opener, str(records[0].path)])  # noqa: S603 - a folder we own
+            except OSError as exc:
+                log.warning("cannot open %s: %s", records[0].path, exc)
+
+    def _on_delete_clicked(self) -> None:
+        records = self.selected_records()
+        if not records:
+            return
+        names = ", ".join(r.name for r in records)
+        if not self.confirm(self, "Delete runs", f"Delete {len(records)} run(s) ({names}) with their models, "
+                            "checkpoints and curves? This cannot be undone."):
+            return
+        for r in records:
+            try:
+                self.store.delete(r.id)
+                self.run_deleted.emit(r.id)
+            except (RuntimeError, OSError, KeyError) as exc:
+                QMessageBox.warning(self, "Delete runs", str(exc))
+        self.records = []
+        self.refresh()
