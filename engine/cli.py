@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from engine import __version__
-from engine.protocol import EventWriter, ProtocolError, hello, parse_command, read_events
+from engine.protocol import EventWriter, ProtocolError, claim_stdout, hello, parse_command, read_events
 from engine.runs import RunStore
 from engine.spec import RunSpec, SpecError, StageSpec, build, dump_spec, load_spec
 
@@ -97,7 +97,7 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
     else:
         paths = store.create(spec.name, dump_spec(spec))
         last_seq = 0
-    events = EventWriter(paths.id, sys.stdout, mirror=paths.events, start_seq=last_seq)
+    events = EventWriter(paths.id, mirror=paths.events, start_seq=last_seq)
     cancel = threading.Event()
     if os.environ.get("COMPRESSION_ENGINE_CHILD"):
         # One of several processes (engine/launch.py): only rank 0 writes events and run.json; all ranks
@@ -227,6 +227,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return chat_main(args.rest)
 
 
+PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "chat")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compression-engine", description=__doc__)
     parser.add_argument("--version", action="version", version=f"compression-engine {__version__}")
@@ -285,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in PROTOCOL_COMMANDS:
+        claim_stdout()  # from here on, stdout is JSON lines only
     _setup_logging(args.verbose)
     try:
         return args.func(args)

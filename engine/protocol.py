@@ -88,6 +88,27 @@ def _finite(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
+_protocol_stream: IO[str] | None = None
+
+
+def claim_stdout() -> IO[str]:
+    """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
+    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Idempotent."""
+    global _protocol_stream
+    if _protocol_stream is None:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        _protocol_stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        sys.stdout = sys.stderr
+    return _protocol_stream
+
+
+def protocol_stream() -> IO[str]:
+    """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
+    return _protocol_stream if _protocol_stream is not None else sys.stdout
+
+
 class EventWriter:
     """Writes events as JSON lines to a stream (stdout) and appends them to a mirror file (events.jsonl).
 
@@ -97,7 +118,7 @@ class EventWriter:
     def __init__(self, run_id: str = "", stream: IO[str] | None = None, mirror: Path | None = None,
                  start_seq: int = 0) -> None:
         self.run_id = run_id
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else protocol_stream()
         self.mirror = Path(mirror) if mirror else None
         self._seq = start_seq
         self._lock = threading.Lock()

@@ -63,8 +63,7 @@ def run_stage(ctx: RunContext) -> StageResult:
         scores["retention"] = scores["retention_rougeL"]
         ctx.events.emit("metric", stage=stage.name, step=0, model=display,
                         values={"eval/rougeL": scores["rougeL"], "eval/exact_match": scores["exact_match"],
-                                "eval/retention": scores["retention"] if scores["retention"] is not None
-                                else float("nan")})
+                                "eval/retention": scores["retention"]})
     report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
     ctx.paths.merge_eval(report)
     ctx.paths.eval_md.write_text(markdown_table(report), encoding="utf-8")
