@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    writer = EventWriter(stream=stdout if stdout is not None else sys.stdout)
+    writer = EventWriter(stream=stdout)  # None: the protocol stream (stdout, claimed by the CLI)
     from engine import __version__
 
     hello(writer, "chat", __version__)
