@@ -42,14 +42,15 @@ def tiny_tokenizer(chat_template: bool = True, vocab_size: int = 400):
 
 
 def tiny_qwen2(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32):
-    """A random-init Qwen2 causal LM (float32, eval mode) sized to ``tokenizer``."""
+    """A random-init Qwen2 causal LM (float32, eval mode) sized to ``tokenizer``. Untied embeddings: a tied random
+    model mostly repeats its last input token (the newline after the assistant header), i.e. answers blank."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
+                         max_position_embeddings=512, tie_word_embeddings=False,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.pad_token_id)
     return Qwen2ForCausalLM(config).eval()
