@@ -8,7 +8,8 @@ fits the machine (CUDA when ``nvidia-smi`` reports a GPU, CPU otherwise) from Py
 Progress comes from parsing pip's ``--progress-bar raw`` lines and uv's summaries. The user may instead point it
 at any existing Python that has the engine.
 
-Everything here except :class:`EngineEnvInstaller` (a thin QProcess wrapper) is plain Python, testable without Qt.
+Everything here except :class:`EngineEnvInstaller` (a thin QProcess wrapper) is plain Python, testable without a
+QApplication.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
 
 from engine.runs import data_dir
 
@@ -119,23 +122,31 @@ class EngineEnv:
         return [str(self.python), "-m", "engine", *args]
 
 
-def probe(python: str | Path, run: Runner = subprocess.run, timeout: float = 180) -> EngineEnv:
-    """What ``python`` can import (in a child process: the studio itself never imports torch)."""
+def probe_argv(python: str | Path) -> list[str]:
+    """The command that reports what ``python`` can import (one JSON line on stdout)."""
+    return [str(python), "-s", "-c", PROBE]
+
+
+def parse_probe(python: str | Path, stdout: str, stderr: str = "") -> EngineEnv:
     env = EngineEnv(python=Path(python))
     try:
-        result = run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=timeout,
-                     env={**os.environ, "PYTHONNOUSERSITE": "1"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        env.problem = f"cannot run {python}: {exc}"
-        return env
-    try:
-        info = json.loads(result.stdout.strip().splitlines()[-1])
+        info = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        env.problem = f"{python} is not a working Python ({(result.stderr or '').strip()[-200:]})"
+        env.problem = f"{python} is not a working Python ({stderr.strip()[-200:]})"
         return env
     env.engine_version, env.torch_version = info.get("engine", ""), info.get("torch", "")
     env.cuda, env.problem = bool(info.get("cuda")), info.get("problem", "")
     return env
+
+
+def probe(python: str | Path, run: Runner = subprocess.run, timeout: float = 180) -> EngineEnv:
+    """What ``python`` can import, in a child process (the studio itself never imports torch). Takes seconds:
+    call it off the GUI thread, or run :func:`probe_argv` in a QProcess and parse with :func:`parse_probe`."""
+    try:
+        result = run(probe_argv(python), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return EngineEnv(python=Path(python), problem=f"cannot run {python}: {exc}")
+    return parse_probe(python, result.stdout, result.stderr)
 
 
 def managed_env_dir() -> Path:
@@ -243,7 +254,7 @@ class StepProgress:
     """Turns one step's pip/uv output lines into a fraction of that step (monotonic) and a short message."""
 
     _PROGRESS = re.compile(r"^Progress (\d+) of (\d+)")
-    _COLLECT = re.compile(r"^(Collecting|Downloading|Using cached|Requirement already satisfied:)\s+(\S+)")
+    _COLLECT = re.compile(r"^(Collecting|Processing|Downloading|Using cached|Requirement already satisfied:)\s+(\S+)")
     _UV = re.compile(r"^(Resolved|Prepared|Installed|Audited) (\d+) packages?")
 
     def __init__(self, expected_packages: int = 1) -> None:
@@ -279,6 +290,12 @@ class StepProgress:
         return self.fraction
 
 
+def default_plan(target: Path | None = None) -> list[Step]:
+    """The plan for this machine: the managed environment, the torch build nvidia-smi calls for, the engine."""
+    return install_plan(target or managed_env_dir(), detect_machine().torch_variant, package_source(),
+                        uv=shutil.which("uv"), python=base_python())
+
+
 def overall_fraction(steps: list[Step], index: int, step_fraction: float) -> float:
     """Progress of the whole plan when step ``index`` is ``step_fraction`` done."""
     total = sum(s.weight for s in steps) or 1.0
@@ -287,67 +304,67 @@ def overall_fraction(steps: list[Step], index: int, step_fraction: float) -> flo
 
 # ---- the Qt part: run the plan in QProcess, report progress -----------------------------------------------------
 
-try:
-    from PySide6.QtCore import QObject, QProcess, Signal
-except ImportError:  # the logic above stays importable (and tested) without Qt
-    QObject = object  # type: ignore[assignment,misc]
+class EngineEnvInstaller(QObject):
+    """Runs an install plan step by step in a QProcess (never on the GUI thread's time)."""
 
-if QObject is not object:
+    progressed = Signal(float, str)  # overall fraction, message
+    line_logged = Signal(str)
+    finished = Signal(bool, str)  # success, python path or the reason it failed
 
-    class EngineEnvInstaller(QObject):
-        """Runs an install plan step by step in a QProcess (never on the GUI thread's time)."""
+    def __init__(self, steps: list[Step], target: Path, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.steps, self.target, self.index = steps, target, -1
+        self._parser = StepProgress()
+        self._pending = ""
+        self._process = QProcess(self)
+        self._process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        environment = QProcessEnvironment.systemEnvironment()
+        environment.insert("PYTHONUNBUFFERED", "1")  # pip's progress lines as they happen, not in 8 KiB lumps
+        self._process.setProcessEnvironment(environment)
+        self._process.readyReadStandardOutput.connect(self._on_process_output)
+        self._process.finished.connect(self._on_process_finished)
+        self._process.errorOccurred.connect(self._on_process_error)
 
-        progressed = Signal(float, str)  # overall fraction, message
-        line_logged = Signal(str)
-        finished = Signal(bool, str)  # success, python path or the reason it failed
+    def start(self) -> None:
+        self._next()
 
-        def __init__(self, steps: list[Step], target: Path, parent: QObject | None = None) -> None:
-            super().__init__(parent)
-            self.steps, self.target, self.index = steps, target, -1
-            self._parser = StepProgress()
-            self._process = QProcess(self)
-            self._process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-            self._process.readyReadStandardOutput.connect(self._on_process_output)
-            self._process.finished.connect(self._on_process_finished)
-            self._process.errorOccurred.connect(self._on_process_error)
+    def cancel(self) -> None:
+        self.index = len(self.steps)  # no further step starts
+        self._process.kill()
 
-        def start(self) -> None:
+    def _next(self) -> None:
+        self.index += 1
+        if self.index >= len(self.steps):
+            python = env_python(self.target)
+            remember_python(python)
+            self.finished.emit(True, str(python))
+            return
+        step = self.steps[self.index]
+        self._parser, self._pending = StepProgress(step.expected_packages), ""
+        self.progressed.emit(overall_fraction(self.steps, self.index, 0.0), step.title)
+        self._process.start(step.argv[0], step.argv[1:])
+
+    def _on_process_output(self) -> None:
+        text = self._pending + bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
+        *lines, self._pending = text.replace("\r", "\n").split("\n")  # a chunk may end mid-line
+        if self.index >= len(self.steps):
+            return
+        for line in lines:
+            self.line_logged.emit(line)
+            fraction = self._parser.feed(line)
+            step = self.steps[self.index]
+            message = f"{step.title}: {self._parser.message}" if self._parser.message else step.title
+            self.progressed.emit(overall_fraction(self.steps, self.index, fraction), message)
+
+    def _on_process_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        if self.index >= len(self.steps):
+            self.finished.emit(False, "cancelled")
+        elif code != 0 or status != QProcess.ExitStatus.NormalExit:
+            self.finished.emit(False, f"{self.steps[self.index].title} failed (exit code {code}); "
+                               "see the log for pip's message.")
+        else:
             self._next()
 
-        def cancel(self) -> None:
-            self.index = len(self.steps)  # no further step starts
-            self._process.kill()
-
-        def _next(self) -> None:
-            self.index += 1
-            if self.index >= len(self.steps):
-                python = env_python(self.target)
-                remember_python(python)
-                self.finished.emit(True, str(python))
-                return
-            step = self.steps[self.index]
-            self._parser = StepProgress(step.expected_packages)
-            self.progressed.emit(overall_fraction(self.steps, self.index, 0.0), step.title)
-            self._process.start(step.argv[0], step.argv[1:])
-
-        def _on_process_output(self) -> None:
-            text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
-            for line in text.splitlines():
-                self.line_logged.emit(line)
-                fraction = self._parser.feed(line)
-                step = self.steps[self.index]
-                message = f"{step.title}: {self._parser.message}" if self._parser.message else step.title
-                self.progressed.emit(overall_fraction(self.steps, self.index, fraction), message)
-
-        def _on_process_finished(self, code: int, status: QProcess.ExitStatus) -> None:
-            if self.index >= len(self.steps):
-                self.finished.emit(False, "cancelled")
-            elif code != 0 or status != QProcess.ExitStatus.NormalExit:
-                self.finished.emit(False, f"{self.steps[self.index].title} failed (exit code {code}); "
-                                   "see the log for pip's message.")
-            else:
-                self._next()
-
-        def _on_process_error(self, error: QProcess.ProcessError) -> None:
-            if error == QProcess.ProcessError.FailedToStart:
-                self.finished.emit(False, f"could not start {self.steps[self.index].argv[0]}")
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self.finished.emit(False, f"could not start {self.steps[self.index].argv[0]}")
