@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from engine.context import EngineError
 from engine.data.presets import Preset, get_preset

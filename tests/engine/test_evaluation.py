@@ -79,12 +79,9 @@ def test_progress_per_batch_and_empty_input(model, tok, prompts):
 def test_stops_at_end_of_turn(tok):
     """A model whose every step prefers <|im_end|> answers with the empty string, not special tokens."""
     model = tiny_qwen2(tok, seed=2)
-    with torch.no_grad():
-        model.lm_head.weight.zero_()  # tied to the embeddings: all logits equal except the bias below
-        model.lm_head.weight[tok.eos_token_id].fill_(0.0)
-    model.model.norm.register_forward_hook(lambda m, i, o: o * 0)
+    model.model.norm.register_forward_hook(lambda m, i, o: o * 0)  # all logits 0 …
     biased = torch.zeros(len(tok))
-    biased[tok.convert_tokens_to_ids("<|im_end|>")] = 5.0
+    biased[tok.convert_tokens_to_ids("<|im_end|>")] = 5.0  # … but the end of turn's
     model.lm_head.register_forward_hook(lambda m, i, o: o + biased)
     assert generate_answers(model, tok, ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"],
                             GenerationSpec(max_new_tokens=8), "cpu") == [""]
