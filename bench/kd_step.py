@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to compare")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, interleaved")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
-    parser.add_argument("--chunk-size", type=int, default=128, help="KDTrainer chunk size")
+    parser.add_argument("--chunk-size", type=int, default=256, help="KDTrainer chunk size")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_kd.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

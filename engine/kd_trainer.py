@@ -47,7 +47,7 @@ class KDLossSettings:
         default=0, metadata={"help": "Match only the teacher's k most likely tokens (0 = whole vocabulary)."}
     )
     chunk_size: int = field(
-        default=128, metadata={"help": "Response tokens projected to the vocabulary at once (memory vs speed)."}
+        default=256, metadata={"help": "Response tokens projected to the vocabulary at once (memory vs speed)."}
     )
 
     def __post_init__(self) -> None:

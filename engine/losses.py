@@ -69,12 +69,16 @@ def _tempered_log_probs(
     return F.log_softmax(t, dim=-1), F.log_softmax(s, dim=-1), idx
 
 
+def _effective_kind(kind: str, beta: float) -> str:
+    """JSD at beta 0 or 1 is, by the TRL convention, the forward or reverse KL."""
+    if kind == "jsd" and beta in (0.0, 1.0):
+        return "forward_kl" if beta == 0.0 else "reverse_kl"
+    return kind
+
+
 def _divergence_from_log_probs(t_lp: Tensor, s_lp: Tensor, kind: str, beta: float) -> Tensor:
     """Per-token D(p_T || p_S) from log-probabilities on one support: [N, K] -> [N]."""
-    if kind == "jsd" and beta == 0.0:
-        kind = "forward_kl"
-    elif kind == "jsd" and beta == 1.0:
-        kind = "reverse_kl"
+    kind = _effective_kind(kind, beta)
     if kind == "forward_kl":
         return (t_lp.exp() * (t_lp - s_lp)).sum(-1)
     if kind == "reverse_kl":
@@ -168,10 +172,7 @@ def _divergence_and_grad(t_lp: Tensor, s_lp: Tensor, kind: str, beta: float) -> 
     Closed forms (softmax Jacobian applied): forward KL p_s - p_t; reverse KL p_s * (log p_s - log p_t - D);
     JSD(beta) (1 - beta) * p_s * (log p_s - log m - KL(p_s || m)).
     """
-    if kind == "jsd" and beta == 0.0:
-        kind = "forward_kl"
-    elif kind == "jsd" and beta == 1.0:
-        kind = "reverse_kl"
+    kind = _effective_kind(kind, beta)
     p_s = s_lp.exp()  # [C, K]
     if kind == "forward_kl":
         p_t = t_lp.exp()
@@ -219,6 +220,53 @@ def _chunk_terms(
     return ce, div, grad
 
 
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot product [C, V] x [C, V] -> [C] as a batched matmul (no [C, V] temporary)."""
+    return (a.unsqueeze(1) @ b.unsqueeze(-1)).view(-1)
+
+
+def _kl_chunk_terms(
+    zs: Tensor, zt: Tensor, targets: Tensor, settings: dict, want_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """:func:`_chunk_terms` for the forward/reverse KL on the full vocabulary, lean in memory passes.
+
+    Works in place on zs and zt (both consumed) with one extra [C, V] buffer (two when T != 1), using
+    log p = z / T - logsumexp(z / T): forward KL = sum p_t * gap + lse_s - lse_t and reverse KL =
+    lse_t - lse_s - sum p_s * gap, where gap = (zt - zs) / T.
+    """
+    temperature, reverse = settings["temperature"], settings["kind"] == "reverse_kl"
+    lse1 = torch.logsumexp(zs, dim=-1)  # [C], student at T = 1 for the CE term
+    ce = lse1 - zs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    gap = torch.sub(zt, zs)  # [C, V]
+    if temperature != 1.0:
+        gap.div_(temperature)
+        zt.div_(temperature)
+        zs_t = zs / temperature  # [C, V]; zs itself stays for the T = 1 softmax
+        lse_s = torch.logsumexp(zs_t, dim=-1)
+    else:
+        zs_t, lse_s = zs, lse1
+    lse_t = torch.logsumexp(zt, dim=-1)
+    p_t = zt.sub_(lse_t.unsqueeze(-1)).exp_()  # [C, V] teacher probabilities at T
+    if not (reverse or want_grad):
+        return ce, _rowdot(p_t, gap) + lse_s - lse_t, None
+    p_s = zs_t.sub_(lse_s.unsqueeze(-1)).exp_()  # [C, V] student probabilities at T
+    div = lse_t - lse_s - _rowdot(p_s, gap) if reverse else _rowdot(p_t, gap) + lse_s - lse_t
+    if not want_grad:
+        return ce, div, None
+    k = settings["div_coef"] / temperature  # weight of dD/ds, with ds/dz = 1 / T
+    ce_coef = settings["ce_coef"]
+    p1 = p_s if temperature == 1.0 else zs.sub_(lse1.unsqueeze(-1)).exp_()  # [C, V] softmax at T = 1
+    if reverse:  # dD/ds = p_s * (lse_t - lse_s - gap - D)
+        g_div = gap.neg_().add_((lse_t - lse_s - div).unsqueeze(-1)).mul_(p_s)
+        grad = p1.mul_(ce_coef).add_(g_div, alpha=k)
+    elif p1 is p_s:  # forward KL at T = 1: (ce_coef + k) * p - k * p_t
+        grad = p1.mul_(ce_coef + k).sub_(p_t, alpha=k)
+    else:
+        grad = p1.mul_(ce_coef).add_(p_s, alpha=k).sub_(p_t, alpha=k)
+    grad.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(ce, -ce_coef).unsqueeze(-1))
+    return ce, div, grad
+
+
 class _FusedChunkedKD(torch.autograd.Function):
     """Joint KD loss over response positions; the gradients are formed chunk by chunk during the forward pass.
 
@@ -241,11 +289,13 @@ class _FusedChunkedKD(torch.autograd.Function):
         ce_sum = hs.new_zeros((), dtype=cdtype)
         div_sum = hs.new_zeros((), dtype=cdtype)
         size = settings["chunk_size"]
+        full_vocab = not 0 < settings["top_k"] < ws.size(0)
+        terms = _kl_chunk_terms if full_vocab and settings["kind"] != "jsd" else _chunk_terms
         for start in range(0, hs.size(0), size):
             hs_c = hs[start : start + size].to(cdtype)  # [C, H]
             zs = F.linear(hs_c, ws_c, bs_c)  # [C, V]
             zt = F.linear(ht[start : start + size].to(cdtype), wt_c, bt_c)  # [C, V]
-            ce, div, grad = _chunk_terms(zs, zt, targets[start : start + size], settings, want_grad)
+            ce, div, grad = terms(zs, zt, targets[start : start + size], settings, want_grad)
             del zs, zt
             ce_sum += ce.sum()
             div_sum += div.sum()
@@ -285,7 +335,7 @@ def chunked_kd_loss(
     divergence: DivergenceKind = "forward_kl",
     beta: float = 0.5,
     top_k: int = 0,
-    chunk_size: int = 128,
+    chunk_size: int = 256,
     num_items_in_batch: int | Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`kd_joint_loss` from final hidden states, never holding full-vocabulary logits of the batch.
@@ -320,7 +370,7 @@ def chunked_kd_loss(
     settings = {
         "temperature": float(temperature),
         "top_k": int(top_k),
-        "kind": divergence,
+        "kind": _effective_kind(divergence, beta),
         "beta": float(beta),
         "chunk_size": int(chunk_size),
         "grad_enabled": torch.is_grad_enabled(),

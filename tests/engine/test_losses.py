@@ -163,7 +163,11 @@ def _hidden_case(bias: bool, seed: int = 5) -> tuple:
 
 @pytest.mark.parametrize(
     ("kind", "temperature", "beta", "top_k"),
-    [("forward_kl", 1.0, 0.5, 0), ("reverse_kl", 2.0, 0.5, 0), ("jsd", 1.5, 0.3, 0), ("jsd", 1.0, 0.7, 5)],
+    [
+        ("forward_kl", 1.0, 0.5, 0), ("forward_kl", 2.0, 0.5, 0), ("reverse_kl", 1.0, 0.5, 0),
+        ("reverse_kl", 2.0, 0.5, 0), ("jsd", 1.5, 0.3, 0), ("jsd", 1.0, 0.7, 5), ("jsd", 2.0, 0.0, 0),
+        ("forward_kl", 0.5, 0.5, 4),
+    ],
 )
 @pytest.mark.parametrize("chunk_size", [1, 3, 9, 64])
 def test_chunked_equals_unchunked_with_gradients(kind: str, temperature: float, beta: float, top_k: int,
@@ -208,11 +212,14 @@ def test_num_items_in_batch_makes_micro_batches_add_up() -> None:
 
 def test_no_grad_gives_the_same_value_and_vocab_mismatch_is_refused() -> None:
     hs, ht, s_head, t_head, labels = _hidden_case(bias=False, seed=8)
-    with_grad = chunked_kd_loss(hs, ht, s_head, t_head, labels, chunk_size=4)
-    with torch.no_grad():
-        without = chunked_kd_loss(hs, ht, s_head, t_head, labels, chunk_size=4)
-    for a, b in zip(with_grad, without):
-        torch.testing.assert_close(a.detach(), b)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        for temperature in (1.0, 2.0):
+            kw = dict(divergence=kind, temperature=temperature, chunk_size=4)
+            with_grad = chunked_kd_loss(hs, ht, s_head, t_head, labels, **kw)
+            with torch.no_grad():
+                without = chunked_kd_loss(hs, ht, s_head, t_head, labels, **kw)
+            for a, b in zip(with_grad, without):
+                torch.testing.assert_close(a.detach(), b)
     with pytest.raises(ValueError, match="vocabulary"):
         chunked_kd_loss(hs, ht, s_head, nn.Linear(8, 30, dtype=F64), labels)
     with pytest.raises(ValueError, match="divergence"):
