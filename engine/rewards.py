@@ -21,6 +21,7 @@ else whitespace-separated words.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -192,6 +193,8 @@ def make_answer_correct() -> RewardFunction:
 
 def make_code_tests(timeout_s: float = 2.0, memory_mb: int = 256, workers: int = 2) -> RewardFunction:
     def score(text: str, tests: Any) -> float | None:
+        if isinstance(tests, str):
+            tests = json.loads(tests) if tests.strip() else None  # rows keep tests as JSON text
         if not tests:
             return None  # no tests: this reward does not apply (e.g. a word problem)
         program = extract_program(text)

@@ -1,0 +1,268 @@
+"""Chain-of-thought GRPO: the paper's third stage, on TRL's ``GRPOTrainer``, rewarded for correctness and not
+only for format.
+
+Reads top to bottom: ``validate`` (everything checkable before any stage runs) → prompts from the run's records
+in the stage's ``<think>/<answer>`` template (chat messages, so the model's chat template applies) → held-out
+evaluation of the starting model → GRPO (full, LoRA, or QLoRA on a 4-bit base) → the same evaluation of the
+trained model → save. Live signals: ``engine.callbacks.EventsCallback`` renames TRL's logs (``reward`` →
+``grpo/reward``, ``rewards/<name>/mean`` → ``grpo/reward/<name>``, ``kl`` → ``grpo/kl`` — logged by TRL only
+when β > 0 —, ``completions/mean_length`` → ``grpo/completion_length``, ``loss``, ``learning_rate``), and
+``SampleCallback`` here emits every ``grpo.sample_every`` steps a ``sample`` event with the first completion of
+the latest batch and its rewards (remembered by wrapping the reward functions).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from engine.context import EngineError, RunContext, StageResult
+from engine.rewards import (answer_block, build_reward_functions, completion_text, make_answer_correct,
+                            make_code_tests, make_format_strict, reward_weights, validate_rewards)
+from engine.spec import GenerationSpec, ModelSpec, to_dict
+
+log = logging.getLogger(__name__)
+
+CORRECTNESS_REWARDS = ("answer_correct", "code_tests")
+
+
+# ------------------------------------------------------------------ checks and data --------------------------------
+
+def validate(ctx: RunContext) -> None:
+    """EngineError (one sentence) for anything that would fail later: rewards the data or template cannot
+    support, a batch that does not split into groups, a missing model folder."""
+    from engine.models import resolve_source
+    from engine.training import stage_splits
+
+    stage, grpo, train = ctx.stage, ctx.stage.grpo, ctx.stage.train
+    if stage.model not in [s.name for s in ctx.spec.stages]:  # an earlier stage's model is checked when it runs
+        resolve_source(ctx.model_spec(stage.model).source)
+    per_generation = train.batch_size * train.gradient_accumulation
+    if per_generation % grpo.num_generations:
+        raise EngineError(f"{stage.name}: train.batch_size × train.gradient_accumulation ({per_generation}) must be "
+                          f"a multiple of grpo.num_generations ({grpo.num_generations}), the completions per "
+                          "prompt; change one of them.")
+    validate_rewards(grpo.rewards, grpo.template, stage_splits(ctx).train)
+
+
+def task_prompt(record: dict, template: str, preset: str) -> str:
+    """The user message: the stage's template around the preset's rendering of the record."""
+    from engine.data import render_prompt
+
+    return template.replace("{prompt}", render_prompt(record, preset))
+
+
+def grpo_rows(records: list[dict], template: str, preset: str, correctness_only: bool) -> list[dict]:
+    """TRL rows: ``prompt`` as chat messages, ``answer`` and ``tests`` (JSON text, so Arrow needs no schema for
+    them) passed through to the reward functions. With ``correctness_only``, records that no correctness reward
+    can score are left out (they would only teach the format)."""
+    rows = []
+    for r in records:
+        answer = str(r["answer"]).strip() if r.get("answer") not in (None, "") else None
+        tests = json.dumps(r["tests"]) if r.get("tests") else None
+        if correctness_only and answer is None and tests is None:
+            continue
+        rows.append({"prompt": [{"role": "user", "content": task_prompt(r, template, preset)}],
+                     "answer": answer, "tests": tests})
+    return rows
+
+
+def held_out_records(ctx: RunContext) -> list[dict]:
+    from engine.training import stage_splits
+
+    splits = stage_splits(ctx)
+    records = splits.test or splits.validation
+    limit = ctx.stage.max_eval_samples
+    return records[:limit] if limit else records
+
+
+# ------------------------------------------------------------------ evaluation -------------------------------------
+
+def score_completions(records: list[dict], completions: list[str]) -> dict:
+    """Correctness (answer match, or the fraction of tests passed), strict format rate and ROUGE-L of the answer
+    (the <answer> block, or the whole completion when there is none) against the reference answer/program."""
+    from engine.metrics import rouge_l
+
+    n = len(records)
+    answers = [str(r["answer"]) if r.get("answer") not in (None, "") else None for r in records]
+    tests = [r.get("tests") or None for r in records]
+    by_answer = make_answer_correct()([""] * n, completions, answer=answers)
+    by_tests = make_code_tests()([""] * n, completions, tests=tests)
+    correct = [a if a is not None else t for a, t in zip(by_answer, by_tests)]
+    scored = [c for c in correct if c is not None]
+    formats = make_format_strict()([""] * n, completions)
+    rouge = [rouge_l(answer_block(c) or c, a if a is not None else str(r.get("response") or ""))
+             for c, a, r in zip(completions, answers, records)]
+    return {"correct": sum(scored) / len(scored) if scored else 0.0, "format": sum(formats) / max(n, 1),
+            "rougeL": sum(rouge) / max(n, 1), "n": n, "scored": len(scored),
+            "answers_correct": _mean([a for a in by_answer if a is not None]),
+            "tests_passed": _mean([t for t in by_tests if t is not None])}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate_policy(ctx: RunContext, model: Any, tokenizer: Any, records: list[dict]) -> tuple[dict, list[str]]:
+    """Greedy completions of the held-out prompts, scored by ``score_completions``."""
+    from engine.evaluation import generate_answers
+
+    grpo = ctx.stage.grpo
+    gen = GenerationSpec(max_new_tokens=grpo.max_completion_length, greedy=True,
+                         batch_size=ctx.stage.generation.batch_size)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, grpo.template,
+                                                                                       ctx.spec.data.preset)}],
+                                             tokenize=False, add_generation_prompt=True) for r in records]
+    completions = generate_answers(model, tokenizer, prompts, gen, ctx.device)
+    return score_completions(records, completions), completions
+
+
+# ------------------------------------------------------------------ live samples -----------------------------------
+
+class RewardRecorder:
+    """Wraps reward functions so that the latest batch (prompts, completions, each reward) can be shown."""
+
+    def __init__(self) -> None:
+        self.prompts: list = []
+        self.completions: list = []
+        self.rewards: dict[str, list] = {}
+
+    def wrap(self, fn: Callable) -> Callable:
+        def recorded(prompts: list, completions: list, **kwargs: Any) -> list:
+            out = fn(prompts, completions, **kwargs)
+            if prompts is not self.prompts:
+                self.prompts, self.completions, self.rewards = prompts, completions, {}
+            self.rewards[fn.__name__] = list(out)
+            return out
+        recorded.__name__ = recorded.__qualname__ = fn.__name__
+        return recorded
+
+    def sample(self, index: int = 0) -> dict | None:
+        if not self.completions:
+            return None
+        prompt = self.prompts[index]
+        prompt_text = prompt[-1]["content"] if isinstance(prompt, list) else str(prompt)
+        return {"prompt": prompt_text, "completion": completion_text(self.completions[index]),
+                "rewards": {name: values[index] for name, values in self.rewards.items()}}
+
+
+class SampleCallback(TrainerCallback):
+    """Every ``every`` steps, a ``sample`` event with a prompt, its completion and the rewards it earned."""
+
+    def __init__(self, ctx: RunContext, recorder: RewardRecorder, every: int) -> None:
+        self.ctx, self.recorder, self.every = ctx, recorder, every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sample = self.recorder.sample()
+        if sample is not None and state.global_step % self.every == 0:
+            self.ctx.events.emit("sample", stage=self.ctx.stage.name, step=state.global_step, **sample)
+
+
+# ------------------------------------------------------------------ model and trainer ------------------------------
+
+def load_policy(ctx: RunContext, model_spec: ModelSpec) -> Any:
+    """The model to train: all weights, LoRA adapters, or (QLoRA) adapters on a 4-bit base."""
+    from engine.models import apply_lora, load_model
+
+    stage = ctx.stage
+    quantized = stage.grpo.quantized_base
+    spec = ModelSpec(source=model_spec.source, dtype=model_spec.dtype, load_in_4bit=quantized,
+                     revision=model_spec.revision)
+    model = load_model(spec, ctx.device, trainable=True)
+    if stage.train.lora.enabled or quantized:
+        model = apply_lora(model, stage.train.lora)
+    return model
+
+
+def merged_for_saving(ctx: RunContext, model: Any, model_spec: ModelSpec) -> Any:
+    """QLoRA adapters trained on a 4-bit base are merged into the full-precision base, so the saved folder is a
+    plain transformers model like every other stage's output."""
+    if not ctx.stage.grpo.quantized_base:
+        return model
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from engine.models import apply_lora, load_model
+
+    adapters = get_peft_model_state_dict(model)
+    base = apply_lora(load_model(model_spec, ctx.device, trainable=True), ctx.stage.train.lora)
+    set_peft_model_state_dict(base, adapters)
+    return base.merge_and_unload()
+
+
+def grpo_config(ctx: RunContext) -> Any:
+    from trl import GRPOConfig
+
+    from engine.training import training_arguments
+
+    stage, grpo = ctx.stage, ctx.stage.grpo
+    return training_arguments(
+        ctx, stage.train, stage.train.learning_rate, ctx.checkpoint_dir, config_class=GRPOConfig,
+        num_generations=grpo.num_generations, max_completion_length=grpo.max_completion_length, beta=grpo.beta,
+        temperature=grpo.temperature, reward_weights=reward_weights(grpo.rewards), log_completions=False,
+        include_num_input_tokens_seen=False, per_device_eval_batch_size=grpo.num_generations)
+
+
+def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) -> tuple[Any, int]:
+    """Train; returns the trained model and the number of optimizer steps taken."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from engine.callbacks import EventsCallback
+    from engine.training import run_trainer
+
+    grpo = ctx.stage.grpo
+    recorder = RewardRecorder()
+    functions = [recorder.wrap(fn) for fn in build_reward_functions(
+        grpo.rewards, length_range=grpo.length_range, tokenizer=tokenizer)]
+    events = EventsCallback(ctx)
+    trainer = GRPOTrainer(model=model, reward_funcs=functions, args=grpo_config(ctx),
+                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          callbacks=[events, SampleCallback(ctx, recorder, grpo.sample_every)])
+    run_trainer(ctx, trainer, events, ctx.checkpoint_dir)
+    return trainer.model, trainer.state.global_step
+
+
+# ------------------------------------------------------------------ the stage --------------------------------------
+
+def run_stage(ctx: RunContext) -> StageResult:
+    from engine.models import load_tokenizer
+    from engine.recipes.sft import save_stage_model
+    from engine.training import stage_splits
+
+    validate(ctx)
+    stage, grpo = ctx.stage, ctx.stage.grpo
+    model_spec = ctx.model_spec(stage.model)
+    tokenizer = load_tokenizer(model_spec)
+    correctness_only = any(r.name in CORRECTNESS_REWARDS for r in grpo.rewards)
+    rows = grpo_rows(stage_splits(ctx).train, grpo.template, ctx.spec.data.preset, correctness_only)
+    if not rows:
+        raise EngineError(f"{stage.name}: no training record has an answer or tests for the correctness rewards.")
+    held_out = held_out_records(ctx)
+    ctx.events.log(f"{stage.name}: {len(rows)} training prompts, {len(held_out)} held out for evaluation")
+
+    model = load_policy(ctx, model_spec)
+    before, _ = evaluate_policy(ctx, model, tokenizer, held_out)
+    ctx.events.metric(stage.name, 0, _eval_metrics(before, "before"))
+    ctx.check_cancel()
+    model, steps = train_grpo(ctx, model, tokenizer, rows)
+    model = merged_for_saving(ctx, model, model_spec)
+    after, completions = evaluate_policy(ctx, model, tokenizer, held_out)
+    ctx.events.metric(stage.name, steps, _eval_metrics(after, "after"))
+
+    report = {"before": before, "after": after, "held_out": len(held_out),
+              "examples": [{"prompt": task_prompt(r, grpo.template, ctx.spec.data.preset), "completion": c}
+                           for r, c in list(zip(held_out, completions))[:5]]}
+    eval_path = ctx.work_dir / "grpo_eval.json"
+    eval_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(eval_path))
+    summary = {**_eval_metrics(before, "before"), **_eval_metrics(after, "after")}
+    how = (f"Chain-of-thought GRPO (TRL GRPOTrainer) on the `{ctx.spec.data.preset}` data with rewards "
+           + ", ".join(f"{r.name}×{r.weight:g}" for r in grpo.rewards) + ".")
+    return save_stage_model(ctx, model, tokenizer, model_spec.source, how,
+                            {"grpo": to_dict(grpo), "train": to_dict(stage.train)}, summary)
+
+
+def _eval_metrics(scores: dict, when: str) -> dict:
+    return {f"grpo/{key}_{when}": float(scores[key]) for key in ("correct", "format", "rougeL")}
