@@ -44,6 +44,8 @@ class ArenaWidget(QWidget):
         self.session = ArenaSession(MAX_PANES, rng=rng)
         self.client = ChatClient(chat_command or engine_chat_command(engine_python), self)
         self.choices: list[ModelChoice] = []
+        self._load_queue: list[tuple[str, ModelChoice]] = []  # (pane key, model) waiting for the service
+        self._loading_key: str | None = None
         self.presets: list[presets_mod.Preset] = []
         self._build()
         self._connect()
@@ -236,6 +238,7 @@ class ArenaWidget(QWidget):
         for index, state in enumerate(self.session.panes):
             visible = index < count
             self.panes[state.key].setVisible(visible)
+            self._load_queue = [(k, c) for k, c in self._load_queue if visible or k != state.key]
             if not visible and state.choice is not None:
                 if state.ready:
                     self.client.unload(state.key)
@@ -255,9 +258,25 @@ class ArenaWidget(QWidget):
         self.session.set_model(key, choice)
         if self.session.blind is not None:
             self.session.shuffle_blind()
+        self._load_queue = [(k, c) for k, c in self._load_queue if k != key] + [(key, choice)]
+        self._send_next_load()
+        self._refresh_all()
+
+    def _send_next_load(self) -> None:
+        """Loads go to the service one at a time: concurrent from_pretrained calls in one process are not
+        thread-safe in transformers (meta-device initialisation is global), and one at a time keeps the memory
+        peak to one model's."""
+        if self._loading_key is not None or not self._load_queue:
+            return
+        key, choice = self._load_queue.pop(0)
+        self._loading_key = key
         self.client.load(key, choice.source, choice.load_in_4bit)
         self.status_label.setText(f"Loading {choice.label}…")
-        self._refresh_all()
+
+    def _finish_load(self, key: str) -> None:
+        if key == self._loading_key:
+            self._loading_key = None
+            self._send_next_load()
 
     def _on_pane_reference_toggled(self, key: str, checked: bool) -> None:
         self.session.set_reference(key if checked else None)
@@ -269,7 +288,10 @@ class ArenaWidget(QWidget):
             self._refresh_pane(model)
 
     def _on_client_model_loaded(self, model: str, info: dict) -> None:
-        if model in self.panes and self.session.pane(model).choice is not None:
+        self._finish_load(model)
+        if model in self.panes and self.session.pane(model).choice is None:
+            self.client.unload(model)  # its pane was closed while it loaded
+        elif model in self.panes:
             self.session.on_loaded(model, info)
             self.status_label.setText(f"{self.session.pane(model).name} is loaded.")
             self._refresh_all()
@@ -279,6 +301,7 @@ class ArenaWidget(QWidget):
         if request_id and self.session.pane_of_request(request_id):
             self.session.on_request_error(request_id, message)
         elif model in self.panes and self.session.pane(model).load_state == "loading":
+            self._finish_load(model)
             self.session.on_load_failed(model, message)
         else:
             self.status_label.setText(f"Chat service: {message}")
@@ -288,6 +311,8 @@ class ArenaWidget(QWidget):
     def _on_client_service_finished(self, exit_code: int, stderr_tail: str) -> None:
         last = next((line for line in reversed(stderr_tail.splitlines()) if line.strip()), "")
         message = f"the chat service stopped (exit code {exit_code}){': ' + last if last else ''}"
+        self._load_queue.clear()
+        self._loading_key = None
         if self.session.on_service_lost(message):
             self.status_label.setText(message[0].upper() + message[1:] + ". Press Load to start it again.")
             self._refresh_all()
