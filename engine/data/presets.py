@@ -38,8 +38,8 @@ Finish = Callable[[dict, Mapping[str, Any]], dict]
 
 @dataclass(frozen=True)
 class Template:
-    """How one record becomes the user message: ``head`` + instruction + the context block (when there is
-    context) + ``tail``. ``{instruction}`` and ``{context}`` are the slots."""
+    """How one record becomes the user message: ``body`` for records without context, ``with_context`` for those
+    with one; ``{instruction}`` and ``{context}`` are the slots (filled stripped of surrounding whitespace)."""
 
     body: str = "{instruction}"
     with_context: str = "{instruction}\n\nContext: {context}"
