@@ -6,4 +6,8 @@ and ``engine.data.preview`` (all stdlib-only), so the window opens fast and surv
 """
 from __future__ import annotations
 
+from studio import qt_compat as _qt_compat
+
 __version__ = "0.1.0"
+
+_qt_compat.apply()  # before any Qt call: PySide6 6.12.0 on Python 3.11 miscounts None/True (see qt_compat)

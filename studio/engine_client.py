@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from engine.protocol import Event, ProtocolError, command_line, read_events
 from engine.runs import pid_alive
+from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
@@ -52,13 +53,13 @@ class RunSource(QObject):
     event_received = Signal(object)  # engine.protocol.Event, every event
     run_started = Signal(str)  # run_id (from the hello event, or known up front when following)
     status_changed = Signal(str, str)  # state, stage
-    metric_received = Signal(str, int, dict)  # stage, step, values
-    progress_received = Signal(dict)
-    sample_received = Signal(dict)
+    metric_received = Signal(str, int, object)  # stage, step, values (dict)
+    progress_received = Signal(object)  # dict
+    sample_received = Signal(object)  # dict
     log_received = Signal(str)  # one line: engine log events, stderr and the studio's own notes
     output_received = Signal(str)  # the lines of log_received that are not protocol events (stderr, notes)
     error_received = Signal(str)
-    run_finished = Signal(str, dict)  # status (finished or cancelled), summary
+    run_finished = Signal(str, object)  # status (finished or cancelled), summary dict
     run_failed = Signal(str, str)  # last error, log tail
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -72,23 +73,23 @@ class RunSource(QObject):
         d = event.data
         if event.run_id and not self.run_id:
             self.run_id = event.run_id
-            self.run_started.emit(event.run_id)
-        self.event_received.emit(event)
+            emit(self.run_started, event.run_id)
+        emit(self.event_received, event)
         kind = event.type
         if kind == "metric":
-            self.metric_received.emit(str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
+            emit(self.metric_received, str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
         elif kind == "progress":
-            self.progress_received.emit(dict(d))
+            emit(self.progress_received, dict(d))
         elif kind == "status":
-            self.status_changed.emit(str(d.get("state", "")), str(d.get("stage", "")))
+            emit(self.status_changed, str(d.get("state", "")), str(d.get("stage", "")))
         elif kind == "sample":
-            self.sample_received.emit(dict(d))
+            emit(self.sample_received, dict(d))
         elif kind == "log":
             self._add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
         elif kind == "error":
             self.last_error = str(d.get("message", "error"))
             self._add_log(f"[error] {self.last_error}")
-            self.error_received.emit(self.last_error)
+            emit(self.error_received, self.last_error)
         elif kind == "done":
             status = str(d.get("status", "finished"))
             if status == "failed":
@@ -98,22 +99,22 @@ class RunSource(QObject):
 
     def _add_log(self, line: str) -> None:
         self.log_lines.append(line)
-        self.log_received.emit(line)
+        emit(self.log_received, line)
 
     def _add_output(self, line: str) -> None:
         self._add_log(line)
-        self.output_received.emit(line)
+        emit(self.output_received, line)
 
     def _end(self, status: str, summary: dict) -> None:
         if not self.terminal:
             self.terminal = True
-            self.run_finished.emit(status, summary)
+            emit(self.run_finished, status, summary)
 
     def _end_failed(self, message: str) -> None:
         if not self.terminal:
             self.terminal = True
             self.last_error = message
-            self.run_failed.emit(message, "\n".join(list(self.log_lines)[-200:]))
+            emit(self.run_failed, message, "\n".join(list(self.log_lines)[-200:]))
 
     @property
     def running(self) -> bool:
@@ -268,7 +269,7 @@ class RunFollower(RunSource):
 
     def start(self) -> None:
         self.run_id = self._known_run_id
-        self.run_started.emit(self.run_id)
+        emit(self.run_started, self.run_id)
         self.poll()
         if not self.terminal:
             self._timer.start()
@@ -318,7 +319,7 @@ class ModelInspector(QObject):
     """``python -m engine inspect SOURCE`` in the background (config only, no weights): architecture,
     parameters, vocabulary — the models page shows it without the GUI ever importing transformers."""
 
-    inspected = Signal(str, dict)  # source, info
+    inspected = Signal(str, object)  # source, info dict
     inspect_failed = Signal(str, str)  # source, message
 
     def __init__(self, launcher: EngineLauncher | None = None, parent: QObject | None = None) -> None:
@@ -351,12 +352,12 @@ class ModelInspector(QObject):
             elif isinstance(obj, dict) and "type" not in obj:
                 info = obj
         if code == 0 and info is not None:
-            self.inspected.emit(source, info)
+            emit(self.inspected, source, info)
         else:
             lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-            self.inspect_failed.emit(source, lines[-1].removeprefix("error: ") if lines else f"exit code {code}")
+            emit(self.inspect_failed, source, lines[-1].removeprefix("error: ") if lines else f"exit code {code}")
 
     def _on_job_error(self, source: str, process: QProcess) -> None:
         if process.error() == QProcess.ProcessError.FailedToStart:
             self._jobs.pop(source, None)
-            self.inspect_failed.emit(source, f"could not start the engine: {process.errorString()}")
+            emit(self.inspect_failed, source, f"could not start the engine: {process.errorString()}")

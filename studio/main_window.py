@@ -25,6 +25,7 @@ from studio.widgets.history import HistoryView
 from studio.widgets.run_monitor import RunMonitor
 from studio.widgets.settings_dialog import SettingsDialog, show_about
 from studio.widgets.start_page import StartPage
+from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 PAGES = ("Start", "New run", "Monitor", "History", "Chat")
@@ -147,7 +148,7 @@ class MainWindow(QMainWindow):
         session = self._add_session(RunSession(title, client, parent=self))
         client.start(*args)
         self.statusBar().showMessage(f"Started: {title}")
-        self.run_launched.emit(session)
+        emit(self.run_launched, session)
         return session
 
     def start_demo(self, quick: bool = False) -> RunSession:
