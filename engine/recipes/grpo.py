@@ -171,6 +171,13 @@ def load_policy(ctx: RunContext, model_spec: ModelSpec) -> Any:
     spec = ModelSpec(source=model_spec.source, dtype=model_spec.dtype, load_in_4bit=quantized,
                      revision=model_spec.revision)
     model = load_model(spec, ctx.device, trainable=True)
+    if quantized and ctx.device == "cpu":
+        # bitsandbytes repacks 4-bit weights for its AVX512 CPU kernel the first time it runs without grad (our
+        # generation); the repacking needs widths divisible by its block size (not the demo's 96) and switches
+        # the weight format between generation and training. The plain de-quantizing path works everywhere.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     if stage.train.lora.enabled or quantized:
         model = apply_lora(model, stage.train.lora)
     return model

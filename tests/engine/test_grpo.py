@@ -51,7 +51,8 @@ def home(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _spec(model: str, *, data: DataSpec | None = None, steps: int = 2, **grpo_settings) -> RunSpec:
-    settings = dict(num_generations=4, max_completion_length=16, beta=0.1, sample_every=1, rewards=REWARDS,
+    settings = dict(num_generations=4, max_completion_length=16, beta=0.1, sample_every=1,
+                    rewards=[RewardSpec(r.name, r.weight) for r in REWARDS],
                     length_range=[4, 12])
     settings.update(grpo_settings)
     stage = StageSpec(kind="grpo", name="grpo", model=model, max_eval_samples=4,
@@ -170,3 +171,20 @@ def test_pipeline_preflight_refuses_code_tests_on_data_without_tests(home: Path,
     with pytest.raises(EngineError, match="code_tests reward needs records with tests"):
         preflight(spec, "cpu", EventWriter("test", stream=stream), {})
     assert "sample" not in stream.getvalue() and "metric" not in stream.getvalue()
+
+
+def test_qlora_run_saves_a_plain_merged_model(home: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    source = str(home / "student-eos")
+    spec = _spec(source, steps=1, quantized_base=True, max_completion_length=12)
+    spec.stages[0].train.lora.r, spec.stages[0].train.lora.alpha = 4, 8
+    spec.stages[0].max_eval_samples = 2
+    ctx, stream = _ctx(spec, tmp_path / "run")
+    result = grpo.run_stage(ctx)
+    assert not (result.model_dir / "adapter_config.json").exists()
+    before = AutoModelForCausalLM.from_pretrained(source).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
+    assert set(after) == set(before)  # plain transformers weights, LoRA merged in
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("proj.weight"))
+    assert '"type": "sample"' in stream.getvalue()
