@@ -72,8 +72,8 @@ def train(model, examples, *, epochs: float, lr: float, batch_size: int, pad_id:
             losses.append(loss.item())
             step += 1
             if step % 50 == 0:
-                logger.info("step %d/%d loss %.3f (%.0f s)", step, steps, sum(losses[-50:]) / 50,
-                            time.perf_counter() - started)
+                logger.info("step %d/%d loss %.3f (%.0f s, %.0f cpu s)", step, steps, sum(losses[-50:]) / 50,
+                            time.perf_counter() - started, time.process_time() - cpu_started)
             if step >= steps:
                 break
     # CPU seconds too: this machine is shared, and cpu/threads estimates the uncontended wall time.
@@ -95,6 +95,8 @@ def evaluate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for record, text in zip(chunk, texts):
+            if start == 0 and len(per_cat) < 8 and record["category"] not in per_cat:
+                logger.info("sample [%s] %r -> %r", record["category"], record["response"][:60], text[:60])
             score = scorer.score(record["response"], text.strip())["rougeL"].fmeasure
             scores.append(score)
             per_cat.setdefault(record["category"], []).append(score)

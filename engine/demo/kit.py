@@ -129,7 +129,9 @@ def _install(staging: Path, target: Path, *, force: bool) -> None:
 def coverage_texts(records: Iterable[dict]) -> Iterator[str]:
     """Every text the demo formats: each field alone and inside the chat template (for vocabulary trimming)."""
     from engine.demo.tokenizer import DEFAULT_SYSTEM_PROMPT
+    from engine.spec import GRPOSpec
 
+    grpo_template = GRPOSpec().template
     yield from EXTRA_TEXTS
     head = f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
     for record in records:
@@ -143,9 +145,11 @@ def coverage_texts(records: Iterable[dict]) -> Iterator[str]:
                         f"{record['instruction']}", f"{record['instruction']}\n\nContext: {record['context']}"]
         for prompt in prompts:
             yield f"{head}{prompt}<|im_end|>\n<|im_start|>assistant\n{record['response']}<|im_end|>\n"
-        if record["reasoning"] and record["answer"]:
-            yield f"<think>\n{record['reasoning']}\n</think>\n<answer>\n{record['answer']}\n</answer>"
-            yield f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>"
+        if record["reasoning"]:  # GRPO: the stage's template around the prompt, <think>/<answer> completions
+            yield f"{head}{grpo_template.format(prompt=prompts[0])}<|im_end|>\n<|im_start|>assistant\n"
+            final = record["answer"] or f"```python\n{record['response']}\n```"
+            yield f"<think>\n{record['reasoning']}\n</think>\n<answer>\n{final}\n</answer>"
+            yield f"<think>{record['reasoning']}</think> <answer>{final}</answer>"
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Qwen2's pre-tokenizer: contractions, letter runs, *single* digits, punctuation runs, newlines, spaces.
 QWEN2_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 #: Qwen2.5's added tokens in id order from 151643; the flag says whether Qwen marks it ``special``.

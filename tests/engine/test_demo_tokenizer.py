@@ -46,7 +46,8 @@ def test_chat_template_renders_qwen_format(qwen) -> None:
     custom = qwen.apply_chat_template(
         [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
         tokenize=False)
-    assert custom == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
+    assert custom == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu<|im_end|>\n"
+                      "<|im_start|>assistant\na<|im_end|>\n")
     assert qwen.chat_template == CHAT_TEMPLATE
 
 
