@@ -25,6 +25,7 @@ from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
 from studio.arena.session import ArenaSession
 from studio.arena.votes import append_vote, read_votes, tally, votes_path
+from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 MAX_PANES = 3
@@ -33,7 +34,7 @@ MAX_PANES = 3
 class ArenaWidget(QWidget):
     """Side-by-side chat with teacher, student and 4-bit student."""
 
-    vote_recorded = Signal(dict)  # the vote record, after it was written
+    vote_recorded = Signal(object)  # the vote record, after it was written
     exported = Signal(str, str)  # Markdown path, JSON path
 
     def __init__(self, store: Any = None, engine_python: str | None = None, *, chat_command: list[str] | None = None,
@@ -176,6 +177,7 @@ class ArenaWidget(QWidget):
 
     def load_model(self, key: str, choice: ModelChoice) -> None:
         """Load ``choice`` into pane ``key`` (replacing its model and conversation)."""
+        self.panes[key].model_combo.setEditText(choice.label)
         self._on_pane_load_requested(key, choice)
 
     def send(self, prompt: str) -> list[str]:
@@ -195,13 +197,13 @@ class ArenaWidget(QWidget):
         append_vote(path, record)
         self.status_label.setText(f"Vote saved to {path}.")
         self._refresh_all()
-        self.vote_recorded.emit(record)
+        emit(self.vote_recorded, record)
         return record
 
     def export_to(self, path: str | Path) -> tuple[Path, Path]:
         md_path, json_path = write_exports(self.session, path)
         self.status_label.setText(f"Exported to {md_path} and {json_path}.")
-        self.exported.emit(str(md_path), str(json_path))
+        emit(self.exported, str(md_path), str(json_path))
         return md_path, json_path
 
     def shutdown(self, wait_ms: int = 3000) -> None:

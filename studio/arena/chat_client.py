@@ -16,6 +16,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from engine.protocol import Event, ProtocolError, command_line
+from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ class ChatClient(QObject):
     service_started = Signal()
     service_finished = Signal(int, str)  # exit code, tail of stderr
     load_progressed = Signal(str, float)  # model, fraction
-    model_loaded = Signal(str, dict)  # model, the `loaded` event's data
+    model_loaded = Signal(str, object)  # model, the `loaded` event's data
     model_unloaded = Signal(str)
     token_received = Signal(str, str, str)  # request id, model, text
-    generation_finished = Signal(str, dict)  # request id, the `done` event's data
-    error_reported = Signal(dict)  # the `error` event's data (message, request_id, model)
+    generation_finished = Signal(str, object)  # request id, the `done` event's data
+    error_reported = Signal(object)  # the `error` event's data (message, request_id, model)
     event_received = Signal(object)  # every Event, for logging and tests
 
     def __init__(self, command: list[str] | None = None, parent: QObject | None = None) -> None:
@@ -129,7 +130,7 @@ class ChatClient(QObject):
         pending, self._pending = self._pending, []
         for line in pending:
             self._process.write(line.encode("utf-8"))
-        self.service_started.emit()
+        emit(self.service_started)
 
     def _on_process_stdout(self) -> None:
         self._buffer += bytes(self._process.readAllStandardOutput())
@@ -145,13 +146,13 @@ class ChatClient(QObject):
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             message = f"cannot start the chat service ({' '.join(self.command)}): {self._process.errorString()}"
-            self.error_reported.emit({"message": message, "request_id": "", "model": ""})
-            self.service_finished.emit(-1, message)
+            emit(self.error_reported, {"message": message, "request_id": "", "model": ""})
+            emit(self.service_finished, -1, message)
 
     def _on_process_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
         self._on_process_stdout()
         self._pending.clear()
-        self.service_finished.emit(exit_code, self._stderr)
+        emit(self.service_finished, exit_code, self._stderr)
 
     # ------------------------------------------------------------------ events
     def _dispatch(self, line: str) -> None:
@@ -160,22 +161,22 @@ class ChatClient(QObject):
         except ProtocolError:
             log.debug("not an event from the chat service: %s", line[:200])
             return
-        self.event_received.emit(event)
+        emit(self.event_received, event)
         data = event.data
         if event.type == "token":
-            self.token_received.emit(str(data.get("request_id", "")), str(data.get("model", "")),
+            emit(self.token_received, str(data.get("request_id", "")), str(data.get("model", "")),
                                      str(data.get("text", "")))
         elif event.type == "done" and data.get("request_id"):
-            self.generation_finished.emit(str(data["request_id"]), data)
+            emit(self.generation_finished, str(data["request_id"]), data)
         elif event.type == "loaded":
-            self.model_loaded.emit(str(data.get("model", "")), data)
+            emit(self.model_loaded, str(data.get("model", "")), data)
         elif event.type == "progress":
             model = data.get("model") or str(data.get("stage", "")).removeprefix("load ").strip()
-            self.load_progressed.emit(model, float(data.get("fraction") or 0.0))
+            emit(self.load_progressed, model, float(data.get("fraction") or 0.0))
         elif event.type == "error":
-            self.error_reported.emit(data)
+            emit(self.error_reported, data)
         elif event.type == "log" and data.get("action") == "unloaded":
-            self.model_unloaded.emit(str(data.get("model", "")))
+            emit(self.model_unloaded, str(data.get("model", "")))
 
     @staticmethod
     def describe(event: Event) -> str:

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox
 
 from studio.arena.session import LETTERS, Sampling
 from studio.arena.votes import PairTally
+from studio.qt_compat import emit
 
 
 class SamplingBox(QGroupBox):
@@ -55,7 +56,7 @@ class SamplingBox(QGroupBox):
 
     def _on_value_changed(self, *_args: object) -> None:
         self._sync_enabled()
-        self.sampling_changed.emit(self.sampling())
+        emit(self.sampling_changed, self.sampling())
 
 
 class VoteBar(QWidget):
@@ -73,11 +74,11 @@ class VoteBar(QWidget):
         for letter in LETTERS[:3]:
             button = QPushButton(letter)
             button.setFixedWidth(44)
-            button.clicked.connect(lambda _checked=False, l=letter: self.vote_cast.emit(l))
+            button.clicked.connect(lambda _checked=False, l=letter: emit(self.vote_cast, l))
             self.buttons[letter] = button
             row.addWidget(button)
         self.tie_button = QPushButton("Tie")
-        self.tie_button.clicked.connect(lambda: self.vote_cast.emit(None))
+        self.tie_button.clicked.connect(lambda: emit(self.vote_cast, None))
         row.addWidget(self.tie_button)
         self.result = QLabel()
         row.addWidget(self.result)

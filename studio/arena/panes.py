@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 from studio.arena.catalog import ModelChoice, custom_choice
 from studio.arena.session import PaneState, Turn
+from studio.qt_compat import emit
 
 ROLE_COLORS = {"teacher": "#7c3aed", "student": "#0284c7", "quantized": "#059669", "": "#64748b"}
 PANE_STYLE = """
@@ -142,9 +143,11 @@ class ChatPane(QFrame):
         self.title.setObjectName("paneTitle")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.title)
-        self.chip_row = QHBoxLayout()
-        self.chip_row.setSpacing(4)
-        row.addLayout(self.chip_row)
+        # fixed chips whose text changes: recreating widgets on every redraw would leave orphans until the
+        # event loop runs their deferred deletion
+        self.size_chip, self.precision_chip, self.status_chip = (_chip("", ROLE_COLORS[""]) for _ in range(3))
+        for chip in (self.size_chip, self.precision_chip, self.status_chip):
+            row.addWidget(chip)
         row.addStretch(1)
         self.reference_box = QCheckBox("reference")
         self.reference_box.setToolTip("Score the other panes' answers (ROUGE-L) against this pane's")
@@ -192,10 +195,10 @@ class ChatPane(QFrame):
     def _on_load_button_clicked(self) -> None:
         choice = self.current_choice()
         if choice is not None:
-            self.load_requested.emit(self.key, choice)
+            emit(self.load_requested, self.key, choice)
 
     def _on_reference_box_toggled(self, checked: bool) -> None:
-        self.reference_toggled.emit(self.key, checked)
+        emit(self.reference_toggled, self.key, checked)
 
     # ------------------------------------------------------------------ presentation
     def render(self, state: PaneState, label: str, *, blind: bool, is_reference: bool, reference_name: str) -> None:
@@ -216,18 +219,17 @@ class ChatPane(QFrame):
         self.render_transcript(state, reference_name)
 
     def _render_chips(self, state: PaneState, blind: bool, is_reference: bool) -> None:
-        while self.chip_row.count():
-            item = self.chip_row.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
-        if blind or state.choice is None:
-            return
-        role = "quantized" if "4-bit" in state.precision else state.choice.role
-        chips = [(state.size, "#57606a"), (state.precision, ROLE_COLORS.get(role, ROLE_COLORS[""]))]
-        if state.load_state == "loading":
-            chips.append((f"loading {int(100 * state.load_fraction)} %", "#9a6700"))
-        for text, color in chips:
-            self.chip_row.addWidget(_chip(text, color))
+        shown = not blind and state.choice is not None
+        role = "quantized" if "4-bit" in state.precision else (state.choice.role if state.choice else "")
+        self.size_chip.setText(state.size)
+        self.precision_chip.setText(state.precision)
+        self.precision_chip.setStyleSheet(f"background: {ROLE_COLORS.get(role, ROLE_COLORS[''])};")
+        self.size_chip.setStyleSheet("background: #57606a;")
+        self.status_chip.setText(f"loading {int(100 * state.load_fraction)} %")
+        self.status_chip.setStyleSheet("background: #9a6700;")
+        self.size_chip.setVisible(shown)
+        self.precision_chip.setVisible(shown)
+        self.status_chip.setVisible(shown and state.load_state == "loading")
 
     def render_transcript(self, state: PaneState, reference_name: str) -> None:
         """Redraw the conversation (cheap at chat sizes) and keep the view pinned to the newest text."""

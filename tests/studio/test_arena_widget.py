@@ -145,3 +145,14 @@ def test_a_model_that_fails_to_load_leaves_the_other_pane_working(qtbot, arena: 
     qtbot.waitUntil(lambda: failed.load_state == "failed", timeout=5000)
     assert "61.2 GiB" in arena.panes["pane1"].error_label.text()
     assert working.ready and working.turns
+
+
+def test_screenshot_script_renders_two_panes_mid_conversation(qtbot, tmp_path, monkeypatch) -> None:
+    from PySide6.QtGui import QImage
+
+    from studio.arena.screenshot import render
+
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FAKE_CHAT_DELAY", "0.02")
+    image = QImage(str(render(tmp_path / "arena.png")))
+    assert (image.width(), image.height()) == (1280, 700)
