@@ -22,6 +22,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -47,25 +48,53 @@ def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: 
     """Load ``source`` with its block linear layers quantized to 4 bits; returns (model, tokenizer).
 
     Do not run the model before saving it (see the module docstring)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from engine.models import load_config, load_tokenizer, quantization_config, resolve_source
+    from engine.models import load_config, load_tokenizer, resolve_source
 
     spec = _spec_of(source)
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise EngineError(f"bitsandbytes quantizes on CUDA or the CPU, not on {device}; use device cpu or cuda.")
     resolved = resolve_source(spec.source)  # EngineError for a folder that is not a model
-    config = load_config(spec.source)
-    if getattr(config, "quantization_config", None):
+    if getattr(load_config(spec.source), "quantization_config", None):
         raise EngineError(f"{spec.source} is already quantized; quantize its original full-precision model.")
     try:
         import bitsandbytes  # noqa: F401  (a clear sentence instead of transformers' long ImportError)
     except ImportError as exc:
         raise EngineError(f"bitsandbytes is not usable here ({exc}); install bitsandbytes==0.50.2.") from None
+    if resolved.kind != "gguf":
+        return _load_4bit(spec, resolved.from_pretrained_args(), q, device), load_tokenizer(spec)
+    # transformers will not quantize while reading a GGUF file: de-quantize it into a plain folder first
+    with tempfile.TemporaryDirectory(prefix="gguf-", ignore_cleanup_errors=True) as tmp:
+        _gguf_to_folder(spec, Path(tmp), q)
+        local = ModelSpec(source=tmp)
+        return _load_4bit(spec, (tmp, {}), q, device), load_tokenizer(local)
+
+
+def _gguf_to_folder(spec: ModelSpec, folder: Path, q: QuantizeSpec) -> None:
+    """transformers marks a GGUF-loaded model unserializable; its de-quantized weights go into a plain model."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.models import load_model, load_tokenizer
+
+    loaded = load_model(ModelSpec(source=spec.source, dtype=q.compute_dtype), "cpu")
+    config = loaded.config
+    config.__dict__.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(folder)
+    load_tokenizer(spec).save_pretrained(folder)
+    del loaded, plain
+    gc.collect()
+
+
+def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.models import quantization_config
+
     compute = getattr(torch, q.compute_dtype)
     qconfig = quantization_config(True, q.quant_type, q.double_quant, compute)
-    location, extra = resolved.from_pretrained_args()
+    location, extra = where
     try:
         model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=compute,
                                                      device_map={"": device}, revision=spec.revision or None,
@@ -78,7 +107,7 @@ def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: 
                           "needs a model built from torch.nn.Linear layers.")
     model.eval()
     model.requires_grad_(False)
-    return model, load_tokenizer(spec)
+    return model
 
 
 def count_4bit_layers(model: Any) -> int:
@@ -203,9 +232,12 @@ def _measure(folder: str, device: str, prompt: str, new_tokens: int) -> dict:
 
     start, times = timed(2)  # cold: includes one-off work such as bitsandbytes' CPU weight repacking
     first_call_s = times[0] - start
+    # safetensors are memory-mapped: weights become resident only once touched, so the honest footprint is
+    # read after this first generation (the RSS right after from_pretrained is reported too)
+    rss_used = proc.memory_info().rss - rss0
     start, times = timed(new_tokens)
     decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
-    return {"load_s": load_s, "rss_bytes": rss_load, "gpu_bytes": gpu_load,
+    return {"load_s": load_s, "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
             "rss_after_generate_bytes": proc.memory_info().rss - rss0, "first_call_s": first_call_s,
             "ttft_s": times[0] - start, "tokens_per_s": decode, "prompt_tokens": int(ids["input_ids"].shape[1]),
             "new_tokens": len(times)}
@@ -241,24 +273,21 @@ def _load_folder(folder: str | Path, device: str) -> tuple[Any, Any]:
 def headline_scores(scores: dict) -> dict[str, float]:
     """The overall numbers of a score_predictions result (per-category breakdowns left out)."""
     overall = scores.get("overall", scores) if isinstance(scores, dict) else {}
-    return {k: float(v) for k, v in overall.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in overall.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
 
 
 def evaluate_folder(folder: str | Path, records: list[dict], preset: str, gen: GenerationSpec, device: str,
                     on_progress: Callable | None = None) -> tuple[dict, list[str]]:
-    """ROUGE-L (and exact match / correctness where the data has them) of one saved model; (scores, preds)."""
-    from engine.data import prompt_texts
-    from engine.evaluation import generate_answers
-    from engine.metrics import score_predictions
+    """ROUGE-L (and exact match / answer accuracy where the data has them) of one saved model; (scores, preds)."""
+    from engine.evaluation import evaluate_model
 
     model, tokenizer = _load_folder(folder, device)
     try:
-        preds = generate_answers(model, tokenizer, prompt_texts(tokenizer, records, preset), gen, device,
-                                 on_progress=on_progress)
+        return evaluate_model(model, tokenizer, records, preset, gen, device, on_progress=on_progress)
     finally:
         del model
         gc.collect()
-    return score_predictions(records, preds), preds
 
 
 # ---------------------------------------------------------------- the report --------------------------------------
@@ -314,7 +343,7 @@ def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
     rows = [("size on disk", _fmt_mb(o.get("disk_bytes")), _fmt_mb(q.get("disk_bytes")), r.get("disk_bytes")),
             ("linear-layer weights", _fmt_mb(o.get("linear_bytes")), _fmt_mb(q.get("linear_bytes")),
              r.get("linear_bytes")),
-            ("resident memory after load", _fmt_mb(o.get("rss_bytes")), _fmt_mb(q.get("rss_bytes")),
+            ("resident memory (after load + first token)", _fmt_mb(o.get("rss_bytes")), _fmt_mb(q.get("rss_bytes")),
              r.get("rss_bytes")),
             ("load time (s)", _fmt(o.get("load_s")), _fmt(q.get("load_s")), r.get("load_s")),
             ("time to first token (s)", _fmt(o.get("ttft_s")), _fmt(q.get("ttft_s")), r.get("ttft_s")),

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from engine.context import EngineError
-from engine.quantization import (count_4bit_layers, linear_weight_bytes, quantization_report, quantize_and_save,
-                                 quantize_model, report_markdown, weight_file_bytes)
+from engine.quantization import (count_4bit_layers, linear_weight_bytes, quantize_and_save, quantize_model,
+                                 weight_file_bytes)
 from engine.spec import GenerationSpec, QuantizeSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model, write_gguf  # noqa: E402
 
 PROMPT_IDS = [[5, 17, 42, 99, 3, 250, 7, 64]]
 NEW_TOKENS = 12
@@ -86,6 +86,21 @@ def test_fp4_without_double_quant(tiny, tmp_path):
     assert before * 4.5 / 32 <= fp4 <= 0.3 * before
 
 
+def test_a_gguf_file_is_quantized_through_a_plain_folder(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    gguf = write_gguf(tiny, tmp_path / "tiny.gguf")
+    out, model, tokenizer = quantize_and_save(str(gguf), tmp_path / "from-gguf", QuantizeSpec(), "cpu")
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["load_in_4bit"] is True
+    assert tokenizer.chat_template and (out / "tokenizer.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor(PROMPT_IDS)
+    with torch.no_grad():  # both in inference mode: the same bitsandbytes CPU kernel
+        expected = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        got = reloaded.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    assert torch.equal(expected, got)
+
+
 def test_bad_inputs_are_one_sentence(tmp_path, quantized, tiny):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("hello")
@@ -105,13 +120,52 @@ def test_bad_inputs_are_one_sentence(tmp_path, quantized, tiny):
     assert not (tmp_path / "out").exists()
 
 
-def test_report_numbers_are_present_and_sane(tiny, quantized):
-    report = quantization_report(tiny, quantized[0], [], "demo", GenerationSpec(max_new_tokens=8), "cpu")
-    o, q, r = report["original"], report["quantized"], report["ratios"]
+def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path):
+    """Through the recipe: the references are the original model's own greedy answers, so the original scores
+    ROUGE-L ≈ 1 and the stage's rougeL retention is the 4-bit model's agreement with it."""
+    import io
+
+    from engine.context import RunContext
+    from engine.protocol import EventWriter
+    from engine.quantization import evaluate_folder
+    from engine.recipes.quantize import run_stage
+    from engine.runs import RunStore
+    from engine.spec import RunSpec, build, dump_spec
+
+    gen = {"max_new_tokens": 8, "batch_size": 8}
+    prompts = [{"instruction": f"Say something about {w}.", "response": "x"}
+               for w in ("foxes", "dogs", "models", "bits", "Paris", "code", "numbers", "weights", "cats", "trees")]
+    _, answers = evaluate_folder(tiny, prompts, "local", GenerationSpec(**gen), "cpu")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({**p, "response": a}) + "\n" for p, a in zip(prompts, answers)))
+    spec = build(RunSpec, {"name": "q", "student": {"source": str(tiny)}, "device": "cpu",
+                           "data": {"preset": "local", "path": str(data), "test_fraction": 0.4},
+                           "stages": [{"kind": "quantize", "name": "student_4bit", "model": "student",
+                                       "generation": gen, "max_eval_samples": 3}]})
+    paths = RunStore(tmp_path / "runs").create("q", dump_spec(spec))
+    paths.eval_json.write_text(json.dumps({"models": {"teacher": {"rougeL": 0.5}}}))
+    out = io.StringIO()
+    ctx = RunContext(spec, spec.stages[0], paths, EventWriter(stream=out), device="cpu")
+    result = run_stage(ctx)
+
+    evaluation = json.loads(paths.eval_json.read_text())
+    assert evaluation["models"] == {"teacher": {"rougeL": 0.5}}  # another stage's results are kept
+    report = evaluation["quantization"]["student_4bit"]
+    assert report["samples"] == 3 and report["original"]["scores"]["rougeL"] > 0.9
+    assert result.scores["quant/rougeL_retention"] == pytest.approx(
+        report["quantized"]["scores"]["rougeL"] / report["original"]["scores"]["rougeL"], abs=1e-3)
+    assert 0 < result.scores["quant/size_ratio"] < 1 and result.scores["quant/linear_ratio"] <= 0.3
+    o, q = report["original"], report["quantized"]  # speed and memory, measured in fresh subprocesses
     for side in (o, q):
         assert side["disk_bytes"] > 0 and side["rss_bytes"] > 0 and side["load_s"] > 0
         assert side["ttft_s"] > 0 and side["tokens_per_s"] > 0 and side["new_tokens"] == 32
-    assert q["disk_bytes"] < o["disk_bytes"] and r["linear_bytes"] <= 0.3
-    assert r["disk_bytes"] == pytest.approx(q["disk_bytes"] / o["disk_bytes"], abs=1e-4)
-    table = report_markdown(report)
-    assert "| size on disk |" in table and "| decode tokens/s |" in table
+    assert q["disk_bytes"] < o["disk_bytes"]
+    assert report["ratios"]["disk_bytes"] == pytest.approx(q["disk_bytes"] / o["disk_bytes"], abs=1e-4)
+    table = paths.eval_md.read_text()
+    assert "| rougeL |" in table and "| size on disk |" in table and "| decode tokens/s |" in table
+    assert "## Scores" in (result.model_dir / "README.md").read_text()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    kinds = [e["data"].get("kind") for e in events if e["type"] == "artifact"]
+    assert kinds == ["model", "eval"] and events[-1]["type"] == "metric"
+    progress = [e["data"]["step"] for e in events if e["type"] == "progress"]
+    assert progress[0] == 0 and progress[-1] == 4 and progress == sorted(progress)

@@ -1,0 +1,157 @@
+"""Benchmark of 4-bit post-training quantization (bitsandbytes NF4, double quantization) on this machine.
+
+Two models:
+
+1. A Qwen2-architecture model with Qwen2.5-0.5B's real dimensions (hidden 896, 24 layers, 14 heads, 2 KV heads,
+   MLP 4864, vocabulary 151,936, tied embeddings) and random bfloat16 weights: memory of the 4-bit model against
+   the 16-bit one (linear-layer weights and whole model), load time, time to first token and decode tokens/s,
+   plus engine.memory's estimate against the measured resident memory.
+2. The demo student — the newest trained student found in the run store (``--student`` to choose one; the
+   untrained demo kit student otherwise, said so in the results): the same numbers plus ROUGE-L on the demo's
+   held-out split before and after quantization, and the retention.
+
+Every speed/memory number is measured in a fresh subprocess per model (engine.quantization.measure_in_subprocess).
+
+Run:  python bench/quant_bench.py [--student RUN_MODEL_DIR] [--samples 100] [--out bench/RESULTS_quant.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import memory  # noqa: E402
+from engine.quantization import (quantization_report, quantize_model, report_markdown,  # noqa: E402
+                                 weight_file_bytes)
+from engine.spec import DataSpec, GenerationSpec, QuantizeSpec  # noqa: E402
+
+log = logging.getLogger("quant_bench")
+QWEN05_DIMS = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                   intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768,
+                   rope_theta=1000000.0, rms_norm_eps=1e-6)
+
+
+def machine() -> str:
+    import bitsandbytes
+    import psutil
+    import torch
+    import transformers
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return (f"{cpu}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, no GPU; "
+            f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"transformers {transformers.__version__}, bitsandbytes {bitsandbytes.__version__}")
+
+
+def build_qwen05(folder: Path) -> Path:
+    """Random-weight Qwen2 at Qwen2.5-0.5B's dimensions, saved in bfloat16 with the real Qwen2.5 tokenizer."""
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from engine.demo.tokenizer import build_qwen_tokenizer
+
+    tokenizer = build_qwen_tokenizer()
+    config = Qwen2Config(**QWEN05_DIMS, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def find_trained_student() -> Path | None:
+    """The newest student model a run saved (KD first, then SFT), or None."""
+    from engine.runs import data_dir
+
+    candidates = [p.parent for p in (data_dir() / "runs").glob("*/models/*/config.json")
+                  if "student" in p.parent.name and "4bit" not in p.parent.name]
+    candidates.sort(key=lambda p: (p.stat().st_mtime, p.name.endswith("kd")))
+    return candidates[-1] if candidates else None
+
+
+def demo_test_records(model_dir: Path, samples: int) -> tuple[list[dict], str]:
+    """The held-out split of the run that trained ``model_dir`` (its spec's data), else the demo preset's."""
+    from engine.data import load_records, split_records
+    from engine.spec import load_spec
+
+    spec_file = model_dir.parent.parent / "spec.yaml"
+    data = load_spec(spec_file).data if spec_file.exists() else DataSpec(preset="demo")
+    test = split_records(load_records(data), data).test
+    return list(test)[:samples], data.preset
+
+
+def bench_qwen05(work: Path) -> tuple[str, dict]:
+    original = build_qwen05(work / "qwen05-bf16")
+    quantized = work / "qwen05-nf4"
+    start = time.perf_counter()
+    quantize_model(original, quantized, QuantizeSpec(compute_dtype="bfloat16"), "cpu")
+    quantize_s = time.perf_counter() - start
+    report = quantization_report(original, quantized, [], "demo", GenerationSpec(), "cpu")
+    est16 = memory.estimate_model_bytes(original, "bfloat16")
+    est4 = memory.estimate_model_bytes(original, "bfloat16", load_in_4bit=True)
+    report["estimate"] = {"original": est16, "quantized": est4, "quantize_s": quantize_s}
+    text = report_markdown(report, "Qwen2.5-0.5B dimensions (random weights, bfloat16 → NF4, compute bfloat16)")
+    text += (f"\nQuantizing took {quantize_s:.1f} s. engine.memory's resident estimate (weights × "
+             f"{memory.OVERHEAD_FACTOR} + {memory.FIXED_OVERHEAD_BYTES // 2**20} MiB): 16-bit "
+             f"{memory.format_bytes(est16)} (measured RSS after load {memory.format_bytes(report['original']['rss_bytes'])}"
+             f", after generating {memory.format_bytes(report['original']['rss_after_generate_bytes'])}), 4-bit "
+             f"{memory.format_bytes(est4)} (measured {memory.format_bytes(report['quantized']['rss_bytes'])}, "
+             f"after generating {memory.format_bytes(report['quantized']['rss_after_generate_bytes'])}).\n")
+    return text, report
+
+
+def bench_student(work: Path, student: Path | None, samples: int, max_new_tokens: int) -> tuple[str, dict]:
+    from engine.models import resolve_source
+
+    trained = student is not None
+    folder = Path(student) if trained else Path(resolve_source("demo:student").location)
+    quantized = work / "student-nf4"
+    quantize_model(folder, quantized, QuantizeSpec(), "cpu")
+    records, preset = demo_test_records(folder, samples)
+    gen = GenerationSpec(max_new_tokens=max_new_tokens, batch_size=32)
+    report = quantization_report(folder, quantized, records, preset, gen, "cpu")
+    what = f"trained student `{folder}`" if trained else "the demo kit's UNTRAINED student (no trained one found)"
+    text = report_markdown(report, f"Demo student (float32 → NF4, compute float32): {what}")
+    return text, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", type=Path, default=None, help="a trained student folder (default: newest run)")
+    parser.add_argument("--samples", type=int, default=100, help="held-out records for ROUGE-L")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/quant_bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_quant.md")
+    parser.add_argument("--skip-qwen", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    student = args.student or find_trained_student()
+    sections, raw = [], {}
+    if not args.skip_qwen:
+        text, raw["qwen05"] = bench_qwen05(args.work)
+        sections.append(text)
+    text, raw["student"] = bench_student(args.work, student, args.samples, args.max_new_tokens)
+    sections.append(text)
+    command = "python bench/quant_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = ["# 4-bit quantization benchmark", "", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+              f"Machine: {machine()}", f"Command: `{command.strip()}`", ""]
+    args.out.write_text("\n".join(header) + "\n" + "\n".join(sections), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
