@@ -1,6 +1,7 @@
 """The arena against the real chat service (``python -m engine chat``) with the demo kit's tiny models: two
 panes stream the same prompt, the numbers appear, Stop ends both, and a folder that is not a model fails in its
-own pane while the other keeps answering. No network: the demo kit is built locally into a temporary home."""
+own pane while the other keeps answering. No network: the demo kit is built locally into a temporary home (by
+the first load; the arena sends loads one at a time, so the second one reuses it)."""
 from __future__ import annotations
 
 import os
@@ -18,9 +19,6 @@ SERVICE = engine_chat_command(sys.executable)  # the command the studio itself u
 
 def test_real_service_streams_two_demo_models_and_obeys_stop(qtbot, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
-    from engine.demo.kit import ensure_demo_kit
-
-    ensure_demo_kit()  # built once here, not twice by two concurrent loads in the service
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     arena = ArenaWidget(store=None, chat_command=SERVICE, pane_count=3)

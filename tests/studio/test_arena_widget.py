@@ -45,6 +45,8 @@ def arena(qtbot, tmp_path, monkeypatch):
 def _load_two(qtbot, arena: ArenaWidget, first: ModelChoice = TEACHER, second: ModelChoice = STUDENT) -> None:
     arena.load_model("pane1", first)
     arena.load_model("pane2", second)
+    assert all(not arena.panes[k].progress.isHidden() for k in ("pane1", "pane2"))  # loading shows progress
+    assert arena.panes["pane2"].status_chip.text() == "loading 0 %"
     qtbot.waitUntil(lambda: all(p.load_state in ("loaded", "failed") for p in arena.session.panes[:2]),
                     timeout=15000)
 
