@@ -13,14 +13,14 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from studio.arena import catalog as catalog_mod
 from studio.arena import presets as presets_mod
 from studio.arena.catalog import ModelChoice
 from studio.arena.chat_client import ChatClient, engine_chat_command
-from studio.arena.controls import SamplingBox, VoteBar
+from studio.arena.controls import PromptBar, SamplingBox, VoteBar
 from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
 from studio.arena.session import ArenaSession
@@ -102,39 +102,13 @@ class ArenaWidget(QWidget):
 
     def _build_bottom(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        left = QVBoxLayout()
-        self.system_edit = QLineEdit(self.session.system_prompt)
-        self.system_edit.setPlaceholderText("System prompt (empty: none)")
-        system_row = QHBoxLayout()
-        system_row.addWidget(QLabel("System:"))
-        system_row.addWidget(self.system_edit, 1)
-        system_row.addWidget(QLabel("Preset:"))
-        self.preset_combo = QComboBox()
-        self.preset_combo.setMinimumWidth(240)
-        self.preset_combo.setToolTip("Prompts from the run's held-out data")
-        system_row.addWidget(self.preset_combo, 1)
-        self.random_button = QToolButton()
-        self.random_button.setText("Random")
-        self.random_button.setToolTip("A random held-out prompt")
-        system_row.addWidget(self.random_button)
-        left.addLayout(system_row)
-        prompt_row = QHBoxLayout()
-        self.prompt_edit = QPlainTextEdit()
-        self.prompt_edit.setPlaceholderText("Ask all models the same thing… (Ctrl+Enter sends)")
-        self.prompt_edit.setFixedHeight(74)
-        prompt_row.addWidget(self.prompt_edit, 1)
-        buttons = QVBoxLayout()
-        self.send_button = QPushButton("Send")
-        self.send_button.setDefault(True)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop every pane's answer")
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.stop_button)
-        prompt_row.addLayout(buttons)
-        left.addLayout(prompt_row)
-        row.addLayout(left, 1)
+        self.prompt_bar = PromptBar(self.session.system_prompt)
+        row.addWidget(self.prompt_bar, 1)
         self.sampling_box = SamplingBox()
         row.addWidget(self.sampling_box)
+        bar = self.prompt_bar  # short names for the controls the arena drives (and the tests use)
+        self.system_edit, self.preset_combo, self.random_button = bar.system_edit, bar.preset_combo, bar.random_button
+        self.prompt_edit, self.send_button, self.stop_button = bar.prompt_edit, bar.send_button, bar.stop_button
         return row
 
     def _connect(self) -> None:
@@ -230,10 +204,7 @@ class ArenaWidget(QWidget):
             selected = lineup[index] if index < len(lineup) and state.choice is None else None
             self.panes[state.key].set_choices(self.choices, selected)
         self.presets = presets_mod.prompt_presets(run_path)
-        self.preset_combo.clear()
-        self.preset_combo.addItem("(pick a held-out prompt)" if self.presets else "(no held-out prompts)")
-        for preset in self.presets:
-            self.preset_combo.addItem(preset.title, preset.prompt)
+        self.prompt_bar.set_presets(self.presets)
         self._refresh_votes()
 
     def _on_pane_count_changed(self, count: int) -> None:

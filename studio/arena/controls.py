@@ -1,14 +1,62 @@
-"""The arena's shared controls: the sampling settings every pane uses, and the blind-mode vote bar with its
-tally. They present values and emit signals; the arena widget owns the session they feed."""
+"""The arena's shared controls: the prompt bar (system prompt, held-out presets, prompt, Send and Stop), the
+sampling settings every pane uses, and the blind-mode vote bar with its tally. They present values and emit signals; the arena widget owns the session they feed."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QSpinBox, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from studio.arena.presets import Preset
 from studio.arena.session import LETTERS, Sampling
 from studio.arena.votes import PairTally
 from studio.qt_compat import emit
+
+
+class PromptBar(QWidget):
+    """System prompt, held-out prompt presets, the prompt box, Send and Stop."""
+
+    def __init__(self, system_prompt: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        self.system_edit = QLineEdit(system_prompt)
+        self.system_edit.setPlaceholderText("System prompt (empty: none)")
+        top.addWidget(QLabel("System:"))
+        top.addWidget(self.system_edit, 1)
+        top.addWidget(QLabel("Preset:"))
+        self.preset_combo = QComboBox()
+        self.preset_combo.setMinimumWidth(240)
+        self.preset_combo.setToolTip("Prompts from the run's held-out data")
+        top.addWidget(self.preset_combo, 1)
+        self.random_button = QToolButton()
+        self.random_button.setText("Random")
+        self.random_button.setToolTip("A random held-out prompt")
+        top.addWidget(self.random_button)
+        column.addLayout(top)
+        bottom = QHBoxLayout()
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Ask all models the same thing… (Ctrl+Enter sends)")
+        self.prompt_edit.setFixedHeight(74)
+        bottom.addWidget(self.prompt_edit, 1)
+        buttons = QVBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop every pane's answer")
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        bottom.addLayout(buttons)
+        column.addLayout(bottom)
+
+    def set_presets(self, presets: list[Preset]) -> None:
+        self.preset_combo.clear()
+        self.preset_combo.addItem("(pick a held-out prompt)" if presets else "(no held-out prompts)")
+        for preset in presets:
+            self.preset_combo.addItem(preset.title, preset.prompt)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1,
+                                          f"{preset.prompt}\n\nReference ({preset.origin}): {preset.reference}",
+                                          Qt.ItemDataRole.ToolTipRole)
 
 
 class SamplingBox(QGroupBox):

@@ -10,7 +10,6 @@ import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from studio.arena.catalog import ModelChoice, precision_text, size_text
 from studio.arena.scoring import rouge_l
