@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
-from engine.protocol import Event, EventWriter, ProtocolError, parse_command
+from engine.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
 from engine.runs import RunPaths, RunStore
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,11 @@ class _Relay:
         self.last_seq = max(self.last_seq, event.seq)
         if event.type == "done":
             self.final = event.data.get("status", "failed")
-        self.out.write(raw if raw.endswith("\n") else raw + "\n")
-        self.out.flush()
+        try:
+            self.out.write(raw if raw.endswith("\n") else raw + "\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the GUI went away; the run goes on and events.jsonl keeps the record
 
 
 def _forward_cancel(cancel_file: Path, proc: subprocess.Popen) -> None:
@@ -222,8 +225,12 @@ def _forward_cancel(cancel_file: Path, proc: subprocess.Popen) -> None:
         log.info("interrupted: cancelling at the next step (press Ctrl-C again to stop at once)")
         cancel_file.touch()
 
+    def on_sigterm(signum, frame):  # the studio's terminate: the children live in their own session, pass it on
+        os.killpg(proc.pid, signal.SIGTERM)
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | None = None,
@@ -232,7 +239,7 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     finished, 3 cancelled, 1 failed, 2 refused before it started)."""
     from engine.spec import dump_spec, load_spec
 
-    out = out or sys.stdout
+    out = out or protocol_stream()  # the real stdout: cli.main() claimed it for events, sys.stdout is stderr now
     store = store or RunStore()
     spec = load_spec(spec_file)
     paths = store.paths(resume_id) if resume_id else store.create(spec.name, dump_spec(spec))
