@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QCoreApplication, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QSplitter, QVBoxLayout, QWidget)
@@ -53,6 +53,9 @@ class ArenaWidget(QWidget):
         self.pane_count.setValue(max(1, min(MAX_PANES, pane_count)))
         self.refresh_models()
         self._refresh_all()
+        app = QCoreApplication.instance()
+        if app is not None:  # a child widget gets no closeEvent when the main window closes
+            app.aboutToQuit.connect(self.shutdown)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
