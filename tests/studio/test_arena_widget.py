@@ -158,3 +158,35 @@ def test_screenshot_script_renders_two_panes_mid_conversation(qtbot, tmp_path, m
     monkeypatch.setenv("FAKE_CHAT_DELAY", "0.02")
     image = QImage(str(render(tmp_path / "arena.png")))
     assert (image.width(), image.height()) == (1280, 700)
+
+
+def test_models_and_presets_come_from_the_run_and_votes_stay_with_it(qtbot, tmp_path, monkeypatch) -> None:
+    from engine.runs import RunStore
+    from test_arena_session import _fake_run
+
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FAKE_CHAT_DELAY", "0.01")
+    run = _fake_run(tmp_path / "store")
+    arena = ArenaWidget(store=RunStore(tmp_path / "store"), chat_command=FAKE_CHAT, pane_count=2,
+                        rng=random.Random(0))
+    qtbot.addWidget(arena)
+    try:
+        assert arena.run_combo.currentData() == str(run)
+        assert [arena.panes[k].model_combo.currentText() for k in ("pane1", "pane2")] == \
+            ["demo · teacher_sft", "demo · distill"]
+        assert arena.preset_combo.count() == 26 and arena.preset_combo.itemText(1).startswith("[math] Add ")
+        arena.preset_combo.activated.emit(1)
+        assert arena.prompt_edit.toPlainText() == arena.presets[0].prompt
+        qtbot.mouseClick(arena.load_all_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: all(p.ready for p in arena.session.panes[:2]), timeout=10000)
+        assert arena.session.reference_key == "pane1"  # the run's teacher is the ROUGE-L reference
+        arena.blind_box.setChecked(True)
+        arena.send(arena.presets[0].prompt)
+        qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+        record = arena.vote(None)
+        assert record["winner"] == "tie" and record["run_id"] == run.name
+        saved = [json.loads(line) for line in (run / "arena_votes.jsonl").read_text().splitlines()]
+        assert saved[0]["models"] == record["models"]
+        assert "1 tie" in arena.vote_bar.tally_label.text()
+    finally:
+        arena.shutdown(3000)
