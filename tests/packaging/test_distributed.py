@@ -1,5 +1,5 @@
-"""Scale-out through ``accelerate launch``: a tiny token-level KD run under two CPU processes (gloo) gives one event
-stream of the usual kinds and one loadable model; plus the launcher's pieces (command line, relay, cancel file,
+"""Scale-out through ``accelerate launch``: a tiny token-level KD run (and a two-record evaluation, which runs on
+rank 0 only) under two CPU processes (gloo) gives one event stream of the usual kinds and one loadable model; plus the launcher's pieces (command line, relay, cancel file,
 rank-aware helpers) without starting processes."""
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ stages:
     teacher: teacher
     distill: {alpha: 0.5}
     train: {max_steps: 4, batch_size: 4, logging_steps: 1, save_steps: 100}
+  - kind: evaluate
+    name: eval
+    models: {teacher: teacher, student: kd}
+    reference: teacher
+    max_eval_samples: 2
+    generation: {max_new_tokens: 4, batch_size: 2}
 """
 
 
@@ -56,7 +62,9 @@ def test_two_processes_give_one_event_stream(two_process_run):
     kinds = [e.type for e in events]
     assert kinds[0] == "hello" and kinds.count("hello") == 1
     assert kinds[-1] == "done" and kinds.count("done") == 1 and events[-1].data["status"] == "finished"
-    assert {"status", "progress", "metric", "artifact"} <= set(kinds)
+    assert {"status", "progress", "metric", "artifact", "sample"} <= set(kinds)
+    evaluated = [e.data["model"] for e in events if e.type == "metric" and e.data["stage"] == "eval"]
+    assert evaluated == ["teacher", "student"]  # evaluation ran once, not once per rank
     steps = [e.data["step"] for e in events if e.type == "metric" and "train/loss" in e.data["values"]]
     assert steps == [1, 2, 3, 4]  # one rank's metrics, not two interleaved copies
     mirror = [e.to_json() for _, e in read_events(home / "runs" / events[0].run_id / "events.jsonl")]
@@ -81,7 +89,9 @@ def test_two_processes_save_one_loadable_model(two_process_run):
 
     _, lines, home, _ = two_process_run
     artifacts = [Event.from_json(line) for line in lines if '"artifact"' in line]
-    assert [a.data["kind"] for a in artifacts] == ["model"]
+    assert [a.data["kind"] for a in artifacts] == ["model", "eval"]
+    report = json.loads(Path(artifacts[1].data["path"]).read_text())
+    assert set(report["models"]) == {"teacher", "student"}
     folder = Path(artifacts[0].data["path"])
     assert folder.parent == home / "runs" / artifacts[0].run_id / "models"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["kd"]  # no .partial left by a second rank
