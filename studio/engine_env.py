@@ -8,8 +8,8 @@ fits the machine (CUDA when ``nvidia-smi`` reports a GPU, CPU otherwise) from Py
 Progress comes from parsing pip's ``--progress-bar raw`` lines and uv's summaries. The user may instead point it
 at any existing Python that has the engine.
 
-Everything here except :class:`EngineEnvInstaller` (a thin QProcess wrapper) is plain Python, testable without a
-QApplication.
+Everything here except :class:`EngineEnvInstaller` (a thin QProcess wrapper) and :class:`EngineEnvDialog` (the
+first-start dialog) is plain Python, testable without a QApplication.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QPlainTextEdit, QProgressBar,
+                               QPushButton, QVBoxLayout, QWidget)
 
 from engine.runs import data_dir
 
@@ -368,3 +370,83 @@ class EngineEnvInstaller(QObject):
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self.finished.emit(False, f"could not start {self.steps[self.index].argv[0]}")
+
+
+class EngineEnvDialog(QDialog):
+    """First start without a working engine: create the managed environment (with progress) or pick a Python."""
+
+    def __init__(self, parent: QWidget | None = None, machine: Machine | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Engine environment")
+        self.python: Path | None = None
+        self._installer: EngineEnvInstaller | None = None
+        self._probe = QProcess(self)
+        self._probe.finished.connect(self._on_probe_finished)
+        text = QLabel("Compression Studio trains and evaluates models in a separate Python environment with "
+                      "PyTorch. None was found.\n" + (machine or detect_machine()).describe() + ".")
+        text.setWordWrap(True)
+        self.status = QLabel("")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(2000)
+        self.create_button = QPushButton("Create it")
+        self.existing_button = QPushButton("Use an existing Python…")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        buttons.addButton(self.create_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.existing_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.rejected.connect(self.reject)
+        self.create_button.clicked.connect(self._on_create_clicked)
+        self.existing_button.clicked.connect(self._on_existing_clicked)
+        layout = QVBoxLayout(self)
+        for widget in (text, self.status, self.bar, self.log, buttons):
+            layout.addWidget(widget)
+
+    def use_python(self, python: str | Path) -> None:
+        """Check ``python`` in a child process; accept the dialog if it has the engine and torch."""
+        self.status.setText(f"Checking {python}…")
+        self._candidate = Path(python)
+        self._probe.start(probe_argv(python)[0], probe_argv(python)[1:])
+
+    def _on_existing_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The Python of an environment with the engine")
+        if path:
+            self.use_python(path)
+
+    def _on_probe_finished(self) -> None:
+        env = parse_probe(self._candidate, bytes(self._probe.readAllStandardOutput()).decode(),
+                          bytes(self._probe.readAllStandardError()).decode())
+        if not env.ok:
+            self.status.setText(f"{env.python} cannot run the engine: {env.problem or 'torch or engine missing'}")
+            return
+        remember_python(env.python)
+        self.python = env.python
+        self.accept()
+
+    def _on_create_clicked(self) -> None:
+        try:
+            steps = default_plan()
+        except RuntimeError as exc:
+            self.status.setText(str(exc))
+            return
+        self.create_button.setEnabled(False)
+        self.existing_button.setEnabled(False)
+        self._installer = EngineEnvInstaller(steps, managed_env_dir(), self)
+        self._installer.progressed.connect(self._on_installer_progressed)
+        self._installer.line_logged.connect(self.log.appendPlainText)
+        self._installer.finished.connect(self._on_installer_finished)
+        self.rejected.connect(self._installer.cancel)
+        self._installer.start()
+
+    def _on_installer_progressed(self, fraction: float, message: str) -> None:
+        self.bar.setValue(int(1000 * fraction))
+        self.status.setText(message)
+
+    def _on_installer_finished(self, ok: bool, detail: str) -> None:
+        if ok:
+            self.python = Path(detail)
+            self.accept()
+            return
+        self.status.setText(detail)
+        self.create_button.setEnabled(True)
+        self.existing_button.setEnabled(True)

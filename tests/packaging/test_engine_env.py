@@ -131,3 +131,18 @@ def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch
     with qtbot.waitSignal(failing.finished, timeout=20000) as blocker:
         failing.start()
     assert blocker.args[0] is False and "exit code 4" in blocker.args[1]
+
+
+def test_dialog_accepts_a_working_python_and_rejects_a_broken_one(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
+    dialog = ee.EngineEnvDialog(machine=ee.Machine())
+    qtbot.addWidget(dialog)
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\nexit 0\n")
+    broken.chmod(0o755)
+    with qtbot.waitSignal(dialog._probe.finished, timeout=20000):
+        dialog.use_python(broken)
+    assert dialog.python is None and "cannot run the engine" in dialog.status.text()
+    with qtbot.waitSignal(dialog.accepted, timeout=60000):
+        dialog.use_python(sys.executable)
+    assert dialog.python == Path(sys.executable) and ee.chosen_python() == Path(sys.executable)
