@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine.context import EngineError
-from engine.protocol import EventWriter, ProtocolError, hello, parse_command
+from engine.protocol import EventWriter, ProtocolError, claim_stdout, hello, parse_command
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def _sampling_kwargs(sampling: Any) -> dict:
     """generate() keyword arguments from the request's sampling block (validated like GenerationSpec)."""
     from engine.spec import GenerationSpec, SpecError
 
+    if not isinstance(sampling, (dict, type(None))):
+        raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
     sampling = dict(sampling or {})
     seed = sampling.pop("seed", None)
     try:
@@ -137,6 +139,9 @@ class ChatService:
             handler(command)
         except EngineError as exc:
             self._error(str(exc), command)
+        except Exception as exc:  # e.g. a field of the wrong type: one error event, the service goes on
+            log.exception("command %s failed", kind)
+            self._error(f"bad {kind} command: {type(exc).__name__}: {exc}", command)
         return True
 
     def _error(self, message: str, command: dict | None = None) -> None:
@@ -144,9 +149,9 @@ class ChatService:
         self.writer.emit("error", message=message, request_id=request_id,
                          model=(command or {}).get("model", ""), stage="chat", detail="")
 
-    def _spawn(self, target: Any, *args: Any) -> threading.Thread:
+    def _spawn(self, target: Any, *args: Any) -> threading.Thread:  # loads and generations: one thread each
         thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
+        self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
         return thread
 
@@ -187,17 +192,15 @@ class ChatService:
         estimate = memory.estimate_source_bytes(source, dtype, load_in_4bit)
         if estimate is not None:
             memory.check_fits([(name, estimate)], device)
-        self.writer.emit("progress", stage=f"load {name}", step=0, total=2, fraction=0.0, elapsed_s=0.0,
-                         eta_s=None, unit="step")
+        stage = f"load {name}"
+        self.writer.progress(stage, 0, 2, 0.0)
         start = time.perf_counter()
         spec = ModelSpec(source=source, load_in_4bit=load_in_4bit)
         tokenizer = load_tokenizer(spec)
-        self.writer.emit("progress", stage=f"load {name}", step=1, total=2, fraction=0.5,
-                         elapsed_s=round(time.perf_counter() - start, 2), eta_s=None, unit="step")
+        self.writer.progress(stage, 1, 2, time.perf_counter() - start)
         model = load_model(spec, device)
         elapsed = time.perf_counter() - start
-        self.writer.emit("progress", stage=f"load {name}", step=2, total=2, fraction=1.0,
-                         elapsed_s=round(elapsed, 2), eta_s=0.0, unit="step")
+        self.writer.progress(stage, 2, 2, elapsed)
         quantized = bool(getattr(model, "is_loaded_in_4bit", False))
         self.writer.emit("loaded", model=name, source=source, device=device,
                          parameters=sum(p.numel() for p in model.parameters()), dtype=str(model.dtype),
@@ -219,8 +222,7 @@ class ChatService:
                 req.stop.set()
         loaded = self.models.pop(name)
         with loaded.lock:  # wait for its generation to end before freeing the weights
-            pass
-        del loaded
+            loaded.model = None
         gc.collect()
         try:
             import torch
@@ -333,7 +335,7 @@ class ChatService:
 
 
 def _read_lines(stream: IO[str], inbox: queue.Queue) -> None:
-    for line in stream:
+    for line in stream:  # a thread of its own: the dispatcher never blocks on stdin
         inbox.put(line)
     inbox.put(_EOF)
 
@@ -370,18 +372,16 @@ def serve(stdin: IO[str], writer: EventWriter, device: str = "auto", preload: li
             continue
         if not service.handle(command):
             break
-    service.shutdown()
+    service.shutdown()  # quit or EOF: stop generations, wait briefly for the workers
     writer.emit("status", state="finished", stage="chat", message="chat service stopped")
     return 0
 
 
 def _parse_preload(values: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        name, sep, source = value.partition("=")
-        if not sep or not name or not source:
+    pairs = [tuple(v.partition("=")[::2]) for v in values]
+    for (name, source), value in zip(pairs, values):
+        if not name or not source:
             raise SystemExit(f"--model expects NAME=SOURCE (e.g. student=demo:student), got {value!r}")
-        pairs.append((name, source))
     return pairs
 
 
