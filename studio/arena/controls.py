@@ -26,7 +26,8 @@ class PromptBar(QWidget):
         top.addWidget(self.system_edit, 1)
         top.addWidget(QLabel("Preset:"))
         self.preset_combo = QComboBox()
-        self.preset_combo.setMinimumWidth(240)
+        self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.preset_combo.setMinimumContentsLength(24)
         self.preset_combo.setToolTip("Prompts from the run's held-out data")
         top.addWidget(self.preset_combo, 1)
         self.random_button = QToolButton()
@@ -133,7 +134,7 @@ class VoteBar(QWidget):
         row.addStretch(1)
         self.tally_label = QLabel()
         self.tally_label.setStyleSheet("color: #57606a;")
-        self.tally_label.setWordWrap(True)
+        self.tally_label.setMinimumWidth(80)  # clipped, not wrapped; the tooltip lists every pair
         row.addWidget(self.tally_label, 2)
 
     def set_state(self, letters: list[str], can_vote: bool, result: str = "") -> None:

@@ -21,7 +21,7 @@ class PairTally:
     second: str
     first_wins: int = 0
     second_wins: int = 0
-    ties: int = 0  # a tie, or a third model won
+    ties: int = 0  # votes for "tie" while both answered
 
     @property
     def total(self) -> int:
@@ -67,12 +67,15 @@ def read_votes(path: Path) -> list[dict]:
 
 
 def tally(votes: list[dict]) -> list[PairTally]:
-    """Wins per model pair: the winner beats each other model shown; a tie counts for every pair."""
+    """Wins per model pair: the winner beats each other model shown, a tie counts for every pair; a pair whose
+    two models both lost to a third learns nothing from that vote and is left alone."""
     pairs: dict[tuple[str, str], PairTally] = {}
     for vote in votes:
         names = sorted(set(vote["models"].values()))
         winner = vote.get("winner")
         for first, second in itertools.combinations(names, 2):
+            if winner not in (first, second, "tie"):
+                continue
             entry = pairs.setdefault((first, second), PairTally(first, second))
             if winner == first:
                 entry.first_wins += 1

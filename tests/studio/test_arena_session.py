@@ -91,7 +91,13 @@ def test_blind_round_hides_names_until_the_vote_and_tallies_pairs(tmp_path: Path
     votes.append_vote(path, record)
     votes.append_vote(path, {**record, "winner": "tie"})
     path.open("a").write("not json\n")
-    [pair] = votes.tally(votes.read_votes(path))
+    three = {"models": {"A": "student", "B": "teacher", "C": "student 4-bit"}, "winner": "student 4-bit"}
+    votes.append_vote(path, three)
+    pairs = votes.tally(votes.read_votes(path))
+    assert [(p.first, p.second) for p in pairs] == [("student", "teacher"), ("student", "student 4-bit"),
+                                                    ("student 4-bit", "teacher")]
+    assert (pairs[1].second_wins, pairs[2].first_wins, pairs[1].total) == (1, 1, 1)
+    pair = pairs[0]  # its vote won by a third model is not counted
     assert (pair.first, pair.second, pair.ties) == ("student", "teacher", 1)
     assert (pair.first_wins, pair.second_wins) == ((1, 0) if record["winner"] == "student" else (0, 1))
     # the next prompt starts a new blind round
