@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -54,7 +53,8 @@ def pyinstaller_args(dist: Path, work: Path, wheel: Path, onefile: bool) -> list
             "--hidden-import", "engine.spec", "--hidden-import", "engine.protocol", "--hidden-import", "engine.runs",
             "--hidden-import", "engine.data.preview", "--hidden-import", "engine.launch"]
     if sys.platform in ("win32", "darwin"):  # Linux desktops take the icon from the .desktop entry instead
-        args += ["--icon", str(ROOT / "resources" / "desktop" / "icons" / "hicolor" / "256x256" / "apps" / f"{NAME}.png")]
+        icon = ROOT / "resources" / "desktop" / "icons" / "hicolor" / "256x256" / "apps" / f"{NAME}.png"
+        args += ["--icon", str(icon)]
     for module in EXCLUDES:
         args += ["--exclude-module", module]
     return args + (["--onefile"] if onefile else ["--onedir"])

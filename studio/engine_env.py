@@ -37,7 +37,8 @@ TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
 # CUDA version or older.
 CUDA_VARIANTS = ((13.0, "cu130"), (12.8, "cu128"), (12.6, "cu126"))
 PROBE = ("import json, sys\nout = {'python': sys.version.split()[0]}\n"
-         "try:\n    import engine; out['engine'] = engine.__version__\nexcept Exception as e: out['problem'] = repr(e)\n"
+         "try:\n    import engine; out['engine'] = engine.__version__\n"
+         "except Exception as e: out['problem'] = repr(e)\n"
          "try:\n    import torch; out['torch'] = torch.__version__; out['cuda'] = torch.cuda.is_available()\n"
          "except Exception as e: out.setdefault('problem', repr(e))\nprint(json.dumps(out))\n")
 

@@ -1,6 +1,6 @@
 """Scale-out through ``accelerate launch``: a tiny token-level KD run (and a two-record evaluation, which runs on
-rank 0 only) under two CPU processes (gloo) gives one event stream of the usual kinds and one loadable model; plus the launcher's pieces (command line, relay, cancel file,
-rank-aware helpers) without starting processes."""
+rank 0 only) under two CPU processes (gloo) gives one event stream of the usual kinds and one loadable model;
+plus the launcher's pieces (command line, relay, cancel file, rank-aware helpers) without starting processes."""
 from __future__ import annotations
 
 import io

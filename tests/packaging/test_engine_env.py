@@ -118,7 +118,7 @@ def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
     lines = PIP_TRANSCRIPT.splitlines()
     script = "import time\nfor line in %r:\n    print(line, flush=True)\n    time.sleep(0.005)\n" % lines
-    steps = [ee.Step("one", [sys.executable, "-c", script], 0.5, 5), ee.Step("two", [sys.executable, "-c", script], 0.5, 5)]
+    steps = [ee.Step(title, [sys.executable, "-c", script], 0.5, 5) for title in ("one", "two")]
     installer = ee.EngineEnvInstaller(steps, tmp_path / "env")
     fractions = []
     installer.progressed.connect(lambda f, m: fractions.append(f))
