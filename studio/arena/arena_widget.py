@@ -268,6 +268,8 @@ class ArenaWidget(QWidget):
         self._finish_load(model)
         if model in self.panes and self.session.pane(model).choice is None:
             self.client.unload(model)  # its pane was closed while it loaded
+        elif any(key == model for key, _choice in self._load_queue):
+            pass  # the user picked another model meanwhile; its load, queued, replaces this one
         elif model in self.panes:
             self.session.on_loaded(model, info)
             self.status_label.setText(f"{self.session.pane(model).name} is loaded.")

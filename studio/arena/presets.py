@@ -3,7 +3,7 @@ student was trained for.
 
 Sources, first found wins: the run's evaluation predictions (``work/<stage>/predictions-<model>.jsonl``: the
 held-out test split, with the reference answer); the local data file named in the run's spec (JSONL, JSON or
-CSV, with its column mapping); the demo kit's ``data/instructions.jsonl``. Stdlib only.
+CSV, with its column mapping); for demo runs, and when no run is chosen, the demo kit's data. Stdlib only.
 """
 from __future__ import annotations
 
@@ -81,15 +81,19 @@ def _from_predictions(run_path: Path) -> list[Preset]:
                    origin=f"held-out ({files[0].parent.name})") for r in _jsonl(files[0]) if r.get("prompt")]
 
 
-def _from_spec_data(run_path: Path) -> list[Preset]:
+def _spec_data(run_path: Path) -> Any:
+    """The run's DataSpec, or None when its spec cannot be read."""
     try:
         from engine.spec import load_spec
 
-        data = load_spec(run_path / "spec.yaml").data
+        return load_spec(run_path / "spec.yaml").data
     except Exception as exc:  # no readable spec: no presets from it
         log.info("no spec data for presets in %s: %s", run_path, exc)
-        return []
-    if not data.path or not Path(data.path).expanduser().is_file():
+        return None
+
+
+def _from_spec_data(data: Any) -> list[Preset]:
+    if data is None or not data.path or not Path(data.path).expanduser().is_file():
         return []
     columns = {"instruction": "instruction", "context": "context", "response": "response", "category": "category",
                **(data.columns or {})}
@@ -105,12 +109,12 @@ def _from_spec_data(run_path: Path) -> list[Preset]:
     return presets
 
 
-def _from_demo_kit(home: Path | None) -> list[Preset]:
+def _from_demo_kit(home: Path | None, reasoning: bool = False) -> list[Preset]:
     if home is None:
         from engine.runs import data_dir
 
         home = data_dir()
-    path = home / "demo-kit" / "v1" / "data" / "instructions.jsonl"
+    path = home / "demo-kit" / "v1" / "data" / ("reasoning.jsonl" if reasoning else "instructions.jsonl")
     if not path.is_file():
         return []
     return [Preset(prompt=join_prompt(r.get("instruction", ""), r.get("context", "")),
@@ -121,12 +125,14 @@ def _from_demo_kit(home: Path | None) -> list[Preset]:
 def prompt_presets(run_path: str | Path | None = None, *, limit: int = 25, seed: int = 0,
                    home: Path | None = None) -> list[Preset]:
     """Up to ``limit`` presets, sampled reproducibly (``seed``) from the first source that has any."""
-    candidates: list[Preset] = []
-    if run_path is not None:
-        run_path = Path(run_path)
-        candidates = _from_predictions(run_path) or _from_spec_data(run_path)
-    if not candidates:
+    if run_path is None:
         candidates = _from_demo_kit(home)
+    else:
+        data = _spec_data(Path(run_path))
+        candidates = _from_predictions(Path(run_path)) or _from_spec_data(data)
+        if not candidates and data is not None and data.preset in ("demo", "demo_reasoning"):
+            candidates = _from_demo_kit(home, reasoning=data.preset == "demo_reasoning")
+        # a hub data set (Dolly, BugNet…) before its evaluation has run: no presets rather than unrelated ones
     if len(candidates) > limit:
         candidates = random.Random(seed).sample(candidates, limit)
     return candidates

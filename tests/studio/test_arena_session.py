@@ -184,6 +184,10 @@ def test_presets_come_from_held_out_predictions_then_local_data_then_the_demo_ki
                                     "category": "strings"}) + "\n")
     [demo] = presets.prompt_presets(None, home=tmp_path)
     assert (demo.prompt, demo.reference, demo.origin) == ("Reverse abc.", "cba", "demo kit")
+    data.unlink()  # a local data set that is gone: its prompts are not replaced by the demo kit's
+    assert presets.prompt_presets(run, home=tmp_path) == []
+    (run / "spec.yaml").write_text(spec.split("data:")[0] + "data: {preset: demo}\nstages:" + spec.split("stages:")[1])
+    assert presets.prompt_presets(run, home=tmp_path) == [demo]
 
 
 def test_importing_the_arena_pulls_in_no_ml_library() -> None:
