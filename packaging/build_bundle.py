@@ -12,6 +12,7 @@ engine itself (torch, transformers, …) is never frozen, which is why the heavy
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -37,8 +38,9 @@ log = logging.getLogger("build_bundle")
 def build_wheel(out: Path) -> Path:
     """The project's wheel, for the engine environment the bundle creates on first start."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True)
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(ROOT)],
+                   check=True)
     return max(out.glob("compression_studio-*.whl"), key=lambda p: p.stat().st_mtime)
 
 

@@ -2,6 +2,7 @@
 environment's bin folder and they start (checked with a plain ``pip install --prefix``, no dependencies fetched)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_install_puts_both_commands_on_the_path(tmp_path):
     prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    # Reuse this environment's setuptools when it has one (fast, offline); else pip fetches it to build.
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation,
                     "--disable-pip-version-check", "--prefix", str(prefix), str(ROOT)], check=True,
-                   capture_output=True, timeout=180)
+                   capture_output=True, timeout=300)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
     assert (site / "engine" / "spec.py").is_file() and (site / "studio" / "app.py").is_file()
     env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
