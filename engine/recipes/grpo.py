@@ -223,10 +223,10 @@ def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) ->
     recorder = RewardRecorder()
     functions = [recorder.wrap(fn) for fn in build_reward_functions(
         grpo.rewards, length_range=grpo.length_range, tokenizer=tokenizer)]
-    events = EventsCallback(ctx)
+    events = EventsCallback(ctx)  # after the sample callback: a cancel that arrives meanwhile stops this step
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=grpo_config(ctx),
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          callbacks=[events, SampleCallback(ctx, recorder, grpo.sample_every)])
+                          callbacks=[SampleCallback(ctx, recorder, grpo.sample_every), events])
     run_trainer(ctx, trainer, events, ctx.checkpoint_dir)
     return trainer.model, trainer.state.global_step
 

@@ -188,3 +188,18 @@ def test_qlora_run_saves_a_plain_merged_model(home: Path, tmp_path: Path) -> Non
     assert set(after) == set(before)  # plain transformers weights, LoRA merged in
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("proj.weight"))
     assert '"type": "sample"' in stream.getvalue()
+
+
+def test_cancel_stops_at_the_next_step_after_a_checkpoint(home: Path, tmp_path: Path) -> None:
+    from engine.context import StageCancelled
+
+    spec = _spec(str(home / "student-eos"), steps=5, max_completion_length=8)
+    spec.stages[0].max_eval_samples = 1
+    ctx, stream = _ctx(spec, tmp_path / "run")
+    ctx.events.listeners.append(lambda event: event.type == "sample" and ctx.cancel.set())
+    with pytest.raises(StageCancelled):
+        grpo.run_stage(ctx)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["data"]["step"] for e in events if e["type"] == "sample"] == [1]
+    assert any(e["type"] == "artifact" and e["data"]["kind"] == "checkpoint" for e in events)
+    assert not (ctx.output_dir / "config.json").exists()
