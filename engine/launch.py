@@ -155,6 +155,17 @@ def strategy_of(spec: Any = None) -> str:
     return value
 
 
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use (``nvidia-smi -L``, narrowed by CUDA_VISIBLE_DEVICES), without torch."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    count = sum(line.startswith("GPU ") for line in listed.stdout.splitlines()) if listed.returncode == 0 else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return count if visible is None else min(count, len([v for v in visible.split(",") if v.strip()]))
+
+
 def _free_port() -> int:
     with socket.socket() as s:  # two runs at once must not fight over torchrun's default port
         s.bind(("127.0.0.1", 0))
@@ -244,6 +255,10 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     spec = load_spec(spec_file)
     paths = store.paths(resume_id) if resume_id else store.create(spec.name, dump_spec(spec))
     (paths.root / CANCEL_FILE).unlink(missing_ok=True)  # a resumed run must not stop at once
+    gpus = visible_gpus() if spec.device != "cpu" else 0
+    if 0 < gpus < processes:  # two ranks on one GPU fail deep inside NCCL; say it plainly instead
+        return _refuse(paths, store, resume_id, f"processes: {processes} needs {processes} GPUs, but this machine "
+                       f"has {gpus}; lower processes to {gpus} or set device: cpu.", out)
     try:
         cmd = accelerate_command(paths.id, processes, strategy_of(spec))
     except ValueError as exc:

@@ -166,3 +166,14 @@ def test_rank_helpers_outside_a_process_group(monkeypatch, tmp_path):
     assert paths.events.read_text() == "" and store.get(paths.id).status == "created"
     monkeypatch.setenv("RANK", "0")
     assert launch.run_stage_on_ranks("evaluate", lambda: "ran") == "ran"
+
+
+def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 1)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("device: cpu", "device: auto"))
+    store, out = RunStore(tmp_path / "home"), io.StringIO()
+    assert launch.launch_distributed(spec, 2, store=store, out=out) == 2
+    error = Event.from_json(out.getvalue().splitlines()[0])
+    assert error.type == "error" and "needs 2 GPUs, but this machine has 1" in error.data["message"]
+    assert store.list() == []  # the run folder the parent made is gone again
