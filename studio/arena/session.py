@@ -179,6 +179,8 @@ class ArenaSession:
     def on_load_failed(self, key: str, message: str) -> None:
         pane = self.pane(key)
         pane.load_state, pane.error = "failed", message
+        if self.blind is not None and key in self.blind.order:
+            self.blind.order.remove(key)  # nothing to vote for: no letter for a pane that cannot answer
 
     def ready_panes(self) -> list[PaneState]:
         return [p for p in self.panes if p.ready]
@@ -298,7 +300,7 @@ class ArenaSession:
             self.shuffle_blind()
 
     def shuffle_blind(self) -> None:
-        keys = [p.key for p in self.panes if p.choice is not None]
+        keys = [p.key for p in self.panes if p.choice is not None and p.load_state != "failed"]
         self.rng.shuffle(keys)
         self.blind = BlindRound(order=keys)
 

@@ -16,7 +16,7 @@ from studio.arena import catalog, presets, votes
 from studio.arena.catalog import ModelChoice
 from studio.arena.export import to_markdown, write_exports
 from studio.arena.scoring import rouge_l
-from studio.arena.session import ArenaSession
+from studio.arena.session import ArenaSession, PaneState
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
@@ -78,6 +78,12 @@ def test_blind_round_hides_names_until_the_vote_and_tallies_pairs(tmp_path: Path
     session, _ = _session_with_two_answers()
     session.set_blind(True)
     assert session.names_hidden() and sorted(session.display_order()) == ["pane1", "pane2"]
+    session.panes.append(PaneState(key="pane3"))
+    session.set_model("pane3", ModelChoice(label="broken", source="broken"))
+    session.shuffle_blind()
+    assert sorted(session.blind.order) == ["pane1", "pane2", "pane3"]
+    session.on_load_failed("pane3", "no config.json")
+    assert sorted(session.blind.order) == ["pane1", "pane2"]
     labels = {session.label(k) for k in ("pane1", "pane2")}
     assert labels == {"Model A", "Model B"}
     assert session.can_vote()
