@@ -94,9 +94,12 @@ def demo_test_records(model_dir: Path, samples: int) -> tuple[list[dict], str]:
 def bench_qwen05(work: Path) -> tuple[str, dict]:
     original = build_qwen05(work / "qwen05-bf16")
     quantized = work / "qwen05-nf4"
-    start = time.perf_counter()
-    quantize_model(original, quantized, QuantizeSpec(compute_dtype="bfloat16"), "cpu")
-    quantize_s = time.perf_counter() - start
+    timing = work / "qwen05-nf4.quantize_s"
+    if not (quantized / "config.json").exists():
+        start = time.perf_counter()
+        quantize_model(original, quantized, QuantizeSpec(compute_dtype="bfloat16"), "cpu")
+        timing.write_text(str(time.perf_counter() - start))
+    quantize_s = float(timing.read_text())
     report = quantization_report(original, quantized, [], "demo", GenerationSpec(), "cpu")
     est16 = memory.estimate_model_bytes(original, "bfloat16")
     est4 = memory.estimate_model_bytes(original, "bfloat16", load_in_4bit=True)
@@ -126,6 +129,17 @@ def bench_student(work: Path, student: Path | None, samples: int, max_new_tokens
     return text, report
 
 
+def from_run(run_dir: Path) -> tuple[str, dict] | None:
+    """The quantize stage's report of a finished run (eval.json), rendered like the benchmark's own."""
+    eval_json = run_dir / "eval.json"
+    reports = json.loads(eval_json.read_text()).get("quantization", {}) if eval_json.exists() else {}
+    if not reports:
+        return None
+    stage, report = next(iter(reports.items()))
+    title = f"Trained demo student from run `{run_dir.name}` (stage `{stage}`: {report.get('source')} → NF4)"
+    return report_markdown(report, title), report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, default=None, help="a trained student folder (default: newest run)")
@@ -134,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/quant_bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_quant.md")
     parser.add_argument("--skip-qwen", action="store_true")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a run folder whose quantize stage already wrote its report into eval.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -142,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_qwen:
         text, raw["qwen05"] = bench_qwen05(args.work)
         sections.append(text)
-    text, raw["student"] = bench_student(args.work, student, args.samples, args.max_new_tokens)
+    found = from_run(args.run) if args.run else None
+    text, raw["student"] = found or bench_student(args.work, student, args.samples, args.max_new_tokens)
     sections.append(text)
     command = "python bench/quant_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = ["# 4-bit quantization benchmark", "", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -214,30 +214,34 @@ def _measure(folder: str, device: str, prompt: str, new_tokens: int) -> dict:
     class Stamps(StoppingCriteria):  # called once per generated token: its clock gives TTFT and decode speed
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.cpu: list[float] = []  # process CPU time: comparable even on a machine busy with other work
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             self.times.append(time.perf_counter())
+            self.cpu.append(time.process_time())
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     ids = tokenizer(prompt, return_tensors="pt").to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def timed(n: int) -> tuple[float, list[float]]:
+    def timed(n: int) -> tuple[float, Stamps]:
         stamps = Stamps()
         start = time.perf_counter()
         with torch.no_grad():
             model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad,
                            stopping_criteria=StoppingCriteriaList([stamps]))
-        return start, stamps.times
+        return start, stamps
 
-    start, times = timed(2)  # cold: includes one-off work such as bitsandbytes' CPU weight repacking
-    first_call_s = times[0] - start
+    start, stamps = timed(2)  # cold: includes one-off work such as bitsandbytes' CPU weight repacking
+    first_call_s = stamps.times[0] - start
     # safetensors are memory-mapped: weights become resident only once touched, so the honest footprint is
     # read after this first generation (the RSS right after from_pretrained is reported too)
     rss_used = proc.memory_info().rss - rss0
-    start, times = timed(new_tokens)
+    start, stamps = timed(new_tokens)
+    times = stamps.times
     decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
-    return {"load_s": load_s, "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
+    cpu_per_token = (stamps.cpu[-1] - stamps.cpu[0]) / (len(times) - 1) if len(times) > 1 else None
+    return {"load_s": load_s, "cpu_s_per_token": cpu_per_token, "threads": torch.get_num_threads(), "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
             "rss_after_generate_bytes": proc.memory_info().rss - rss0, "first_call_s": first_call_s,
             "ttft_s": times[0] - start, "tokens_per_s": decode, "prompt_tokens": int(ids["input_ids"].shape[1]),
             "new_tokens": len(times)}
@@ -322,8 +326,8 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
     if on_progress:
         on_progress("done", len(steps), len(steps))
     o, q = sides["original"], sides["quantized"]
-    ratios = {key: _ratio(q.get(key), o.get(key))
-              for key in ("disk_bytes", "linear_bytes", "rss_bytes", "load_s", "ttft_s", "tokens_per_s")}
+    ratios = {key: _ratio(q.get(key), o.get(key)) for key in ("disk_bytes", "linear_bytes", "rss_bytes", "load_s",
+                                                                 "ttft_s", "tokens_per_s", "cpu_s_per_token")}
     retention = {k: _ratio(v, o.get("scores", {}).get(k)) for k, v in q.get("scores", {}).items()}
     return {"device": device, "samples": len(records), "preset": preset, "original": o, "quantized": q,
             "ratios": ratios, "retention": retention}
@@ -348,7 +352,9 @@ def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
             ("load time (s)", _fmt(o.get("load_s")), _fmt(q.get("load_s")), r.get("load_s")),
             ("time to first token (s)", _fmt(o.get("ttft_s")), _fmt(q.get("ttft_s")), r.get("ttft_s")),
             ("decode tokens/s", _fmt(o.get("tokens_per_s"), 1), _fmt(q.get("tokens_per_s"), 1),
-             r.get("tokens_per_s"))]
+             r.get("tokens_per_s")),
+            ("decode CPU seconds per token", _fmt(o.get("cpu_s_per_token"), 4), _fmt(q.get("cpu_s_per_token"), 4),
+             r.get("cpu_s_per_token"))]
     for key, ret in report.get("retention", {}).items():
         rows.append((key, _fmt(o.get("scores", {}).get(key), 4), _fmt(q.get("scores", {}).get(key), 4), ret))
     lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report['samples']}.", "",
