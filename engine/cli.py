@@ -1,5 +1,5 @@
-"""``compression-engine``: the engine's complete command line. Every run the studio starts can be started here
-with the same spec file; stdout carries only JSON-line events, logs and the progress bar go to stderr."""
+"""compression-engine: the engine's complete command line. Every run the studio starts can be started here with
+the same spec file; stdout carries only JSON-line events, logs and the progress bar go to stderr."""
 from __future__ import annotations
 
 import argparse
@@ -221,13 +221,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
-    from engine.chat import main as chat_main
-
-    return chat_main(args.rest)
-
-
-PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "chat")
+PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,14 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("chat", help="the chat service: JSON-line generate/stop commands on stdin, tokens out",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_chat)
+    sub.add_parser("chat", help="the chat service: JSON-line load/generate/stop commands on stdin, tokens out "
+                   "(compression-engine chat --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "chat":  # the chat service parses its own options (--model, --device, …)
+        claim_stdout()
+        _setup_logging("-v" in argv)
+        from engine.chat import main as chat_main
+
+        return chat_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command in PROTOCOL_COMMANDS:
         claim_stdout()  # from here on, stdout is JSON lines only
