@@ -62,14 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from studio.main_window import MainWindow
 
+    from PySide6.QtCore import QTimer
+
     window = MainWindow(settings)
     window.show()
     if args.ready_file:
-        from PySide6.QtCore import QTimer
-
         # the first zero-timer fires once the event loop runs, i.e. the window is painted and takes input
         QTimer.singleShot(0, lambda: (args.ready_file.write_text(f"{time.perf_counter() - _T0:.4f}"),
                                       window.close(), app.quit()))
+    else:
+        QTimer.singleShot(400, window.warm_up)  # the plot pages, once the window is on screen
     code = app.exec()
     if window.detached_runs:
         # QProcess kills its child when destroyed; runs the user left running must outlive the studio, so exit

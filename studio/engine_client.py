@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
 TERMINATE_GRACE_MS = 3000  # then kill
 LOG_LINES = 4000
+DRAIN_BUDGET_S = 0.005  # event handling per event-loop turn; the GUI stays responsive during bursts
 
 
 @dataclass
@@ -133,6 +135,11 @@ class EngineClient(RunSource):
         self.process = QProcess(self)
         self._stdout_buffer = b""
         self._stderr_buffer = b""
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.setInterval(0)
+        self._drain_timer.timeout.connect(self._on_drain_timer_timeout)
         self._escalation: list[QTimer] = []
         self.process.readyReadStandardOutput.connect(self._on_process_stdout)
         self.process.readyReadStandardError.connect(self._on_process_stderr)
@@ -199,11 +206,25 @@ class EngineClient(RunSource):
 
     def feed_stdout(self, chunk: bytes) -> None:
         """Handle a chunk of engine stdout; lines may arrive split across reads, so the tail waits for its
-        newline."""
+        newline. Complete lines are handled within a time budget; the rest on the next event-loop turn."""
         data = self._stdout_buffer + chunk
         *lines, self._stdout_buffer = data.split(b"\n")
-        for raw in lines:
-            self._handle_stdout_line(raw)
+        self._pending.extend(lines)
+        self.drain()
+
+    def drain(self, budget_s: float = DRAIN_BUDGET_S) -> None:
+        """Handle pending stdout lines for at most ``budget_s`` (None: all of them), so that a burst of
+        thousands of events never freezes the window."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        while self._pending:
+            self._handle_stdout_line(self._pending.popleft())
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        if self._pending and not self._drain_timer.isActive():
+            self._drain_timer.start()
+
+    def _on_drain_timer_timeout(self) -> None:
+        self.drain()
 
     def _handle_stdout_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").strip()
@@ -229,8 +250,9 @@ class EngineClient(RunSource):
     def _on_process_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._on_process_stdout()
         if self._stdout_buffer:
-            self._handle_stdout_line(self._stdout_buffer)
+            self._pending.append(self._stdout_buffer)
             self._stdout_buffer = b""
+        self.drain(budget_s=None)  # every event before the verdict
         self._on_process_stderr()
         if self._stderr_buffer.strip():
             self._add_output(self._stderr_buffer.decode("utf-8", errors="replace"))
@@ -278,13 +300,18 @@ class RunFollower(RunSource):
     def running(self) -> bool:
         return not self.terminal and pid_alive(self.pid)
 
-    def poll(self) -> int:
-        """Read the events appended since the last poll; returns how many."""
+    def poll(self, budget_s: float = DRAIN_BUDGET_S) -> int:
+        """Read the events appended since the last poll (for at most ``budget_s``; the next event-loop turn goes
+        on); returns how many."""
         count = 0
+        deadline = time.perf_counter() + budget_s
         if self.events_path.exists():
             for self.offset, event in read_events(self.events_path, self.offset):
                 self._dispatch(event)
                 count += 1
+                if time.perf_counter() > deadline and not self.terminal:
+                    QTimer.singleShot(0, self, self.poll)  # more to read: continue right after this turn
+                    return count
         if not self.terminal and not pid_alive(self.pid):
             # one last read: the engine may have written its last lines just before exiting
             for self.offset, event in read_events(self.events_path, self.offset):

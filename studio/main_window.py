@@ -21,8 +21,6 @@ from studio.history_data import live_runs
 from studio.pages.wizard import RunWizard
 from studio.session import RunSession
 from studio.settings import StudioSettings, load_settings, save_settings
-from studio.widgets.history import HistoryView
-from studio.widgets.run_monitor import RunMonitor
 from studio.widgets.settings_dialog import SettingsDialog, show_about
 from studio.widgets.start_page import StartPage
 from studio.qt_compat import emit
@@ -33,6 +31,10 @@ PAGES = ("Start", "New run", "Monitor", "History", "Chat")
 
 class _ChatPlaceholder(QWidget):
     """Stands in for the chat arena until its page is first opened (it starts an engine chat service)."""
+
+
+class _Placeholder(QWidget):
+    """Stands in for a page built on first use (the plot pages import pyqtgraph: the window shows sooner)."""
 
 
 class MainWindow(QMainWindow):
@@ -52,7 +54,7 @@ class MainWindow(QMainWindow):
         self._build()
         self._build_menus()
         self.reattach_live_runs()
-        self.start_page.show_recent(len(self.history.records), len(self.live_sessions()))
+        self.start_page.show_recent(len(self.store.list()), len(self.live_sessions()))
         self.go_to("Monitor" if self.live_sessions() else "Start")
 
     # -- layout ---------------------------------------------------------------------------------------------
@@ -66,19 +68,16 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.start_page = StartPage()
         self.wizard = RunWizard(self.launcher, self.settings.device)
-        self.monitor = RunMonitor()
-        self.monitor.plots.set_smoothing(self.settings.smoothing)
-        self.history = HistoryView(self.store)
+        self._monitor = None
+        self._history = None
         self.chat: QWidget = _ChatPlaceholder()
-        for widget in (self.start_page, self.wizard, self.monitor, self.history, self.chat):
+        for widget in (self.start_page, self.wizard, _Placeholder(), _Placeholder(), self.chat):
             self.stack.addWidget(widget)
         self.nav.currentRowChanged.connect(self._on_nav_row_changed)
         self.start_page.demo_requested.connect(self.start_demo)
         self.start_page.wizard_requested.connect(lambda: self.go_to("New run"))
         self.start_page.history_requested.connect(lambda: self.go_to("History"))
         self.wizard.launch_requested.connect(self._on_wizard_launch_requested)
-        self.history.open_requested.connect(self.open_run)
-        self.history.rerun_requested.connect(self.rerun)
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -87,6 +86,40 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.statusBar().showMessage(f"Runs in {self.store.root}")
+
+    def _replace_page(self, name: str, widget: QWidget) -> None:
+        index = PAGES.index(name)
+        old = self.stack.widget(index)
+        self.stack.insertWidget(index, widget)
+        self.stack.removeWidget(old)
+        old.deleteLater()
+
+    @property
+    def monitor(self):
+        """The run monitor (built on first use)."""
+        if self._monitor is None:
+            from studio.widgets.run_monitor import RunMonitor
+
+            self._monitor = RunMonitor()
+            self._monitor.plots.set_smoothing(self.settings.smoothing)
+            self._replace_page("Monitor", self._monitor)
+        return self._monitor
+
+    @property
+    def history(self):
+        """The run history (built on first use)."""
+        if self._history is None:
+            from studio.widgets.history import HistoryView
+
+            self._history = HistoryView(self.store)
+            self._history.open_requested.connect(self.open_run)
+            self._history.rerun_requested.connect(self.rerun)
+            self._replace_page("History", self._history)
+        return self._history
+
+    def warm_up(self) -> None:
+        """Build the plot pages once the window is on screen (called from the event loop after show)."""
+        self.monitor, self.history  # noqa: B018 - properties build the pages
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -117,6 +150,10 @@ class MainWindow(QMainWindow):
     def _on_nav_row_changed(self, row: int) -> None:
         if PAGES[row] == "Chat" and isinstance(self.chat, _ChatPlaceholder):
             self._mount_chat()
+        elif PAGES[row] == "Monitor":
+            self.monitor  # noqa: B018 - built on first use
+        elif PAGES[row] == "History":
+            self.history  # noqa: B018
         self.stack.setCurrentIndex(row)
         if PAGES[row] == "History":
             self.history.refresh()
@@ -194,8 +231,9 @@ class MainWindow(QMainWindow):
         return [self.follow(record) for record in live_runs(self.store)]
 
     def _on_session_run_ended(self, state: str) -> None:
-        self.history.records = []  # force a reload: statuses and scores changed
-        self.history.refresh()
+        if self._history is not None:
+            self._history.records = []  # force a reload: statuses and scores changed
+            self._history.refresh()
         self.statusBar().showMessage(f"A run ended: {state}")
 
     # -- settings & closing ---------------------------------------------------------------------------------
@@ -205,7 +243,8 @@ class MainWindow(QMainWindow):
             self._save_settings()
 
     def _save_settings(self) -> None:
-        self.settings.smoothing = self.monitor.plots.smoothing
+        if self._monitor is not None:
+            self.settings.smoothing = self._monitor.plots.smoothing
         try:
             save_settings(self.settings)
         except OSError as exc:

@@ -46,6 +46,21 @@ def metric_group(name: str) -> str:
     return "other"
 
 
+def ema_chunked(y: np.ndarray, weight: float, prev: float) -> np.ndarray:
+    """s_i = w·s_(i−1) + (1−w)·y_i from s_(−1) = prev, vectorised in chunks: within a chunk
+    s_i = w^(i+1)·(prev + (1−w)·Σ_(j≤i) y_j·w^(−j−1)); chunks stay short enough that w^(−k) cannot overflow."""
+    out = np.empty_like(y)
+    k = int(min(1024, max(1, 600 / np.log(1 / weight))))  # w^(-k) ≤ e^600 < 1e308
+    powers = weight ** np.arange(1, k + 1, dtype=np.float64)  # w^(i+1)
+    for start in range(0, len(y), k):
+        chunk = y[start:start + k]
+        p = powers[: len(chunk)]
+        s = p * (prev + (1 - weight) * np.cumsum(chunk / p))
+        out[start:start + len(chunk)] = s
+        prev = s[-1]
+    return out
+
+
 class MetricSeries:
     """One curve: x (step) and y in doubling numpy buffers, plus an incrementally maintained EMA."""
 
@@ -89,13 +104,12 @@ class MetricSeries:
             return self.y
         if weight != self._ema_weight:
             self._ema_weight, self._ema_done = weight, 0
-        y, ema = self._y, self._ema
-        prev = ema[self._ema_done - 1] if self._ema_done else y[0]
-        for i in range(self._ema_done, self.size):  # recursive by nature; amortised O(1) per new point
-            prev = weight * prev + (1.0 - weight) * y[i]
-            ema[i] = prev
-        self._ema_done = self.size
-        return ema[: self.size]
+        start = self._ema_done
+        if start < self.size:
+            prev = self._ema[start - 1] if start else self._y[0]
+            self._ema[start:self.size] = ema_chunked(self._y[start:self.size], weight, prev)
+            self._ema_done = self.size
+        return self._ema[: self.size]
 
     def nearest(self, x: float) -> tuple[float, float] | None:
         """The point whose x is closest to ``x`` (hover read-out); None for an empty curve."""

@@ -83,7 +83,7 @@ class HistoryView(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(self.details)
-        splitter.setSizes([260, 420])
+        splitter.setSizes([190, 560])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
         self._update_buttons()

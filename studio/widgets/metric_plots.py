@@ -6,6 +6,7 @@ downsampling and clip-to-view keep 100,000-point curves smooth.
 """
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
@@ -16,6 +17,7 @@ from studio.qt_compat import emit
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
 GROUP_TITLES = dict(METRIC_GROUPS)
+SHOW_GRID = True
 GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
@@ -38,7 +40,7 @@ class MetricPlots(QWidget):
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(refresh_ms)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self._on_timer_timeout)
         self._timer.start()
 
     def _build(self) -> None:
@@ -97,10 +99,10 @@ class MetricPlots(QWidget):
             plot = pg.PlotItem(title=GROUP_TITLES.get(group, group))
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
-            plot.showGrid(x=True, y=True, alpha=0.15)
+            plot.showGrid(x=SHOW_GRID, y=SHOW_GRID, alpha=0.15)
             plot.setLabel("bottom", "step")
-            legend = plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
-            legend.setBrush(pg.mkBrush(255, 255, 255, 210))
+            legend = plot.addLegend(offset=(-10, 10), labelTextSize="7pt", verSpacing=-6)
+            legend.setBrush(pg.mkBrush(255, 255, 255, 190))  # draggable; translucent over the curves
             plot.setLogMode(False, self.log_y)
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
             line.hide()
@@ -139,21 +141,28 @@ class MetricPlots(QWidget):
             curves = self._curves[label] = (raw, smooth)
         return curves
 
+    def _on_timer_timeout(self) -> None:
+        if self.isVisible():  # a hidden page draws nothing; it catches up when shown
+            self.refresh()
+
     def refresh(self) -> int:
         """Redraw the curves whose data changed since the last refresh; returns how many."""
-        changed = [label for label, s in self.store.series.items() if self._drawn.get(label) != s.version]
+        changed = [label for label, s in self.store.series.items() if self._drawn.get(label) != s.version
+                   and (s.size > 1 or self.store.groups[label] != "eval")]  # one score is a table cell, not a curve
         for label in changed:
             series = self.store.series[label]
             raw, smooth = self._curve_for(label)
             x = series.x
             if self.smoothing > 0:
-                raw.setData(x, series.y)
+                raw.setData(x, series.y, skipFiniteCheck=True)  # the store keeps finite values only
                 raw.show()
-                smooth.setData(x, series.smoothed(self.smoothing))
+                smooth.setData(x, series.smoothed(self.smoothing), skipFiniteCheck=True)
             else:
                 raw.hide()
-                smooth.setData(x, series.y)
+                smooth.setData(x, series.y, skipFiniteCheck=True)
             self._drawn[label] = series.version
+        for group in {self.store.groups[label] for label in changed}:
+            self._fit_flat_range(group)
         if changed:
             self.empty_label.hide()
             self.canvas.show()
@@ -162,6 +171,23 @@ class MetricPlots(QWidget):
             self.canvas.hide()
             self.empty_label.show()
         return len(changed)
+
+    def _fit_flat_range(self, group: str) -> None:
+        """A constant curve (a constant learning rate) would get a range of 1e-18 and ticks full of float noise:
+        give it ±50 % around its value instead; any other curve keeps auto-range."""
+        plot = self._plots[group]
+        ys = [self.store.series[label].y for label in self.store.labels_in(group) if self.store.series[label].size]
+        if not ys:
+            return
+        low, high = min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)
+        if high - low <= 1e-9 * max(abs(low), abs(high), 1e-30):
+            if self.log_y and low > 0:
+                plot.setYRange(np.log10(low) - 0.3, np.log10(low) + 0.3, padding=0)
+            else:
+                half = abs(low) * 0.5 or 1.0
+                plot.setYRange(low - half, low + half, padding=0)
+        else:
+            plot.enableAutoRange(axis="y")
 
     def curve_data(self, label: str) -> tuple:
         """The (x, y) currently drawn for a curve (tests and benchmarks read it)."""

@@ -153,18 +153,19 @@ def test_restart_follows_a_run_still_going(qtbot, home, tmp_path, fake_launcher,
     from studio.main_window import MainWindow
     from studio.settings import StudioSettings
 
-    env = {**os.environ, "FAKE_ENGINE_STEPS": "60", "FAKE_ENGINE_DELAY": "0.05"}
+    env = {**os.environ, "FAKE_ENGINE_STEPS": "150", "FAKE_ENGINE_DELAY": "0.04"}
     proc = subprocess.Popen([sys.executable, fake_launcher.entry[0], "run", str(spec_file(tmp_path))],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         assert until(lambda: any(r.status == "running" for r in RunStore().list()), timeout=15)
         window = MainWindow(StudioSettings(), fake_launcher)  # a studio started while the run goes on
         qtbot.addWidget(window)
-        assert window.current_page() == "Monitor" and len(window.sessions) == 1
+        assert len(window.sessions) == 1, [r.status for r in RunStore().list()]
+        assert window.current_page() == "Monitor"
         session = window.sessions[0]
         assert session.title.endswith("(followed)")
         qtbot.waitUntil(lambda: session.state.state == "finished", timeout=20000)
-        assert session.state.metrics.series["student_sft · train/loss"].size == 60
+        assert session.state.metrics.series["student_sft · train/loss"].size == 150
     finally:
         proc.stdin.close()
         proc.wait(timeout=20)

@@ -1,0 +1,78 @@
+"""Widgets on their own: plots (grouping, 100k-point settings, incremental redraw, hover, log scale), the
+evaluation table, settings persistence, the About box's versions, and the screenshot script."""
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("home")
+
+
+def test_plots_group_curves_and_redraw_only_what_changed(qtbot):
+    from studio.run_state import MetricStore
+    from studio.widgets.metric_plots import MetricPlots
+
+    plots = MetricPlots()
+    qtbot.addWidget(plots)
+    store = MetricStore()
+    for step in range(1, 100_001):  # 100,000 points per curve
+        store.add("kd", step, {"kd/ce": 1.0 / step, "train/lr": 1e-3})
+    plots.set_store(store)
+    assert sorted(plots.plot_titles()) == ["Learning rate", "Loss · CE · divergence"]
+    raw, smooth = plots._curves["kd · kd/ce"]
+    assert smooth.opts["autoDownsample"] and smooth.opts["clipToView"] and smooth.opts["downsampleMethod"] == "peak"
+    assert plots.refresh() == 0  # nothing new, nothing redrawn
+    store.add("kd", 100_001, {"kd/ce": 0.5})
+    assert plots.refresh() == 1  # only the curve that moved
+    x, _ = plots.curve_data("kd · kd/ce")
+    assert len(x) == 100_001
+    assert plots.readout_at("loss", 10.2).startswith("step 10 — kd · kd/ce: 0.1")
+    lo, hi = plots._plots["lr"].viewRange()[1]
+    assert lo == pytest.approx(5e-4) and hi == pytest.approx(1.5e-3)  # a flat lr gets a readable range
+    plots.log_check.setChecked(True)
+    assert plots._plots["loss"].ctrl.logYCheck.isChecked()
+    plots.set_smoothing(0.0)
+    assert plots.smoothing == 0.0 and raw.isVisible() is False
+
+
+def test_eval_table_is_tolerant_of_missing_keys(qtbot):
+    from studio.widgets.run_panels import EvalTable
+
+    table = EvalTable()
+    qtbot.addWidget(table)
+    table.show_report({"reference": "teacher", "models": {
+        "teacher": {"rougeL": 0.5, "exact_match": 0.2, "retention": 1.0, "per_category": {"qa": {"rougeL": 0.4}}},
+        "kd_student": {"rougeL": 0.45, "retention": 0.9},
+        "broken": "not a dict"}})
+    assert table.table.rowCount() == 3
+    assert [table.cell(1, c) for c in range(5)] == ["kd_student", "0.450", "—", "90.0 %", "—"]
+    assert table.cell(0, 4) == "0.400" and table.cell(0, 0) == "teacher  (reference)"
+    table.show_report({})
+    assert table.table.rowCount() == 0 and table.caption.text() == "No evaluation yet."
+
+
+def test_settings_round_trip_and_about_versions(home):
+    from studio.settings import StudioSettings, load_settings, save_settings, settings_path
+    from studio.widgets.settings_dialog import library_versions
+
+    assert load_settings() == StudioSettings()
+    save_settings(StudioSettings(device="cpu", smoothing=0.3, first_run_done=True))
+    assert settings_path().parent == home
+    loaded = load_settings()
+    assert (loaded.device, loaded.smoothing, loaded.first_run_done) == ("cpu", 0.3, True)
+    settings_path().write_text("{broken", encoding="utf-8")
+    assert load_settings() == StudioSettings()
+    versions = library_versions(("PySide6-Essentials", "no-such-package-xyz"))
+    assert versions == {"PySide6-Essentials": importlib.metadata.version("PySide6-Essentials"),
+                        "no-such-package-xyz": "not installed"}
+
+
+def test_screenshot_script_saves_every_page(tmp_path, qtbot):
+    from studio.screenshots import render_all
+
+    files = render_all(tmp_path / "shots", quick=True)
+    names = {f.stem for f in files}
+    assert {"01-start", "02-wizard-models", "03-wizard-data", "05-wizard-settings-refused", "06-wizard-review",
+            "07-monitor-curves", "09-monitor-evaluation", "10-history"} <= names
+    assert all(f.stat().st_size > 10_000 for f in files)  # real renderings, not empty images
