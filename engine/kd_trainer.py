@@ -23,6 +23,11 @@ from transformers import PreTrainedModel, Trainer
 
 from engine.losses import DIVERGENCE_KINDS, IGNORE_INDEX, chunked_kd_loss
 
+try:  # TRL's forward redirection (from Lightning) keeps DDP/FSDP hooks working when we call the backbone
+    from trl.models.utils import _ForwardRedirection
+except ImportError:  # pragma: no cover - private TRL helper moved; single-process training does not need it
+    _ForwardRedirection = None  # type: ignore[assignment,misc]
+
 logger = logging.getLogger(__name__)
 
 
@@ -139,7 +144,7 @@ class KDTrainer(Trainer):
             teacher_model.to(self.args.device)
         self.teacher_model = teacher_model
         # token-weighted sums since the last log: [ce * n, divergence * n, n] per mode
-        self._kd_sums: dict[str, list[float]] = {"train": [0.0, 0.0, 0.0], "eval": [0.0, 0.0, 0.0]}
+        self._kd_sums: dict[str, list[Tensor | float]] = {"train": [0.0, 0.0, 0.0], "eval": [0.0, 0.0, 0.0]}
 
     def compute_loss(
         self,
@@ -149,13 +154,27 @@ class KDTrainer(Trainer):
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Joint KD loss of one (micro-)batch; normalised by num_items_in_batch when the Trainer passes it."""
-        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]  # each [B, L]
         student = self.accelerator.unwrap_model(model)
+        if model is student or _ForwardRedirection is None:
+            loss, ce, div = self._kd_loss(student, inputs, num_items_in_batch)
+        else:  # run through the DDP/FSDP wrapper's forward so its gradient hooks fire (as TRL's trainers do)
+            loss, ce, div = _ForwardRedirection()(model, student, self._kd_loss, student, inputs, num_items_in_batch)
+        n_tokens = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()
+        sums = self._kd_sums["train" if model.training else "eval"]
+        sums[0] = sums[0] + ce.detach() * n_tokens  # tensors, so no device sync per micro-batch
+        sums[1] = sums[1] + div.detach() * n_tokens
+        sums[2] = sums[2] + n_tokens
+        return (loss, {"loss": loss, "kd_ce": ce, "kd_divergence": div}) if return_outputs else loss
+
+    def _kd_loss(
+        self, student: nn.Module, inputs: dict[str, Tensor], num_items_in_batch: Tensor | int | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]  # each [B, L]
         student_hidden = last_hidden_state(student, ids, mask)  # [B, L, H]
         with torch.no_grad():
             teacher_hidden = last_hidden_state(self.teacher_model, ids, mask)  # [B, L, Ht]
         s = self.kd_settings
-        loss, ce, div = chunked_kd_loss(
+        return chunked_kd_loss(
             student_hidden,
             teacher_hidden.to(student_hidden.device),
             _unwrap_peft(student).get_output_embeddings(),
@@ -169,12 +188,6 @@ class KDTrainer(Trainer):
             chunk_size=s.chunk_size,
             num_items_in_batch=num_items_in_batch,
         )
-        n_tokens = float((labels[:, 1:] != IGNORE_INDEX).sum())
-        sums = self._kd_sums["train" if model.training else "eval"]
-        sums[0] += float(ce) * n_tokens
-        sums[1] += float(div) * n_tokens
-        sums[2] += n_tokens
-        return (loss, {"loss": loss, "kd_ce": ce, "kd_divergence": div}) if return_outputs else loss
 
     def prediction_step(
         self,
@@ -193,10 +206,11 @@ class KDTrainer(Trainer):
         """Add kd/ce and kd/divergence (eval_kd/... during evaluation) to the Trainer's own logs."""
         is_eval = any(k.startswith("eval_") for k in logs)
         if is_eval or "loss" in logs:
-            sums = self._kd_sums["eval" if is_eval else "train"]
-            if sums[2] > 0:
+            mode = "eval" if is_eval else "train"
+            ce_sum, div_sum, n_tokens = (float(x) for x in self._kd_sums[mode])
+            if n_tokens > 0:
                 prefix = "eval_" if is_eval else ""
-                logs[f"{prefix}kd/ce"] = sums[0] / sums[2]
-                logs[f"{prefix}kd/divergence"] = sums[1] / sums[2]
-            sums[:] = [0.0, 0.0, 0.0]
+                logs[f"{prefix}kd/ce"] = ce_sum / n_tokens
+                logs[f"{prefix}kd/divergence"] = div_sum / n_tokens
+            self._kd_sums[mode] = [0.0, 0.0, 0.0]
         super().log(logs, start_time)

@@ -279,22 +279,20 @@ class _FusedChunkedKD(torch.autograd.Function):
         # needs_input_grad stays True under torch.no_grad(), hence the grad mode recorded by the caller
         need_hs, need_ws, need_bs = (n and settings["grad_enabled"] for n in ctx.needs_input_grad[:3])
         want_grad = need_hs or need_ws or need_bs
-        cdtype = torch.float64 if hs.dtype == torch.float64 else torch.float32
-        ws_c, wt_c = ws.to(cdtype), wt.to(cdtype)  # no copy in fp32; once per call in half precision
-        bs_c = None if bs is None else bs.to(cdtype)
-        bt_c = None if bt is None else bt.to(cdtype)
+        cdtype = torch.float64 if hs.dtype == torch.float64 else torch.float32  # softmax and gradient dtype
         grad_hs = torch.zeros_like(hs, dtype=cdtype) if need_hs else None  # [N, H]
-        grad_ws = torch.zeros_like(ws_c) if need_ws else None  # [V, H]
-        grad_bs = torch.zeros_like(bs_c) if need_bs else None  # [V]
+        grad_ws = torch.zeros_like(ws, dtype=cdtype) if need_ws else None  # [V, H], summed in fp32 at least
+        grad_bs = torch.zeros_like(bs, dtype=cdtype) if need_bs else None  # [V]
         ce_sum = hs.new_zeros((), dtype=cdtype)
         div_sum = hs.new_zeros((), dtype=cdtype)
         size = settings["chunk_size"]
         full_vocab = not 0 < settings["top_k"] < ws.size(0)
         terms = _kl_chunk_terms if full_vocab and settings["kind"] != "jsd" else _chunk_terms
         for start in range(0, hs.size(0), size):
-            hs_c = hs[start : start + size].to(cdtype)  # [C, H]
-            zs = F.linear(hs_c, ws_c, bs_c)  # [C, V]
-            zt = F.linear(ht[start : start + size].to(cdtype), wt_c, bt_c)  # [C, V]
+            hs_c = hs[start : start + size].to(ws.dtype)  # [C, H]
+            # logits in the heads' own dtype, as the models compute them, upcast for the softmaxes
+            zs = F.linear(hs_c, ws, bs).to(cdtype)  # [C, V]
+            zt = F.linear(ht[start : start + size].to(wt.dtype), wt, bt).to(cdtype)  # [C, V]
             ce, div, grad = terms(zs, zt, targets[start : start + size], settings, want_grad)
             del zs, zt
             ce_sum += ce.sum()
@@ -302,9 +300,9 @@ class _FusedChunkedKD(torch.autograd.Function):
             if grad is None:
                 continue
             if need_hs:
-                grad_hs[start : start + size] = grad @ ws_c
+                grad_hs[start : start + size] = grad.to(ws.dtype) @ ws
             if need_ws:
-                grad_ws.addmm_(grad.T, hs_c)
+                grad_ws.addmm_(grad.T, hs_c.to(cdtype))
             if need_bs:
                 grad_bs += grad.sum(0)
         ctx.grads = (
@@ -345,7 +343,7 @@ def chunked_kd_loss(
         teacher_hidden: [B, L, Ht] teacher's last hidden state (treated as a constant).
         student_head, teacher_head: the LM heads (nn.Linear or weight [V, H]); vocabularies must match.
         labels: [B, L] unshifted, -100 on prompt and padding.
-        chunk_size: response tokens projected at once; peak extra memory is about 6 * chunk_size * V floats.
+        chunk_size: response tokens projected at once; peak extra memory is about 4 * chunk_size * V floats.
         num_items_in_batch: when given (gradient accumulation), the loss is the token *sum* divided by it, so the
             micro-batches add up to the mean over the whole accumulated batch; otherwise the local token mean.
 
