@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
-from engine.demo.kit import ensure_demo_kit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from engine.demo.kit import ensure_demo_kit  # noqa: E402
 
 logger = logging.getLogger("demo_calibration")
 
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fresh", type=json.loads, default=None,
+                        help='JSON config overrides: train a fresh model of the role, e.g. {"rope_parameters": ...}')
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -129,6 +133,11 @@ def main() -> None:
     folder = kit.teacher_dir if args.role == "teacher" else kit.student_dir
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if args.fresh is not None:  # a sweep point: same role and token ids, other architecture knobs
+        from engine.demo.models import build_tiny_model
+
+        ids = {k: getattr(model.config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        model = build_tiny_model(args.role, model.config.vocab_size, args.seed, **ids, **args.fresh)
     records = [json.loads(line) for line in kit.instructions_file.read_text(encoding="utf-8").splitlines()]
     random.Random(args.seed).shuffle(records)
     test, train_records = records[: args.n_test], records[args.n_test :]

@@ -7,7 +7,7 @@ student so that distillation has something to transfer. Sizes were chosen by ben
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -24,6 +24,7 @@ SIZES: dict[str, dict[str, int]] = {
                 "num_key_value_heads": 2, "intermediate_size": 256},
 }
 MAX_POSITIONS = 512
+ROPE_THETA = 1_000_000.0
 
 
 def padded_vocab_size(n_tokens: int, multiple: int = 64) -> int:
@@ -32,7 +33,8 @@ def padded_vocab_size(n_tokens: int, multiple: int = 64) -> int:
 
 
 def tiny_qwen2_config(role: Role, vocab_size: int, *, bos_token_id: int | None = None,
-                      eos_token_id: int | None = None, pad_token_id: int | None = None) -> Qwen2Config:
+                      eos_token_id: int | None = None, pad_token_id: int | None = None,
+                      **overrides: Any) -> Qwen2Config:
     """The Qwen2 config of the demo ``role``; pass the trimmed tokenizer's special ids (the kit does).
 
     Like Qwen2.5-Instruct: bos = <|endoftext|>, eos = <|im_end|>, and pad = <|endoftext|>.
@@ -41,11 +43,12 @@ def tiny_qwen2_config(role: Role, vocab_size: int, *, bos_token_id: int | None =
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
     if vocab_size < 256:
         raise ValueError(f"vocab_size must cover the 256 byte tokens, got {vocab_size}")
+    fields: dict[str, Any] = {**SIZES[role], "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA}}
+    fields.update(overrides)  # calibration sweeps
     return Qwen2Config(
         vocab_size=vocab_size,
         max_position_embeddings=MAX_POSITIONS,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         tie_word_embeddings=True,
         use_sliding_window=False,
         attention_dropout=0.0,
@@ -54,15 +57,16 @@ def tiny_qwen2_config(role: Role, vocab_size: int, *, bos_token_id: int | None =
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
-        **SIZES[role],
+        **fields,
     )
 
 
 def build_tiny_model(role: Role, vocab_size: int, seed: int, *, bos_token_id: int | None = None,
-                     eos_token_id: int | None = None, pad_token_id: int | None = None) -> Qwen2ForCausalLM:
-    """A randomly initialised (deterministic in ``seed``) demo model in float32."""
+                     eos_token_id: int | None = None, pad_token_id: int | None = None,
+                     **overrides: Any) -> Qwen2ForCausalLM:
+    """A randomly initialised (deterministic in ``seed``) demo model in float32; ``overrides`` go to the config."""
     config = tiny_qwen2_config(role, vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-                               pad_token_id=pad_token_id)
+                               pad_token_id=pad_token_id, **overrides)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).to(torch.float32)
     # Qwen2.5-Instruct stops on <|im_end|> and <|endoftext|>; generation is greedy unless a caller asks.
