@@ -154,3 +154,23 @@ def test_pad_collator_pads_right_and_masks_labels() -> None:
     assert batch["input_ids"].tolist() == [[1, 2, 3, 7, 7, 7, 7, 7], [1, 2, 3, 4, 5, 7, 7, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 2, 3] + [-100] * 5, [-100, -100, 3, 4, 5] + [-100] * 3]
+
+
+def test_wrapped_student_goes_through_the_wrappers_forward(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    student, teacher = _tiny(32), _tiny(48, seed=5)
+    trainer = KDTrainer(model=student, teacher_model=teacher, args=_args(tmp_path))
+    batch = pad_collator(0)(_toy_rows(4))
+    direct = trainer.compute_loss(student, batch)
+    (direct_grad,) = torch.autograd.grad(direct, student.lm_head.weight)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(student)
+        loss = trainer.compute_loss(wrapped, batch)
+        loss.backward()
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(loss, direct)
+    torch.testing.assert_close(student.lm_head.weight.grad, direct_grad)
