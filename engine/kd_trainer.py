@@ -107,6 +107,17 @@ def last_hidden_state(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     return out.last_hidden_state
 
 
+def _check_plain_head(model: nn.Module) -> None:
+    """The chunked loss applies the LM head alone: refuse models that rescale or cap their logits after it."""
+    cfg = getattr(_unwrap_peft(model), "config", None)
+    cfg = cfg.get_text_config() if cfg is not None else None
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
+        value = getattr(cfg, name, None)
+        if value not in (None, 1, 1.0):
+            raise ValueError(f"{type(model).__name__} post-processes its logits ({name}={value}); KDTrainer's "
+                             "chunked loss supports plain LM heads (Qwen2, Llama, Mistral...).")
+
+
 def output_size(model: nn.Module) -> int:
     """Rows of the model's LM head: the vocabulary the logits range over."""
     return int(_unwrap_peft(model).get_output_embeddings().weight.shape[0])
@@ -131,6 +142,8 @@ class KDTrainer(Trainer):
                 "needs one shared vocabulary. Use sequence-level KD (train the student on teacher-generated "
                 "answers) for models with different tokenizers."
             )
+        _check_plain_head(model)
+        _check_plain_head(teacher_model)
         if kwargs.get("data_collator") is None:
             pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
             processing = kwargs.get("processing_class")

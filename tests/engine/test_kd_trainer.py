@@ -118,6 +118,13 @@ def test_different_vocabularies_are_refused_with_a_hint(tmp_path: Path) -> None:
         KDTrainer(model=_tiny(32), teacher_model=_tiny(32, vocab=600), args=_args(tmp_path))
 
 
+def test_models_that_post_process_logits_are_refused(tmp_path: Path) -> None:
+    teacher = _tiny(32)
+    teacher.config.final_logit_softcapping = 30.0
+    with pytest.raises(ValueError, match="final_logit_softcapping"):
+        KDTrainer(model=_tiny(32), teacher_model=teacher, args=_args(tmp_path))
+
+
 def test_settings_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="alpha"):
         KDLossSettings(alpha=1.5)
