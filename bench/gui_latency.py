@@ -12,6 +12,7 @@ Run: ``QT_QPA_PLATFORM=offscreen python bench/gui_latency.py`` (offscreen unless
 """
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import subprocess
@@ -106,7 +107,8 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
     ticker.stop()
     events = session.state.events_seen
     points = session.state.metrics.series["student_kd · kd/ce"].size
-    return {"gaps": gaps[1:], "works": works[1:], "latencies": latencies, "events": events, "elapsed": elapsed, "points": points,
+    first_second = next((i for i, t in enumerate(itertools.accumulate(gaps)) if t > 1.0), 0)
+    return {"gaps": gaps[1:], "works": works[1:], "works_after_1s": works[first_second:], "latencies": latencies, "events": events, "elapsed": elapsed, "points": points,
             "state": session.state.state, "window": window, "app": app}
 
 
@@ -131,8 +133,7 @@ def measure_big_redraw(window, app, curves: int = 8, points: int = 100_000) -> t
     app.processEvents()
     first = time.perf_counter() - start
     start = time.perf_counter()
-    window.repaint()  # a full repaint with every curve (what a resize or a pan costs)
-    app.processEvents()
+    window.grab()  # a full render of the window with every curve (what a resize or a pan costs)
     repaint = time.perf_counter() - start
     return first, repaint
 
@@ -164,17 +165,19 @@ def main() -> None:
 | of which inside the process (imports → window shown → event loop running) | {statistics.median(inside):.2f} s | |
 | metric events streamed | {result['events']:,} in {result['elapsed']:.1f} s = **{rate:,.0f} events/s** | "a high rate" |
 | longest GUI-thread work between two ticks of a 5 ms timer while streaming (CPU time: what the studio itself blocks) | **{max(work_ms):.1f} ms** (p99 {pct(work_ms, 0.99):.1f} ms) | < 50 ms |
+| … the same after the first second (the plots' one-off construction excluded) | {max(w * 1000 for w in result['works_after_1s']):.1f} ms | < 50 ms |
 | longest wall-clock gap between those ticks (includes the OS running other processes) | {max(gaps_ms):.1f} ms (p99 {pct(gaps_ms, 0.99):.1f} ms, median {statistics.median(gaps_ms):.1f} ms) | |
 | metric line leaves the engine → point drawn, median | **{statistics.median(lat_ms):.0f} ms** | |
 | … p95 / max | {pct(lat_ms, 0.95):.0f} ms / {max(lat_ms):.0f} ms | |
 | first draw of 8 curves × 100,000 points (EMA + setData) | {big_first * 1000:.0f} ms | smooth |
-| full repaint of the window with those curves | {big_repaint * 1000:.0f} ms | smooth |
+| full render of the window with those curves (`grab()`) | {big_repaint * 1000:.0f} ms | smooth |
 
 How: the fake engine (`tests/studio/fake_engine.py`, the same protocol and run store as the real engine) streamed
 {result['events']:,} events ({result['points']:,} points of each of 5 curves) through a real `QProcess`; the client
 handles stdout lines within a 10 ms budget per event-loop turn; the plots redraw every 100 ms from numpy
 buffers (never per event), with pyqtgraph's peak downsampling and clip-to-view, so the delay to screen is bounded
-by the refresh period plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. The run ended
+by the refresh period (100 ms, stretched to 5× the last paint's cost so painting stays under ~20 % of the GUI
+thread) plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. The run ended
 `{result['state']}`.
 """
     RESULTS.write_text(text, encoding="utf-8")

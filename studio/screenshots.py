@@ -100,6 +100,8 @@ def render_all(out_dir: Path, home: Path | None = None, use_real_engine: bool = 
     shot("01-start")
     _wizard_shots(window, scratch, shot)
     _run_shots(window, shot)
+    window.go_to("Chat")
+    shot("11-chat")
     window.close()
     return files
 

@@ -6,6 +6,8 @@ downsampling and clip-to-view keep 100,000-point curves smooth.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
@@ -23,6 +25,17 @@ GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
 
 
+class _TimedCanvas(pg.GraphicsLayoutWidget):
+    """The plot canvas, timing its own paints so that the refresh rate can adapt to what painting costs."""
+
+    last_paint_s = 0.0
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        start = time.perf_counter()
+        super().paintEvent(event)
+        self.last_paint_s = time.perf_counter() - start
+
+
 class MetricPlots(QWidget):
     """Plots of every curve in a MetricStore, grouped by metric prefix."""
 
@@ -38,6 +51,7 @@ class MetricPlots(QWidget):
         self._drawn: dict[str, int] = {}
         self._hover_lines: dict[str, pg.InfiniteLine] = {}
         self._build()
+        self.refresh_ms = refresh_ms
         self._timer = QTimer(self)
         self._timer.setInterval(refresh_ms)
         self._timer.timeout.connect(self._on_timer_timeout)
@@ -69,7 +83,7 @@ class MetricPlots(QWidget):
         controls.addWidget(self.log_check)
         controls.addSpacing(16)
         controls.addWidget(self.readout, 1)
-        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas = _TimedCanvas()
         self.canvas.ci.setSpacing(12)
         self.canvas.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
         layout = QVBoxLayout(self)
@@ -144,6 +158,9 @@ class MetricPlots(QWidget):
     def _on_timer_timeout(self) -> None:
         if self.isVisible():  # a hidden page draws nothing; it catches up when shown
             self.refresh()
+            # painting many long curves is the costly part: keep it under ~20 % of the GUI thread
+            paint_ms = 1000 * self.canvas.last_paint_s
+            self._timer.setInterval(int(min(1000, max(self.refresh_ms, 5 * paint_ms))))
 
     def refresh(self) -> int:
         """Redraw the curves whose data changed since the last refresh; returns how many."""

@@ -74,5 +74,15 @@ def test_screenshot_script_saves_every_page(tmp_path, qtbot):
     files = render_all(tmp_path / "shots", quick=True)
     names = {f.stem for f in files}
     assert {"01-start", "02-wizard-models", "03-wizard-data", "05-wizard-settings-refused", "06-wizard-review",
-            "07-monitor-curves", "09-monitor-evaluation", "10-history"} <= names
+            "07-monitor-curves", "09-monitor-evaluation", "10-history", "11-chat"} <= names
     assert all(f.stat().st_size > 10_000 for f in files)  # real renderings, not empty images
+
+
+def test_every_page_of_the_window_opens(window):
+    from studio.arena.arena_widget import ArenaWidget
+
+    for page in ("New run", "Monitor", "History", "Chat", "Start"):
+        window.go_to(page)
+        assert window.current_page() == page
+    assert isinstance(window.chat, ArenaWidget)  # mounted on first visit
+    assert window.monitor.session is None and window.monitor.title.text() == "No run yet"
