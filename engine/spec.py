@@ -321,6 +321,8 @@ class RunSpec:
     stages: list = option([], "The pipeline, in order.")
     device: str = option("auto", "Where to train: auto (CUDA, then MPS, then CPU), cuda, mps or cpu.")
     processes: int = option(1, "Processes (one per GPU) started through accelerate launch; 1 = a plain process.")
+    distributed: str = option("ddp", "How several processes share the work: ddp, fsdp, deepspeed, or "
+                              "config:/path/to/accelerate.yaml.")
     seed: int = option(0, "Seed of model initialisation and training randomness.")
 
     def __post_init__(self) -> None:
@@ -336,6 +338,8 @@ class RunSpec:
             _fail("stages", "is empty; add at least one stage (sft, distill, grpo, quantize or evaluate).")
         _check_choice("device", self.device, DEVICES)
         _check_positive("processes", self.processes)
+        if self.distributed not in ("ddp", "fsdp", "deepspeed") and not str(self.distributed).startswith("config:"):
+            _fail("distributed", f"{self.distributed!r} is not one of ddp, fsdp, deepspeed or config:PATH.")
         self._check_references()
 
     def _check_references(self) -> None:

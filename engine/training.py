@@ -66,6 +66,9 @@ def training_arguments(ctx: RunContext, train: TrainSpec, learning_rate: float, 
 def run_trainer(ctx: RunContext, trainer: Any, callback: EventsCallback, checkpoint_dir: Path) -> Any:
     """Train, resuming from the stage's last checkpoint if a previous attempt left one; raise StageCancelled
     (after the checkpoint is written) when the user cancelled."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts; our EventsCallback already reports them
     resume = last_checkpoint(checkpoint_dir)
     if resume:
         ctx.events.log(f"resuming {ctx.stage.name} from {Path(resume).name}")
