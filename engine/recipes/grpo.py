@@ -208,6 +208,10 @@ def grpo_config(ctx: RunContext) -> Any:
         ctx, stage.train, stage.train.learning_rate, ctx.checkpoint_dir, config_class=GRPOConfig,
         num_generations=grpo.num_generations, max_completion_length=grpo.max_completion_length, beta=grpo.beta,
         temperature=grpo.temperature, reward_weights=reward_weights(grpo.rewards), log_completions=False,
+        # Unscaled advantages (Dr. GRPO): dividing by the group's std would turn the small format/length
+        # differences inside a group that is all wrong into full-size advantages, and correctness (weight 1)
+        # would no longer dominate the shaping rewards (weight ~0.1).
+        scale_rewards="none",
         include_num_input_tokens_seen=False, per_device_eval_batch_size=grpo.num_generations)
 
 

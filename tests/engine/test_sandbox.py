@@ -46,9 +46,9 @@ def test_endless_loop_is_stopped_within_its_timeout() -> None:
 
 
 def test_cpu_limit_kills_a_busy_program_before_the_wall_clock() -> None:
-    result = run_program("while True:\n    pass\n", timeout_s=10.0, cpu_s=1)
+    # generous wall clock: on a loaded machine one CPU second can take many wall seconds
+    result = run_program("while True:\n    pass\n", timeout_s=60.0, cpu_s=1)
     assert not result.timed_out and result.killed_reason == "cpu"
-    assert result.duration_s < 4
 
 
 def test_fork_bomb_costs_one_failed_test_and_leaves_no_process() -> None:
