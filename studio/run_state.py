@@ -31,6 +31,8 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
 def metric_group(name: str) -> str:
     """The plot a metric belongs to, from its name's prefix (train/loss, kd/ce, grpo/reward/format, ...)."""
     leaf = name.rsplit("/", 1)[-1]
+    if "loss" in leaf:
+        return "loss"  # eval/loss (validation) belongs next to the training loss
     if name.startswith("eval/"):
         return "eval"
     if name.startswith("grpo/reward"):

@@ -65,19 +65,7 @@ class DataPage(StudioPage):
         form.addRow("Records", self.max_samples)
         form.addRow("Held out", self._pair("validation", self.validation_fraction, "test", self.test_fraction))
         self.body.addLayout(form)
-        self.mapping_box = QGroupBox("Column mapping (canonical name → column in the file)")
-        grid = QGridLayout(self.mapping_box)
-        self.mapping: dict[str, QComboBox] = {}
-        for i, name in enumerate(CANONICAL_COLUMNS):
-            combo = QComboBox()
-            combo.addItem(NONE)
-            combo.currentIndexChanged.connect(self._on_mapping_changed)
-            combo.setToolTip(f"The file's column holding the {name}" +
-                             (" (required)" if name in ("instruction", "response") else " (optional)"))
-            self.mapping[name] = combo
-            grid.addWidget(QLabel(name + ("*" if name in ("instruction", "response") else "")), i // 3, 2 * (i % 3))
-            grid.addWidget(combo, i // 3, 2 * (i % 3) + 1)
-        self.body.addWidget(self.mapping_box)
+        self.body.addWidget(self._build_mapping_box())
         self.preview_status = QLabel("")
         self.preview_status.setObjectName("hint")
         self.preview_status.setWordWrap(True)
@@ -94,6 +82,21 @@ class DataPage(StudioPage):
         self._debounce.setInterval(250)
         self._debounce.timeout.connect(self.refresh_preview)
         self._on_preset_changed()
+
+    def _build_mapping_box(self) -> QGroupBox:
+        self.mapping_box = QGroupBox("Column mapping (canonical name → column in the file)")
+        grid = QGridLayout(self.mapping_box)
+        self.mapping: dict[str, QComboBox] = {}
+        for i, name in enumerate(CANONICAL_COLUMNS):
+            required = name in ("instruction", "response")
+            combo = QComboBox()
+            combo.addItem(NONE)
+            combo.currentIndexChanged.connect(self._on_mapping_changed)
+            combo.setToolTip(f"The file's column holding the {name}" + (" (required)" if required else " (optional)"))
+            self.mapping[name] = combo
+            grid.addWidget(QLabel(name + ("*" if required else "")), i // 3, 2 * (i % 3))
+            grid.addWidget(combo, i // 3, 2 * (i % 3) + 1)
+        return self.mapping_box
 
     @staticmethod
     def _pair(a_label: str, a: QWidget, b_label: str, b: QWidget) -> QHBoxLayout:

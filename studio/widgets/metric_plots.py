@@ -193,7 +193,8 @@ class MetricPlots(QWidget):
         """A constant curve (a constant learning rate) would get a range of 1e-18 and ticks full of float noise:
         give it ±50 % around its value instead; any other curve keeps auto-range."""
         plot = self._plots[group]
-        ys = [self.store.series[label].y for label in self.store.labels_in(group) if self.store.series[label].size]
+        ys = [self.store.series[label].y for label in self.store.labels_in(group)
+              if label in self._curves and self.store.series[label].size]  # drawn curves only
         if not ys:
             return
         low, high = min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)
