@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 
 from engine.protocol import EventWriter, hello, parse_command
 from engine.runs import RunStore
-from engine.spec import dump_spec, load_spec
+from engine.spec import SpecError, dump_spec, load_spec
 
 MODE = os.environ.get("FAKE_ENGINE_MODE", "normal")
 STEPS = int(os.environ.get("FAKE_ENGINE_STEPS", "20"))
@@ -89,7 +89,12 @@ def cmd_run(spec_path: str | None, demo: bool) -> int:
 
         spec = demo_spec(quick=True)
     else:
-        spec = load_spec(spec_path)
+        try:
+            spec = load_spec(spec_path)
+        except SpecError as exc:  # refused before any run exists, as the real CLI does
+            print(f"error: {exc}", file=sys.stderr)
+            EventWriter().error(str(exc))
+            return 2
     store = RunStore()
     paths = store.create(spec.name, dump_spec(spec))
     events = EventWriter(paths.id, sys.stdout, mirror=paths.events)

@@ -90,6 +90,13 @@ def test_crash_turns_the_run_red_and_the_window_keeps_working(window, qtbot, tmp
     qtbot.waitUntil(lambda: again.state.state == "finished", timeout=15000)
 
 
+def test_a_refused_spec_fails_with_the_engines_sentence(window, qtbot, tmp_path):
+    session = window.run_spec_file(tmp_path / "missing.yaml")
+    qtbot.waitUntil(lambda: session.state.state == "failed", timeout=15000)
+    assert "cannot read the spec file" in session.state.last_error
+    assert any("exited with code 2" in line for line in session.state.log) and session.run_id == ""
+
+
 def test_killed_engine_is_reported_failed(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ENGINE_STEPS", "5000")
     session = window.run_spec_file(spec_file(tmp_path))
