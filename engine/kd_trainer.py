@@ -172,6 +172,10 @@ class KDTrainer(Trainer):
             loss, ce, div = self._kd_loss(student, inputs, num_items_in_batch)
         else:  # run through the DDP/FSDP wrapper's forward so its gradient hooks fire (as TRL's trainers do)
             loss, ce, div = _ForwardRedirection()(model, student, self._kd_loss, student, inputs, num_items_in_batch)
+        scaled = self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+        if num_items_in_batch is not None and scaled:
+            # as Trainer.compute_loss does: num_items_in_batch counts every rank's tokens, and DDP averages grads
+            loss = loss * self._token_loss_scale()
         n_tokens = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()
         sums = self._kd_sums["train" if model.training else "eval"]
         sums[0] = sums[0] + ce.detach() * n_tokens  # tensors, so no device sync per micro-batch
@@ -202,6 +206,13 @@ class KDTrainer(Trainer):
             num_items_in_batch=num_items_in_batch,
         )
 
+    def _token_loss_scale(self) -> int:
+        """Ranks whose token sums add up in num_items_in_batch (tensor-parallel replicas excluded)."""
+        if self.args.n_gpu > 1:
+            return self.args.n_gpu
+        get_tp_size = getattr(self, "get_tp_size", None)
+        return self.accelerator.num_processes // (get_tp_size() if callable(get_tp_size) else 1)
+
     def prediction_step(
         self,
         model: nn.Module,
@@ -220,7 +231,10 @@ class KDTrainer(Trainer):
         is_eval = any(k.startswith("eval_") for k in logs)
         if is_eval or "loss" in logs:
             mode = "eval" if is_eval else "train"
-            ce_sum, div_sum, n_tokens = (float(x) for x in self._kd_sums[mode])
+            sums = torch.tensor([float(x) for x in self._kd_sums[mode]], dtype=torch.float64)  # one sync per log
+            if self.accelerator.num_processes > 1:  # every rank logs at the same steps, so all reach this
+                sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
+            ce_sum, div_sum, n_tokens = sums.tolist()
             if n_tokens > 0:
                 prefix = "eval_" if is_eval else ""
                 logs[f"{prefix}kd/ce"] = ce_sum / n_tokens
