@@ -13,7 +13,7 @@ from engine.spec import DEVICES, RunSpec, field_help
 from studio import __version__
 from studio.settings import StudioSettings
 
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "PySide6",
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "PySide6-Essentials",
              "pyqtgraph", "numpy", "platformdirs")
 
 
