@@ -244,13 +244,21 @@ def _targets(by: dict) -> list[str]:
     return lines
 
 
+def _revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def _write_results(rows: list[dict], failures: dict[str, str], out: Path, command: str, load: str) -> None:
     by = {r["variant"]: r for r in rows}
     lines = [
         "# KD step benchmark (bench/kd_step.py)", "",
         f"- Machine: {_machine()}; load average before the run {load} (the machine is shared, so wall times "
         "are noisy: tokens/s uses the best step, CPU time is the process's user+system seconds per step).",
-        f"- Command: `{command}`",
+        f"- Command: `{command}` at commit {_revision()}",
         f"- Work: student Qwen2 128 wide / teacher 256 wide, 2 layers each (MLP 4x), vocabulary {VOCAB:,}, tied "
         f"embeddings; one batch of {BATCH} x {SEQ} tokens with {SEQ - PROMPT} response tokens per row; a step is "
         "training_step + AdamW step, timed after one warm-up step, each variant in fresh processes, rounds "
