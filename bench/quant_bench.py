@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -105,12 +106,14 @@ def bench_qwen05(work: Path) -> tuple[str, dict]:
     est4 = memory.estimate_model_bytes(original, "bfloat16", load_in_4bit=True)
     report["estimate"] = {"original": est16, "quantized": est4, "quantize_s": quantize_s}
     text = report_markdown(report, "Qwen2.5-0.5B dimensions (random weights, bfloat16 → NF4, compute bfloat16)")
-    text += (f"\nQuantizing took {quantize_s:.1f} s. engine.memory's resident estimate (weights × "
-             f"{memory.OVERHEAD_FACTOR} + {memory.FIXED_OVERHEAD_BYTES // 2**20} MiB): 16-bit "
-             f"{memory.format_bytes(est16)} (measured RSS after load {memory.format_bytes(report['original']['rss_bytes'])}"
-             f", after generating {memory.format_bytes(report['original']['rss_after_generate_bytes'])}), 4-bit "
-             f"{memory.format_bytes(est4)} (measured {memory.format_bytes(report['quantized']['rss_bytes'])}, "
-             f"after generating {memory.format_bytes(report['quantized']['rss_after_generate_bytes'])}).\n")
+    o, q = report["original"], report["quantized"]
+    text += (f"\nQuantizing took {quantize_s:.1f} s. engine.memory's resident estimate against the measured RSS "
+             f"(after load + first token; after 32 more tokens): 16-bit {memory.format_bytes(est16)} vs "
+             f"{memory.format_bytes(o['rss_bytes'])}; {memory.format_bytes(o['rss_after_generate_bytes'])}, 4-bit "
+             f"{memory.format_bytes(est4)} vs {memory.format_bytes(q['rss_bytes'])}; "
+             f"{memory.format_bytes(q['rss_after_generate_bytes'])}. Right after from_pretrained (weights still "
+             f"memory-mapped, not yet touched): {memory.format_bytes(o['rss_after_load_bytes'])} and "
+             f"{memory.format_bytes(q['rss_after_load_bytes'])}.\n")
     return text, report
 
 
@@ -147,12 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--work", type=Path, default=Path("/tmp/quant_bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_quant.md")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OpenMP/torch threads of the measuring subprocesses (0 = library default); on a "
+                             "machine busy with other work, 2 OpenMP threads on 2 cores spend most time spinning")
     parser.add_argument("--skip-qwen", action="store_true")
     parser.add_argument("--run", type=Path, default=None,
                         help="a run folder whose quantize stage already wrote its report into eval.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the measuring subprocesses
     student = args.student or find_trained_student()
     sections, raw = [], {}
     if not args.skip_qwen:
@@ -163,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(text)
     command = "python bench/quant_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = ["# 4-bit quantization benchmark", "", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"Machine: {machine()}", f"Command: `{command.strip()}`", ""]
+              f"Machine: {machine()}; load average while measuring {os.getloadavg()[0]:.1f} (other work shared "
+              f"the machine); measuring subprocesses ran with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}",
+              f"Command: `{command.strip()}`", ""]
     args.out.write_text("\n".join(header) + "\n" + "\n".join(sections), encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
     log.info("wrote %s", args.out)
