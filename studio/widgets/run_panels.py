@@ -6,6 +6,7 @@ dict (eval.json); none of them computes anything the engine did not report.
 from __future__ import annotations
 
 import html
+import re
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QFontDatabase
@@ -35,7 +36,8 @@ class ProgressPanel(QWidget):
 
     def show_state(self, state: RunState) -> None:
         p = state.progress
-        self.stage_label.setText(state.stage or "—")
+        of = re.match(r"stage (\d+/\d+)", state.message or "")  # the engine's "stage 2/4: sft"
+        self.stage_label.setText((state.stage or "—") + (f"  ({of.group(1)})" if of else ""))
         fraction = p.get("fraction") or 0.0
         if state.state == "finished":
             fraction = 1.0
