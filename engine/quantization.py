@@ -86,15 +86,32 @@ def _gguf_to_folder(spec: ModelSpec, folder: Path, q: QuantizeSpec) -> None:
     gc.collect()
 
 
-def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str) -> Any:
+def kernel_incompatible_linears(config: Any) -> list[str]:
+    """Linear layers bitsandbytes' CPU kernel cannot run in 4 bits: its AVX-512 repacking needs
+    in_features % 64 == 0 and out_features % 32 == 0 (Qwen's real sizes pass; toy widths such as 96 do not).
+    They stay in full precision so the saved model runs on every device. Found on the meta device: no weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.models import quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"
+            and (m.in_features % 64 or m.out_features % 32)]
+
+
+def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
     compute = getattr(torch, q.compute_dtype)
-    qconfig = quantization_config(True, q.quant_type, q.double_quant, compute)
     location, extra = where
+    skip = kernel_incompatible_linears(AutoConfig.from_pretrained(location, **extra))
+    if skip:
+        log.warning("%d linear layers of %s keep full precision (bitsandbytes' CPU kernel needs in_features %% 64 "
+                    "== 0 and out_features %% 32 == 0), e.g. %s", len(skip), spec.source, skip[0])
+    qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                 bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute,
+                                 llm_int8_skip_modules=["lm_head", *skip] if skip else None)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=compute,
                                                      device_map={"": device}, revision=spec.revision or None,
@@ -103,8 +120,8 @@ def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise EngineError(f"bitsandbytes cannot quantize {spec.source}: {first}") from None
     if count_4bit_layers(model) == 0:
-        raise EngineError(f"bitsandbytes found no linear layers to quantize in {spec.source}; 4-bit quantization "
-                          "needs a model built from torch.nn.Linear layers.")
+        raise EngineError(f"bitsandbytes found no linear layers it can quantize in {spec.source}; 4-bit "
+                          "quantization needs torch.nn.Linear layers with in_features a multiple of 64.")
     model.eval()
     model.requires_grad_(False)
     return model

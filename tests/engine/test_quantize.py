@@ -86,6 +86,25 @@ def test_fp4_without_double_quant(tiny, tmp_path):
     assert before * 4.5 / 32 <= fp4 <= 0.3 * before
 
 
+def test_widths_the_cpu_kernel_cannot_run_stay_full_precision(tmp_path):
+    """hidden 96: bitsandbytes' CPU kernel needs in_features % 64 == 0, so only down_proj (192 → 96) is quantized;
+    without the skip list the first CPU inference fails with a reshape error."""
+    from transformers import AutoModelForCausalLM
+
+    folder = make_tiny_model(tmp_path / "w96", hidden=96)
+    out, model, _ = quantize_and_save(str(folder), tmp_path / "w96-q4", QuantizeSpec(), "cpu")
+    assert count_4bit_layers(model) == 2
+    skipped = json.loads((out / "config.json").read_text())["quantization_config"]["llm_int8_skip_modules"]
+    assert "lm_head" in skipped and "model.layers.1.self_attn.q_proj" in skipped
+    assert not any("down_proj" in name for name in skipped)
+    ids = torch.tensor(PROMPT_IDS)
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        got = AutoModelForCausalLM.from_pretrained(out).generate(ids, max_new_tokens=NEW_TOKENS,
+                                                                 min_new_tokens=NEW_TOKENS, do_sample=False)
+    assert torch.equal(expected, got)
+
+
 def test_a_gguf_file_is_quantized_through_a_plain_folder(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
