@@ -198,7 +198,14 @@ class ChatService:
         spec = ModelSpec(source=source, load_in_4bit=load_in_4bit)
         tokenizer = load_tokenizer(spec)
         self.writer.progress(stage, 1, 2, time.perf_counter() - start)
-        model = load_model(spec, device)
+        if load_in_4bit:  # the quantizer's path: layers the CPU kernel cannot run stay full precision
+            from engine.quantization import quantize_in_memory
+            from engine.spec import QuantizeSpec
+
+            model, _ = quantize_in_memory(spec, QuantizeSpec(compute_dtype=str(dtype).replace("torch.", "")),
+                                          device)
+        else:
+            model = load_model(spec, device)
         elapsed = time.perf_counter() - start
         self.writer.progress(stage, 2, 2, elapsed)
         quantized = bool(getattr(model, "is_loaded_in_4bit", False))
