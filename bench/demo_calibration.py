@@ -58,7 +58,8 @@ def batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id
         yield ids, labels, mask
 
 
-def train(model, examples, *, epochs: float, lr: float, batch_size: int, pad_id: int, seed: int) -> dict:
+def train(model, examples, *, epochs: float, lr: float, batch_size: int, pad_id: int, seed: int,
+          probe=None, probe_at: tuple[int, ...] = ()) -> dict:
     rng = random.Random(seed)
     steps = int(epochs * -(-len(examples) // batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -76,6 +77,9 @@ def train(model, examples, *, epochs: float, lr: float, batch_size: int, pad_id:
             if step % 50 == 0:
                 logger.info("step %d/%d loss %.3f (%.0f s, %.0f cpu s)", step, steps, sum(losses[-50:]) / 50,
                             time.perf_counter() - started, time.process_time() - cpu_started)
+            if step in probe_at:  # ROUGE-L part-way: one run gives the quality-vs-steps curve
+                logger.info("probe at step %d: %s", step, json.dumps(probe()))
+                model.train()
             if step >= steps:
                 break
     # CPU seconds too: this machine is shared, and cpu/threads estimates the uncontended wall time.
@@ -122,6 +126,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probe-at", default="", help="comma-separated steps at which to evaluate too")
     parser.add_argument("--fresh", type=json.loads, default=None,
                         help='JSON config overrides: train a fresh model of the role, e.g. {"rope_parameters": ...}')
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
@@ -149,7 +154,9 @@ def main() -> None:
     result = {"role": args.role, "params": sum(p.numel() for p in model.parameters()), **vars(args)}
     result["json"] = None
     result.update(train(model, examples, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        pad_id=tokenizer.pad_token_id, seed=args.seed))
+                        pad_id=tokenizer.pad_token_id, seed=args.seed,
+                        probe=lambda: evaluate(model, tokenizer, test, args.max_new_tokens),
+                        probe_at=tuple(int(x) for x in args.probe_at.split(",") if x)))
     result.update(evaluate(model, tokenizer, test, args.max_new_tokens))
     logger.info("result: %s", json.dumps(result))
     if args.json:

@@ -97,6 +97,7 @@ def test_tiny_models_are_deterministic_and_validated() -> None:
 
 
 def test_demo_defaults_are_complete() -> None:
-    assert {"max_length", "max_new_tokens", "teacher", "student"} <= set(DEMO_DEFAULTS)
-    for role in ("teacher", "student"):
-        assert {"learning_rate", "epochs", "batch_size"} <= set(DEMO_DEFAULTS[role])
+    assert {"batch_size", "max_length", "max_new_tokens", "teacher", "student", "distill"} <= set(DEMO_DEFAULTS)
+    for stage in ("teacher", "student", "distill"):
+        assert DEMO_DEFAULTS[stage]["learning_rate"] > 0 and DEMO_DEFAULTS[stage]["max_steps"] > 0
+    assert DEMO_DEFAULTS["student"]["max_steps"] == DEMO_DEFAULTS["distill"]["max_steps"]  # a fair KD comparison
