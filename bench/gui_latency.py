@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FAKE = REPO / "tests" / "studio" / "fake_engine.py"
 RESULTS = REPO / "bench" / "RESULTS_gui.md"
+NICE_NOTE = f"; run at nice {os.nice(0)}" if os.nice(0) else ""
 
 
 def measure_launch(repeats: int = 3) -> tuple[list[float], list[float]]:
@@ -107,8 +108,8 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
     ticker.stop()
     events = session.state.events_seen
     points = session.state.metrics.series["student_kd · kd/ce"].size
-    first_second = next((i for i, t in enumerate(itertools.accumulate(gaps)) if t > 1.0), 0)
-    return {"gaps": gaps[1:], "works": works[1:], "works_after_1s": works[first_second:], "latencies": latencies, "events": events, "elapsed": elapsed, "points": points,
+    first_second = next((i for i, t in enumerate(itertools.accumulate(gaps[1:])) if t > 1.0), 0)
+    return {"gaps": gaps[1:], "works": works[1:], "works_after_1s": works[1:][first_second:], "latencies": latencies, "events": events, "elapsed": elapsed, "points": points,
             "state": session.state.state, "window": window, "app": app}
 
 
@@ -144,6 +145,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    from studio.engine_client import DRAIN_BUDGET_S
+
     walls, inside = measure_launch()
     result = measure_streaming(steps=1500, batch=10, delay=0.002)
     big_first, big_repaint = measure_big_redraw(result["window"], result["app"])
@@ -156,8 +159,8 @@ def main() -> None:
     text = f"""# Studio GUI benchmark
 
 `QT_QPA_PLATFORM=offscreen python bench/gui_latency.py` — {time.strftime('%Y-%m-%d %H:%M')}, {cpu} CPU cores
-(load average {load:.1f} when it ran: the machine was shared), PySide6 offscreen platform, Python
-{sys.version.split()[0]}.
+(load average {load:.1f} when it ran: the machine was shared with other jobs{NICE_NOTE}), PySide6 offscreen
+platform, Python {sys.version.split()[0]}.
 
 | measure | result | target |
 |---|---|---|
@@ -174,7 +177,7 @@ def main() -> None:
 
 How: the fake engine (`tests/studio/fake_engine.py`, the same protocol and run store as the real engine) streamed
 {result['events']:,} events ({result['points']:,} points of each of 5 curves) through a real `QProcess`; the client
-handles stdout lines within a 10 ms budget per event-loop turn; the plots redraw every 100 ms from numpy
+handles stdout lines within a {1000 * DRAIN_BUDGET_S:.0f} ms budget per event-loop turn; the plots redraw every 100 ms from numpy
 buffers (never per event), with pyqtgraph's peak downsampling and clip-to-view, so the delay to screen is bounded
 by the refresh period (100 ms, stretched to 5× the last paint's cost so painting stays under ~20 % of the GUI
 thread) plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. The run ended

@@ -157,15 +157,21 @@ class MetricPlots(QWidget):
 
     def _on_timer_timeout(self) -> None:
         if self.isVisible():  # a hidden page draws nothing; it catches up when shown
-            self.refresh()
+            self.refresh(build_all=False)
             # painting many long curves is the costly part: keep it under ~20 % of the GUI thread
             paint_ms = 1000 * self.canvas.last_paint_s
             self._timer.setInterval(int(min(1000, max(self.refresh_ms, 5 * paint_ms))))
 
-    def refresh(self) -> int:
-        """Redraw the curves whose data changed since the last refresh; returns how many."""
+    def refresh(self, build_all: bool = True) -> int:
+        """Redraw the curves whose data changed since the last refresh; returns how many. The timer passes
+        ``build_all=False``: at most one new plot per event-loop turn."""
         changed = [label for label, s in self.store.series.items() if self._drawn.get(label) != s.version
                    and (s.size > 1 or self.store.groups[label] != "eval")]  # one score is a table cell, not a curve
+        # Building a plot costs tens of milliseconds: build one new plot per refresh, never all at once.
+        new_groups = [g for g in dict.fromkeys(self.store.groups[label] for label in changed) if g not in self._plots]
+        if len(new_groups) > 1 and not build_all:
+            changed = [label for label in changed if self.store.groups[label] not in new_groups[1:]]
+            QTimer.singleShot(0, self, lambda: self.refresh(build_all=False))  # the next plot after this turn
         for label in changed:
             series = self.store.series[label]
             raw, smooth = self._curve_for(label)
