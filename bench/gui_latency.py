@@ -148,6 +148,9 @@ def main() -> None:
     from studio.engine_client import DRAIN_BUDGET_S
 
     walls, inside = measure_launch()
+    calm = measure_streaming(steps=200, batch=1, delay=0.02)  # a training-like pace
+    calm_ms = [v * 1000 for v in calm["latencies"]]
+    calm_work = [w * 1000 for w in calm["works_after_1s"]]
     result = measure_streaming(steps=1500, batch=10, delay=0.002)
     big_first, big_repaint = measure_big_redraw(result["window"], result["app"])
     gaps_ms = [g * 1000 for g in result["gaps"]]
@@ -172,6 +175,8 @@ platform, Python {sys.version.split()[0]}.
 | longest wall-clock gap between those ticks (includes the OS running other processes) | {max(gaps_ms):.1f} ms (p99 {pct(gaps_ms, 0.99):.1f} ms, median {statistics.median(gaps_ms):.1f} ms) | |
 | metric line leaves the engine → point drawn, median | **{statistics.median(lat_ms):.0f} ms** | |
 | … p95 / max | {pct(lat_ms, 0.95):.0f} ms / {max(lat_ms):.0f} ms | |
+| at a training-like pace ({calm['events'] / calm['elapsed']:,.0f} events/s): line → drawn, median / p95 / max | {statistics.median(calm_ms):.0f} / {pct(calm_ms, 0.95):.0f} / {max(calm_ms):.0f} ms | |
+| … longest GUI-thread work between ticks | {max(calm_work):.1f} ms | < 50 ms |
 | first draw of 8 curves × 100,000 points (EMA + setData) | {big_first * 1000:.0f} ms | smooth |
 | full render of the window with those curves (`grab()`) | {big_repaint * 1000:.0f} ms | smooth |
 
@@ -179,9 +184,16 @@ How: the fake engine (`tests/studio/fake_engine.py`, the same protocol and run s
 {result['events']:,} events ({result['points']:,} points of each of 5 curves) through a real `QProcess`; the client
 handles stdout lines within a {1000 * DRAIN_BUDGET_S:.0f} ms budget per event-loop turn; the plots redraw every 100 ms from numpy
 buffers (never per event), with pyqtgraph's peak downsampling and clip-to-view, so the delay to screen is bounded
-by the refresh period (100 ms, stretched to 5× the last paint's cost so painting stays under ~20 % of the GUI
-thread) plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. The run ended
+by the refresh period (100 ms, stretched to 3× the last paint's cost, at most 400 ms, so painting stays under ~30 % of
+the GUI thread) plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. The run ended
 `{result['state']}`.
+
+Reading: the longest stretch the studio itself keeps the GUI thread busy is one pyqtgraph paint of the plot canvas
+(tens of ms for four plots of thousands of points in software rendering on this contended CPU), sometimes back to
+back with a batch of events (each turn handles at most {1000 * DRAIN_BUDGET_S:.0f} ms of them). Measured on a machine
+whose load average was several times its core count, the 50 ms target is met only where painting is cheaper than
+that; the wall-clock gaps are the operating system running other jobs, not the studio. The benchmark's own figures
+are what to compare between versions.
 """
     RESULTS.write_text(text, encoding="utf-8")
     sys.stdout.write(text)
@@ -189,3 +201,5 @@ thread) plus the pipe; the monitor's labels, log and samples refresh at 5 Hz. Th
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # skip tearing down the windows of several measurements (Qt's teardown order is not ours)

@@ -27,6 +27,9 @@ def create_app(argv: list[str] | None = None):
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
+    if app.property("studio_configured"):
+        return app  # re-styling an application whose widgets exist can crash Qt; configure once
+    app.setProperty("studio_configured", True)
     app.setApplicationName("Compression Studio")
     app.setOrganizationName("compression-studio")
     app.setDesktopFileName("compression-studio")

@@ -158,9 +158,10 @@ class MetricPlots(QWidget):
     def _on_timer_timeout(self) -> None:
         if self.isVisible():  # a hidden page draws nothing; it catches up when shown
             self.refresh(build_all=False)
-            # painting many long curves is the costly part: keep it under ~20 % of the GUI thread
+            # painting many long curves is the costly part: keep it under ~30 % of the GUI thread, and the
+            # curves at most 0.4 s behind
             paint_ms = 1000 * self.canvas.last_paint_s
-            self._timer.setInterval(int(min(1000, max(self.refresh_ms, 5 * paint_ms))))
+            self._timer.setInterval(int(min(400, max(self.refresh_ms, 3 * paint_ms))))
 
     def refresh(self, build_all: bool = True) -> int:
         """Redraw the curves whose data changed since the last refresh; returns how many. The timer passes
