@@ -129,6 +129,13 @@ def bench_student(work: Path, student: Path | None, samples: int, max_new_tokens
     report = quantization_report(folder, quantized, records, preset, gen, "cpu")
     what = f"trained student `{folder}`" if trained else "the demo kit's UNTRAINED student (no trained one found)"
     text = report_markdown(report, f"Demo student (float32 → NF4, compute float32): {what}")
+    full = all_layers_nf4_quality(folder, records, preset, gen)
+    report["all_layers_nf4"] = full
+    base = report["original"].get("scores", {})
+    cells = ", ".join(f"{k} {v:.4f} (retention {v / base[k]:.3f})" if base.get(k) else f"{k} {v:.4f}"
+                      for k, v in full["scores"].items())
+    text += (f"\nWith all {full['layers_4bit']} block linears in NF4 (the kernel-incompatible ones run through "
+             f"bitsandbytes' generic de-quantize path; measurement only, not a saved model): {cells}.\n")
     return text, report
 
 
@@ -141,6 +148,28 @@ def from_run(run_dir: Path) -> tuple[str, dict] | None:
     stage, report = next(iter(reports.items()))
     title = f"Trained demo student from run `{run_dir.name}` (stage `{stage}`: {report.get('source')} → NF4)"
     return report_markdown(report, title), report
+
+
+def all_layers_nf4_quality(folder: Path, records: list[dict], preset: str, gen: GenerationSpec) -> dict:
+    """ROUGE-L with *every* block linear in NF4, including widths the CPU's AVX-512 kernel cannot run: those
+    layers are switched to bitsandbytes' generic CPU path (de-quantize, then matmul; what training uses). Not a
+    portable model — a measurement of what full 4-bit quantization costs in quality."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from bitsandbytes.nn import Linear4bit
+
+    from engine.evaluation import evaluate_model
+    from engine.quantization import headline_scores
+
+    qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=qconfig, device_map={"": "cpu"}).eval()
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    scores, _ = evaluate_model(model, tokenizer, records, preset, gen, "cpu")
+    return {"layers_4bit": len(layers), "scores": headline_scores(scores)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -313,6 +313,14 @@ def evaluate_folder(folder: str | Path, records: list[dict], preset: str, gen: G
 
 # ---------------------------------------------------------------- the report --------------------------------------
 
+def _layer_counts(quantized_dir: str | Path) -> dict[str, int]:
+    """How many linear layers are 4-bit, and how many stayed full precision (kernel-incompatible widths)."""
+    config = json.loads((Path(quantized_dir) / "config.json").read_text(encoding="utf-8"))
+    kept = [m for m in config.get("quantization_config", {}).get("llm_int8_skip_modules") or [] if m != "lm_head"]
+    absmax = [k for k in safetensors_entries(quantized_dir) if k.endswith(".weight.absmax")]
+    return {"layers_4bit": len(absmax), "layers_full_precision": len(kept)}
+
+
 def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 4) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
@@ -327,6 +335,7 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
         sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder)}
     sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
         linear_weight_bytes(original_dir, quantized_dir)
+    sides["quantized"].update(_layer_counts(quantized_dir))
     steps = [(n, "measure") for n in sides if measure] + [(n, "evaluate") for n in sides if records]
     for i, (name, what) in enumerate(steps):
         if on_progress:
@@ -374,7 +383,10 @@ def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
              r.get("cpu_s_per_token"))]
     for key, ret in report.get("retention", {}).items():
         rows.append((key, _fmt(o.get("scores", {}).get(key), 4), _fmt(q.get("scores", {}).get(key), 4), ret))
-    lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report['samples']}.", "",
+    kept = q.get("layers_full_precision", 0)
+    layers = f"{q.get('layers_4bit', '?')} linear layers in 4 bits" + (
+        f", {kept} kept in full precision (widths bitsandbytes' CPU kernel cannot run)" if kept else "")
+    lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report['samples']}; {layers}.", "",
              "| | original | 4-bit | 4-bit ÷ original |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {_fmt(d)} |" for a, b, c, d in rows]
     return "\n".join(lines) + "\n"

@@ -54,7 +54,8 @@ def quantized(tiny, tmp_path_factory):
 
 def test_reloaded_with_plain_transformers_gives_identical_greedy_outputs(quantized):
     folder, ids, logits, layers = quantized
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # one OpenMP thread: on a busy 2-core machine two threads spend most of their time spinning
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(folder), json.dumps(PROMPT_IDS),
                            str(NEW_TOKENS)], capture_output=True, text=True, cwd="/", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -139,7 +140,7 @@ def test_bad_inputs_are_one_sentence(tmp_path, quantized, tiny):
     assert not (tmp_path / "out").exists()
 
 
-def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path):
+def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path, monkeypatch):
     """Through the recipe: the references are the original model's own greedy answers, so the original scores
     ROUGE-L ≈ 1 and the stage's rougeL retention is the 4-bit model's agreement with it."""
     import io
@@ -151,6 +152,7 @@ def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path):
     from engine.runs import RunStore
     from engine.spec import RunSpec, build, dump_spec
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the measuring subprocesses (see above)
     gen = {"max_new_tokens": 8, "batch_size": 8}
     prompts = [{"instruction": f"Say something about {w}.", "response": "x"}
                for w in ("foxes", "dogs", "models", "bits", "Paris", "code", "numbers", "weights", "cats", "trees")]
@@ -171,6 +173,7 @@ def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path):
     assert evaluation["models"] == {"teacher": {"rougeL": 0.5}}  # another stage's results are kept
     report = evaluation["quantization"]["student_4bit"]
     assert report["samples"] == 3 and report["original"]["scores"]["rougeL"] > 0.9
+    assert report["quantized"]["layers_4bit"] == 14 and report["quantized"]["layers_full_precision"] == 0
     assert result.scores["quant/rougeL_retention"] == pytest.approx(
         report["quantized"]["scores"]["rougeL"] / report["original"]["scores"]["rougeL"], abs=1e-3)
     assert 0 < result.scores["quant/size_ratio"] < 1 and result.scores["quant/linear_ratio"] <= 0.3
