@@ -203,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
               f"Machine: {machine()}; load average while measuring {os.getloadavg()[0]:.1f} (other work shared "
               f"the machine); measuring subprocesses ran with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}",
               f"Command: `{command.strip()}`", ""]
-    args.out.write_text("\n".join(header) + "\n" + "\n".join(sections), encoding="utf-8")
+    marker = "<!-- notes: kept when the benchmark is rerun -->"
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    notes = old[old.index(marker):] if marker in old else marker + "\n"
+    args.out.write_text("\n".join(header) + "\n" + "\n".join(sections) + "\n" + notes, encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
     log.info("wrote %s", args.out)
     return 0
