@@ -74,6 +74,26 @@ def curve_ends(events: list[dict], window: int) -> dict:
     return out
 
 
+def grpo_spec(args: argparse.Namespace, sft_dir: Path, split: dict):
+    """The GRPO run: correctness rewards first, small gated shaping rewards, from the SFT warm start."""
+    from engine.spec import DataSpec, GenerationSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+
+    rewards = [RewardSpec("answer_correct", 1.0), RewardSpec("code_tests", 1.0), RewardSpec("format_strict", 0.1),
+               RewardSpec("reasoning_structure", 0.1), RewardSpec("length", 0.05)]
+    grpo = RunSpec(name="grpo-bench", data=DataSpec(preset="demo_reasoning", **split), seed=args.seed, device="cpu",
+                   stages=[StageSpec(kind="grpo", name="grpo", model=str(sft_dir), max_eval_samples=0,
+                                     generation=GenerationSpec(batch_size=32),
+                                     train=TrainSpec(learning_rate=args.grpo_lr, max_steps=args.grpo_steps,
+                                                     batch_size=args.generations * args.prompts_per_step,
+                                                     logging_steps=1, save_steps=10_000, warmup_ratio=0.05,
+                                                     scheduler="constant", seed=args.seed),
+                                     grpo=GRPOSpec(num_generations=args.generations, beta=args.beta,
+                                                   max_completion_length=args.max_completion,
+                                                   temperature=args.temperature, rewards=rewards,
+                                                   length_range=[12, 48], sample_every=20))])
+    return grpo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/grpo_bench"))
@@ -98,7 +118,7 @@ def main() -> None:
 
     from engine.data import load_records
     from engine.demo.kit import ensure_demo_kit
-    from engine.spec import DataSpec, GenerationSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+    from engine.spec import DataSpec, GRPOSpec, RunSpec, StageSpec, TrainSpec
 
     torch.set_num_threads(args.threads)
     kit = ensure_demo_kit()
@@ -119,19 +139,7 @@ def main() -> None:
         timings["sft_s"] = round(time.time() - start, 1)
         log.info("SFT warm start done in %.0f s", timings["sft_s"])
 
-    rewards = [RewardSpec("answer_correct", 1.0), RewardSpec("code_tests", 1.0), RewardSpec("format_strict", 0.1),
-               RewardSpec("reasoning_structure", 0.1), RewardSpec("length", 0.05)]
-    grpo = RunSpec(name="grpo-bench", data=DataSpec(preset="demo_reasoning", **split), seed=args.seed, device="cpu",
-                   stages=[StageSpec(kind="grpo", name="grpo", model=str(sft_dir), max_eval_samples=0,
-                                     generation=GenerationSpec(batch_size=32),
-                                     train=TrainSpec(learning_rate=args.grpo_lr, max_steps=args.grpo_steps,
-                                                     batch_size=args.generations * args.prompts_per_step,
-                                                     logging_steps=1, save_steps=10_000, warmup_ratio=0.05,
-                                                     scheduler="constant", seed=args.seed),
-                                     grpo=GRPOSpec(num_generations=args.generations, beta=args.beta,
-                                                   max_completion_length=args.max_completion,
-                                                   temperature=args.temperature, rewards=rewards,
-                                                   length_range=[12, 48], sample_every=20))])
+    grpo = grpo_spec(args, sft_dir, split)
     start = time.time()
     result, events = run(grpo, args.out / "grpo")
     timings["grpo_s"] = round(time.time() - start, 1)

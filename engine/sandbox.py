@@ -63,8 +63,8 @@ def _setup():
     writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     forbidden = ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.kill",
                  "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.", "socket.", "gc.get_referrers",
-                 "gc.get_referents", "gc.get_objects", "sys.addaudithook", "os.setuid", "os.setgid", "resource.setrlimit",
-                 "resource.prlimit")
+                 "gc.get_referents", "gc.get_objects", "sys.addaudithook", "os.setuid", "os.setgid",
+                 "resource.setrlimit", "resource.prlimit")
     blocked_modules = {"ctypes", "_ctypes", "_posixsubprocess", "_socket", "socket", "subprocess",
                        "multiprocessing", "_multiprocessing", "pty", "resource"}
     path_events = {"os.remove": 1, "os.rename": 2, "os.replace": 2, "os.mkdir": 1, "os.rmdir": 1,
