@@ -144,7 +144,9 @@ def _run_shots(window, shot) -> None:
     records = [r for r in window.store.list() if (Path(r.path) / "events.jsonl").exists()]
     finished = [r for r in records if r.status == "finished"]
     if finished:
-        session = window.open_run(finished[0])
+        # the richest run: one with an evaluation, else the newest
+        best = next((r for r in finished if (Path(r.path) / "eval.json").exists()), finished[0])
+        session = window.open_run(best)
         window.monitor.show_session(session)
         window.monitor.tabs.setCurrentIndex(0)
         shot("07-monitor-curves", 800)

@@ -167,7 +167,7 @@ class MetricPlots(QWidget):
         """Redraw the curves whose data changed since the last refresh; returns how many. The timer passes
         ``build_all=False``: at most one new plot per event-loop turn."""
         changed = [label for label, s in self.store.series.items() if self._drawn.get(label) != s.version
-                   and (s.size > 1 or self.store.groups[label] != "eval")]  # one score is a table cell, not a curve
+                   and (self.store.groups[label] != "eval" or s.x[-1] > s.x[0])]  # final scores: a table, not a curve
         # Building a plot costs tens of milliseconds: build one new plot per refresh, never all at once.
         new_groups = [g for g in dict.fromkeys(self.store.groups[label] for label in changed) if g not in self._plots]
         if len(new_groups) > 1 and not build_all:
