@@ -141,7 +141,9 @@ def quantize_and_save(source: str | Path | ModelSpec, out_dir: str | Path, q: Qu
 
     spec = _spec_of(source)
     model, tokenizer = quantize_in_memory(spec, q, device)
-    out = save_model(model, tokenizer, Path(out_dir), model_card_text(spec.source, q))
+    skip = getattr(model.config.quantization_config, "llm_int8_skip_modules", None) or []
+    kept = len([m for m in skip if m != "lm_head"])
+    out = save_model(model, tokenizer, Path(out_dir), model_card_text(spec.source, q, kept=kept))
     log.info("saved the 4-bit model to %s (%s)", out, _fmt_mb(weight_file_bytes(out)))
     return out, model, tokenizer
 
@@ -155,20 +157,17 @@ def quantize_model(source_dir_or_spec: str | Path | ModelSpec, out_dir: str | Pa
     return out
 
 
-def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None) -> str:
+def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None, kept: int = 0) -> str:
     from engine.models import model_card
 
     how = (f"Post-training quantization with bitsandbytes: the linear layers of every transformer block are "
            f"stored as 4-bit {q.quant_type.upper()} with one scale per 64 weights"
            f"{' (scales quantized again: double quantization)' if q.double_quant else ''}, and de-quantized to "
-           f"{q.compute_dtype} for each matmul. Embeddings, output layer and norms keep full precision.")
+           f"{q.compute_dtype} for each matmul. Embeddings, output layer and norms keep full precision"
+           + (f", and so do {kept} linear layers whose widths bitsandbytes' CPU kernel cannot run (in_features "
+              "not a multiple of 64 or out_features not a multiple of 32)." if kept else "."))
     settings = {"quant_type": q.quant_type, "double_quant": q.double_quant, "compute_dtype": q.compute_dtype}
     return model_card(f"4-bit {Path(str(base)).name or base}", str(base), how, settings, scores)
-
-
-def write_model_card(out_dir: str | Path, base: str, q: QuantizeSpec, scores: dict | None = None) -> None:
-    """(Re)write the folder's README.md, e.g. once the report's scores are known."""
-    (Path(out_dir) / "README.md").write_text(model_card_text(base, q, scores), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- sizes on disk -----------------------------------
@@ -313,7 +312,7 @@ def evaluate_folder(folder: str | Path, records: list[dict], preset: str, gen: G
 
 # ---------------------------------------------------------------- the report --------------------------------------
 
-def _layer_counts(quantized_dir: str | Path) -> dict[str, int]:
+def layer_counts(quantized_dir: str | Path) -> dict[str, int]:
     """How many linear layers are 4-bit, and how many stayed full precision (kernel-incompatible widths)."""
     config = json.loads((Path(quantized_dir) / "config.json").read_text(encoding="utf-8"))
     kept = [m for m in config.get("quantization_config", {}).get("llm_int8_skip_modules") or [] if m != "lm_head"]
@@ -335,7 +334,7 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
         sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder)}
     sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
         linear_weight_bytes(original_dir, quantized_dir)
-    sides["quantized"].update(_layer_counts(quantized_dir))
+    sides["quantized"].update(layer_counts(quantized_dir))
     steps = [(n, "measure") for n in sides if measure] + [(n, "evaluate") for n in sides if records]
     for i, (name, what) in enumerate(steps):
         if on_progress:

@@ -104,5 +104,6 @@ def run_stage(ctx: RunContext) -> StageResult:
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
     scores = _scores(report)
     ctx.events.metric(stage.name, 0, scores)
-    (out / "README.md").write_text(model_card_text(spec.source, q, scores) + "\n" + markdown, encoding="utf-8")
+    card = model_card_text(spec.source, q, scores, kept=report["quantized"].get("layers_full_precision", 0))
+    (out / "README.md").write_text(card + "\n" + markdown, encoding="utf-8")
     return StageResult(model_dir=out, scores=scores, summary={"quantize": to_dict(q), "report": report["ratios"]})

@@ -98,6 +98,7 @@ def test_widths_the_cpu_kernel_cannot_run_stay_full_precision(tmp_path):
     skipped = json.loads((out / "config.json").read_text())["quantization_config"]["llm_int8_skip_modules"]
     assert "lm_head" in skipped and "model.layers.1.self_attn.q_proj" in skipped
     assert not any("down_proj" in name for name in skipped)
+    assert "so do 12 linear layers" in (out / "README.md").read_text()
     ids = torch.tensor(PROMPT_IDS)
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
