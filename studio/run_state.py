@@ -160,6 +160,8 @@ class Sample:
     prompt: str
     completion: str
     rewards: dict
+    model: str = ""  # evaluation samples say which model answered
+    reference: str = ""
 
 
 @dataclass
@@ -213,7 +215,8 @@ class RunState:
             self.metrics.add(d.get("stage", ""), d.get("step", 0), d.get("values", {}), prefix)
         elif event.type == "sample":
             self.samples.append(Sample(d.get("stage", ""), int(d.get("step", 0)), str(d.get("prompt", "")),
-                                       str(d.get("completion", "")), dict(d.get("rewards", {}))))
+                                       str(d.get("completion", "")), dict(d.get("rewards") or {}),
+                                       str(d.get("model", "")), str(d.get("reference") or "")))
         elif event.type == "log":
             self.add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
         elif event.type == "artifact":

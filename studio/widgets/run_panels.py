@@ -77,29 +77,33 @@ class LogView(QPlainTextEdit):
 
 
 class SamplesPanel(QTextBrowser):
-    """GRPO sample completions with their rewards, newest first."""
+    """Sample completions, newest first: GRPO's with their rewards, the evaluation's with their references."""
 
     def __init__(self, parent: QWidget | None = None, keep: int = 50) -> None:
         super().__init__(parent)
         self.keep = keep
         self.seen = -1
-        self.setPlaceholderText("Sample completions appear here during GRPO (every grpo.sample_every steps).")
+        self.setPlaceholderText("Sample completions appear here: GRPO's (every grpo.sample_every steps, with their "
+                                "rewards) and the evaluation's answers next to their references.")
 
     def show_state(self, state: RunState) -> None:
         if len(state.samples) == self.seen:
             return
         self.seen = len(state.samples)
-        self.setHtml("".join(self._card(s) for s in reversed(state.samples[-self.keep:])))
+        self.setHtml("<hr>".join(self._card(s) for s in reversed(state.samples[-self.keep:])))
 
     @staticmethod
     def _card(sample: Sample) -> str:
         rewards = "  ".join(f"<b>{html.escape(k)}</b> {v:.3g}" if isinstance(v, (int, float)) else
                             f"<b>{html.escape(k)}</b> {html.escape(str(v))}" for k, v in sample.rewards.items())
-        return (f"<div style='margin-bottom:14px'><div style='color:#666'>{html.escape(sample.stage)} · step "
-                f"{sample.step} · {rewards}</div>"
+        head = " · ".join(p for p in (html.escape(sample.stage), html.escape(sample.model),
+                                       f"step {sample.step}" if sample.step else "", rewards) if p)
+        reference = (f"<div style='color:#2e7d32'>reference: {html.escape(sample.reference[:1000])}</div>"
+                     if sample.reference else "")
+        return (f"<div style='margin-bottom:14px'><div style='color:#666'>{head}</div>"
                 f"<div style='color:#333;margin-top:4px'><i>{html.escape(sample.prompt[:600])}</i></div>"
                 f"<pre style='background:#f4f6f8;padding:6px;white-space:pre-wrap'>"
-                f"{html.escape(sample.completion[:3000])}</pre></div>")
+                f"{html.escape(sample.completion[:3000]) or '(empty answer)'}</pre>{reference}</div>")
 
     def reset(self) -> None:
         self.clear()
