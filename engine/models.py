@@ -107,13 +107,15 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
 
 def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quant: bool = True,
-                        compute_dtype: torch.dtype = torch.float32) -> Any:
+                        compute_dtype: torch.dtype = torch.float32, skip_modules: list[str] | None = None) -> Any:
+    """bitsandbytes 4-bit settings; ``skip_modules`` stay in full precision (lm_head always does)."""
     if not load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
-                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype,
+                              llm_int8_skip_modules=["lm_head", *skip_modules] if skip_modules else None)
 
 
 def load_model(spec: ModelSpec, device: str, *, trainable: bool = False) -> Any:
@@ -123,7 +125,12 @@ def load_model(spec: ModelSpec, device: str, *, trainable: bool = False) -> Any:
     resolved = resolve_source(spec.source)
     location, extra = resolved.from_pretrained_args()
     dtype = pick_dtype(spec.dtype, device)
-    qconfig = quantization_config(spec.load_in_4bit, compute_dtype=dtype)
+    qconfig = None
+    if spec.load_in_4bit:
+        from engine.quantization import kernel_incompatible_linears  # layers bitsandbytes' CPU kernel can't run
+
+        skip = kernel_incompatible_linears(load_config(spec.source)) if device == "cpu" else []
+        qconfig = quantization_config(True, compute_dtype=dtype, skip_modules=skip)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision or None, **extra}
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": device})

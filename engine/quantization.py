@@ -101,7 +101,9 @@ def kernel_incompatible_linears(config: Any) -> list[str]:
 
 def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str) -> Any:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.models import quantization_config
 
     compute = getattr(torch, q.compute_dtype)
     location, extra = where
@@ -109,9 +111,7 @@ def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device
     if skip:
         log.warning("%d linear layers of %s keep full precision (bitsandbytes' CPU kernel needs in_features %% 64 "
                     "== 0 and out_features %% 32 == 0), e.g. %s", len(skip), spec.source, skip[0])
-    qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                                 bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute,
-                                 llm_int8_skip_modules=["lm_head", *skip] if skip else None)
+    qconfig = quantization_config(True, q.quant_type, q.double_quant, compute, skip_modules=skip)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=compute,
                                                      device_map={"": device}, revision=spec.revision or None,
