@@ -88,6 +88,10 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
     cache: dict = {}
     try:
         device = pick_device(spec.device)
+        if device == "cpu" and spec.cpu_threads:
+            import torch
+
+            torch.set_num_threads(spec.cpu_threads)
         preflight(spec, device, EventWriter(stream=io.StringIO()), cache)  # nothing to say yet
     except EngineError as exc:
         return _fail(str(exc))

@@ -26,7 +26,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 KIT_VERSION = "v1"
-KIT_FORMAT = 3  # bump when the contents change so old kits are rebuilt
+KIT_FORMAT = 4  # bump when the contents change so old kits are rebuilt
 SEED = 1234
 N_INSTRUCTIONS = 3000
 N_REASONING = 1000

@@ -21,7 +21,8 @@ SIZES: dict[str, dict[str, int]] = {
     # 1.9 M: a 256-wide, 3.3 M teacher reached the same ROUGE-L (0.68 vs 0.68 after 1,200 steps) at 1.5x the cost.
     "teacher": {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 4,
                 "num_key_value_heads": 2, "intermediate_size": 512},
-    "student": {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+    # 128 wide (not 96): bitsandbytes' CPU 4-bit kernel needs in_features % 64 == 0, so every layer quantizes
+    "student": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                 "num_key_value_heads": 2, "intermediate_size": 256},
 }
 MAX_POSITIONS = 512
