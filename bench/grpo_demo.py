@@ -80,7 +80,7 @@ def grpo_spec(args: argparse.Namespace, sft_dir: Path, split: dict):
 
     rewards = [RewardSpec("answer_correct", 1.0), RewardSpec("code_tests", 1.0), RewardSpec("format_strict", 0.1),
                RewardSpec("reasoning_structure", 0.1), RewardSpec("length", 0.05)]
-    grpo = RunSpec(name="grpo-bench", data=DataSpec(preset="demo_reasoning", **split), seed=args.seed, device="cpu",
+    grpo = RunSpec(name="grpo-bench", data=DataSpec(preset="demo_reasoning", **split), device="cpu",
                    stages=[StageSpec(kind="grpo", name="grpo", model=str(sft_dir), max_eval_samples=0,
                                      generation=GenerationSpec(batch_size=32),
                                      train=TrainSpec(learning_rate=args.grpo_lr, max_steps=args.grpo_steps,
@@ -130,7 +130,7 @@ def main() -> None:
 
     sft_dir = args.out / "sft" / "models" / "sft"
     if not (args.reuse_sft and (sft_dir / "config.json").exists()):
-        sft = RunSpec(name="grpo-bench-sft", data=DataSpec(preset="local", path=str(cot), **split), seed=args.seed,
+        sft = RunSpec(name="grpo-bench-sft", data=DataSpec(preset="local", path=str(cot), **split),
                       device="cpu", stages=[StageSpec(kind="sft", name="sft", model="student", train=TrainSpec(
                           learning_rate=args.sft_lr, epochs=args.sft_epochs, batch_size=16, logging_steps=50,
                           save_steps=10_000, seed=args.seed))])
