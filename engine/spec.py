@@ -291,6 +291,9 @@ class StageSpec:
     generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings (evaluation, "
                                         "sequence-level KD).")
     max_eval_samples: int = option(200, "Evaluate: at most this many held-out records (0 = all).")
+    references: float = option(1.0, "Fraction of training records whose reference answers this stage may use "
+                               "(a seeded choice, the same records in every stage). Distillation has the "
+                               "teacher answer the others; SFT simply has fewer examples.")
 
     def __post_init__(self) -> None:
         _check_choice("stage.kind", self.kind, STAGE_KINDS)
@@ -306,6 +309,7 @@ class StageSpec:
             _fail(f"{self.name}.reference", f"{self.reference!r} is not one of the evaluated models "
                   f"({', '.join(self.models)}).")
         _check_positive(f"{self.name}.max_eval_samples", self.max_eval_samples, allow_zero=True)
+        _check_fraction(f"{self.name}.references", self.references, open_low=True)
 
 
 _STAGE_SUBSPECS = {"train": TrainSpec, "distill": DistillSpec, "grpo": GRPOSpec, "quantize": QuantizeSpec,

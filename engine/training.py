@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import random
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -25,13 +26,27 @@ def stage_splits(ctx: RunContext) -> Any:
     return ctx.cache["splits"]
 
 
+def labelled_split(ctx: RunContext) -> tuple[list[dict], list[dict]]:
+    """The training records whose references this stage may use, and the rest (prompts only). The choice is
+    seeded by the data seed, so every stage with the same ``references`` fraction sees the same records."""
+    records = stage_splits(ctx).train
+    fraction = ctx.stage.references
+    if fraction >= 1:
+        return records, []
+    rank = random.Random(ctx.spec.data.seed).sample(range(len(records)), len(records))
+    keep = set(rank[:max(1, round(fraction * len(records)))])
+    labelled = [r for i, r in enumerate(records) if i in keep]
+    return labelled, [r for i, r in enumerate(records) if i not in keep]
+
+
 def sft_datasets(ctx: RunContext, tokenizer: Any, train_records: list[dict] | None = None) -> tuple[Any, Any]:
-    """Tokenized train and validation sets (loss on response tokens only)."""
+    """Tokenized train and validation sets (loss on response tokens only); by default the stage's labelled
+    training records."""
     from engine.data import tokenize_for_sft
 
     splits = stage_splits(ctx)
     data = ctx.spec.data
-    train = tokenize_for_sft(tokenizer, train_records if train_records is not None else splits.train,
+    train = tokenize_for_sft(tokenizer, train_records if train_records is not None else labelled_split(ctx)[0],
                              data.max_length, data.preset)
     validation = tokenize_for_sft(tokenizer, splits.validation, data.max_length, data.preset) \
         if splits.validation else None

@@ -19,7 +19,8 @@ from engine.kd_trainer import KDLossSettings, KDTrainer, pad_collator
 from engine.models import apply_lora, load_model, load_tokenizer
 from engine.recipes.sft import save_stage_model, train_sft
 from engine.spec import GenerationSpec, to_dict
-from engine.training import run_trainer, sft_datasets, stage_splits, train_with_sweep, training_arguments
+from engine.training import (labelled_split, run_trainer, sft_datasets, stage_splits, train_with_sweep,
+                             training_arguments)
 
 ANSWER_CHUNK = 64  # teacher answers appended to the cache this many at a time (the resume granularity)
 
@@ -49,7 +50,12 @@ def run_stage(ctx: RunContext) -> StageResult:
 def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[Any, dict]:
     stage, d = ctx.stage, ctx.stage.distill
     teacher = load_model(teacher_spec, ctx.device)
-    train_set, validation_set = sft_datasets(ctx, tokenizer)
+    labelled, unlabelled = labelled_split(ctx)
+    if unlabelled:  # prompts without references: the teacher's answers become their targets
+        answers = teacher_answers(ctx, teacher_spec, unlabelled, teacher)
+        labelled = labelled + [{**r, "response": answers[r["id"]]} for r in unlabelled if answers[r["id"]].strip()]
+        ctx.events.log(f"{stage.name}: {len(unlabelled)} prompts without references answered by the teacher")
+    train_set, validation_set = sft_datasets(ctx, tokenizer, labelled)
     settings = KDLossSettings(alpha=d.alpha, temperature=d.temperature, divergence=d.divergence,
                               jsd_beta=d.jsd_beta, top_k=d.top_k, chunk_size=d.chunk_size)
 
@@ -68,7 +74,7 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
     return train_with_sweep(ctx, stage.train, fit)
 
 
-def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict]) -> dict[str, str]:
+def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], teacher: Any = None) -> dict[str, str]:
     """The teacher's answer to every record (by id), generated once and cached in the stage's work folder; a
     cancelled or crashed run picks up after the last chunk it wrote."""
     from engine.data import prompt_texts
@@ -85,7 +91,7 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict]) -> dict[
     if not todo:
         return answers
     ctx.events.log(f"teacher answers: {len(answers)} cached, {len(todo)} to generate")
-    teacher, tokenizer = load_model(teacher_spec, ctx.device), load_tokenizer(teacher_spec)
+    teacher, tokenizer = teacher or load_model(teacher_spec, ctx.device), load_tokenizer(teacher_spec)
     gen = GenerationSpec(**{**to_dict(ctx.stage.generation), "max_new_tokens": ctx.stage.distill.max_new_tokens})
     started, total = time.monotonic(), len(records)
     with open(cache, "a", encoding="utf-8") as f:
@@ -106,10 +112,11 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict]) -> dict[
 def _sequence_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[Any, dict]:
     records = stage_splits(ctx).train
     answers = teacher_answers(ctx, teacher_spec, records)
+    with_reference = {r["id"] for r in labelled_split(ctx)[0]}
     rng = random.Random(ctx.stage.train.seed)
     mixed = []
     for record in records:
-        keep_reference = rng.random() < ctx.stage.distill.sequence_mix
+        keep_reference = record["id"] in with_reference and rng.random() < ctx.stage.distill.sequence_mix
         answer = answers.get(record["id"], "").strip()
         mixed.append(record if keep_reference or not answer else {**record, "response": answer})
     ctx.events.log(f"sequence-level KD on {sum(r is not o for r, o in zip(mixed, records))} teacher answers and "

@@ -1,0 +1,37 @@
+"""Shared training plumbing: the labelled subset a stage may use, and trainer-log renaming."""
+from __future__ import annotations
+
+from engine.callbacks import rename_metrics
+from engine.context import RunContext
+from engine.data.splits import Splits
+from engine.protocol import EventWriter
+from engine.spec import RunSpec, build
+from engine.training import labelled_split
+
+
+def _ctx(references: float, seed: int = 0) -> RunContext:
+    spec = build(RunSpec, {"data": {"seed": seed}, "stages": [
+        {"kind": "sft", "name": "a", "references": references},
+        {"kind": "sft", "name": "b", "references": references}]})
+    records = [{"id": str(i), "response": f"r{i}"} for i in range(100)]
+    return RunContext(spec=spec, stage=spec.stages[0], paths=None, events=EventWriter(),
+                      cache={"splits": Splits(train=records, validation=[], test=[])})
+
+
+def test_references_keep_a_seeded_fraction_shared_by_every_stage():
+    ctx = _ctx(0.25)
+    labelled, rest = labelled_split(ctx)
+    assert len(labelled) == 25 and len(rest) == 75
+    assert {r["id"] for r in labelled}.isdisjoint({r["id"] for r in rest})
+    ctx.stage = ctx.spec.stages[1]
+    assert labelled_split(ctx)[0] == labelled  # the SFT baseline and KD see the same references
+    assert labelled_split(_ctx(0.25, seed=1))[0] != labelled
+    assert labelled_split(_ctx(1.0)) == (ctx.cache["splits"].train, [])
+
+
+def test_trainer_logs_get_protocol_names():
+    values = rename_metrics({"loss": 1.0, "learning_rate": 1e-3, "epoch": 0.5, "rewards/answer_correct/mean": 0.25,
+                             "kl": 0.01, "completions/mean_length": 30.0, "kd/ce": 2.0, "eval_loss": 3.0,
+                             "eval_kd/ce": 2.5, "train_runtime": 9.0})
+    assert values == {"train/loss": 1.0, "train/lr": 1e-3, "grpo/reward/answer_correct": 0.25, "grpo/kl": 0.01,
+                      "grpo/completion_length": 30.0, "kd/ce": 2.0, "eval/loss": 3.0, "eval/kd/ce": 2.5}
