@@ -23,7 +23,7 @@ from pathlib import Path
 
 APP_ID = "compression-studio"
 HERE = Path(__file__).resolve().parent
-DEFAULT_RESOURCES = HERE.parent / "resources" / "desktop"
+DEFAULT_RESOURCES = HERE.parent / "studio" / "resources" / "desktop"
 
 log = logging.getLogger("install_desktop")
 
@@ -39,7 +39,7 @@ def find_resources(explicit: str | None = None) -> Path:
     frozen bundle (PyInstaller unpacks data under ``sys._MEIPASS``)."""
     candidates = [Path(explicit)] if explicit else []
     if hasattr(sys, "_MEIPASS"):
-        candidates.append(Path(sys._MEIPASS) / "resources" / "desktop")  # noqa: SLF001 - PyInstaller's data dir
+        candidates.append(Path(sys._MEIPASS) / "studio" / "resources" / "desktop")  # noqa: SLF001 - PyInstaller's data dir
     candidates.append(DEFAULT_RESOURCES)
     for folder in candidates:
         if (folder / f"{APP_ID}.desktop").is_file():

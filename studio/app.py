@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 _T0 = time.perf_counter()
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES = Path(__file__).resolve().parent / "resources"  # package data: present in every install
 
 
 def _style_sheet() -> str:
@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _choose_engine_environment(settings) -> None:
+    """Create or pick the Python environment with the engine (progress in a dialog) and remember it."""
+    from studio.engine_env import EngineEnvDialog, remember_python
+    from studio.settings import save_settings
+
+    dialog = EngineEnvDialog()
+    if dialog.exec() and dialog.python:
+        remember_python(dialog.python)
+        settings.engine_python = str(dialog.python)
+        save_settings(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -67,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtCore import QTimer
 
+    if not settings.engine_python and not args.ready_file:
+        _choose_engine_environment(settings)  # the frozen bundle's first start
     window = MainWindow(settings)
     window.show()
     if args.ready_file:

@@ -24,9 +24,20 @@ SETTINGS_FILE = "studio-settings.json"
 class StudioSettings:
     data_dir: str = ""  # empty: engine.runs.data_dir() decides (platformdirs or $COMPRESSION_STUDIO_HOME)
     device: str = "auto"
-    engine_python: str = field(default_factory=lambda: sys.executable)
+    engine_python: str = field(default_factory=lambda: default_engine_python())
     first_run_done: bool = False
     smoothing: float = 0.6
+
+
+def default_engine_python() -> str:
+    """The studio's own Python for a pip/pipx/uv install; in the frozen bundle (whose executable is the app, not a
+    Python) the environment the engine-environment manager made or the user picked, or "" if there is none yet."""
+    if getattr(sys, "frozen", False):
+        from studio.engine_env import chosen_python
+
+        chosen = chosen_python()
+        return str(chosen) if chosen and chosen.exists() else ""
+    return sys.executable
 
 
 def settings_path() -> Path:
@@ -52,7 +63,7 @@ def load_settings(path: Path | None = None) -> StudioSettings:
     names = {f.name for f in dataclasses.fields(StudioSettings)}
     settings = StudioSettings(**{k: v for k, v in values.items() if k in names})
     if not settings.engine_python or not Path(settings.engine_python).exists():
-        settings.engine_python = sys.executable  # a moved or deleted environment must not block the app
+        settings.engine_python = default_engine_python()  # a moved or deleted environment must not block the app
     return settings
 
 
