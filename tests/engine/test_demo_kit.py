@@ -37,7 +37,8 @@ def test_builds_in_seconds_with_all_parts(kit_and_seconds) -> None:
     info = kit.info
     assert info["vocab_size"] < 3000 and info["model_vocab_size"] % 64 == 0
     assert info["model_vocab_size"] >= info["vocab_size"]
-    assert info["parameters"]["teacher"] > 4 * info["parameters"]["student"]
+    # clearly bigger: 1.9 M vs 0.48 M since the student went from 96 to 128 wide (every layer 4-bit-quantizable)
+    assert info["parameters"]["teacher"] > 3.5 * info["parameters"]["student"]
     assert len(_records(kit.instructions_file)) == info["records"]["instructions"] >= 1000
     reasoning = _records(kit.reasoning_file)
     assert len(reasoning) == info["records"]["reasoning"] and all(r["answer"] or r["tests"] for r in reasoning)
