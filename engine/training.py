@@ -3,6 +3,7 @@ around ``trainer.train()``, and the learning-rate sweep (one model per rate, the
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import random
@@ -129,14 +130,8 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
         gc.collect()
     loss, lr, model = best
     ctx.events.log(f"sweep: best learning rate {lr:g} (validation loss {loss:.4f})")
-    (ctx.work_dir / "sweep.json").write_text(_json({"results": results, "best": lr}), encoding="utf-8")
+    (ctx.work_dir / "sweep.json").write_text(json.dumps({"results": results, "best": lr}, indent=2), encoding="utf-8")
     return model, {"sweep": results, "best_learning_rate": lr, "eval/loss": loss}
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=2)
 
 
 def finish_checkpoints(checkpoint_dir: Path) -> None:

@@ -15,13 +15,7 @@ from engine.losses import kd_joint_loss
 VOCAB = 512
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine thread contention slows them badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _tiny(hidden: int, layers: int = 2, vocab: int = VOCAB, seed: int = 0) -> Qwen2ForCausalLM:

@@ -14,13 +14,7 @@ from engine.losses import chunked_kd_loss, divergence, kd_joint_loss
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine thread contention slows them badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _probs(*rows: list[float]) -> torch.Tensor:
