@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from engine.demo.tasks_code import code_task
+from engine.demo.tasks_code import REASONING_FAMILIES, code_task
 
 LANGUAGES = ("en", "es")
 
@@ -221,13 +221,18 @@ def code(rng: random.Random, lang: str) -> dict:
     return code_task(rng, lang)
 
 
+def reasoning_code(rng: random.Random, lang: str) -> dict:
+    """A program whose statement names its operation in words (no number to copy; see ``REASONING_FAMILIES``)."""
+    return code_task(rng, lang, REASONING_FAMILIES)
+
+
 #: Instruction-following mix (category generator, weight).
 INSTRUCTION_MIX: tuple[tuple[Task, float], ...] = (
     (arithmetic, 1.0), (word_problem, 1.0), (string_task, 1.5), (sorting, 1.0),
     (unit_conversion, 1.0), (closed_qa, 1.0), (classification, 1.0), (code, 1.0),
 )
 #: Reasoning mix for GRPO: every record has an exact ``answer`` or ``tests``.
-REASONING_MIX: tuple[tuple[Task, float], ...] = ((word_problem, 2.0), (arithmetic, 1.0), (code, 2.0))
+REASONING_MIX: tuple[tuple[Task, float], ...] = ((word_problem, 2.0), (arithmetic, 1.0), (reasoning_code, 2.0))
 
 
 def _generate(n: int, seed: int, languages: Sequence[str], mix: Sequence[tuple[Task, float]],

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from engine.demo.tasks import generate_reasoning_records, generate_records
-from engine.demo.tasks_code import FAMILIES
+from engine.demo.tasks_code import FAMILIES, REASONING_FAMILIES
 
 KEYS = {"id", "instruction", "context", "response", "category", "language", "answer", "tests", "reasoning"}
 CATEGORIES = {"arithmetic", "word_problem", "string", "sorting", "unit_conversion", "closed_qa",
@@ -73,6 +73,16 @@ def test_reasoning_records_carry_answer_or_tests(reasoning) -> None:
     for record in reasoning:
         assert record["reasoning"]
         assert (record["answer"] is not None) or record["tests"]
+
+
+def test_reasoning_programs_never_hinge_on_copying_a_number(records, reasoning) -> None:
+    """The GRPO set's programs are told apart by words, not by a digit the student would have to copy (the
+    ``times_k`` families stay in the instruction set only)."""
+    programs = {f.code.rstrip("\n"): f for f in FAMILIES}
+    used = {programs[r["response"]].name for r in reasoning if r["category"] == "code"}
+    assert used == {f.name for f in REASONING_FAMILIES}
+    assert not any(name.startswith("times_") for name in used)
+    assert any(programs[r["response"]].name.startswith("times_") for r in records if r["category"] == "code")
 
 
 def _check_equations(text: str) -> list[int]:
