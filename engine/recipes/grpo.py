@@ -268,11 +268,35 @@ def run_stage(ctx: RunContext) -> StageResult:
     eval_path = ctx.work_dir / "grpo_eval.json"
     eval_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(eval_path))
+    record_in_run_evaluation(ctx, before, after, len(held_out))
     summary = {**_eval_metrics(before, "before"), **_eval_metrics(after, "after")}
     how = (f"Chain-of-thought GRPO (TRL GRPOTrainer) on the `{ctx.spec.data.preset}` data with rewards "
            + ", ".join(f"{r.name}×{r.weight:g}" for r in grpo.rewards) + ".")
     return save_stage_model(ctx, model, tokenizer, model_spec.source, how,
                             {"grpo": to_dict(grpo), "train": to_dict(stage.train)}, summary)
+
+
+def record_in_run_evaluation(ctx: RunContext, before: dict, after: dict, held_out: int) -> None:
+    """The before/after scores go into the run's eval.json under ``grpo.<stage>`` (next to the evaluate stage's
+    ``models``, e.g. the KD student's ROUGE-L) and as a table at the end of eval.md."""
+    if ctx.paths is None:
+        return
+    path = ctx.paths.eval_json
+    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    reports = {**current.get("grpo", {}), ctx.stage.name: {"model": ctx.stage.model, "held_out": held_out,
+                                                            "before": before, "after": after}}
+    ctx.paths.merge_eval({"grpo": reports})
+    rows = [("correctness (answers + tests)", "correct"), ("answers correct", "answers_correct"),
+            ("tests passed", "tests_passed"), ("strict format", "format"), ("ROUGE-L", "rougeL")]
+    table = [f"\n## GRPO `{ctx.stage.name}` (from `{ctx.stage.model}`, {held_out} held-out prompts, greedy)\n",
+             "| metric | before | after |", "|---|---|---|"]
+    table += [f"| {name} | {_percent(before.get(key))} | {_percent(after.get(key))} |" for name, key in rows]
+    with open(ctx.paths.eval_md, "a", encoding="utf-8") as f:
+        f.write("\n".join(table) + "\n")
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
 
 
 def _eval_metrics(scores: dict, when: str) -> dict:

@@ -100,6 +100,9 @@ def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(
                                   "grpo/rougeL_after", "grpo/format_before", "grpo/format_after"}
     report = json.loads((ctx.work_dir / "grpo_eval.json").read_text())
     assert report["held_out"] == 4 and report["before"]["n"] == 4 and "correct" in report["after"]
+    run_eval = json.loads(ctx.paths.eval_json.read_text())["grpo"]["grpo"]  # the run's evaluation, by stage
+    assert run_eval["before"] == report["before"] and run_eval["after"] == report["after"]
+    assert "| correctness (answers + tests) |" in ctx.paths.eval_md.read_text()
 
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
     after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
@@ -173,7 +176,7 @@ def test_pipeline_preflight_refuses_code_tests_on_data_without_tests(home: Path,
     assert "sample" not in stream.getvalue() and "metric" not in stream.getvalue()
 
 
-def test_qlora_run_saves_a_plain_merged_model(home: Path, tmp_path: Path) -> None:
+def test_qlora_run_trains_adapters_and_saves_a_plain_merged_model(home: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     source = str(home / "student-eos")
@@ -186,6 +189,10 @@ def test_qlora_run_saves_a_plain_merged_model(home: Path, tmp_path: Path) -> Non
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
     after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
     assert set(after) == set(before)  # plain transformers weights, LoRA merged in
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the adapters learned (length varies inside a group, so advantages are not all zero) and were merged into
+    # every adapted linear layer of the full-precision base; embeddings and norms are untouched
+    assert {k for k in before if k.endswith("proj.weight")} == changed, sorted(changed)
     assert '"type": "sample"' in stream.getvalue()
 
 
