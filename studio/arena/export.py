@@ -10,21 +10,6 @@ from pathlib import Path
 from studio.arena.session import ArenaSession, PaneState, Turn
 
 
-def _stats_line(turn: Turn, reference: str) -> str:
-    parts = []
-    if turn.completion_tokens is not None:
-        parts.append(f"{turn.completion_tokens} tokens")
-    if turn.ttft_s is not None:
-        parts.append(f"first token {turn.ttft_s:.2f} s")
-    if turn.tokens_per_s is not None:
-        parts.append(f"{turn.tokens_per_s:.1f} tokens/s")
-    if turn.rouge_l is not None:
-        parts.append(f"ROUGE-L {turn.rouge_l:.3f} vs {reference}")
-    if turn.status != "finished":
-        parts.append(turn.status + (f": {turn.error}" if turn.error else ""))
-    return " · ".join(parts)
-
-
 def _pane_dict(session: ArenaSession, pane: PaneState) -> dict:
     return {"pane": pane.key, "model": pane.name, "source": pane.choice.source if pane.choice else "",
             "size": pane.size, "precision": pane.precision, "load_state": pane.load_state, "error": pane.error,
@@ -57,7 +42,7 @@ def to_markdown(session: ArenaSession) -> str:
             lines += [f"> Could not load: {pane.error}", ""]
         for number, turn in enumerate(pane.turns, start=1):
             lines += [f"**User ({number}):** {turn.user}", "", f"**{pane.name}:** {turn.answer or '(no answer)'}", ""]
-            stats = _stats_line(turn, reference)
+            stats = turn.stats(reference, rouge_digits=3, with_error=True)
             if stats:
                 lines += [f"*{stats}*", ""]
     return "\n".join(lines).rstrip() + "\n"

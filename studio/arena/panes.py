@@ -48,28 +48,12 @@ def turn_html(turn: Turn, reference_name: str, with_stats: bool = True) -> str:
     parts = [f'<table width="100%" cellpadding="6" style="background:#f1f5f9; border-radius:6px;"><tr><td>'
              f'<span style="color:#57606a; font-size:11px;">YOU</span><br>{user}</td></tr></table>',
              f'<p style="margin-top:6px; margin-bottom:2px;">{answer}</p>']
-    stats = stats_text(turn, reference_name) if with_stats else ""
+    stats = turn.stats(reference_name) if with_stats else ""
     if stats:
         parts.append(f'<p style="color:#6e7781; font-size:11px; margin-top:0;">{html.escape(stats)}</p>')
     if turn.status == "error":
         parts.append(f'<p style="color:#b42318;">{html.escape(turn.error)}</p>')
     return "".join(parts)
-
-
-def stats_text(turn: Turn, reference_name: str) -> str:
-    """'31 tokens · first token 0.12 s · 35.1 tok/s · ROUGE-L 0.82 vs teacher' (what is known so far)."""
-    parts = []
-    if turn.completion_tokens is not None:
-        parts.append(f"{turn.completion_tokens} tokens")
-    if turn.ttft_s is not None:
-        parts.append(f"first token {turn.ttft_s:.2f} s")
-    if turn.tokens_per_s is not None:
-        parts.append(f"{turn.tokens_per_s:.1f} tok/s")
-    if turn.rouge_l is not None and reference_name:  # hidden in a blind round: it would reveal the reference
-        parts.append(f"ROUGE-L {turn.rouge_l:.2f} vs {reference_name}")
-    if turn.status == "stopped":
-        parts.append("stopped")
-    return " · ".join(parts)
 
 
 class ChatPane(QFrame):
@@ -257,5 +241,5 @@ class ChatPane(QFrame):
             self.transcript.moveCursor(QTextCursor.MoveOperation.End)
             bar.setValue(bar.maximum())
         last = state.turns[-1] if state.turns else None
-        self.stats_label.setText(stats_text(last, reference_name) if last and not last.is_open else
+        self.stats_label.setText(last.stats(reference_name) if last and not last.is_open else
                                  "answering…" if last else "")
