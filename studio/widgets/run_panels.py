@@ -129,15 +129,26 @@ class EvalTable(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.grpo_caption = QLabel("Chain-of-thought GRPO: held-out prompts, greedy, before and after the stage")
+        self.grpo_table = QTableWidget(0, len(GRPO_COLUMNS) + 1)
+        self.grpo_table.setHorizontalHeaderLabels(["stage"] + [name for name, _ in GRPO_COLUMNS])
+        self.grpo_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.grpo_table.verticalHeader().setVisible(False)
+        self.grpo_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.grpo_caption)
+        layout.addWidget(self.grpo_table, 1)
+        self._show_grpo({})
 
     def show_report(self, report: dict | None) -> None:
+        self._show_grpo((report or {}).get("grpo") or {})
         models = (report or {}).get("models") or {}
         if not isinstance(models, dict) or not models:
-            self.caption.setText("No evaluation yet.")
+            self.caption.setText("No model comparison in this run." if self.grpo_table.rowCount()
+                                 else "No evaluation yet.")
             self.table.setRowCount(0)
             self.table.setColumnCount(0)
             return
@@ -152,7 +163,7 @@ class EvalTable(QWidget):
             scores = scores if isinstance(scores, dict) else {}
             per_cat = scores.get("per_category") or {}
             cells = [name + ("  (reference)" if name == reference else ""), _fmt(scores.get("rougeL")),
-                     _fmt(scores.get("exact_match")), _retention(scores.get("retention"))]
+                     _fmt(scores.get("exact_match")), _percent(scores.get("retention"))]
             for c in categories:
                 value = per_cat.get(c)
                 cells.append(_fmt(value.get("rougeL") if isinstance(value, dict) else value))
@@ -167,12 +178,32 @@ class EvalTable(QWidget):
                 self.table.setItem(row, col, item)
         self.caption.setText(f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s score.")
 
+    def _show_grpo(self, stages: dict) -> None:
+        """One row per GRPO stage and moment (before / after): correctness first, the rest after it."""
+        rows = [(f"{name} · {when}", report.get(when) or {}) for name, report in stages.items()
+                if isinstance(report, dict) for when in ("before", "after")]
+        self.grpo_table.setRowCount(len(rows))
+        for row, (label, scores) in enumerate(rows):
+            cells = [label] + [_percent(scores.get(key)) for _, key in GRPO_COLUMNS]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.grpo_table.setItem(row, col, item)
+        self.grpo_caption.setVisible(bool(rows))
+        self.grpo_table.setVisible(bool(rows))
+
     def cell(self, row: int, col: int) -> str:
         item = self.table.item(row, col)
         return item.text() if item else ""
 
 
-def _retention(value) -> str:
+#: GRPO's held-out scores (engine/recipes/grpo.py ``score_completions``), as shown in the evaluation tab.
+GRPO_COLUMNS = (("correctness", "correct"), ("answers correct", "answers_correct"),
+                ("tests passed", "tests_passed"), ("strict format", "format"), ("ROUGE-L", "rougeL"))
+
+
+def _percent(value) -> str:
     return f"{100 * value:.1f} %" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
 
 

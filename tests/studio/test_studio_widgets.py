@@ -48,8 +48,23 @@ def test_eval_table_is_tolerant_of_missing_keys(qtbot):
     assert table.table.rowCount() == 3
     assert [table.cell(1, c) for c in range(5)] == ["kd_student", "0.450", "—", "90.0 %", "—"]
     assert table.cell(0, 4) == "0.400" and table.cell(0, 0) == "teacher  (reference)"
+    assert table.grpo_table.isHidden()  # no GRPO stage in this run
     table.show_report({})
     assert table.table.rowCount() == 0 and table.caption.text() == "No evaluation yet."
+
+
+def test_eval_table_shows_grpo_before_and_after(qtbot):
+    from studio.widgets.run_panels import EvalTable
+
+    table = EvalTable()
+    qtbot.addWidget(table)
+    table.show_report({"grpo": {"grpo": {"before": {"correct": 0.267, "tests_passed": 0.621, "format": 0.915},
+                                         "after": {"correct": 0.317, "answers_correct": None}}}})
+    grpo = table.grpo_table
+    assert not grpo.isHidden() and grpo.rowCount() == 2
+    assert [grpo.item(0, c).text() for c in range(4)] == ["grpo · before", "26.7 %", "—", "62.1 %"]
+    assert grpo.item(1, 0).text() == "grpo · after" and grpo.item(1, 1).text() == "31.7 %"
+    assert table.caption.text() == "No model comparison in this run."
 
 
 def test_settings_round_trip_and_about_versions(home):
