@@ -256,6 +256,13 @@ def run_stage(ctx: RunContext) -> StageResult:
     model = load_policy(ctx, model_spec)
     before, _ = evaluate_policy(ctx, model, tokenizer, held_out)
     ctx.events.metric(stage.name, 0, _eval_metrics(before, "before"))
+    if held_out and before["format"] == 0 and before["correct"] == 0:
+        # GRPO learns only from rewards the model sometimes earns; a model that never writes the template
+        # (e.g. a KD student straight from distillation) needs a chain-of-thought SFT stage first.
+        ctx.events.log(f"{stage.name}: the starting model answers none of the {len(held_out)} held-out prompts in "
+                       "the <think>/<answer> template and gets none right, so GRPO has little to reinforce; "
+                       "train an SFT stage on chain-of-thought examples first (bench/grpo_demo.py's cold start).",
+                       level="warning")
     ctx.check_cancel()
     model, steps = train_grpo(ctx, model, tokenizer, rows)
     model = merged_for_saving(ctx, model, model_spec)

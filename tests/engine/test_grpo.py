@@ -91,6 +91,9 @@ def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(
     assert [s["step"] for s in samples] == [1, 2]
     assert set(samples[0]["rewards"]) == {"format_lenient", "length", "answer_correct"}
     assert "<answer></answer>" in samples[0]["prompt"] and isinstance(samples[0]["completion"], str)
+    # an untrained model never writes the template: the user is told to train on chain-of-thought data first
+    warnings = [e["data"]["message"] for e in events if e["type"] == "log" and e["data"]["level"] == "warning"]
+    assert any("none of the 4 held-out prompts in the <think>/<answer> template" in w for w in warnings), warnings
     kinds = [(e["type"], e["data"].get("step")) for e in events if e["type"] in ("metric", "sample")]
     assert kinds[0] == ("metric", 0)  # the held-out evaluation before training comes first
     steps = [step for _, step in kinds]
