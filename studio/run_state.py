@@ -22,6 +22,7 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
     ("reward", "Rewards"),
     ("kl", "KL"),
     ("lr", "Learning rate"),
+    ("length", "Completion length (tokens)"),
     ("throughput", "Tokens / s"),
     ("eval", "Evaluation"),
     ("other", "Other"),
@@ -33,8 +34,10 @@ def metric_group(name: str) -> str:
     leaf = name.rsplit("/", 1)[-1]
     if "loss" in leaf:
         return "loss"  # eval/loss (validation) belongs next to the training loss
-    if name.startswith("eval/"):
-        return "eval"
+    if name.startswith("eval/") or name.endswith(("_before", "_after")):
+        return "eval"  # held-out scores, e.g. GRPO's grpo/correct_before and grpo/correct_after
+    if name.endswith("completion_length"):
+        return "length"  # GRPO's mean completion length: a collapse (the paper's 17 tokens) shows here
     if name.startswith("grpo/reward"):
         return "reward"
     if name.startswith("grpo/kl") or leaf == "kl":

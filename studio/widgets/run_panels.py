@@ -94,8 +94,10 @@ class SamplesPanel(QTextBrowser):
 
     @staticmethod
     def _card(sample: Sample) -> str:
+        # a reward that does not apply to this record (code_tests on a word problem) arrives as None
         rewards = "  ".join(f"<b>{html.escape(k)}</b> {v:.3g}" if isinstance(v, (int, float)) else
-                            f"<b>{html.escape(k)}</b> {html.escape(str(v))}" for k, v in sample.rewards.items())
+                            f"<b>{html.escape(k)}</b> {'n/a' if v is None else html.escape(str(v))}"
+                            for k, v in sample.rewards.items())
         head = " · ".join(p for p in (html.escape(sample.stage), html.escape(sample.model),
                                        f"step {sample.step}" if sample.step else "", rewards) if p)
         reference = (f"<div style='color:#2e7d32'>reference: {html.escape(sample.reference[:1000])}</div>"
@@ -151,7 +153,9 @@ class EvalTable(QWidget):
                                  else "No evaluation yet.")
             self.table.setRowCount(0)
             self.table.setColumnCount(0)
+            self.table.setVisible(not self.grpo_table.rowCount())  # no empty grid above GRPO's table
             return
+        self.table.setVisible(True)
         reference = (report or {}).get("reference", "")
         categories = sorted({c for m in models.values() if isinstance(m, dict)
                              for c in (m.get("per_category") or {})})

@@ -64,7 +64,7 @@ def test_eval_table_shows_grpo_before_and_after(qtbot):
     assert not grpo.isHidden() and grpo.rowCount() == 2
     assert [grpo.item(0, c).text() for c in range(4)] == ["grpo · before", "26.7 %", "—", "62.1 %"]
     assert grpo.item(1, 0).text() == "grpo · after" and grpo.item(1, 1).text() == "31.7 %"
-    assert table.caption.text() == "No model comparison in this run."
+    assert table.caption.text() == "No model comparison in this run." and table.table.isHidden()
 
 
 def test_settings_round_trip_and_about_versions(home):
@@ -101,3 +101,14 @@ def test_every_page_of_the_window_opens(window):
         assert window.current_page() == page
     assert isinstance(window.chat, ArenaWidget)  # mounted on first visit
     assert window.monitor.session is None and window.monitor.title.text() == "No run yet"
+
+
+def test_sample_card_shows_each_reward_and_marks_the_ones_that_do_not_apply():
+    from studio.run_state import Sample
+    from studio.widgets.run_panels import SamplesPanel
+
+    sample = Sample(stage="grpo", step=20, prompt="Calculate 8 times 4.", completion="<answer>32</answer>",
+                    rewards={"answer_correct": 1.0, "code_tests": None, "length": 0.9375})
+    card = SamplesPanel._card(sample)
+    assert "<b>answer_correct</b> 1" in card and "<b>code_tests</b> n/a" in card and "<b>length</b> 0.938" in card
+    assert "step 20" in card and "Calculate 8 times 4." in card
