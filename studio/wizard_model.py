@@ -50,6 +50,7 @@ class WizardChoices:
     train: dict = field(default_factory=lambda: {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8})
     device: str = "auto"
     max_eval_samples: int = 200
+    student_references: float = 1.0  # the student stages' ``references``: < 1 lets KD show what the teacher adds
 
 
 def parse_learning_rates(text: str) -> list[float]:
@@ -70,6 +71,8 @@ def _stage(kind: str, name: str, choices: WizardChoices, **extra) -> dict:
     stage = {"kind": kind, "name": name, **extra}
     if kind in ("sft", "distill", "grpo"):
         stage["train"] = dict(choices.train)
+    if kind in ("sft", "distill") and extra.get("model") == "student" and choices.student_references < 1:
+        stage["references"] = choices.student_references  # the same seeded records for SFT and KD students
     return stage
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
                                QSpinBox, QWidget)
 
-from engine.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, TrainSpec, build
+from engine.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
 from studio.pages.common import StudioPage, tip
 from studio.wizard_model import train_values
 
@@ -36,6 +36,10 @@ class SettingsPage(StudioPage):
         self.gradient_accumulation = _spin(TrainSpec, "gradient_accumulation", -1, 1024, 1)
         self.max_length = _spin(DataSpec, "max_length", 0, 131_072, 512)
         self.logging_steps = _spin(TrainSpec, "logging_steps", -1, 100_000, 5)
+        self.student_references = tip(QDoubleSpinBox(), StageSpec, "references")
+        self.student_references.setRange(-1, 1)  # the spec says what is impossible
+        self.student_references.setSingleStep(0.05)
+        self.student_references.setValue(1.0)
         self.device = tip(QComboBox(), RunSpec, "device")
         self.device.addItems(DEVICES)
         form = QFormLayout()
@@ -47,6 +51,9 @@ class SettingsPage(StudioPage):
         form.addRow("Gradient accumulation", self.gradient_accumulation)
         form.addRow("Max length (tokens)", self.max_length)
         form.addRow("Log every (steps)", self.logging_steps)
+        form.addRow("Student references", self.student_references)
+        form.addRow("", self._hint("fraction of prompts whose answers the students see; KD: the teacher answers "
+                                   "the rest"))
         form.addRow("Device", self.device)
         self.body.addLayout(form)
         self.lora = tip(QGroupBox("LoRA adapters"), LoraSpec, "enabled")
@@ -92,9 +99,12 @@ class SettingsPage(StudioPage):
             build(TrainSpec, train, "train")
             data = {**self.choices.data, "max_length": self.max_length.value()}
             build(DataSpec, data, "data")
+            references = round(self.student_references.value(), 4)
+            build(StageSpec, {"kind": "sft", "name": "student", "references": references}, "stage")
         except SpecError as exc:
             return self.refuse(exc)
         self.choices.train = train
         self.choices.data = data
+        self.choices.student_references = references
         self.choices.device = self.device.currentText()
         return self.accept_page()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.spec import field_help, load_spec, TrainSpec
+from engine.spec import StageSpec, TrainSpec, field_help, load_spec
 
 pytestmark = pytest.mark.usefixtures("home")
 
@@ -50,6 +50,7 @@ def test_walk_the_wizard_writes_the_spec(wizard, window, tmp_path, qtbot):
     settings.lora.setChecked(True)
     settings.lora_r.setValue(8)
     settings.device.setCurrentText("cpu")
+    settings.student_references.setValue(0.25)
     wizard.back()  # nothing is lost going back and forth
     assert method.alpha.value() == pytest.approx(0.3)
     wizard.next()
@@ -65,6 +66,7 @@ def test_walk_the_wizard_writes_the_spec(wizard, window, tmp_path, qtbot):
     assert (kd.teacher, kd.distill.divergence, kd.distill.alpha, kd.distill.temperature) == \
         ("teacher_sft", "jsd", 0.3, 2.0)
     assert kd.train.learning_rate == 1e-4 and kd.train.sweep_learning_rates == [1e-4, 3e-4]
+    assert kd.references == 0.25 and spec.stage("teacher_sft").references == 1.0  # only the students hold fewer
     assert (kd.train.max_steps, kd.train.batch_size, kd.train.lora.enabled, kd.train.lora.r) == (7, 2, True, 8)
     assert spec.data.preset == "local" and spec.data.path == str(data) and spec.data.max_length == 128
     assert spec.data.columns == {"instruction": "prompt", "response": "output"}
@@ -91,7 +93,11 @@ def test_settings_page_refuses_impossible_values(wizard):
     page.learning_rate.setText("1e-4, -2")
     assert not page.validatePage() and "sweep_learning_rates[1]" in page.error_label.text()
     page.learning_rate.setText("3e-4")
+    page.student_references.setValue(0)
+    assert not page.validatePage() and "student.references" in page.error_label.text()
+    page.student_references.setValue(0.1)
     assert page.validatePage() and page.error_label.isHidden()
+    assert page.student_references.toolTip() == field_help(StageSpec, "references")
 
 
 def test_method_page_refuses_alpha_outside_zero_one(wizard):
