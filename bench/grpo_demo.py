@@ -15,7 +15,7 @@
    its curves and samples and its history overlays the seeds.
 4. Every model (KD student, cold start, each GRPO run) is scored greedily on the same held-out split, per category.
 
-Writes ``<out>/grpo_bench.json`` and prints a Markdown summary. Usage (≈ 6 min per seed on 2 cores)::
+Writes ``<out>/grpo_bench.json`` and prints a Markdown summary. Usage (≈ 7–8 min per seed on 2 cores)::
 
     compression-engine demo                      # once: trains the teacher and the KD student (≈ 6 min)
     python bench/grpo_demo.py --out /tmp/grpo_bench --seeds 0 1 2
