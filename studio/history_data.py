@@ -21,11 +21,13 @@ def format_time(stamp: float) -> str:
 
 
 def key_scores(scores: dict, limit: int = 3) -> str:
-    """The few scores worth a column: retention first, then ROUGE-L, then anything else numeric."""
+    """The few scores worth a column: retention first, then GRPO's held-out correctness (after, before), then
+    ROUGE-L, then anything else numeric."""
     numeric = {k: v for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def rank(key: str) -> tuple[int, str]:
-        return (0 if "retention" in key else 1 if "rouge" in key.lower() else 2, key)
+        order = 0 if "retention" in key else 1 if "correct_" in key else 2 if "rouge" in key.lower() else 3
+        return order, key
 
     parts = []
     for key in sorted(numeric, key=rank)[:limit]:

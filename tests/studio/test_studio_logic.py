@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("home")
 @pytest.mark.parametrize("name, group", [
     ("train/loss", "loss"), ("kd/ce", "loss"), ("kd/divergence", "loss"), ("grpo/reward", "reward"),
     ("grpo/reward/format_strict", "reward"), ("grpo/kl", "kl"), ("train/lr", "lr"),
-    ("perf/tokens_per_s", "throughput"), ("eval/rougeL", "eval"), ("eval/loss", "loss"), ("grpo/completion_length", "length"),
+    ("perf/tokens_per_s", "throughput"), ("eval/rougeL", "eval"), ("eval/loss", "loss"),
+    ("grpo/completion_length", "length"),
     ("grpo/correct_before", "eval"), ("grpo/rougeL_after", "eval"), ("train/grad_norm", "other")])
 def test_metric_groups_follow_prefixes(name, group):
     assert metric_group(name) == group
@@ -85,3 +86,7 @@ def test_compatibility_and_scores_sentences():
     assert "sequence-level" in kd_compatibility({"vocab_size": 10}, {"vocab_size": 12})
     text = key_scores({"eval/kd_student/rougeL": 0.5, "eval/kd_student/retention": 0.9, "note": "x"})
     assert text == "kd_student retention 90.0 %, kd_student rougeL 0.500"
+    grpo = {"grpo/grpo/rougeL_after": 0.394, "grpo/grpo/rougeL_before": 0.374, "grpo/grpo/correct_before": 0.267,
+            "grpo/grpo/correct_after": 0.317, "grpo/grpo/format_after": 0.965}
+    assert key_scores(grpo) == ("grpo grpo correct_after 0.317, grpo grpo correct_before 0.267, "
+                                "grpo grpo rougeL_after 0.394")
