@@ -80,10 +80,27 @@ class RunPaths:
         """Merge top-level keys into eval.json (stages share the file: models, quantization, grpo, …)."""
         current = json.loads(self.eval_json.read_text(encoding="utf-8")) if self.eval_json.exists() else {}
         current.update(updates)
-        tmp = self.eval_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(current, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.eval_json)
+        self._write_eval(current)
         return current
+
+    def add_stage_report(self, section: str, stage: str, report: dict, markdown: str) -> None:
+        """One stage's report into eval.json under ``section.stage`` (next to what other stages wrote; an
+        unreadable file is started afresh) and its table at the end of eval.md."""
+        current: dict[str, Any] = {}
+        if self.eval_json.exists():
+            try:
+                current = json.loads(self.eval_json.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                current = {}
+        current.setdefault(section, {})[stage] = report
+        self._write_eval(current)
+        with open(self.eval_md, "a", encoding="utf-8") as f:
+            f.write(markdown)
+
+    def _write_eval(self, data: dict) -> None:
+        tmp = self.eval_json.with_suffix(".tmp")  # atomic: a reader never sees half a file
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        tmp.replace(self.eval_json)
 
     def stage_dir(self, stage: str) -> Path:
         """Scratch space of a stage (caches such as sequence-level KD's teacher answers)."""

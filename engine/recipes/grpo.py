@@ -288,18 +288,13 @@ def record_in_run_evaluation(ctx: RunContext, before: dict, after: dict, held_ou
     ``models``, e.g. the KD student's ROUGE-L) and as a table at the end of eval.md."""
     if ctx.paths is None:
         return
-    path = ctx.paths.eval_json
-    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    reports = {**current.get("grpo", {}), ctx.stage.name: {"model": ctx.stage.model, "held_out": held_out,
-                                                            "before": before, "after": after}}
-    ctx.paths.merge_eval({"grpo": reports})
     rows = [("correctness (answers + tests)", "correct"), ("answers correct", "answers_correct"),
             ("tests passed", "tests_passed"), ("strict format", "format"), ("ROUGE-L", "rougeL")]
     table = [f"\n## GRPO `{ctx.stage.name}` (from `{ctx.stage.model}`, {held_out} held-out prompts, greedy)\n",
              "| metric | before | after |", "|---|---|---|"]
     table += [f"| {name} | {_percent(before.get(key))} | {_percent(after.get(key))} |" for name, key in rows]
-    with open(ctx.paths.eval_md, "a", encoding="utf-8") as f:
-        f.write("\n".join(table) + "\n")
+    report = {"model": ctx.stage.model, "held_out": held_out, "before": before, "after": after}
+    ctx.paths.add_stage_report("grpo", ctx.stage.name, report, "\n".join(table) + "\n")
 
 
 def _percent(value: float | None) -> str:

@@ -6,10 +6,8 @@ merge the report into eval.json / eval.md → rewrite the model card with the sc
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 from engine.context import RunContext, StageResult
 from engine.spec import ModelSpec, to_dict
@@ -28,24 +26,6 @@ def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
         ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to compare against")
         save_model(load_model(spec, "cpu"), load_tokenizer(spec), target, f"# Copy of {spec.source}\n")
     return target
-
-
-def _merge_evaluation(ctx: RunContext, report: dict, markdown: str) -> None:
-    """Read-modify-write eval.json under "quantization" (other stages may have written "models"), and append
-    the table to eval.md."""
-    path = ctx.paths.eval_json
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = {}
-    data.setdefault("quantization", {})[ctx.stage.name] = report
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-    with open(ctx.paths.eval_md, "a", encoding="utf-8") as f:
-        f.write("\n" + markdown)
 
 
 def _scores(report: dict) -> dict[str, float]:
@@ -100,7 +80,7 @@ def run_stage(ctx: RunContext) -> StageResult:
     report["settings"] = to_dict(q)
     report["source"] = spec.source
     markdown = report_markdown(report, f"4-bit quantization ({stage.name}: {spec.source})")
-    _merge_evaluation(ctx, report, markdown)
+    ctx.paths.add_stage_report("quantization", stage.name, report, "\n" + markdown)
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
     scores = _scores(report)
     ctx.events.metric(stage.name, 0, scores)

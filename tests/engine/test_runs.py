@@ -1,6 +1,7 @@
 """The run store: folders, the SQLite index, atomic updates, liveness and deletion."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -48,3 +49,17 @@ def test_eval_sections_merge(tmp_path):
     paths.merge_eval({"models": {"teacher": {"rougeL": 1.0}}})
     merged = paths.merge_eval({"quantization": {"size_ratio": 0.3}})
     assert set(merged) == {"models", "quantization"}
+
+
+def test_stage_reports_sit_next_to_each_other_and_append_their_tables(tmp_path):
+    paths = RunStore(tmp_path).create("x", "")
+    paths.merge_eval({"models": {"teacher": {"rougeL": 1.0}}})
+    paths.add_stage_report("grpo", "grpo_a", {"after": {"correct": 0.3}}, "## a\n")
+    paths.add_stage_report("grpo", "grpo_b", {"after": {"correct": 0.4}}, "## b\n")
+    data = json.loads(paths.eval_json.read_text())
+    assert data["models"] == {"teacher": {"rougeL": 1.0}}
+    assert data["grpo"] == {"grpo_a": {"after": {"correct": 0.3}}, "grpo_b": {"after": {"correct": 0.4}}}
+    assert paths.eval_md.read_text() == "## a\n## b\n"
+    paths.eval_json.write_text("{not json")  # a damaged file is started afresh, never a crash
+    paths.add_stage_report("quantization", "q", {"ratio": 0.26}, "")
+    assert json.loads(paths.eval_json.read_text()) == {"quantization": {"q": {"ratio": 0.26}}}
