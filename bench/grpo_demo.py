@@ -99,26 +99,15 @@ def engine_run(spec, spec_path: Path) -> tuple[Path, list[dict]]:
     return RunStore().paths(run_id).root, events
 
 
-def held_out_scores(model_dir: Path, records: list[dict]) -> dict:
-    """Greedy completions of the held-out GRPO prompts, scored overall and per category (the stage's scorer)."""
-    from engine.evaluation import generate_answers
+def held_out_scores(model_dir: Path, records: list[dict], max_new_tokens: int) -> dict:
+    """The GRPO stage's own held-out evaluation (greedy, per category) of a model that is not a GRPO run's."""
     from engine.models import load_model, load_tokenizer
-    from engine.recipes.grpo import score_completions, task_prompt
-    from engine.spec import GenerationSpec, GRPOSpec, ModelSpec
+    from engine.recipes.grpo import evaluate_completions
+    from engine.spec import GRPOSpec, ModelSpec
 
     spec = ModelSpec(source=str(model_dir))
-    tokenizer, model = load_tokenizer(spec), load_model(spec, "cpu")
-    template = GRPOSpec().template
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, template, "demo_reasoning")}],
-                                             tokenize=False, add_generation_prompt=True) for r in records]
-    completions = generate_answers(model, tokenizer, prompts,
-                                   GenerationSpec(max_new_tokens=64, greedy=True, batch_size=32), "cpu")
-    scores = score_completions(records, completions)
-    for category in sorted({r["category"] for r in records}):
-        picked = [i for i, r in enumerate(records) if r["category"] == category]
-        part = score_completions([records[i] for i in picked], [completions[i] for i in picked])
-        scores[f"correct/{category}"] = part["correct"]
-        scores[f"n/{category}"] = len(picked)
+    scores, _ = evaluate_completions(load_model(spec, "cpu"), load_tokenizer(spec), records, GRPOSpec().template,
+                                     "demo_reasoning", max_new_tokens=max_new_tokens, batch_size=32, device="cpu")
     return scores
 
 
@@ -218,14 +207,14 @@ def main() -> None:
         began = time.time()
         control = cold_start(args, start, records, "sft_control", args.control_epochs)
         bench["timings"]["sft_control_s"] = round(time.time() - began, 1)
-        bench["sft_control"] = held_out_scores(control, held_out)
-    bench["kd_student"] = held_out_scores(start, held_out)
-    bench["cold_start"] = held_out_scores(cold, held_out)
+        bench["sft_control"] = held_out_scores(control, held_out, args.max_completion)
+    bench["kd_student"] = held_out_scores(start, held_out, args.max_completion)
+    bench["cold_start"] = held_out_scores(cold, held_out, args.max_completion)
     for seed in args.seeds:
         began = time.time()
         run_dir, events = engine_run(grpo_spec(args, cold, seed), args.out / f"grpo_seed{seed}.yaml")
         seconds = round(time.time() - began, 1)
-        after = held_out_scores(run_dir / "models" / "grpo", held_out)
+        after = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["grpo"]["grpo"]["after"]
         bench["runs"].append({"seed": seed, "run": str(run_dir), "seconds": seconds, "after": after,
                               "curves": curve_ends(events, 10),
                               "samples": [e["data"] for e in events if e["type"] == "sample"][-2:]})

@@ -81,8 +81,9 @@ def held_out_records(ctx: RunContext) -> list[dict]:
 # ------------------------------------------------------------------ evaluation -------------------------------------
 
 def score_completions(records: list[dict], completions: list[str]) -> dict:
-    """Correctness (answer match, or the fraction of tests passed), strict format rate and ROUGE-L of the answer
-    (the <answer> block, or the whole completion when there is none) against the reference answer/program."""
+    """Correctness (answer match, or the fraction of tests passed) overall and per ``correct/<category>``, strict
+    format rate and ROUGE-L of the answer (the <answer> block, or the whole completion when there is none)
+    against the reference answer/program."""
     from engine.metrics import rouge_l
 
     n = len(records)
@@ -95,10 +96,14 @@ def score_completions(records: list[dict], completions: list[str]) -> dict:
     formats = make_format_strict()([""] * n, completions)
     rouge = [rouge_l(answer_block(c) or c, a if a is not None else str(r.get("response") or ""))
              for c, a, r in zip(completions, answers, records)]
-    return {"correct": sum(scored) / len(scored) if scored else 0.0, "format": sum(formats) / max(n, 1),
-            "rougeL": sum(rouge) / max(n, 1), "n": n, "scored": len(scored),
-            "answers_correct": _mean([a for a in by_answer if a is not None]),
-            "tests_passed": _mean([t for t in by_tests if t is not None])}
+    scores = {"correct": sum(scored) / len(scored) if scored else 0.0, "format": sum(formats) / max(n, 1),
+              "rougeL": sum(rouge) / max(n, 1), "n": n, "scored": len(scored),
+              "answers_correct": _mean([a for a in by_answer if a is not None]),
+              "tests_passed": _mean([t for t in by_tests if t is not None])}
+    for category in sorted({r["category"] for r in records if r.get("category")}):  # where GRPO helps, where not
+        scores[f"correct/{category}"] = _mean([c for c, r in zip(correct, records)
+                                               if r.get("category") == category and c is not None])
+    return scores
 
 
 def _mean(values: list[float]) -> float | None:
@@ -107,15 +112,20 @@ def _mean(values: list[float]) -> float | None:
 
 def evaluate_policy(ctx: RunContext, model: Any, tokenizer: Any, records: list[dict]) -> tuple[dict, list[str]]:
     """Greedy completions of the held-out prompts, scored by ``score_completions``."""
+    grpo = ctx.stage.grpo
+    return evaluate_completions(model, tokenizer, records, grpo.template, ctx.spec.data.preset,
+                                grpo.max_completion_length, ctx.stage.generation.batch_size, ctx.device)
+
+
+def evaluate_completions(model: Any, tokenizer: Any, records: list[dict], template: str, preset: str,
+                         max_new_tokens: int, batch_size: int, device: str) -> tuple[dict, list[str]]:
+    """Greedy completions of ``records`` in the GRPO ``template`` and their scores (also for benchmarks)."""
     from engine.evaluation import generate_answers
 
-    grpo = ctx.stage.grpo
-    gen = GenerationSpec(max_new_tokens=grpo.max_completion_length, greedy=True,
-                         batch_size=ctx.stage.generation.batch_size)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, grpo.template,
-                                                                                       ctx.spec.data.preset)}],
+    gen = GenerationSpec(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, template, preset)}],
                                              tokenize=False, add_generation_prompt=True) for r in records]
-    completions = generate_answers(model, tokenizer, prompts, gen, ctx.device)
+    completions = generate_answers(model, tokenizer, prompts, gen, device)
     return score_completions(records, completions), completions
 
 

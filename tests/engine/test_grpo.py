@@ -114,15 +114,17 @@ def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(
 
 
 def test_score_completions_counts_answers_and_tests() -> None:
-    records = [{"answer": "7", "tests": None, "response": "3 + 4 = 7."},
-               {"answer": None, "tests": [{"input": "2\n", "output": "4\n"}], "response": "print(int(input())*2)"},
-               {"answer": "5", "tests": None, "response": "5"}]
+    records = [{"answer": "7", "tests": None, "response": "3 + 4 = 7.", "category": "arithmetic"},
+               {"answer": None, "tests": [{"input": "2\n", "output": "4\n"}], "response": "print(int(input())*2)",
+                "category": "code"},
+               {"answer": "5", "tests": None, "response": "5", "category": "arithmetic"}]
     completions = ["<think>3 plus 4 makes 7.</think><answer>7</answer>",
                    "<think>Read n and print twice n.</think><answer>print(int(input()) * 2)</answer>",
                    "<answer>6</answer>"]
     scores = grpo.score_completions(records, completions)
     assert scores["correct"] == pytest.approx(2 / 3) and scores["format"] == pytest.approx(2 / 3)
     assert scores["answers_correct"] == 0.5 and scores["tests_passed"] == 1.0
+    assert scores["correct/arithmetic"] == 0.5 and scores["correct/code"] == 1.0
     assert scores["rougeL"] > 0.5
 
 
