@@ -42,7 +42,7 @@ def to_markdown(session: ArenaSession) -> str:
             lines += [f"> Could not load: {pane.error}", ""]
         for number, turn in enumerate(pane.turns, start=1):
             lines += [f"**User ({number}):** {turn.user}", "", f"**{pane.name}:** {turn.answer or '(no answer)'}", ""]
-            stats = turn.stats(reference, rouge_digits=3, with_error=True)
+            stats = turn.stats(reference, rouge_digits=3, every_state=True)
             if stats:
                 lines += [f"*{stats}*", ""]
     return "\n".join(lines).rstrip() + "\n"

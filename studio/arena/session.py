@@ -53,9 +53,10 @@ class Turn:
     def is_open(self) -> bool:
         return self.status == "streaming"
 
-    def stats(self, reference: str, *, rouge_digits: int = 2, with_error: bool = False) -> str:
+    def stats(self, reference: str, *, rouge_digits: int = 2, every_state: bool = False) -> str:
         """'31 tokens · first token 0.12 s · 35.1 tok/s · ROUGE-L 0.82 vs teacher' (what is known so far). No
-        ROUGE-L without a reference name (a blind round would reveal it); ``with_error`` adds an error's text."""
+        ROUGE-L without a reference name (a blind round would reveal it). A stopped answer says so; with
+        ``every_state`` (the export) any unfinished one does, with its error."""
         parts = []
         if self.completion_tokens is not None:
             parts.append(f"{self.completion_tokens} tokens")
@@ -65,8 +66,8 @@ class Turn:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.rouge_l is not None and reference:
             parts.append(f"ROUGE-L {self.rouge_l:.{rouge_digits}f} vs {reference}")
-        if self.status == "stopped" or (with_error and self.status == "error"):
-            parts.append(self.status + (f": {self.error}" if with_error and self.error else ""))
+        if self.status == "stopped" or (every_state and self.status != "finished"):
+            parts.append(self.status + (f": {self.error}" if every_state and self.error else ""))
         return " · ".join(parts)
 
 

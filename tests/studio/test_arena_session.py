@@ -122,6 +122,11 @@ def test_export_writes_markdown_and_json(tmp_path: Path) -> None:
     assert "## teacher (reference)" in text and "**student:** 2 + 3 is 5." in text
     assert f"ROUGE-L {session.pane('pane2').turns[0].rouge_l:.3f} vs teacher" in text
     assert text.splitlines()[2:] == to_markdown(session).splitlines()[2:]  # line 1 holds the export time
+    turn = session.pane("pane2").turns[0]
+    turn.status = "streaming"  # exported mid-answer: the export says the answer is unfinished, the pane does not
+    assert turn.stats("teacher", every_state=True).endswith("· streaming") and "streaming" not in turn.stats("t")
+    turn.status, turn.error = "error", "out of memory"
+    assert turn.stats("teacher", every_state=True).endswith("· error: out of memory")
 
 
 def _fake_run(root: Path) -> Path:
