@@ -22,7 +22,6 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from engine.protocol import Event, ProtocolError, command_line, read_events
 from engine.runs import pid_alive
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
@@ -75,23 +74,23 @@ class RunSource(QObject):
         d = event.data
         if event.run_id and not self.run_id:
             self.run_id = event.run_id
-            emit(self.run_started, event.run_id)
-        emit(self.event_received, event)
+            self.run_started.emit(event.run_id)
+        self.event_received.emit(event)
         kind = event.type
         if kind == "metric":
-            emit(self.metric_received, str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
+            self.metric_received.emit(str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
         elif kind == "progress":
-            emit(self.progress_received, dict(d))
+            self.progress_received.emit(dict(d))
         elif kind == "status":
-            emit(self.status_changed, str(d.get("state", "")), str(d.get("stage", "")))
+            self.status_changed.emit(str(d.get("state", "")), str(d.get("stage", "")))
         elif kind == "sample":
-            emit(self.sample_received, dict(d))
+            self.sample_received.emit(dict(d))
         elif kind == "log":
             self._add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
         elif kind == "error":
             self.last_error = str(d.get("message", "error"))
             self._add_log(f"[error] {self.last_error}")
-            emit(self.error_received, self.last_error)
+            self.error_received.emit(self.last_error)
         elif kind == "done":
             status = str(d.get("status", "finished"))
             if status == "failed":
@@ -101,22 +100,22 @@ class RunSource(QObject):
 
     def _add_log(self, line: str) -> None:
         self.log_lines.append(line)
-        emit(self.log_received, line)
+        self.log_received.emit(line)
 
     def _add_output(self, line: str) -> None:
         self._add_log(line)
-        emit(self.output_received, line)
+        self.output_received.emit(line)
 
     def _end(self, status: str, summary: dict) -> None:
         if not self.terminal:
             self.terminal = True
-            emit(self.run_finished, status, summary)
+            self.run_finished.emit(status, summary)
 
     def _end_failed(self, message: str) -> None:
         if not self.terminal:
             self.terminal = True
             self.last_error = message
-            emit(self.run_failed, message, "\n".join(list(self.log_lines)[-200:]))
+            self.run_failed.emit(message, "\n".join(list(self.log_lines)[-200:]))
 
     @property
     def running(self) -> bool:
@@ -291,7 +290,7 @@ class RunFollower(RunSource):
 
     def start(self) -> None:
         self.run_id = self._known_run_id
-        emit(self.run_started, self.run_id)
+        self.run_started.emit(self.run_id)
         self.poll()
         if not self.terminal:
             self._timer.start()
@@ -379,12 +378,12 @@ class ModelInspector(QObject):
             elif isinstance(obj, dict) and "type" not in obj:
                 info = obj
         if code == 0 and info is not None:
-            emit(self.inspected, source, info)
+            self.inspected.emit(source, info)
         else:
             lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-            emit(self.inspect_failed, source, lines[-1].removeprefix("error: ") if lines else f"exit code {code}")
+            self.inspect_failed.emit(source, lines[-1].removeprefix("error: ") if lines else f"exit code {code}")
 
     def _on_job_error(self, source: str, process: QProcess) -> None:
         if process.error() == QProcess.ProcessError.FailedToStart:
             self._jobs.pop(source, None)
-            emit(self.inspect_failed, source, f"could not start the engine: {process.errorString()}")
+            self.inspect_failed.emit(source, f"could not start the engine: {process.errorString()}")

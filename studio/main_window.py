@@ -23,7 +23,6 @@ from studio.session import RunSession
 from studio.settings import StudioSettings, load_settings, save_settings
 from studio.widgets.settings_dialog import SettingsDialog, show_about
 from studio.widgets.start_page import StartPage
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 PAGES = ("Start", "New run", "Monitor", "History", "Chat")
@@ -185,7 +184,7 @@ class MainWindow(QMainWindow):
         session = self._add_session(RunSession(title, client, parent=self))
         client.start(*args)
         self.statusBar().showMessage(f"Started: {title}")
-        emit(self.run_launched, session)
+        self.run_launched.emit(session)
         return session
 
     def start_demo(self, quick: bool = False) -> RunSession:

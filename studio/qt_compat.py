@@ -15,7 +15,6 @@ import ctypes
 import importlib.metadata
 import logging
 import sys
-from typing import Any
 
 log = logging.getLogger(__name__)
 BUGGY_RELEASES = ("6.12.0",)
@@ -47,7 +46,3 @@ def apply() -> bool:
     log.debug("PySide6 %s on Python %s: None/True/False made immortal", BUGGY_RELEASES, sys.version.split()[0])
     return True
 
-
-def emit(signal: Any, *args: Any) -> None:
-    """``signal.emit(*args)`` (kept as one call site, should another binding release need a fix here)."""
-    signal.emit(*args)

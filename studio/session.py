@@ -10,7 +10,6 @@ from PySide6.QtCore import QObject, Signal
 from engine.protocol import FINAL_STATES
 from studio.engine_client import RunSource
 from studio.run_state import RunState, replay
-from studio.qt_compat import emit
 
 
 class RunSession(QObject):
@@ -62,13 +61,13 @@ class RunSession(QObject):
         self.state.run_id = self.state.run_id or run_id
         if self.state.state == "starting":
             self.state.state = "running"
-        emit(self.run_started, run_id)
+        self.run_started.emit(run_id)
 
     def _on_source_finished(self, status: str, summary: dict) -> None:
         self.state.state = status if status in FINAL_STATES else "finished"
         self.state.summary = summary or self.state.summary
-        emit(self.run_ended, self.state.state)
+        self.run_ended.emit(self.state.state)
 
     def _on_source_failed(self, message: str, log_tail: str) -> None:
         self.state.fail(message)
-        emit(self.run_ended, "failed")
+        self.run_ended.emit("failed")

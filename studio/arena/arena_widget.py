@@ -25,7 +25,6 @@ from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
 from studio.arena.session import ArenaSession
 from studio.arena.votes import append_vote, read_votes, tally, votes_path
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 MAX_PANES = 3
@@ -175,13 +174,13 @@ class ArenaWidget(QWidget):
         append_vote(path, record)
         self.status_label.setText(f"Vote saved to {path}.")
         self._refresh_all()
-        emit(self.vote_recorded, record)
+        self.vote_recorded.emit(record)
         return record
 
     def export_to(self, path: str | Path) -> tuple[Path, Path]:
         md_path, json_path = write_exports(self.session, path)
         self.status_label.setText(f"Exported to {md_path} and {json_path}.")
-        emit(self.exported, str(md_path), str(json_path))
+        self.exported.emit(str(md_path), str(json_path))
         return md_path, json_path
 
     def shutdown(self, wait_ms: int = 3000) -> None:

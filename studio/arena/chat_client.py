@@ -16,7 +16,6 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 from engine.protocol import Event, ProtocolError, command_line
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class ChatClient(QObject):
         pending, self._pending = self._pending, []
         for line in pending:
             self._process.write(line.encode("utf-8"))
-        emit(self.service_started)
+        self.service_started.emit()
 
     def _on_process_stdout(self) -> None:
         self._buffer += bytes(self._process.readAllStandardOutput())
@@ -146,13 +145,13 @@ class ChatClient(QObject):
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             message = f"cannot start the chat service ({' '.join(self.command)}): {self._process.errorString()}"
-            emit(self.error_reported, {"message": message, "request_id": "", "model": ""})
-            emit(self.service_finished, -1, message)
+            self.error_reported.emit({"message": message, "request_id": "", "model": ""})
+            self.service_finished.emit(-1, message)
 
     def _on_process_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
         self._on_process_stdout()
         self._pending.clear()
-        emit(self.service_finished, exit_code, self._stderr)
+        self.service_finished.emit(exit_code, self._stderr)
 
     # ------------------------------------------------------------------ events
     def _dispatch(self, line: str) -> None:
@@ -161,22 +160,22 @@ class ChatClient(QObject):
         except ProtocolError:
             log.debug("not an event from the chat service: %s", line[:200])
             return
-        emit(self.event_received, event)
+        self.event_received.emit(event)
         data = event.data
         if event.type == "token":
-            emit(self.token_received, str(data.get("request_id", "")), str(data.get("model", "")),
+            self.token_received.emit(str(data.get("request_id", "")), str(data.get("model", "")),
                                      str(data.get("text", "")))
         elif event.type == "done" and data.get("request_id"):
-            emit(self.generation_finished, str(data["request_id"]), data)
+            self.generation_finished.emit(str(data["request_id"]), data)
         elif event.type == "loaded":
-            emit(self.model_loaded, str(data.get("model", "")), data)
+            self.model_loaded.emit(str(data.get("model", "")), data)
         elif event.type == "progress":
             model = data.get("model") or str(data.get("stage", "")).removeprefix("load ").strip()
-            emit(self.load_progressed, model, float(data.get("fraction") or 0.0))
+            self.load_progressed.emit(model, float(data.get("fraction") or 0.0))
         elif event.type == "error":
-            emit(self.error_reported, data)
+            self.error_reported.emit(data)
         elif event.type == "log" and data.get("action") == "unloaded":
-            emit(self.model_unloaded, str(data.get("model", "")))
+            self.model_unloaded.emit(str(data.get("model", "")))
 
     @staticmethod
     def describe(event: Event) -> str:

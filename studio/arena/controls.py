@@ -9,7 +9,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from studio.arena.presets import Preset
 from studio.arena.session import LETTERS, Sampling
 from studio.arena.votes import PairTally
-from studio.qt_compat import emit
 
 
 class PromptBar(QWidget):
@@ -105,7 +104,7 @@ class SamplingBox(QGroupBox):
 
     def _on_value_changed(self, *_args: object) -> None:
         self._sync_enabled()
-        emit(self.sampling_changed, self.sampling())
+        self.sampling_changed.emit(self.sampling())
 
 
 class VoteBar(QWidget):
@@ -123,11 +122,11 @@ class VoteBar(QWidget):
         for letter in LETTERS[:3]:
             button = QPushButton(letter)
             button.setFixedWidth(44)
-            button.clicked.connect(lambda _checked=False, l=letter: emit(self.vote_cast, l))
+            button.clicked.connect(lambda _checked=False, l=letter: self.vote_cast.emit(l))
             self.buttons[letter] = button
             row.addWidget(button)
         self.tie_button = QPushButton("Tie")
-        self.tie_button.clicked.connect(lambda: emit(self.vote_cast, None))
+        self.tie_button.clicked.connect(lambda: self.vote_cast.emit(None))
         row.addWidget(self.tie_button)
         self.result = QLabel()
         row.addWidget(self.result)

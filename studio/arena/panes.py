@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 from studio.arena.catalog import ModelChoice, custom_choice
 from studio.arena.session import PaneState, Turn
-from studio.qt_compat import emit
 
 ROLE_COLORS = {"teacher": "#7c3aed", "student": "#0284c7", "quantized": "#059669", "": "#64748b"}
 PANE_STYLE = """
@@ -188,10 +187,10 @@ class ChatPane(QFrame):
     def _on_load_button_clicked(self) -> None:
         choice = self.current_choice()
         if choice is not None:
-            emit(self.load_requested, self.key, choice)
+            self.load_requested.emit(self.key, choice)
 
     def _on_reference_box_toggled(self, checked: bool) -> None:
-        emit(self.reference_toggled, self.key, checked)
+        self.reference_toggled.emit(self.key, checked)
 
     # ------------------------------------------------------------------ presentation
     def render(self, state: PaneState, label: str, *, blind: bool, is_reference: bool, reference_name: str) -> None:

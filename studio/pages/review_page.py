@@ -12,7 +12,6 @@ from engine.runs import data_dir
 from engine.spec import RunSpec, SpecError, dump_spec
 from studio.pages.common import StudioPage
 from studio.wizard_model import build_spec, command_for
-from studio.qt_compat import emit
 
 
 def specs_dir() -> Path:
@@ -57,7 +56,7 @@ class ReviewPage(StudioPage):
             self.spec = None
             self.yaml.setPlainText("")
             self.refuse(exc)
-            emit(self.completeChanged)
+            self.completeChanged.emit()
             return
         self.accept_page()
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.spec.name).strip("-") or "run"
@@ -69,7 +68,7 @@ class ReviewPage(StudioPage):
         self.summary.setText(f"<b>{self.spec.name}</b>: {stages}<br>teacher <code>{self.spec.teacher.source}"
                              f"</code>, student <code>{self.spec.student.source}</code>, data "
                              f"<code>{self.spec.data.preset}</code>, device <code>{self.spec.device}</code>")
-        emit(self.completeChanged)
+        self.completeChanged.emit()
 
     def isComplete(self) -> bool:
         return self.spec is not None

@@ -11,7 +11,6 @@ from studio.pages.models_page import ModelsPage
 from studio.pages.review_page import ReviewPage
 from studio.pages.settings_page import SettingsPage
 from studio.wizard_model import WizardChoices
-from studio.qt_compat import emit
 
 
 class RunWizard(QWizard):
@@ -40,7 +39,7 @@ class RunWizard(QWizard):
     def accept(self) -> None:
         page = self.review_page
         if page.spec is not None and page.spec_path is not None:
-            emit(self.launch_requested, page.spec, str(page.spec_path))
+            self.launch_requested.emit(page.spec, str(page.spec_path))
         self.restart_fresh()
 
     def reject(self) -> None:

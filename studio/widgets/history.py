@@ -17,7 +17,6 @@ from engine.runs import RunRecord, RunStore
 from studio.history_data import display_status, format_time, key_scores, overlay_store, read_eval
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.run_panels import EvalTable
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Status", "Stage", "Started", "Updated", "Key scores", "Run id")
@@ -159,12 +158,12 @@ class HistoryView(QWidget):
     def _on_open_clicked(self) -> None:
         records = self.selected_records()
         if len(records) == 1:
-            emit(self.open_requested, records[0])
+            self.open_requested.emit(records[0])
 
     def _on_rerun_clicked(self) -> None:
         records = self.selected_records()
         if len(records) == 1:
-            emit(self.rerun_requested, records[0])
+            self.rerun_requested.emit(records[0])
 
     def _on_folder_clicked(self) -> None:
         records = self.selected_records()
@@ -186,7 +185,7 @@ class HistoryView(QWidget):
         for r in records:
             try:
                 self.store.delete(r.id)
-                emit(self.run_deleted, r.id)
+                self.run_deleted.emit(r.id)
             except (RuntimeError, OSError, KeyError) as exc:
                 QMessageBox.warning(self, "Delete runs", str(exc))
         self.records = []

@@ -14,7 +14,6 @@ from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from studio.run_state import METRIC_GROUPS, MetricStore
-from studio.qt_compat import emit
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
@@ -190,7 +189,7 @@ class MetricPlots(QWidget):
         if changed:
             self.empty_label.hide()
             self.canvas.show()
-            emit(self.curves_drawn, len(changed))
+            self.curves_drawn.emit(len(changed))
         elif not self.store.series:
             self.canvas.hide()
             self.empty_label.show()

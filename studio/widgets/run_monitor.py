@@ -15,7 +15,6 @@ from engine.runs import RunStore
 from studio.session import RunSession
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
-from studio.qt_compat import emit
 
 log = logging.getLogger(__name__)
 STATE_LABELS = {"starting": "starting", "running": "running", "cancelling": "cancelling…",
@@ -105,7 +104,7 @@ class RunMonitor(QWidget):
     def _on_cancel_clicked(self) -> None:
         if self.session is not None and self.session.live:
             self.session.cancel()
-            emit(self.cancel_requested, self.session)
+            self.cancel_requested.emit(self.session)
             self.refresh()
 
     def refresh(self) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
-from studio.qt_compat import emit
 
 
 class StartPage(QWidget):
@@ -24,15 +23,15 @@ class StartPage(QWidget):
         self.demo_button.setObjectName("primaryButton")
         self.demo_button.setToolTip("compression-engine demo: a tiny Qwen2 teacher and student trained on "
                                     "generated tasks, offline — teacher SFT → student SFT → KD → evaluation.")
-        self.demo_button.clicked.connect(lambda: emit(self.demo_requested, self.quick.isChecked()))
+        self.demo_button.clicked.connect(lambda: self.demo_requested.emit(self.quick.isChecked()))
         self.quick = QCheckBox("quick (a smoke test of a minute, not a result)")
         self.wizard_button = QPushButton("Set up a run…")
         self.wizard_button.setObjectName("secondaryButton")
         self.wizard_button.setToolTip("Choose models, data, method and settings step by step.")
-        self.wizard_button.clicked.connect(lambda: emit(self.wizard_requested))
+        self.wizard_button.clicked.connect(lambda: self.wizard_requested.emit())
         self.history_button = QPushButton("Past runs")
         self.history_button.setObjectName("secondaryButton")
-        self.history_button.clicked.connect(lambda: emit(self.history_requested))
+        self.history_button.clicked.connect(lambda: self.history_requested.emit())
         demo_text = QLabel("The demo runs on this computer's CPU in a few minutes with no download: the whole "
                            "paper pipeline on a miniature scale, with live curves and a retention table at the "
                            "end.")
