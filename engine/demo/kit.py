@@ -31,24 +31,6 @@ SEED = 1234
 N_INSTRUCTIONS = 3000
 N_REASONING = 2000
 
-#: Demo hyperparameters from bench/demo_calibration.py (2,900 train / 100 held-out records, batch 16, greedy
-#: decoding, ROUGE-L with stemming; seconds on ONE thread of this 2-core machine, measured while it was shared).
-#:   teacher 1.9 M (192 wide), lr 2e-3: 600 steps 0.55, 900 steps 0.63, 1,200 steps 0.68 ROUGE-L; 0.14 s/step
-#:   teacher 3.3 M (256 wide), lr 1e-3: 600 steps 0.56, 900 steps 0.63, 1,200 steps 0.68; 0.22 s/step
-#:     (at 600 steps lr 2e-3 gave 0.44 and lr 3e-3 diverged to 0.18 at 273 steps)
-#:   student 0.35 M, lr 3e-3: 400 steps 0.41, 800 steps 0.60; 0.03 s/step (lr 1e-3: 0.27, lr 6e-3: 0.14)
-#: Final check on the built kit: teacher 1,204 steps 0.645 in 189 s wall; student 402 steps 0.427 in 28 s.
-#: So the demo: teacher ~190 s, student ~30 s, KD ~60 s, evaluation seconds: about 5 minutes in all.
-DEMO_DEFAULTS: dict[str, Any] = {
-    "batch_size": 16,
-    "max_length": 128,  # the longest chat-formatted demo record is 86 tokens
-    "max_new_tokens": 40,  # the longest reference response is 28 tokens (+ <|im_end|>)
-    "warmup_ratio": 0.05,
-    "teacher": {"learning_rate": 2e-3, "max_steps": 1200},
-    "student": {"learning_rate": 3e-3, "max_steps": 400},
-    "distill": {"learning_rate": 3e-3, "max_steps": 400, "alpha": 0.5, "temperature": 1.0},
-}
-
 #: Text the engine wraps around records (prompt presets, GRPO tags); covered by the trimmed vocabulary.
 EXTRA_TEXTS: tuple[str, ...] = (
     "Context:", "Contexto:", "Instruction:", "Instrucción:", "Question:", "Pregunta:", "Response:",
@@ -199,7 +181,7 @@ def _build(root: Path) -> None:
     info = {"format": KIT_FORMAT, "version": KIT_VERSION, "seed": SEED, "tokenizer": "Qwen2.5 (trimmed)",
             "vocab_size": len(tokenizer), "model_vocab_size": vocab_rows, "parameters": params,
             "records": {"instructions": len(instructions), "reasoning": len(reasoning)},
-            "demo_defaults": DEMO_DEFAULTS, "build_seconds": round(time.perf_counter() - started, 2),
+            "build_seconds": round(time.perf_counter() - started, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (root / "kit.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     logger.info("built the demo kit in %.1f s: %d tokens, teacher %d / student %d parameters",
