@@ -50,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _choose_engine_environment(settings) -> None:
-    """Create or pick the Python environment with the engine (progress in a dialog) and remember it."""
-    from studio.engine_env import EngineEnvDialog, remember_python
+    """Create or pick the Python environment with the engine (progress in a dialog, which remembers the choice)
+    and use it."""
+    from studio.engine_env import EngineEnvDialog
     from studio.settings import save_settings
 
     dialog = EngineEnvDialog()
     if dialog.exec() and dialog.python:
-        remember_python(dialog.python)
         settings.engine_python = str(dialog.python)
         save_settings(settings)
 

@@ -407,7 +407,8 @@ class EngineEnvDialog(QDialog):
         """Check ``python`` in a child process; accept the dialog if it has the engine and torch."""
         self.status.setText(f"Checking {python}…")
         self._candidate = Path(python)
-        self._probe.start(probe_argv(python)[0], probe_argv(python)[1:])
+        program, *arguments = probe_argv(python)
+        self._probe.start(program, arguments)
 
     def _on_existing_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "The Python of an environment with the engine")
