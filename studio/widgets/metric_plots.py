@@ -18,7 +18,6 @@ from studio.run_state import METRIC_GROUPS, MetricStore
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
 GROUP_TITLES = dict(METRIC_GROUPS)
-SHOW_GRID = True
 GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
@@ -112,7 +111,7 @@ class MetricPlots(QWidget):
             plot = pg.PlotItem(title=GROUP_TITLES.get(group, group))
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
-            plot.showGrid(x=SHOW_GRID, y=SHOW_GRID, alpha=0.15)
+            plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("bottom", "step")
             legend = plot.addLegend(offset=(-10, 10), labelTextSize="7pt", verSpacing=-6)
             legend.setBrush(pg.mkBrush(255, 255, 255, 190))  # draggable; translucent over the curves

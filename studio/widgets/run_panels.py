@@ -127,16 +127,10 @@ class EvalTable(QWidget):
         super().__init__(parent)
         self.caption = QLabel("No evaluation yet.")
         self.caption.setObjectName("placeholder")
-        self.table = QTableWidget(0, 0)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table = _read_only_table(0)
         self.grpo_caption = QLabel("Chain-of-thought GRPO: held-out prompts, greedy, before and after the stage")
-        self.grpo_table = QTableWidget(0, len(GRPO_COLUMNS) + 1)
+        self.grpo_table = _read_only_table(len(GRPO_COLUMNS) + 1)
         self.grpo_table.setHorizontalHeaderLabels(["stage"] + [name for name, _ in GRPO_COLUMNS])
-        self.grpo_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.grpo_table.verticalHeader().setVisible(False)
-        self.grpo_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
@@ -200,6 +194,14 @@ class EvalTable(QWidget):
     def cell(self, row: int, col: int) -> str:
         item = self.table.item(row, col)
         return item.text() if item else ""
+
+
+def _read_only_table(columns: int) -> QTableWidget:
+    table = QTableWidget(0, columns)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    return table
 
 
 #: GRPO's held-out scores (engine/recipes/grpo.py ``score_completions``), as shown in the evaluation tab.
