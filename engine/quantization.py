@@ -141,8 +141,7 @@ def quantize_and_save(source: str | Path | ModelSpec, out_dir: str | Path, q: Qu
 
     spec = _spec_of(source)
     model, tokenizer = quantize_in_memory(spec, q, device)
-    skip = getattr(model.config.quantization_config, "llm_int8_skip_modules", None) or []
-    kept = len([m for m in skip if m != "lm_head"])
+    kept = len(kept_linears(model.config.quantization_config))
     out = save_model(model, tokenizer, Path(out_dir), model_card_text(spec.source, q, kept=kept))
     log.info("saved the 4-bit model to %s (%s)", out, _fmt_mb(weight_file_bytes(out)))
     return out, model, tokenizer
@@ -257,7 +256,8 @@ def _measure(folder: str, device: str, prompt: str, new_tokens: int) -> dict:
     times = stamps.times
     decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
     cpu_per_token = (stamps.cpu[-1] - stamps.cpu[0]) / (len(times) - 1) if len(times) > 1 else None
-    return {"load_s": load_s, "cpu_s_per_token": cpu_per_token, "threads": torch.get_num_threads(), "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
+    return {"load_s": load_s, "cpu_s_per_token": cpu_per_token, "threads": torch.get_num_threads(),
+            "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
             "rss_after_generate_bytes": proc.memory_info().rss - rss0, "first_call_s": first_call_s,
             "ttft_s": times[0] - start, "tokens_per_s": decode, "prompt_tokens": int(ids["input_ids"].shape[1]),
             "new_tokens": len(times)}
@@ -315,9 +315,17 @@ def evaluate_folder(folder: str | Path, records: list[dict], preset: str, gen: G
 def layer_counts(quantized_dir: str | Path) -> dict[str, int]:
     """How many linear layers are 4-bit, and how many stayed full precision (kernel-incompatible widths)."""
     config = json.loads((Path(quantized_dir) / "config.json").read_text(encoding="utf-8"))
-    kept = [m for m in config.get("quantization_config", {}).get("llm_int8_skip_modules") or [] if m != "lm_head"]
+    kept = kept_linears(config.get("quantization_config", {}))
     absmax = [k for k in safetensors_entries(quantized_dir) if k.endswith(".weight.absmax")]
     return {"layers_4bit": len(absmax), "layers_full_precision": len(kept)}
+
+
+def kept_linears(quantization_config: Any) -> list[str]:
+    """Linear layers a 4-bit config (a BitsAndBytesConfig or its config.json dict) leaves in full precision,
+    besides the output layer, which always stays."""
+    skip = (quantization_config.get("llm_int8_skip_modules") if isinstance(quantization_config, dict)
+            else getattr(quantization_config, "llm_int8_skip_modules", None)) or []
+    return [m for m in skip if m != "lm_head"]
 
 
 def _ratio(a: Any, b: Any) -> float | None:
