@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import memory  # noqa: E402
-from engine.quantization import (quantization_report, quantize_model, report_markdown,  # noqa: E402
-                                 weight_file_bytes)
+from engine.quantization import quantization_report, quantize_model, report_markdown  # noqa: E402
 from engine.spec import DataSpec, GenerationSpec, QuantizeSpec  # noqa: E402
 
 log = logging.getLogger("quant_bench")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine.context import EngineError
-from engine.protocol import EventWriter, ProtocolError, claim_stdout, hello, parse_command
+from engine.protocol import EventWriter, ProtocolError, hello, parse_command
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import __version__
 from engine.protocol import EventWriter, ProtocolError, claim_stdout, hello, parse_command, read_events
 from engine.runs import RunStore
-from engine.spec import RunSpec, SpecError, StageSpec, build, dump_spec, load_spec
+from engine.spec import RunSpec, SpecError, build, dump_spec, load_spec
 
 log = logging.getLogger("engine")
 

@@ -1,5 +1,6 @@
 """The arena's shared controls: the prompt bar (system prompt, held-out presets, prompt, Send and Stop), the
-sampling settings every pane uses, and the blind-mode vote bar with its tally. They present values and emit signals; the arena widget owns the session they feed."""
+sampling settings every pane uses, and the blind-mode vote bar with its tally. They present values and emit
+signals; the arena widget owns the session they feed."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal

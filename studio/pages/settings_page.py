@@ -3,7 +3,7 @@ steps, batch size, max length, LoRA and device. Every tooltip is the spec field'
 spec's own sentence, so the page and ``compression-engine run`` agree on what is impossible."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
                                QSpinBox, QWidget)
 
 from engine.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
