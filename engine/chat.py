@@ -8,11 +8,13 @@ Commands (stdin, one JSON object a line; see engine.protocol)::
      "sampling": {"greedy": true, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128, "seed": 0}}
     {"type": "stop", "request_id": "r1"}       (no request_id: stop every generation)
     {"type": "unload", "model": "student"}
+    {"type": "score", "id": "s1", "prediction": "The dogs are running", "reference": "the dog is running"}
     {"type": "quit"}
 
 Events (stdout): ``progress`` while loading, ``loaded`` {model, parameters, dtype, memory_bytes, quantized, …},
 ``token`` {request_id, model, text}, ``done`` {request_id, model, status: finished|stopped, prompt_tokens,
-completion_tokens, ttft_s, tokens_per_s, text}, ``error`` {message, request_id}, ``log``.
+completion_tokens, ttft_s, tokens_per_s, text}, ``score`` {id, rougeL} (the evaluation's own ROUGE-L from
+engine.metrics, so the arena and the evaluation tab agree), ``error`` {message, request_id}, ``log``.
 
 Threads: one reader thread turns stdin lines into a queue; the main thread dispatches; each load and each
 generation runs in its own thread (transformers' TextIteratorStreamer), so two models answer concurrently and a
@@ -130,10 +132,10 @@ class ChatService:
         if kind == "quit":
             return False
         handler = {"load": self._on_load, "generate": self._on_generate, "stop": self._on_stop,
-                   "unload": self._on_unload}.get(kind)
+                   "unload": self._on_unload, "score": self._on_score}.get(kind)
         if handler is None:
-            self._error(f"the chat service does not handle {kind!r} commands; use load, generate, stop, unload "
-                        "or quit.", command)
+            self._error(f"the chat service does not handle {kind!r} commands; use load, generate, stop, unload, "
+                        "score or quit.", command)
             return True
         try:
             handler(command)
@@ -154,6 +156,17 @@ class ChatService:
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
         return thread
+
+    # -------------------------------------------------------------- score
+    def _on_score(self, command: dict) -> None:
+        """ROUGE-L of ``prediction`` against ``reference`` with the evaluation's own function (stemmed, Unicode
+        tokens): the studio cannot import rouge_score, and a second implementation would disagree with it."""
+        from engine.metrics import rouge_l
+
+        prediction, reference = command.get("prediction"), command.get("reference")
+        if not isinstance(prediction, str) or not isinstance(reference, str):
+            raise EngineError("score needs text in both prediction and reference.")
+        self.writer.emit("score", id=command.get("id", ""), rougeL=rouge_l(prediction, reference))
 
     # -------------------------------------------------------------- load / unload
     def _on_load(self, command: dict) -> None:

@@ -16,9 +16,11 @@ Event ``data`` by type:
   done      {status: finished|cancelled|failed, summary: {...}}
   token     (chat) {request_id, model, text}
   loaded    (chat) {model, parameters, dtype, memory_bytes, ...}
+  score     (chat) {id, rougeL}: the engine's own ROUGE-L (engine.metrics) of a prediction against a reference
 
 Studio → engine, one command per stdin line: ``{"type": "cancel"}``; for the chat service also
-``{"type": "generate", ...}``, ``{"type": "stop", ...}``, ``{"type": "load", ...}``, ``{"type": "quit"}``.
+``{"type": "generate", ...}``, ``{"type": "stop", ...}``, ``{"type": "load", ...}``, ``{"type": "quit"}``,
+``{"type": "score", "id": ..., "prediction": ..., "reference": ...}``.
 """
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ from typing import IO, Any, Callable, Iterator
 
 PROTOCOL_VERSION = 1
 EVENT_TYPES = ("hello", "status", "progress", "metric", "log", "sample", "artifact", "error", "done",
-               "token", "loaded")
+               "token", "loaded", "score")
 RUN_STATES = ("running", "cancelling", "finished", "cancelled", "failed")
 FINAL_STATES = ("finished", "cancelled", "failed")
-COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit")
+COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
 
 
 class ProtocolError(ValueError):

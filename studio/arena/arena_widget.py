@@ -112,6 +112,7 @@ class ArenaWidget(QWidget):
         bar = self.prompt_bar  # short names for the controls the arena drives (and the tests use)
         self.system_edit, self.preset_combo, self.random_button = bar.system_edit, bar.preset_combo, bar.random_button
         self.prompt_edit, self.send_button, self.stop_button = bar.prompt_edit, bar.send_button, bar.stop_button
+        self.continue_box = bar.continue_box
         return row
 
     def _connect(self) -> None:
@@ -122,6 +123,7 @@ class ArenaWidget(QWidget):
         self.client.model_loaded.connect(self._on_client_model_loaded)
         self.client.token_received.connect(self._on_client_token_received)
         self.client.generation_finished.connect(self._on_client_generation_finished)
+        self.client.score_received.connect(self._on_client_score_received)
         self.client.error_reported.connect(self._on_client_error_reported)
         self.client.service_finished.connect(self._on_client_service_finished)
         self.run_combo.currentIndexChanged.connect(self._on_run_combo_changed)
@@ -274,6 +276,16 @@ class ArenaWidget(QWidget):
             self.status_label.setText(f"{self.session.pane(model).name} is loaded.")
             self._refresh_all()
 
+    def _on_client_score_received(self, score_id: str, value: float) -> None:
+        key = self.session.on_score(score_id, value)
+        if key is not None:
+            self._refresh_pane(key)
+
+    def _send_score_requests(self) -> None:
+        """ROUGE-L comes from the engine (the evaluation's own function), asked for after each change."""
+        for request in self.session.take_score_requests():
+            self.client.score(request.score_id, request.prediction, request.reference)
+
     def _on_client_error_reported(self, data: dict) -> None:
         request_id, model, message = data.get("request_id") or "", data.get("model") or "", data.get("message", "")
         if request_id and self.session.pane_of_request(request_id):
@@ -338,8 +350,16 @@ class ArenaWidget(QWidget):
             self.export_to(path)
 
     def _on_preset_combo_activated(self, index: int) -> None:
-        if index > 0:
-            self.prompt_edit.setPlainText(self.presets[index - 1].prompt)
+        """A preset is a new question: a fresh comparison (earlier turns would steer the answers), unless the
+        user asked to continue the conversation."""
+        if index <= 0:
+            return
+        if not self.continue_box.isChecked() and any(p.turns for p in self.session.panes):
+            self._on_clear_clicked()
+            self.status_label.setText("A fresh comparison: the conversations were cleared (tick “Continue "
+                                      "conversation” to ask presets as follow-ups).")
+        self.prompt_edit.setPlainText(self.presets[index - 1].prompt)
+        self.prompt_edit.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _on_random_clicked(self) -> None:
         if self.presets:
@@ -357,10 +377,15 @@ class ArenaWidget(QWidget):
         self._refresh_all()
 
     def _on_vote_bar_vote_cast(self, letter: str | None) -> None:
+        # the vote disables the button that has focus; Qt would pass focus on to the next field (the system
+        # prompt, all of it selected, so the next key replaced it): the prompt box is where typing goes next
+        self.prompt_edit.setFocus(Qt.FocusReason.OtherFocusReason)
         try:
             self.vote(letter)
         except RuntimeError as exc:
             self.status_label.setText(str(exc))
+        self.system_edit.deselect()
+        self.prompt_edit.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _refresh_votes(self) -> None:
         run_paths = [p.choice.run_path for p in self.session.panes if p.choice is not None]
@@ -379,6 +404,7 @@ class ArenaWidget(QWidget):
                                is_reference=key == self.session.reference_key, reference_name=self._reference_name())
 
     def _refresh_all(self) -> None:
+        self._send_score_requests()
         for index, key in enumerate(self.session.display_order()):
             if self.splitter.indexOf(self.panes[key]) != index:
                 self.splitter.insertWidget(index, self.panes[key])

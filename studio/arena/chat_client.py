@@ -39,6 +39,7 @@ class ChatClient(QObject):
     model_unloaded = Signal(str)
     token_received = Signal(str, str, str)  # request id, model, text
     generation_finished = Signal(str, object)  # request id, the `done` event's data
+    score_received = Signal(str, float)  # score id, the engine's ROUGE-L
     error_reported = Signal(object)  # the `error` event's data (message, request_id, model)
     event_received = Signal(object)  # every Event, for logging and tests
 
@@ -112,6 +113,11 @@ class ChatClient(QObject):
         self._send(command_line("generate", request_id=request_id, model=model, messages=messages,
                                 sampling=sampling))
 
+    def score(self, score_id: str, prediction: str, reference: str) -> None:
+        """Ask for the evaluation's own ROUGE-L (engine.metrics); the answer comes as ``score_received``."""
+        self.start()
+        self._send(command_line("score", id=score_id, prediction=prediction, reference=reference))
+
     def stop(self, request_id: str | None = None) -> None:
         """Stop one generation, or all of them."""
         self._send(command_line("stop", **({"request_id": request_id} if request_id else {})))
@@ -172,6 +178,8 @@ class ChatClient(QObject):
         elif event.type == "progress":
             model = data.get("model") or str(data.get("stage", "")).removeprefix("load ").strip()
             self.load_progressed.emit(model, float(data.get("fraction") or 0.0))
+        elif event.type == "score" and isinstance(data.get("rougeL"), (int, float)):
+            self.score_received.emit(str(data.get("id", "")), float(data["rougeL"]))
         elif event.type == "error":
             self.error_reported.emit(data)
         elif event.type == "log" and data.get("action") == "unloaded":

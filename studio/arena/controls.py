@@ -22,18 +22,23 @@ class PromptBar(QWidget):
         top = QHBoxLayout()
         self.system_edit = QLineEdit(system_prompt)
         self.system_edit.setPlaceholderText("System prompt (empty: none)")
+        self.system_edit.setMinimumWidth(120)
         top.addWidget(QLabel("System:"))
         top.addWidget(self.system_edit, 1)
         top.addWidget(QLabel("Preset:"))
         self.preset_combo = QComboBox()
         self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.preset_combo.setMinimumContentsLength(24)
+        self.preset_combo.setMinimumContentsLength(14)
         self.preset_combo.setToolTip("Prompts from the run's held-out data")
         top.addWidget(self.preset_combo, 1)
         self.random_button = QToolButton()
         self.random_button.setText("Random")
         self.random_button.setToolTip("A random held-out prompt")
         top.addWidget(self.random_button)
+        self.continue_box = QCheckBox("Continue conversation")
+        self.continue_box.setToolTip("Off: a preset prompt starts a fresh comparison (every pane's conversation is "
+                                     "cleared). On: it is asked as the next turn of the conversation.")
+        top.addWidget(self.continue_box)
         column.addLayout(top)
         bottom = QHBoxLayout()
         self.prompt_edit = QPlainTextEdit()
@@ -115,7 +120,10 @@ class VoteBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        row = QHBoxLayout(self)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         self.prompt = QLabel("<b>Blind round</b> — which answer is best?")
         row.addWidget(self.prompt)
@@ -130,12 +138,14 @@ class VoteBar(QWidget):
         self.tie_button.clicked.connect(lambda: self.vote_cast.emit(None))
         row.addWidget(self.tie_button)
         self.result = QLabel()
-        row.addWidget(self.result)
-        row.addStretch(1)
+        self.result.setWordWrap(True)
+        row.addWidget(self.result, 1)
+        column.addLayout(row)
+        # the tally has a line of its own and wraps: every pair readable at any window width
         self.tally_label = QLabel()
         self.tally_label.setStyleSheet("color: #57606a;")
-        self.tally_label.setMinimumWidth(80)  # clipped, not wrapped; the tooltip lists every pair
-        row.addWidget(self.tally_label, 2)
+        self.tally_label.setWordWrap(True)
+        column.addWidget(self.tally_label)
 
     def set_state(self, letters: list[str], can_vote: bool, result: str = "") -> None:
         for letter, button in self.buttons.items():
@@ -148,5 +158,5 @@ class VoteBar(QWidget):
         if not tally:
             self.tally_label.setText("No votes yet.")
             return
-        self.tally_label.setText("Tally: " + " · ".join(p.text() for p in tally[:4]))
+        self.tally_label.setText("Tally: " + " · ".join(p.text() for p in tally))
         self.tally_label.setToolTip("\n".join(p.text() for p in tally))

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
 
 from studio.arena.catalog import ModelChoice, custom_choice
 from studio.arena.session import PaneState, Turn
+from studio.widgets.elided_label import ElidedLabel
 
 ROLE_COLORS = {"teacher": "#7c3aed", "student": "#0284c7", "quantized": "#059669", "": "#64748b"}
 PANE_STYLE = """
@@ -127,14 +128,15 @@ class ChatPane(QFrame):
         box.addWidget(self.load_button)
         return row
 
-    def _build_title(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.title = QLabel("No model")
+    def _build_title(self) -> QVBoxLayout:
+        column = QVBoxLayout()
+        column.setSpacing(2)
+        # the title has a line of its own: the whole name when it fits, elided in the middle when not (its ends tell "… · student_kd" from
+        # "… · student_kd (4-bit)"), the name and the source in the tooltip; never widens the window
+        self.title = ElidedLabel("No model")
         self.title.setObjectName("paneTitle")
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # a long run name is clipped (full name in the tooltip) rather than widening the window
-        self.title.setMinimumWidth(60)  # overrides the label's minimum size hint (its full text)
-        row.addWidget(self.title)
+        column.addWidget(self.title)
+        row = QHBoxLayout()
         # fixed chips whose text changes: recreating widgets on every redraw would leave orphans until the
         # event loop runs their deferred deletion
         self.size_chip, self.precision_chip = _chip("", "#57606a"), _chip("", ROLE_COLORS[""])
@@ -145,7 +147,8 @@ class ChatPane(QFrame):
         self.reference_box.setToolTip("Score the other panes' answers (ROUGE-L) against this pane's")
         self.reference_box.toggled.connect(self._on_reference_box_toggled)
         row.addWidget(self.reference_box)
-        return row
+        column.addLayout(row)
+        return column
 
     # ------------------------------------------------------------------ model picking
     def set_choices(self, choices: list[ModelChoice], selected: ModelChoice | None = None) -> None:
@@ -196,8 +199,9 @@ class ChatPane(QFrame):
     def render(self, state: PaneState, label: str, *, blind: bool, is_reference: bool, reference_name: str) -> None:
         """Show ``state``; in blind mode the name, size, precision and picker are hidden behind ``label``."""
         self.picker_row.setVisible(not blind)
-        self.title.setText(label if state.choice else "No model — pick one above")
-        self.title.setToolTip("" if blind or state.choice is None else f"{state.name}\n{state.choice.source}")
+        text = label if state.choice else "No model — pick one above"
+        self.title.set_full_text(text, text if blind or state.choice is None else
+                                 f"{state.name}\n{state.choice.source}")
         self._render_chips(state, blind, is_reference)
         self.reference_box.blockSignals(True)
         self.reference_box.setChecked(is_reference)

@@ -1,8 +1,10 @@
 """The arena's state, free of Qt: the panes and their conversations, the shared sampling settings, ROUGE-L of
 each answer against the reference pane's, and the blind round (shuffled letters, the vote, the reveal).
 
-The widget feeds it the chat service's events (``token``, ``done``, ``error``, ``loaded``) and redraws the panes
-it names; every rule of the arena lives here so it is tested without a display.
+The widget feeds it the chat service's events (``token``, ``done``, ``error``, ``loaded``, ``score``) and redraws
+the panes it names; every rule of the arena lives here so it is tested without a display. ROUGE-L is the
+engine's own (stemmed, as in the evaluation tab): the session queues :class:`ScoreRequest` s, the widget sends
+them to the chat service and hands the answers back to :meth:`ArenaSession.on_score`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from studio.arena.catalog import ModelChoice, precision_text, size_text
-from studio.arena.scoring import rouge_l
 
 LETTERS = "ABCDEFGH"
 LOAD_STATES = ("empty", "loading", "loaded", "failed")
@@ -119,6 +120,17 @@ class PaneState:
         return messages
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """ROUGE-L wanted for one pane's answer at one turn, against the reference pane's answer."""
+
+    score_id: str
+    key: str
+    index: int
+    prediction: str
+    reference: str
+
+
 @dataclass
 class BlindRound:
     """Blind mode: panes shown under shuffled letters until the user votes."""
@@ -146,6 +158,10 @@ class ArenaSession:
         self.rng = rng or random.Random()
         self._request_ids = itertools.count(1)
         self._requests: dict[str, str] = {}  # request id → pane key
+        self._score_ids = itertools.count(1)
+        self._scores: dict[tuple[str, str], float] = {}  # (prediction, reference) → the engine's ROUGE-L
+        self._pending_scores: dict[str, ScoreRequest] = {}  # sent, not yet answered
+        self._outbox: list[ScoreRequest] = []  # to send
 
     # ------------------------------------------------------------------ panes and models
     def pane(self, key: str) -> PaneState:
@@ -278,6 +294,8 @@ class ArenaSession:
         for pane in self.panes:
             pane.turns.clear()
         self._requests.clear()
+        self._pending_scores.clear()
+        self._outbox.clear()
         if self.blind is not None:
             self.shuffle_blind()
 
@@ -288,7 +306,8 @@ class ArenaSession:
             self.update_scores(index)
 
     def update_scores(self, index: int) -> list[str]:
-        """ROUGE-L of each finished answer at turn ``index`` against the reference pane's; changed pane keys."""
+        """ROUGE-L of each finished answer at turn ``index`` against the reference pane's: known scores are set at
+        once, the others queued for the engine (:meth:`take_score_requests`). Returns changed pane keys."""
         changed = []
         ref = self._finished_turn(self.reference_key, index) if self.reference_key else None
         for pane in self.panes:
@@ -297,11 +316,36 @@ class ArenaSession:
             turn = pane.turns[index]
             score = None
             if ref is not None and pane.key != self.reference_key and not turn.is_open and turn.status != "error":
-                score = rouge_l(turn.answer, ref.answer)
+                score = self._scores.get((turn.answer, ref.answer))
+                if score is None:
+                    self._outbox.append(ScoreRequest(f"score-{next(self._score_ids)}", pane.key, index,
+                                                     turn.answer, ref.answer))
             if score != turn.rouge_l:
                 turn.rouge_l = score
                 changed.append(pane.key)
         return changed
+
+    def take_score_requests(self) -> list[ScoreRequest]:
+        """The scores to ask the engine for (each handed out once)."""
+        out, self._outbox = self._outbox, []
+        self._pending_scores.update({r.score_id: r for r in out})
+        return out
+
+    def on_score(self, score_id: str, value: float) -> str | None:
+        """The engine's ROUGE-L for a request; returns the pane key to redraw (None if the answer moved on)."""
+        request = self._pending_scores.pop(score_id, None)
+        if request is None:
+            return None
+        self._scores[(request.prediction, request.reference)] = value
+        ref = self._finished_turn(self.reference_key, request.index) if self.reference_key else None
+        try:
+            turn = self.pane(request.key).turns[request.index]
+        except IndexError:
+            return None
+        if ref is None or ref.answer != request.reference or turn.answer != request.prediction:
+            return None  # the reference or the answer changed meanwhile; a newer request is on its way
+        turn.rouge_l = value
+        return request.key
 
     def _finished_turn(self, key: str | None, index: int) -> Turn | None:
         try:

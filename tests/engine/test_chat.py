@@ -77,6 +77,21 @@ def test_bad_lines_and_unknown_models_get_errors(service):
     assert "does not handle" in service.wait_for(is_("error"))["data"]["message"]
 
 
+def test_score_is_the_evaluations_rouge_l(service):
+    """The arena asks the service for ROUGE-L: stemmed ("dogs" → "dog", "running" → "run"), so 3 of 4 tokens
+    match both ways: P = R = F = 0.75 (an unstemmed scorer says 0.5)."""
+    from engine.metrics import rouge_l
+
+    service.send({"type": "score", "id": "s1", "prediction": "The dogs are running",
+                  "reference": "the dog is running"})
+    assert service.wait_for(is_("score", id="s1"))["data"]["rougeL"] == pytest.approx(0.75)
+    service.send({"type": "score", "id": "s2", "prediction": "El niño comió", "reference": "el niño comió pan"})
+    value = service.wait_for(is_("score", id="s2"))["data"]["rougeL"]
+    assert value == pytest.approx(rouge_l("El niño comió", "el niño comió pan")) == pytest.approx(2 * 3 / 7)
+    service.send({"type": "score", "id": "s3", "prediction": 5, "reference": "x"})
+    assert "needs text" in service.wait_for(is_("error"))["data"]["message"]
+
+
 def test_two_models_stream_concurrently(service):
     service.send({"type": "load", "model": "q4", "source": str(service.folder), "load_in_4bit": True})
     loaded = service.wait_for(is_("loaded", model="q4"), timeout=120)["data"]

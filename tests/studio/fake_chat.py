@@ -3,6 +3,8 @@
 It loads nothing: ``load`` reports progress and a made-up size (a source named ``broken`` fails, one named
 ``too-big`` is refused with a memory estimate, as the real service does); ``generate`` streams a scripted answer
 word by word (``FAKE_CHAT_DELAY`` seconds apart, default 0.03) from a thread, so ``stop`` is obeyed mid-answer.
+``score`` answers with a plain LCS ROUGE-L (lower-cased word tokens, no stemming: the real service uses
+engine.metrics, checked in tests/engine/test_chat.py and tests/studio/test_arena_real_service.py).
 Used by the arena's fast tests and by the screenshot script.
 """
 from __future__ import annotations
@@ -29,6 +31,19 @@ SCRIPT = {  # prompt → answers by model kind (teacher, student, quantized)
         "42 × 3 = 126: 40 × 3 = 120, plus 2 × 3 = 6.",
         "42 × 3 = 126. 40 × 3 is 120 and 2 × 3 is 6, so 126."),
 }
+
+
+def lcs_rouge_l(prediction: str, reference: str) -> float:
+    """F-measure of the longest common subsequence of lower-cased word tokens (no stemming)."""
+    pred, ref = re.findall(r"\w+", prediction.lower()), re.findall(r"\w+", reference.lower())
+    previous = [0] * (len(pred) + 1)
+    for token in ref:
+        current = [0]
+        for j, other in enumerate(pred, start=1):
+            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1]))
+        previous = current
+    lcs = previous[-1]
+    return 0.0 if lcs == 0 else 2 * lcs / (len(pred) + len(ref))
 
 
 def kind_of(source: str, load_in_4bit: bool) -> int:
@@ -118,6 +133,9 @@ class FakeChat:
             for request_id in targets:
                 if request_id in self.stops:
                     self.stops[request_id].set()
+        elif kind == "score":
+            self.writer.emit("score", id=command.get("id", ""),
+                             rougeL=lcs_rouge_l(command.get("prediction", ""), command.get("reference", "")))
         elif kind == "unload":
             self.models.pop(command.get("model"), None)
             self.writer.emit("log", level="info", message="unloaded", model=command.get("model"), action="unloaded")

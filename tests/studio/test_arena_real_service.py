@@ -10,6 +10,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import sys  # noqa: E402
 
+import pytest  # noqa: E402
+
 from studio.arena.arena_widget import ArenaWidget  # noqa: E402
 from studio.arena.catalog import ModelChoice  # noqa: E402
 from studio.arena.chat_client import engine_chat_command  # noqa: E402
@@ -46,7 +48,19 @@ def test_real_service_streams_two_demo_models_and_obeys_stop(qtbot, tmp_path, mo
             assert any(r == request_id for r, _ in tokens)  # streamed, not only delivered at the end
             assert turn.ttft_s is not None and turn.ttft_s > 0
             assert f"{turn.completion_tokens} tokens" in arena.panes[pane.key].stats_label.text()
-        assert panes[1].turns[-1].rouge_l is not None and 0.0 <= panes[1].turns[-1].rouge_l <= 1.0
+        qtbot.waitUntil(lambda: panes[1].turns[-1].rouge_l is not None, timeout=30_000)
+        assert 0.0 <= panes[1].turns[-1].rouge_l <= 1.0
+
+        # one ROUGE-L, the evaluation's: stemmed, so "dogs"/"dog" and "running"/"running" match (0.75, where an
+        # unstemmed ASCII scorer says 0.5); the reference box re-scores the answers through the service
+        panes[0].turns[-1].answer, panes[1].turns[-1].answer = "the dog is running", "The dogs are running"
+        reference = arena.panes["pane1"].reference_box
+        reference.click()
+        reference.click()
+        assert arena.session.reference_key == "pane1"
+        qtbot.waitUntil(lambda: panes[1].turns[-1].rouge_l is not None, timeout=30_000)
+        assert panes[1].turns[-1].rouge_l == pytest.approx(0.75)
+        assert "ROUGE-L 0.75 vs teacher" in arena.panes["pane2"].stats_label.text()
 
         arena.sampling_box.max_new_tokens.setValue(2000)
         arena.send("Tell me a long story.")

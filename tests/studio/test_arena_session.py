@@ -1,4 +1,4 @@
-"""The arena's Qt-free logic: ROUGE-L (checked against rouge_score), turns and scores, blind rounds and votes,
+"""The arena's Qt-free logic: ROUGE-L asked of the engine (engine.metrics answers here), turns and scores, blind rounds and votes,
 export, presets from a run's held-out data, the model catalog, and that importing the arena pulls in no torch."""
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from rouge_score import rouge_scorer
 
+from engine.metrics import rouge_l
 from studio.arena import catalog, presets, votes
 from studio.arena.catalog import ModelChoice
 from studio.arena.export import to_markdown, write_exports
-from studio.arena.scoring import rouge_l
 from studio.arena.session import ArenaSession, PaneState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,14 +22,31 @@ TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
 STUDENT = ModelChoice(label="student", source="demo:student", role="student")
 
 
-def test_rouge_l_matches_rouge_score_on_random_texts() -> None:
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    rng = random.Random(0)
-    words = "The cat sat on the MAT 42 x-y, dog! é mat".split()
-    for _ in range(200):
-        pred = " ".join(rng.choice(words) for _ in range(rng.randint(0, 10)))
-        ref = " ".join(rng.choice(words) for _ in range(rng.randint(0, 10)))
-        assert rouge_l(pred, ref) == pytest.approx(scorer.score(ref, pred)["rougeL"].fmeasure, abs=1e-12)
+def answer_scores(session: ArenaSession) -> int:
+    """Play the chat service: answer every queued score with the engine's own ROUGE-L; how many were asked."""
+    requests = session.take_score_requests()
+    for request in requests:
+        session.on_score(request.score_id, rouge_l(request.prediction, request.reference))
+    return len(requests)
+
+
+def test_scores_are_asked_once_and_a_stale_answer_is_dropped() -> None:
+    session, _ = _session_with_two_answers()
+    student = session.pane("pane2")
+    assert student.turns[0].rouge_l is None  # asked, not answered yet
+    [request] = session.take_score_requests()
+    assert (request.key, request.prediction, request.reference) == ("pane2", "2 + 3 is 5.", "2 + 3 = 5.")
+    assert session.take_score_requests() == []  # handed out once
+    assert session.on_score(request.score_id, 0.75) == "pane2" and student.turns[0].rouge_l == 0.75
+    assert session.on_score(request.score_id, 0.1) is None  # answered already
+    session.set_reference("pane2")  # the teacher is now scored; the student (the reference) is not
+    assert student.turns[0].rouge_l is None and len(session.take_score_requests()) == 1
+    session.set_reference("pane1")  # back: the answer is known, nothing to ask
+    assert student.turns[0].rouge_l == 0.75 and session.take_score_requests() == []
+    session.set_reference("pane2")
+    [stale] = session.take_score_requests()
+    session.set_reference(None)
+    assert session.on_score(stale.score_id, 0.5) is None and session.pane("pane1").turns[0].rouge_l is None
 
 
 def _session_with_two_answers() -> tuple[ArenaSession, list[tuple[str, str, list[dict]]]]:
@@ -57,6 +73,7 @@ def test_turns_stream_and_score_against_the_teacher() -> None:
     assert teacher.size == "3.1 M params"
     assert session.reference_key == "pane1"  # the first teacher becomes the reference
     assert teacher.turns[0].rouge_l is None
+    assert answer_scores(session) == 1
     assert student.turns[0].rouge_l == pytest.approx(rouge_l("2 + 3 is 5.", "2 + 3 = 5."))
     assert 0 < student.turns[0].rouge_l < 1
     assert student.size == "400 k params" and student.precision == "4-bit" and teacher.precision == "float32"
@@ -69,6 +86,7 @@ def test_turns_stream_and_score_against_the_teacher() -> None:
     with pytest.raises(RuntimeError):
         session.start_turn("too early")
     session.set_reference("pane2")
+    assert answer_scores(session) == 1
     assert teacher.turns[0].rouge_l == pytest.approx(rouge_l("2 + 3 = 5.", "2 + 3 is 5."))
     session.clear()
     assert not teacher.turns and not student.turns and not session.busy
@@ -113,6 +131,7 @@ def test_blind_round_hides_names_until_the_vote_and_tallies_pairs(tmp_path: Path
 
 def test_export_writes_markdown_and_json(tmp_path: Path) -> None:
     session, _ = _session_with_two_answers()
+    answer_scores(session)
     md_path, json_path = write_exports(session, tmp_path / "chat.md")
     data = json.loads(json_path.read_text())
     assert [p["model"] for p in data["panes"]] == ["teacher", "student"]

@@ -15,16 +15,16 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
+from studio.arena import presets as presets_mod  # noqa: E402
 from studio.arena.arena_widget import ArenaWidget  # noqa: E402
 from studio.arena.catalog import ModelChoice  # noqa: E402
-from studio.arena.scoring import rouge_l  # noqa: E402
 
 FAKE_CHAT = [sys.executable, str(Path(__file__).with_name("fake_chat.py"))]
 TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
 STUDENT = ModelChoice(label="student", source="demo:student", role="student")
 PROMPT = "What is 17 + 25? Explain briefly."
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_chat import SCRIPT  # noqa: E402
+from fake_chat import SCRIPT, lcs_rouge_l  # noqa: E402
 
 TEACHER_ANSWER, STUDENT_ANSWER, _ = SCRIPT[PROMPT.lower()]
 
@@ -64,8 +64,9 @@ def test_two_panes_stream_the_same_prompt_with_their_numbers(qtbot, arena: Arena
     qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
     assert teacher.turns[-1].answer == TEACHER_ANSWER and student.turns[-1].answer == STUDENT_ANSWER
     assert "30 + 12 = 42" in arena.panes["pane1"].transcript.toPlainText()
+    qtbot.waitUntil(lambda: student.turns[-1].rouge_l is not None, timeout=5000)  # asked of the service
     score = student.turns[-1].rouge_l
-    assert score == pytest.approx(rouge_l(STUDENT_ANSWER, TEACHER_ANSWER)) and 0.5 < score < 1
+    assert score == pytest.approx(lcs_rouge_l(STUDENT_ANSWER, TEACHER_ANSWER)) and 0.5 < score < 1
     stats = arena.panes["pane2"].stats_label.text()
     assert f"{student.turns[-1].completion_tokens} tokens" in stats and "tok/s" in stats
     assert "first token" in stats and f"ROUGE-L {score:.2f} vs teacher" in stats
@@ -97,7 +98,7 @@ def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: Aren
     assert not arena.vote_bar.isHidden()
     arena.send(PROMPT)
     qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
-    titles = sorted(arena.panes[k].title.text() for k in ("pane1", "pane2"))
+    titles = sorted(arena.panes[k].title.full_text() for k in ("pane1", "pane2"))
     assert titles == ["Model A", "Model B"]
     assert all(arena.panes[k].picker_row.isHidden() for k in ("pane1", "pane2"))
     assert "ROUGE-L" not in arena.panes["pane2"].stats_label.text()  # it would reveal the reference
@@ -105,13 +106,19 @@ def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: Aren
     assert [arena.splitter.indexOf(arena.panes[k]) for k in order] == [0, 1]
     button = arena.vote_bar.buttons["B"]
     assert button.isEnabled()
+    arena.activateWindow()
+    button.setFocus()
     with qtbot.waitSignal(arena.vote_recorded) as signal:
-        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        qtbot.keyClick(button, Qt.Key.Key_Space)  # a keyboard vote: the focused button goes disabled
+    # the next key goes to the prompt box; the system prompt is neither focused nor selected
+    assert arena.prompt_edit.hasFocus() and not arena.system_edit.hasSelectedText()
+    qtbot.keyClicks(arena.prompt_edit, "next")
+    assert arena.prompt_edit.toPlainText() == "next" and arena.system_edit.text() == arena.session.system_prompt
     winner = arena.session.pane(order[1]).name
     assert signal.args[0]["winner"] == winner
     lines = (tmp_path / "home" / "arena_votes.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["models"]["B"] == winner
-    assert arena.panes[order[1]].title.text() == winner  # names revealed
+    assert arena.panes[order[1]].title.full_text() == winner  # names revealed
     assert "won" in arena.vote_bar.result.text()
     loser = "teacher" if winner == "student" else "student"
     first, second = sorted([winner, loser])
@@ -120,10 +127,56 @@ def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: Aren
     assert not arena.vote_bar.buttons["A"].isEnabled()  # one vote per round
 
 
+def test_a_preset_starts_a_fresh_comparison_unless_continuing(qtbot, arena: ArenaWidget) -> None:
+    _load_two(qtbot, arena)
+    arena.presets = [presets_mod.Preset("What is 17 + 25? Explain briefly."),
+                     presets_mod.Preset("Now multiply the result by 3.")]
+    arena.prompt_bar.set_presets(arena.presets)
+    arena.preset_combo.activated.emit(1)
+    arena.send(arena.prompt_edit.toPlainText())
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    arena.preset_combo.activated.emit(2)  # a new question: the first exchange must not steer the answers
+    assert all(not p.turns for p in arena.session.panes)
+    assert "fresh comparison" in arena.status_label.text() and arena.prompt_edit.hasFocus()
+    arena.send(arena.prompt_edit.toPlainText())
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert [len(p.turns) for p in arena.session.panes[:2]] == [1, 1]
+    arena.continue_box.setChecked(True)  # multi-turn by choice
+    arena.preset_combo.activated.emit(1)
+    arena.send(arena.prompt_edit.toPlainText())
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert [len(p.turns) for p in arena.session.panes[:2]] == [2, 2]
+
+
+def test_titles_are_whole_or_middle_elided_and_the_tally_is_complete(qtbot, arena: ArenaWidget) -> None:
+    from studio.arena.votes import tally
+
+    arena.pane_count.setValue(3)
+    arena.resize(1024, 700)
+    name = "distil-qwen-dolly-2026-11-30 · student_kd (4-bit)"
+    arena.load_model("pane3", ModelChoice(label=name, source="/runs/distil-qwen/models/student_kd",
+                                          role="student", load_in_4bit=True))
+    qtbot.waitUntil(lambda: arena.session.pane("pane3").ready, timeout=10000)
+    title = arena.panes["pane3"].title
+    assert title.full_text() == name and title.toolTip() == f"{name}\n/runs/distil-qwen/models/student_kd"
+    assert title.text().endswith("(4-bit)") and (title.text() == name or "…" in title.text())
+    assert title.fontMetrics().horizontalAdvance(title.text()) <= title.contentsRect().width()
+    models = ["teacher", "student", "kd", "4-bit"]
+    votes = [{"models": {"A": a, "B": b}, "winner": a} for i, a in enumerate(models) for b in models[i + 1:]]
+    arena.vote_bar.set_tally(tally(votes))
+    arena.vote_bar.show()
+    qtbot.wait(50)
+    label = arena.vote_bar.tally_label
+    assert all(f"{a} 1 – 0 {b}" in label.text() or f"{b} 0 – 1 {a}" in label.text()
+               for i, a in enumerate(models) for b in models[i + 1:])
+    assert label.height() >= label.heightForWidth(label.width())  # wrapped, not cut off
+
+
 def test_export_writes_markdown_and_json(qtbot, arena: ArenaWidget, tmp_path) -> None:
     _load_two(qtbot, arena)
     arena.send(PROMPT)
     qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    qtbot.waitUntil(lambda: arena.session.pane("pane2").turns[-1].rouge_l is not None, timeout=5000)
     md_path, json_path = arena.export_to(tmp_path / "out" / "arena")
     data = json.loads(json_path.read_text())
     assert [p["turns"][0]["answer"] for p in data["panes"]] == [TEACHER_ANSWER, STUDENT_ANSWER]
