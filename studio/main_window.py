@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidge
                                QStackedWidget, QWidget)
 
 from engine.runs import RunRecord, RunStore
+from engine.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.history_data import live_runs
 from studio.pages.wizard import RunWizard
@@ -125,6 +126,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&New run…", lambda: self.go_to("New run"), QKeySequence.StandardKey.New)
         self._action(file_menu, "Run the &demo", lambda: self.start_demo(False))
         self._action(file_menu, "Run a spec &file…", self._on_run_spec_file_triggered, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "&Open spec in the wizard…", self._on_open_spec_triggered, QKeySequence("Ctrl+Shift+O"))
         file_menu.addSeparator()
         self._action(file_menu, "&Settings…", self.open_settings, QKeySequence.StandardKey.Preferences)
         file_menu.addSeparator()
@@ -202,6 +204,27 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Run a spec file", "", "Run specs (*.yaml *.yml *.json)")
         if path:
             self.run_spec_file(path)
+
+    def _on_open_spec_triggered(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a spec in the wizard", "", "Run specs (*.yaml *.yml *.json)")
+        if path:
+            self.open_spec(path)
+
+    def open_spec(self, path: str | Path) -> bool:
+        """Load a spec file into the wizard (every page filled in, the review page shown); a bad file is refused
+        with the spec's own sentence and the wizard is left as it was."""
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            self.warn("Cannot open this spec", str(exc))
+            return False
+        self.go_to("New run")
+        self.wizard.open_spec(path, spec)
+        return True
+
+    def warn(self, title: str, text: str) -> None:
+        """A refusal the user must read (tests replace it: a modal box would block them)."""
+        QMessageBox.warning(self, title, text)
 
     def rerun(self, record: RunRecord) -> RunSession:
         """A new run with a past run's spec (the engine reads it before creating the new run's folder)."""

@@ -2,13 +2,15 @@
 
 Pages only edit a :class:`WizardChoices`; :func:`build_spec` turns it into the spec the engine runs, reusing the
 spec dataclasses' own validation so the GUI never disagrees with the CLI about what is allowed.
+:func:`choices_from_spec` goes the other way (an edited YAML, an opened spec file), keeping every setting the
+pages do not show so that spec → choices → spec gives the same spec back.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from engine.spec import RunSpec, SpecError, build
+from engine.spec import RunSpec, SpecError, build, to_dict
 
 METHODS: dict[str, str] = {
     "teacher_sft": "Teacher SFT — fine-tune the large model on the task",
@@ -32,6 +34,9 @@ DATA_PRESET_LABELS: dict[str, str] = {
     "local": "A local JSONL / JSON / CSV / Parquet file",
 }
 CANONICAL_COLUMNS = ("instruction", "response", "context", "category", "answer", "tests")
+TRAIN_STAGES: dict[str, str] = {  # the wizard's training stages, by stage name
+    "teacher_sft": "Teacher SFT", "student_sft": "Student SFT", "student_kd": "Distillation", "grpo": "GRPO"}
+DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}
 
 
 @dataclass
@@ -47,10 +52,20 @@ class WizardChoices:
     distill: dict = field(default_factory=lambda: {"alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"})
     grpo: dict = field(default_factory=dict)
     quantize: dict = field(default_factory=dict)
-    train: dict = field(default_factory=lambda: {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8})
+    train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))  # every training stage's, when same_train
+    same_train: bool = True
+    stage_train: dict = field(default_factory=dict)  # stage name → its own train settings (same_train off)
     device: str = "auto"
     max_eval_samples: int = 200
     student_references: float = 1.0  # the student stages' ``references``: < 1 lets KD show what the teacher adds
+    stage_extra: dict = field(default_factory=dict)  # stage name → settings of a loaded spec the pages do not show
+    run_extra: dict = field(default_factory=dict)  # the same for the run (processes, distributed, cpu_threads)
+
+    def train_for(self, stage: str) -> dict:
+        """The train settings of one stage: the shared ones, or the stage's own."""
+        if self.same_train or stage not in self.stage_train:
+            return dict(self.train)
+        return dict(self.stage_train[stage])
 
 
 def parse_learning_rates(text: str) -> list[float]:
@@ -67,11 +82,11 @@ def parse_learning_rates(text: str) -> list[float]:
     return rates
 
 
-def _stage(kind: str, name: str, choices: WizardChoices, **extra) -> dict:
-    stage = {"kind": kind, "name": name, **extra}
+def _stage(kind: str, name: str, choices: WizardChoices, **managed) -> dict:
+    stage = {**choices.stage_extra.get(name, {}), "kind": kind, "name": name, **managed}
     if kind in ("sft", "distill", "grpo"):
-        stage["train"] = dict(choices.train)
-    if kind in ("sft", "distill") and extra.get("model") == "student" and choices.student_references < 1:
+        stage["train"] = choices.train_for(name)
+    if kind in ("sft", "distill") and managed.get("model") == "student":
         stage["references"] = choices.student_references  # the same seeded records for SFT and KD students
     return stage
 
@@ -97,8 +112,8 @@ def _eval_stage(choices: WizardChoices, stages: list[dict]) -> dict | None:
             models[display] = stage
     if len(models) == 1:
         models["student"] = "student"
-    return {"kind": "evaluate", "name": "eval", "models": models, "reference": "teacher",
-            "max_eval_samples": choices.max_eval_samples}
+    return _stage("evaluate", "eval", choices, models=models, reference="teacher",
+                  max_eval_samples=choices.max_eval_samples)
 
 
 def stage_dicts(choices: WizardChoices) -> list[dict]:
@@ -136,9 +151,53 @@ def train_values(train: dict, lr_text: str) -> dict:
 
 def build_spec(choices: WizardChoices) -> RunSpec:
     """The validated RunSpec; SpecError carries the spec's own one-sentence reason."""
-    return build(RunSpec, {"name": choices.name or "run", "teacher": dict(choices.teacher),
+    return build(RunSpec, {**choices.run_extra, "name": choices.name or "run", "teacher": dict(choices.teacher),
                            "student": dict(choices.student), "data": dict(choices.data),
                            "stages": stage_dicts(choices), "device": choices.device}, "spec")
+
+
+def _method_of(stages: dict) -> str:
+    """The wizard method whose pipeline has these stage names and kinds; SpecError if none has."""
+    kinds = {name: stage.kind for name, stage in stages.items() if stage.kind != "evaluate"}
+    kd = stages.get("student_kd")
+    if kd is not None and kd.kind == "distill":
+        if "grpo" in kinds or "quantize" in kinds:
+            return "pipeline"
+        return next(m for m, k in KD_METHOD.items() if k == kd.distill.method)
+    for method, kind in (("teacher_sft", "sft"), ("student_sft", "sft"), ("grpo", "grpo"),
+                         ("quantize", "quantize")):
+        if kinds == {method: kind}:
+            return method
+    raise SpecError(f"stages: {', '.join(kinds) or 'none'} is not a pipeline the wizard builds; it runs as "
+                    "written, but the pages cannot show it.")
+
+
+def choices_from_spec(spec: RunSpec) -> WizardChoices:
+    """The wizard's choices for a spec it (or a person following its stage names) wrote, such that
+    ``build_spec(choices_from_spec(spec)) == spec``; SpecError when the stages are not one of its pipelines."""
+    stages = {stage.name: stage for stage in spec.stages}
+    method = _method_of(stages)
+    plain = {name: to_dict(stage) for name, stage in stages.items()}
+    trains = {name: plain[name]["train"] for name in TRAIN_STAGES if name in stages}
+    first = next(iter(trains.values()), dict(DEFAULT_TRAIN))
+    student = next((s for s in spec.stages if s.kind in ("sft", "distill") and s.model == "student"), None)
+    run = to_dict(spec)
+    choices = WizardChoices(
+        name=spec.name, teacher=run["teacher"], student=run["student"], data=run["data"], method=method,
+        with_teacher_sft="teacher_sft" in stages, with_baseline="student_sft" in stages,
+        with_eval=any(s.kind == "evaluate" for s in spec.stages), train=dict(first),
+        same_train=all(t == first for t in trains.values()), stage_train=trains, device=spec.device,
+        student_references=student.references if student else 1.0, stage_extra=plain,
+        run_extra={k: run[k] for k in ("processes", "distributed", "cpu_threads")})
+    if "student_kd" in stages:
+        choices.distill = {k: v for k, v in plain["student_kd"]["distill"].items() if k != "method"}
+    if "grpo" in stages:
+        choices.grpo = plain["grpo"]["grpo"]
+    if "quantize" in stages:
+        choices.quantize = plain["quantize"]["quantize"]
+    if "eval" in stages:
+        choices.max_eval_samples = stages["eval"].max_eval_samples
+    return choices
 
 
 def command_for(spec_path: str) -> str:

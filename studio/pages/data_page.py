@@ -195,6 +195,22 @@ class DataPage(StudioPage):
                 "max_samples": self.max_samples.value(), "validation_fraction": self.validation_fraction.value(),
                 "test_fraction": self.test_fraction.value()}
 
+    def show_choices(self, c) -> None:
+        """Fill the page from choices (an edited YAML, an opened spec)."""
+        data = c.data
+        self.set_preset(data.get("preset", "demo"))
+        self.max_samples.setValue(data.get("max_samples", 0))
+        self.validation_fraction.setValue(data.get("validation_fraction", 0.05))
+        self.test_fraction.setValue(data.get("test_fraction", 0.1))
+        if data.get("path", "") != self.path.text():
+            self.set_path(data.get("path", ""))
+        for name, column in (data.get("columns") or {}).items():
+            if name in self.mapping:
+                combo = self.mapping[name]
+                if combo.findText(column) < 0:
+                    combo.addItem(column)
+                combo.setCurrentText(column)
+
     def validatePage(self) -> bool:
         values = {**self.choices.data, **self.values()}
         try:

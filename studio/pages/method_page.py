@@ -129,8 +129,27 @@ class MethodPage(StudioPage):
         except SpecError as exc:
             return self.refuse(exc)
         c = self.choices
-        c.method, c.distill, c.grpo, c.quantize = m, distill, grpo, quantize
+        c.method = m  # merged: settings of an opened spec that the page does not show are kept
+        c.distill, c.grpo, c.quantize = {**c.distill, **distill}, {**c.grpo, **grpo}, {**c.quantize, **quantize}
         c.with_teacher_sft = self.with_teacher_sft.isChecked()
         c.with_baseline = self.with_baseline.isChecked()
         c.with_eval = self.with_eval.isChecked()
         return self.accept_page()
+
+    def show_choices(self, c) -> None:
+        """Fill the page from choices (an edited YAML, an opened spec)."""
+        self.set_method(c.method)
+        self.divergence.setCurrentText(c.distill.get("divergence", "forward_kl"))
+        self.alpha.setValue(c.distill.get("alpha", 0.5))
+        self.temperature.setValue(c.distill.get("temperature", 1.0))
+        self.with_teacher_sft.setChecked(c.with_teacher_sft)
+        self.with_baseline.setChecked(c.with_baseline)
+        self.with_eval.setChecked(c.with_eval)
+        weights = {r["name"]: r["weight"] for r in c.grpo.get("rewards", [])} if c.grpo.get("rewards") \
+            else DEFAULT_REWARDS
+        for name, check in self.reward_checks.items():
+            check.setChecked(name in weights)
+            self.reward_weights[name].setValue(weights.get(name, self.reward_weights[name].value()))
+        self.num_generations.setValue(c.grpo.get("num_generations", 4))
+        self.quant_type.setCurrentText(c.quantize.get("quant_type", "nf4"))
+        self.double_quant.setChecked(c.quantize.get("double_quant", True))

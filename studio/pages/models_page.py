@@ -22,7 +22,8 @@ class ModelBox(QGroupBox):
         self.source = QComboBox()
         self.source.setEditable(True)
         self.source.addItems(SUGGESTIONS[role])
-        self.source.setMinimumWidth(340)
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(16)  # long hub ids or paths scroll; they do not widen the window
         tip(self.source, ModelSpec, "source")
         folder = QPushButton("Folder…")
         folder.clicked.connect(self._on_folder_clicked)
@@ -65,13 +66,20 @@ class ModelBox(QGroupBox):
         return {"source": self.source.currentText().strip(), "dtype": self.dtype.currentText(),
                 "load_in_4bit": self.load_in_4bit.isChecked()}
 
+    def set_values(self, model: dict) -> None:
+        self.source.setEditText(model.get("source", ""))
+        self.dtype.setCurrentText(model.get("dtype", "auto"))
+        self.load_in_4bit.setChecked(bool(model.get("load_in_4bit", False)))
+
 
 class ModelsPage(StudioPage):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Models", "The large model that teaches and the small model that learns. Hub ids need "
                          "the network; the demo kit works offline.", parent)
         self.name = tip(QLineEdit("my-run"), RunSpec, "name")
-        self.registerField("name*", self.name)
+        # no registerField("name*"): QWizard counts a mandatory field as empty while it holds its initial
+        # value, so the untouched default disabled Next; problem() decides instead, and says why
+        self.name.textChanged.connect(self.recheck)
         self.teacher = ModelBox("teacher")
         self.student = ModelBox("student")
         self.inspect_button = QPushButton("Read model info")
@@ -92,6 +100,8 @@ class ModelsPage(StudioPage):
         row.addWidget(self.compat, 1)
         self.body.addLayout(row)
         self.finish_layout()
+        for box in (self.teacher, self.student):
+            box.source.editTextChanged.connect(self.recheck)
 
     def initializePage(self) -> None:
         if self._connected:
@@ -123,13 +133,27 @@ class ModelsPage(StudioPage):
             if box.values()["source"] == source:
                 box.info.setText(f"Could not read it: {message}")
 
-    def validatePage(self) -> bool:
+    def problem(self) -> str:
+        if not self.name.text().strip():
+            return "name: is empty; give the run a short name (it names the run in the history)."
         try:
             for role, box in self._boxes().items():
                 build(ModelSpec, box.values(), role)
         except SpecError as exc:
-            return self.refuse(exc)
-        self.choices.name = self.name.text().strip()
-        self.choices.teacher = self.teacher.values()
-        self.choices.student = self.student.values()
+            return str(exc)
+        return ""
+
+    def validatePage(self) -> bool:
+        problem = self.problem()
+        if problem:
+            return self.refuse(problem)
+        c = self.choices
+        c.name = self.name.text().strip()
+        c.teacher = {**c.teacher, **self.teacher.values()}  # keeps what the page does not show (revision)
+        c.student = {**c.student, **self.student.values()}
         return self.accept_page()
+
+    def show_choices(self, c) -> None:
+        self.name.setText(c.name)
+        self.teacher.set_values(c.teacher)
+        self.student.set_values(c.student)

@@ -1,17 +1,21 @@
-"""Wizard page 5: the spec as YAML, the equivalent terminal command, save, and launch (the Finish button)."""
+"""Wizard page 5: the spec as YAML — editable: a valid edit flows back into the other pages, a refusal shows the
+spec's own sentence with the line it concerns — the equivalent terminal command, save, and launch (Finish)."""
 from __future__ import annotations
 
 import re
 import time
 from pathlib import Path
 
-from PySide6.QtGui import QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QWidget)
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QColor, QFontDatabase, QGuiApplication, QTextCursor, QTextFormat
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                               QTextEdit, QWidget)
 
 from engine.runs import data_dir
-from engine.spec import RunSpec, SpecError, dump_spec
+from engine.spec import RunSpec, SpecError, build, dump_spec, parse_spec_text
 from studio.pages.common import StudioPage
-from studio.wizard_model import build_spec, command_for
+from studio.pages.spec_lines import line_of_error
+from studio.wizard_model import build_spec, choices_from_spec, command_for
 
 
 def specs_dir() -> Path:
@@ -20,16 +24,30 @@ def specs_dir() -> Path:
     return path
 
 
+def parse_yaml_spec(text: str) -> RunSpec:
+    """The spec in ``text`` through the engine's own loader; SpecError starts with 'line N:' where known."""
+    try:
+        return build(RunSpec, parse_spec_text(text), "spec")
+    except SpecError as exc:
+        message = str(exc)
+        if not message.startswith("line "):
+            line = line_of_error(text, message)
+            message = f"line {line}: {message}" if line else message
+        raise SpecError(message) from None
+
+
 class ReviewPage(StudioPage):
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Review", "This is exactly what the engine will run. The same file runs from a terminal "
-                         "with the command below.", parent)
+        super().__init__("Review", "This is exactly what the engine will run; edit the YAML to change anything "
+                         "(the other pages follow). The same file runs from a terminal with the command below.",
+                         parent)
         self.summary = QLabel("")
         self.summary.setObjectName("summary")
         self.summary.setWordWrap(True)
         self.yaml = QPlainTextEdit()
-        self.yaml.setReadOnly(True)
         self.yaml.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.yaml.setTabChangesFocus(True)  # Tab leaves the editor: YAML is indented with spaces
+        self.yaml.setMinimumHeight(160)
         self.command = QLineEdit()
         self.command.setReadOnly(True)
         self.command.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
@@ -44,34 +62,89 @@ class ReviewPage(StudioPage):
         self.body.addWidget(self.summary)
         self.body.addWidget(self.yaml, 1)
         self.body.addLayout(row)
-        self.body.addWidget(self.error_label)
         self.spec: RunSpec | None = None
         self.spec_path: Path | None = None
+        self.problem_text = ""
+        self._shown_text = ""  # the YAML as the page wrote it (edits differ from it)
+        self._reparse = QTimer(self)
+        self._reparse.setSingleShot(True)
+        self._reparse.setInterval(400)
+        self._reparse.timeout.connect(self.apply_yaml)
+        self.yaml.textChanged.connect(self._on_yaml_text_changed)
 
     def initializePage(self) -> None:
         self.wizard().setButtonText(self.wizard().WizardButton.FinishButton, "Launch")
         try:
-            self.spec = build_spec(self.choices)
+            spec = self.wizard().loaded_spec or build_spec(self.choices)
         except SpecError as exc:
-            self.spec = None
-            self.yaml.setPlainText("")
-            self.refuse(exc)
-            self.completeChanged.emit()
+            self._set_spec(None, str(exc))
+            self._set_text("")
             return
-        self.accept_page()
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.spec.name).strip("-") or "run"
-        self.spec_path = specs_dir() / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-        text = dump_spec(self.spec, self.spec_path)
-        self.yaml.setPlainText(text)
-        self.command.setText(command_for(str(self.spec_path)))
-        stages = " → ".join(f"{s.name} ({s.kind})" for s in self.spec.stages)
-        self.summary.setText(f"<b>{self.spec.name}</b>: {stages}<br>teacher <code>{self.spec.teacher.source}"
-                             f"</code>, student <code>{self.spec.student.source}</code>, data "
-                             f"<code>{self.spec.data.preset}</code>, device <code>{self.spec.device}</code>")
-        self.completeChanged.emit()
+        self.show_spec(spec)
 
-    def isComplete(self) -> bool:
-        return self.spec is not None
+    def show_spec(self, spec: RunSpec) -> None:
+        """Show a valid spec: its YAML, the command and a one-line summary."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name).strip("-") or "run"
+        self.spec_path = specs_dir() / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        self._set_text(dump_spec(spec, self.spec_path))
+        self.command.setText(command_for(str(self.spec_path)))
+        self._set_spec(spec, "")
+
+    def _set_text(self, text: str) -> None:
+        self._shown_text = text
+        self.yaml.blockSignals(True)
+        self.yaml.setPlainText(text)
+        self.yaml.blockSignals(False)
+        self.yaml.setExtraSelections([])
+
+    def _set_spec(self, spec: RunSpec | None, problem: str) -> None:
+        self.spec, self.problem_text = spec, problem
+        if spec is not None:
+            stages = " → ".join(f"{s.name} ({s.kind})" for s in spec.stages)
+            self.summary.setText(f"<b>{spec.name}</b>: {stages}<br>teacher <code>{spec.teacher.source}</code>, "
+                                 f"student <code>{spec.student.source}</code>, data <code>{spec.data.preset}"
+                                 f"</code>, device <code>{spec.device}</code>")
+        self.recheck()
+
+    def problem(self) -> str:
+        return self.problem_text
+
+    # ------------------------------------------------------------------ editing
+    def _on_yaml_text_changed(self) -> None:
+        self._reparse.start()  # parse once the typing pauses; Launch parses at once
+
+    def apply_yaml(self) -> bool:
+        """Read the edited YAML with the spec's own loader: valid → it is the spec, and the other pages show it;
+        invalid → the spec's sentence at its line, Launch disabled. The cursor and focus stay where they are."""
+        self._reparse.stop()
+        text = self.yaml.toPlainText()
+        try:
+            spec = parse_yaml_spec(text)
+        except SpecError as exc:
+            self._mark_line(str(exc))
+            self._set_spec(None, str(exc))
+            return False
+        self.yaml.setExtraSelections([])
+        if text != self._shown_text:
+            self.wizard().take_spec(spec)  # the pages follow the edit
+            self.spec_path.write_text(text, encoding="utf-8")  # the command names the file as edited
+        self._set_spec(spec, "")
+        return True
+
+    def _mark_line(self, message: str) -> None:
+        match = re.match(r"line (\d+):", message)
+        if not match:
+            self.yaml.setExtraSelections([])
+            return
+        block = self.yaml.document().findBlockByLineNumber(int(match.group(1)) - 1)
+        selection = QTextEdit.ExtraSelection()
+        selection.format.setBackground(QColor("#fdecec"))
+        selection.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
+        selection.cursor = QTextCursor(block)
+        self.yaml.setExtraSelections([selection])
+
+    def validatePage(self) -> bool:
+        return self.apply_yaml() if self._reparse.isActive() or self.spec is None else True
 
     def save_spec(self, path: str | Path) -> Path:
         """Write the spec (YAML, or JSON for a .json path) where the user asked."""

@@ -1,66 +1,75 @@
-"""Wizard page 4: optimisation settings shared by the training stages — learning rate (or a sweep), epochs or
-steps, batch size, max length, LoRA and device. Every tooltip is the spec field's help; every refusal is the
-spec's own sentence, so the page and ``compression-engine run`` agree on what is impossible."""
+"""Wizard page 4: optimisation settings of the training stages — the same for every stage (the shortcut, on by
+default), or teacher SFT, student SFT, distillation and GRPO each with their own learning rate (or sweep),
+schedule, epochs or steps and batch — plus what all stages share: max length, logging, the students' references,
+LoRA and device. Every tooltip is the spec field's help; every refusal is the spec's own sentence, so the page and
+``compression-engine run`` agree on what is impossible. Next is disabled while a value is impossible, and the
+line under the fields says why."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
-                               QSpinBox, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QTabWidget, QWidget)
 
 from engine.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
 from studio.pages.common import StudioPage, tip
-from studio.wizard_model import train_values
-
-
-def _spin(cls: type, name: str, low: int, high: int, value: int) -> QSpinBox:
-    box = tip(QSpinBox(), cls, name)
-    box.setRange(low, high)
-    box.setValue(value)
-    return box
+from studio.pages.train_form import TrainForm, hint, spin
+from studio.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
 
 
 class SettingsPage(StudioPage):
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Settings", "Applied to every training stage; fine-tune single stages in the YAML on the "
-                         "next page or in a saved spec file.", parent)
-        self.learning_rate = tip(QLineEdit("1e-3"), TrainSpec, "learning_rate")
-        self.learning_rate.setToolTip(self.learning_rate.toolTip() + " Several values separated by commas run a "
-                                      "sweep: " + TrainSpec.__dataclass_fields__["sweep_learning_rates"]
-                                      .metadata["help"])
-        self.registerField("learning_rate*", self.learning_rate)
-        self.epochs = tip(QDoubleSpinBox(), TrainSpec, "epochs")
-        self.epochs.setRange(-1000, 1000)  # the spec says what is impossible
-        self.epochs.setValue(1.0)
-        self.max_steps = _spin(TrainSpec, "max_steps", 0, 10_000_000, 200)
-        self.max_steps.setSpecialValueText("use epochs")
-        self.batch_size = _spin(TrainSpec, "batch_size", -1, 4096, 8)
-        self.gradient_accumulation = _spin(TrainSpec, "gradient_accumulation", -1, 1024, 1)
-        self.max_length = _spin(DataSpec, "max_length", 0, 131_072, 512)
-        self.logging_steps = _spin(TrainSpec, "logging_steps", -1, 100_000, 5)
+        super().__init__("Settings", "How the stages train. The next page shows the whole spec as YAML: edit "
+                         "anything there (seeds, generation, a stage's own warm-up…) and the pages follow.", parent)
+        self.same_for_all = QCheckBox("Same settings for every training stage")
+        self.same_for_all.setChecked(True)
+        self.same_for_all.setToolTip("Off: teacher SFT, student SFT, distillation and GRPO each get their own "
+                                     "learning rate, schedule, steps and batch (the paper trains them differently).")
+        self.shared = TrainForm()
+        self.stage_tabs = QTabWidget()
+        self.stage_forms: dict[str, TrainForm] = {}
+        for name, label in TRAIN_STAGES.items():
+            form = TrainForm()
+            self.stage_forms[name] = form
+            self.stage_tabs.addTab(form, label)
+            form.edited.connect(self.recheck)
+        self.stage_tabs.hide()
+        self._stages_filled = False
+        self.same_for_all.toggled.connect(self._on_same_for_all_toggled)
+        self.shared.edited.connect(self.recheck)
+        self.body.addWidget(self.same_for_all)
+        self.body.addWidget(self.shared)
+        self.body.addWidget(self.stage_tabs)
+        self.body.addWidget(self._build_common_box())
+        self.body.addWidget(self._build_lora_box())
+        self.finish_layout()
+        self.learning_rate = self.shared.learning_rate  # the shared form's fields, by their old names
+        self.epochs, self.max_steps = self.shared.epochs, self.shared.max_steps
+        self.batch_size, self.gradient_accumulation = self.shared.batch_size, self.shared.gradient_accumulation
+
+    def _build_common_box(self) -> QGroupBox:
+        box = QGroupBox("Every stage")
+        self.max_length = spin(DataSpec, "max_length", 0, 131_072, 512)
+        self.logging_steps = spin(TrainSpec, "logging_steps", -1, 100_000, 5)
         self.student_references = tip(QDoubleSpinBox(), StageSpec, "references")
         self.student_references.setRange(-1, 1)  # the spec says what is impossible
         self.student_references.setSingleStep(0.05)
         self.student_references.setValue(1.0)
         self.device = tip(QComboBox(), RunSpec, "device")
         self.device.addItems(DEVICES)
-        form = QFormLayout()
-        form.addRow("Learning rate", self.learning_rate)
-        form.addRow("", self._hint("e.g. 1e-4, or 5e-5, 1e-4, 2e-4 for a sweep"))
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Max steps", self.max_steps)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Gradient accumulation", self.gradient_accumulation)
+        form = QFormLayout(box)
         form.addRow("Max length (tokens)", self.max_length)
         form.addRow("Log every (steps)", self.logging_steps)
         form.addRow("Student references", self.student_references)
-        form.addRow("", self._hint("fraction of prompts whose answers the students see; KD: the teacher answers "
-                                   "the rest"))
+        form.addRow("", hint("fraction of prompts whose answers the students see; KD: the teacher answers the rest"))
         form.addRow("Device", self.device)
-        self.body.addLayout(form)
+        for widget in (self.max_length, self.logging_steps, self.student_references):
+            widget.valueChanged.connect(self.recheck)
+        return box
+
+    def _build_lora_box(self) -> QGroupBox:
         self.lora = tip(QGroupBox("LoRA adapters"), LoraSpec, "enabled")
         self.lora.setCheckable(True)
         self.lora.setChecked(False)
-        self.lora_r = _spin(LoraSpec, "r", -1, 1024, 16)
-        self.lora_alpha = _spin(LoraSpec, "alpha", -1, 4096, 32)
+        self.lora_r = spin(LoraSpec, "r", -1, 1024, 16)
+        self.lora_alpha = spin(LoraSpec, "alpha", -1, 4096, 32)
         self.lora_dropout = tip(QDoubleSpinBox(), LoraSpec, "dropout")
         self.lora_dropout.setRange(-1, 1)
         self.lora_dropout.setSingleStep(0.05)
@@ -69,42 +78,116 @@ class SettingsPage(StudioPage):
         lora_form.addRow("Rank r", self.lora_r)
         lora_form.addRow("Alpha", self.lora_alpha)
         lora_form.addRow("Dropout", self.lora_dropout)
-        self.body.addWidget(self.lora)
-        self.finish_layout()
+        for widget in (self.lora_r, self.lora_alpha, self.lora_dropout):
+            widget.valueChanged.connect(self.recheck)
+        self.lora.toggled.connect(self.recheck)
+        return self.lora
 
-    @staticmethod
-    def _hint(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("hint")
-        return label
+    _initialised = False
 
     def initializePage(self) -> None:
         device = getattr(self.wizard(), "default_device", "")
         if device and not self._initialised:
             self.device.setCurrentText(device)
         self._initialised = True
+        self._show_stage_tabs()
+        self.recheck()
 
-    _initialised = False
+    def _stages_in_run(self) -> list[str]:
+        try:
+            names = [s["name"] for s in stage_dicts(self.choices)]
+        except SpecError:
+            names = list(TRAIN_STAGES)
+        return [n for n in TRAIN_STAGES if n in names]
 
-    def train_dict(self) -> dict:
+    def _show_stage_tabs(self) -> None:
+        """Only the stages the chosen method runs have a tab."""
+        present = self._stages_in_run() if self.wizard() is not None else list(TRAIN_STAGES)
+        for index, name in enumerate(TRAIN_STAGES):
+            self.stage_tabs.setTabVisible(index, name in present)
+
+    def _on_same_for_all_toggled(self, same: bool) -> None:
+        if not same and not self._stages_filled:  # start every stage from the shared settings
+            shared = self.shared.values() if not self.shared.problem() else None
+            for form in self.stage_forms.values():
+                if shared is not None:
+                    form.set_values(shared)
+            self._stages_filled = True
+        self.shared.setVisible(same)
+        self.stage_tabs.setVisible(not same)
+        self.recheck()
+
+    # ------------------------------------------------------------------ values
+    def shared_train(self) -> dict:
+        """Settings every stage shares, whether or not the forms are per stage."""
         lora = {"enabled": self.lora.isChecked(), "r": self.lora_r.value(), "alpha": self.lora_alpha.value(),
                 "dropout": round(self.lora_dropout.value(), 4)}
-        return {"epochs": self.epochs.value(), "max_steps": self.max_steps.value(),
-                "batch_size": self.batch_size.value(), "gradient_accumulation": self.gradient_accumulation.value(),
-                "logging_steps": self.logging_steps.value(), "lora": lora}
+        return {"logging_steps": self.logging_steps.value(), "lora": lora}
+
+    def train_dict(self) -> dict:
+        return {**self.shared.fields(), **self.shared_train()}
+
+    def stage_trains(self, base: dict) -> dict[str, dict]:
+        """Stage name → its train settings (per-stage forms)."""
+        return {name: form.values({**base.get(name, {}), **self.shared_train()})
+                for name, form in self.stage_forms.items()}
+
+    def problem(self) -> str:
+        if self.wizard() is None:
+            return ""
+        shared = self.shared_train()
+        if self.same_for_all.isChecked():
+            problem = self.shared.problem({**self.choices.train, **shared})
+            if problem:
+                return problem
+        for name in self._stages_in_run() if not self.same_for_all.isChecked() else ():
+            problem = self.stage_forms[name].problem({**self.choices.stage_train.get(name, {}), **shared})
+            if problem:
+                return f"{TRAIN_STAGES[name]}: {problem}"
+        try:
+            build(DataSpec, {**self.choices.data, "max_length": self.max_length.value()}, "data")
+            build(StageSpec, {"kind": "sft", "name": "student",
+                              "references": round(self.student_references.value(), 4)}, "stage")
+        except SpecError as exc:
+            return str(exc)
+        return ""
 
     def validatePage(self) -> bool:
+        c = self.choices
         try:
-            train = train_values(self.train_dict(), self.learning_rate.text())
-            build(TrainSpec, train, "train")
-            data = {**self.choices.data, "max_length": self.max_length.value()}
+            if self.same_for_all.isChecked():
+                train = self.shared.values({**c.train, **self.shared_train()})
+                build(TrainSpec, train, "train")
+                stage_train = c.stage_train
+            else:
+                stage_train = self.stage_trains(c.stage_train)
+                for name in self._stages_in_run():
+                    build(TrainSpec, stage_train[name], f"{name}.train")
+                train = c.train
+            data = {**c.data, "max_length": self.max_length.value()}
             build(DataSpec, data, "data")
             references = round(self.student_references.value(), 4)
             build(StageSpec, {"kind": "sft", "name": "student", "references": references}, "stage")
         except SpecError as exc:
             return self.refuse(exc)
-        self.choices.train = train
-        self.choices.data = data
-        self.choices.student_references = references
-        self.choices.device = self.device.currentText()
+        c.train, c.stage_train, c.same_train = train, stage_train, self.same_for_all.isChecked()
+        c.data, c.student_references, c.device = data, references, self.device.currentText()
         return self.accept_page()
+
+    def show_choices(self, c: WizardChoices) -> None:
+        """Fill the page from choices (an edited YAML, an opened spec)."""
+        self.shared.set_values(c.train)
+        for name, form in self.stage_forms.items():
+            form.set_values(c.stage_train.get(name, c.train))
+        self._stages_filled = True
+        self.same_for_all.setChecked(c.same_train)
+        self.max_length.setValue(c.data.get("max_length", 512))
+        self.logging_steps.setValue(c.train.get("logging_steps", 5))
+        lora = c.train.get("lora") or {}
+        self.lora.setChecked(bool(lora.get("enabled", False)))
+        self.lora_r.setValue(lora.get("r", 16))
+        self.lora_alpha.setValue(lora.get("alpha", 32))
+        self.lora_dropout.setValue(lora.get("dropout", 0.05))
+        self.student_references.setValue(c.student_references)
+        self.device.setCurrentText(c.device)
+        self._initialised = True
