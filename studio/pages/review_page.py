@@ -15,7 +15,7 @@ from engine.runs import data_dir
 from engine.spec import RunSpec, SpecError, build, dump_spec, parse_spec_text
 from studio.pages.common import StudioPage
 from studio.pages.spec_lines import line_of_error
-from studio.wizard_model import build_spec, choices_from_spec, command_for
+from studio.wizard_model import build_spec, command_for
 
 
 def specs_dir() -> Path:
