@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 from engine import __version__
-from engine.protocol import EventWriter, ProtocolError, claim_stdout, hello, parse_command, read_events
+from engine.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, parse_command,
+                             read_events)
 from engine.runs import RunStore
 from engine.spec import RunSpec, SpecError, build, dump_spec, load_spec
 
@@ -102,6 +103,7 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
         paths = store.create(spec.name, dump_spec(spec))
         last_seq = 0
     events = EventWriter(paths.id, mirror=paths.events, start_seq=last_seq)
+    divert_stderr_to(paths.root / "engine.log")  # if the studio goes away, the log goes on in the run folder
     cancel = threading.Event()
     if os.environ.get("COMPRESSION_ENGINE_CHILD"):
         # One of several processes (engine/launch.py): only rank 0 writes events and run.json; all ranks

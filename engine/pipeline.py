@@ -94,7 +94,8 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             if any_rank(cancel.is_set()):  # rank-aware (engine/launch.py): all processes stop at the same stage
                 raise StageCancelled(stage.name)
             store.update(paths.id, stage=stage.name)
-            events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}")
+            events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
+                          index=index + 1, count=len(spec.stages))
             # Rank-aware (engine/launch.py): under several processes, evaluate/quantize run on rank 0 only.
             result: StageResult | None = run_stage_on_ranks(
                 stage.kind, lambda: recipe(stage.kind).run_stage(ctx_for(stage)))

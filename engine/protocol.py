@@ -6,7 +6,8 @@ Engine → studio, one event per stdout line (and mirrored to the run's ``events
 
 Event ``data`` by type:
   hello     {engine_version, pid, command, protocol}
-  status    {state: running|cancelling|finished|cancelled|failed, stage, message}
+  status    {state: running|cancelling|finished|cancelled|failed, stage, message[, index, count]}
+            (index/count: the stage's place in the pipeline, 1-based, on the status that starts a stage)
   progress  {stage, step, total, fraction, elapsed_s, eta_s, unit}
   metric    {stage, step, values: {"train/loss": 1.2, "train/lr": 1e-4, ...}}
   log       {level, message}
@@ -24,6 +25,7 @@ Studio → engine, one command per stdin line: ``{"type": "cancel"}``; for the c
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -90,20 +92,73 @@ def _finite(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
+class SurvivingStream:
+    """A text stream that outlives its reader. The studio may close (or crash) while a run goes on: then the
+    next write to the engine's stdout or stderr pipe fails with EPIPE, and a run must not die of that. On the
+    first failed write the stream's file descriptor is pointed at ``fallback`` (the run folder's engine.log, or
+    /dev/null) with dup2, so Python writers, C extensions writing to the descriptor and the interpreter's final
+    flush all carry on there (the text that failed is still in the stream's buffer and follows)."""
+
+    def __init__(self, stream: IO[str], fallback: Path | None = None) -> None:
+        self._stream = stream
+        self.fallback = fallback
+        self.diverted = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            self._divert()
+            self.flush()  # the text that failed is still in the buffer: it goes to the fallback now
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            if not self.diverted:
+                self._divert()
+                self.flush()
+
+    def _divert(self) -> None:
+        if self.diverted:
+            return
+        self.diverted = True
+        target = str(self.fallback) if self.fallback else os.devnull
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, self._stream.fileno())
+            os.close(fd)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, … of the wrapped stream
+        return getattr(self._stream, name)
+
+
 _protocol_stream: IO[str] | None = None
 
 
 def claim_stdout() -> IO[str]:
     """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
-    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Idempotent."""
+    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Both survive a reader that
+    went away (:class:`SurvivingStream`; the events are in events.jsonl anyway). Idempotent."""
     global _protocol_stream
     if _protocol_stream is None:
         sys.stdout.flush()
         fd = os.dup(1)
         os.dup2(2, 1)
-        _protocol_stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
+        if not isinstance(sys.stderr, SurvivingStream):
+            sys.stderr = SurvivingStream(sys.stderr)  # type: ignore[assignment]
         sys.stdout = sys.stderr
     return _protocol_stream
+
+
+def divert_stderr_to(path: Path) -> None:
+    """Where stderr (logs, tracebacks) goes once nobody reads it: the run folder's log file."""
+    if isinstance(sys.stderr, SurvivingStream):
+        sys.stderr.fallback = Path(path)
 
 
 def protocol_stream() -> IO[str]:
@@ -143,7 +198,7 @@ class EventWriter:
             try:
                 self.stream.write(line + "\n")
                 self.stream.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):
                 pass  # the GUI went away; the run goes on and events.jsonl keeps the record
         for listener in self.listeners:
             listener(event)
@@ -161,8 +216,8 @@ class EventWriter:
     def log(self, message: str, level: str = "info") -> Event:
         return self.emit("log", level=level, message=message)
 
-    def status(self, state: str, stage: str = "", message: str = "") -> Event:
-        return self.emit("status", state=state, stage=stage, message=message)
+    def status(self, state: str, stage: str = "", message: str = "", **place: int) -> Event:
+        return self.emit("status", state=state, stage=stage, message=message, **place)
 
     def error(self, message: str, stage: str = "", detail: str = "") -> Event:
         return self.emit("error", message=message, stage=stage, detail=detail)

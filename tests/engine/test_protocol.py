@@ -49,3 +49,57 @@ def test_commands_parse_and_bad_lines_say_why():
         Event.from_json('{"type": "nonsense"}')
     with pytest.raises(ProtocolError):
         EventWriter().emit("nonsense")
+
+
+def test_a_closed_pipe_diverts_the_stream_to_its_fallback_file(tmp_path):
+    import os
+
+    from engine.protocol import SurvivingStream
+
+    read_end, write_end = os.pipe()
+    stream = SurvivingStream(os.fdopen(write_end, "w", buffering=1), fallback=tmp_path / "engine.log")
+    stream.write("seen by the reader\n")
+    assert os.read(read_end, 100) == b"seen by the reader\n"
+    os.close(read_end)  # the studio went away
+    stream.write("after the reader left\n")  # EPIPE: diverted, not raised
+    stream.write("and later\n")
+    stream.flush()
+    assert stream.diverted
+    assert (tmp_path / "engine.log").read_text() == "after the reader left\nand later\n"
+
+
+CLOSED_PIPE_SCRIPT = """
+import logging, sys, time
+from engine.protocol import EventWriter, claim_stdout, divert_stderr_to
+claim_stdout()
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+divert_stderr_to(sys.argv[1] + "/engine.log")
+events = EventWriter("r", mirror=sys.argv[1] + "/events.jsonl")
+events.log("first")
+sys.stdin.readline()  # the parent closes its ends of the pipes, then this line's EOF arrives
+for i in range(50):
+    events.metric("sft", i, {"train/loss": 1.0})
+    logging.info("step %d", i)
+    print("a library's print", i)  # stdout is stderr now
+events.emit("done", status="finished", summary={})
+"""
+
+
+def test_the_engine_outlives_a_reader_that_closed_its_pipes(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", CLOSED_PIPE_SCRIPT, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert b'"first"' in proc.stdout.readline()
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0  # no BrokenPipeError, no exit code 120 from the final flush
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["type"] == "done" and sum(e["type"] == "metric" for e in events) == 50
+    log = (tmp_path / "engine.log").read_text()
+    assert "step 49" in log and "a library's print 49" in log
