@@ -48,6 +48,15 @@ class EngineLauncher:
         return " ".join([self.python, *self.arguments(*args)])
 
 
+def detach_on_unix(process: QProcess) -> None:
+    """Start the engine in a session of its own: closing the terminal the studio was started from (SIGHUP) or
+    pressing Ctrl-C there (SIGINT to the foreground process group) must not reach a run the user left running.
+    The engine survives the studio's end too: it writes its events to the run folder and ignores closed pipes."""
+    if sys.platform != "win32":
+        flags = QProcess.UnixProcessFlag
+        process.setUnixProcessParameters(flags.CreateNewSession | flags.ResetSignalHandlers)
+
+
 class RunSource(QObject):
     """Signals shared by :class:`EngineClient` and :class:`RunFollower`."""
 
@@ -77,6 +86,8 @@ class RunSource(QObject):
             self.run_started.emit(event.run_id)
         self.event_received.emit(event)
         kind = event.type
+        if kind == "hello":
+            self.last_error = ""  # a resumed run's new attempt: the last attempt's error is history
         if kind == "metric":
             self.metric_received.emit(str(d.get("stage", "")), int(d.get("step", 0)), dict(d.get("values", {})))
         elif kind == "progress":
@@ -154,6 +165,7 @@ class EngineClient(RunSource):
         self.process.setProcessEnvironment(env)
         if self.launcher.workdir:
             self.process.setWorkingDirectory(self.launcher.workdir)
+        detach_on_unix(self.process)
         self._add_output(f"$ {self.launcher.command_text(*args)}")
         self.process.start(self.launcher.python, self.launcher.arguments(*args))
 
@@ -277,11 +289,12 @@ class RunFollower(RunSource):
     """Tails a run's events.jsonl (a run still going after a studio restart), polling with a QTimer."""
 
     def __init__(self, run_id: str, events_path: Path, pid: int, interval_ms: int = 250,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, offset: int = 0) -> None:
         super().__init__(parent)
         self.events_path = Path(events_path)
         self.pid = pid
-        self.offset = 0
+        self.offset = offset  # a session that already holds the first events follows on from there
+        self._current_attempt = True  # whether the events read belong to the engine process ``pid``
         self._known_run_id = run_id
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
@@ -298,6 +311,16 @@ class RunFollower(RunSource):
     @property
     def running(self) -> bool:
         return not self.terminal and pid_alive(self.pid)
+
+    def _dispatch(self, event: Event) -> None:
+        """A resumed run's events.jsonl holds every attempt: the ``done`` of an earlier one (a failure, a
+        cancel) is part of its story, not the end of the run this follower watches."""
+        if event.type == "hello" and self.pid > 0:
+            self._current_attempt = int(event.data.get("pid", 0) or 0) == self.pid
+        if event.type == "done" and not self._current_attempt:
+            self.event_received.emit(event)
+            return
+        super()._dispatch(event)
 
     def poll(self, budget_s: float = DRAIN_BUDGET_S) -> int:
         """Read the events appended since the last poll (for at most ``budget_s``; the next event-loop turn goes

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from engine.runs import RunRecord, RunStore
-from studio.run_state import MetricStore, replay
+from engine.protocol import read_events
+from studio.run_state import MetricStore, RunState
 
 
 def display_status(record: RunRecord) -> str:
@@ -45,20 +46,77 @@ def read_eval(record: RunRecord) -> dict | None:
         return None
 
 
+class RunTail:
+    """One run's events.jsonl read incrementally into a RunState (the history follows runs still going)."""
+
+    def __init__(self, record: RunRecord, prefix: str = "") -> None:
+        self.path = Path(record.path) / "events.jsonl"
+        self.prefix = prefix
+        self.state = RunState()
+        self.offset = 0
+
+    def read(self) -> int:
+        """Fold in the events appended since the last read; returns how many."""
+        count = 0
+        if self.path.exists():
+            for self.offset, event in read_events(self.path, self.offset):
+                self.state.apply(event, self.prefix)
+                count += 1
+        return count
+
+
+class OverlayCurves:
+    """The curves of one run, or of several in one store with each run's name in front (an LR sweep, KD vs
+    SFT); :meth:`update` adds what the runs logged since."""
+
+    def __init__(self, records: list[RunRecord]) -> None:
+        names = [r.name for r in records]
+        self.tails = [RunTail(r, "" if len(records) == 1 else
+                              r.name if names.count(r.name) == 1 else f"{r.name} ({r.id[-4:]})") for r in records]
+        self.ids = {r.id for r in records}
+        self.store = self.tails[0].state.metrics if len(records) == 1 else MetricStore()
+        self.update()
+
+    def update(self) -> bool:
+        read = sum(tail.read() for tail in self.tails)
+        if read and len(self.tails) > 1:
+            for tail in self.tails:  # the series objects are shared: only new curves need adding
+                for label, series in tail.state.metrics.series.items():
+                    if label not in self.store.series:
+                        self.store.series[label] = series
+                        self.store.groups[label] = tail.state.metrics.groups[label]
+            self.store.version += 1
+        return bool(read)
+
+
 def overlay_store(records: list[RunRecord]) -> MetricStore:
-    """The curves of several runs in one store, each labelled with its run's name (an LR sweep, KD vs SFT)."""
-    if len(records) == 1:
-        return replay(Path(records[0].path) / "events.jsonl").metrics
-    store = MetricStore()
-    names = [r.name for r in records]
-    for record in records:
-        prefix = record.name if names.count(record.name) == 1 else f"{record.name} ({record.id[-4:]})"
-        state = replay(Path(record.path) / "events.jsonl", prefix)
-        for label, series in state.metrics.series.items():
-            store.series[label] = series
-            store.groups[label] = state.metrics.groups[label]
-    store.version += 1
-    return store
+    """The curves of the runs, as :class:`OverlayCurves` reads them once."""
+    return OverlayCurves(records).store
+
+
+def resume_point(record: RunRecord) -> bool:
+    """Whether a resumed run would carry on rather than start over: a stage finished (the pipeline's
+    work/<stage>/done.json) or a training checkpoint exists."""
+    root = Path(record.path)
+    return any(root.glob("work/*/done.json")) or any(root.glob("checkpoints/*/checkpoint-*")) or \
+        any(root.glob("checkpoints/*/*/checkpoint-*"))  # a learning-rate sweep's trials
+
+
+def resume_refusal(record: RunRecord) -> str:
+    """Why a run cannot be resumed (the disabled button's tooltip)."""
+    status = display_status(record)
+    if status in ("running", "cancelling"):
+        return "The run is still going."
+    if status == "finished":
+        return "The run finished; Re-run starts a new one with its spec."
+    if status not in ("interrupted", "failed", "cancelled"):
+        return f"A {status} run cannot be resumed."
+    return "Nothing to resume from: no stage finished and no checkpoint was saved; Re-run starts it over."
+
+
+def resumable(record: RunRecord) -> bool:
+    """An interrupted, failed or cancelled run with a resume point."""
+    return display_status(record) in ("interrupted", "failed", "cancelled") and resume_point(record)
 
 
 def live_runs(store: RunStore) -> list[RunRecord]:

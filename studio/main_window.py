@@ -18,8 +18,9 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidge
 from engine.runs import RunRecord, RunStore
 from engine.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
-from studio.history_data import live_runs
+from studio.history_data import display_status, live_runs
 from studio.pages.wizard import RunWizard
+from studio.run_watch import RunWatcher
 from studio.session import RunSession
 from studio.settings import StudioSettings, load_settings, save_settings
 from studio.widgets.settings_dialog import SettingsDialog, show_about
@@ -53,8 +54,11 @@ class MainWindow(QMainWindow):
         self.resize(1280, 820)
         self._build()
         self._build_menus()
+        self.watcher = RunWatcher(self.store, parent=self)
+        self.watcher.runs_changed.connect(self._on_watcher_runs_changed)
+        self.watcher.status_changed.connect(self._on_watcher_status_changed)
         self.reattach_live_runs()
-        self.start_page.show_recent(len(self.store.list()), len(self.live_sessions()))
+        self.start_page.show_recent(*self.watcher.scanner.count())
         self.go_to("Monitor" if self.live_sessions() else "Start")
 
     # -- layout ---------------------------------------------------------------------------------------------
@@ -100,9 +104,11 @@ class MainWindow(QMainWindow):
         if self._monitor is None:
             from studio.widgets.run_monitor import RunMonitor
 
-            self._monitor = RunMonitor()
+            self._monitor = RunMonitor(store=self.store)
             self._monitor.plots.set_smoothing(self.settings.smoothing)
+            self._monitor.resume_requested.connect(self.resume)
             self._replace_page("Monitor", self._monitor)
+            self._show_latest_run()
         return self._monitor
 
     @property
@@ -114,6 +120,7 @@ class MainWindow(QMainWindow):
             self._history = HistoryView(self.store)
             self._history.open_requested.connect(self.open_run)
             self._history.rerun_requested.connect(self.rerun)
+            self._history.resume_requested.connect(lambda record: self.resume(record.id))
             self._replace_page("History", self._history)
         return self._history
 
@@ -239,24 +246,120 @@ class MainWindow(QMainWindow):
                 return session
         if record.is_alive():
             return self.follow(record)
-        session = RunSession.from_events(record.name, Path(record.path) / "events.jsonl", parent=self)
-        return self._add_session(session)
+        return self._add_session(self._replay(record))
 
-    def follow(self, record: RunRecord) -> RunSession:
+    def _replay(self, record: RunRecord) -> RunSession:
+        """A past run rebuilt from its folder; a run marked running whose engine is gone shows as failed."""
+        return RunSession.from_events(record.name, Path(record.path) / "events.jsonl", parent=self,
+                                      interrupted=display_status(record) == "interrupted")
+
+    def follow(self, record: RunRecord, show: bool = True) -> RunSession:
+        """Follow a run whose engine this window did not start (a restart, the command line, another window)."""
         follower = RunFollower(record.id, Path(record.path) / "events.jsonl", record.pid)
-        session = self._add_session(RunSession(f"{record.name} (followed)", follower, parent=self))
+        session = RunSession(f"{record.name} (followed)", follower, parent=self)
+        session.events_path = follower.events_path
+        if show:
+            self._add_session(session)
+        else:
+            self.sessions.append(session)
+            session.run_ended.connect(self._on_session_run_ended)
+            self.monitor.add_session(session, show=False)
         follower.start()
+        return session
+
+    def resume(self, run_id: str) -> RunSession | None:
+        """``python -m engine run --resume RUN_ID`` into the run's session (its curves so far stay on screen)."""
+        try:
+            record = self.store.get(run_id)
+        except KeyError:
+            self.statusBar().showMessage(f"There is no run {run_id} any more.")
+            return None
+        if record.is_alive():
+            self.statusBar().showMessage(f"{record.name} is still running (pid {record.pid}).")
+            return None
+        session = next((s for s in self.sessions if s.run_id == run_id), None)
+        if session is None:
+            session = self._add_session(self._replay(record))
+        elif session.live:
+            return session
+        session.catch_up()  # whatever happened on disk since this session last read it
+        client = EngineClient(self.launcher)
+        session.attach(client)
+        session.offset = None  # the engine appends to events.jsonl; a later catch-up goes by seq
+        client.start("run", "--resume", run_id)
+        self.monitor.show_session(session)
+        self.go_to("Monitor")
+        self.statusBar().showMessage(f"Resuming {record.name}")
+        self.run_launched.emit(session)
         return session
 
     def reattach_live_runs(self) -> list[RunSession]:
         """On start-up: follow again every run whose engine outlived the previous studio."""
         return [self.follow(record) for record in live_runs(self.store)]
 
+    def _show_latest_run(self) -> None:
+        """With nothing running, the monitor shows the newest run (its complete curves) instead of nothing."""
+        if self.sessions or self._monitor.sessions:
+            return
+        records = self.store.list()
+        if records:
+            self._add_session_quietly(self._replay(records[0]))
+
+    def _add_session_quietly(self, session: RunSession) -> None:
+        self.sessions.append(session)
+        session.run_ended.connect(self._on_session_run_ended)
+        self._monitor.add_session(session)
+
     def _on_session_run_ended(self, state: str) -> None:
         if self._history is not None:
             self._history.records = []  # force a reload: statuses and scores changed
             self._history.refresh()
-        self.statusBar().showMessage(f"A run ended: {state}")
+        session = self.sender()
+        title = session.title if isinstance(session, RunSession) else "A run"
+        self.statusBar().showMessage(f"{title}: {state}")
+
+    def _on_watcher_runs_changed(self, run_ids: set) -> None:
+        """Something changed a run on disk: every view catches up, whoever changed it."""
+        self.start_page.show_recent(*self.watcher.scanner.count())
+        if self._history is not None:
+            self._history.follow_changes(run_ids)
+        for session in list(self.sessions):
+            if session.run_id in run_ids and not session.live:
+                self._catch_up(session)
+        waiting = any(s.live and not s.run_id for s in self.sessions)  # its engine has not said hello yet
+        known = {s.run_id for s in self.sessions}
+        ours = {s.source.pid for s in self.sessions if isinstance(s.source, EngineClient)}
+        for run_id in run_ids - known:
+            record = self._record(run_id)
+            if record is not None and record.is_alive() and not waiting and record.pid not in ours:
+                self.follow(record, show=False)  # started elsewhere: in the monitor's list, not in the way
+                self.statusBar().showMessage(f"{record.name} started elsewhere; the monitor follows it")
+
+    def _catch_up(self, session: RunSession) -> None:
+        record = self._record(session.run_id)
+        if record is None:
+            return
+        if record.is_alive():  # resumed from elsewhere: follow it live from where the session is
+            session.catch_up()
+            follower = RunFollower(record.id, Path(record.path) / "events.jsonl", record.pid,
+                                   offset=session.offset or 0)
+            session.attach(follower)
+            follower.start()
+            return
+        session.events_path = session.events_path or Path(record.path) / "events.jsonl"
+        session.catch_up()
+        if display_status(record) == "interrupted":
+            session.mark_interrupted()
+
+    def _record(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.store.get(run_id)
+        except (KeyError, OSError, ValueError):
+            return None
+
+    def _on_watcher_status_changed(self, run_id: str, name: str, old: str, new: str) -> None:
+        if new in ("finished", "cancelled", "failed", "interrupted"):
+            self.statusBar().showMessage(f"{name}: {new}")
 
     # -- settings & closing ---------------------------------------------------------------------------------
     def _remember_first_run(self) -> None:

@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from engine.protocol import FINAL_STATES, Event, read_events
+from studio.pipeline_clock import PipelineClock
 
 # Plot groups in display order: (key, title, metric-name predicate). The first match wins.
 METRIC_GROUPS: tuple[tuple[str, str], ...] = (
@@ -77,6 +78,7 @@ class MetricSeries:
         self.version = 0  # bumped on every change; a widget redraws a curve only when it moved on
         self._ema_weight = 0.0
         self._ema_done = 0  # points whose EMA is up to date for _ema_weight
+        self.attempt = 0  # MetricStore.attempt of the last point
 
     def append(self, x: float, y: float) -> None:
         if self.size == len(self._x):
@@ -89,6 +91,15 @@ class MetricSeries:
         self._y[self.size] = y
         self.size += 1
         self.version += 1
+
+    def truncate_from(self, x: float) -> None:
+        """Forget the points at ``x`` and after: a resumed stage goes on from its checkpoint, and the steps the
+        interrupted attempt logged after that checkpoint were thrown away with it."""
+        keep = int(np.searchsorted(self.x, x, side="left"))
+        if keep < self.size:
+            self.size = keep
+            self._ema_done = min(self._ema_done, keep)
+            self.version += 1
 
     def extend(self, xs: Iterable[float], ys: Iterable[float]) -> None:
         for x, y in zip(xs, ys):
@@ -134,6 +145,9 @@ class MetricStore:
         self.series: dict[str, MetricSeries] = {}
         self.groups: dict[str, str] = {}
         self.version = 0
+        # which start of the engine the points come from (a resume is a new attempt); steps going back within one
+        # attempt are a learning-rate sweep's next trial, across attempts a resume from an earlier checkpoint
+        self.attempt = 0
 
     def add(self, stage: str, step: float, values: dict, prefix: str = "") -> None:
         for name, value in values.items():
@@ -144,6 +158,9 @@ class MetricStore:
             if series is None:
                 series = self.series[label] = MetricSeries()
                 self.groups[label] = metric_group(name)
+            elif series.attempt < self.attempt and series.size and step <= series.x[-1]:
+                series.truncate_from(float(step))  # a resumed attempt re-logs from its checkpoint on
+            series.attempt = self.attempt
             series.append(float(step), float(value))
         self.version += 1
 
@@ -184,7 +201,9 @@ class RunState:
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000))
     metrics: MetricStore = field(default_factory=MetricStore)
     events_seen: int = 0
+    last_seq: int = 0  # the highest event seq folded in (a view catching up from events.jsonl skips the rest)
     log_total: int = 0  # lines ever added (the deque forgets old ones; views append the new ones)
+    pipeline: PipelineClock = field(default_factory=PipelineClock)  # whole-run progress and ETA
 
     def add_log(self, line: str) -> None:
         self.log.append(line)
@@ -202,18 +221,25 @@ class RunState:
     def apply(self, event: Event, prefix: str = "") -> None:
         """Fold one event in; ``prefix`` labels the curves (used when several runs share one plot)."""
         self.events_seen += 1
+        self.last_seq = max(self.last_seq, event.seq)
         d = event.data
         if event.run_id and not self.run_id:
             self.run_id = event.run_id
-        if event.type == "hello":
+        if event.type == "hello":  # a run's first start, or a resume of it: what the last attempt said is over
             self.state = "running"
+            self.metrics.attempt += 1
+            self.pipeline.on_hello(event.time)
+            self.last_error = self.error_detail = ""
+            self.progress = {}
         elif event.type == "status":
             self.state = d.get("state", self.state)
             self.stage = d.get("stage") or self.stage
             self.message = d.get("message", "")
+            self.pipeline.on_status(d, event.time)
         elif event.type == "progress":
             self.progress = dict(d)
             self.stage = d.get("stage") or self.stage
+            self.pipeline.on_progress(d, event.time)
         elif event.type == "metric":
             self.metrics.add(d.get("stage", ""), d.get("step", 0), d.get("values", {}), prefix)
         elif event.type == "sample":
@@ -231,6 +257,7 @@ class RunState:
         elif event.type == "done":
             self.state = d.get("status", "finished")
             self.summary = dict(d.get("summary", {}))
+            self.pipeline.on_done(self.state, event.time)
 
     def fail(self, message: str) -> None:
         """The engine died without a ``done`` event."""

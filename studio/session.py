@@ -1,5 +1,9 @@
 """A run as the studio holds it: its event source (a live engine process, a follower, or nothing for a replay)
-and the :class:`~studio.run_state.RunState` built from its events. The monitor and the history present it."""
+and the :class:`~studio.run_state.RunState` built from its events. The monitor and the history present it.
+
+A session outlives its sources: a resume attaches a new engine process to the same session, and a session
+whose run changed on disk (resumed from the command line, another window) catches up from its events.jsonl.
+"""
 from __future__ import annotations
 
 import time
@@ -7,9 +11,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.protocol import FINAL_STATES
+from engine.protocol import FINAL_STATES, read_events
 from studio.engine_client import RunSource
 from studio.run_state import RunState, replay
+
+INTERRUPTED = ("the engine stopped without finishing the run (killed, crashed or the computer went down); "
+               "Resume continues from its last checkpoint")
 
 
 class RunSession(QObject):
@@ -22,21 +29,58 @@ class RunSession(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.title = title
-        self.source = source
+        self.source: RunSource | None = None
         self.state = state or RunState()
         self.started_at = time.time()
+        self.events_path: Path | None = None  # the run's events.jsonl, once known (replays, followers, catch-up)
+        self.offset: int | None = None  # bytes of events_path already folded in (None: not read from the file)
         if source is not None:
-            source.setParent(self)
-            source.event_received.connect(self._on_source_event)
-            source.output_received.connect(self._on_source_output)
-            source.run_started.connect(self._on_source_started)
-            source.run_finished.connect(self._on_source_finished)
-            source.run_failed.connect(self._on_source_failed)
+            self.attach(source)
 
     @classmethod
-    def from_events(cls, title: str, events_path: Path, parent: QObject | None = None) -> "RunSession":
-        """A finished run reopened from its events.jsonl."""
-        return cls(title, None, replay(events_path), parent)
+    def from_events(cls, title: str, events_path: Path, parent: QObject | None = None,
+                    interrupted: bool = False) -> "RunSession":
+        """A run reopened from its events.jsonl; ``interrupted``: its engine died without saying so."""
+        session = cls(title, None, RunState(), parent)
+        session.events_path = Path(events_path)
+        session.catch_up()
+        if interrupted:
+            session.mark_interrupted()
+        return session
+
+    def attach(self, source: RunSource) -> None:
+        """Take events from ``source`` from now on (a launch, a follower, a resumed engine)."""
+        if self.source is not None:
+            for signal, slot in self._wiring(self.source):
+                signal.disconnect(slot)
+        self.source = source
+        source.setParent(self)
+        for signal, slot in self._wiring(source):
+            signal.connect(slot)
+        if self.state.done:
+            self.state.state = "starting"  # a resume: the badge must not say "failed" while the engine starts
+
+    def _wiring(self, source: RunSource) -> list:
+        return [(source.event_received, self._on_source_event), (source.output_received, self._on_source_output),
+                (source.run_started, self._on_source_started), (source.run_finished, self._on_source_finished),
+                (source.run_failed, self._on_source_failed)]
+
+    def catch_up(self) -> int:
+        """Fold in the events appended to events.jsonl that this session has not seen (by seq, then by offset);
+        returns how many."""
+        path = self.events_path
+        if path is None or not path.exists():
+            return 0
+        count = 0
+        for self.offset, event in read_events(path, self.offset or 0):
+            if event.seq > self.state.last_seq:
+                self.state.apply(event)
+                count += 1
+        return count
+
+    def mark_interrupted(self) -> None:
+        if not self.state.done:
+            self.state.fail(INTERRUPTED)
 
     @property
     def run_id(self) -> str:

@@ -7,19 +7,22 @@ import subprocess
 import sys
 from typing import Callable
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
 from engine.runs import RunRecord, RunStore
-from studio.history_data import display_status, format_time, key_scores, overlay_store, read_eval
+from studio.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
+                                 resume_refusal)
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.run_panels import EvalTable
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Status", "Stage", "Started", "Updated", "Key scores", "Run id")
+RESUME_TIP = ("Continue the run where it stopped: finished stages are kept and the current one goes on from its "
+              "last checkpoint (compression-engine run --resume RUN_ID).")
 STATUS_COLORS = {"finished": "#2e7d32", "failed": "#c62828", "interrupted": "#c62828", "cancelled": "#8d6e00",
                  "running": "#1565c0", "cancelling": "#1565c0", "created": "#616161"}
 
@@ -33,6 +36,7 @@ def _ask(parent: QWidget, title: str, text: str) -> bool:
 class HistoryView(QWidget):
     open_requested = Signal(object)  # RunRecord: show it in the monitor
     rerun_requested = Signal(object)  # RunRecord: start a new run with its spec
+    resume_requested = Signal(object)  # RunRecord: continue it from its last checkpoint
     run_deleted = Signal(str)
 
     def __init__(self, store: RunStore | None = None, parent: QWidget | None = None) -> None:
@@ -40,12 +44,10 @@ class HistoryView(QWidget):
         self.store = store or RunStore()
         self.records: list[RunRecord] = []
         self.confirm: Callable[[QWidget, str, str], bool] = _ask  # tests replace the dialog
+        self.curves: OverlayCurves | None = None
+        self._shown: list[tuple] = []
         self._build()
         self.refresh()
-        self._timer = QTimer(self)  # statuses change while runs go on; the index is cheap to read
-        self._timer.setInterval(3000)
-        self._timer.timeout.connect(self.refresh)
-        self._timer.start()
 
     def _build(self) -> None:
         self.table = QTableWidget(0, len(COLUMNS))
@@ -61,8 +63,9 @@ class HistoryView(QWidget):
         buttons = QHBoxLayout()
         self.open_button = self._button("Open in monitor", self._on_open_clicked, buttons,
                                         "Show the run's curves, log and evaluation in the monitor.")
+        self.resume_button = self._button("Resume", self._on_resume_clicked, buttons, RESUME_TIP)
         self.rerun_button = self._button("Re-run", self._on_rerun_clicked, buttons,
-                                         "Start a new run with this run's spec.")
+                                         "Start a new run with this run's spec, from scratch.")
         self.delete_button = self._button("Delete…", self._on_delete_clicked, buttons,
                                           "Delete the run folder (models, checkpoints, events) after confirmation.")
         self.folder_button = self._button("Open folder", self._on_folder_clicked, buttons,
@@ -103,11 +106,10 @@ class HistoryView(QWidget):
         except Exception as exc:  # noqa: BLE001 - a locked or broken index must not take the window down
             log.warning("cannot list runs: %s", exc)
             return
-        unchanged = [(r.id, r.status, r.stage, r.updated) for r in records] == \
-            [(r.id, r.status, r.stage, r.updated) for r in self.records]
-        if unchanged:
+        shown = [(r.id, display_status(r), r.stage, r.updated) for r in records]  # a dead engine changes no file
+        if shown == self._shown and self.records:
             return
-        self.records = records
+        self.records, self._shown = records, shown
         self.table.blockSignals(True)
         self.table.setRowCount(len(records))
         for row, r in enumerate(records):
@@ -144,6 +146,9 @@ class HistoryView(QWidget):
         one = len(records) == 1
         self.open_button.setEnabled(one)
         self.rerun_button.setEnabled(one and display_status(records[0]) != "running")
+        can_resume = one and resumable(records[0])
+        self.resume_button.setEnabled(can_resume)
+        self.resume_button.setToolTip(RESUME_TIP if can_resume or not one else resume_refusal(records[0]))
         self.folder_button.setEnabled(one)
         self.delete_button.setEnabled(bool(records) and not any(r.is_alive() for r in records))
 
@@ -152,13 +157,28 @@ class HistoryView(QWidget):
         records = self.selected_records()
         if not records:
             return
-        self.plots.set_store(overlay_store(records))
+        self.curves = OverlayCurves(records)
+        self.plots.set_store(self.curves.store)
         self.eval_table.show_report(read_eval(records[0]) if len(records) == 1 else None)
+
+    def follow_changes(self, run_ids: set[str]) -> None:
+        """Runs changed on disk (the run watcher): statuses, and the curves and evaluation of the selection."""
+        self.refresh()
+        if self.curves is not None and self.curves.ids & set(run_ids):
+            self.curves.update()
+            records = self.selected_records()
+            if len(records) == 1 and records[0].id in run_ids:
+                self.eval_table.show_report(read_eval(records[0]))
 
     def _on_open_clicked(self) -> None:
         records = self.selected_records()
         if len(records) == 1:
             self.open_requested.emit(records[0])
+
+    def _on_resume_clicked(self) -> None:
+        records = self.selected_records()
+        if len(records) == 1 and resumable(records[0]):
+            self.resume_requested.emit(records[0])
 
     def _on_rerun_clicked(self) -> None:
         records = self.selected_records()
@@ -188,5 +208,5 @@ class HistoryView(QWidget):
                 self.run_deleted.emit(r.id)
             except (RuntimeError, OSError, KeyError) as exc:
                 QMessageBox.warning(self, "Delete runs", str(exc))
-        self.records = []
+        self.records, self._shown = [], []
         self.refresh()

@@ -12,8 +12,10 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.runs import RunStore
+from studio.history_data import resume_point
 from studio.session import RunSession
 from studio.widgets.metric_plots import MetricPlots
+from studio.widgets.history import RESUME_TIP
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,15 @@ class RunMonitor(QWidget):
     """Presents the selected RunSession."""
 
     cancel_requested = Signal(object)  # RunSession
+    resume_requested = Signal(str)  # run id
 
-    def __init__(self, parent: QWidget | None = None, refresh_ms: int = 200) -> None:
+    def __init__(self, parent: QWidget | None = None, refresh_ms: int = 200, store: RunStore | None = None) -> None:
         super().__init__(parent)
+        self.store = store
         self.sessions: list[RunSession] = []
         self.session: RunSession | None = None
-        self._eval_loaded_for = ""
+        self._eval_loaded_for: tuple = ()
+        self._resume_checked_for: tuple = ()
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(refresh_ms)
@@ -46,15 +51,21 @@ class RunMonitor(QWidget):
         self.badge = QLabel("")
         self.badge.setObjectName("badge")
         self.cancel_button = QPushButton("Cancel run")
-        self.cancel_button.setToolTip("Ask the engine to stop (it saves a checkpoint you can resume); if it does "
-                                      "not stop, it is terminated, then killed.")
+        self.cancel_button.setToolTip("Ask the engine to stop (it saves a checkpoint, and Resume, here or in the "
+                                      "history, continues from it); if it does not stop, it is terminated, then "
+                                      "killed.")
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(RESUME_TIP)
+        self.resume_button.clicked.connect(self._on_resume_clicked)
+        self.resume_button.hide()
         header = QHBoxLayout()
         header.addWidget(self.title)
         header.addWidget(self.badge)
         header.addStretch(1)
         header.addWidget(QLabel("Run:"))
         header.addWidget(self.selector)
+        header.addWidget(self.resume_button)
         header.addWidget(self.cancel_button)
         self.error_banner = QLabel("")
         self.error_banner.setObjectName("errorBanner")
@@ -97,7 +108,7 @@ class RunMonitor(QWidget):
         self.plots.set_store(self.session.state.metrics)
         self.log_view.reset()
         self.samples.reset()
-        self._eval_loaded_for = ""
+        self._eval_loaded_for = self._resume_checked_for = ()
         self.eval_table.show_report(None)
         self.refresh()
 
@@ -107,6 +118,10 @@ class RunMonitor(QWidget):
             self.cancel_requested.emit(self.session)
             self.refresh()
 
+    def _on_resume_clicked(self) -> None:
+        if self.session is not None and not self.session.live and self.session.run_id:
+            self.resume_requested.emit(self.session.run_id)
+
     def refresh(self) -> None:
         """Sync the labels and panels with the session's state (the plots keep their own timer)."""
         session = self.session
@@ -114,6 +129,7 @@ class RunMonitor(QWidget):
             self.title.setText("No run yet")
             self.badge.setText("")
             self.cancel_button.setEnabled(False)
+            self.resume_button.hide()
             return
         state = session.state
         self.title.setText(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
@@ -131,15 +147,32 @@ class RunMonitor(QWidget):
         self.progress.show_state(state)
         self.log_view.show_state(state)
         self.samples.show_state(state)
-        if state.done and state.run_id and self._eval_loaded_for != state.run_id:
-            self._eval_loaded_for = state.run_id
-            self.eval_table.show_report(load_eval_report(state.run_id))
+        self._show_resume(session)
+        if state.done and state.run_id and self._eval_loaded_for != (state.run_id, state.events_seen):
+            self._eval_loaded_for = (state.run_id, state.events_seen)  # a resumed run's report is new
+            self.eval_table.show_report(load_eval_report(state.run_id, self.store))
+
+    def _show_resume(self, session: RunSession) -> None:
+        """Resume for a failed or cancelled run (an interrupted one is failed here) with a resume point; the
+        folder is looked at once per state, not on every refresh."""
+        state = session.state
+        key = (state.run_id, state.state, state.events_seen, session.live)
+        if key == self._resume_checked_for:
+            return
+        self._resume_checked_for = key
+        can = False
+        if state.run_id and not session.live and state.state in ("failed", "cancelled"):
+            try:
+                can = resume_point((self.store or RunStore()).get(state.run_id))
+            except (KeyError, OSError, ValueError):
+                can = False
+        self.resume_button.setVisible(can)
 
 
-def load_eval_report(run_id: str) -> dict | None:
+def load_eval_report(run_id: str, store: RunStore | None = None) -> dict | None:
     """A run's eval.json, or None when it has none (or it cannot be read)."""
     try:
-        path = RunStore().paths(run_id).eval_json
+        path = (store or RunStore()).paths(run_id).eval_json
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     except (KeyError, OSError, ValueError) as exc:
         log.info("no evaluation for %s: %s", run_id, exc)

@@ -6,18 +6,19 @@ dict (eval.json); none of them computes anything the engine did not report.
 from __future__ import annotations
 
 import html
-import re
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QFontDatabase
-from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QTableWidget,
+from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
 from studio.run_state import RunState, Sample, format_eta
+from studio.widgets.quant_report import QuantReportTable
 
 
 class ProgressPanel(QWidget):
-    """Stage, a progress bar with step/total, elapsed time and ETA."""
+    """Two rows: the current stage (bar with step/total, elapsed, ETA) and the whole run (stage i of n, share
+    done, a rough ETA to the end; see :mod:`studio.pipeline_clock`)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -28,16 +29,28 @@ class ProgressPanel(QWidget):
         self.bar.setTextVisible(True)
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("etaLabel")
-        layout = QHBoxLayout(self)
+        self.run_label = QLabel("Whole run")
+        self.run_label.setObjectName("stageLabel")
+        self.run_bar = QProgressBar()
+        self.run_bar.setRange(0, 1000)
+        self.run_bar.setTextVisible(True)
+        self.run_bar.setToolTip("Every stage counts as an equal share of the run; the ETA adds the stages still "
+                                "to come at the mean duration of the stages finished so far (a rough figure).")
+        self.run_eta_label = QLabel("")
+        self.run_eta_label.setObjectName("etaLabel")
+        layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.stage_label)
-        layout.addWidget(self.bar, 1)
-        layout.addWidget(self.eta_label)
+        layout.setVerticalSpacing(2)
+        for row, widgets in enumerate(((self.stage_label, self.bar, self.eta_label),
+                                       (self.run_label, self.run_bar, self.run_eta_label))):
+            for col, widget in enumerate(widgets):
+                layout.addWidget(widget, row, col)
+        layout.setColumnStretch(1, 1)
 
     def show_state(self, state: RunState) -> None:
         p = state.progress
-        of = re.match(r"stage (\d+/\d+)", state.message or "")  # the engine's "stage 2/4: sft"
-        self.stage_label.setText((state.stage or "—") + (f"  ({of.group(1)})" if of else ""))
+        clock = state.pipeline
+        self.stage_label.setText(state.stage or "—")
         fraction = p.get("fraction") or 0.0
         if state.state == "finished":
             fraction = 1.0
@@ -52,6 +65,19 @@ class ProgressPanel(QWidget):
             self.eta_label.setText(f"elapsed {format_eta(p.get('elapsed_s'))}  ·  ETA {format_eta(p.get('eta_s'))}")
         else:
             self.eta_label.setText("waiting for the engine…")
+        self._show_run(state, clock)
+
+    def _show_run(self, state: RunState, clock) -> None:
+        whole = clock.fraction
+        self.run_bar.setValue(int(round(1000 * (whole or 0.0))))
+        self.run_bar.setFormat(f"stage {clock.index} of {clock.count}  ·  %p%" if clock.count else "%p%")
+        if state.done:
+            self.run_eta_label.setText(state.state)
+        elif clock.count:
+            eta = clock.eta_s
+            self.run_eta_label.setText("ETA ≈ " + format_eta(eta) if eta is not None else "ETA after the first stage")
+        else:
+            self.run_eta_label.setText("")
 
 
 class LogView(QPlainTextEdit):
@@ -121,7 +147,8 @@ def _fmt(value) -> str:
 
 
 class EvalTable(QWidget):
-    """eval.json as a table: one row per model (ROUGE-L, exact match, retention), then per-category ROUGE-L."""
+    """eval.json as tables: one row per model (ROUGE-L, exact match, retention, per-category ROUGE-L), GRPO's
+    before/after scores, and the 4-bit report of a quantize stage."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,17 +164,20 @@ class EvalTable(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.grpo_caption)
         layout.addWidget(self.grpo_table, 1)
+        self.quant = QuantReportTable()  # the quantize stage's 4-bit report (size, memory, speed, retention)
+        layout.addWidget(self.quant, 1)
         self._show_grpo({})
 
     def show_report(self, report: dict | None) -> None:
         self._show_grpo((report or {}).get("grpo") or {})
+        self.quant.show_section((report or {}).get("quantization") or {})
         models = (report or {}).get("models") or {}
         if not isinstance(models, dict) or not models:
-            self.caption.setText("No model comparison in this run." if self.grpo_table.rowCount()
-                                 else "No evaluation yet.")
+            other = self.grpo_table.rowCount() or self.quant.has_report
+            self.caption.setText("No model comparison in this run." if other else "No evaluation yet.")
             self.table.setRowCount(0)
             self.table.setColumnCount(0)
-            self.table.setVisible(not self.grpo_table.rowCount())  # no empty grid above GRPO's table
+            self.table.setVisible(not other)  # no empty grid above GRPO's or the 4-bit table
             return
         self.table.setVisible(True)
         reference = (report or {}).get("reference", "")

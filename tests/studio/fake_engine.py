@@ -5,6 +5,8 @@ It creates a real run folder through engine.runs (run.json, spec.yaml, events.js
 status → metric/progress (+ sample for GRPO stages) → artifact → done, honours ``{"type": "cancel"}`` on stdin,
 and misbehaves on request. Environment knobs:
   FAKE_ENGINE_MODE    normal | crash (dies mid-run without a done event) | ignore_cancel (never stops by itself)
+``run --resume RUN_ID`` continues a run as the real engine does: finished stages (work/<stage>/done.json) are
+skipped, the interrupted one goes on from its checkpoint (checkpoints/<stage>/checkpoint-N, saved halfway).
   FAKE_ENGINE_STEPS   steps per training stage (default 20)
   FAKE_ENGINE_DELAY   seconds between steps (default 0.01)
   FAKE_ENGINE_BATCH   metric events per step (default 1; the benchmark raises it)
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `engine`
 
-from engine.protocol import EventWriter, hello, parse_command
+from engine.protocol import EventWriter, hello, parse_command, read_events
 from engine.runs import RunStore
 from engine.spec import SpecError, dump_spec, load_spec
 
@@ -43,10 +45,15 @@ def listen(cancel: threading.Event) -> None:
     threading.Thread(target=reader, daemon=True).start()
 
 
-def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: int | None) -> bool:
+def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: int | None, paths=None) -> bool:
     """Stream one stage's curves; False when cancelled."""
     start = time.time()
-    for step in range(1, STEPS + 1):
+    first = 1
+    checkpoints = sorted(paths.checkpoints(stage.name).glob("checkpoint-*")) if paths else []
+    if checkpoints:
+        first = int(checkpoints[-1].name.split("-")[1]) + 1
+        events.log(f"resuming {stage.name} from {checkpoints[-1].name}")
+    for step in range(first, STEPS + 1):
         if cancel.is_set() and MODE != "ignore_cancel":
             return False
         if crash_at is not None and step == crash_at:
@@ -64,6 +71,8 @@ def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: i
             values["perf/tokens_per_s"] = 1200.0 + step
             events.emit("metric", stage=stage.name, step=x, values=values, sent_at=time.time())
         events.progress(stage.name, step, STEPS, time.time() - start)
+        if paths is not None and step == STEPS // 2:
+            (paths.checkpoints(stage.name) / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
         if stage.kind == "grpo" and step % 5 == 0:
             events.emit("sample", stage=stage.name, step=step, prompt="What is 2 + 3?",
                         completion="<think>2 + 3 = 5</think><answer>5</answer>",
@@ -83,7 +92,9 @@ def write_eval(paths, stage) -> None:
     paths.merge_eval(report)
 
 
-def cmd_run(spec_path: str | None, demo: bool) -> int:
+def cmd_run(spec_path: str | None, demo: bool, resume: str = "") -> int:
+    if resume:
+        spec_path = str(RunStore().paths(resume).spec)
     if demo:
         from engine.demo_pipeline import demo_spec
 
@@ -96,15 +107,20 @@ def cmd_run(spec_path: str | None, demo: bool) -> int:
             EventWriter().error(str(exc))
             return 2
     store = RunStore()
-    paths = store.create(spec.name, dump_spec(spec))
-    events = EventWriter(paths.id, sys.stdout, mirror=paths.events)
+    paths = store.paths(resume) if resume else store.create(spec.name, dump_spec(spec))
+    last_seq = max((e.seq for _, e in read_events(paths.events)), default=0) if resume else 0
+    events = EventWriter(paths.id, sys.stdout, mirror=paths.events, start_seq=last_seq)
     hello(events, "run", "fake")
     store.update(paths.id, status="running", pid=os.getpid())
     print("fake engine: starting", file=sys.stderr, flush=True)
     cancel = threading.Event()
     listen(cancel)
-    crash_at = STEPS // 2 if MODE == "crash" else None
+    crash_at = STEPS // 2 + 2 if MODE == "crash" else None  # after the halfway checkpoint: resumable
     for index, stage in enumerate(spec.stages):
+        done = paths.stage_dir(stage.name) / "done.json"
+        if done.exists():
+            events.log(f"stage {stage.name} already finished; skipping it")
+            continue
         store.update(paths.id, stage=stage.name)
         events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}")
         events.log(f"stage {stage.name} started")
@@ -114,12 +130,14 @@ def cmd_run(spec_path: str | None, demo: bool) -> int:
             events.emit("artifact", stage=stage.name, kind="eval", path=str(paths.eval_json))
             store.update(paths.id, scores={"eval/kd_student/retention": 0.92, "eval/kd_student/rougeL": 0.55})
             continue
-        if not train_stage(events, stage, cancel, crash_at if index == 0 else None):
+        if not train_stage(events, stage, cancel, crash_at if index == 0 and not resume else None, paths):
             events.status("cancelled", stage.name, "cancelled")
             store.update(paths.id, status="cancelled")
             events.emit("done", status="cancelled", summary={})
             return 3
         events.emit("artifact", stage=stage.name, kind="model", path=str(paths.model(stage.name)))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("{}", encoding="utf-8")
     store.update(paths.id, status="finished")
     events.emit("done", status="finished", summary={"stages": {s.name: {} for s in spec.stages}})
     return 0
@@ -134,6 +152,8 @@ def main(argv: list[str]) -> int:
                           "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
                           "dtype": "float32"}))
         return 0
+    if command == "run" and argv[1:2] == ["--resume"]:
+        return cmd_run(None, demo=False, resume=argv[2])
     if command == "run":
         return cmd_run(argv[1], demo=False)
     if command == "demo":
