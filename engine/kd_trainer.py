@@ -86,7 +86,10 @@ def pad_collator(pad_id: int, pad_to_multiple_of: int | None = None) -> Callable
             batch["input_ids"].append(ids + [pad_id] * gap)
             batch["attention_mask"].append(mask + [0] * gap)
             batch["labels"].append(labels + [IGNORE_INDEX] * gap)
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}  # each [B, L]
+        out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}  # each [B, L]
+        if "row" in rows[0]:  # the row numbers cached teacher targets are looked up by (engine/teacher_targets.py)
+            out["row"] = torch.tensor([r["row"] for r in rows], dtype=torch.long)  # [B]
+        return out
 
     return collate
 
@@ -123,18 +126,63 @@ def output_size(model: nn.Module) -> int:
     return int(_unwrap_peft(model).get_output_embeddings().weight.shape[0])
 
 
-class KDTrainer(Trainer):
-    """Trainer whose loss is the joint CE + KD loss against a frozen teacher (same vocabulary)."""
+def _init_trainer(trainer: Trainer, model: nn.Module, kwargs: dict) -> None:
+    """Trainer.__init__ with a padding collator by default (the model's pad id, else the tokenizer's, else 0)."""
+    if kwargs.get("data_collator") is None:
+        pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
+        processing = kwargs.get("processing_class")
+        pad_id = getattr(processing, "pad_token_id", None) if pad_id is None else pad_id
+        kwargs["data_collator"] = pad_collator(0 if pad_id is None else pad_id)
+    Trainer.__init__(trainer, model=model, **kwargs)
+
+
+class _HiddenStateLossTrainer(Trainer):
+    """What the trainers whose loss is computed from hidden states share: the multi-process token scale and an
+    evaluation step that returns the loss only (there are no logits to return: they are never materialised)."""
+
+    def _token_loss_scale(self) -> int:
+        """Ranks whose token sums add up in num_items_in_batch (tensor-parallel replicas excluded)."""
+        if self.args.n_gpu > 1:
+            return self.args.n_gpu
+        get_tp_size = getattr(self, "get_tp_size", None)
+        return self.accelerator.num_processes // (get_tp_size() if callable(get_tp_size) else 1)
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Tensor, None, None]:
+        """Evaluation computes the training loss (there are no logits to return: they are never materialised)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+class KDTrainer(_HiddenStateLossTrainer):
+    """Trainer whose loss is the joint CE + KD loss against a frozen teacher (same vocabulary), run live or read
+    from its cached top-k targets (``teacher_targets``; the dataset then carries a ``row`` column)."""
 
     def __init__(
         self,
         model: PreTrainedModel | nn.Module,
-        teacher_model: PreTrainedModel | nn.Module,
+        teacher_model: PreTrainedModel | nn.Module | None = None,
         kd_settings: KDLossSettings | None = None,
+        teacher_targets: Any = None,
         **kwargs: Any,
     ) -> None:
+        if teacher_model is None and teacher_targets is None:
+            raise ValueError("KDTrainer needs a teacher_model or cached teacher_targets.")
+        self.teacher_targets = teacher_targets
         if teacher_model is None:
-            raise ValueError("KDTrainer needs a teacher_model.")
+            _check_plain_head(model)
+            _init_trainer(self, model, kwargs)
+            self.kd_settings = kd_settings or KDLossSettings()
+            self.teacher_model = None
+            self._kd_sums = {"train": [0.0, 0.0, 0.0], "eval": [0.0, 0.0, 0.0]}
+            return
         student_vocab, teacher_vocab = output_size(model), output_size(teacher_model)
         if student_vocab != teacher_vocab:
             raise ValueError(
@@ -144,12 +192,7 @@ class KDTrainer(Trainer):
             )
         _check_plain_head(model)
         _check_plain_head(teacher_model)
-        if kwargs.get("data_collator") is None:
-            pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
-            processing = kwargs.get("processing_class")
-            pad_id = getattr(processing, "pad_token_id", None) if pad_id is None else pad_id
-            kwargs["data_collator"] = pad_collator(0 if pad_id is None else pad_id)
-        super().__init__(model=model, **kwargs)
+        _init_trainer(self, model, kwargs)
         self.kd_settings = kd_settings or KDLossSettings()
         teacher_model.requires_grad_(False)
         teacher_model.eval()
@@ -188,9 +231,18 @@ class KDTrainer(Trainer):
     ) -> tuple[Tensor, Tensor, Tensor]:
         ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]  # each [B, L]
         student_hidden = last_hidden_state(student, ids, mask)  # [B, L, H]
+        s = self.kd_settings
+        if self.teacher_targets is not None:
+            from engine.chunked_losses import cached_kd_loss
+
+            if "row" not in inputs:
+                raise ValueError("cached teacher targets need a 'row' column in the dataset (with_row_numbers).")
+            idx, t_lp, t_tail = self.teacher_targets.batch(inputs["row"].tolist())
+            return cached_kd_loss(student_hidden, _unwrap_peft(student).get_output_embeddings(), labels, idx,
+                                  t_lp, t_tail, alpha=s.alpha, temperature=s.temperature, divergence=s.divergence,
+                                  beta=s.jsd_beta, chunk_size=s.chunk_size, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             teacher_hidden = last_hidden_state(self.teacher_model, ids, mask)  # [B, L, Ht]
-        s = self.kd_settings
         return chunked_kd_loss(
             student_hidden,
             teacher_hidden.to(student_hidden.device),
@@ -205,26 +257,6 @@ class KDTrainer(Trainer):
             chunk_size=s.chunk_size,
             num_items_in_batch=num_items_in_batch,
         )
-
-    def _token_loss_scale(self) -> int:
-        """Ranks whose token sums add up in num_items_in_batch (tensor-parallel replicas excluded)."""
-        if self.args.n_gpu > 1:
-            return self.args.n_gpu
-        get_tp_size = getattr(self, "get_tp_size", None)
-        return self.accelerator.num_processes // (get_tp_size() if callable(get_tp_size) else 1)
-
-    def prediction_step(
-        self,
-        model: nn.Module,
-        inputs: dict[str, Tensor],
-        prediction_loss_only: bool,
-        ignore_keys: list[str] | None = None,
-    ) -> tuple[Tensor, None, None]:
-        """Evaluation computes the same KD loss (there are no logits to return: they are never materialised)."""
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add kd/ce and kd/divergence (eval_kd/... during evaluation) to the Trainer's own logs."""
@@ -241,3 +273,38 @@ class KDTrainer(Trainer):
                 logs[f"{prefix}kd/divergence"] = div_sum / n_tokens
             self._kd_sums[mode] = [0.0, 0.0, 0.0]
         super().log(logs, start_time)
+
+
+class ChunkedSFTTrainer(_HiddenStateLossTrainer):
+    """The stock Trainer with its causal-LM cross-entropy computed in chunks of response positions from the hidden
+    states (:func:`engine.chunked_losses.chunked_ce_loss`): the same loss and gradients, without the batch's
+    [B, L, V] logits, which dominate memory at Qwen's 151,936-token vocabulary."""
+
+    def __init__(self, *args: Any, chunk_size: int = 256, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_plain_head(self.model)
+        self.chunk_size = chunk_size
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        student = self.accelerator.unwrap_model(model)
+        if model is student or _ForwardRedirection is None:
+            loss = self._ce_loss(student, inputs, num_items_in_batch)
+        else:  # through the DDP/FSDP wrapper's forward, so its gradient hooks fire
+            loss = _ForwardRedirection()(model, student, self._ce_loss, student, inputs, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs:
+            loss = loss * self._token_loss_scale()  # as Trainer.compute_loss does
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _ce_loss(self, student: nn.Module, inputs: dict[str, Tensor], num_items_in_batch: Tensor | int | None
+                 ) -> Tensor:
+        from engine.chunked_losses import chunked_ce_loss
+
+        hidden = last_hidden_state(student, inputs["input_ids"], inputs["attention_mask"])  # [B, L, H]
+        return chunked_ce_loss(hidden, _unwrap_peft(student).get_output_embeddings(), inputs["labels"],
+                               chunk_size=self.chunk_size, num_items_in_batch=num_items_in_batch)

@@ -170,6 +170,22 @@ class TrainSpec:
 
 
 @dataclass
+class TeacherCacheSpec:
+    enabled: bool = option(False, "Token KD: run the teacher once over the data and keep its top-k log-probabilities "
+                           "per response token (plus the rest of its mass as one tail bucket) in the run store; "
+                           "every sweep point, epoch, resume and later run reads them instead of the teacher.")
+    top_k: int = option(64, "Teacher probabilities kept per token; the divergence is exact over these plus the "
+                        "tail bucket.")
+    batch_size: int = option(8, "Sequences the teacher reads at once while the cache is built.")
+    path: str = option("", "Use this existing cache folder (refused if it was built for another teacher, data, "
+                       "template, length, k or temperature); empty: the run store's cache for this key.")
+
+    def __post_init__(self) -> None:
+        _check_positive("distill.teacher_cache.top_k", self.top_k)
+        _check_positive("distill.teacher_cache.batch_size", self.batch_size)
+
+
+@dataclass
 class DistillSpec:
     method: str = option("token", "token: the paper's joint loss on teacher logits; sequence: learn from answers "
                          "the teacher generated; on_policy: GKD, the student generates and the teacher scores.")
@@ -177,13 +193,18 @@ class DistillSpec:
     temperature: float = option(1.0, "Softmax temperature T of both distributions; the divergence is scaled by T².")
     divergence: str = option("forward_kl", "D(p_T ‖ p_S): forward_kl, reverse_kl or jsd (generalized JSD).")
     jsd_beta: float = option(0.5, "β of the generalized JSD (0 → forward KL, 1 → reverse KL).")
-    top_k: int = option(0, "Use only the teacher's top-k probabilities (0 = the full vocabulary).")
+    top_k: int = option(0, "Live teacher: use only its top-k probabilities, renormalised (0 = the full "
+                        "vocabulary). The teacher cache has its own top_k.")
     chunk_size: int = option(1024, "Response tokens per chunk when computing the divergence (memory knob).")
     sequence_mix: float = option(0.0, "Sequence-level KD: fraction of training examples that keep the reference "
                                  "answer instead of the teacher's.")
     max_new_tokens: int = option(128, "Sequence-level / on-policy KD: longest generated answer.")
+    teacher_cache: TeacherCacheSpec = option(default_factory=TeacherCacheSpec,
+                                             help="Offline token KD: the teacher's top-k targets computed once.")
 
     def __post_init__(self) -> None:
+        if isinstance(self.teacher_cache, dict):
+            self.teacher_cache = build(TeacherCacheSpec, self.teacher_cache, "distill.teacher_cache")
         _check_choice("distill.method", self.method, KD_METHODS)
         _check_fraction("distill.alpha", self.alpha)
         _check_positive("distill.temperature", self.temperature)

@@ -1,14 +1,14 @@
 """Supervised fine-tuning: the teacher on the task (the paper's first step), and the student-only baseline the
-paper compares distillation against. Cross-entropy on response tokens, on the stock transformers Trainer."""
+paper compares distillation against. Cross-entropy on response tokens, on the stock transformers Trainer with the
+loss computed in chunks from the hidden states (engine/chunked_losses.py: equal loss and gradients, no full-batch
+logits)."""
 from __future__ import annotations
 
 from typing import Any
 
-from transformers import Trainer
-
 from engine.callbacks import EventsCallback
 from engine.context import RunContext, StageResult
-from engine.kd_trainer import pad_collator
+from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
 from engine.models import apply_lora, load_model, load_tokenizer, model_card, save_model
 from engine.spec import ModelSpec, to_dict
 from engine.training import finish_checkpoints, run_trainer, sft_datasets, train_with_sweep, training_arguments
@@ -27,9 +27,10 @@ def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
         if stage.train.lora.enabled:
             model = apply_lora(model, stage.train.lora)
         callback = EventsCallback(ctx)
-        trainer = Trainer(model=model, args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
-                          train_dataset=train_set, eval_dataset=validation_set,
-                          data_collator=pad_collator(tokenizer.pad_token_id), callbacks=[callback])
+        trainer = ChunkedSFTTrainer(model=model,
+                                    args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
+                                    train_dataset=train_set, eval_dataset=validation_set,
+                                    data_collator=pad_collator(tokenizer.pad_token_id), callbacks=[callback])
         run_trainer(ctx, trainer, callback, checkpoint_dir)
         return trainer, trainer.model
 
