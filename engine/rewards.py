@@ -237,8 +237,24 @@ def reward_weights(specs: list[RewardSpec]) -> list[float]:
     return [float(spec.weight) for spec in specs]
 
 
-def validate_rewards(specs: list[RewardSpec], template: str, records: list[dict]) -> None:
-    """EngineError (one sentence) for rewards the data or the template cannot support."""
+def check_code_sandbox(allow_unsandboxed: bool = False) -> str:
+    """The kernel boundary the code_tests programs run behind (engine.sandbox.mechanism); EngineError where
+    there is none and the user has not opted in with ``grpo.allow_unsandboxed_code``."""
+    from engine.sandbox import mechanism
+
+    found = mechanism()
+    if found == "none" and not allow_unsandboxed:
+        raise EngineError("the code_tests reward runs model-written programs, and this system offers no kernel "
+                          "sandbox for them (no Landlock in the kernel, no bubblewrap installed); install "
+                          "bubblewrap, use a kernel with Landlock, or set grpo.allow_unsandboxed_code: true if the "
+                          "engine already runs in a container or VM.")
+    return found
+
+
+def validate_rewards(specs: list[RewardSpec], template: str, records: list[dict],
+                     allow_unsandboxed: bool = False) -> None:
+    """EngineError (one sentence) for rewards the data or the template cannot support, or code rewards the
+    system cannot sandbox."""
     names = [spec.name for spec in specs]
     for name in names:
         if name not in REWARDS:
@@ -253,6 +269,8 @@ def validate_rewards(specs: list[RewardSpec], template: str, records: list[dict]
     if "code_tests" in names and not any(r.get("tests") for r in records):
         raise EngineError("the code_tests reward needs records with tests (stdin/stdout pairs), and this data "
                           "has none; remove code_tests or use data with a tests column.")
+    if "code_tests" in names:
+        check_code_sandbox(allow_unsandboxed)
     if "answer_correct" in names and not any(str(r.get("answer") or "").strip() for r in records):
         raise EngineError("the answer_correct reward needs records with a reference answer, and this data has "
                           "none; remove answer_correct or map an answer column.")

@@ -1,26 +1,30 @@
-"""Run untrusted, model-written Python programs for the code-correctness reward.
+"""Run untrusted, model-written Python programs for the code-correctness reward, behind a boundary the kernel
+enforces.
 
 Each program runs in its own ``python -I -S`` process (isolated mode: no user site, no ``PYTHON*`` variables, no
 site-packages) in a new session/process group, from a fresh temporary working directory that is removed
 afterwards, with an almost empty environment (no inherited secrets), stdin fed from a file and stdout/stderr
-written to size-capped files. Limits:
+written to size-capped files. The bootstrap inside the child, before the program starts, in this order:
 
-* wall clock: the whole process group is killed with ``os.killpg`` on timeout and again after every run, so
-  children left behind die with it;
-* ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and files), ``RLIMIT_NOFILE``,
-  ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC`` — set by the bootstrap inside the child before the user code starts
-  (not in a ``preexec_fn``, which is unsafe in a process with threads, as a trainer is). Root ignores
-  ``RLIMIT_NPROC``, which is why process creation is also refused by the audit hook below;
-* an audit hook (``sys.addaudithook``) installed by the bootstrap before the program is compiled refuses: opening
-  files for writing outside the working directory, reading files outside it and the Python standard library,
-  removing/renaming/creating/linking/chmod-ing paths outside it, ``chdir`` out of it, creating processes
-  (fork, exec, spawn, subprocess, ``os.system``), signalling other processes, sockets, ``ctypes`` and the
-  introspection that could reach the hook itself (``gc`` referrers, swapping a function's ``__code__``). A refusal
-  ends the program at once with exit code ``REFUSED_EXIT``.
+* sets ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and files), ``RLIMIT_NOFILE``,
+  ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC``;
+* confines itself in the kernel (``engine.sandbox_kernel``): no_new_privs and no capabilities (root too),
+  Landlock (read/execute only the interpreter and system libraries, read/write only the work folder, no TCP,
+  no signals or abstract sockets outside), a seccomp filter (no sockets, io_uring, setsid/setpgid, ptrace,
+  and no fork when one process is allowed). The kernel resolves every path, so ``dir_fd``-relative calls,
+  symlinks, renames, ``/proc/<ppid>`` and raw syscalls through ctypes meet the same rules. If confinement
+  fails the program does not run;
+* installs an audit hook (``sys.addaudithook``) as a last layer: it refuses writes and reads outside the work
+  folder, process creation, sockets, ``ctypes`` and introspection of itself, and ends the program with
+  ``REFUSED_EXIT``. It runs in the interpreter it polices, so alone it is not a boundary.
 
-This is defence in depth for a training loop, **not a security boundary** like a container, a VM or seccomp: the
-hook runs in the same interpreter as the code it polices, and we run as root in CI. Run the engine in a
-container when it executes code from models you do not trust.
+Where the kernel has no Landlock, ``bwrap`` (bubblewrap, when installed) provides the boundary instead: new
+user/pid/net/ipc namespaces and a filesystem of read-only binds plus the work folder; the seccomp filter and the
+audit hook still apply. ``mechanism()`` says which one runs; with neither ("none") only the audit hook and the
+limits are left, and the GRPO stage refuses code rewards unless ``grpo.allow_unsandboxed_code`` is set.
+
+The engine kills the whole process group on timeout and again after every run; since the program cannot leave
+its group (seccomp), no child or daemon outlives the check.
 """
 from __future__ import annotations
 
@@ -32,21 +36,28 @@ import subprocess
 import sys
 import tempfile
 import time
+import sysconfig
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+from engine.sandbox_kernel import landlock_abi
 
 log = logging.getLogger(__name__)
 
+CONFINE_EXIT = 96  # exit code of a program that was not run because the kernel confinement failed
 REFUSED_EXIT = 97  # exit code of a program the audit hook stopped
 MEMORY_EXIT = 98  # exit code of a program that ran out of its address space
+MECHANISMS = ("landlock", "bwrap", "none")
 _STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
+_KERNEL = str(Path(__file__).with_name("sandbox_kernel.py"))
 
 # Runs inside the child: limits, then the audit hook, then the program. argv: limits and paths (see _command).
 _BOOTSTRAP = r'''
 import os, sys, resource
 def _setup():
     cpu, mem, fsize, nproc, audit = (int(x) for x in sys.argv[1:6])
-    work, program, stdlib = sys.argv[6], sys.argv[7], sys.argv[8]
+    mode, work, program, stdlib, kernel, readable = sys.argv[6:12]
     for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
                              (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64),
                              (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NPROC, nproc, nproc)):
@@ -57,6 +68,18 @@ def _setup():
     with open(program, encoding="utf-8") as f:
         source = f.read()
     os.chdir(work)
+    try:  # the kernel boundary; the program never runs without it
+        with open(kernel, encoding="utf-8") as f:
+            confinement = {"__name__": "_sandbox_kernel"}
+            exec(compile(f.read(), kernel, "exec"), confinement)
+        confinement["confine"](readable.split(os.pathsep), [work, "/dev/null"], single_process=nproc <= 1,
+                               landlock=mode == "landlock")
+    except Exception as exc:
+        if mode != "none":  # "none" was chosen knowing there is no boundary: seccomp alone is best effort
+            os.write(2, f"sandbox: could not confine the program: {exc}\n".encode("utf-8", "replace"))
+            os._exit(96)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("ctypes", "_ctypes")]:
+        del sys.modules[name]  # so that the program's own import of ctypes meets the audit hook
     exit_, write = os._exit, os.write
     realpath, join, getcwd, fspath = os.path.realpath, os.path.join, os.getcwd, os.fspath
     readable = (stdlib + os.sep, "/dev/null", "/dev/urandom")
@@ -127,7 +150,7 @@ class SandboxResult:
     stderr: str
     returncode: int | None
     timed_out: bool
-    killed_reason: str  # "" | timeout | cpu | memory | output | refused | error
+    killed_reason: str  # "" | timeout | cpu | memory | output | refused | error (could not run or confine)
     duration_s: float
 
     @property
@@ -135,10 +158,61 @@ class SandboxResult:
         return self.returncode == 0 and not self.killed_reason
 
 
+@lru_cache(maxsize=1)
+def read_only_paths() -> tuple[str, ...]:
+    """What a program may read (and execute): the interpreter's prefixes and standard library, the system library
+    folders its extension modules load shared libraries from, the dynamic loader's cache and /dev/urandom.
+    Nothing else — not $HOME, /etc, /proc, /tmp or the run store."""
+    candidates = [sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix, _STDLIB,
+                  sysconfig.get_config_var("LIBDIR") or "", "/lib", "/lib64", "/usr/lib", "/usr/lib64",
+                  "/usr/local/lib", "/etc/ld.so.cache", "/dev/urandom"]
+    return tuple(dict.fromkeys(p for p in candidates if p and p != os.sep and os.path.exists(p)))
+
+
+def _bwrap_works() -> bool:
+    try:
+        return subprocess.run(["bwrap", "--unshare-all", "--cap-drop", "ALL", "--ro-bind", "/", "/", "true"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def mechanism() -> str:
+    """The kernel boundary programs run behind: "landlock" (preferred), "bwrap" (bubblewrap, where the kernel
+    has no Landlock), or "none" (only the audit hook and the limits: not a boundary)."""
+    from engine.sandbox_kernel import _ARCH  # the seccomp filter needs the architecture's syscall table
+
+    if os.uname().machine not in _ARCH:
+        found = "none"
+    elif landlock_abi() >= 1:
+        found = "landlock"
+    elif shutil.which("bwrap") and _bwrap_works():
+        found = "bwrap"
+    else:
+        found = "none"
+    log.info("code sandbox: %s%s", found, f" (Landlock ABI {landlock_abi()})" if found == "landlock" else "")
+    return found
+
+
+def _bwrap_argv(work: Path, files: list[Path]) -> list[str]:
+    """New namespaces (user, pid, net, ipc, uts, cgroup), no capabilities, a filesystem of read-only binds of
+    ``read_only_paths`` and ``files`` plus the work folder, a minimal /dev and no /proc."""
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
+            "--dev", "/dev"]
+    for path in [*read_only_paths(), *map(str, files)]:
+        if path.startswith("/dev/"):
+            continue  # --dev provides the device nodes
+        argv += ["--symlink", os.readlink(path), path] if os.path.islink(path) else ["--ro-bind", path, path]
+    return argv + ["--bind", str(work), str(work), "--chdir", str(work), "--"]
+
+
 def _command(work: Path, program: Path, cpu_s: int, memory_mb: int, file_mb: int, max_processes: int,
-             audit: bool) -> list:
-    return [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
-            str(file_mb * 2**20), str(max_processes), str(int(audit)), str(work), str(program), _STDLIB]
+             audit: bool, mode: str) -> list:
+    child = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
+             str(file_mb * 2**20), str(max_processes), str(int(audit)), mode, str(work), str(program), _STDLIB,
+             _KERNEL, os.pathsep.join(read_only_paths())]
+    return _bwrap_argv(work, [program, Path(_KERNEL)]) + child if mode == "bwrap" else child
 
 
 def _kill_group(pgid: int) -> None:
@@ -151,6 +225,8 @@ def _kill_group(pgid: int) -> None:
 def _reason(returncode: int | None, timed_out: bool, stderr: str) -> str:
     if timed_out:
         return "timeout"
+    if returncode == CONFINE_EXIT and "sandbox: could not confine" in stderr:
+        return "error"
     if returncode == REFUSED_EXIT and "sandbox: refused" in stderr:
         return "refused"
     if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
@@ -169,9 +245,11 @@ def _read_capped(path: Path, limit: int) -> str:
 
 def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
                 output_kb: int = 256, file_mb: int = 4, max_processes: int = 1,
-                _audit: bool = True) -> SandboxResult:
+                _audit: bool = True, _mechanism: str | None = None) -> SandboxResult:
     """Run ``code`` with ``stdin``; never raises for anything the program does (see the module docstring).
-    ``_audit=False`` drops the audit hook; only tests use it, to check the other layers on their own."""
+    ``_audit=False`` drops the audit hook and ``_mechanism`` picks the boundary instead of ``mechanism()``; only
+    tests use them, to check each layer on its own."""
+    mode = _mechanism or mechanism()
     root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
     work = root / "work"
     work.mkdir()
@@ -185,7 +263,8 @@ def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: in
     timed_out = False
     try:
         with open(stdin_file, "rb") as fin, open(out_file, "wb") as fout, open(err_file, "wb") as ferr:
-            proc = subprocess.Popen(_command(work, program, cpu_s, memory_mb, file_mb, max_processes, _audit),
+            proc = subprocess.Popen(_command(work, program, cpu_s, memory_mb, file_mb, max_processes, _audit,
+                                             mode),
                                     stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     start_new_session=True, close_fds=True)
             try:

@@ -257,6 +257,10 @@ class GRPOSpec:
                                 "the full length reward.")
     sample_every: int = option(10, "Emit a sample completion with its rewards every this many steps.")
     quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits and train LoRA adapters.")
+    allow_unsandboxed_code: bool = option(False, "Run the code_tests reward's model-written programs even where "
+                                          "the kernel offers no sandbox (no Landlock, no bubblewrap): they could "
+                                          "then read and change your files. Leave off unless the engine itself "
+                                          "runs in a container or VM.")
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -275,6 +279,8 @@ class GRPOSpec:
                 or not 0 < self.length_range[0] <= self.length_range[1]):
             _fail("grpo.length_range", f"must be [low, high] with 0 < low ≤ high, got {self.length_range!r}.")
         _check_positive("grpo.sample_every", self.sample_every)
+        if not isinstance(self.allow_unsandboxed_code, bool):
+            _fail("grpo.allow_unsandboxed_code", f"must be true or false, got {self.allow_unsandboxed_code!r}.")
 
 
 @dataclass

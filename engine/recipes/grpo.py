@@ -19,8 +19,9 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from engine.context import EngineError, RunContext, StageResult
-from engine.rewards import (answer_block, build_reward_functions, completion_text, make_answer_correct,
-                            make_code_tests, make_format_strict, reward_weights, validate_rewards)
+from engine.rewards import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
+                            make_answer_correct, make_code_tests, make_format_strict, reward_weights,
+                            validate_rewards)
 from engine.spec import GenerationSpec, ModelSpec, to_dict
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def validate(ctx: RunContext) -> None:
         raise EngineError(f"{stage.name}: train.batch_size × train.gradient_accumulation ({per_generation}) must be "
                           f"a multiple of grpo.num_generations ({grpo.num_generations}), the completions per "
                           "prompt; change one of them.")
-    validate_rewards(grpo.rewards, grpo.template, stage_splits(ctx).train)
+    validate_rewards(grpo.rewards, grpo.template, stage_splits(ctx).train, grpo.allow_unsandboxed_code)
 
 
 def task_prompt(record: dict, template: str, preset: str) -> str:
@@ -262,6 +263,11 @@ def run_stage(ctx: RunContext) -> StageResult:
         raise EngineError(f"{stage.name}: no training record has an answer or tests for the correctness rewards.")
     held_out = held_out_records(ctx)
     ctx.events.log(f"{stage.name}: {len(rows)} training prompts, {len(held_out)} held out for evaluation")
+    if any(r.name == "code_tests" for r in grpo.rewards):
+        sandbox = check_code_sandbox(grpo.allow_unsandboxed_code)
+        unsafe = " — no kernel boundary, allowed by grpo.allow_unsandboxed_code" if sandbox == "none" else ""
+        ctx.events.log(f"{stage.name}: code_tests programs run in the {sandbox} sandbox{unsafe}",
+                       level="warning" if unsafe else "info")
 
     model = load_policy(ctx, model_spec)
     before, _ = evaluate_policy(ctx, model, tokenizer, held_out)

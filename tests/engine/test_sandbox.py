@@ -1,23 +1,44 @@
-"""The sandbox for model-written programs: limits hold, refusals happen, nothing leaks into or out of the run."""
+"""The sandbox for model-written programs: limits hold, refusals happen, nothing leaks into or out of the run, and
+the kernel boundary contains every known class of escape, also with the audit hook switched off."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from engine.sandbox import REFUSED_EXIT, normalize_output, run_program, run_tests
+from engine import sandbox
+from engine.context import EngineError
+from engine.rewards import check_code_sandbox, make_code_tests, validate_rewards
+from engine.sandbox import REFUSED_EXIT, SandboxResult, normalize_output, run_program, run_tests
+from engine.sandbox_kernel import landlock_abi
+from engine.spec import GRPOSpec, RewardSpec, SpecError
 
 SUM_PROGRAM = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
 
 
+@pytest.fixture(autouse=True)
+def _own_temp_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test's sandboxes live under a folder of their own, so that ``_sandbox_processes`` sees only them (other
+    engines on the machine may run sandboxes at the same time)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("sandboxes")))
+
+
 def _sandbox_processes() -> list[psutil.Process]:
+    root = tempfile.gettempdir()
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "status"]):
         cmdline = proc.info.get("cmdline") or []
-        if any("cs-sandbox-" in part for part in cmdline):
+        if proc.info.get("status") != psutil.STATUS_ZOMBIE and any(root in part for part in cmdline):
             found.append(proc)
     return found
 
@@ -138,3 +159,198 @@ def test_sandbox_never_raises_for_bad_programs() -> None:
         result = run_program(code)
         assert not result.ok
     assert os.getcwd()  # the parent's working directory is untouched
+
+
+# ------------------------------------------------------------------ the kernel boundary ----------------------------
+# Each attack runs twice: with only the kernel boundary (no audit hook: ``_audit=False``), where it must fail and
+# leave nothing behind, and through the code_tests reward with every layer, where it must earn nothing. Every
+# attack prints "ok" (the expected output) once it got through, so an escape would also earn the reward.
+
+def _mechanisms() -> list:
+    params = [pytest.param("landlock", marks=pytest.mark.skipif(
+        landlock_abi() < 1, reason="needs a kernel with Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)"))]
+    bwrap_reason = "needs bubblewrap: apt-get install bubblewrap" if not shutil.which("bwrap") else \
+        "bubblewrap cannot create namespaces here (user namespaces disabled?)"
+    params.append(pytest.param("bwrap", marks=pytest.mark.skipif(
+        not (shutil.which("bwrap") and sandbox._bwrap_works()), reason=bwrap_reason)))
+    return params
+
+
+@pytest.fixture(params=_mechanisms())
+def boundary(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sandbox, "mechanism", lambda: request.param)  # the reward path uses the same boundary
+    return request.param
+
+
+def _reward(code: str) -> float:
+    completion = f"<think>solve it</think>\n```python\n{code}```\n"
+    return make_code_tests()([""], [completion], tests=[[{"input": "", "output": "ok"}]])[0]
+
+
+def _contained(code: str, boundary: str, **limits: int) -> SandboxResult:
+    result = run_program(code, _audit=False, _mechanism=boundary, timeout_s=10.0, **limits)
+    assert not result.ok and "ok" not in result.stdout.split(), (result.stdout, result.stderr)
+    assert _reward(code) == 0.0
+    assert _sandbox_processes() == []
+    return result
+
+
+def test_descriptor_relative_calls_are_contained(boundary: str, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    d = f"os.open({str(tmp_path)!r}, os.O_PATH)"  # O_PATH: no access is checked on the folder itself
+    _contained(f"import os\nfd = os.open('planted.py', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd={d})\n"
+               "os.write(fd, b'x')\nprint('ok')\n", boundary)
+    _contained(f"import os\nos.unlink('victim.txt', dir_fd={d})\nprint('ok')\n", boundary)
+    _contained(f"import os\nprint(open(os.open('victim.txt', os.O_RDONLY, dir_fd={d})).read())\nprint('ok')\n",
+               boundary)
+    assert not (tmp_path / "planted.py").exists() and victim.read_text() == "keep"
+
+
+def test_symlinks_and_renames_do_not_lead_out(boundary: str, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    _contained(f"import os\nos.symlink({str(tmp_path / 'through.txt')!r}, 'link')\nopen('link', 'w').write('x')\n"
+               "print('ok')\n", boundary)
+    _contained(f"import os\nos.symlink({str(tmp_path)!r}, 'folder')\nopen('folder/into.txt', 'w').write('x')\n"
+               "print('ok')\n", boundary)
+    _contained(f"import os\nopen('f', 'w').write('x')\nos.rename('f', {str(tmp_path / 'moved.txt')!r})\n"
+               "print('ok')\n", boundary)
+    _contained(f"import os\nos.rename({str(victim)!r}, 'stolen')\nprint('ok')\n", boundary)
+    _contained(f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('x')\nprint('ok')\n",
+               boundary)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"] and victim.read_text() == "keep"
+
+
+def test_secrets_and_the_engines_environment_stay_unread(boundary: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CS_TEST_SECRET", "hunter2-in-env")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2-in-file")
+    for path in ("f'/proc/{os.getppid()}/environ'", repr(str(secret)), "'/etc/shadow'",
+                 repr(str(Path.home() / ".bashrc"))):
+        result = _contained(f"import os\nprint(open({path}, 'rb').read())\nprint('ok')\n", boundary)
+        assert "hunter2" not in result.stdout and "root:" not in result.stdout
+    # The home folder: Landlock refuses to list it; bubblewrap shows only the way to the interpreter, if it is there.
+    home = Path.home()
+    result = run_program(f"import os\nprint(sorted(os.listdir({str(home)!r})))\n", _audit=False, _mechanism=boundary)
+    leading = {Path(p).relative_to(home).parts[0] for p in sandbox.read_only_paths() if Path(p).is_relative_to(home)}
+    assert set(eval(result.stdout) if result.ok else []) <= leading
+    assert result.ok == (boundary == "bwrap")
+
+
+def test_planting_code_for_later_engine_processes_is_contained(boundary: str) -> None:
+    target = Path(sysconfig.get_paths()["purelib"]) / "cs_sandbox_probe.pth"  # a .pth runs in every later start
+    try:
+        _contained(f"open({str(target)!r}, 'w').write('# probe')\nprint('ok')\n", boundary)
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)  # should this ever fail, do not leave the probe in the environment
+
+
+def test_no_network_not_even_to_loopback(boundary: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        _contained(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'hi')\n"
+                   "print('ok')\n", boundary)
+        _contained(f"import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hi', ('127.0.0.1', "
+                   f"{port}))\nprint('ok')\n", boundary)
+        listener.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_raw_syscalls_through_ctypes_meet_the_same_rules(boundary: str, tmp_path: Path) -> None:
+    nr = {"x86_64": (257, 41), "aarch64": (56, 198)}.get(os.uname().machine)
+    if nr is None:
+        pytest.skip(f"no syscall numbers for {os.uname().machine} in this test")
+    head = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"def check(r):\n    assert r >= 0, os.strerror(ctypes.get_errno())\n    return r\n")
+    _contained(head + f"fd = check(libc.syscall({nr[0]}, -100, {str(tmp_path / 'raw.txt')!r}.encode(), "
+               f"os.O_WRONLY | os.O_CREAT, 0o644))\nos.write(fd, b'x')\nprint('ok')\n", boundary)
+    _contained(head + f"check(libc.syscall({nr[0]}, -100, b'/etc/shadow', os.O_RDONLY))\nprint('ok')\n", boundary)
+    _contained(head + f"check(libc.syscall({nr[1]}, 2, 1, 0))\nprint('ok')\n", boundary)  # socket(AF_INET, ...)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_root_powers_and_signals_to_the_engine_are_gone(boundary: str) -> None:
+    _contained("import os\nos.setuid(12345)\nprint('ok')\n", boundary)  # needs CAP_SETUID, which root had
+    _contained("import os\nos.chroot('.')\nprint('ok')\n", boundary)
+    # the engine (this process): Landlock scopes signals, bubblewrap's pid namespace hides it; 0 only probes
+    _contained(f"import os\nos.kill({os.getpid()}, 0)\nprint('ok')\n", boundary)
+
+
+def test_daemons_do_not_outlive_the_check(boundary: str, tmp_path: Path) -> None:
+    late = tmp_path / "late.txt"
+    daemon = textwrap.dedent(f"""\
+        import os, time
+        r, w = os.pipe()
+        if os.fork() == 0:  # double fork and a new session: the classic daemon
+            try:
+                os.setsid()
+            except OSError:
+                pass
+            if os.fork() == 0:
+                os.write(w, str(os.getpid()).encode())
+                time.sleep(1.0)
+                open({str(late)!r}, 'w').write('x')
+                os._exit(0)
+            os._exit(0)
+        print(os.read(r, 32).decode())
+        """)
+    result = run_program(daemon, _audit=False, _mechanism=boundary, max_processes=64, timeout_s=10.0)
+    pid = int(result.stdout.split()[0])  # forks allowed here, so the daemon started (pid as seen inside)
+    time.sleep(1.5)
+    if boundary == "landlock":  # bubblewrap's pid namespace numbers it differently; its command line is checked
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not late.exists() and _sandbox_processes() == []
+    _contained(daemon + "print('ok')\n", boundary)  # with the default one process it cannot even fork
+
+
+def test_bombs_stay_within_their_limits(boundary: str) -> None:
+    result = _contained("import os\nwhile True:\n    os.fork()\n", boundary)
+    assert "BlockingIOError" in result.stderr or "Resource temporarily unavailable" in result.stderr
+    assert _contained("x = bytearray(8 * 1024 ** 3)\nprint('ok')\n", boundary).killed_reason == "memory"
+
+
+def test_a_correct_program_still_earns_its_reward(boundary: str) -> None:
+    code = "import json, math, collections\nprint('ok')\n"
+    assert run_program(code, _mechanism=boundary).stdout == "ok\n"
+    assert _reward(code) == 1.0
+    assert run_tests(SUM_PROGRAM, [{"input": "1 2 3", "output": "6"}, {"input": "4", "output": "4"}]) == 1.0
+
+
+def test_landlock_alone_denies_tcp_and_outside_files(tmp_path: Path) -> None:
+    """The Landlock layer without seccomp: its network rules and file rules hold by themselves."""
+    if landlock_abi() < 4:
+        pytest.skip(f"needs Landlock ABI ≥ 4 for network rules, the kernel has {landlock_abi()}")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        code = (f"import socket, sys\nfrom engine.sandbox_kernel import restrict_landlock\n"
+                f"restrict_landlock({list(sandbox.read_only_paths())!r}, [{str(tmp_path)!r}])\n"
+                f"for attempt in (lambda: socket.create_connection(('127.0.0.1', {listener.getsockname()[1]})),\n"
+                "                lambda: open('/etc/hostname').read()):\n    try:\n        attempt()\n"
+                "        print('escaped')\n    except PermissionError:\n        print('denied')\n")
+        env = {"PYTHONPATH": str(Path(sandbox.__file__).parents[1])}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        assert out.stdout.split() == ["denied", "denied"], out.stderr
+
+
+def test_a_program_never_runs_unconfined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "kernel.py"
+    broken.write_text("def confine(*args, **kwargs):\n    raise OSError('no Landlock today')\n")
+    monkeypatch.setattr(sandbox, "_KERNEL", str(broken))
+    result = run_program("print('ran')\n", _mechanism="landlock")
+    assert result.killed_reason == "error" and result.stdout == "" and "no Landlock today" in result.stderr
+
+
+def test_code_rewards_are_refused_without_a_kernel_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sandbox.mechanism() in sandbox.MECHANISMS
+    monkeypatch.setattr(sandbox, "mechanism", lambda: "none")
+    template = "{prompt} <answer></answer>"
+    with pytest.raises(EngineError, match="no kernel sandbox.*allow_unsandboxed_code"):
+        validate_rewards([RewardSpec("code_tests")], template, [{"tests": [{"input": "", "output": ""}]}])
+    assert check_code_sandbox(allow_unsandboxed=True) == "none"
+    validate_rewards([RewardSpec("answer_correct")], template, [{"answer": "1"}])  # no code: no sandbox needed
+    assert GRPOSpec().allow_unsandboxed_code is False
+    with pytest.raises(SpecError, match="allow_unsandboxed_code"):
+        GRPOSpec(allow_unsandboxed_code="yes")
