@@ -1,5 +1,9 @@
 """Live metric curves with pyqtgraph: one plot per metric group, smoothing, log scale and a hover read-out.
 
+Each run · stage has one colour in every plot and each metric one line style; the legend is a list beside the
+plots (:mod:`studio.widgets.plot_legend`), so it never covers a curve and lists every overlaid run. Smoothing
+applies to noisy training series only (losses, rewards, KL), never to the learning-rate schedule or evaluations.
+
 The widget draws from a :class:`studio.run_state.MetricStore` on a timer (10 Hz), only the curves whose data
 changed, so a run streaming thousands of metrics per second never stalls the event loop; pyqtgraph's peak
 downsampling and clip-to-view keep 100,000-point curves smooth.
@@ -14,9 +18,8 @@ from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from studio.run_state import METRIC_GROUPS, MetricStore
+from studio.widgets.plot_legend import CurveStyles, PlotLegend, is_smoothed, split_label
 
-PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac")
 GROUP_TITLES = dict(METRIC_GROUPS)
 GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 
@@ -48,6 +51,7 @@ class MetricPlots(QWidget):
         self._curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}  # raw, smoothed
         self._drawn: dict[str, int] = {}
         self._hover_lines: dict[str, pg.InfiniteLine] = {}
+        self.styles = CurveStyles()
         self._build()
         self.refresh_ms = refresh_ms
         self._timer = QTimer(self)
@@ -60,8 +64,9 @@ class MetricPlots(QWidget):
         self.smoothing_slider.setRange(0, 99)
         self.smoothing_slider.setValue(int(self.smoothing * 100))
         self.smoothing_slider.setMaximumWidth(160)
-        self.smoothing_slider.setToolTip("Exponential moving average of the curves (0 = raw values); the raw "
-                                         "values stay visible as a faint line.")
+        self.smoothing_slider.setToolTip("Exponential moving average of the noisy curves — losses, rewards, KL "
+                                         "(0 = raw values); the raw values stay visible as a faint line. The "
+                                         "learning rate and evaluation points are never smoothed.")
         self.smoothing_slider.valueChanged.connect(self._on_smoothing_changed)
         self.smoothing_label = QLabel(f"{self.smoothing:.2f}")
         self.log_check = QCheckBox("Log scale")
@@ -81,14 +86,22 @@ class MetricPlots(QWidget):
         controls.addWidget(self.log_check)
         controls.addSpacing(16)
         controls.addWidget(self.readout, 1)
+        self.readout.setMinimumWidth(40)  # a long read-out is cut, it does not widen the window
         self.canvas = _TimedCanvas()
         self.canvas.ci.setSpacing(12)
+        self.canvas.setMinimumSize(200, 150)
         self.canvas.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.legend = PlotLegend()
+        self.legend.visibility_changed.connect(self._apply_visibility)
+        self.legend.hide()
+        row = QHBoxLayout()
+        row.addWidget(self.empty_label, 1)
+        row.addWidget(self.canvas, 1)
+        row.addWidget(self.legend)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
-        layout.addWidget(self.empty_label)
-        layout.addWidget(self.canvas, 1)
+        layout.addLayout(row, 1)
         self.canvas.hide()
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -100,6 +113,9 @@ class MetricPlots(QWidget):
 
     def _reset_plots(self) -> None:
         self.canvas.ci.clear()
+        self.legend.clear_entries()
+        self.legend.hide()
+        self.styles = CurveStyles()
         self._plots.clear()
         self._curves.clear()
         self._drawn.clear()
@@ -113,8 +129,6 @@ class MetricPlots(QWidget):
             plot.setClipToView(True)
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("bottom", "step")
-            legend = plot.addLegend(offset=(-10, 10), labelTextSize="7pt", verSpacing=-6)
-            legend.setBrush(pg.mkBrush(255, 255, 255, 190))  # draggable; translucent over the curves
             plot.setLogMode(False, self.log_y)
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
             line.hide()
@@ -136,14 +150,18 @@ class MetricPlots(QWidget):
     def _curve_for(self, label: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
         curves = self._curves.get(label)
         if curves is None:
-            plot = self._plot_for(self.store.groups[label])
-            color = PALETTE[len([c for c in self._curves if self.store.groups.get(c) == self.store.groups[label]])
-                            % len(PALETTE)]
+            group = self.store.groups[label]
+            plot = self._plot_for(group)
+            key, metric = split_label(label)
+            color, style = self.styles.color(key), self.styles.style(metric, group)
+            self.legend.add_key(key, color)
+            self.legend.add_metric(metric, style)
+            self.legend.show()
             raw_color = pg.mkColor(color)
             raw_color.setAlpha(60)
             raw = plot.plot(pen=pg.mkPen(raw_color, width=1))
-            smooth = plot.plot(pen=pg.mkPen(color, width=2), name=label)
-            if self.store.groups[label] == "eval":  # a score or two per stage: points, not lines
+            smooth = plot.plot(pen=pg.mkPen(color, width=2, style=style), name=label)
+            if group == "eval":  # a score or two per stage: points, not lines
                 smooth.setSymbol("o")
                 smooth.setSymbolSize(7)
                 smooth.setSymbolBrush(pg.mkBrush(color))
@@ -175,7 +193,7 @@ class MetricPlots(QWidget):
             series = self.store.series[label]
             raw, smooth = self._curve_for(label)
             x = series.x
-            if self.smoothing > 0:
+            if self.smoothing > 0 and is_smoothed(label, self.store.groups[label]):
                 raw.setData(x, series.y, skipFiniteCheck=True)  # the store keeps finite values only
                 raw.show()
                 smooth.setData(x, series.smoothed(self.smoothing), skipFiniteCheck=True)
@@ -185,6 +203,8 @@ class MetricPlots(QWidget):
             self._drawn[label] = series.version
         for group in {self.store.groups[label] for label in changed}:
             self._fit_flat_range(group)
+        if changed:
+            self._apply_visibility()
         if changed:
             self.empty_label.hide()
             self.canvas.show()
@@ -212,10 +232,25 @@ class MetricPlots(QWidget):
         else:
             plot.enableAutoRange(axis="y")
 
+    def _apply_visibility(self) -> None:
+        """Curves whose run · stage or metric is ticked off in the legend are hidden."""
+        for label, (raw, smooth) in self._curves.items():
+            shown = self.legend.shown(*split_label(label))
+            smooth.setVisible(shown)
+            raw.setVisible(shown and self.smoothing > 0 and is_smoothed(label, self.store.groups[label]))
+
     def curve_data(self, label: str) -> tuple:
-        """The (x, y) currently drawn for a curve (tests and benchmarks read it)."""
+        """The (x, y) of a curve's values as reported (tests and benchmarks read it)."""
         raw, smooth = self._curves[label]
-        return smooth.getData() if self.smoothing <= 0 else raw.getData()
+        return raw.getData() if self.is_smoothed(label) else smooth.getData()
+
+    def is_smoothed(self, label: str) -> bool:
+        """Whether the curve is drawn smoothed now (its raw values then show as a faint line)."""
+        return self.smoothing > 0 and is_smoothed(label, self.store.groups[label])
+
+    def curve_pen(self, label: str):
+        """The pen of a curve's main line (its colour and style)."""
+        return self._curves[label][1].opts["pen"]
 
     def plot_titles(self) -> list[str]:
         return [GROUP_TITLES.get(g, g) for g in self._plots]

@@ -112,3 +112,66 @@ def test_sample_card_shows_each_reward_and_marks_the_ones_that_do_not_apply():
     card = SamplesPanel._card(sample)
     assert "<b>answer_correct</b> 1" in card and "<b>code_tests</b> n/a" in card and "<b>length</b> 0.938" in card
     assert "step 20" in card and "Calculate 8 times 4." in card
+
+
+def test_plot_colours_follow_the_stage_and_only_noisy_series_are_smoothed(qtbot):
+    from studio.run_state import MetricStore
+    from studio.widgets.metric_plots import MetricPlots
+
+    plots = MetricPlots()
+    qtbot.addWidget(plots)
+    store = MetricStore()
+    for step in range(1, 41):
+        noise = 0.3 * (-1) ** step
+        for stage in ("teacher_sft", "student_kd"):
+            store.add(stage, step, {"train/loss": 2.0 / step + noise, "train/lr": 1e-3 * (1 - step / 40)})
+        store.add("student_kd", step, {"kd/divergence": 1.0 / step + noise})
+    store.add("student_kd", 40, {"eval/loss": 0.9})
+    store.add("student_kd", 20, {"eval/loss": 1.1})
+    plots.set_store(store)
+    plots.set_smoothing(0.6)
+    color = {label: plots.curve_pen(label).color().name() for label in store.series}
+    assert color["student_kd · train/loss"] == color["student_kd · train/lr"] == color["student_kd · kd/divergence"]
+    assert color["teacher_sft · train/loss"] == color["teacher_sft · train/lr"] != color["student_kd · train/loss"]
+    styles = {label: plots.curve_pen(label).style() for label in store.series}
+    assert styles["student_kd · train/loss"] != styles["student_kd · kd/divergence"]  # one plot, two metrics
+    assert plots.is_smoothed("student_kd · train/loss") and plots.is_smoothed("student_kd · kd/divergence")
+    assert not plots.is_smoothed("student_kd · train/lr") and not plots.is_smoothed("student_kd · eval/loss")
+    lr = plots._curves["student_kd · train/lr"][1].getData()[1]
+    assert list(lr) == list(store.series["student_kd · train/lr"].y)  # the schedule as it was, not averaged
+    loss = plots._curves["student_kd · train/loss"][1].getData()[1]
+    assert abs(loss[-1] - store.series["student_kd · train/loss"].y[-1]) > 0.05  # averaged
+    assert plots.legend.entries() == ["Runs and stages", "teacher_sft", "student_kd", "Metrics", "train/loss",
+                                      "train/lr", "kd/divergence", "eval/loss"]
+
+
+def test_overlay_legend_lists_every_run_beside_the_plots(qtbot):
+    from PySide6.QtCore import Qt
+
+    from studio.run_state import MetricStore
+    from studio.widgets.metric_plots import MetricPlots
+
+    plots = MetricPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1000, 600)
+    store = MetricStore()
+    runs = [f"sweep-lr-{i}" for i in range(4)]
+    stages = ("teacher_sft", "student_sft", "student_kd", "grpo")
+    for run in runs:
+        for stage in stages:
+            for step in range(1, 6):
+                store.add(stage, step, {"train/loss": 1.0 / step}, prefix=run)
+    plots.set_store(store)
+    plots.show()
+    qtbot.waitExposed(plots)
+    keys = [f"{run} · {stage}" for run in runs for stage in stages]
+    entries = plots.legend.entries()
+    assert all(key in entries for key in keys)  # all 16, not the 4 a legend box inside the plot had room for
+    colors = {plots.curve_pen(f"{key} · train/loss").color().name() for key in keys}
+    assert len(colors) == 16
+    assert not plots.legend.geometry().intersects(plots.canvas.geometry())  # beside the data, not on it
+    item = plots.legend.findItems(keys[5], Qt.MatchFlag.MatchExactly)[0]
+    assert item.icon().pixmap(28, 12).toImage().pixelColor(14, 6).name() == \
+        plots.curve_pen(f"{keys[5]} · train/loss").color().name()  # the entry is drawn in its curve's colour
+    item.setCheckState(Qt.CheckState.Unchecked)  # ticking an entry off hides its curve
+    assert not plots._curves[f"{keys[5]} · train/loss"][1].isVisible()
