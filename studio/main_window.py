@@ -19,6 +19,7 @@ from engine.runs import RunRecord, RunStore
 from engine.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.history_data import display_status, live_runs
+from studio.keyboard import install_enter_filter
 from studio.pages.wizard import RunWizard
 from studio.run_watch import RunWatcher
 from studio.session import RunSession
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self.watcher = RunWatcher(self.store, parent=self)
         self.watcher.runs_changed.connect(self._on_watcher_runs_changed)
         self.watcher.status_changed.connect(self._on_watcher_status_changed)
+        install_enter_filter()  # Enter presses the focused button on every page
         self.reattach_live_runs()
         self.start_page.show_recent(*self.watcher.scanner.count())
         self.go_to("Monitor" if self.live_sessions() else "Start")

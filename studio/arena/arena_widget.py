@@ -25,6 +25,7 @@ from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
 from studio.arena.session import ArenaSession
 from studio.arena.votes import append_vote, read_votes, tally, votes_path
+from studio.keyboard import EnterSends
 
 log = logging.getLogger(__name__)
 MAX_PANES = 3
@@ -84,7 +85,7 @@ class ArenaWidget(QWidget):
         row.addWidget(QLabel("Run:"))
         self.run_combo = QComboBox()
         self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.run_combo.setMinimumContentsLength(24)
+        self.run_combo.setMinimumContentsLength(12)
         self.run_combo.setToolTip("Whose models and held-out prompts to offer")
         row.addWidget(self.run_combo)
         row.addWidget(QLabel("Panes:"))
@@ -139,6 +140,7 @@ class ArenaWidget(QWidget):
         self.vote_bar.vote_cast.connect(self._on_vote_bar_vote_cast)
         self.sampling_box.sampling_changed.connect(self._on_sampling_box_changed)
         QShortcut(QKeySequence("Ctrl+Return"), self.prompt_edit, activated=self._on_send_clicked)
+        EnterSends(self.prompt_edit, self._on_send_clicked, self.send_button.isEnabled)
 
     # ------------------------------------------------------------------ public API (also used by the tests)
     def refresh_models(self) -> None:

@@ -70,7 +70,7 @@ class ChatPane(QFrame):
         self.setStyleSheet(PANE_STYLE)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 10, 12, 10)
+        layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
         self.picker_row = self._build_picker()
         layout.addWidget(self.picker_row)
@@ -107,7 +107,7 @@ class ChatPane(QFrame):
         self.model_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         # long run names must not force a wide window: three panes fit a laptop screen
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(12)
+        self.model_combo.setMinimumContentsLength(5)  # three panes side by side in a 1024-pixel window
         self.model_combo.setToolTip("A model of the run history, or type a hub id, a folder or a .gguf file.")
         self.model_combo.lineEdit().setPlaceholderText("hub id, folder or .gguf file")
         box.addWidget(self.model_combo, 1)
@@ -124,6 +124,7 @@ class ChatPane(QFrame):
         self.four_bit.setToolTip("Load the weights in 4-bit NF4 (bitsandbytes)")
         box.addWidget(self.four_bit)
         self.load_button = QPushButton("Load")
+        self.load_button.setObjectName("compactButton")
         self.load_button.clicked.connect(self._on_load_button_clicked)
         box.addWidget(self.load_button)
         return row
@@ -131,23 +132,25 @@ class ChatPane(QFrame):
     def _build_title(self) -> QVBoxLayout:
         column = QVBoxLayout()
         column.setSpacing(2)
-        # the title has a line of its own: the whole name when it fits, elided in the middle when not (its ends tell "… · student_kd" from
+        # the whole name when it fits, elided in the middle when not (its ends tell "… · student_kd" from
         # "… · student_kd (4-bit)"), the name and the source in the tooltip; never widens the window
         self.title = ElidedLabel("No model")
         self.title.setObjectName("paneTitle")
-        column.addWidget(self.title)
-        row = QHBoxLayout()
-        # fixed chips whose text changes: recreating widgets on every redraw would leave orphans until the
-        # event loop runs their deferred deletion
-        self.size_chip, self.precision_chip = _chip("", "#57606a"), _chip("", ROLE_COLORS[""])
-        row.addWidget(self.size_chip)
-        row.addWidget(self.precision_chip)
-        row.addStretch(1)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
         self.reference_box = QCheckBox("reference")
         self.reference_box.setToolTip("Score the other panes' answers (ROUGE-L) against this pane's")
         self.reference_box.toggled.connect(self._on_reference_box_toggled)
-        row.addWidget(self.reference_box)
-        column.addLayout(row)
+        top.addWidget(self.reference_box)
+        column.addLayout(top)
+        # fixed chips whose text changes: recreating widgets on every redraw would leave orphans until the
+        # event loop runs their deferred deletion
+        self.size_chip, self.precision_chip = _chip("", "#57606a"), _chip("", ROLE_COLORS[""])
+        chips = QHBoxLayout()
+        chips.addWidget(self.size_chip)
+        chips.addWidget(self.precision_chip)
+        chips.addStretch(1)
+        column.addLayout(chips)
         return column
 
     # ------------------------------------------------------------------ model picking

@@ -1,0 +1,97 @@
+"""The window from 1024×700 up, with the studio's style sheet: every page (the arena's three panes, each wizard
+page) fits; Enter presses the focused button; Enter sends in the arena; the focus ring is drawn."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QPushButton, QVBoxLayout, QWidget
+
+pytestmark = pytest.mark.usefixtures("home")
+QSS = Path(__file__).resolve().parents[2] / "studio" / "resources" / "studio.qss"
+
+
+@pytest.fixture
+def styled(qapp):
+    qapp.setStyleSheet(QSS.read_text(encoding="utf-8"))  # the sheet changes minimum sizes: test with it
+    yield qapp
+    qapp.setStyleSheet("")
+
+
+def test_every_page_fits_1024_by_700(styled, window, qtbot):
+    window.resize(1024, 700)
+    for page in ("Start", "New run", "Monitor", "History", "Chat"):
+        window.go_to(page)
+        qtbot.wait(10)
+        hint = window.minimumSizeHint()
+        assert hint.width() <= 1024 and hint.height() <= 700, (page, hint)
+    window.chat.pane_count.setValue(3)
+    wizard = window.wizard
+    window.go_to("New run")
+    wizard.method_page.set_method("pipeline")
+    wizard.settings_page.same_for_all.setChecked(False)  # the tallest settings page
+    for _ in range(5):
+        hint = window.minimumSizeHint()
+        assert hint.width() <= 1024 and hint.height() <= 700, (wizard.currentPage().title(), hint)
+        wizard.next()
+    window.resize(1024, 700)
+    qtbot.wait(10)
+    assert (window.width(), window.height()) == (1024, 700)
+    panes = [window.chat.panes[k] for k in ("pane1", "pane2", "pane3")]
+    assert all(p.minimumSizeHint().width() <= p.width() for p in panes if p.isVisible())
+
+
+def test_enter_presses_the_focused_button(window, qtbot):
+    host = QWidget()  # a plain page (not a dialog: Qt alone ignores Enter on its buttons)
+    qtbot.addWidget(host)
+    button = QPushButton("Do it", host)
+    QVBoxLayout(host).addWidget(button)
+    host.show()
+    host.activateWindow()
+    qtbot.waitUntil(host.isActiveWindow, timeout=3000)
+    button.setFocus()
+    with qtbot.waitSignal(button.clicked, timeout=2000):
+        qtbot.keyClick(button, Qt.Key.Key_Return)
+
+
+def test_focus_ring_is_two_pixels_in_the_accent_colour(styled, window, qtbot):
+    window.go_to("New run")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    field = window.wizard.models_page.name
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus, timeout=2000)
+    image = field.grab().toImage()
+    ring = [image.pixelColor(x, image.height() // 2).name() for x in (0, 1)]
+    assert ring == ["#3b6fb6", "#3b6fb6"]
+    window.wizard.models_page.inspect_button.setFocus()
+    image = field.grab().toImage()
+    assert image.pixelColor(1, image.height() // 2).name() != "#3b6fb6"  # only the focused field has it
+
+
+def test_enter_sends_in_the_arena_and_shift_enter_adds_a_line(qtbot, tmp_path, monkeypatch):
+    import sys
+
+    from studio.arena.arena_widget import ArenaWidget
+    from studio.arena.catalog import ModelChoice
+
+    monkeypatch.setenv("FAKE_CHAT_DELAY", "0.001")
+    arena = ArenaWidget(store=None, chat_command=[sys.executable, str(Path(__file__).with_name("fake_chat.py"))],
+                        pane_count=1)
+    qtbot.addWidget(arena)
+    arena.show()
+    try:
+        arena.load_model("pane1", ModelChoice(label="student", source="demo:student", role="student"))
+        qtbot.waitUntil(lambda: arena.session.pane("pane1").ready, timeout=10000)
+        arena.prompt_edit.setFocus()
+        qtbot.keyClicks(arena.prompt_edit, "first line")
+        qtbot.keyClick(arena.prompt_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+        qtbot.keyClicks(arena.prompt_edit, "second")
+        assert arena.prompt_edit.toPlainText() == "first line\nsecond"
+        qtbot.keyClick(arena.prompt_edit, Qt.Key.Key_Return)
+        assert arena.session.pane("pane1").turns[-1].user == "first line\nsecond"
+        assert arena.prompt_edit.toPlainText() == ""
+    finally:
+        arena.shutdown(3000)
+    assert QApplication.instance() is not None
