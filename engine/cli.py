@@ -191,6 +191,64 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return execute(spec)
 
 
+def _export_source(source: str) -> Path:
+    """A model folder, or RUN_ID:STAGE (a stage's saved model in the run store)."""
+    run_id, sep, stage = source.partition(":")
+    if not sep or Path(source).exists():
+        return Path(source).expanduser()
+    try:
+        return RunStore().paths(run_id).model(stage)
+    except KeyError:
+        raise SpecError(f"there is no run {run_id!r}; `compression-engine runs` lists them.") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """GGUF export with progress events on stdout (engine/gguf_export.py does the work, all or nothing)."""
+    import time
+
+    from engine.context import EngineError, StageCancelled
+    from engine.gguf_export import check_exportable, export_gguf
+
+    formats = [f.strip() for value in (args.format or ["q8_0"]) for f in value.split(",") if f.strip()]
+    try:  # a bad source, architecture or format is refused before anything is said or written
+        source = _export_source(args.source)
+        check_exportable(source, formats)
+    except (EngineError, SpecError) as exc:
+        return _fail(str(exc))
+    events = EventWriter()
+    hello(events, "export", __version__)
+    cancel = threading.Event()
+    _listen_for_cancel(cancel)
+    start = time.perf_counter()
+
+    def on_progress(phase: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise StageCancelled("export")
+        events.progress("export", done, total, time.perf_counter() - start, unit="tensor")
+
+    try:
+        events.status("running", "export", f"exporting {source} to GGUF ({', '.join(formats)})")
+        result = export_gguf(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
+                             on_progress=on_progress)
+    except StageCancelled:
+        events.emit("done", status="cancelled", summary={})
+        return 3
+    except Exception as exc:  # noqa: BLE001 - any failure is one error event; export_gguf removed its files
+        log.exception("export failed")
+        message = str(exc) if isinstance(exc, EngineError) else f"export failed: {type(exc).__name__}: {exc}"
+        events.error(message, stage="export")
+        events.emit("done", status="failed", summary={})
+        return 1
+    for fmt, path in result.files.items():
+        events.emit("artifact", stage="export", kind="gguf", format=fmt, path=str(path), bytes=result.sizes[fmt])
+    if result.modelfile:
+        events.emit("artifact", stage="export", kind="modelfile", path=str(result.modelfile))
+    events.emit("done", status="finished", summary={"files": {f: str(p) for f, p in result.files.items()},
+                                                    "bytes": result.sizes,
+                                                    "elapsed_s": round(time.perf_counter() - start, 1)})
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     if args.action == "list":
@@ -227,7 +285,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize")
+PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default="quantize")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("export", help="GGUF files (f16, q8_0, q4_0, q4_k_m) and an Ollama Modelfile for "
+                       "llama.cpp / Ollama / LM Studio")
+    p.add_argument("source", help="a model folder, or RUN_ID:STAGE for a stage's model in the run store")
+    p.add_argument("--format", action="append", metavar="FMT",
+                   help="f16, q8_0, q4_0 or q4_k_m (repeat or comma-separate; default q8_0)")
+    p.add_argument("--out", required=True, help="folder to write the .gguf files and the Modelfile into")
+    p.add_argument("--name", help="file name stem (default: the model folder's name)")
+    p.add_argument("--no-modelfile", action="store_true", help="skip the Ollama Modelfile")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list, show or delete runs")
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "delete"])

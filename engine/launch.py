@@ -46,7 +46,7 @@ _STRATEGY_FLAGS = {
     "deepspeed": ["--use_deepspeed", "--zero_stage", "2"],
 }
 FINAL_EXIT = {"finished": 0, "cancelled": 3}  # the same exit codes as a single-process run
-RANK_ZERO_KINDS = ("evaluate", "quantize")  # stages that run once, on rank 0, while the other ranks wait
+RANK_ZERO_KINDS = ("evaluate", "quantize", "export")  # stages that run once, on rank 0, while the other ranks wait
 T = TypeVar("T")
 
 

@@ -20,7 +20,8 @@ from engine.spec import BASE_MODELS, RunSpec, StageSpec
 log = logging.getLogger(__name__)
 
 RECIPES = {"sft": "engine.recipes.sft", "distill": "engine.recipes.distill", "grpo": "engine.recipes.grpo",
-           "quantize": "engine.recipes.quantize", "evaluate": "engine.recipes.evaluate"}
+           "quantize": "engine.recipes.quantize", "evaluate": "engine.recipes.evaluate",
+           "export": "engine.recipes.export"}
 
 
 def recipe(kind: str) -> Any:
@@ -39,6 +40,13 @@ def base_model_of(spec: RunSpec, ref: str) -> str:
     return ref
 
 
+def _needs_data(stage: StageSpec) -> bool:
+    """Training and evaluation read the data set; a quantize stage only for its report; an export never."""
+    if stage.kind == "quantize":
+        return stage.quantize.report
+    return stage.kind != "export"
+
+
 def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
     """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
     each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
@@ -55,7 +63,7 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
         refs.update(base_model_of(spec, r) for r in stage.models.values())
     for ref in sorted(refs):
         resolve_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)
-    if any(s.kind != "quantize" or s.quantize.report for s in spec.stages):
+    if any(_needs_data(s) for s in spec.stages):
         from engine.training import stage_splits
 
         stage_splits(ctx_for(spec.stages[0]))  # a malformed record stops the run here, before any training

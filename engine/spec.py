@@ -296,7 +296,24 @@ class QuantizeSpec:
         _check_choice("quantize.compute_dtype", self.compute_dtype, ("float32", "bfloat16", "float16"))
 
 
-STAGE_KINDS = ("sft", "distill", "grpo", "quantize", "evaluate")
+GGUF_FORMATS = ("f16", "q8_0", "q4_0", "q4_k_m")
+
+
+@dataclass
+class ExportSpec:
+    formats: list = option(["f16", "q8_0"], "GGUF files to write for llama.cpp / Ollama / LM Studio: f16, q8_0, "
+                           "q4_0, and q4_k_m (needs llama-cpp-python, the compression-studio[gguf] extra).")
+    ollama: bool = option(True, "Also write an Ollama Modelfile (FROM the smallest file, chat TEMPLATE, stop "
+                          "tokens): ollama create NAME -f Modelfile.")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.formats, list) or not self.formats:
+            _fail("export.formats", "must be a non-empty list of GGUF formats, e.g. [f16, q4_k_m].")
+        for i, fmt in enumerate(self.formats):
+            _check_choice(f"export.formats[{i}]", fmt, GGUF_FORMATS)
+
+
+STAGE_KINDS = ("sft", "distill", "grpo", "quantize", "evaluate", "export")
 
 
 @dataclass
@@ -306,8 +323,8 @@ class StageSpec:
 
     kind: str = option("sft", "What the stage does: " + ", ".join(STAGE_KINDS) + ".")
     name: str = option("", "Unique name of the stage; its output model is saved under models/<name>.")
-    model: str = option("student", "The model this stage trains or quantizes: teacher, student or an earlier "
-                        "stage's name.")
+    model: str = option("student", "The model this stage trains, quantizes or exports: teacher, student, an "
+                        "earlier stage's name or a model folder.")
     teacher: str = option("teacher", "Distillation: the teacher model (teacher or an earlier stage's name).")
     models: dict = option({}, "Evaluate: display name → model reference, e.g. {teacher: teacher_sft}.")
     reference: str = option("teacher", "Evaluate: the display name that retention is measured against.")
@@ -315,6 +332,7 @@ class StageSpec:
     distill: DistillSpec = option(default_factory=DistillSpec, help="Distillation settings.")
     grpo: GRPOSpec = option(default_factory=GRPOSpec, help="GRPO settings.")
     quantize: QuantizeSpec = option(default_factory=QuantizeSpec, help="Quantization settings.")
+    export: ExportSpec = option(default_factory=ExportSpec, help="GGUF export settings.")
     generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings (evaluation, "
                                         "sequence-level KD).")
     max_eval_samples: int = option(200, "Evaluate: at most this many held-out records (0 = all).")
@@ -340,7 +358,7 @@ class StageSpec:
 
 
 _STAGE_SUBSPECS = {"train": TrainSpec, "distill": DistillSpec, "grpo": GRPOSpec, "quantize": QuantizeSpec,
-                   "generation": GenerationSpec}
+                   "export": ExportSpec, "generation": GenerationSpec}
 
 
 @dataclass
@@ -368,7 +386,7 @@ class RunSpec:
         self.stages = [s if isinstance(s, StageSpec) else build(StageSpec, s, f"stages[{i}]")
                        for i, s in enumerate(self.stages)]
         if not self.stages:
-            _fail("stages", "is empty; add at least one stage (sft, distill, grpo, quantize or evaluate).")
+            _fail("stages", "is empty; add at least one stage (sft, distill, grpo, quantize, evaluate or export).")
         _check_choice("device", self.device, DEVICES)
         _check_positive("processes", self.processes)
         _check_positive("cpu_threads", self.cpu_threads, allow_zero=True)

@@ -1,0 +1,70 @@
+"""The ``export`` stage: a model of the run (a base model, an earlier stage's output or a folder) written as GGUF
+files for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, into ``models/<stage>/``.
+
+Reads top to bottom: validate (architecture and quantizer, before the run starts) → find a local folder of the
+model → convert (engine/gguf_export.py, all or nothing) → announce each file.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.context import EngineError, RunContext, StageResult
+from engine.spec import BASE_MODELS, ModelSpec, to_dict
+
+
+def validate(ctx: RunContext) -> None:
+    """Preflight: the formats can be written, and the architecture the exported model will have (that of the
+    base model it descends from) can be converted."""
+    from engine.gguf_export import check_architecture, check_formats
+    from engine.models import load_config
+    from engine.pipeline import base_model_of
+
+    check_formats(ctx.stage.export.formats)
+    base = base_model_of(ctx.spec, ctx.stage.model)
+    source = getattr(ctx.spec, base).source if base in BASE_MODELS else base
+    if source.lower().endswith(".gguf"):
+        raise EngineError(f"{ctx.stage.name}: {source} is already a GGUF file; give llama.cpp that file, or "
+                          "export a model folder instead.")
+    config = load_config(source)
+    check_architecture((config.architectures or [config.model_type])[0], source)
+
+
+def _local_folder(ctx: RunContext, spec: ModelSpec) -> Path:
+    """A folder of safetensors to convert; a hub model is saved once into the stage's work folder."""
+    from engine.models import load_model, load_tokenizer, resolve_source, save_model
+
+    resolved = resolve_source(spec.source)
+    if resolved.kind in ("folder", "demo"):
+        return Path(resolved.location)
+    target = ctx.work_dir / "source"
+    if not (target / "config.json").exists():
+        ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to convert")
+        save_model(load_model(spec, "cpu"), load_tokenizer(spec), target, f"# Copy of {spec.source}\n")
+    return target
+
+
+def run_stage(ctx: RunContext) -> StageResult:
+    from engine.gguf_export import export_gguf
+
+    stage, settings = ctx.stage, ctx.stage.export
+    folder = _local_folder(ctx, ctx.model_spec(stage.model))
+    start = time.perf_counter()
+    ctx.events.log(f"{stage.name}: exporting {folder} to GGUF ({', '.join(settings.formats)})")
+
+    def on_progress(phase: str, done: int, total: int) -> None:
+        ctx.check_cancel()
+        ctx.events.progress(stage.name, done, total, time.perf_counter() - start, unit="tensor")
+
+    # files named after the run and the stage or base model ("demo-kd-student-q8_0.gguf"); a folder by its name
+    named = stage.model in BASE_MODELS or stage.model in {s.name for s in ctx.spec.stages}
+    name = f"{ctx.spec.name}-{stage.model}" if named else folder.name
+    result = export_gguf(folder, ctx.output_dir, settings.formats, name=name, ollama=settings.ollama,
+                         on_progress=on_progress)
+    for fmt, path in result.files.items():
+        ctx.events.emit("artifact", stage=stage.name, kind="gguf", format=fmt, path=str(path),
+                        bytes=result.sizes[fmt])
+    if result.modelfile:
+        ctx.events.emit("artifact", stage=stage.name, kind="modelfile", path=str(result.modelfile))
+    return StageResult(model_dir=None, summary={"export": to_dict(settings), "files": {
+        fmt: str(p) for fmt, p in result.files.items()}, "bytes": result.sizes})

@@ -1,0 +1,225 @@
+"""GGUF export (engine/gguf_export.py, the export stage and `compression-engine export`): files transformers
+reads back with the source's answers, the metadata llama.cpp and Ollama need, and refusals that leave nothing.
+
+The source model is a tiny Qwen2 built from the demo student's config (wider init so its greedy answers vary)
+with the demo kit's real Qwen tokenizer and chat template."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.context import EngineError
+from engine.gguf_export import export_gguf, llama_cpp_available
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPTS = ["What is 12 plus 30?", "Reverse the word 'model'.", "Name a colour."]
+LLAMA_CPP_SKIP = "needs llama-cpp-python (llama.cpp's quantizer): pip install 'compression-studio[gguf]'"
+
+
+def _build_source(folder: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    from engine.demo.kit import ensure_demo_kit
+    from engine.demo.models import tiny_qwen2_config
+
+    kit = ensure_demo_kit()
+    tokenizer = AutoTokenizer.from_pretrained(kit.student_dir)
+    config = tiny_qwen2_config("student", _vocab_rows(kit.student_dir), bos_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config.initializer_range = 0.2  # varied weights: different prompts get different greedy answers
+    torch.manual_seed(3)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    shutil.copy(Path(kit.student_dir) / "generation_config.json", folder / "generation_config.json")
+    return folder
+
+
+def _vocab_rows(model_dir: Path) -> int:
+    return json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The source folder and one export of every format this machine can write."""
+    root = tmp_path_factory.mktemp("gguf")
+    source = _build_source(root / "src")
+    formats = ["f16", "q8_0", "q4_0"] + (["q4_k_m"] if llama_cpp_available() else [])
+    steps = []
+    result = export_gguf(source, root / "out", formats, name="tiny", on_progress=lambda *a: steps.append(a))
+    return source, result, steps
+
+
+def _greedy(model, tokenizer, prompt: str, n: int = 12) -> list[int]:
+    import torch
+
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         tokenize=False)
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    return ids[0].tolist(), out[0, ids.shape[1]:].tolist()
+
+
+def _load(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def test_f16_reloads_with_transformers_and_answers_like_the_source(exported, one_thread):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, result, steps = exported
+    ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    ref_tok = AutoTokenizer.from_pretrained(source)
+    model, tok = _load(result.files["f16"])
+    assert model.config.model_type == "qwen2" and model.config.tie_word_embeddings
+    assert model.config.num_hidden_layers == ref_model.config.num_hidden_layers
+    answers = set()
+    for prompt in PROMPTS:
+        ref_ids, ref_answer = _greedy(ref_model, ref_tok, prompt)
+        ids, answer = _greedy(model, tok, prompt)
+        assert ids == ref_ids  # the tokenizer rebuilt from GGUF metadata segments the chat prompt identically
+        assert answer == ref_answer
+        answers.add(tuple(answer))
+    assert len(answers) > 1  # the prompts get different answers: the comparison can fail
+    with torch.no_grad():
+        x = torch.tensor([ref_ids])
+        ref_logits, logits = ref_model(x).logits, model(x).logits
+    assert torch.allclose(logits, ref_logits, atol=0.05 * ref_logits.abs().max().item())
+    assert [s[1:] for s in steps][-1] == (len(steps), len(steps))  # progress reached its total
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_k_m"])
+def test_quantized_files_load_and_answer(exported, fmt, one_thread):
+    import gguf
+    import torch
+
+    source, result, _ = exported
+    if fmt not in result.files:
+        pytest.skip(LLAMA_CPP_SKIP)
+    path = result.files[fmt]
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.attn_q.bias"] == "F32"
+    expected = {"q8_0": {"Q8_0"}, "q4_0": {"Q4_0"}, "q4_k_m": {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}}[fmt]
+    assert types["blk.0.ffn_down.weight"] in expected
+    assert result.sizes[fmt] < result.sizes["f16"]
+    model, tok = _load(path)
+    f16_model, _ = _load(result.files["f16"])
+    ids, answer = _greedy(model, tok, PROMPTS[0])
+    assert len(answer) == 12 and tok.decode(answer)
+    # transformers de-quantized what was written: each weight is the source's within the format's rounding
+    bound = {"q8_0": 0.01, "q4_0": 0.12, "q4_k_m": 0.12}[fmt]
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                 "model.embed_tokens.weight"):
+        w, ref = model.state_dict()[name], f16_model.state_dict()[name]
+        assert ((w - ref).norm() / ref.norm()).item() < bound, name
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        a, b = model(x).logits.flatten(), f16_model(x).logits.flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > (0.99 if fmt == "q8_0" else 0.8)
+
+
+def test_metadata_carries_tokenizer_and_chat_template(exported):
+    import gguf
+
+    source, result, _ = exported
+    reader = gguf.GGUFReader(result.files["f16"])
+
+    def value(key):
+        return reader.fields[key].contents()
+
+    tokenizer_config = json.loads((source / "tokenizer_config.json").read_text())
+    template = (source / "chat_template.jinja").read_text() if (source / "chat_template.jinja").exists() \
+        else tokenizer_config["chat_template"]
+    assert value("general.architecture") == "qwen2"
+    assert value("tokenizer.ggml.model") == "gpt2" and value("tokenizer.ggml.pre") == "qwen2"
+    assert value("tokenizer.chat_template") == template
+    tokens = value("tokenizer.ggml.tokens")
+    assert len(tokens) == _vocab_rows(source)
+    assert tokens[value("tokenizer.ggml.eos_token_id")] == "<|im_end|>"
+    assert value("qwen2.rope.freq_base") == pytest.approx(1e6)
+
+
+def test_modelfile_points_at_the_smallest_file_with_chatml_template(exported):
+    _, result, _ = exported
+    text = result.modelfile.read_text()
+    smallest = "tiny-q4_k_m.gguf" if "q4_k_m" in result.files else "tiny-q4_0.gguf"
+    assert f"FROM ./{smallest}\n" in text
+    assert '<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>' in text
+    assert text.count('"""') == 4 and '<|im_start|>assistant\n"""' in text
+    assert 'SYSTEM """You are a helpful assistant."""' in text
+    assert 'PARAMETER stop "<|im_end|>"' in text and 'PARAMETER stop "<|endoftext|>"' in text
+    assert sorted(p.name for p in result.modelfile.parent.iterdir()) == sorted(
+        ["Modelfile"] + [p.name for p in result.files.values()])  # no .partial or intermediate file left
+
+
+def test_a_failure_midway_leaves_nothing(exported, tmp_path, monkeypatch):
+    import engine.gguf_export as ge
+
+    source, _, _ = exported
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the f16 file is complete, the q8_0 one is being written
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    real = ge._add_tensors
+    monkeypatch.setattr(ge, "_add_tensors", failing)
+    with pytest.raises(OSError):
+        export_gguf(source, tmp_path / "out", ["f16", "q8_0"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_q4_k_m_without_llama_cpp_is_refused_with_the_alternatives(exported, tmp_path, monkeypatch):
+    import engine.gguf_export as ge
+
+    monkeypatch.setattr(ge, "llama_cpp_available", lambda: False)
+    with pytest.raises(EngineError, match="q4_k_m needs llama.cpp's quantizer.*q4_0 or q8_0"):
+        export_gguf(exported[0], tmp_path / "out", ["q4_k_m"])
+    assert not (tmp_path / "out").exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "engine", "export", *args], capture_output=True, text=True,
+                          env=env, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_cli_refuses_an_unsupported_architecture_with_one_sentence(tmp_path):
+    model = tmp_path / "gpt2"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    done = _cli(str(model), "--format", "f16", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["error"]
+    assert "GPT2LMHeadModel model, which this GGUF export cannot convert" in events[0]["data"]["message"]
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in model.iterdir()) == ["config.json"]
+
+
+def test_cli_export_streams_progress_and_artifacts(exported, tmp_path):
+    source, _, _ = exported
+    done = _cli(str(source), "--format", "q8_0", "--out", str(tmp_path / "out"), "--name", "cli")
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "hello" and types[-1] == "done" and events[-1]["data"]["status"] == "finished"
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    assert progress and progress[-1]["fraction"] == 1.0 and progress[0]["eta_s"] is not None
+    artifacts = {e["data"]["kind"]: e["data"]["path"] for e in events if e["type"] == "artifact"}
+    assert Path(artifacts["gguf"]).name == "cli-q8_0.gguf" and Path(artifacts["modelfile"]).is_file()
