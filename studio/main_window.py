@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
             from studio.widgets.history import HistoryView
 
             self._history = HistoryView(self.store)
+            self._history.launcher = self.launcher
             self._history.open_requested.connect(self.open_run)
             self._history.rerun_requested.connect(self.rerun)
             self._history.resume_requested.connect(lambda record: self.resume(record.id))

@@ -14,8 +14,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
 from PySide6.QtCore import Qt
 
 from engine.runs import RunRecord, RunStore
+from studio.engine_client import EngineLauncher
 from studio.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
                                  resume_refusal)
+from studio.widgets.export_dialog import ExportDialog, exportable_models
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.run_panels import EvalTable
 
@@ -46,6 +48,7 @@ class HistoryView(QWidget):
         self.confirm: Callable[[QWidget, str, str], bool] = _ask  # tests replace the dialog
         self.curves: OverlayCurves | None = None
         self._shown: list[tuple] = []
+        self.launcher: EngineLauncher | None = None  # the main window's (the engine Python is a setting)
         self._build()
         self.refresh()
 
@@ -70,6 +73,9 @@ class HistoryView(QWidget):
                                           "Delete the run folder (models, checkpoints, events) after confirmation.")
         self.folder_button = self._button("Open folder", self._on_folder_clicked, buttons,
                                           "Open the run's folder in the file manager.")
+        self.export_button = self._button("Export GGUF…", self._on_export_clicked, buttons,
+                                          "Write a model of the run as GGUF files (f16, q8_0, q4_k_m) with an "
+                                          "Ollama Modelfile, for llama.cpp, Ollama and LM Studio.")
         buttons.addStretch(1)
         self._button("Refresh", self.refresh, buttons, "Read the run store again.")
         self.plots = MetricPlots()
@@ -150,6 +156,7 @@ class HistoryView(QWidget):
         self.resume_button.setEnabled(can_resume)
         self.resume_button.setToolTip(RESUME_TIP if can_resume or not one else resume_refusal(records[0]))
         self.folder_button.setEnabled(one)
+        self.export_button.setEnabled(one and bool(exportable_models(records[0])))
         self.delete_button.setEnabled(bool(records) and not any(r.is_alive() for r in records))
 
     def _on_table_selection_changed(self) -> None:
@@ -193,6 +200,11 @@ class HistoryView(QWidget):
                 subprocess.Popen([opener, str(records[0].path)])  # noqa: S603 - a folder we own
             except OSError as exc:
                 log.warning("cannot open %s: %s", records[0].path, exc)
+
+    def _on_export_clicked(self) -> None:
+        records = self.selected_records()
+        if len(records) == 1:
+            ExportDialog(records[0], self.launcher, self).open()
 
     def _on_delete_clicked(self) -> None:
         records = self.selected_records()

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -200,9 +201,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_refuses_an_unsupported_architecture_with_one_sentence(tmp_path):
-    model = tmp_path / "gpt2"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    model = _gpt2_folder(tmp_path / "gpt2")
     done = _cli(str(model), "--format", "f16", "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     events = [json.loads(line) for line in done.stdout.splitlines()]
@@ -223,3 +222,45 @@ def test_cli_export_streams_progress_and_artifacts(exported, tmp_path):
     assert progress and progress[-1]["fraction"] == 1.0 and progress[0]["eta_s"] is not None
     artifacts = {e["data"]["kind"]: e["data"]["path"] for e in events if e["type"] == "artifact"}
     assert Path(artifacts["gguf"]).name == "cli-q8_0.gguf" and Path(artifacts["modelfile"]).is_file()
+
+
+def _gpt2_folder(root: Path) -> Path:
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    return root
+
+
+def test_export_stage_in_a_run(exported, tmp_path):
+    import io
+
+    from engine.pipeline import preflight, run_pipeline
+    from engine.protocol import EventWriter
+    from engine.runs import RunStore
+    from engine.spec import RunSpec, build, dump_spec
+
+    spec = build(RunSpec, {"name": "ex", "student": {"source": str(exported[0])}, "device": "cpu",
+                           "stages": [{"kind": "export", "name": "gguf", "model": "student",
+                                       "export": {"formats": ["q8_0"]}}]})
+    preflight(spec, "cpu", EventWriter(stream=io.StringIO()), {})  # no data set needed for an export
+    store = RunStore(tmp_path / "runs")
+    paths = store.create("ex", dump_spec(spec))
+    out = io.StringIO()
+    status = run_pipeline(spec, paths, EventWriter(paths.id, stream=out), store, threading.Event(), "cpu")
+    assert status == "finished", out.getvalue()[-1000:]
+    assert sorted(p.name for p in paths.model("gguf").iterdir()) == ["Modelfile", "ex-student-q8_0.gguf"]
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    artifacts = [e["data"] for e in events if e["type"] == "artifact"]
+    assert [a["kind"] for a in artifacts] == ["gguf", "modelfile"] and artifacts[0]["bytes"] > 0
+
+
+def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(tmp_path):
+    import io
+
+    from engine.pipeline import preflight
+    from engine.protocol import EventWriter
+    from engine.spec import RunSpec, build
+
+    spec = build(RunSpec, {"name": "ex", "student": {"source": str(_gpt2_folder(tmp_path / "gpt2"))},
+                           "stages": [{"kind": "export", "model": "student"}]})
+    with pytest.raises(EngineError, match="GPT2LMHeadModel model, which this GGUF export cannot convert"):
+        preflight(spec, "cpu", EventWriter(stream=io.StringIO()), {})

@@ -143,6 +143,24 @@ def cmd_run(spec_path: str | None, demo: bool, resume: str = "") -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    """`export SOURCE --format F[,F] --out DIR --name NAME`: progress, one tiny file per format, done."""
+    args = {key: value for key, value in zip(argv[2:], argv[3:]) if key.startswith("--")}
+    out, name = Path(args["--out"]), args.get("--name", "model")
+    events = EventWriter("", sys.stdout)
+    hello(events, "export", "fake")
+    formats = args["--format"].split(",")
+    for step in range(1, 4):
+        time.sleep(DELAY)
+        events.progress("export", step, 3, step * DELAY, unit="tensor")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {f: str(out / f"{name}-{f}.gguf") for f in formats}
+    for path in files.values():
+        Path(path).write_bytes(b"GGUF")
+    events.emit("done", status="finished", summary={"files": files, "bytes": {f: 4 for f in files}})
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "inspect":
@@ -158,6 +176,8 @@ def main(argv: list[str]) -> int:
         return cmd_run(argv[1], demo=False)
     if command == "demo":
         return cmd_run(None, demo=True)
+    if command == "export":
+        return cmd_export(argv)
     print(f"fake engine: unknown command {command!r}", file=sys.stderr)
     return 2
 

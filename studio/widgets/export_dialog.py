@@ -1,0 +1,140 @@
+"""History's "Export GGUF…": pick one of a run's saved models, the GGUF formats and a folder; the engine's
+``export`` command (``python -m engine export RUN_ID:STAGE …``) writes the files and streams its progress here.
+
+The dialog only presents; the work and its checks (architecture, formats, all-or-nothing writing) are the
+engine's (engine/gguf_export.py), run in its own process like every other engine job, so the studio stays free
+of torch and transformers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from engine.runs import RunRecord
+from studio.engine_client import EngineClient, EngineLauncher
+
+log = logging.getLogger(__name__)
+FORMATS = {"f16": "f16 (full quality, 2 bytes per weight)", "q8_0": "q8_0 (8-bit, near-lossless)",
+           "q4_0": "q4_0 (4-bit, no extra package)", "q4_k_m": "q4_k_m (4-bit k-quant; needs llama-cpp-python)"}
+DEFAULT_FORMATS = ("f16", "q8_0")
+
+
+def exportable_models(record: RunRecord) -> list[tuple[str, Path]]:
+    """(stage, folder) of each full-precision model the run saved, in stage order when the spec is readable."""
+    models = Path(record.path) / "models"
+    found = []
+    for folder in sorted(models.iterdir()) if models.is_dir() else []:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a model folder (a GGUF export, a partial save)
+        if not config.get("quantization_config"):  # a 4-bit model: GGUF is made from full precision
+            found.append((folder.name, folder))
+    return found
+
+
+class ExportDialog(QDialog):
+    """One export of one run's model; the Export button starts it, Close cancels a running one."""
+
+    def __init__(self, record: RunRecord, launcher: EngineLauncher | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Export GGUF — {record.name}")
+        self.record = record
+        self.launcher = launcher or EngineLauncher()
+        self.client: EngineClient | None = None
+        self.model_combo = QComboBox()
+        for stage, folder in exportable_models(record):
+            self.model_combo.addItem(stage, str(folder))
+        self.format_boxes = {fmt: QCheckBox(text) for fmt, text in FORMATS.items()}
+        for fmt in DEFAULT_FORMATS:
+            self.format_boxes[fmt].setChecked(True)
+        self.modelfile_box = QCheckBox("Write an Ollama Modelfile (ollama create NAME -f Modelfile)")
+        self.modelfile_box.setChecked(True)
+        self.out_edit = QLineEdit(str(Path(record.path) / "gguf"))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse_clicked)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.status_label = QLabel("Files for llama.cpp, Ollama and LM Studio.")
+        self.status_label.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.export_button.setEnabled(self.model_combo.count() > 0)
+        self.buttons.rejected.connect(self.reject)
+        if not self.model_combo.count():
+            self.status_label.setText("This run saved no full-precision model to export.")
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        formats = QVBoxLayout()
+        for box in self.format_boxes.values():
+            formats.addWidget(box)
+        form.addRow("Formats", formats)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit)
+        out_row.addWidget(browse)
+        form.addRow("Folder", out_row)
+        form.addRow("", self.modelfile_box)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.buttons)
+
+    def arguments(self) -> list[str]:
+        """The engine command line for the current choices."""
+        formats = [fmt for fmt, box in self.format_boxes.items() if box.isChecked()]
+        args = ["export", f"{self.record.id}:{self.model_combo.currentText()}", "--format", ",".join(formats),
+                "--out", self.out_edit.text().strip(), "--name", f"{self.record.name}-{self.model_combo.currentText()}"]
+        return args + ([] if self.modelfile_box.isChecked() else ["--no-modelfile"])
+
+    def _on_browse_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into", self.out_edit.text())
+        if folder:
+            self.out_edit.setText(folder)
+
+    def _on_export_clicked(self) -> None:
+        if not any(box.isChecked() for box in self.format_boxes.values()):
+            self.status_label.setText("Choose at least one format.")
+            return
+        self.export_button.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy until the first progress event
+        self.status_label.setText("Exporting…")
+        self.client = EngineClient(self.launcher, self)
+        self.client.progress_received.connect(self._on_client_progress)
+        self.client.run_finished.connect(self._on_client_finished)
+        self.client.run_failed.connect(self._on_client_failed)
+        self.client.start(*self.arguments())
+
+    def _on_client_progress(self, data: dict) -> None:
+        self.progress.setRange(0, int(data.get("total") or 1))
+        self.progress.setValue(int(data.get("step") or 0))
+        eta = data.get("eta_s")
+        self.status_label.setText(f"Exporting… {data.get('step')}/{data.get('total')} tensors"
+                                  + (f", about {eta:.0f} s left" if eta is not None else ""))
+
+    def _on_client_finished(self, status: str, summary: dict) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if status == "finished" else 0)
+        files = summary.get("files", {})
+        sizes = summary.get("bytes", {})
+        lines = [f"{Path(path).name} ({sizes.get(fmt, 0) / 1e6:.1f} MB)" for fmt, path in files.items()]
+        self.status_label.setText(f"Written to {self.out_edit.text()}: " + ", ".join(lines) if files
+                                  else f"Export {status}.")
+        self.export_button.setEnabled(True)
+
+    def _on_client_failed(self, message: str, _log_tail: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status_label.setText(f"Export failed: {message}")
+        self.export_button.setEnabled(True)
+
+    def reject(self) -> None:  # Close during an export cancels it (the engine removes its partial files)
+        if self.client is not None and self.client.running:
+            self.client.cancel()
+        super().reject()
