@@ -52,7 +52,7 @@ MECHANISMS = ("landlock", "bwrap", "none")
 _STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
 _KERNEL = str(Path(__file__).with_name("sandbox_kernel.py"))
 
-# Runs inside the child: limits, then the audit hook, then the program. argv: limits and paths (see _command).
+# Runs inside the child: limits, the kernel confinement, the audit hook, then the program. argv: see _command.
 _BOOTSTRAP = r'''
 import os, sys, resource
 def _setup():

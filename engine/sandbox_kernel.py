@@ -11,7 +11,8 @@ Why each layer — the kernel resolves every path and checks every syscall, so d
 * **Landlock** (every access right of the running ABI is handled, so anything not allowed is denied): read and
   execute only the interpreter's files and the system libraries, read and write only the work folder.
   ABI ≥ 4: TCP bind/connect handled with no rule that allows any. ABI ≥ 6: abstract unix sockets and signals
-  scoped to the sandbox (it cannot kill the engine).
+  scoped to the sandbox (it cannot kill the engine); on older kernels a program could still signal processes of
+  the engine's own user.
 * **no_new_privs and every capability dropped**: Landlock confines root's files, not root's other powers (loading
   a kernel module, rebooting, …), and the engine runs as root in CI and containers.
 * **seccomp**: no sockets of any kind (UDP and unix sockets are outside Landlock's network rules), no io_uring

@@ -214,3 +214,19 @@ def test_cancel_stops_at_the_next_step_after_a_checkpoint(home: Path, tmp_path: 
     assert [e["data"]["step"] for e in events if e["type"] == "sample"] == [1]
     assert any(e["type"] == "artifact" and e["data"]["kind"] == "checkpoint" for e in events)
     assert not (ctx.output_dir / "config.json").exists()
+
+
+def test_code_tests_are_refused_without_a_kernel_sandbox_unless_allowed(home: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import sandbox
+
+    rows = [{"instruction": f"Print {i}.", "response": f"print({i})", "tests": [{"input": "", "output": str(i)}]}
+            for i in range(20)]
+    data = _write_jsonl(tmp_path / "code.jsonl", rows)
+    spec = _spec("student", data=DataSpec(preset="local", path=str(data)), rewards=[RewardSpec("code_tests")])
+    grpo.validate(_ctx(spec, None)[0])  # this machine has a kernel sandbox
+    monkeypatch.setattr(sandbox, "mechanism", lambda: "none")
+    with pytest.raises(EngineError, match="no kernel sandbox.*grpo.allow_unsandboxed_code"):
+        grpo.validate(_ctx(spec, None)[0])
+    spec.stages[0].grpo.allow_unsandboxed_code = True
+    grpo.validate(_ctx(spec, None)[0])
