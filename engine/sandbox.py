@@ -166,7 +166,8 @@ def read_only_paths() -> tuple[str, ...]:
     candidates = [sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix, _STDLIB,
                   sysconfig.get_config_var("LIBDIR") or "", "/lib", "/lib64", "/usr/lib", "/usr/lib64",
                   "/usr/local/lib", "/etc/ld.so.cache", "/dev/urandom"]
-    return tuple(dict.fromkeys(p for p in candidates if p and p != os.sep and os.path.exists(p)))
+    too_wide = {os.sep, str(Path.home())}  # a prefix that is the whole disk or home would open everything
+    return tuple(dict.fromkeys(p for p in candidates if p and p not in too_wide and os.path.exists(p)))
 
 
 def _bwrap_works() -> bool:

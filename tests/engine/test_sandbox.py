@@ -328,7 +328,7 @@ def test_landlock_alone_denies_tcp_and_outside_files(tmp_path: Path) -> None:
         code = (f"import socket, sys\nfrom engine.sandbox_kernel import restrict_landlock\n"
                 f"restrict_landlock({list(sandbox.read_only_paths())!r}, [{str(tmp_path)!r}])\n"
                 f"for attempt in (lambda: socket.create_connection(('127.0.0.1', {listener.getsockname()[1]})),\n"
-                "                lambda: open('/etc/hostname').read()):\n    try:\n        attempt()\n"
+                "                lambda: open('/etc/passwd').read()):\n    try:\n        attempt()\n"
                 "        print('escaped')\n    except PermissionError:\n        print('denied')\n")
         env = {"PYTHONPATH": str(Path(sandbox.__file__).parents[1])}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
