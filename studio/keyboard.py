@@ -1,12 +1,15 @@
 """Keyboard behaviour the studio adds to Qt's: Enter presses the focused button anywhere (Qt does that only for
-"auto-default" buttons inside dialogs), and Enter sends in a chat box while Shift+Enter starts a new line."""
+"auto-default" buttons inside dialogs), Enter sends in a chat box while Shift+Enter starts a new line, and a
+visible focus ring (a ``QFocusFrame`` styled in studio.qss) follows the keyboard focus across fields."""
 from __future__ import annotations
 
 from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QAbstractButton, QApplication, QCheckBox, QPlainTextEdit, QRadioButton
+from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractSpinBox, QApplication, QCheckBox,
+                               QComboBox, QFocusFrame, QLineEdit, QPlainTextEdit, QRadioButton, QSlider, QTextEdit,
+                               QWidget)
 
 _ENTER = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 
@@ -27,8 +30,39 @@ class EnterPressesFocusedButton(QObject):
         return True
 
 
+# widgets whose focus the ring shows (buttons, check boxes and tabs draw their own, see studio.qss)
+RINGED = (QLineEdit, QAbstractSpinBox, QComboBox, QPlainTextEdit, QTextEdit, QAbstractItemView, QSlider)
+
+
+class FocusRing(QObject):
+    """One focus frame that moves to whichever ringed widget has the keyboard focus."""
+
+    def __init__(self, app: QApplication) -> None:
+        super().__init__(app)
+        self.frame: QFocusFrame | None = None
+        app.focusChanged.connect(self._on_app_focus_changed)
+
+    def _on_app_focus_changed(self, _old: QWidget | None, new: QWidget | None) -> None:
+        target = new
+        if isinstance(new, QLineEdit) and isinstance(new.parentWidget(), (QComboBox, QAbstractSpinBox)):
+            target = new.parentWidget()  # an editable combo box or spin box: ring the whole box
+        ringed = isinstance(target, RINGED) and target.objectName() != "nav" and target.isWindow() is False
+        try:
+            if self.frame is not None:
+                self.frame.setWidget(target if ringed else None)
+                self.frame.setVisible(ringed)
+                return
+        except RuntimeError:  # its parent was deleted, and the frame with it
+            self.frame = None
+        if ringed:
+            self.frame = QFocusFrame(target)
+            self.frame.setObjectName("focusRing")
+            self.frame.setWidget(target)
+            self.frame.show()
+
+
 def install_enter_filter(app: QApplication | None = None) -> EnterPressesFocusedButton:
-    """Install the application-wide filter once; returns it."""
+    """Install the application-wide filter and the focus ring once; returns the filter."""
     app = app or QApplication.instance()
     existing = getattr(app, "_studio_enter_filter", None)
     if existing is not None:
@@ -36,6 +70,7 @@ def install_enter_filter(app: QApplication | None = None) -> EnterPressesFocused
     filt = EnterPressesFocusedButton(app)
     app.installEventFilter(filt)
     app._studio_enter_filter = filt  # keeps it alive and installed once
+    app._studio_focus_ring = FocusRing(app)
     return filt
 
 

@@ -129,13 +129,17 @@ def _wizard_shots(window, scratch: Path, shot) -> None:
     wizard.method_page.set_method("pipeline")
     shot("04-wizard-method")
     wizard.next()
-    wizard.settings_page.learning_rate.setText("1e-3, 3e-3")
-    wizard.settings_page.max_steps.setValue(400)
-    wizard.settings_page.batch_size.setValue(16)
-    wizard.settings_page.batch_size.setValue(0)
-    wizard.next()  # refused: shows the spec's own sentence
+    settings = wizard.settings_page
+    settings.learning_rate.setText("1e-3, 3e-3")
+    settings.max_steps.setValue(400)
+    settings.batch_size.setValue(16)
+    settings.same_for_all.setChecked(False)  # each stage its own settings, starting from the shared ones
+    grpo = settings.stage_forms["grpo"]
+    settings.stage_tabs.setCurrentWidget(grpo)
+    grpo.learning_rate.setText("1e-6")
+    grpo.batch_size.setValue(0)  # Next switches off; the line under the fields says why
     shot("05-wizard-settings-refused")
-    wizard.settings_page.batch_size.setValue(16)
+    grpo.batch_size.setValue(4)
     wizard.next()
     shot("06-wizard-review")
 

@@ -159,6 +159,7 @@ class ArenaWidget(QWidget):
     def load_model(self, key: str, choice: ModelChoice) -> None:
         """Load ``choice`` into pane ``key`` (replacing its model and conversation)."""
         self.panes[key].model_combo.setEditText(choice.label)
+        self.panes[key].show_name_start()
         self._on_pane_load_requested(key, choice)
 
     def send(self, prompt: str) -> list[str]:

@@ -110,6 +110,7 @@ class ChatPane(QFrame):
         self.model_combo.setMinimumContentsLength(5)  # three panes side by side in a 1024-pixel window
         self.model_combo.setToolTip("A model of the run history, or type a hub id, a folder or a .gguf file.")
         self.model_combo.lineEdit().setPlaceholderText("hub id, folder or .gguf file")
+        self.model_combo.currentIndexChanged.connect(self.show_name_start)
         box.addWidget(self.model_combo, 1)
         browse = QToolButton()
         browse.setText("…")
@@ -167,6 +168,12 @@ class ChatPane(QFrame):
             self.model_combo.setCurrentIndex(self._choices.index(selected))
         else:
             self.model_combo.setEditText(current)
+        self.show_name_start()
+
+    def show_name_start(self, *_: object) -> None:
+        """A narrow pane shows the start of a long model name (QComboBox scrolls to its end)."""
+        if not self.model_combo.lineEdit().hasFocus():
+            self.model_combo.lineEdit().setCursorPosition(0)
 
     def current_choice(self) -> ModelChoice | None:
         """The picked catalog entry, or a custom one for typed text."""

@@ -32,6 +32,7 @@ class StudioPage(QWizardPage):
         self.body = QVBoxLayout(content)
         self.body.setContentsMargins(0, 0, 6, 0)
         self.scroll.setWidget(content)
+        self.scroll.viewport().setAutoFillBackground(False)  # the page's own background shows through
         outer.addWidget(self.scroll, 1)
         self.error_label = QLabel("")
         self.error_label.setObjectName("pageError")

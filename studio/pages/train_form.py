@@ -20,10 +20,10 @@ def spin(cls: type, name: str, low: int, high: int, value: int) -> QSpinBox:
     return box
 
 
-def hint(text: str) -> QLabel:
+def hint(text: str, wrap: bool = False) -> QLabel:
     label = QLabel(text)
     label.setObjectName("hint")
-    label.setWordWrap(True)
+    label.setWordWrap(wrap)  # short hints stay on one line: a wrapping label in a form row reserves extra height
     return label
 
 

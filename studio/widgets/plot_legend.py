@@ -62,7 +62,8 @@ def _swatch(color: str, style: Qt.PenStyle, width: int = 28, height: int = 12) -
 
 
 class PlotLegend(QListWidget):
-    """Runs and stages (their colours), then metrics (their line styles); checkable entries."""
+    """Runs and stages (their colours; in an overlay grouped under each run's name), then metrics (their line
+    styles). Entries are checkable; the list is rebuilt when an entry arrives (a few dozen at most)."""
 
     visibility_changed = Signal()
 
@@ -74,68 +75,85 @@ class PlotLegend(QListWidget):
         self.setMinimumWidth(150)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self._items: dict[tuple[str, str], QListWidgetItem] = {}  # ("key" | "metric", name) → item
+        self._keys: dict[str, str] = {}  # run · stage → colour
+        self._metrics: dict[str, Qt.PenStyle] = {}
+        self._hidden: set[tuple[str, str]] = set()
         self.itemChanged.connect(self._on_item_changed)
 
     def clear_entries(self) -> None:
+        self._keys.clear()
+        self._metrics.clear()
+        self._hidden.clear()
         self.clear()
-        self._items.clear()
 
     def add_key(self, key: str, color: str) -> None:
-        self._add(("key", key), key or "(run)", _swatch(color, Qt.PenStyle.SolidLine), "Runs and stages")
+        if key not in self._keys:
+            self._keys[key] = color
+            self._rebuild()
 
     def add_metric(self, metric: str, style: Qt.PenStyle) -> None:
-        self._add(("metric", metric), metric, _swatch("#57606a", style), "Metrics")
+        if metric not in self._metrics:
+            self._metrics[metric] = style
+            self._rebuild()
 
-    def _add(self, ident: tuple[str, str], text: str, icon: QIcon, section: str) -> None:
-        if ident in self._items:
-            return
-        self._ensure_header(section)
-        item = QListWidgetItem(icon, text)
+    def _rebuild(self) -> None:
+        self.blockSignals(True)
+        self.clear()
+        self._header("Runs and stages")
+        runs: dict[str, list[str]] = {}
+        for key in self._keys:
+            runs.setdefault(key.rpartition(" · ")[0], []).append(key)
+        for run, keys in runs.items():
+            if run:
+                self._header(run, bold=False)  # an overlay: the run's name once, its stages below it
+            for key in keys:
+                stage = key.rpartition(" · ")[2] or "(run)"
+                self._entry(("key", key), ("   " if run else "") + stage, key,
+                            _swatch(self._keys[key], Qt.PenStyle.SolidLine))
+        self._header("Metrics")
+        for metric, style in self._metrics.items():
+            self._entry(("metric", metric), metric, metric, _swatch("#57606a", style))
+        self.blockSignals(False)
+
+    def _header(self, text: str, bold: bool = True) -> None:
+        item = QListWidgetItem(text)
+        item.setFlags(Qt.ItemFlag.ItemIsEnabled)
         item.setToolTip(text)
+        font = item.font()
+        font.setBold(bold)
+        font.setItalic(not bold)
+        item.setFont(font)
+        self.addItem(item)
+
+    def _entry(self, ident: tuple[str, str], text: str, tooltip: str, icon: QIcon) -> None:
+        item = QListWidgetItem(icon, text)
+        item.setToolTip(tooltip)
         item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(Qt.CheckState.Checked)
+        item.setCheckState(Qt.CheckState.Unchecked if ident in self._hidden else Qt.CheckState.Checked)
         item.setData(Qt.ItemDataRole.UserRole, ident)
-        row = self._last_row_of(section) + 1
-        self.blockSignals(True)
-        self.insertItem(row, item)
-        self.blockSignals(False)
-        self._items[ident] = item
-
-    def _ensure_header(self, section: str) -> None:
-        if ("header", section) in self._items:
-            return
-        header = QListWidgetItem(section)
-        header.setFlags(Qt.ItemFlag.ItemIsEnabled)
-        font = header.font()
-        font.setBold(True)
-        header.setFont(font)
-        header.setData(Qt.ItemDataRole.UserRole, ("header", section))
-        self.blockSignals(True)
-        if section == "Runs and stages":
-            self.insertItem(0, header)
-        else:
-            self.addItem(header)
-        self.blockSignals(False)
-        self._items[("header", section)] = header
-
-    def _last_row_of(self, section: str) -> int:
-        row = self.row(self._items[("header", section)])
-        while row + 1 < self.count() and self.item(row + 1).data(Qt.ItemDataRole.UserRole)[0] != "header":
-            row += 1
-        return row
+        self.addItem(item)
 
     def entries(self) -> list[str]:
         """The legend's texts, headers included, top to bottom (tests read it)."""
         return [self.item(i).text() for i in range(self.count())]
 
+    def item_for(self, key: str) -> QListWidgetItem | None:
+        """The entry of a run · stage."""
+        for i in range(self.count()):
+            if self.item(i).data(Qt.ItemDataRole.UserRole) == ("key", key):
+                return self.item(i)
+        return None
+
     def shown(self, key: str, metric: str) -> bool:
         """Whether a curve's run · stage and metric are both ticked."""
-        for ident in (("key", key), ("metric", metric)):
-            item = self._items.get(ident)
-            if item is not None and item.checkState() != Qt.CheckState.Checked:
-                return False
-        return True
+        return ("key", key) not in self._hidden and ("metric", metric) not in self._hidden
 
-    def _on_item_changed(self, _item: QListWidgetItem) -> None:
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        ident = item.data(Qt.ItemDataRole.UserRole)
+        if ident is None:
+            return
+        if item.checkState() == Qt.CheckState.Checked:
+            self._hidden.discard(tuple(ident))
+        else:
+            self._hidden.add(tuple(ident))
         self.visibility_changed.emit()

@@ -55,19 +55,26 @@ def test_enter_presses_the_focused_button(window, qtbot):
         qtbot.keyClick(button, Qt.Key.Key_Return)
 
 
+def _ring_pixels(window, widget) -> list[str]:
+    """The two pixel columns just left of ``widget``, at its middle, as drawn in the window."""
+    image = window.grab().toImage()
+    origin = widget.mapTo(window, widget.rect().topLeft())
+    y = origin.y() + widget.height() // 2
+    return [image.pixelColor(origin.x() - dx, y).name() for dx in (1, 2)]
+
+
 def test_focus_ring_is_two_pixels_in_the_accent_colour(styled, window, qtbot):
     window.go_to("New run")
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=3000)
-    field = window.wizard.models_page.name
-    field.setFocus()
-    qtbot.waitUntil(field.hasFocus, timeout=2000)
-    image = field.grab().toImage()
-    ring = [image.pixelColor(x, image.height() // 2).name() for x in (0, 1)]
-    assert ring == ["#3b6fb6", "#3b6fb6"]
-    window.wizard.models_page.inspect_button.setFocus()
-    image = field.grab().toImage()
-    assert image.pixelColor(1, image.height() // 2).name() != "#3b6fb6"  # only the focused field has it
+    page = window.wizard.models_page
+    page.name.setFocus()
+    qtbot.waitUntil(page.name.hasFocus, timeout=2000)
+    assert _ring_pixels(window, page.name) == ["#3b6fb6", "#3b6fb6"]
+    page.teacher.dtype.setFocus()  # a combo box: the ring moves there, its native arrow untouched
+    qtbot.waitUntil(page.teacher.dtype.hasFocus, timeout=2000)
+    assert _ring_pixels(window, page.teacher.dtype) == ["#3b6fb6", "#3b6fb6"]
+    assert "#3b6fb6" not in _ring_pixels(window, page.name)  # only the focused control has it
 
 
 def test_enter_sends_in_the_arena_and_shift_enter_adds_a_line(qtbot, tmp_path, monkeypatch):

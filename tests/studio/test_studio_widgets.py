@@ -165,12 +165,15 @@ def test_overlay_legend_lists_every_run_beside_the_plots(qtbot):
     plots.show()
     qtbot.waitExposed(plots)
     keys = [f"{run} · {stage}" for run in runs for stage in stages]
-    entries = plots.legend.entries()
-    assert all(key in entries for key in keys)  # all 16, not the 4 a legend box inside the plot had room for
+    entries = plots.legend.entries()  # all 16, not the 4 a legend box inside the plot had room for
+    assert entries[:6] == ["Runs and stages", "sweep-lr-0", "   teacher_sft", "   student_sft", "   student_kd",
+                           "   grpo"]
+    assert [e for e in entries if e.startswith("sweep")] == runs and all(plots.legend.item_for(k) for k in keys)
     colors = {plots.curve_pen(f"{key} · train/loss").color().name() for key in keys}
     assert len(colors) == 16
     assert not plots.legend.geometry().intersects(plots.canvas.geometry())  # beside the data, not on it
-    item = plots.legend.findItems(keys[5], Qt.MatchFlag.MatchExactly)[0]
+    item = plots.legend.item_for(keys[5])
+    assert item.toolTip() == keys[5]
     assert item.icon().pixmap(28, 12).toImage().pixelColor(14, 6).name() == \
         plots.curve_pen(f"{keys[5]} · train/loss").color().name()  # the entry is drawn in its curve's colour
     item.setCheckState(Qt.CheckState.Unchecked)  # ticking an entry off hides its curve
