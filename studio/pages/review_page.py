@@ -84,11 +84,15 @@ class ReviewPage(StudioPage):
 
     def show_spec(self, spec: RunSpec) -> None:
         """Show a valid spec: its YAML, the command and a one-line summary."""
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name).strip("-") or "run"
-        self.spec_path = specs_dir() / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        self.spec_path = self._new_spec_path(spec.name)
         self._set_text(dump_spec(spec, self.spec_path))
         self.command.setText(command_for(str(self.spec_path)))
         self._set_spec(spec, "")
+
+    @staticmethod
+    def _new_spec_path(name: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+        return specs_dir() / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
 
     def _set_text(self, text: str) -> None:
         self._shown_text = text
@@ -127,6 +131,9 @@ class ReviewPage(StudioPage):
         self.yaml.setExtraSelections([])
         if text != self._shown_text:
             self.wizard().take_spec(spec)  # the pages follow the edit
+            if self.spec_path is None:  # the pages had no valid spec; the YAML typed here is the first one
+                self.spec_path = self._new_spec_path(spec.name)
+                self.command.setText(command_for(str(self.spec_path)))
             self.spec_path.write_text(text, encoding="utf-8")  # the command names the file as edited
         self._set_spec(spec, "")
         return True
