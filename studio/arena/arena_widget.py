@@ -13,14 +13,13 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSpinBox,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget)
 
 from studio.arena import catalog as catalog_mod
 from studio.arena import presets as presets_mod
 from studio.arena.catalog import ModelChoice
 from studio.arena.chat_client import ChatClient, engine_chat_command
-from studio.arena.controls import PromptBar, SamplingBox, VoteBar
+from studio.arena.controls import PromptBar, SamplingBox, TopBar, VoteBar
 from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
 from studio.arena.session import ArenaSession
@@ -61,7 +60,7 @@ class ArenaWidget(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 10, 10, 10)
-        layout.addLayout(self._build_top_bar())
+        layout.addWidget(self._build_top_bar())
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setHandleWidth(8)
@@ -80,29 +79,11 @@ class ArenaWidget(QWidget):
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
 
-    def _build_top_bar(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Run:"))
-        self.run_combo = QComboBox()
-        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.run_combo.setMinimumContentsLength(12)
-        self.run_combo.setToolTip("Whose models and held-out prompts to offer")
-        row.addWidget(self.run_combo)
-        row.addWidget(QLabel("Panes:"))
-        self.pane_count = QSpinBox(minimum=1, maximum=MAX_PANES)
-        row.addWidget(self.pane_count)
-        self.load_all_button = QPushButton("Load models")
-        self.load_all_button.setToolTip("Load the model picked in every pane")
-        row.addWidget(self.load_all_button)
-        row.addStretch(1)
-        self.blind_box = QCheckBox("Blind mode")
-        self.blind_box.setToolTip("Hide the names behind A/B/C in random order until you vote for the best answer")
-        row.addWidget(self.blind_box)
-        self.clear_button = QPushButton("Clear")
-        self.export_button = QPushButton("Export…")
-        row.addWidget(self.clear_button)
-        row.addWidget(self.export_button)
-        return row
+    def _build_top_bar(self) -> TopBar:
+        bar = TopBar(MAX_PANES)  # short names for the controls the arena drives (and the tests use)
+        self.run_combo, self.pane_count, self.load_all_button = bar.run_combo, bar.pane_count, bar.load_all_button
+        self.blind_box, self.clear_button, self.export_button = bar.blind_box, bar.clear_button, bar.export_button
+        return bar
 
     def _build_bottom(self) -> QHBoxLayout:
         row = QHBoxLayout()

@@ -1,6 +1,6 @@
-"""The arena's shared controls: the prompt bar (system prompt, held-out presets, prompt, Send and Stop), the
-sampling settings every pane uses, and the blind-mode vote bar with its tally. They present values and emit
-signals; the arena widget owns the session they feed."""
+"""The arena's shared controls: the top bar (run, panes, blind mode, clear, export), the prompt bar (system
+prompt, held-out presets, prompt, Send and Stop), the sampling settings every pane uses, and the blind-mode vote
+bar with its tally. They present values and emit signals; the arena widget owns the session they feed."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -10,6 +10,35 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from studio.arena.presets import Preset
 from studio.arena.session import LETTERS, Sampling
 from studio.arena.votes import PairTally
+
+
+class TopBar(QWidget):
+    """Which run's models and prompts, how many panes, load all, blind mode, clear and export."""
+
+    def __init__(self, max_panes: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Run:"))
+        self.run_combo = QComboBox()
+        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.run_combo.setMinimumContentsLength(12)
+        self.run_combo.setToolTip("Whose models and held-out prompts to offer")
+        row.addWidget(self.run_combo)
+        row.addWidget(QLabel("Panes:"))
+        self.pane_count = QSpinBox(minimum=1, maximum=max_panes)
+        row.addWidget(self.pane_count)
+        self.load_all_button = QPushButton("Load models")
+        self.load_all_button.setToolTip("Load the model picked in every pane")
+        row.addWidget(self.load_all_button)
+        row.addStretch(1)
+        self.blind_box = QCheckBox("Blind mode")
+        self.blind_box.setToolTip("Hide the names behind A/B/C in random order until you vote for the best answer")
+        row.addWidget(self.blind_box)
+        self.clear_button = QPushButton("Clear")
+        self.export_button = QPushButton("Export…")
+        row.addWidget(self.clear_button)
+        row.addWidget(self.export_button)
 
 
 class PromptBar(QWidget):

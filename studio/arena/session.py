@@ -3,8 +3,8 @@ each answer against the reference pane's, and the blind round (shuffled letters,
 
 The widget feeds it the chat service's events (``token``, ``done``, ``error``, ``loaded``, ``score``) and redraws
 the panes it names; every rule of the arena lives here so it is tested without a display. ROUGE-L is the
-engine's own (stemmed, as in the evaluation tab): the session queues :class:`ScoreRequest` s, the widget sends
-them to the chat service and hands the answers back to :meth:`ArenaSession.on_score`.
+engine's own (stemmed, as in the evaluation tab): the session queues requests (:mod:`studio.arena.scores`), the
+widget sends them to the chat service and hands the answers back to :meth:`ArenaSession.on_score`.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from studio.arena.catalog import ModelChoice, precision_text, size_text
+from studio.arena.scores import ScoreBook, ScoreRequest
 
 LETTERS = "ABCDEFGH"
 LOAD_STATES = ("empty", "loading", "loaded", "failed")
@@ -120,17 +121,6 @@ class PaneState:
         return messages
 
 
-@dataclass(frozen=True)
-class ScoreRequest:
-    """ROUGE-L wanted for one pane's answer at one turn, against the reference pane's answer."""
-
-    score_id: str
-    key: str
-    index: int
-    prediction: str
-    reference: str
-
-
 @dataclass
 class BlindRound:
     """Blind mode: panes shown under shuffled letters until the user votes."""
@@ -158,10 +148,7 @@ class ArenaSession:
         self.rng = rng or random.Random()
         self._request_ids = itertools.count(1)
         self._requests: dict[str, str] = {}  # request id → pane key
-        self._score_ids = itertools.count(1)
-        self._scores: dict[tuple[str, str], float] = {}  # (prediction, reference) → the engine's ROUGE-L
-        self._pending_scores: dict[str, ScoreRequest] = {}  # sent, not yet answered
-        self._outbox: list[ScoreRequest] = []  # to send
+        self.scores = ScoreBook()
 
     # ------------------------------------------------------------------ panes and models
     def pane(self, key: str) -> PaneState:
@@ -294,8 +281,7 @@ class ArenaSession:
         for pane in self.panes:
             pane.turns.clear()
         self._requests.clear()
-        self._pending_scores.clear()
-        self._outbox.clear()
+        self.scores.forget_requests()
         if self.blind is not None:
             self.shuffle_blind()
 
@@ -316,10 +302,7 @@ class ArenaSession:
             turn = pane.turns[index]
             score = None
             if ref is not None and pane.key != self.reference_key and not turn.is_open and turn.status != "error":
-                score = self._scores.get((turn.answer, ref.answer))
-                if score is None:
-                    self._outbox.append(ScoreRequest(f"score-{next(self._score_ids)}", pane.key, index,
-                                                     turn.answer, ref.answer))
+                score = self.scores.lookup(pane.key, index, turn.answer, ref.answer)
             if score != turn.rouge_l:
                 turn.rouge_l = score
                 changed.append(pane.key)
@@ -327,16 +310,13 @@ class ArenaSession:
 
     def take_score_requests(self) -> list[ScoreRequest]:
         """The scores to ask the engine for (each handed out once)."""
-        out, self._outbox = self._outbox, []
-        self._pending_scores.update({r.score_id: r for r in out})
-        return out
+        return self.scores.take()
 
     def on_score(self, score_id: str, value: float) -> str | None:
         """The engine's ROUGE-L for a request; returns the pane key to redraw (None if the answer moved on)."""
-        request = self._pending_scores.pop(score_id, None)
+        request = self.scores.answer(score_id, value)
         if request is None:
             return None
-        self._scores[(request.prediction, request.reference)] = value
         ref = self._finished_turn(self.reference_key, request.index) if self.reference_key else None
         try:
             turn = self.pane(request.key).turns[request.index]

@@ -1,5 +1,6 @@
 """The arena's Qt-free logic: ROUGE-L asked of the engine (engine.metrics answers here), turns and scores, blind
-rounds and votes, export, presets from a run's held-out data, the model catalog, and that importing the arena pulls in no torch."""
+rounds and votes, export, presets from a run's held-out data, the model catalog, and that importing the arena
+pulls in no torch."""
 from __future__ import annotations
 
 import json
