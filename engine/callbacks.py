@@ -12,7 +12,7 @@ from engine.launch import any_rank
 
 # Trainer/TRL log keys → the protocol's metric names (DESIGN.md: grouped by prefix).
 _RENAMES = {
-    "loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm", "eval_loss": "eval/loss",
+    "loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm",
     "reward": "grpo/reward", "reward_std": "grpo/reward_std", "kl": "grpo/kl",
     "completions/mean_length": "grpo/completion_length", "completion_length": "grpo/completion_length",
     "entropy": "grpo/entropy",
@@ -23,7 +23,19 @@ _SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "tr
 
 
 def rename_metrics(logs: dict) -> dict:
-    """Protocol names for one trainer log; unknown keys with a '/' pass through, other noise is dropped."""
+    """Protocol names for one trainer log; unknown keys with a '/' pass through, other noise is dropped.
+
+    Validation: ``eval/ce`` is always the plain cross-entropy on response tokens (SFT's eval_loss, KDTrainer's
+    eval_kd/ce), so SFT and KD curves compare; KD's joint loss is ``eval/kd_loss``, its divergence
+    ``eval/kd_divergence``."""
+    logs = dict(logs)
+    if "eval_kd/ce" in logs:
+        logs["eval_kd_loss"] = logs.pop("eval_loss", None)
+        logs["eval_ce"] = logs.pop("eval_kd/ce")
+        if "eval_kd/divergence" in logs:
+            logs["eval_kd_divergence"] = logs.pop("eval_kd/divergence")
+    elif "eval_loss" in logs:
+        logs["eval_ce"] = logs.pop("eval_loss")
     out = {}
     for key, value in logs.items():
         if not isinstance(value, (int, float)) or key in _SKIP:

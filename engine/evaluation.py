@@ -115,3 +115,30 @@ def evaluate_model(model: Any, tokenizer: Any, records: list[dict], preset: str 
                                    on_progress=on_progress)
     scored = [strip_code_fence(x) for x in predictions] if p.code else predictions
     return score_predictions(records, scored), predictions
+
+
+@torch.inference_mode()
+def response_cross_entropy(model: Any, rows: Any, pad_id: int, batch_size: int, device: str) -> float | None:
+    """Token-weighted cross-entropy of ``model`` on the response tokens of tokenized ``rows`` (input_ids,
+    labels with -100 on prompt and padding): the ``eval/ce`` every stage and model reports, so SFT and KD
+    compare. Only response positions are projected to the vocabulary."""
+    from engine.kd_trainer import _unwrap_peft, last_hidden_state, pad_collator
+
+    collate, head = pad_collator(pad_id), _unwrap_peft(model).get_output_embeddings()
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # [B, L]
+            labels = batch["labels"][:, 1:].to(device)  # [B, L-1]: position t predicts token t+1
+            keep = labels != -100
+            hidden = last_hidden_state(model, ids, mask)[:, :-1][keep]  # [N, H]
+            logits = head(hidden.to(head.weight.dtype)).float()  # [N, V]
+            total += float(torch.nn.functional.cross_entropy(logits, labels[keep], reduction="sum"))
+            count += int(keep.sum())
+    finally:
+        model.train(was_training)
+    return total / count if count else None
+

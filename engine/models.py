@@ -118,19 +118,23 @@ def quantization_config(load_in_4bit: bool, quant_type: str = "nf4", double_quan
                               llm_int8_skip_modules=["lm_head", *skip_modules] if skip_modules else None)
 
 
-def load_model(spec: ModelSpec, device: str, *, trainable: bool = False) -> Any:
-    """A causal LM on ``device`` in the spec's dtype (or 4-bit NF4); frozen and in eval mode unless trainable."""
+def load_model(spec: ModelSpec, device: str, *, trainable: bool = False, precision: Any = None) -> Any:
+    """A causal LM on ``device`` in the spec's dtype (or 4-bit NF4); frozen and in eval mode unless trainable.
+    A model to train passes its ``precision`` (engine.precision.PrecisionPlan): the weights then load in the
+    plan's master dtype (fp32 for the mixed modes) whatever ``spec.dtype`` says, and a 4-bit base computes in
+    the plan's compute dtype."""
     from transformers import AutoModelForCausalLM
 
     resolved = resolve_source(spec.source)
     location, extra = resolved.from_pretrained_args()
-    dtype = pick_dtype(spec.dtype, device)
+    dtype = precision.weights if precision is not None else pick_dtype(spec.dtype, device)
     qconfig = None
     if spec.load_in_4bit:
         from engine.quantization import kernel_incompatible_linears  # layers bitsandbytes' CPU kernel can't run
 
         skip = kernel_incompatible_linears(load_config(spec.source)) if device == "cpu" else []
-        qconfig = quantization_config(True, compute_dtype=dtype, skip_modules=skip)
+        compute = precision.compute if precision is not None else dtype
+        qconfig = quantization_config(True, compute_dtype=compute, skip_modules=skip)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision or None, **extra}
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": device})

@@ -69,6 +69,10 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
         stage_splits(ctx_for(spec.stages[0]))  # a malformed record stops the run here, before any training
     for stage in spec.stages:
         ctx = ctx_for(stage)
+        if stage.kind in ("sft", "distill", "grpo"):  # a precision the device cannot do fails here, not mid-run
+            from engine.precision import resolve_precision
+
+            resolve_precision(stage.train.precision, device, f"{stage.name}.train.precision")
         if stage.kind == "distill" and stage.distill.method != "sequence":
             teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
             check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),

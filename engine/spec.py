@@ -22,6 +22,7 @@ REWARDS = ("format_strict", "format_lenient", "reasoning_structure", "length", "
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_MODELS = ("teacher", "student")
+PRECISIONS = ("auto", "bf16-mixed", "fp16-mixed", "bf16-pure", "fp32")
 
 
 class SpecError(ValueError):
@@ -125,6 +126,9 @@ class LoraSpec:
     alpha: int = option(32, "LoRA scaling alpha.")
     dropout: float = option(0.05, "LoRA dropout.")
     target_modules: str = option("all-linear", "Modules to adapt: all-linear, or a comma-separated list of names.")
+    quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits (NF4) and train LoRA adapters on it "
+                                  "(implies enabled); on save the adapters are merged into a full-precision copy "
+                                  "of the base.")
 
     def __post_init__(self) -> None:
         _check_positive("lora.r", self.r)
@@ -147,6 +151,10 @@ class TrainSpec:
     logging_steps: int = option(5, "Emit training metrics every this many steps.")
     save_steps: int = option(100, "Save a resumable checkpoint every this many steps.")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    precision: str = option("auto", "Training precision: auto (fp32 weights with bf16 autocast on a GPU that "
+                            "supports it, fp16 autocast with loss scaling on one that does not, fp32 on the CPU), "
+                            "bf16-mixed, fp16-mixed (CUDA only), bf16-pure (bf16 weights: saves memory but small "
+                            "updates round away; only by explicit choice) or fp32.")
     lora: LoraSpec = option(default_factory=LoraSpec, help="LoRA settings.")
     seed: int = option(0, "Seed of initialisation-free randomness (data order, dropout).")
 
@@ -164,6 +172,7 @@ class TrainSpec:
         _check_positive("train.gradient_accumulation", self.gradient_accumulation)
         _check_fraction("train.warmup_ratio", self.warmup_ratio, open_high=True)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        _check_choice("train.precision", self.precision, PRECISIONS)
         _check_choice("train.scheduler", self.scheduler, ("linear", "cosine", "constant"))
         _check_positive("train.logging_steps", self.logging_steps)
         _check_positive("train.save_steps", self.save_steps)

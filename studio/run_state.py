@@ -33,8 +33,8 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
 def metric_group(name: str) -> str:
     """The plot a metric belongs to, from its name's prefix (train/loss, kd/ce, grpo/reward/format, ...)."""
     leaf = name.rsplit("/", 1)[-1]
-    if "loss" in leaf:
-        return "loss"  # eval/loss (validation) belongs next to the training loss
+    if "loss" in leaf or leaf in ("ce", "divergence", "kd_divergence"):
+        return "loss"  # eval/ce and eval/kd_loss (validation) belong next to the training loss
     if name.startswith("eval/") or name.endswith(("_before", "_after")):
         return "eval"  # held-out scores, e.g. GRPO's grpo/correct_before and grpo/correct_after
     if name.endswith("completion_length"):

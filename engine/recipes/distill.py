@@ -17,11 +17,11 @@ from typing import Any
 from engine.callbacks import EventsCallback
 from engine.context import RunContext, StageResult
 from engine.kd_trainer import KDLossSettings, KDTrainer, pad_collator
-from engine.models import apply_lora, load_model, load_tokenizer
+from engine.models import load_model, load_tokenizer
 from engine.recipes.sft import save_stage_model, train_sft
 from engine.spec import GenerationSpec, to_dict
-from engine.training import (labelled_split, run_trainer, sft_datasets, stage_splits, train_with_sweep,
-                             training_arguments)
+from engine.training import (labelled_split, load_trainable, run_trainer, sft_datasets, stage_splits,
+                             train_with_sweep, training_arguments)
 
 ANSWER_CHUNK = 64  # teacher answers appended to the cache this many at a time (the resume granularity)
 
@@ -65,7 +65,7 @@ def run_stage(ctx: RunContext) -> StageResult:
                        f"`{teacher_spec.source}` ({100 * d.sequence_mix:.0f} % references mixed in).",
            "on_policy": f"On-policy distillation (GKD, TRL DistillationTrainer) from `{teacher_spec.source}`, "
                         f"generalized JSD β={_gkd_beta(d)}."}[method]
-    return save_stage_model(ctx, model, tokenizer, student_spec.source, how,
+    return save_stage_model(ctx, model, tokenizer, student_spec, how,
                             {"distill": to_dict(d), "train": to_dict(ctx.stage.train)}, summary)
 
 
@@ -98,9 +98,7 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
         gc.collect()
 
     def fit(learning_rate: float, checkpoint_dir):
-        model = load_model(student_spec, ctx.device, trainable=True)
-        if stage.train.lora.enabled:
-            model = apply_lora(model, stage.train.lora)
+        model = load_trainable(ctx, student_spec)
         callback = EventsCallback(ctx)
         trainer = KDTrainer(model=model, teacher_model=None if targets is not None else get_teacher(),
                             kd_settings=settings, teacher_targets=targets,
@@ -185,9 +183,7 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
         args = training_arguments(ctx, stage.train, learning_rate, checkpoint_dir, config_class=DistillationConfig,
                                   beta=_gkd_beta(d), temperature=d.temperature,
                                   max_completion_length=d.max_new_tokens, gradient_checkpointing=False)
-        model = load_model(student_spec, ctx.device, trainable=True)
-        if stage.train.lora.enabled:
-            model = apply_lora(model, stage.train.lora)
+        model = load_trainable(ctx, student_spec)
         trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=prompts,
                                       processing_class=tokenizer, callbacks=[callback])
         run_trainer(ctx, trainer, callback, checkpoint_dir)
@@ -196,5 +192,19 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
     if len(stage.train.sweep_learning_rates) > 1:
         ctx.events.log("on-policy KD has no validation loss to pick a learning rate by; using learning_rate")
     trainer, model = fit(stage.train.learning_rate, ctx.checkpoint_dir)
-    return model, {}
+    return model, _validation_ce(ctx, model, tokenizer, trainer.state.global_step)
+
+
+def _validation_ce(ctx: RunContext, model: Any, tokenizer: Any, step: int) -> dict:
+    """eval/ce on the validation references, as the SFT and token-KD stages report it (TRL's trainer has none)."""
+    from engine.evaluation import response_cross_entropy
+
+    validation = sft_datasets(ctx, tokenizer, [])[1]
+    if validation is None:
+        return {}
+    ce = response_cross_entropy(model, validation, tokenizer.pad_token_id, ctx.stage.train.batch_size, ctx.device)
+    if ce is None:
+        return {}
+    ctx.events.metric(ctx.stage.name, step, {"eval/ce": ce})
+    return {"eval/ce": ce}
 

@@ -22,7 +22,7 @@ from engine.context import EngineError, RunContext, StageResult
 from engine.rewards import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
                             make_answer_correct, make_code_tests, make_format_strict, reward_weights,
                             validate_rewards)
-from engine.spec import GenerationSpec, ModelSpec, to_dict
+from engine.spec import GenerationSpec, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -173,42 +173,6 @@ class SampleCallback(TrainerCallback):
 
 # ------------------------------------------------------------------ model and trainer ------------------------------
 
-def load_policy(ctx: RunContext, model_spec: ModelSpec) -> Any:
-    """The model to train: all weights, LoRA adapters, or (QLoRA) adapters on a 4-bit base."""
-    from engine.models import apply_lora, load_model
-
-    stage = ctx.stage
-    quantized = stage.grpo.quantized_base
-    spec = ModelSpec(source=model_spec.source, dtype=model_spec.dtype, load_in_4bit=quantized,
-                     revision=model_spec.revision)
-    model = load_model(spec, ctx.device, trainable=True)
-    if quantized and ctx.device == "cpu":
-        # bitsandbytes repacks 4-bit weights for its AVX512 CPU kernel the first time it runs without grad (our
-        # generation); the repacking needs widths divisible by its block size (not the demo's 96) and switches
-        # the weight format between generation and training. The plain de-quantizing path works everywhere.
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
-    if stage.train.lora.enabled or quantized:
-        model = apply_lora(model, stage.train.lora)
-    return model
-
-
-def merged_for_saving(ctx: RunContext, model: Any, model_spec: ModelSpec) -> Any:
-    """QLoRA adapters trained on a 4-bit base are merged into the full-precision base, so the saved folder is a
-    plain transformers model like every other stage's output."""
-    if not ctx.stage.grpo.quantized_base:
-        return model
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    from engine.models import apply_lora, load_model
-
-    adapters = get_peft_model_state_dict(model)
-    base = apply_lora(load_model(model_spec, ctx.device, trainable=True), ctx.stage.train.lora)
-    set_peft_model_state_dict(base, adapters)
-    return base.merge_and_unload()
-
-
 def grpo_config(ctx: RunContext) -> Any:
     from trl import GRPOConfig
 
@@ -251,7 +215,7 @@ def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) ->
 def run_stage(ctx: RunContext) -> StageResult:
     from engine.models import load_tokenizer
     from engine.recipes.sft import save_stage_model
-    from engine.training import stage_splits
+    from engine.training import load_trainable, merged_for_saving, stage_splits
 
     validate(ctx)
     stage, grpo = ctx.stage, ctx.stage.grpo
@@ -269,7 +233,7 @@ def run_stage(ctx: RunContext) -> StageResult:
         ctx.events.log(f"{stage.name}: code_tests programs run in the {sandbox} sandbox{unsafe}",
                        level="warning" if unsafe else "info")
 
-    model = load_policy(ctx, model_spec)
+    model = load_trainable(ctx, model_spec)
     before, _ = evaluate_policy(ctx, model, tokenizer, held_out)
     ctx.events.metric(stage.name, 0, _eval_metrics(before, "before"))
     if held_out and before["format"] == 0 and before["correct"] == 0:
@@ -295,7 +259,7 @@ def run_stage(ctx: RunContext) -> StageResult:
     summary = {**_eval_metrics(before, "before"), **_eval_metrics(after, "after")}
     how = (f"Chain-of-thought GRPO (TRL GRPOTrainer) on the `{ctx.spec.data.preset}` data with rewards "
            + ", ".join(f"{r.name}×{r.weight:g}" for r in grpo.rewards) + ".")
-    return save_stage_model(ctx, model, tokenizer, model_spec.source, how,
+    return save_stage_model(ctx, model, tokenizer, model_spec, how,
                             {"grpo": to_dict(grpo), "train": to_dict(stage.train)}, summary)
 
 

@@ -9,9 +9,10 @@ from typing import Any
 from engine.callbacks import EventsCallback
 from engine.context import RunContext, StageResult
 from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
-from engine.models import apply_lora, load_model, load_tokenizer, model_card, save_model
+from engine.models import load_tokenizer, model_card, save_model
 from engine.spec import ModelSpec, to_dict
-from engine.training import finish_checkpoints, run_trainer, sft_datasets, train_with_sweep, training_arguments
+from engine.training import (finish_checkpoints, load_trainable, merged_for_saving, run_trainer, sft_datasets,
+                             train_with_sweep, training_arguments)
 
 
 def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
@@ -23,9 +24,7 @@ def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
                    f"{len(validation_set) if validation_set is not None else 0} for validation")
 
     def fit(learning_rate: float, checkpoint_dir):
-        model = load_model(model_spec, ctx.device, trainable=True)
-        if stage.train.lora.enabled:
-            model = apply_lora(model, stage.train.lora)
+        model = load_trainable(ctx, model_spec)
         callback = EventsCallback(ctx)
         trainer = ChunkedSFTTrainer(model=model,
                                     args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
@@ -37,13 +36,14 @@ def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
     return train_with_sweep(ctx, stage.train, fit)
 
 
-def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: str, how: str, settings: dict,
+def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: ModelSpec, how: str, settings: dict,
                      summary: dict) -> StageResult:
-    """Save the stage's model with its card, drop its resume checkpoints, announce the artifact."""
+    """Save the stage's model (LoRA/QLoRA adapters merged: a plain transformers folder) with its card, drop its
+    resume checkpoints, announce the artifact."""
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
-    card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base, how,
+    card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base.source, how,
                       {**settings, "data": to_dict(ctx.spec.data)}, scores)
-    save_model(model, tokenizer, ctx.output_dir, card)
+    save_model(merged_for_saving(ctx, model, base), tokenizer, ctx.output_dir, card)
     finish_checkpoints(ctx.checkpoint_dir)
     ctx.events.emit("artifact", stage=ctx.stage.name, kind="model", path=str(ctx.output_dir))
     return StageResult(model_dir=ctx.output_dir, scores=scores, summary=summary)
@@ -54,5 +54,5 @@ def run_stage(ctx: RunContext) -> StageResult:
     tokenizer = load_tokenizer(model_spec)
     model, summary = train_sft(ctx, model_spec, tokenizer)
     how = f"Supervised fine-tuning (cross-entropy on response tokens) on the `{ctx.spec.data.preset}` data set."
-    return save_stage_model(ctx, model, tokenizer, model_spec.source, how, {"train": to_dict(ctx.stage.train)},
+    return save_stage_model(ctx, model, tokenizer, model_spec, how, {"train": to_dict(ctx.stage.train)},
                             summary)

@@ -31,7 +31,13 @@ def test_references_keep_a_seeded_fraction_shared_by_every_stage():
 
 def test_trainer_logs_get_protocol_names():
     values = rename_metrics({"loss": 1.0, "learning_rate": 1e-3, "epoch": 0.5, "rewards/answer_correct/mean": 0.25,
-                             "kl": 0.01, "completions/mean_length": 30.0, "kd/ce": 2.0, "eval_loss": 3.0,
-                             "eval_kd/ce": 2.5, "train_runtime": 9.0})
+                             "kl": 0.01, "completions/mean_length": 30.0, "kd/ce": 2.0, "train_runtime": 9.0})
     assert values == {"train/loss": 1.0, "train/lr": 1e-3, "grpo/reward/answer_correct": 0.25, "grpo/kl": 0.01,
-                      "grpo/completion_length": 30.0, "kd/ce": 2.0, "eval/loss": 3.0, "eval/kd/ce": 2.5}
+                      "grpo/completion_length": 30.0, "kd/ce": 2.0}
+
+
+def test_validation_cross_entropy_has_one_name_in_sft_and_kd():
+    """SFT's eval_loss is the cross-entropy; KDTrainer's is the joint loss, with the cross-entropy beside it."""
+    assert rename_metrics({"eval_loss": 3.0, "eval_runtime": 1.0}) == {"eval/ce": 3.0, "eval/runtime": 1.0}
+    kd = rename_metrics({"eval_loss": 3.0, "eval_kd/ce": 2.5, "eval_kd/divergence": 3.5})
+    assert kd == {"eval/ce": 2.5, "eval/kd_loss": 3.0, "eval/kd_divergence": 3.5}

@@ -28,6 +28,8 @@ def _runs(home: Path) -> list:
     ("name: x\ndata: {preset: imagenet}\n" + STAGE, "data.preset: 'imagenet' is not one of"),
     ("name: x\ndata: {test_fraction: 0}\nstages:\n  - {kind: evaluate}\n", "data.test_fraction is 0"),
     ("name: x\nstudent: {source: /no/such/model}\n" + STAGE, "model folder /no/such/model does not exist"),
+    ("name: x\ndevice: cpu\n" + STAGE.replace("max_steps: 1", "precision: fp16-mixed"),
+     "s.train.precision is fp16-mixed, which needs a CUDA GPU"),
     ("name: x\nstages: [\n", "invalid YAML"),
 ])
 def test_bad_specs_are_refused_before_anything_starts(tmp_path, studio_home, text, sentence):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("home")
 @pytest.mark.parametrize("name, group", [
     ("train/loss", "loss"), ("kd/ce", "loss"), ("kd/divergence", "loss"), ("grpo/reward", "reward"),
     ("grpo/reward/format_strict", "reward"), ("grpo/kl", "kl"), ("train/lr", "lr"),
-    ("perf/tokens_per_s", "throughput"), ("eval/rougeL", "eval"), ("eval/loss", "loss"),
+    ("perf/tokens_per_s", "throughput"), ("eval/rougeL", "eval"), ("eval/ce", "loss"), ("eval/kd_loss", "loss"),
     ("grpo/completion_length", "length"),
     ("grpo/correct_before", "eval"), ("grpo/rougeL_after", "eval"), ("train/grad_norm", "other")])
 def test_metric_groups_follow_prefixes(name, group):
