@@ -122,6 +122,13 @@ def test_yaml_edits_flow_back_into_the_pages(wizard, qtbot):
     assert review.yaml.extraSelections()[0].cursor.blockNumber() == at
     review.yaml.setPlainText(review.yaml.toPlainText().replace("temperature: -2", "temperature: 2.0"))
     assert review.apply_yaml() and review.error_label.isHidden()
+    review.yaml.setFocus()  # typing in the editor: the edit is read when the typing pauses, the focus stays
+    review.yaml.moveCursor(review.yaml.textCursor().MoveOperation.End)
+    qtbot.keyClick(review.yaml, Qt.Key.Key_Return)
+    qtbot.keyClicks(review.yaml, "# tried T=2")
+    qtbot.waitUntil(lambda: not review._reparse.isActive(), timeout=3000)
+    assert QApplication.focusWidget() is review.yaml and review.yaml.toPlainText().endswith("# tried T=2")
+    assert review.isComplete() and wizard.button(QWizard.WizardButton.FinishButton).isEnabled()
     for _ in range(4):
         wizard.back()
     assert wizard.currentPage() is wizard.models_page and wizard.models_page.name.text() == "edited-run"
