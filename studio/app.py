@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         _choose_engine_environment(settings)  # the frozen bundle's first start
     window = MainWindow(settings)
     window.show()
+    if os.environ.get("COMPRESSION_STUDIO_STATE_FILE"):  # end-to-end tests read what the window shows
+        from studio.debug_state import STATE_FILE_ENV, install
+
+        install(window, os.environ[STATE_FILE_ENV])
     if args.ready_file:
         # the first zero-timer fires once the event loop runs, i.e. the window is painted and takes input
         QTimer.singleShot(0, lambda: (args.ready_file.write_text(f"{time.perf_counter() - _T0:.4f}"),

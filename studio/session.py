@@ -15,8 +15,7 @@ from engine.protocol import FINAL_STATES, read_events
 from studio.engine_client import RunSource
 from studio.run_state import RunState, replay
 
-INTERRUPTED = ("the engine stopped without finishing the run (killed, crashed or the computer went down); "
-               "Resume continues from its last checkpoint")
+INTERRUPTED = "the engine stopped without finishing the run (killed, crashed or the computer went down)"
 
 
 class RunSession(QObject):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.runs import RunStore
@@ -19,6 +19,7 @@ from studio.widgets.history import RESUME_TIP
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
 
 log = logging.getLogger(__name__)
+TITLE_WIDTH = 420
 STATE_LABELS = {"starting": "starting", "running": "running", "cancelling": "cancelling…",
                 "finished": "finished", "cancelled": "cancelled", "failed": "failed"}
 
@@ -44,7 +45,7 @@ class RunMonitor(QWidget):
 
     def _build(self) -> None:
         self.selector = QComboBox()
-        self.selector.setMinimumWidth(320)
+        self.selector.setMinimumWidth(240)
         self.selector.currentIndexChanged.connect(self._on_selector_changed)
         self.title = QLabel("No run yet")
         self.title.setObjectName("monitorTitle")
@@ -118,6 +119,14 @@ class RunMonitor(QWidget):
             self.cancel_requested.emit(self.session)
             self.refresh()
 
+    def _set_title(self, text: str) -> None:
+        """The run's name and id, elided in the middle beyond TITLE_WIDTH px (the header must fit a 1024 px
+        window with the Resume and Cancel buttons); the whole text in the tooltip."""
+        shown = self.title.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, TITLE_WIDTH)
+        if shown != self.title.text():
+            self.title.setText(shown)
+            self.title.setToolTip(text)
+
     def _on_resume_clicked(self) -> None:
         if self.session is not None and not self.session.live and self.session.run_id:
             self.resume_requested.emit(self.session.run_id)
@@ -132,22 +141,24 @@ class RunMonitor(QWidget):
             self.resume_button.hide()
             return
         state = session.state
-        self.title.setText(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
+        self._set_title(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
         self.badge.setText(STATE_LABELS.get(state.state, state.state))
         self.badge.setProperty("state", state.state)
         self.badge.style().unpolish(self.badge)
         self.badge.style().polish(self.badge)
         self.cancel_button.setEnabled(session.live and state.state != "cancelling")
+        self.cancel_button.setVisible(session.live)  # its place goes to Resume once the run is over
+        self._show_resume(session)
         if state.state == "failed":
+            hint = "  Resume continues it from its last checkpoint." if self.resume_button.isVisibleTo(self) else ""
             self.error_banner.setText(f"The run failed: {state.last_error or 'the engine stopped'}.  The log "
-                                      "below has the engine's last words.")
+                                      f"has the engine's last words.{hint}")
             self.error_banner.show()
         else:
             self.error_banner.hide()
         self.progress.show_state(state)
         self.log_view.show_state(state)
         self.samples.show_state(state)
-        self._show_resume(session)
         if state.done and state.run_id and self._eval_loaded_for != (state.run_id, state.events_seen):
             self._eval_loaded_for = (state.run_id, state.events_seen)  # a resumed run's report is new
             self.eval_table.show_report(load_eval_report(state.run_id, self.store))

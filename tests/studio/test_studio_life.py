@@ -77,9 +77,10 @@ def test_a_dead_run_reopened_is_failed_and_resumable_after_a_restart(window, qtb
     monitor = restarted.monitor  # shows the newest run, complete, without being asked
     reopened = restarted.sessions[0]
     assert reopened.run_id == session.run_id and reopened.state.state == "failed"
-    assert "Resume continues" in reopened.state.last_error
+    assert "stopped without finishing" in reopened.state.last_error
     monitor.refresh()
-    assert monitor.resume_button.isVisibleTo(monitor)
+    assert monitor.resume_button.isVisibleTo(monitor) and not monitor.cancel_button.isVisibleTo(monitor)
+    assert "Resume continues it from its last checkpoint" in monitor.error_banner.text()
     assert reopened.state.metrics.series["student_sft · train/loss"].size == 7
 
 
