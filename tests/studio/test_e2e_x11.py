@@ -146,11 +146,21 @@ def _start_quick_demo(desk: Desktop, state: dict) -> dict:
     return desk.wait(lambda s: s["page"] == "Monitor" and s["monitor"]["run_id"], 60, "the demo's run id")
 
 
+XCB_LIBS = ("libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 "
+            "libxcb-randr0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0")
+
+
 @pytest.fixture
 def desk(tmp_path):
     _require("Xvfb", "xvfb")
     _require("xdotool", "xdotool")
     desktop = Desktop(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "from PySide6.QtGui import QGuiApplication; QGuiApplication([])"],
+                           env=desktop.env(), capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        desktop.close()
+        pytest.skip(f"Qt's xcb platform plugin does not load (apt-get install {XCB_LIBS}): "
+                    f"{probe.stderr.strip().splitlines()[:1]}")
     yield desktop
     desktop.close()
 
