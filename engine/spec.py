@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +30,25 @@ class SpecError(ValueError):
     """A spec value is invalid; the message is one sentence naming the field and what to do."""
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A dataclass field with help text; mutable defaults are given as ``default_factory``."""
+# Numbers no setting needs to exceed (exactly representable in a double, fits torch's int64 and SQLite).
+DEFAULT_HIGH = 2 ** 53
+SEED_HIGH = 2 ** 32 - 1  # numpy's seeds stop here
+TOKENS_HIGH = 1 << 20  # a million tokens: longer than any context window
+STEPS_HIGH = 10 ** 8
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, high: float | None = None, hint: str = "",
+           **kwargs: Any) -> Any:
+    """A dataclass field with help text; mutable defaults are given as ``default_factory``. ``high`` is the
+    largest sane value of a numeric field (``hint`` says why, in the refusal); every numeric field, bounded or
+    not, is checked finite by :func:`check_value` when a spec is built from user data."""
     if default is not dataclasses.MISSING and isinstance(default, (list, dict)):
         value = default
         kwargs["default_factory"] = lambda: type(value)(value)
         default = dataclasses.MISSING
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
-    return field(metadata={"help": help}, **kwargs)
+    return field(metadata={"help": help, "high": high, "hint": hint}, **kwargs)
 
 
 def field_help(cls: type, name: str) -> str:
@@ -52,21 +63,81 @@ def _fail(where: str, message: str) -> None:
     raise SpecError(f"{where}: {message}")
 
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", list: "a list",
+               dict: "a mapping"}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _declared_types(annotation: Any) -> tuple[type, ...]:
+    """The plain types a field's annotation allows ("int", "str | None", "list[str]" → int / str / list); ()
+    for nested specs and anything else the generic check leaves to the class."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = [p.strip().split("[", 1)[0] for p in text.split("|")]
+    if any(p not in _TYPES and p != "None" for p in parts):
+        return ()
+    return tuple(_TYPES[p] for p in parts if p in _TYPES)
+
+
+def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
+    """Check (and lightly coerce) one user-given value against its field's declared type: every setting goes
+    through here, so a field added later is type- and finiteness-checked without code of its own. Numbers
+    written as text ("1e-3", which YAML 1.1 reads as a string) become numbers; NaN, infinities and values
+    above the field's ``high`` are refused."""
+    types = _declared_types(f.type)
+    if not types or (value is None and "None" in str(f.type)):
+        return value
+    numeric = [t for t in types if t in (int, float)]
+    if numeric and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if numeric and isinstance(value, float) and not math.isfinite(value):
+        _fail(where, f"must be a finite number, got {value}.")
+    if int in types and float not in types and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1e3 or 1000.0 for a step count
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value) if abs(value) <= DEFAULT_HIGH else value
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        _fail(where, f"expected {' or '.join(_TYPE_WORDS[t] for t in types)}, got {shown}"
+                     f"{' (put text in quotes)' if str in types else ''}.")
+    if numeric and not isinstance(value, bool):
+        high = f.metadata.get("high") or DEFAULT_HIGH
+        if value > high or value < -DEFAULT_HIGH:
+            hint = f.metadata.get("hint")
+            _fail(where, f"{value:g} is too large (at most {high:g}){'; ' + hint if hint else ''}.")
+    return value
+
+
+def _check_numbers(spec: Any, prefix: str) -> None:
+    """The generic check of every numeric field of a spec object (also when it was built in code)."""
+    for f in dataclasses.fields(spec):
+        if any(t in (int, float) for t in _declared_types(f.type)):
+            setattr(spec, f.name, check_value(f"{prefix}.{f.name}" if prefix else f.name, f, getattr(spec, f.name)))
+
+
 def _check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         _fail(where, f"{value!r} is not one of {', '.join(choices)}.")
 
 
-def _check_positive(where: str, value: float, *, allow_zero: bool = False) -> None:
+def _check_finite(where: str, value: Any) -> None:
+    """A real, finite number (NaN compares false with everything, so it would pass any range check)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         _fail(where, f"expected a number, got {value!r}.")
+    if not math.isfinite(value):
+        _fail(where, f"must be a finite number, got {value}.")
+
+
+def _check_positive(where: str, value: float, *, allow_zero: bool = False, high: float | None = None) -> None:
+    _check_finite(where, value)
     if value < 0 or (value == 0 and not allow_zero):
         _fail(where, f"must be {'≥ 0' if allow_zero else '> 0'}, got {value}.")
+    if high is not None and value > high:
+        _fail(where, f"must be ≤ {high:g}, got {value:g}.")
 
 
 def _check_fraction(where: str, value: float, *, open_low: bool = False, open_high: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        _fail(where, f"expected a number, got {value!r}.")
+    _check_finite(where, value)
     low_bad = value <= 0 if open_low else value < 0
     high_bad = value >= 1 if open_high else value > 1
     if low_bad or high_bad:
@@ -85,6 +156,7 @@ class ModelSpec:
     revision: str = option("", "Hub revision (branch, tag or commit); empty for the default.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "model")
         if not str(self.source).strip():
             _fail("model.source", "is empty; give a hub id, a local folder, a .gguf file or demo:teacher.")
         _check_choice("model.dtype", self.dtype, DTYPES)
@@ -98,19 +170,23 @@ class DataSpec:
     columns: dict = option({}, "Column mapping for local files: canonical name → column in the file. Canonical "
                            "names: instruction (required), response (required for training), context, category, "
                            "answer, tests.")
-    max_samples: int = option(0, "Use at most this many records (0 = all); applied before splitting.")
+    max_samples: int = option(0, high=10 ** 9, help="Use at most this many records (0 = all); applied before splitting.")
     validation_fraction: float = option(0.05, "Fraction of records held out for validation during training.")
     test_fraction: float = option(0.1, "Fraction of records held out for the final evaluation.")
-    max_length: int = option(512, "Truncate prompt + response to this many tokens.")
-    seed: int = option(0, "Seed of the train/validation/test split.")
+    max_length: int = option(512, high=TOKENS_HIGH, help="Truncate prompt + response to this many tokens.")
+    seed: int = option(0, high=SEED_HIGH, help="Seed of the train/validation/test split.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "data")
         _check_choice("data.preset", self.preset, DATA_PRESETS)
         if self.preset == "local" and not str(self.path).strip():
             _fail("data.path", "is empty; the local preset needs the path of a JSONL, JSON, CSV or Parquet file.")
         if not isinstance(self.columns, dict):
             _fail("data.columns", f"must map canonical names to column names, got {self.columns!r}.")
         _check_positive("data.max_samples", self.max_samples, allow_zero=True)
+        _check_positive("data.seed", self.seed, allow_zero=True)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
+            _fail("data.columns", "must map canonical names to column names (text), e.g. {instruction: question}.")
         _check_fraction("data.validation_fraction", self.validation_fraction, open_high=True)
         _check_fraction("data.test_fraction", self.test_fraction, open_high=True)
         if self.validation_fraction + self.test_fraction >= 1:
@@ -122,8 +198,8 @@ class DataSpec:
 @dataclass
 class LoraSpec:
     enabled: bool = option(False, "Train LoRA adapters (peft) instead of all weights.")
-    r: int = option(16, "LoRA rank.")
-    alpha: int = option(32, "LoRA scaling alpha.")
+    r: int = option(16, "LoRA rank.", high=65536)
+    alpha: int = option(32, "LoRA scaling alpha.", high=10 ** 6)
     dropout: float = option(0.05, "LoRA dropout.")
     target_modules: str = option("all-linear", "Modules to adapt: all-linear, or a comma-separated list of names.")
     quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits (NF4) and train LoRA adapters on it "
@@ -131,6 +207,7 @@ class LoraSpec:
                                   "of the base.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "lora")
         _check_positive("lora.r", self.r)
         _check_positive("lora.alpha", self.alpha)
         _check_fraction("lora.dropout", self.dropout, open_high=True)
@@ -138,34 +215,38 @@ class LoraSpec:
 
 @dataclass
 class TrainSpec:
-    learning_rate: float = option(1e-3, "Peak learning rate (AdamW).")
+    learning_rate: float = option(1e-3, "Peak learning rate (AdamW).", high=1.0,
+                                  hint="a learning rate above 1 makes every weight diverge; typical values are "
+                                  "1e-5 to 1e-3")
     sweep_learning_rates: list = option([], "Learning-rate sweep: one model per value; the best on validation "
                                         "loss is kept. Empty for a single run at learning_rate.")
-    epochs: float = option(1.0, "Passes over the training split (ignored when max_steps > 0).")
-    max_steps: int = option(0, "Stop after this many optimizer steps (0 = use epochs).")
-    batch_size: int = option(8, "Sequences per device per step.")
-    gradient_accumulation: int = option(1, "Steps to accumulate before each optimizer update.")
+    epochs: float = option(1.0, high=10 ** 6, help="Passes over the training split (ignored when max_steps > 0).")
+    max_steps: int = option(0, high=STEPS_HIGH, help="Stop after this many optimizer steps (0 = use epochs).")
+    batch_size: int = option(8, high=1 << 16, help="Sequences per device per step.")
+    gradient_accumulation: int = option(1, high=1 << 16, help="Steps to accumulate before each optimizer update.")
     warmup_ratio: float = option(0.05, "Fraction of steps spent warming the learning rate up.")
-    weight_decay: float = option(0.0, "AdamW weight decay.")
+    weight_decay: float = option(0.0, "AdamW weight decay.", high=10.0)
     scheduler: str = option("cosine", "Learning-rate schedule: linear, cosine or constant.")
-    logging_steps: int = option(5, "Emit training metrics every this many steps.")
-    save_steps: int = option(100, "Save a resumable checkpoint every this many steps.")
+    logging_steps: int = option(5, high=STEPS_HIGH, help="Emit training metrics every this many steps.")
+    save_steps: int = option(100, high=STEPS_HIGH, help="Save a resumable checkpoint every this many steps.")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
     precision: str = option("auto", "Training precision: auto (fp32 weights with bf16 autocast on a GPU that "
                             "supports it, fp16 autocast with loss scaling on one that does not, fp32 on the CPU), "
                             "bf16-mixed, fp16-mixed (CUDA only), bf16-pure (bf16 weights: saves memory but small "
                             "updates round away; only by explicit choice) or fp32.")
     lora: LoraSpec = option(default_factory=LoraSpec, help="LoRA settings.")
-    seed: int = option(0, "Seed of initialisation-free randomness (data order, dropout).")
+    seed: int = option(0, high=SEED_HIGH, help="Seed of initialisation-free randomness (data order, dropout).")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "train")
         if isinstance(self.lora, dict):
             self.lora = build(LoraSpec, self.lora, "train.lora")
-        _check_positive("train.learning_rate", self.learning_rate)
+        _check_positive("train.learning_rate", self.learning_rate, high=1.0)
         if not isinstance(self.sweep_learning_rates, list):
             _fail("train.sweep_learning_rates", "must be a list of learning rates.")
         for i, lr in enumerate(self.sweep_learning_rates):
-            _check_positive(f"train.sweep_learning_rates[{i}]", lr)
+            _check_positive(f"train.sweep_learning_rates[{i}]", lr, high=1.0)
+        _check_positive("train.seed", self.seed, allow_zero=True)
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.max_steps", self.max_steps, allow_zero=True)
         _check_positive("train.batch_size", self.batch_size)
@@ -183,13 +264,14 @@ class TeacherCacheSpec:
     enabled: bool = option(False, "Token KD: run the teacher once over the data and keep its top-k log-probabilities "
                            "per response token (plus the rest of its mass as one tail bucket) in the run store; "
                            "every sweep point, epoch, resume and later run reads them instead of the teacher.")
-    top_k: int = option(64, "Teacher probabilities kept per token; the divergence is exact over these plus the "
+    top_k: int = option(64, high=1 << 24, help="Teacher probabilities kept per token; the divergence is exact over these plus the "
                         "tail bucket.")
-    batch_size: int = option(8, "Sequences the teacher reads at once while the cache is built.")
+    batch_size: int = option(8, high=1 << 16, help="Sequences the teacher reads at once while the cache is built.")
     path: str = option("", "Use this existing cache folder (refused if it was built for another teacher, data, "
                        "template, length, k or temperature); empty: the run store's cache for this key.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "distill.teacher_cache")
         _check_positive("distill.teacher_cache.top_k", self.top_k)
         _check_positive("distill.teacher_cache.batch_size", self.batch_size)
 
@@ -199,21 +281,23 @@ class DistillSpec:
     method: str = option("token", "token: the paper's joint loss on teacher logits; sequence: learn from answers "
                          "the teacher generated; on_policy: GKD, the student generates and the teacher scores.")
     alpha: float = option(0.5, "Weight of the cross-entropy on references; 1 − alpha weighs the divergence.")
-    temperature: float = option(1.0, "Softmax temperature T of both distributions; the divergence is scaled by T².")
+    temperature: float = option(1.0, high=1000.0, help="Softmax temperature T of both distributions; the divergence is scaled by T².")
     divergence: str = option("forward_kl", "D(p_T ‖ p_S): forward_kl, reverse_kl or jsd (generalized JSD).")
     jsd_beta: float = option(0.5, "β of the generalized JSD (0 → forward KL, 1 → reverse KL).")
-    top_k: int = option(0, "Live teacher: use only its top-k probabilities, renormalised (0 = the full "
-                        "vocabulary). The teacher cache has its own top_k.")
-    chunk_size: int = option(1024, "Response tokens per chunk when computing the divergence (memory knob).")
+    top_k: int = option(0, high=1 << 24, help="Live teacher: use only its top-k probabilities, renormalised (0 = "
+                        "the full vocabulary). The teacher cache has its own top_k.")
+    chunk_size: int = option(1024, high=TOKENS_HIGH, help="Response tokens per chunk when computing the divergence "
+                             "(memory knob).")
     sequence_mix: float = option(0.0, "Sequence-level KD: fraction of training examples that keep the reference "
                                  "answer instead of the teacher's.")
-    max_new_tokens: int = option(128, "Sequence-level / on-policy KD: longest generated answer.")
+    max_new_tokens: int = option(128, high=TOKENS_HIGH, help="Sequence-level / on-policy KD: longest generated "
+                                 "answer.")
     teacher_cache: TeacherCacheSpec = option(default_factory=TeacherCacheSpec,
                                              help="Offline token KD: the teacher's top-k targets computed once.")
 
     def __post_init__(self) -> None:
-        if isinstance(self.teacher_cache, dict):
-            self.teacher_cache = build(TeacherCacheSpec, self.teacher_cache, "distill.teacher_cache")
+        _check_numbers(self, "distill")
+        self.teacher_cache = _nested(TeacherCacheSpec, self.teacher_cache, "distill.teacher_cache")
         _check_choice("distill.method", self.method, KD_METHODS)
         _check_fraction("distill.alpha", self.alpha)
         _check_positive("distill.temperature", self.temperature)
@@ -227,13 +311,14 @@ class DistillSpec:
 
 @dataclass
 class GenerationSpec:
-    max_new_tokens: int = option(128, "Longest generated answer in tokens.")
+    max_new_tokens: int = option(128, high=TOKENS_HIGH, help="Longest generated answer in tokens.")
     greedy: bool = option(True, "Greedy decoding (deterministic); otherwise sample with temperature and top_p.")
-    temperature: float = option(0.7, "Sampling temperature (when not greedy).")
+    temperature: float = option(0.7, high=1000.0, help="Sampling temperature (when not greedy).")
     top_p: float = option(0.9, "Nucleus sampling threshold (when not greedy).")
-    batch_size: int = option(16, "Prompts generated at once.")
+    batch_size: int = option(16, high=1 << 16, help="Prompts generated at once.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "generation")
         _check_positive("generation.max_new_tokens", self.max_new_tokens)
         _check_positive("generation.temperature", self.temperature)
         _check_fraction("generation.top_p", self.top_p, open_low=True)
@@ -243,20 +328,20 @@ class GenerationSpec:
 @dataclass
 class RewardSpec:
     name: str = option("answer_correct", "Reward function: " + ", ".join(REWARDS) + ".")
-    weight: float = option(1.0, "Weight of this reward in the total.")
+    weight: float = option(1.0, "Weight of this reward in the total.", high=10 ** 6)
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "reward")
         _check_choice("reward.name", self.name, REWARDS)
-        if not isinstance(self.weight, (int, float)):
-            _fail("reward.weight", f"expected a number, got {self.weight!r}.")
+        _check_finite("reward.weight", self.weight)
 
 
 @dataclass
 class GRPOSpec:
-    num_generations: int = option(4, "Completions sampled per prompt (the group).")
-    max_completion_length: int = option(128, "Longest completion in tokens.")
-    beta: float = option(0.0, "KL coefficient β against the reference model (0 = no reference model).")
-    temperature: float = option(1.0, "Sampling temperature of the completions.")
+    num_generations: int = option(4, high=1 << 14, help="Completions sampled per prompt (the group).")
+    max_completion_length: int = option(128, high=TOKENS_HIGH, help="Longest completion in tokens.")
+    beta: float = option(0.0, high=10 ** 4, help="KL coefficient β against the reference model (0 = no reference model).")
+    temperature: float = option(1.0, "Sampling temperature of the completions.", high=1000.0)
     template: str = option("Think step by step inside <think></think>, then give only the final answer inside "
                            "<answer></answer>.\n\n{prompt}", "Prompt template; {prompt} is the task.")
     rewards: list = option([{"name": "format_strict", "weight": 0.2}, {"name": "reasoning_structure", "weight": 0.1},
@@ -264,7 +349,7 @@ class GRPOSpec:
                            "Reward functions and their weights.")
     length_range: list = option([16, 128], "Length shaping: completion lengths (tokens) inside this range earn "
                                 "the full length reward.")
-    sample_every: int = option(10, "Emit a sample completion with its rewards every this many steps.")
+    sample_every: int = option(10, high=STEPS_HIGH, help="Emit a sample completion with its rewards every this many steps.")
     quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits and train LoRA adapters.")
     allow_unsandboxed_code: bool = option(False, "Run the code_tests reward's model-written programs even where "
                                           "the kernel offers no sandbox (no Landlock, no bubblewrap): they could "
@@ -272,6 +357,8 @@ class GRPOSpec:
                                           "runs in a container or VM.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "grpo")
+        _check_positive("grpo.num_generations", self.num_generations)
         if self.num_generations < 2:
             _fail("grpo.num_generations", f"must be ≥ 2 (GRPO compares completions in a group), got "
                   f"{self.num_generations}.")
@@ -285,7 +372,9 @@ class GRPOSpec:
         if not self.rewards:
             _fail("grpo.rewards", "is empty; name at least one reward function.")
         if (not isinstance(self.length_range, list) or len(self.length_range) != 2
-                or not 0 < self.length_range[0] <= self.length_range[1]):
+                or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= TOKENS_HIGH
+                           for n in self.length_range)
+                or not self.length_range[0] <= self.length_range[1]):
             _fail("grpo.length_range", f"must be [low, high] with 0 < low ≤ high, got {self.length_range!r}.")
         _check_positive("grpo.sample_every", self.sample_every)
         if not isinstance(self.allow_unsandboxed_code, bool):
@@ -301,6 +390,7 @@ class QuantizeSpec:
     report: bool = option(True, "Measure size, memory, load time, latency and ROUGE-L before and after.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "quantize")
         _check_choice("quantize.quant_type", self.quant_type, ("nf4", "fp4"))
         _check_choice("quantize.compute_dtype", self.compute_dtype, ("float32", "bfloat16", "float16"))
 
@@ -344,17 +434,24 @@ class StageSpec:
     export: ExportSpec = option(default_factory=ExportSpec, help="GGUF export settings.")
     generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings (evaluation, "
                                         "sequence-level KD).")
-    max_eval_samples: int = option(200, "Evaluate: at most this many held-out records (0 = all).")
+    max_eval_samples: int = option(200, high=10 ** 9, help="Evaluate: at most this many held-out records (0 = all).")
     references: float = option(1.0, "Fraction of training records whose reference answers this stage may use "
                                "(a seeded choice, the same records in every stage). Distillation has the "
                                "teacher answer the others; SFT simply has fewer examples.")
 
     def __post_init__(self) -> None:
         _check_choice("stage.kind", self.kind, STAGE_KINDS)
+        _check_numbers(self, self.name if isinstance(self.name, str) and self.name else "stage")
         if not self.name:
             self.name = self.kind
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            _fail("stage.name", f"{self.name!r} may use only letters, digits, '_', '.' and '-'.")
+        # the name becomes a folder name (models/<name>): never '.', '..' or a hidden or over-long name
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", self.name):
+            _fail("stage.name", f"{self.name!r} must start with a letter, digit or '_', use only letters, digits, "
+                  "'_', '.' and '-', and have at most 64 characters.")
+        if not isinstance(self.models, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in self.models.items()):
+            _fail(f"{self.name}.models", "must map display names to model references (text), e.g. "
+                  "{teacher: teacher_sft}.")
         for key, cls in _STAGE_SUBSPECS.items():
             value = getattr(self, key)
             if isinstance(value, dict):
@@ -378,14 +475,17 @@ class RunSpec:
     data: DataSpec = option(default_factory=DataSpec, help="The task data.")
     stages: list = option([], "The pipeline, in order.")
     device: str = option("auto", "Where to train: auto (CUDA, then MPS, then CPU), cuda, mps or cpu.")
-    processes: int = option(1, "Processes (one per GPU) started through accelerate launch; 1 = a plain process.")
+    processes: int = option(1, high=4096, help="Processes (one per GPU) started through accelerate launch; 1 = a plain process.")
     distributed: str = option("ddp", "How several processes share the work: ddp, fsdp, deepspeed, or "
                               "config:/path/to/accelerate.yaml.")
-    cpu_threads: int = option(0, "CPU threads for torch when training on the CPU (0 = torch's default, one per "
+    cpu_threads: int = option(0, high=1 << 16, help="CPU threads for torch when training on the CPU (0 = torch's default, one per "
                               "core). Tiny models run faster on one thread: thread start-up costs more than "
                               "their matrix products.")
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "")
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
+            _fail("name", f"must be a short text (1 to 200 characters), got {str(self.name)[:40]!r}.")
         for key, cls in (("teacher", ModelSpec), ("student", ModelSpec), ("data", DataSpec)):
             value = getattr(self, key)
             if isinstance(value, dict):
@@ -436,13 +536,16 @@ def build(cls: type, values: Any, where: str = "") -> Any:
     if not isinstance(values, dict):
         raise SpecError(f"{where}: expected a mapping of settings, got {type(values).__name__}.")
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(str(k) for k in set(values) - names)
     if unknown:
         raise SpecError(f"{where}: unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {k: check_value(f"{where}.{k}" if where != "spec" else k, fields[k], v) for k, v in values.items()}
     try:
         return cls(**values)
-    except TypeError as exc:  # wrong value types deep in a constructor
-        raise SpecError(f"{where}: {exc}.") from None
+    except (TypeError, AttributeError) as exc:  # wrong value types deep in a constructor
+        raise SpecError(f"{where}: a setting has the wrong type ({exc}); check the spec against the documented "
+                        "settings.") from None
 
 
 def to_dict(spec: Any) -> dict:
@@ -450,13 +553,29 @@ def to_dict(spec: Any) -> dict:
     return dataclasses.asdict(spec)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of settings; anything near a megabyte is not one
+MAX_YAML_NODES = 20_000  # values after alias expansion (a real spec has a few hundred)
+MAX_YAML_DEPTH = 40  # nesting levels (a real spec has five)
+
+
 def load_spec(path: str | Path) -> RunSpec:
     """Read a run spec from a .yaml/.yml or .json file; SpecError names the file and the field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a spec file; give the path of a .yaml or .json spec.") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec file ({exc.strerror}).") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: is larger than {MAX_SPEC_BYTES // 1024} KiB, too large for a spec; give the "
+                        "spec file, not a data or model file.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: is not UTF-8 text (byte {exc.start}); save the spec as UTF-8 (or give the spec "
+                        "file, not a binary file).") from None
     try:
         values = parse_spec_text(text, json_format=path.suffix.lower() == ".json")
         return build(RunSpec, values, "spec")
@@ -465,23 +584,114 @@ def load_spec(path: str | Path) -> RunSpec:
 
 
 def parse_spec_text(text: str, *, json_format: bool = False) -> dict:
-    if json_format:
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"line {exc.lineno}: invalid JSON ({exc.msg}).") from None
-    else:
-        import yaml  # lazy: keeps this module stdlib-only at import time
-
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f"line {mark.line + 1}: " if mark else ""
-            raise SpecError(f"{line}invalid YAML ({getattr(exc, 'problem', exc)}).") from None
+    """The mapping in a spec's text, refusing resource bombs (alias expansion, nesting, size) with a sentence."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is larger than {MAX_SPEC_BYTES // 1024} KiB, too large for a spec.")
+    try:
+        values = _parse_json(text) if json_format else _parse_yaml(text)
+    except RecursionError:
+        raise SpecError(f"the spec is nested too deeply (more than {MAX_YAML_DEPTH} levels).") from None
     if not isinstance(values, dict):
         raise SpecError("the spec must be a mapping with name, teacher, student, data and stages.")
+    _check_depth(values, MAX_YAML_DEPTH)
     return values
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=lambda name: float(name))  # NaN/Infinity reach the field check
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"line {exc.lineno}: invalid JSON ({exc.msg}).") from None
+
+
+def _parse_yaml(text: str) -> Any:
+    import yaml  # lazy: keeps this module stdlib-only at import time
+
+    try:
+        loader = _bounded_loader()(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(f"{line}invalid YAML ({getattr(exc, 'problem', exc)}).") from None
+
+
+def _check_depth(value: Any, limit: int) -> None:
+    """Refuse structures nested deeper than ``limit`` (iterative: deep input must not exhaust the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise SpecError(f"the spec is nested too deeply (more than {limit} levels).")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+
+
+_LOADER: Any = None
+
+
+def _bounded_loader() -> type:
+    """A SafeLoader that counts every value an alias expands to and the nesting depth, refusing a "billion
+    laughs" bomb or a thousand-level nest while composing, before any of it is built in memory."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._nodes = 0
+            self._depth = 0
+            self._weights: dict[int, int] = {}
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                target = self.anchors.get(self.peek_event().anchor)
+                self._nodes += self._weight(target) if target is not None else 1
+            else:
+                self._nodes += 1
+            if self._nodes > MAX_YAML_NODES:
+                raise SpecError(f"the spec expands to more than {MAX_YAML_NODES} values (YAML aliases?); a spec "
+                                "is a page of settings, write it out plainly.")
+            self._depth += 1
+            if self._depth > MAX_YAML_DEPTH:
+                raise SpecError(f"the spec is nested too deeply (more than {MAX_YAML_DEPTH} levels).")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def _weight(self, node: Any) -> int:
+            """Values under ``node``, counted as often as they repeat (what the alias expands to); counting stops
+            past the limit, so a node that contains itself ends as "too many" instead of looping."""
+            if id(node) in self._weights:
+                return self._weights[id(node)]
+            total, stack = 0, [node]
+            while stack:
+                item = stack.pop()
+                total += 1
+                if total > MAX_YAML_NODES:
+                    break
+                if isinstance(item.value, list):
+                    for child in item.value:
+                        stack.extend(child if isinstance(child, tuple) else (child,))
+            self._weights[id(node)] = total
+            return total
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            if duplicates:
+                raise SpecError(f"line {node.start_mark.line + 1}: the setting {duplicates[0]!r} is given twice; "
+                                "keep one.")
+            return super().construct_mapping(node, deep=deep)
+
+    _LOADER = BoundedLoader
+    return _LOADER
 
 
 def dump_spec(spec: RunSpec, path: str | Path | None = None) -> str:
