@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 from engine import __version__
-from engine.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, parse_command,
-                             read_events)
-from engine.runs import RunStore
+from engine.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, io_sentence,
+                             parse_command, read_events)
+from engine.runs import RunLock, RunStore, StoreError, read_inside
 from engine.spec import RunSpec, SpecError, build, dump_spec, load_spec
 
 log = logging.getLogger("engine")
@@ -31,7 +31,10 @@ def _setup_logging(verbose: bool) -> None:
 def _fail(message: str, code: int = 2) -> int:
     """A user error: one sentence on stderr and one error event on stdout, nothing else touched."""
     print(f"error: {message}", file=sys.stderr)  # noqa: T201 - the user's terminal, not a log
-    EventWriter().error(message)
+    try:
+        EventWriter().error(message)
+    except OSError:
+        pass  # stdout is gone: stderr said it
     return code
 
 
@@ -78,14 +81,24 @@ def _listen_for_cancel(cancel: threading.Event) -> None:
         signal.signal(signal.SIGINT, on_sigint)
 
 
-def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | None = None) -> int:
-    """Check the spec against models and data, then create (or reopen) the run folder, stream events and run
-    the pipeline. Exit code: 0 finished, 3 cancelled, 1 failed, 2 refused before anything started."""
+def _is_child() -> bool:
+    """One of several processes started by engine/launch.py (the launcher holds the run's lock for them)."""
+    return bool(os.environ.get("COMPRESSION_ENGINE_CHILD"))
+
+
+def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | None = None,
+            lock: RunLock | None = None) -> int:
+    """Check the spec against models and data, then create (or reopen) the run folder, take its lock (one
+    writer per run), stream events and run the pipeline. Exit code: 0 finished, 3 cancelled, 1 failed, 2
+    refused before anything started."""
+    return _execute(spec, resume_id, store or RunStore(), lock)
+
+
+def _execute(spec: RunSpec, resume_id: str | None, store: RunStore, lock: RunLock | None) -> int:
     from engine.context import EngineError
     from engine.models import pick_device
     from engine.pipeline import preflight, run_pipeline
 
-    store = store or RunStore()
     cache: dict = {}
     try:
         device = pick_device(spec.device)
@@ -98,10 +111,30 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
         return _fail(str(exc))
     if resume_id:
         paths = store.paths(resume_id)
-        last_seq = max((e.seq for _, e in read_events(paths.events)), default=0) if paths.events.exists() else 0
+        if lock is None and not _is_child():
+            lock = RunLock(paths).acquire()
+        last_seq = _last_seq(paths.events)
     else:
         paths = store.create(spec.name, dump_spec(spec))
+        if not _is_child():
+            lock = RunLock(paths).acquire()  # nobody else knows the id yet: this cannot fail
         last_seq = 0
+    try:
+        return _stream(spec, paths, store, last_seq, device, cache, run_pipeline)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _last_seq(events_file: Path) -> int:
+    """The last sequence number in a run's events.jsonl (0 when there is none or it cannot be read)."""
+    try:
+        return max((e.seq for _, e in read_events(events_file)), default=0)
+    except OSError:
+        return 0
+
+
+def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, cache: dict, run_pipeline) -> int:
     events = EventWriter(paths.id, mirror=paths.events, start_seq=last_seq)
     divert_stderr_to(paths.root / "engine.log")  # if the studio goes away, the log goes on in the run folder
     cancel = threading.Event()
@@ -125,25 +158,33 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
 
 def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore()
+    lock = None
     if args.resume:
-        try:
-            paths = store.paths(args.resume)
-        except KeyError:
-            return _fail(f"there is no run {args.resume!r}; `compression-engine runs` lists them.")
+        paths = store.paths(args.resume)  # RunNotFound: a sentence (not a run id, or no such run)
+        record = store.get(args.resume)
+        if record.status == "finished" and not _is_child():
+            return _fail(f"run {args.resume} has already finished, so there is nothing to resume; start a new run "
+                         f"from its spec (compression-engine run {paths.spec}).")
+        if not _is_child():
+            lock = RunLock(paths).acquire()  # refused at once, before any model is loaded, if an engine runs it
         spec_file = paths.spec
     elif args.spec:
         spec_file = Path(args.spec)
     else:
         return _fail("give a spec file (compression-engine run SPEC.yaml) or --resume RUN_ID.")
     try:
-        spec = load_spec(spec_file)
-    except SpecError as exc:
-        return _fail(str(exc))
-    if spec.processes > 1 and not os.environ.get("COMPRESSION_ENGINE_CHILD"):
-        from engine.launch import launch_distributed
+        try:
+            spec = load_spec(spec_file)
+        except SpecError as exc:
+            return _fail(str(exc))
+        if spec.processes > 1 and not _is_child():
+            from engine.launch import launch_distributed
 
-        return launch_distributed(spec_file, spec.processes, args.resume)
-    return execute(spec, resume_id=args.resume, store=store)
+            return launch_distributed(spec_file, spec.processes, args.resume, store=store)
+        return execute(spec, resume_id=args.resume, store=store, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -259,17 +300,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if not args.run_id:
         return _fail(f"`runs {args.action}` needs a run id; `compression-engine runs` lists them.")
-    try:
-        record = store.get(args.run_id)
-    except KeyError:
-        return _fail(f"there is no run {args.run_id!r}; `compression-engine runs` lists them.")
     if args.action == "delete":
-        store.delete(args.run_id)
+        store.delete(args.run_id)  # StoreError (not an id, no such run, still running): a sentence
         print(f"deleted {args.run_id}")  # noqa: T201
         return 0
-    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2))  # noqa: T201
-    if (record.path / "eval.md").exists():
-        print((record.path / "eval.md").read_text(encoding="utf-8"))  # noqa: T201
+    record = store.get(args.run_id)
+    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2, default=str))  # noqa: T201
+    try:
+        print(read_inside(record.path / "eval.md"))  # noqa: T201 - never through a link out of the run
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("eval.md of run %s is unreadable (%s)", record.id, exc)
     return 0
 
 
@@ -368,3 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except StoreError as exc:  # not a run id, no such run, run locked or damaged, data folder unusable
+        return _fail(str(exc))
+    except OSError as exc:  # out of space, read-only disk, permissions: a sentence, never a traceback
+        log.debug("I/O error", exc_info=True)
+        return _fail(io_sentence(exc), code=1)
+    except Exception as exc:  # noqa: BLE001 - a bug: one sentence here, the trace only with --verbose
+        log.debug("internal error", exc_info=True)
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details).", code=1)

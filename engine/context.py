@@ -27,6 +27,10 @@ class EngineError(Exception):
     """An error the user can fix; its message is one sentence that says what and how (no traceback shown)."""
 
 
+class Diverged(EngineError):
+    """Training produced a non-finite loss or weights: the stage fails, its last good checkpoint is kept."""
+
+
 @dataclass
 class StageResult:
     model_dir: Path | None = None  # the stage's output model, if it made one

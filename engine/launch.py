@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
 from engine.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
-from engine.runs import RunPaths, RunStore
+from engine.runs import RunLock, RunPaths, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class _FollowerStore(RunStore):
 
     def __init__(self, store: RunStore) -> None:  # noqa: D107 - share the real store's folders, skip its setup
         self.root, self.runs_dir, self.index_path = store.root, store.runs_dir, store.index_path
+        self._index_ok = store._index_ok
 
     def update(self, run_id: str, **changes: Any):
         return self.get(run_id)
@@ -254,15 +255,27 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     store = store or RunStore()
     spec = load_spec(spec_file)
     paths = store.paths(resume_id) if resume_id else store.create(spec.name, dump_spec(spec))
+    # One writer per run: the launcher holds the run's lock for all its children (cmd_run already holds it
+    # for a resume); the children, started with CHILD_ENV, never take it.
+    lock = None if resume_id else RunLock(paths).acquire()
+    try:
+        return _launch(spec, paths, store, processes, resume_id, out, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _launch(spec: Any, paths: RunPaths, store: RunStore, processes: int, resume_id: str | None, out: IO[str],
+            lock: RunLock | None) -> int:
     (paths.root / CANCEL_FILE).unlink(missing_ok=True)  # a resumed run must not stop at once
     gpus = visible_gpus() if spec.device != "cpu" else 0
     if 0 < gpus < processes:  # two ranks on one GPU fail deep inside NCCL; say it plainly instead
-        return _refuse(paths, store, resume_id, f"processes: {processes} needs {processes} GPUs, but this machine "
-                       f"has {gpus}; lower processes to {gpus} or set device: cpu.", out)
+        return _refuse(paths, store, resume_id, lock, f"processes: {processes} needs {processes} GPUs, but this "
+                       f"machine has {gpus}; lower processes to {gpus} or set device: cpu.", out)
     try:
         cmd = accelerate_command(paths.id, processes, strategy_of(spec))
     except ValueError as exc:
-        return _refuse(paths, store, resume_id, str(exc), out)
+        return _refuse(paths, store, resume_id, lock, str(exc), out)
     log.info("launching %d processes: %s", processes, " ".join(cmd))
     env = {**os.environ, CHILD_ENV: "1", "PYTHONUNBUFFERED": "1"}
     # Own session: a terminal Ctrl-C reaches only this parent, which turns it into a clean cancel.
@@ -276,7 +289,7 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     if relay.final:
         return FINAL_EXIT.get(relay.final, 1)
     if not relay.hello:
-        return _refuse(paths, store, resume_id, "" if code == 2 else
+        return _refuse(paths, store, resume_id, lock, "" if code == 2 else
                        f"the engine processes exited (code {code}) before the run started; see the log above.",
                        out, code=code or 2)
     # The children died mid-run (killed, out of memory, a crash in a collective): say so once, as rank 0 would.
@@ -289,11 +302,13 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     return 1
 
 
-def _refuse(paths: RunPaths, store: RunStore, resume_id: str | None, message: str, out: IO[str],
-            code: int = 2) -> int:
+def _refuse(paths: RunPaths, store: RunStore, resume_id: str | None, lock: RunLock | None, message: str,
+            out: IO[str], code: int = 2) -> int:
     """Nothing ran: drop the run folder the parent made (as a single-process refusal never makes one)."""
     if message:
         EventWriter(stream=out).error(message)
     if not resume_id:
+        if lock is not None:
+            lock.release()  # our own lock would make the store refuse the delete
         store.delete(paths.id)
     return code

@@ -234,8 +234,16 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
+    # The previous model (a re-run stage) is moved aside, not deleted, until the new one is in place: at every
+    # instant one complete model exists under a known name.
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.is_symlink():
+        out_dir.unlink()  # a link planted in the run folder is replaced, never written through
+    elif out_dir.exists():
+        os.replace(out_dir, old)
     os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 

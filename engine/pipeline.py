@@ -13,8 +13,8 @@ from typing import Any
 
 from engine.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.launch import any_rank, is_main_process, run_stage_on_ranks
-from engine.protocol import EventWriter
-from engine.runs import RunPaths, RunStore
+from engine.protocol import EventWriter, io_sentence
+from engine.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.spec import BASE_MODELS, RunSpec, StageSpec
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             marker = _done_marker(paths, stage)
             if marker.exists():
                 events.log(f"stage {stage.name} already finished; skipping it")
-                summary["stages"][stage.name] = json.loads(marker.read_text(encoding="utf-8"))
+                summary["stages"][stage.name] = json.loads(read_inside(marker))
                 continue
             if any_rank(cancel.is_set()):  # rank-aware (engine/launch.py): all processes stop at the same stage
                 raise StageCancelled(stage.name)
@@ -117,7 +117,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
                       "model_dir": str(result.model_dir) if result.model_dir else None}
             if is_main_process():  # rank-aware: only rank 0 writes into the run folder
                 marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+                write_atomic(marker, json.dumps(json_safe(record), indent=2, default=str))
             summary["stages"][stage.name] = record
             if result.scores:
                 store.update(paths.id, scores={f"{stage.name}/{k}": v for k, v in result.scores.items()})
@@ -126,15 +126,37 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
         status = "cancelled"
         events.status("cancelled", stage_name, "cancelled; resume with compression-engine run --resume "
                       f"{paths.id}")
-    except EngineError as exc:
+    except (EngineError, StoreError) as exc:
         status = "failed"
         events.error(str(exc), stage=stage_name)
     except Exception as exc:  # noqa: BLE001 - any crash becomes one error event, the trace goes to stderr
         status = "failed"
-        log.error("stage %s crashed:\n%s", stage_name, traceback.format_exc())
-        events.error(f"stage {stage_name or 'setup'} crashed: {type(exc).__name__}: {exc}", stage=stage_name,
-                     detail=traceback.format_exc(limit=8))
+        _report_crash(exc, stage_name, events, paths)
     summary["elapsed_s"] = round(time.time() - started, 1)
-    store.update(paths.id, status=status)
+    _record_final(store, paths, status)
     events.emit("done", status=status, summary=summary)
     return status
+
+
+def _report_crash(exc: Exception, stage_name: str, events: EventWriter, paths: RunPaths) -> None:
+    """One error event (and one sentence on stderr) for a crash; the trace on stderr only for a bug, not for an
+    I/O failure such as a full disk, which the sentence explains."""
+    if isinstance(exc, OSError) or "No space left" in str(exc) or "file write failed" in str(exc):
+        message = f"stage {stage_name or 'setup'} stopped: {io_sentence(exc)}".replace(
+            "RUN_ID", paths.id)
+        log.error("%s", message)
+        log.debug("the I/O error:\n%s", traceback.format_exc())
+        events.error(message, stage=stage_name)
+        return
+    log.error("stage %s crashed:\n%s", stage_name, traceback.format_exc())
+    events.error(f"stage {stage_name or 'setup'} crashed: {type(exc).__name__}: {exc}", stage=stage_name,
+                 detail=traceback.format_exc(limit=8))
+
+
+def _record_final(store: RunStore, paths: RunPaths, status: str) -> None:
+    """The final status into run.json, whatever the disk does (write_atomic falls back to an in-place
+    rewrite when no new file fits); a failure here is logged, never raised over the run's own error."""
+    try:
+        store.update(paths.id, status=status)
+    except (OSError, StoreError) as exc:
+        log.error("could not record status %s in %s: %s", status, paths.info, exc)

@@ -25,10 +25,14 @@ Studio → engine, one command per stdin line: ``{"type": "cancel"}``; for the c
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
+import logging
 import math
 import os
+import stat
 import sys
 import threading
 import time
@@ -58,9 +62,13 @@ class Event:
     v: int = PROTOCOL_VERSION
 
     def to_json(self) -> str:
-        return json.dumps({"v": self.v, "type": self.type, "run_id": self.run_id, "seq": self.seq,
-                           "time": self.time, "data": self.data}, ensure_ascii=False, default=_jsonable,
-                          allow_nan=False)
+        """One JSON line; never fails on content: NaN/inf become null, unknown objects their text."""
+        obj = {"v": self.v, "type": self.type, "run_id": self.run_id, "seq": self.seq, "time": self.time,
+               "data": self.data}
+        try:
+            return json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False)
+        except (ValueError, TypeError, RecursionError):  # a non-finite number somewhere (a summary, a sample)
+            return json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False)
 
     @classmethod
     def from_json(cls, line: str) -> "Event":
@@ -85,6 +93,26 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON data: NaN/inf → null, numpy/torch scalars → numbers, keys → text, and anything
+    nested absurdly deep (or circular) → its text."""
+    if depth > 64:
+        return str(value)[:200]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_json_safe(v, depth + 1) for v in value]
+    try:
+        plain = _jsonable(value)
+    except Exception:  # noqa: BLE001 - a foreign object's .item() may raise anything; its text will do
+        return str(value)
+    return _json_safe(plain, depth + 1) if not isinstance(plain, type(value)) else str(plain)
 
 
 def _finite(values: dict) -> dict:
@@ -126,7 +154,7 @@ class SurvivingStream:
         self.diverted = True
         target = str(self.fallback) if self.fallback else os.devnull
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             os.dup2(fd, self._stream.fileno())
             os.close(fd)
         except (OSError, ValueError, io.UnsupportedOperation):
@@ -180,10 +208,10 @@ class EventWriter:
         self._seq = start_seq
         self._lock = threading.Lock()
         self._mirror_file = None
+        self.mirror_failed = False
         self.listeners: list[Callable[[Event], None]] = []  # e.g. the terminal progress bar
         if self.mirror:
-            self.mirror.parent.mkdir(parents=True, exist_ok=True)
-            self._mirror_file = open(self.mirror, "a", encoding="utf-8")
+            self._mirror_file = open_mirror(self.mirror)
 
     def emit(self, type_: str, **data: Any) -> Event:
         if type_ not in EVENT_TYPES:
@@ -193,8 +221,7 @@ class EventWriter:
             event = Event(type=type_, data=data, run_id=self.run_id, seq=self._seq, time=round(time.time(), 3))
             line = event.to_json()
             if self._mirror_file:
-                self._mirror_file.write(line + "\n")
-                self._mirror_file.flush()
+                self._append_mirror(line)
             try:
                 self.stream.write(line + "\n")
                 self.stream.flush()
@@ -203,6 +230,25 @@ class EventWriter:
         for listener in self.listeners:
             listener(event)
         return event
+
+    def _append_mirror(self, line: str) -> None:
+        """Append to events.jsonl; a failing disk (full, gone) must not turn an event into a crash: the line
+        still goes to stdout, and the mirror is retried at the next event (a half-written line is repaired by
+        the next writer)."""
+        try:
+            self._mirror_file.write(line + "\n")
+            self._mirror_file.flush()
+        except OSError as exc:
+            if not self.mirror_failed:
+                logging.getLogger(__name__).warning("cannot append to %s (%s); events go to stdout only",
+                                                    self.mirror, exc.strerror or exc)
+            self.mirror_failed = True
+            with contextlib.suppress(OSError, ValueError):
+                self._mirror_file.close()
+            try:
+                self._mirror_file = open_mirror(self.mirror)
+            except OSError:
+                self._mirror_file = None
 
     def metric(self, stage: str, step: int, values: dict) -> Event:
         return self.emit("metric", stage=stage, step=step, values=_finite(values))
@@ -224,8 +270,63 @@ class EventWriter:
 
     def close(self) -> None:
         if self._mirror_file:
-            self._mirror_file.close()
+            with contextlib.suppress(OSError):
+                self._mirror_file.close()
             self._mirror_file = None
+
+
+def io_sentence(exc: BaseException) -> str:
+    """One sentence for an I/O failure (disk full, a link where a run file should be, no permission), also for
+    the libraries that wrap ENOSPC in their own exceptions (torch's "file write failed", safetensors' IoError)."""
+    text = str(exc)
+    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "StorageFull" in text \
+            or "file write failed" in text:
+        return f"the disk is full{where}; free some space and try again (a started run continues with " \
+               "compression-engine run --resume RUN_ID)."
+    if code == errno.ELOOP:
+        return f"a symbolic link stands where a run file should be{where}; the engine never writes through links " \
+               "in a run folder, so remove the link and try again."
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write{where} ({exc.strerror}); fix the folder's permissions and try again."
+    return f"{getattr(exc, 'strerror', None) or text}{where}; check the disk and the folder, then try again."
+
+
+def open_mirror(path: Path) -> IO[str]:
+    """events.jsonl opened for appending: never through a symbolic link (O_NOFOLLOW), and with a torn last line
+    (a crash or a full disk mid-write) cut off first, so the next event starts on a line of its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "events file is not a regular file", str(path))
+        _repair_torn_line(fd)
+        os.lseek(fd, 0, os.SEEK_END)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _repair_torn_line(fd: int, chunk: int = 1 << 16) -> None:
+    """Truncate the file after its last newline (nothing after it is a complete event)."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        block = os.pread(fd, end - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    else:
+        keep = 0
+    if keep < size:
+        logging.getLogger(__name__).warning("events file %s ended in a torn line (%d bytes); cut it off",
+                                            getattr(fd, "name", fd), size - keep)
+        os.ftruncate(fd, keep)
 
 
 def hello(writer: EventWriter, command: str, version: str) -> Event:
@@ -235,7 +336,7 @@ def hello(writer: EventWriter, command: str, version: str) -> Event:
 def read_events(path: Path, start: int = 0) -> Iterator[tuple[int, Event]]:
     """Events of an events.jsonl from byte offset ``start``, with the offset after each; a trailing partial
     line (a run still writing) is left for the next read."""
-    with open(path, "rb") as f:
+    with open(path, "rb", opener=_nofollow) as f:
         f.seek(start)
         offset = start
         for raw in f:
@@ -246,6 +347,10 @@ def read_events(path: Path, start: int = 0) -> Iterator[tuple[int, Event]]:
                 yield offset, Event.from_json(raw.decode("utf-8"))
             except (ProtocolError, UnicodeDecodeError):
                 continue  # a corrupt line is skipped, never fatal for a replay
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
 def parse_command(line: str) -> dict:

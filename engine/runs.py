@@ -9,12 +9,22 @@ Layout of a run::
         models/<stage>/  final models (save_pretrained + README.md model card)
         checkpoints/<stage>/checkpoint-N/
         eval.json, eval.md
+        lock             held (flock) by the one engine writing the run, with its pid
+
+The store trusts nothing it reads: a run id must match the store's own format (so ``../..`` or an absolute path
+never names a folder), run folders and the files in them are opened without following symbolic links, every
+file that says "done" is written to a temporary name and renamed, a damaged ``run.json`` marks its run damaged
+instead of stopping the listing, and a damaged or missing index is rebuilt from the run folders.
 
 Stdlib + platformdirs only: the studio imports this module.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import math
 import os
 import re
 import secrets
@@ -23,10 +33,37 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the pid in run.json is the only liveness signal there
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "compression-studio"
 HOME_ENV = "COMPRESSION_STUDIO_HOME"
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9-]{1,32}-[0-9a-f]{4}")  # what new_run_id() makes, nothing else
+RUN_ID_EXAMPLE = "20261201-124500-my-run-1a2b"
+MAX_RUN_FILE_BYTES = 16 << 20  # run.json, spec.yaml, eval files: small text; anything larger is not ours
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class StoreError(RuntimeError):
+    """The run store cannot do what was asked; the message is one sentence saying what and what to do."""
+
+
+class RunNotFound(StoreError, KeyError):
+    """No run with that id (or not a run id at all)."""
+
+    def __str__(self) -> str:  # KeyError would quote the sentence
+        return str(self.args[0]) if self.args else ""
+
+
+class RunLocked(StoreError):
+    """Another engine process is writing the run."""
 
 
 def data_dir() -> Path:
@@ -38,8 +75,92 @@ def data_dir() -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"the data folder {path} is a file, not a folder; point {HOME_ENV} at a folder (or move "
+                         "the file away).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the data folder {path} ({exc.strerror}); point {HOME_ENV} at a "
+                         "writable folder.") from None
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf replaced by None (they are not JSON) and keys made text, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:
+    """A run file's text, refusing a symbolic link (it could point anywhere) and anything but a small regular
+    file. Raises OSError (FileNotFoundError, ELOOP for a link) or UnicodeDecodeError."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not _is_regular(fd):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "file too large", str(path))
+    return data.decode("utf-8")
+
+
+def _is_regular(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def write_atomic(path: Path, text: str, *, in_place_fallback: bool = False) -> None:
+    """Write ``text`` to a fresh temporary file next to ``path`` (never through a link), flush it to disk and
+    rename it over ``path``: a reader sees the old or the new file, never half of one. With
+    ``in_place_fallback``, when no new file can be written (disk full) the existing file is overwritten in
+    place, padded to its old length, so a final status still gets recorded."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not in_place_fallback or not _overwrite_in_place(path, data):
+            raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """Rewrite an existing regular file's blocks without allocating new ones (no truncation first)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if not _is_regular(fd) or len(data) > size:
+            return False
+        _write_all(fd, data + b" " * (size - len(data)))  # trailing spaces are valid JSON whitespace
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -63,6 +184,10 @@ class RunPaths:
         return self.root / "run.json"
 
     @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
     def eval_json(self) -> Path:
         return self.root / "eval.json"
 
@@ -70,15 +195,22 @@ class RunPaths:
     def eval_md(self) -> Path:
         return self.root / "eval.md"
 
+    def inside(self, *parts: str) -> Path:
+        """``root/parts…``, refusing a path that a symbolic link inside the run folder leads out of it."""
+        path = self.root.joinpath(*parts)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"{path} leads out of the run folder (a symbolic link?); remove the link and resume.")
+        return path
+
     def model(self, stage: str) -> Path:
-        return self.root / "models" / stage
+        return self.inside("models", stage)
 
     def checkpoints(self, stage: str) -> Path:
-        return self.root / "checkpoints" / stage
+        return self.inside("checkpoints", stage)
 
     def merge_eval(self, updates: dict) -> dict:
         """Merge top-level keys into eval.json (stages share the file: models, quantization, grpo, …)."""
-        current = json.loads(self.eval_json.read_text(encoding="utf-8")) if self.eval_json.exists() else {}
+        current = self._read_eval()
         current.update(updates)
         self._write_eval(current)
         return current
@@ -86,25 +218,29 @@ class RunPaths:
     def add_stage_report(self, section: str, stage: str, report: dict, markdown: str) -> None:
         """One stage's report into eval.json under ``section.stage`` (next to what other stages wrote; an
         unreadable file is started afresh) and its table at the end of eval.md."""
-        current: dict[str, Any] = {}
-        if self.eval_json.exists():
-            try:
-                current = json.loads(self.eval_json.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                current = {}
+        current = self._read_eval()
         current.setdefault(section, {})[stage] = report
         self._write_eval(current)
-        with open(self.eval_md, "a", encoding="utf-8") as f:
+        fd = os.open(self.eval_md, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(markdown)
 
+    def _read_eval(self) -> dict:
+        try:
+            current = json.loads(read_inside(self.eval_json))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("eval.json of run %s is unreadable (%s); starting it afresh", self.id, exc)
+            return {}
+        return current if isinstance(current, dict) else {}
+
     def _write_eval(self, data: dict) -> None:
-        tmp = self.eval_json.with_suffix(".tmp")  # atomic: a reader never sees half a file
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-        tmp.replace(self.eval_json)
+        write_atomic(self.eval_json, json.dumps(json_safe(data), indent=2, ensure_ascii=False, default=str))
 
     def stage_dir(self, stage: str) -> Path:
         """Scratch space of a stage (caches such as sequence-level KD's teacher answers)."""
-        return self.root / "work" / stage
+        return self.inside("work", stage)
 
 
 @dataclass
@@ -121,7 +257,12 @@ class RunRecord:
 
     def is_alive(self) -> bool:
         """Whether the engine process that owns this run still runs (a GUI restart follows it again)."""
-        return self.status in ("running", "cancelling") and pid_alive(self.pid)
+        if self.status not in ("running", "cancelling"):
+            return False
+        holder = RunLock.holder(RunPaths(Path(self.path)))
+        if holder is not None:
+            return True  # the lock is the truth where there is one: a reused pid cannot fake it
+        return pid_alive(self.pid) and not (Path(self.path) / "lock").exists()
 
 
 def pid_alive(pid: int) -> bool:
@@ -129,7 +270,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -141,85 +282,263 @@ def new_run_id(name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
 
 
+def is_run_id(run_id: Any) -> bool:
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+class RunLock:
+    """The one-writer rule: an OS lock (flock) on ``<run>/lock`` held by the engine for the run's lifetime; the
+    kernel drops it when the process dies, however it dies, so a crashed run is resumable at once."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise RunLocked(f"run {self.paths.id} is being written by another engine (pid {pid or '?'}); "
+                                "wait for it to finish or cancel it first.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @staticmethod
+    def holder(paths: RunPaths) -> int | None:
+        """The pid of the engine holding the run's lock (0 if unknown), or None when nobody holds it."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(paths.lock, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_pid(fd)
+        else:
+            return None
+        finally:
+            os.close(fd)
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 class RunStore:
-    """Creates, updates, lists and deletes runs; run.json in each folder is the truth, the index a cache."""
+    """Creates, updates, lists and deletes runs; run.json in each folder is the truth, the index a cache that is
+    rebuilt from the folders whenever it is missing or damaged."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else data_dir()
         self.runs_dir = self.root / "runs"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the run folder {self.runs_dir} ({exc.strerror}); point {HOME_ENV} "
+                             "at a writable folder.") from None
+        if not self.runs_dir.is_dir() or self.runs_dir.is_symlink():
+            raise StoreError(f"{self.runs_dir} is not a folder; move it away or point {HOME_ENV} elsewhere.")
         self.index_path = self.root / "runs.sqlite"
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, status TEXT, stage TEXT,"
-                       " created REAL, updated REAL, pid INTEGER, scores TEXT)")
+        self._index_ok = True
+        self._index("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, status TEXT, stage TEXT,"
+                    " created REAL, updated REAL, pid INTEGER, scores TEXT)")
 
-    def _db(self) -> sqlite3.Connection:
+    # ---- the index: a cache, never a reason to fail -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.index_path, timeout=10)
-        return db
+        try:
+            with db:  # commits (or rolls back) the transaction
+                yield db
+        finally:
+            db.close()
+
+    def _index(self, sql: str, params: Any = (), *, many: bool = False) -> list:
+        """Run one statement on the index; a damaged index is moved aside and rebuilt from the run folders, and
+        if even that fails the store works from the folders alone."""
+        for attempt in range(2):
+            if not self._index_ok:
+                return []
+            try:
+                with self._db() as db:
+                    cursor = db.executemany(sql, params) if many else db.execute(sql, params)
+                    return cursor.fetchall()
+            except sqlite3.Error as exc:
+                if attempt == 0:
+                    self._rebuild_index(exc)
+        self._index_ok = False
+        return []
+
+    def _rebuild_index(self, problem: Exception) -> None:
+        log.warning("the run index %s is damaged (%s); rebuilding it from the run folders", self.index_path, problem)
+        try:
+            if self.index_path.is_dir() and not self.index_path.is_symlink():
+                raise OSError(errno.EISDIR, "is a folder", str(self.index_path))
+            self.index_path.replace(self.index_path.with_name(f"runs.sqlite.damaged-{int(time.time())}"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot move the damaged index aside (%s); listing runs from their folders", exc)
+            self._index_ok = False
+            return
+        try:
+            with self._db() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, status TEXT, "
+                           "stage TEXT, created REAL, updated REAL, pid INTEGER, scores TEXT)")
+                for record in self._scan():
+                    if record.status != "damaged":
+                        db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(record))
+        except sqlite3.Error as exc:
+            log.warning("cannot rebuild the index (%s); listing runs from their folders", exc)
+            self._index_ok = False
+
+    # ---- runs ---------------------------------------------------------------------------------------------
 
     def create(self, name: str, spec_text: str) -> RunPaths:
         paths = RunPaths(self.runs_dir / new_run_id(name))
         paths.root.mkdir(parents=True)
-        paths.spec.write_text(spec_text, encoding="utf-8")
+        write_atomic(paths.spec, spec_text)
         now = time.time()
         self._write(paths, {"id": paths.id, "name": name, "status": "created", "stage": "", "created": now,
                             "updated": now, "pid": 0, "scores": {}})
         return paths
 
     def paths(self, run_id: str) -> RunPaths:
+        """The folders of an existing run; RunNotFound (a sentence) for anything that is not one of this store's
+        run ids, for a run folder that is a symbolic link, and for a folder without run.json."""
+        if not is_run_id(run_id):
+            shown = str(run_id) if len(str(run_id)) <= 80 else str(run_id)[:77] + "..."
+            raise RunNotFound(f"{shown!r} is not a run id (run ids look like {RUN_ID_EXAMPLE}); "
+                              "`compression-engine runs` lists them.")
         paths = RunPaths(self.runs_dir / run_id)
-        if not paths.info.exists():
-            raise KeyError(f"no run {run_id!r} in {self.runs_dir}")
+        if paths.root.is_symlink() or not paths.root.is_dir() or paths.info.is_symlink() or not paths.info.exists():
+            raise RunNotFound(f"there is no run {run_id!r} in {self.runs_dir}; `compression-engine runs` lists them.")
         return paths
+
+    def _read_info(self, paths: RunPaths) -> dict:
+        """run.json of a run; StoreError (a sentence) when it is damaged."""
+        try:
+            info = json.loads(read_inside(paths.info))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"run {paths.id} is damaged: its run.json cannot be read ({exc}); delete the run or "
+                             "repair the file.") from None
+        if not isinstance(info, dict):
+            raise StoreError(f"run {paths.id} is damaged: its run.json holds no settings; delete the run.")
+        return info
 
     def update(self, run_id: str, **changes: Any) -> RunRecord:
         paths = self.paths(run_id)
-        info = json.loads(paths.info.read_text(encoding="utf-8"))
+        info = self._read_info(paths)
         if "scores" in changes:
-            changes["scores"] = {**info.get("scores", {}), **changes["scores"]}
+            changes["scores"] = {**(info.get("scores") or {}), **changes["scores"]}
         info.update(changes, updated=time.time())
+        record = self._record(info, paths)  # a record that cannot be made is not written
         self._write(paths, info)
-        return self._record(info, paths)
+        return record
 
     def _write(self, paths: RunPaths, info: dict) -> None:
-        tmp = paths.info.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-        tmp.replace(paths.info)  # atomic: a reader never sees half a file
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
-                       (info["id"], info["name"], info["status"], info["stage"], info["created"],
-                        info["updated"], info["pid"], json.dumps(info.get("scores", {}))))
+        write_atomic(paths.info, json.dumps(json_safe(info), indent=2, default=str), in_place_fallback=True)
+        self._index("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(self._record(info, paths)))
 
     def get(self, run_id: str) -> RunRecord:
         paths = self.paths(run_id)
-        return self._record(json.loads(paths.info.read_text(encoding="utf-8")), paths)
+        return self._record(self._read_info(paths), paths)
 
     def _record(self, info: dict, paths: RunPaths) -> RunRecord:
-        return RunRecord(id=info["id"], name=info["name"], status=info["status"], stage=info["stage"],
-                         created=info["created"], updated=info["updated"], pid=int(info.get("pid", 0)),
-                         scores=info.get("scores", {}), path=paths.root)
+        try:
+            return RunRecord(id=paths.id, name=str(info["name"]), status=str(info["status"]),
+                             stage=str(info.get("stage") or ""), created=float(info["created"]),
+                             updated=float(info.get("updated") or info["created"]), pid=int(info.get("pid") or 0),
+                             scores=dict(info.get("scores") or {}), path=paths.root)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"run {paths.id} is damaged: its run.json lacks {exc}; delete the run.") from None
+
+    def _scan(self) -> list[RunRecord]:
+        """Every run folder's record from its run.json; a damaged one as status "damaged"."""
+        records = []
+        for folder in self.runs_dir.iterdir():
+            if not is_run_id(folder.name) or folder.is_symlink() or not (folder / "run.json").exists():
+                continue
+            paths = RunPaths(folder)
+            try:
+                records.append(self._record(self._read_info(paths), paths))
+            except StoreError:
+                created = _mtime(folder)
+                records.append(RunRecord(id=folder.name, name=folder.name, status="damaged", stage="",
+                                         created=created, updated=created, pid=0, scores={}, path=folder))
+        return records
 
     def list(self) -> list[RunRecord]:
-        """All runs, newest first; folders missing from the index (copied in, index lost) are re-indexed."""
-        with self._db() as db:
-            indexed = {row[0] for row in db.execute("SELECT id FROM runs")}
-        on_disk = {p.name for p in self.runs_dir.iterdir() if (p / "run.json").exists()}
-        for run_id in on_disk - indexed:
-            paths = RunPaths(self.runs_dir / run_id)
-            self._write(paths, json.loads(paths.info.read_text(encoding="utf-8")))
-        if indexed - on_disk:
-            with self._db() as db:
-                db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in indexed - on_disk])
-        with self._db() as db:
-            rows = db.execute("SELECT id, name, status, stage, created, updated, pid, scores FROM runs "
-                              "ORDER BY created DESC").fetchall()
-        return [RunRecord(id=r[0], name=r[1], status=r[2], stage=r[3], created=r[4], updated=r[5], pid=r[6],
-                          scores=json.loads(r[7] or "{}"), path=self.runs_dir / r[0]) for r in rows]
+        """All runs, newest first; folders missing from the index (copied in, index lost) are re-indexed, and a
+        run whose run.json is damaged is listed with status "damaged"."""
+        rows = self._index("SELECT id, name, status, stage, created, updated, pid, scores FROM runs")
+        indexed = {}
+        for r in rows:
+            try:
+                indexed[r[0]] = RunRecord(id=r[0], name=r[1], status=r[2], stage=r[3], created=float(r[4]),
+                                          updated=float(r[5]), pid=int(r[6] or 0),
+                                          scores=json.loads(r[7] or "{}"), path=self.runs_dir / r[0])
+            except (TypeError, ValueError):
+                continue
+        on_disk = {p.name for p in self.runs_dir.iterdir()
+                   if is_run_id(p.name) and not p.is_symlink() and (p / "run.json").exists()}
+        records = [indexed[i] for i in on_disk if i in indexed]
+        for record in self._scan() if on_disk - set(indexed) else ():
+            if record.id not in indexed:
+                records.append(record)
+                if record.status != "damaged":
+                    self._index("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(record))
+        gone = set(indexed) - on_disk
+        if gone:
+            self._index("DELETE FROM runs WHERE id = ?", [(i,) for i in gone], many=True)
+        return sorted(records, key=lambda r: r.created, reverse=True)
 
     def delete(self, run_id: str) -> None:
-        record = self.get(run_id)
-        if record.is_alive():
-            raise RuntimeError(f"run {run_id} is still running (pid {record.pid}); cancel it first.")
-        shutil.rmtree(record.path)
-        with self._db() as db:
-            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        """Delete a run's folder; refused (StoreError, a sentence) while an engine writes it."""
+        paths = self.paths(run_id)
+        holder = RunLock.holder(paths)
+        if holder is not None:
+            raise RunLocked(f"run {run_id} is still running (pid {holder or '?'}); cancel it first.")
+        try:
+            record = self._record(self._read_info(paths), paths)
+        except StoreError:
+            record = None  # a damaged run may always be deleted
+        if record is not None and record.is_alive():
+            raise RunLocked(f"run {run_id} is still running (pid {record.pid}); cancel it first.")
+        self._index("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(paths.root)  # never follows a link inside the folder (fd-based on Linux)
+
+
+def _row(record: RunRecord) -> tuple:
+    return (record.id, record.name, record.status, record.stage, record.created, record.updated, record.pid,
+            json.dumps(json_safe(record.scores), default=str))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -95,7 +95,10 @@ def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     if int in types and float not in types and isinstance(value, float) and value.is_integer():
         value = int(value)  # 1e3 or 1000.0 for a step count
     if float in types and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value) if abs(value) <= DEFAULT_HIGH else value
+        try:
+            value = float(value)
+        except OverflowError:
+            _fail(where, f"{value:.3g} is too large.")
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         _fail(where, f"expected {' or '.join(_TYPE_WORDS[t] for t in types)}, got {shown}"
@@ -113,6 +116,13 @@ def _check_numbers(spec: Any, prefix: str) -> None:
     for f in dataclasses.fields(spec):
         if any(t in (int, float) for t in _declared_types(f.type)):
             setattr(spec, f.name, check_value(f"{prefix}.{f.name}" if prefix else f.name, f, getattr(spec, f.name)))
+
+
+def _nested(cls: type, value: Any, where: str) -> Any:
+    """A nested settings group: built from a mapping, kept if already built, refused otherwise."""
+    if isinstance(value, cls):
+        return value
+    return build(cls, value, where)  # SpecError "expected a mapping" for anything but a dict
 
 
 def _check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -239,8 +249,7 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         _check_numbers(self, "train")
-        if isinstance(self.lora, dict):
-            self.lora = build(LoraSpec, self.lora, "train.lora")
+        self.lora = _nested(LoraSpec, self.lora, "train.lora")
         _check_positive("train.learning_rate", self.learning_rate, high=1.0)
         if not isinstance(self.sweep_learning_rates, list):
             _fail("train.sweep_learning_rates", "must be a list of learning rates.")
@@ -453,9 +462,7 @@ class StageSpec:
             _fail(f"{self.name}.models", "must map display names to model references (text), e.g. "
                   "{teacher: teacher_sft}.")
         for key, cls in _STAGE_SUBSPECS.items():
-            value = getattr(self, key)
-            if isinstance(value, dict):
-                setattr(self, key, build(cls, value, f"{self.name}.{key}"))
+            setattr(self, key, _nested(cls, getattr(self, key), f"{self.name}.{key}"))
         if self.kind == "evaluate" and self.models and self.reference not in self.models:
             _fail(f"{self.name}.reference", f"{self.reference!r} is not one of the evaluated models "
                   f"({', '.join(self.models)}).")
@@ -487,9 +494,7 @@ class RunSpec:
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
             _fail("name", f"must be a short text (1 to 200 characters), got {str(self.name)[:40]!r}.")
         for key, cls in (("teacher", ModelSpec), ("student", ModelSpec), ("data", DataSpec)):
-            value = getattr(self, key)
-            if isinstance(value, dict):
-                setattr(self, key, build(cls, value, key))
+            setattr(self, key, _nested(cls, getattr(self, key), key))
         if not isinstance(self.stages, list):
             _fail("stages", "must be a list of stages.")
         self.stages = [s if isinstance(s, StageSpec) else build(StageSpec, s, f"stages[{i}]")

@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.callbacks import EventsCallback, last_checkpoint
-from engine.context import EngineError, RunContext, StageCancelled
+from engine.callbacks import EventsCallback, drop_incomplete_checkpoints, last_checkpoint
+from engine.context import Diverged, EngineError, RunContext, StageCancelled
+from engine.launch import is_main_process, wait_for_everyone
+from engine.runs import json_safe, write_atomic
 from engine.spec import ModelSpec, TrainSpec
 
 if TYPE_CHECKING:
@@ -147,6 +149,7 @@ def training_arguments(ctx: RunContext, train: TrainSpec, learning_rate: float, 
         report_to="none", use_cpu=on_cpu, bf16=flags["bf16"], fp16=flags["fp16"], remove_unused_columns=False,
         disable_tqdm=True, include_num_input_tokens_seen=True, dataloader_num_workers=0,
         save_only_model=False, logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss must reach our callback (finite or failed), not be averaged away
     )
     kwargs.update(overrides)
     args = (config_class or TrainingArguments)(**kwargs)
@@ -160,6 +163,10 @@ def run_trainer(ctx: RunContext, trainer: Any, callback: EventsCallback, checkpo
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints log dicts; our EventsCallback already reports them
+    if is_main_process():
+        for name in drop_incomplete_checkpoints(checkpoint_dir):
+            ctx.events.log(f"{ctx.stage.name}: dropped {name}, a checkpoint whose save never finished", "warning")
+    wait_for_everyone()
     resume = last_checkpoint(checkpoint_dir)
     if resume:
         ctx.events.log(f"resuming {ctx.stage.name} from {Path(resume).name}")
@@ -199,7 +206,13 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
     results, best = [], None
     for i, lr in enumerate(rates):
         ctx.events.log(f"sweep {i + 1}/{len(rates)}: learning rate {lr:g}")
-        trainer, model = fit(lr, ctx.checkpoint_dir / f"lr-{lr:g}")
+        try:
+            trainer, model = fit(lr, ctx.checkpoint_dir / f"lr-{lr:g}")
+        except Diverged as exc:  # one rate of a sweep diverging is a result, not a failed stage
+            ctx.events.log(f"sweep: learning rate {lr:g} diverged ({exc})", "warning")
+            results.append({"learning_rate": lr, "eval_loss": None, "diverged": True})
+            gc.collect()
+            continue
         scores = validation_scores(trainer)
         loss = scores.pop("loss")
         results.append({"learning_rate": lr, "eval_loss": loss, **{k.replace("/", "_"): v for k, v in scores.items()}})
@@ -211,10 +224,13 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
             del model
         del trainer
         gc.collect()
+    if best is None:
+        raise Diverged(f"{ctx.stage.name}: every learning rate of the sweep diverged "
+                       f"({', '.join(f'{r:g}' for r in rates)}); try smaller ones.")
     loss, lr, model, scores = best
     ctx.events.log(f"sweep: best learning rate {lr:g} (validation loss {loss:.4f}, cross-entropy "
                    f"{scores['eval/ce']:.4f})")
-    (ctx.work_dir / "sweep.json").write_text(json.dumps({"results": results, "best": lr}, indent=2), encoding="utf-8")
+    write_atomic(ctx.work_dir / "sweep.json", json.dumps(json_safe({"results": results, "best": lr}), indent=2))
     return model, {"sweep": results, "best_learning_rate": lr, **scores}
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.callbacks import EventsCallback
-from engine.context import RunContext, StageResult
+from engine.callbacks import EventsCallback, nonfinite_parameter
+from engine.context import Diverged, RunContext, StageResult
 from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
 from engine.models import load_tokenizer, model_card, save_model
 from engine.spec import ModelSpec, to_dict
@@ -40,6 +40,10 @@ def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: ModelSpe
                      summary: dict) -> StageResult:
     """Save the stage's model (LoRA/QLoRA adapters merged: a plain transformers folder) with its card, drop its
     resume checkpoints, announce the artifact."""
+    bad = nonfinite_parameter(model)
+    if bad is not None:  # finite or failed: a NaN model is never saved as the stage's result
+        raise Diverged(f"{ctx.stage.name} diverged: weight {bad} of the trained model is not finite; lower "
+                       f"train.learning_rate and start the run again (its last good checkpoint is kept).")
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
     card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base.source, how,
                       {**settings, "data": to_dict(ctx.spec.data)}, scores)

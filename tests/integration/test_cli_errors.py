@@ -55,7 +55,9 @@ def test_a_malformed_record_is_reported_with_file_and_line(tmp_path, studio_home
 
 def test_unknown_run_and_missing_arguments(studio_home):
     result = engine(studio_home, "run", "--resume", "nope")
-    assert result.returncode == 2 and "no run 'nope'" in result.stderr
+    assert result.returncode == 2 and "'nope' is not a run id" in result.stderr
+    result = engine(studio_home, "run", "--resume", "20260101-000000-nope-abcd")
+    assert result.returncode == 2 and "no run '20260101-000000-nope-abcd'" in result.stderr
     result = engine(studio_home, "runs", "show")
     assert result.returncode == 2 and "needs a run id" in result.stderr
     for command in ("run", "demo", "eval", "runs", "quantize", "inspect"):
