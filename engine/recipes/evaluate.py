@@ -11,6 +11,7 @@ from engine.context import EngineError, RunContext, StageResult
 from engine.evaluation import evaluate_model
 from engine.metrics import retention
 from engine.models import load_model, load_tokenizer
+from engine.runs import write_atomic
 from engine.training import stage_splits
 
 HEADLINE = ("rougeL", "exact_match")
@@ -66,7 +67,7 @@ def run_stage(ctx: RunContext) -> StageResult:
                                 "eval/retention": scores["retention"]})
     report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
     ctx.paths.merge_eval(report)
-    ctx.paths.eval_md.write_text(markdown_table(report), encoding="utf-8")
+    write_atomic(ctx.paths.eval_md, markdown_table(report))
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
     headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
     headline.update({f"{name}/retention": s["retention"] for name, s in results.items()

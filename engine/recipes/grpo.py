@@ -22,6 +22,7 @@ from engine.context import EngineError, RunContext, StageResult
 from engine.rewards import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
                             make_answer_correct, make_code_tests, make_format_strict, reward_weights,
                             validate_rewards)
+from engine.runs import json_safe, write_atomic
 from engine.spec import GenerationSpec, to_dict
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def run_stage(ctx: RunContext) -> StageResult:
               "examples": [{"prompt": task_prompt(r, grpo.template, ctx.spec.data.preset), "completion": c}
                            for r, c in list(zip(held_out, completions))[:5]]}
     eval_path = ctx.work_dir / "grpo_eval.json"
-    eval_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_atomic(eval_path, json.dumps(json_safe(report), indent=2, ensure_ascii=False))
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(eval_path))
     record_in_run_evaluation(ctx, before, after, len(held_out))
     summary = {**_eval_metrics(before, "before"), **_eval_metrics(after, "after")}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from engine.context import RunContext, StageResult
+from engine.runs import write_atomic
 from engine.spec import ModelSpec, to_dict
 
 
@@ -85,5 +86,5 @@ def run_stage(ctx: RunContext) -> StageResult:
     scores = _scores(report)
     ctx.events.metric(stage.name, 0, scores)
     card = model_card_text(spec.source, q, scores, kept=report["quantized"].get("layers_full_precision", 0))
-    (out / "README.md").write_text(card + "\n" + markdown, encoding="utf-8")
+    write_atomic(out / "README.md", card + "\n" + markdown)
     return StageResult(model_dir=out, scores=scores, summary={"quantize": to_dict(q), "report": report["ratios"]})

@@ -11,45 +11,33 @@ from engine.spec import (MAX_SPEC_BYTES, DataSpec, GRPOSpec, RunSpec, SpecError,
                          check_value, load_spec, option, parse_spec_text)
 
 
-def _numeric_fields() -> list[tuple[type, str, str]]:
-    """(class, field, annotation) of every int/float field in every spec class."""
-    classes = [RunSpec, StageSpec, DataSpec, TrainSpec, GRPOSpec]
-    seen, out = set(), []
-    while classes:
-        cls = classes.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
+def _numeric_fields() -> list[tuple[type, str, tuple]]:
+    """(class, field, path from the spec's root) of every int/float field of every spec class, found by walking
+    the spec's nested settings (so fields other slices add are covered too)."""
+    out, todo = [], [(RunSpec, ()), (StageSpec, ("stages", 0))]
+    while todo:
+        cls, path = todo.pop()
         for f in dataclasses.fields(cls):
             if f.type in ("int", "float"):
-                out.append((cls, f.name, f.type))
+                out.append((cls, f.name, path + (f.name,)))
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if dataclasses.is_dataclass(default):
-                classes.append(type(default))
+                todo.append((type(default), path + (f.name,)))
     return out
 
 
 NUMERIC = _numeric_fields()
 
 
-def _stage_with(cls: type, name: str, value) -> dict:
-    """A minimal spec mapping that sets ``cls.name`` to ``value``."""
-    nested = {TrainSpec: "train", GRPOSpec: "grpo", DataSpec: None, StageSpec: None, RunSpec: None}
-    for key, sub in (("distill", "DistillSpec"), ("generation", "GenerationSpec"), ("quantize", "QuantizeSpec")):
-        if cls.__name__ == sub:
-            nested[cls] = key
-    stage: dict = {"kind": "grpo" if cls is GRPOSpec else "sft", "name": "s"}
+def _spec_with(path: tuple, value) -> dict:
+    """A minimal spec mapping with ``value`` at ``path``."""
+    stage: dict = {"kind": "grpo" if "grpo" in path else "sft", "name": "s"}
     spec: dict = {"name": "x", "stages": [stage]}
-    if cls is RunSpec:
-        spec[name] = value
-    elif cls is DataSpec:
-        spec["data"] = {name: value}
-    elif cls is StageSpec:
-        stage[name] = value
-    elif cls.__name__ == "LoraSpec":
-        stage["train"] = {"lora": {name: value}}
-    else:
-        stage[nested[cls]] = {name: value}
+    node = stage if path[:2] == ("stages", 0) else spec
+    keys = path[2:] if node is stage else path
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
     return spec
 
 
@@ -62,27 +50,27 @@ def test_every_numeric_field_is_found():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_every_numeric_field_refuses_non_finite_values(bad):
-    for cls, name, _ in NUMERIC:
+    for cls, name, path in NUMERIC:
         with pytest.raises(SpecError, match=f"{name}: must be a finite number") as info:
-            build(RunSpec, _stage_with(cls, name, bad), "spec")
+            build(RunSpec, _spec_with(path, bad), "spec")
         assert "\n" not in str(info.value)
 
 
 def test_every_numeric_field_refuses_wrong_types_and_absurd_sizes():
-    for cls, name, kind in NUMERIC:
+    for cls, name, path in NUMERIC:
         for bad in ([1, 2], {"a": 1}, "many", True):
             with pytest.raises(SpecError, match=f"{name}: expected (an integer|a number)"):
-                build(RunSpec, _stage_with(cls, name, bad), "spec")
+                build(RunSpec, _spec_with(path, bad), "spec")
         with pytest.raises(SpecError, match=f"{name}: .*too large"):
-            build(RunSpec, _stage_with(cls, name, 10 ** 30), "spec")
+            build(RunSpec, _spec_with(path, 10 ** 30), "spec")
 
 
 @pytest.mark.parametrize("value", [10, 1.5, 1e300])
 def test_a_learning_rate_above_one_is_refused_with_a_reason(value):
     with pytest.raises(SpecError, match=r"learning_rate: .* too large \(at most 1\); a learning rate above 1"):
-        build(RunSpec, _stage_with(TrainSpec, "learning_rate", value), "spec")
+        build(RunSpec, _spec_with(("stages", 0, "train", "learning_rate"), value), "spec")
     with pytest.raises(SpecError, match="sweep_learning_rates"):
-        build(RunSpec, _stage_with(TrainSpec, "sweep_learning_rates", [1e-3, value]), "spec")
+        build(RunSpec, _spec_with(("stages", 0, "train", "sweep_learning_rates"), [1e-3, value]), "spec")
     with pytest.raises(SpecError, match="learning_rate"):
         TrainSpec(learning_rate=value)  # built in code, too
 

@@ -201,12 +201,18 @@ def _spec(tmp_path: Path, train: str) -> Path:
 
 def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path, home):
     patch = """
-        import math, transformers
-        real = transformers.Trainer.compute_loss
-        def compute_loss(self, *args, **kwargs):
-            loss = real(self, *args, **kwargs)
-            return loss * math.nan if self.state.global_step >= 3 else loss
-        transformers.Trainer.compute_loss = compute_loss
+        import math, torch
+        real_step, steps = torch.optim.AdamW.step, []
+        def step(self, *args, **kwargs):  # the third update blows every weight up, as lr 10 did
+            out = real_step(self, *args, **kwargs)
+            steps.append(1)
+            if len(steps) >= 3:
+                with torch.no_grad():
+                    for group in self.param_groups:
+                        for p in group["params"]:
+                            p.mul_(math.nan)
+            return out
+        torch.optim.AdamW.step = step
     """
     spec = _spec(tmp_path, "max_steps: 8, batch_size: 2, logging_steps: 1, save_steps: 2")
     result = _engine_with(home, patch, "run", str(spec))
