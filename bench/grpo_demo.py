@@ -57,7 +57,7 @@ def write_cot_data(records: list[dict], template: str, path: Path) -> Path:
 
 def latest_kd_student() -> Path:
     """The ``student_kd`` model of the newest finished demo run, or a sentence saying how to make one."""
-    from engine.runs import RunStore
+    from engine.contract.runs import RunStore
 
     for record in sorted(RunStore().list(), key=lambda r: r.id, reverse=True):
         folder = RunStore().paths(record.id).model("student_kd")
@@ -70,14 +70,14 @@ def latest_kd_student() -> Path:
 def run(spec, root: Path) -> list[dict]:
     """Run the single stage of ``spec`` in ``root``; returns the events it emitted."""
     from engine.context import RunContext
-    from engine.pipeline import recipe
-    from engine.protocol import EventWriter
-    from engine.runs import RunPaths
+    from engine.recipes import recipe_for
+    from engine.contract.protocol import EventWriter
+    from engine.contract.runs import RunPaths
 
     stream = io.StringIO()
     ctx = RunContext(spec=spec, stage=spec.stages[0], paths=RunPaths(root), events=EventWriter("bench", stream),
                      device="cpu")
-    recipe(spec.stages[0].kind).run_stage(ctx)
+    recipe_for(spec.stages[0].kind).run_stage(ctx)
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -85,8 +85,8 @@ def engine_run(spec, spec_path: Path) -> tuple[Path, list[dict]]:
     """Run ``spec`` with the engine's CLI (a run in the store); returns the run folder and its events."""
     import subprocess
 
-    from engine.runs import RunStore
-    from engine.spec import dump_spec
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import dump_spec
 
     dump_spec(spec, spec_path)
     done = subprocess.run([sys.executable, "-m", "engine", "run", str(spec_path)], stdout=subprocess.PIPE,
@@ -103,7 +103,7 @@ def held_out_scores(model_dir: Path, records: list[dict], max_new_tokens: int) -
     """The GRPO stage's own held-out evaluation (greedy, per category) of a model that is not a GRPO run's."""
     from engine.models import load_model, load_tokenizer
     from engine.recipes.grpo import evaluate_completions
-    from engine.spec import GRPOSpec, ModelSpec
+    from engine.contract.spec import GRPOSpec, ModelSpec
 
     spec = ModelSpec(source=str(model_dir))
     scores, _ = evaluate_completions(load_model(spec, "cpu"), load_tokenizer(spec), records, GRPOSpec().template,
@@ -126,7 +126,7 @@ def curve_ends(events: list[dict], window: int) -> dict:
 
 def grpo_spec(args: argparse.Namespace, start: Path, seed: int):
     """The GRPO run: correctness rewards first, small gated shaping rewards, from the cold start."""
-    from engine.spec import DataSpec, GenerationSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+    from engine.contract.spec import DataSpec, GenerationSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
 
     rewards = [RewardSpec("answer_correct", 1.0), RewardSpec("code_tests", 1.0), RewardSpec("format_strict", 0.1),
                RewardSpec("reasoning_structure", 0.1), RewardSpec("length", 0.05)]
@@ -147,7 +147,7 @@ def grpo_spec(args: argparse.Namespace, start: Path, seed: int):
 def cold_start(args: argparse.Namespace, start: Path, records: list[dict], name: str, epochs: float) -> Path:
     """SFT of the start model on the CoT-formatted traces of ``--references`` of the training records (the same
     split as the GRPO run)."""
-    from engine.spec import DataSpec, GRPOSpec, RunSpec, StageSpec, TrainSpec
+    from engine.contract.spec import DataSpec, GRPOSpec, RunSpec, StageSpec, TrainSpec
 
     cot = write_cot_data(records, GRPOSpec().template, args.out / "reasoning_cot.jsonl")
     spec = RunSpec(name=f"grpo-bench-{name}", data=DataSpec(preset="local", path=str(cot), **SPLIT), device="cpu",
@@ -185,9 +185,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
-    from engine.data import load_records, split_records
+    from engine.data.loading import load_records
+    from engine.data.splits import split_records
     from engine.demo.kit import ensure_demo_kit
-    from engine.spec import DataSpec
+    from engine.contract.spec import DataSpec
 
     torch.set_num_threads(args.threads)
     kit = ensure_demo_kit()

@@ -54,7 +54,7 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
     from studio.app import create_app
     from studio.engine_client import EngineLauncher
     from studio.main_window import MainWindow
-    from studio.settings import StudioSettings
+    from studio.model.app_settings import StudioSettings
 
     app = create_app()
     home = tempfile.mkdtemp()
@@ -116,7 +116,7 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
 def measure_big_redraw(window, app, curves: int = 8, points: int = 100_000) -> tuple[float, float]:
     import numpy as np
 
-    from studio.run_state import MetricStore
+    from studio.model.run_state import MetricStore
 
     store = MetricStore()
     rng = np.random.default_rng(0)

@@ -107,13 +107,14 @@ def _trainer(variant: str, student, teacher, batch: dict, chunk_size: int):  # n
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    from engine.kd_trainer import KDLossSettings, KDTrainer
+    from engine.contract.spec import DistillSpec
+    from engine.kd_trainer import KDTrainer
     from engine.losses import kd_joint_loss
 
     ds = Dataset.from_list([{"prompt": "x", "completion": "x"}])
     if variant == "sft":
         return Trainer(model=student, args=TrainingArguments(**_common_args())), batch
-    settings = KDLossSettings(alpha=0.5, temperature=1.0, divergence="forward_kl", chunk_size=chunk_size)
+    settings = DistillSpec(alpha=0.5, temperature=1.0, divergence="forward_kl", chunk_size=chunk_size)
     if variant == "kd_chunked":
         return KDTrainer(model=student, teacher_model=teacher, kd_settings=settings,
                          args=TrainingArguments(**_common_args())), batch

@@ -21,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.demo_pipeline import demo_spec
-from engine.spec import RunSpec, build, dump_spec, to_dict
+from engine.demo.pipeline import demo_spec
+from engine.contract.spec import RunSpec, build, dump_spec, to_dict
 
 STUDENT_STAGES = ("student_sft", "student_kd")
 

@@ -10,7 +10,7 @@ Two models:
    untrained demo kit student otherwise, said so in the results): the same numbers plus ROUGE-L on the demo's
    held-out split before and after quantization, and the retention.
 
-Every speed/memory number is measured in a fresh subprocess per model (engine.quantization.measure_in_subprocess).
+Every speed/memory number is measured in a fresh subprocess per model (engine.quant_report.measure_in_subprocess).
 
 Run:  python bench/quant_bench.py [--student RUN_MODEL_DIR] [--samples 100] [--out bench/RESULTS_quant.md]
 """
@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import memory  # noqa: E402
-from engine.quantization import quantization_report, quantize_model, report_markdown  # noqa: E402
-from engine.spec import DataSpec, GenerationSpec, QuantizeSpec  # noqa: E402
+from engine.quant_report import quantization_report, report_markdown  # noqa: E402
+from engine.quantization import quantize_model  # noqa: E402
+from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec  # noqa: E402
 
 log = logging.getLogger("quant_bench")
 QWEN05_DIMS = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -72,7 +73,7 @@ def build_qwen05(folder: Path) -> Path:
 
 def find_trained_student() -> Path | None:
     """The newest student model a run saved (KD first, then SFT), or None."""
-    from engine.runs import data_dir
+    from engine.contract.runs import data_dir
 
     candidates = [p.parent for p in (data_dir() / "runs").glob("*/models/*/config.json")
                   if "student" in p.parent.name and "4bit" not in p.parent.name]
@@ -82,8 +83,9 @@ def find_trained_student() -> Path | None:
 
 def demo_test_records(model_dir: Path, samples: int) -> tuple[list[dict], str]:
     """The held-out split of the run that trained ``model_dir`` (its spec's data), else the demo preset's."""
-    from engine.data import load_records, split_records
-    from engine.spec import load_spec
+    from engine.data.loading import load_records
+    from engine.data.splits import split_records
+    from engine.contract.spec import load_spec
 
     spec_file = model_dir.parent.parent / "spec.yaml"
     data = load_spec(spec_file).data if spec_file.exists() else DataSpec(preset="demo")
@@ -157,8 +159,8 @@ def all_layers_nf4_quality(folder: Path, records: list[dict], preset: str, gen: 
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from bitsandbytes.nn import Linear4bit
 
-    from engine.evaluation import evaluate_model
-    from engine.quantization import headline_scores
+    from engine.generation import evaluate_model
+    from engine.quant_report import headline_scores
 
     qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=torch.float32)

@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from engine.context import Diverged, RunContext
 from engine.launch import any_rank, is_main_process
-from engine.runs import write_atomic
+from engine.contract.runs import write_atomic
 
 COMPLETE_MARKER = "complete"  # written into checkpoint-N after the trainer finished saving it
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")

@@ -1,7 +1,7 @@
 """The chat service behind ``compression-engine chat``: a long-lived process that loads several models once
 (teacher, student, 4-bit student…) and streams their answers as JSON-lines events.
 
-Commands (stdin, one JSON object a line; see engine.protocol)::
+Commands (stdin, one JSON object a line; see engine.contract.protocol)::
 
     {"type": "load", "model": "student", "source": "demo:student", "load_in_4bit": false}
     {"type": "generate", "request_id": "r1", "model": "student", "messages": [{"role": "user", "content": "Hi"}],
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine.context import EngineError
-from engine.protocol import EventWriter, ProtocolError, hello, parse_command
+from engine.contract.protocol import EventWriter, ProtocolError, hello, parse_command
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _check_messages(messages: Any) -> list[dict]:
 
 def _sampling_kwargs(sampling: Any) -> dict:
     """generate() keyword arguments from the request's sampling block (validated like GenerationSpec)."""
-    from engine.spec import GenerationSpec, SpecError
+    from engine.contract.spec import GenerationSpec, SpecError
 
     if not isinstance(sampling, (dict, type(None))):
         raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
@@ -195,7 +195,7 @@ class ChatService:
     def _load_model(self, name: str, source: str, load_in_4bit: bool) -> LoadedModel:
         from engine import memory
         from engine.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_source
-        from engine.spec import ModelSpec
+        from engine.contract.spec import ModelSpec
 
         resolve_source(source)  # a folder that is not a model fails here, in one sentence
         device = pick_device(self.device)
@@ -213,7 +213,7 @@ class ChatService:
         self.writer.progress(stage, 1, 2, time.perf_counter() - start)
         if load_in_4bit:  # the quantizer's path: layers the CPU kernel cannot run stay full precision
             from engine.quantization import quantize_in_memory
-            from engine.spec import QuantizeSpec
+            from engine.contract.spec import QuantizeSpec
 
             model, _ = quantize_in_memory(spec, QuantizeSpec(compute_dtype=str(dtype).replace("torch.", "")),
                                           device)

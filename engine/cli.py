@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 
 from engine import __version__
-from engine.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, io_sentence,
+from engine.contract.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, io_sentence,
                              parse_command, read_events)
-from engine.runs import RunLock, RunStore, StoreError, read_inside
-from engine.spec import RunSpec, SpecError, build, dump_spec, load_spec
+from engine.contract.runs import RunLock, RunStore, StoreError, read_inside
+from engine.contract.spec import RunSpec, SpecError, build, dump_spec, load_spec
 
 log = logging.getLogger("engine")
 
@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo_pipeline import demo_spec
+    from engine.demo.pipeline import demo_spec
 
     spec = demo_spec(quick=args.quick)
     if args.print_spec:

@@ -14,17 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.protocol import EventWriter
-from engine.runs import RunPaths
-from engine.spec import BASE_MODELS, ModelSpec, RunSpec, StageSpec
-
-
-class StageCancelled(Exception):
-    """Raised by a recipe (or its callback) after it saved a checkpoint because the user cancelled."""
-
-
-class EngineError(Exception):
-    """An error the user can fix; its message is one sentence that says what and how (no traceback shown)."""
+from engine.contract.errors import EngineError, StageCancelled  # noqa: F401 (re-exported)
+from engine.contract.protocol import EventWriter
+from engine.contract.runs import RunPaths
+from engine.contract.spec import BASE_MODELS, ModelSpec, RunSpec, StageSpec
 
 
 class Diverged(EngineError):

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
-from engine.losses import DIVERGENCE_KINDS, IGNORE_INDEX, chunked_kd_loss
+from engine.contract.spec import DistillSpec
+from engine.losses import IGNORE_INDEX, chunked_kd_loss
 
 try:  # TRL's forward redirection (from Lightning) keeps DDP/FSDP hooks working when we call the backbone
     from trl.models.utils import _ForwardRedirection
@@ -31,43 +31,6 @@ except ImportError:  # pragma: no cover - private TRL helper moved; single-proce
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class KDLossSettings:
-    """Settings of the joint distillation loss (the lead maps the run spec onto these)."""
-
-    alpha: float = field(
-        default=0.5, metadata={"help": "Weight of the cross-entropy on the reference answer; 1 - alpha goes to KD."}
-    )
-    temperature: float = field(
-        default=1.0, metadata={"help": "Softmax temperature T of the divergence term (scaled by T squared)."}
-    )
-    divergence: str = field(
-        default="forward_kl",
-        metadata={"help": "forward_kl = KL(teacher||student), reverse_kl = KL(student||teacher), or jsd."},
-    )
-    jsd_beta: float = field(
-        default=0.5, metadata={"help": "JSD mixture weight of the teacher: 0 is forward KL, 1 is reverse KL."}
-    )
-    top_k: int = field(
-        default=0, metadata={"help": "Match only the teacher's k most likely tokens (0 = whole vocabulary)."}
-    )
-    chunk_size: int = field(
-        default=256, metadata={"help": "Response tokens projected to the vocabulary at once (memory vs speed)."}
-    )
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie between 0 and 1, got {self.alpha}.")
-        if self.temperature <= 0:
-            raise ValueError(f"The temperature must be positive, got {self.temperature}.")
-        if self.divergence not in DIVERGENCE_KINDS:
-            raise ValueError(f"Unknown divergence {self.divergence!r}: choose one of {', '.join(DIVERGENCE_KINDS)}.")
-        if not 0.0 <= self.jsd_beta <= 1.0:
-            raise ValueError(f"jsd_beta must lie between 0 and 1, got {self.jsd_beta}.")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be 0 (whole vocabulary) or positive, got {self.top_k}.")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}.")
 
 
 def pad_collator(pad_id: int, pad_to_multiple_of: int | None = None) -> Callable[[list[dict]], dict[str, Tensor]]:
@@ -169,7 +132,7 @@ class KDTrainer(_HiddenStateLossTrainer):
         self,
         model: PreTrainedModel | nn.Module,
         teacher_model: PreTrainedModel | nn.Module | None = None,
-        kd_settings: KDLossSettings | None = None,
+        kd_settings: DistillSpec | None = None,
         teacher_targets: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -179,7 +142,7 @@ class KDTrainer(_HiddenStateLossTrainer):
         if teacher_model is None:
             _check_plain_head(model)
             _init_trainer(self, model, kwargs)
-            self.kd_settings = kd_settings or KDLossSettings()
+            self.kd_settings = kd_settings or DistillSpec()
             self.teacher_model = None
             self._kd_sums = {"train": [0.0, 0.0, 0.0], "eval": [0.0, 0.0, 0.0]}
             return
@@ -193,7 +156,7 @@ class KDTrainer(_HiddenStateLossTrainer):
         _check_plain_head(model)
         _check_plain_head(teacher_model)
         _init_trainer(self, model, kwargs)
-        self.kd_settings = kd_settings or KDLossSettings()
+        self.kd_settings = kd_settings or DistillSpec()  # validated once, by the spec
         teacher_model.requires_grad_(False)
         teacher_model.eval()
         if getattr(teacher_model, "hf_device_map", None) is None:  # dispatched/quantized models stay put

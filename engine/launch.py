@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
-from engine.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
-from engine.runs import RunLock, RunPaths, RunStore
+from engine.contract.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
+from engine.contract.runs import RunLock, RunPaths, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
                        store: RunStore | None = None, out: IO[str] | None = None) -> int:
     """Run a spec under ``accelerate launch`` with ``processes`` processes; returns the run's exit code (0
     finished, 3 cancelled, 1 failed, 2 refused before it started)."""
-    from engine.spec import dump_spec, load_spec
+    from engine.contract.spec import dump_spec, load_spec
 
     out = out or protocol_stream()  # the real stdout: cli.main() claimed it for events, sys.stdout is stderr now
     store = store or RunStore()

@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.contract.spec import DIVERGENCES
+
 DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd"]
-DIVERGENCE_KINDS: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd")
+DIVERGENCE_KINDS: tuple[str, ...] = DIVERGENCES  # the spec's vocabulary, one home
 IGNORE_INDEX = -100
 
 

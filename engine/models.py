@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.context import EngineError
-from engine.spec import LoraSpec, ModelSpec
+from engine.contract.spec import LoraSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,6 @@ def load_model(spec: ModelSpec, device: str, *, trainable: bool = False, precisi
     dtype = precision.weights if precision is not None else pick_dtype(spec.dtype, device)
     qconfig = None
     if spec.load_in_4bit:
-        from engine.quantization import kernel_incompatible_linears  # layers bitsandbytes' CPU kernel can't run
 
         skip = kernel_incompatible_linears(load_config(spec.source)) if device == "cpu" else []
         compute = precision.compute if precision is not None else dtype
@@ -260,3 +259,17 @@ def model_card(title: str, base: str, how: str, settings: dict, scores: dict | N
               "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
               "```", ""]
     return "\n".join(lines)
+
+
+def kernel_incompatible_linears(config: Any) -> list[str]:
+    """Linear layers bitsandbytes' CPU kernel cannot run in 4 bits: its AVX-512 repacking needs
+    in_features % 64 == 0 and out_features % 32 == 0 (Qwen's real sizes pass; toy widths such as 96 do not).
+    They stay in full precision so the saved model runs on every device. Found on the meta device: no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"
+            and (m.in_features % 64 or m.out_features % 32)]
+

@@ -3,7 +3,6 @@ step, then dispatches each stage to its recipe, records what it produced, and tu
 ``error`` event and a run marked failed or cancelled (never a half-written run passed off as finished)."""
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
@@ -12,32 +11,17 @@ import traceback
 from typing import Any
 
 from engine.context import EngineError, RunContext, StageCancelled, StageResult
+from engine.contract.protocol import EventWriter, io_sentence
+from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
+from engine.contract.spec import BASE_MODELS, RunSpec, StageSpec, base_model_of
 from engine.launch import any_rank, is_main_process, run_stage_on_ranks
-from engine.protocol import EventWriter, io_sentence
-from engine.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
-from engine.spec import BASE_MODELS, RunSpec, StageSpec
+from engine.recipes import recipe_for
 
 log = logging.getLogger(__name__)
-
-RECIPES = {"sft": "engine.recipes.sft", "distill": "engine.recipes.distill", "grpo": "engine.recipes.grpo",
-           "quantize": "engine.recipes.quantize", "evaluate": "engine.recipes.evaluate",
-           "export": "engine.recipes.export"}
-
-
-def recipe(kind: str) -> Any:
-    return importlib.import_module(RECIPES[kind])
 
 
 def _done_marker(paths: RunPaths, stage: StageSpec):
     return paths.stage_dir(stage.name) / "done.json"
-
-
-def base_model_of(spec: RunSpec, ref: str) -> str:
-    """The base model (teacher/student/path) a stage's output descends from; its tokenizer is the same."""
-    names = {s.name: s for s in spec.stages}
-    while ref in names:
-        ref = names[ref].model
-    return ref
 
 
 def _needs_data(stage: StageSpec) -> bool:
@@ -77,7 +61,7 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
             teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
             check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),
                                       load_tokenizer(ctx.model_spec(student_ref)))
-        validate = getattr(recipe(stage.kind), "validate", None)
+        validate = getattr(recipe_for(stage.kind), "validate", None)
         if validate is not None:
             validate(ctx)
 
@@ -110,7 +94,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
                           index=index + 1, count=len(spec.stages))
             # Rank-aware (engine/launch.py): under several processes, evaluate/quantize run on rank 0 only.
             result: StageResult | None = run_stage_on_ranks(
-                stage.kind, lambda: recipe(stage.kind).run_stage(ctx_for(stage)))
+                stage.kind, lambda: recipe_for(stage.kind).run_stage(ctx_for(stage)))
             if result is None:
                 continue
             record = {"kind": stage.kind, "scores": result.scores,

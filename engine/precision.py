@@ -1,6 +1,6 @@
 """Training precision: which dtype the trainable weights live in and whether the Trainer autocasts.
 
-``train.precision`` is one of :data:`engine.spec.PRECISIONS`:
+``train.precision`` is one of :data:`engine.contract.spec.PRECISIONS`:
 
 * ``auto``: fp32 master weights with bf16 autocast on a GPU that supports bf16, fp16 autocast with loss scaling
   on one that does not, plain fp32 on the CPU and MPS (small models gain nothing from autocast there);

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from engine.context import EngineError
 from engine.sandbox import run_tests
-from engine.spec import REWARDS, RewardSpec
+from engine.contract.spec import REWARDS, RewardSpec
 
 RewardFunction = Callable[..., list]
 

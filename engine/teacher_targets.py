@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from engine.context import EngineError
-from engine.spec import ModelSpec
+from engine.contract.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class TeacherTargets:
 
 
 def store_dir() -> Path:
-    from engine.runs import data_dir
+    from engine.contract.runs import data_dir
 
     return data_dir() / "teacher-targets"
 

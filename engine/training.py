@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from engine.callbacks import EventsCallback, drop_incomplete_checkpoints, last_checkpoint
 from engine.context import Diverged, EngineError, RunContext, StageCancelled
 from engine.launch import is_main_process, wait_for_everyone
-from engine.runs import json_safe, write_atomic
-from engine.spec import ModelSpec, TrainSpec
+from engine.contract.runs import json_safe, write_atomic
+from engine.contract.spec import ModelSpec, TrainSpec
 
 if TYPE_CHECKING:
     from engine.precision import PrecisionPlan
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def stage_splits(ctx: RunContext) -> Any:
     """The run's train/validation/test records, loaded and split once per process (stages share them)."""
     if "splits" not in ctx.cache:
-        from engine.data import load_records, split_records
+        from engine.data.loading import load_records
+        from engine.data.splits import split_records
 
         ctx.cache["splits"] = split_records(load_records(ctx.spec.data), ctx.spec.data)
     return ctx.cache["splits"]
@@ -50,7 +51,7 @@ def labelled_split(ctx: RunContext) -> tuple[list[dict], list[dict]]:
 def sft_datasets(ctx: RunContext, tokenizer: Any, train_records: list[dict] | None = None) -> tuple[Any, Any]:
     """Tokenized train and validation sets (loss on response tokens only); by default the stage's labelled
     training records."""
-    from engine.data import tokenize_for_sft
+    from engine.data.formatting import tokenize_for_sft
 
     splits = stage_splits(ctx)
     data = ctx.spec.data

@@ -49,13 +49,13 @@ def pyinstaller_args(dist: Path, work: Path, wheel: Path, onefile: bool) -> list
     args = [str(ROOT / "packaging" / "studio_entry.py"), "--name", NAME, "--noconfirm", "--clean",
             "--distpath", str(dist), "--workpath", str(work), "--specpath", str(work),
             "--paths", str(ROOT), "--windowed", "--log-level", "WARN",
-            "--add-data", f"{ROOT / 'studio' / 'resources'}{sep}studio/resources",
+            "--add-data", f"{ROOT / 'resources'}{sep}resources",
             "--add-data", f"{wheel}{sep}wheels",
             "--collect-submodules", "studio",
-            "--hidden-import", "engine.spec", "--hidden-import", "engine.protocol", "--hidden-import", "engine.runs",
-            "--hidden-import", "engine.data.preview", "--hidden-import", "engine.launch"]
+            "--hidden-import", "engine.contract.spec", "--hidden-import", "engine.contract.protocol", "--hidden-import", "engine.contract.runs",
+            "--hidden-import", "engine.contract.data.preview", "--hidden-import", "engine.launch"]
     if sys.platform in ("win32", "darwin"):  # Linux desktops take the icon from the .desktop entry instead
-        icon = ROOT / "studio" / "resources" / "desktop" / "icons" / "hicolor" / "256x256" / "apps" / f"{NAME}.png"
+        icon = ROOT / "resources" / "desktop" / "icons" / "hicolor" / "256x256" / "apps" / f"{NAME}.png"
         args += ["--icon", str(icon)]
     for module in EXCLUDES:
         args += ["--exclude-module", module]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 APP_ID = "compression-studio"
 HERE = Path(__file__).resolve().parent
-DEFAULT_RESOURCES = HERE.parent / "studio" / "resources" / "desktop"
+DEFAULT_RESOURCES = HERE.parent / "resources" / "desktop"
 
 log = logging.getLogger("install_desktop")
 

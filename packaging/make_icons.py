@@ -1,4 +1,4 @@
-"""Render the SVG icon in studio/resources/desktop/ into the PNG sizes freedesktop menus and the bundle use.
+"""Render the SVG icon in resources/desktop/ into the PNG sizes freedesktop menus and the bundle use.
 
 Run once after changing the SVG (the PNGs are committed, so installing needs neither Qt nor this script)::
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DESKTOP = ROOT / "studio" / "resources" / "desktop"
+DESKTOP = ROOT / "resources" / "desktop"
 SVG = DESKTOP / "compression-studio.svg"
 SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 

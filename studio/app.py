@@ -1,7 +1,8 @@
-"""``compression-studio``: start the desktop app (or, with --screenshot-dir, render its pages to PNG files).
+"""``compression-studio``: start the desktop app.
 
-Only the stdlib-only engine modules are imported here (engine.spec, engine.protocol, engine.runs,
-engine.data.preview), so the window opens in about a second; training happens in engine processes.
+The studio imports only the engine's contract (engine.contract: specs, protocol, run store, data preview), so the
+window opens in about a second; training happens in engine processes.
+
 """
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ import time
 from pathlib import Path
 
 _T0 = time.perf_counter()
-RESOURCES = Path(__file__).resolve().parent / "resources"  # package data: present in every install
+
+
+def _resources_dir() -> Path:
+    """The style sheet, icons and .desktop entry: ``resources`` in an install or a frozen bundle (the wheel
+    maps the repository's top-level ``resources/`` there), the top-level folder in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "resources", here.parent / "resources"):
+        if (folder / "studio.qss").is_file():
+            return folder
+    return here / "resources"
+
+
+RESOURCES = _resources_dir()
 
 
 def _style_sheet() -> str:
@@ -43,7 +56,6 @@ def create_app(argv: list[str] | None = None):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compression-studio", description=__doc__)
-    parser.add_argument("--screenshot-dir", type=Path, help="render every page to PNG files there, then exit")
     parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)  # benchmark: time to a usable window
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return parser
@@ -53,7 +65,7 @@ def _choose_engine_environment(settings) -> None:
     """Create or pick the Python environment with the engine (progress in a dialog, which remembers the choice)
     and use it."""
     from studio.engine_env import EngineEnvDialog
-    from studio.settings import save_settings
+    from studio.model.app_settings import save_settings
 
     dialog = EngineEnvDialog()
     if dialog.exec() and dialog.python:
@@ -65,16 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from studio.settings import apply_data_dir, load_settings
+    from studio.model.app_settings import apply_data_dir, load_settings
 
     settings = load_settings()
     apply_data_dir(settings)
     app = create_app()
-    if args.screenshot_dir:
-        from studio.screenshots import render_all
-
-        render_all(args.screenshot_dir)
-        return 0
     from studio.main_window import MainWindow
 
     from PySide6.QtCore import QTimer

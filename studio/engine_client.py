@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from engine.protocol import Event, ProtocolError, command_line, read_events
-from engine.runs import pid_alive
+from engine.contract.protocol import Event, ProtocolError, command_line, read_events
+from engine.contract.runs import pid_alive
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
@@ -60,7 +60,7 @@ def detach_on_unix(process: QProcess) -> None:
 class RunSource(QObject):
     """Signals shared by :class:`EngineClient` and :class:`RunFollower`."""
 
-    event_received = Signal(object)  # engine.protocol.Event, every event
+    event_received = Signal(object)  # engine.contract.protocol.Event, every event
     run_started = Signal(str)  # run_id (from the hello event, or known up front when following)
     status_changed = Signal(str, str)  # state, stage
     metric_received = Signal(str, int, object)  # stage, step, values (dict)

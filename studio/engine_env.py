@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QPlainTextEdit, QProgressBar,
                                QPushButton, QVBoxLayout, QWidget)
 
-from engine.runs import data_dir
+from engine.contract.runs import data_dir
 
 TORCH_VERSION = "2.13.0"  # the version pyproject pins; the CUDA and CPU builds share it
 PACKAGE = "compression-studio"
@@ -215,7 +215,7 @@ def package_source() -> str:
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "pyproject.toml").is_file() and (checkout / "engine").is_dir():
         return str(checkout)
-    from engine import __version__
+    from studio import __version__  # the studio and the engine ship in one package, with one version
 
     return f"{PACKAGE}=={__version__}"
 

@@ -15,16 +15,16 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QWidget)
 
-from engine.runs import RunRecord, RunStore
-from engine.spec import SpecError, load_spec
+from engine.contract.runs import RunRecord, RunStore
+from engine.contract.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
-from studio.history_data import display_status, live_runs
+from studio.model.history_data import display_status, live_runs
 from studio.keyboard import install_enter_filter
 from studio.pages.wizard import RunWizard
 from studio.run_watch import RunWatcher
-from studio.session import RunSession
-from studio.settings import StudioSettings, load_settings, save_settings
-from studio.widgets.settings_dialog import SettingsDialog, show_about
+from studio.run_session import RunSession
+from studio.model.app_settings import StudioSettings, load_settings, save_settings
+from studio.widgets.preferences_dialog import SettingsDialog, show_about
 from studio.widgets.start_page import StartPage
 
 log = logging.getLogger(__name__)

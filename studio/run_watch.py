@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.runs import RunStore, pid_alive
+from engine.contract.runs import RunStore, pid_alive
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("running", "cancelling")

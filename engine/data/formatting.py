@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.data.presets import Preset, render_prompt
+from engine.contract.data.presets import Preset, render_prompt
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Load a run's data as canonical records: the demo kit, a hub preset, or a local file with a column mapping.
 
-Every row passes the same validation as the GUI's preview (:mod:`engine.data.records`); the first malformed row
+Every row passes the same validation as the GUI's preview (:mod:`engine.contract.data.records`); the first malformed row
 stops the load with an :class:`~engine.context.EngineError` whose message is ``FILE:LINE: what is wrong and what
 to do``, so a bad file is reported before any model is loaded or trained. A hub preset that cannot reach the hub
 fails with one sentence saying how to point it at a local copy (``data.path``), to which the preset's column
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.context import EngineError
-from engine.data.presets import Preset, get_preset
-from engine.data.readers import FileProblem, Row, iter_rows
-from engine.data.records import RecordProblem, canonical_record, merge_mapping
-from engine.spec import DataSpec
+from engine.contract.data.presets import Preset, get_preset
+from engine.contract.data.readers import FileProblem, Row, iter_rows
+from engine.contract.data.records import RecordProblem, canonical_record, merge_mapping
+from engine.contract.spec import DataSpec
 
 log = logging.getLogger(__name__)
 

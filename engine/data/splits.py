@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from engine.context import EngineError
-from engine.spec import DataSpec
+from engine.contract.spec import DataSpec
 
 
 @dataclass

@@ -68,7 +68,7 @@ class DemoKit:
 def default_root() -> Path:
     """The engine's data directory (``$COMPRESSION_STUDIO_HOME`` in tests)."""
     try:
-        from engine.runs import data_dir
+        from engine.contract.runs import data_dir
     except ImportError:  # the run store is optional for the kit
         import platformdirs
 
@@ -121,7 +121,7 @@ def _install(staging: Path, target: Path, *, force: bool) -> None:
 def coverage_texts(records: Iterable[dict]) -> Iterator[str]:
     """Every text the demo formats: each field alone and inside the chat template (for vocabulary trimming)."""
     from engine.demo.tokenizer import DEFAULT_SYSTEM_PROMPT
-    from engine.spec import GRPOSpec
+    from engine.contract.spec import GRPOSpec
 
     grpo_template = GRPOSpec().template
     yield from EXTRA_TEXTS

@@ -16,10 +16,10 @@ from typing import Any
 
 from engine.callbacks import EventsCallback
 from engine.context import RunContext, StageResult
-from engine.kd_trainer import KDLossSettings, KDTrainer, pad_collator
+from engine.kd_trainer import KDTrainer, pad_collator
 from engine.models import load_model, load_tokenizer
-from engine.recipes.sft import save_stage_model, train_sft
-from engine.spec import GenerationSpec, to_dict
+from engine.recipes.common import save_stage_model, train_sft
+from engine.contract.spec import GenerationSpec, to_dict
 from engine.training import (labelled_split, load_trainable, run_trainer, sft_datasets, stage_splits,
                              train_with_sweep, training_arguments)
 
@@ -84,8 +84,6 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
         labelled = labelled + [{**r, "response": answers[r["id"]]} for r in unlabelled if answers[r["id"]].strip()]
         ctx.events.log(f"{stage.name}: {len(unlabelled)} prompts without references answered by the teacher")
     train_set, validation_set = sft_datasets(ctx, tokenizer, labelled)
-    settings = KDLossSettings(alpha=d.alpha, temperature=d.temperature, divergence=d.divergence,
-                              jsd_beta=d.jsd_beta, top_k=d.top_k, chunk_size=d.chunk_size)
     targets = None
     if d.teacher_cache.enabled:
         from engine.teacher_targets import ensure_targets, with_row_numbers
@@ -101,7 +99,7 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
         model = load_trainable(ctx, student_spec)
         callback = EventsCallback(ctx)
         trainer = KDTrainer(model=model, teacher_model=None if targets is not None else get_teacher(),
-                            kd_settings=settings, teacher_targets=targets,
+                            kd_settings=d, teacher_targets=targets,
                             args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
                             train_dataset=train_set, eval_dataset=validation_set,
                             data_collator=pad_collator(tokenizer.pad_token_id), callbacks=[callback])
@@ -114,8 +112,8 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
 def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teacher: Any = None) -> dict[str, str]:
     """The teacher's answer to every record (by id), generated once and cached in the stage's work folder; a
     cancelled or crashed run picks up after the last chunk it wrote."""
-    from engine.data import prompt_texts
-    from engine.evaluation import generate_answers
+    from engine.data.formatting import prompt_texts
+    from engine.generation import generate_answers
 
     cache = ctx.work_dir / "teacher_answers.jsonl"
     answers: dict[str, str] = {}
@@ -171,7 +169,7 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
     from datasets import Dataset
     from trl import DistillationConfig, DistillationTrainer
 
-    from engine.data import prompt_messages
+    from engine.data.formatting import prompt_messages
 
     stage, d = ctx.stage, ctx.stage.distill
     prompts = Dataset.from_list([{"prompt": prompt_messages(r, ctx.spec.data.preset)}
@@ -197,7 +195,7 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
 
 def _validation_ce(ctx: RunContext, model: Any, tokenizer: Any, step: int) -> dict:
     """eval/ce on the validation references, as the SFT and token-KD stages report it (TRL's trainer has none)."""
-    from engine.evaluation import response_cross_entropy
+    from engine.generation import response_cross_entropy
 
     validation = sft_datasets(ctx, tokenizer, [])[1]
     if validation is None:

@@ -8,10 +8,10 @@ import json
 import time
 
 from engine.context import EngineError, RunContext, StageResult
-from engine.evaluation import evaluate_model
+from engine.generation import evaluate_model
 from engine.metrics import retention
 from engine.models import load_model, load_tokenizer
-from engine.runs import write_atomic
+from engine.contract.runs import write_atomic
 from engine.training import stage_splits
 
 HEADLINE = ("rougeL", "exact_match")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from engine.context import EngineError, RunContext, StageResult
-from engine.spec import BASE_MODELS, ModelSpec, to_dict
+from engine.contract.spec import BASE_MODELS, ModelSpec, base_model_of, to_dict
 
 
 def validate(ctx: RunContext) -> None:
@@ -18,7 +18,6 @@ def validate(ctx: RunContext) -> None:
     base model it descends from) can be converted."""
     from engine.gguf_export import check_architecture, check_formats
     from engine.models import load_config
-    from engine.pipeline import base_model_of
 
     check_formats(ctx.stage.export.formats)
     base = base_model_of(ctx.spec, ctx.stage.model)

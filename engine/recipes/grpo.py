@@ -22,8 +22,8 @@ from engine.context import EngineError, RunContext, StageResult
 from engine.rewards import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
                             make_answer_correct, make_code_tests, make_format_strict, reward_weights,
                             validate_rewards)
-from engine.runs import json_safe, write_atomic
-from engine.spec import GenerationSpec, to_dict
+from engine.contract.runs import json_safe, write_atomic
+from engine.contract.spec import GenerationSpec, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def validate(ctx: RunContext) -> None:
 
 def task_prompt(record: dict, template: str, preset: str) -> str:
     """The user message: the stage's template around the preset's rendering of the record."""
-    from engine.data import render_prompt
+    from engine.contract.data.presets import render_prompt
 
     return template.replace("{prompt}", render_prompt(record, preset))
 
@@ -122,7 +122,7 @@ def evaluate_policy(ctx: RunContext, model: Any, tokenizer: Any, records: list[d
 def evaluate_completions(model: Any, tokenizer: Any, records: list[dict], template: str, preset: str,
                          max_new_tokens: int, batch_size: int, device: str) -> tuple[dict, list[str]]:
     """Greedy completions of ``records`` in the GRPO ``template`` and their scores (also for benchmarks)."""
-    from engine.evaluation import generate_answers
+    from engine.generation import generate_answers
 
     gen = GenerationSpec(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, template, preset)}],
@@ -215,7 +215,7 @@ def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) ->
 
 def run_stage(ctx: RunContext) -> StageResult:
     from engine.models import load_tokenizer
-    from engine.recipes.sft import save_stage_model
+    from engine.recipes.common import save_stage_model
     from engine.training import load_trainable, merged_for_saving, stage_splits
 
     validate(ctx)

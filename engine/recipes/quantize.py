@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from engine.context import RunContext, StageResult
-from engine.runs import write_atomic
-from engine.spec import ModelSpec, to_dict
+from engine.contract.runs import write_atomic
+from engine.contract.spec import ModelSpec, to_dict
 
 
 def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
@@ -53,7 +53,8 @@ def _test_records(ctx: RunContext) -> list[dict]:
 
 
 def run_stage(ctx: RunContext) -> StageResult:
-    from engine.quantization import model_card_text, quantization_report, quantize_model, report_markdown
+    from engine.quant_report import quantization_report, report_markdown
+    from engine.quantization import model_card_text, quantize_model
 
     stage, q = ctx.stage, ctx.stage.quantize
     spec = ctx.model_spec(stage.model)

@@ -4,53 +4,10 @@ loss computed in chunks from the hidden states (engine/chunked_losses.py: equal 
 logits)."""
 from __future__ import annotations
 
-from typing import Any
-
-from engine.callbacks import EventsCallback, nonfinite_parameter
-from engine.context import Diverged, RunContext, StageResult
-from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
-from engine.models import load_tokenizer, model_card, save_model
-from engine.spec import ModelSpec, to_dict
-from engine.training import (finish_checkpoints, load_trainable, merged_for_saving, run_trainer, sft_datasets,
-                             train_with_sweep, training_arguments)
-
-
-def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
-              train_records: list[dict] | None = None) -> tuple[Any, dict]:
-    """Fine-tune ``model_spec`` on the run's training split (or on ``train_records``); sweeps if asked."""
-    stage = ctx.stage
-    train_set, validation_set = sft_datasets(ctx, tokenizer, train_records)
-    ctx.events.log(f"{stage.name}: {len(train_set)} training sequences, "
-                   f"{len(validation_set) if validation_set is not None else 0} for validation")
-
-    def fit(learning_rate: float, checkpoint_dir):
-        model = load_trainable(ctx, model_spec)
-        callback = EventsCallback(ctx)
-        trainer = ChunkedSFTTrainer(model=model,
-                                    args=training_arguments(ctx, stage.train, learning_rate, checkpoint_dir),
-                                    train_dataset=train_set, eval_dataset=validation_set,
-                                    data_collator=pad_collator(tokenizer.pad_token_id), callbacks=[callback])
-        run_trainer(ctx, trainer, callback, checkpoint_dir)
-        return trainer, trainer.model
-
-    return train_with_sweep(ctx, stage.train, fit)
-
-
-def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: ModelSpec, how: str, settings: dict,
-                     summary: dict) -> StageResult:
-    """Save the stage's model (LoRA/QLoRA adapters merged: a plain transformers folder) with its card, drop its
-    resume checkpoints, announce the artifact."""
-    bad = nonfinite_parameter(model)
-    if bad is not None:  # finite or failed: a NaN model is never saved as the stage's result
-        raise Diverged(f"{ctx.stage.name} diverged: weight {bad} of the trained model is not finite; lower "
-                       f"train.learning_rate and start the run again (its last good checkpoint is kept).")
-    scores = {k: v for k, v in summary.items() if isinstance(v, float)}
-    card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base.source, how,
-                      {**settings, "data": to_dict(ctx.spec.data)}, scores)
-    save_model(merged_for_saving(ctx, model, base), tokenizer, ctx.output_dir, card)
-    finish_checkpoints(ctx.checkpoint_dir)
-    ctx.events.emit("artifact", stage=ctx.stage.name, kind="model", path=str(ctx.output_dir))
-    return StageResult(model_dir=ctx.output_dir, scores=scores, summary=summary)
+from engine.context import RunContext, StageResult
+from engine.contract.spec import to_dict
+from engine.models import load_tokenizer
+from engine.recipes.common import save_stage_model, train_sft
 
 
 def run_stage(ctx: RunContext) -> StageResult:

@@ -16,13 +16,13 @@ from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget)
 
 from studio.arena import catalog as catalog_mod
-from studio.arena import presets as presets_mod
+from studio.arena import prompt_presets as presets_mod
 from studio.arena.catalog import ModelChoice
 from studio.arena.chat_client import ChatClient, engine_chat_command
 from studio.arena.controls import PromptBar, SamplingBox, TopBar, VoteBar
 from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
-from studio.arena.session import ArenaSession
+from studio.arena.arena_state import ArenaSession
 from studio.arena.votes import append_vote, read_votes, tally, votes_path
 from studio.keyboard import EnterSends
 

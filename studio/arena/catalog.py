@@ -116,7 +116,7 @@ def describe_folder(folder: Path) -> dict[str, Any]:
 def _spec_of(run_path: Path) -> Any:
     """The run's spec, or None when it cannot be read (a broken run must not hide the others)."""
     try:
-        from engine.spec import load_spec
+        from engine.contract.spec import load_spec
 
         return load_spec(run_path / "spec.yaml")
     except Exception as exc:  # SpecError, YAML errors, a missing file: all mean "no spec"
@@ -163,7 +163,7 @@ def run_choices(run_path: Path, run_name: str = "", run_id: str = "") -> list[Mo
 
 
 def catalog(store: Any | None) -> list[ModelChoice]:
-    """Every model of every run in ``store`` (an engine.runs.RunStore; newest run first), then the demo models."""
+    """Every model of every run in ``store`` (an engine.contract.runs.RunStore; newest run first), then the demo models."""
     choices: list[ModelChoice] = []
     if store is not None:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from engine.protocol import Event, ProtocolError, command_line
+from engine.contract.protocol import Event, ProtocolError, command_line
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from studio.arena.presets import Preset
-from studio.arena.session import LETTERS, Sampling
+from studio.arena.prompt_presets import Preset
+from studio.arena.arena_state import LETTERS, Sampling
 from studio.arena.votes import PairTally
 
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.arena.session import ArenaSession, PaneState
+from studio.arena.arena_state import ArenaSession, PaneState
 
 
 def _pane_dict(session: ArenaSession, pane: PaneState) -> dict:

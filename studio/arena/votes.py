@@ -38,7 +38,7 @@ def votes_path(run_paths: list[str | Path], home: Path | None = None) -> Path:
         if run_path and Path(run_path).is_dir():
             return Path(run_path) / VOTES_FILE
     if home is None:
-        from engine.runs import data_dir
+        from engine.contract.runs import data_dir
 
         home = data_dir()
     return Path(home) / VOTES_FILE

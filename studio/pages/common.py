@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget, QWizardPage
 
-from engine.spec import SpecError, field_help
+from engine.contract.spec import SpecError, field_help
 
 
 class StudioPage(QWizardPage):

@@ -9,10 +9,10 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QWidget)
 
-from engine.data.preview import Preview, preview_file
-from engine.spec import DATA_PRESETS, DataSpec, SpecError, build
+from engine.contract.data.preview import Preview, preview_file
+from engine.contract.spec import DATA_PRESETS, DataSpec, SpecError, build
 from studio.pages.common import StudioPage, tip
-from studio.wizard_model import CANONICAL_COLUMNS, DATA_PRESET_LABELS
+from studio.model.wizard_model import CANONICAL_COLUMNS, DATA_PRESET_LABELS
 
 NONE = "(none)"
 ALIASES = {"instruction": ("instruction", "prompt", "question", "input_text", "query"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
-from engine.spec import DIVERGENCES, REWARDS, DistillSpec, GRPOSpec, QuantizeSpec, RewardSpec, SpecError, build
+from engine.contract.spec import DIVERGENCES, REWARDS, DistillSpec, GRPOSpec, QuantizeSpec, RewardSpec, SpecError, build
 from studio.pages.common import StudioPage, tip
-from studio.wizard_model import KD_METHOD, METHODS
+from studio.model.wizard_model import KD_METHOD, METHODS
 
 DEFAULT_REWARDS = {"format_strict": 0.2, "reasoning_structure": 0.1, "answer_correct": 1.0}
 

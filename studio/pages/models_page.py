@@ -5,9 +5,9 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QWidget)
 
-from engine.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
+from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
 from studio.pages.common import StudioPage, tip
-from studio.wizard_model import describe_model, kd_compatibility
+from studio.model.wizard_model import describe_model, kd_compatibility
 
 SUGGESTIONS = {"teacher": ("demo:teacher", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
                "student": ("demo:student", "Qwen/Qwen2.5-0.5B-Instruct")}

@@ -11,11 +11,11 @@ from PySide6.QtGui import QColor, QFontDatabase, QGuiApplication, QTextCursor, Q
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
                                QTextEdit, QWidget)
 
-from engine.runs import data_dir
-from engine.spec import RunSpec, SpecError, build, dump_spec, parse_spec_text
+from engine.contract.runs import data_dir
+from engine.contract.spec import RunSpec, SpecError, build, dump_spec, parse_spec_text
 from studio.pages.common import StudioPage
 from studio.pages.spec_lines import line_of_error
-from studio.wizard_model import build_spec, command_for
+from studio.model.wizard_model import build_spec, command_for
 
 
 def specs_dir() -> Path:

@@ -14,7 +14,7 @@ class _Key:
 
 
 def _keys(text: str) -> list[_Key]:
-    import yaml  # the contract's one dependency, lazily as in engine.spec
+    import yaml  # the contract's one dependency, lazily as in engine.contract.spec
 
     try:
         root = yaml.compose(text)

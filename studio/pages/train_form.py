@@ -6,9 +6,9 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
-from engine.spec import SpecError, TrainSpec, build
+from engine.contract.spec import SpecError, TrainSpec, build
 from studio.pages.common import tip
-from studio.wizard_model import train_values
+from studio.model.wizard_model import train_values
 
 SCHEDULERS = ("cosine", "linear", "constant")
 

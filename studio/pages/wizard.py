@@ -1,4 +1,4 @@
-"""The new-run wizard: five pages editing one :class:`~studio.wizard_model.WizardChoices`; Finish launches. A spec
+"""The new-run wizard: five pages editing one :class:`~studio.model.wizard_model.WizardChoices`; Finish launches. A spec
 (an edit of the review page's YAML, or a file opened with File → Open spec…) flows back into every page."""
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QWidget, QWizard
 
-from engine.spec import RunSpec, SpecError, load_spec
+from engine.contract.spec import RunSpec, SpecError, load_spec
 from studio.engine_client import EngineLauncher, ModelInspector
 from studio.pages.data_page import DataPage
 from studio.pages.method_page import MethodPage
 from studio.pages.models_page import ModelsPage
 from studio.pages.review_page import ReviewPage
-from studio.pages.settings_page import SettingsPage
-from studio.wizard_model import WizardChoices, build_spec, choices_from_spec
+from studio.pages.training_page import SettingsPage
+from studio.model.wizard_model import WizardChoices, build_spec, choices_from_spec
 
 
 class RunWizard(QWizard):

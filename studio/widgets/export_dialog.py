@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from engine.runs import RunRecord
+from engine.contract.runs import RunRecord
 from studio.engine_client import EngineClient, EngineLauncher
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
-from engine.runs import RunRecord, RunStore
+from engine.contract.runs import RunRecord, RunStore
 from studio.engine_client import EngineLauncher
-from studio.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
+from studio.model.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
                                  resume_refusal)
 from studio.widgets.export_dialog import ExportDialog, exportable_models
 from studio.widgets.metric_plots import MetricPlots

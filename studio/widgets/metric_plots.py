@@ -4,7 +4,7 @@ Each run · stage has one colour in every plot and each metric one line style; t
 plots (:mod:`studio.widgets.plot_legend`), so it never covers a curve and lists every overlaid run. Smoothing
 applies to noisy training series only (losses, rewards, KL), never to the learning-rate schedule or evaluations.
 
-The widget draws from a :class:`studio.run_state.MetricStore` on a timer (10 Hz), only the curves whose data
+The widget draws from a :class:`studio.model.run_state.MetricStore` on a timer (10 Hz), only the curves whose data
 changed, so a run streaming thousands of metrics per second never stalls the event loop; pyqtgraph's peak
 downsampling and clip-to-view keep 100,000-point curves smooth.
 """
@@ -17,7 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from studio.run_state import METRIC_GROUPS, MetricStore
+from studio.model.run_state import METRIC_GROUPS, MetricStore
 from studio.widgets.plot_legend import CurveStyles, PlotLegend, is_smoothed, split_label
 
 GROUP_TITLES = dict(METRIC_GROUPS)

@@ -1,6 +1,6 @@
 """The run monitor: one run's status, progress, curves, log, GRPO samples and evaluation, refreshed on a timer.
 
-It presents a :class:`~studio.session.RunSession`; several sessions (runs launched here, runs followed after a
+It presents a :class:`~studio.run_session.RunSession`; several sessions (runs launched here, runs followed after a
 restart, finished runs reopened from the history) can be switched with the selector at the top.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.runs import RunStore
-from studio.history_data import resume_point
-from studio.session import RunSession
+from engine.contract.runs import RunStore
+from studio.model.history_data import resume_point
+from studio.run_session import RunSession
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.history import RESUME_TIP
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel

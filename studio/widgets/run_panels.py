@@ -1,6 +1,6 @@
 """Small presenters of a run: progress with ETA, the engine log, GRPO sample completions, the evaluation table.
 
-Each one is updated from a :class:`~studio.run_state.RunState` (by the monitor's refresh timer) or from a plain
+Each one is updated from a :class:`~studio.model.run_state.RunState` (by the monitor's refresh timer) or from a plain
 dict (eval.json); none of them computes anything the engine did not report.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QFont, QFontDatabase
 from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
-from studio.run_state import RunState, Sample, format_eta
+from studio.model.run_state import RunState, Sample, format_eta
 from studio.widgets.quant_report import QuantReportTable
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import prompt_messages, prompt_texts, tokenize_for_sft
+from engine.data.formatting import prompt_messages, prompt_texts, tokenize_for_sft
 from engine.data.formatting import FALLBACK_PROMPT, IGNORE_INDEX, encode_example, truncate_pair
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from engine.context import EngineError
-from engine.data import load_records
+from engine.data.loading import load_records
 from engine.data.loading import offline_message
-from engine.data.presets import PRESETS
-from engine.data.records import CANONICAL_FIELDS
-from engine.spec import DataSpec
+from engine.contract.data.presets import PRESETS
+from engine.contract.data.records import CANONICAL_FIELDS
+from engine.contract.spec import DataSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_helpers import write_jsonl  # noqa: E402
@@ -209,7 +209,7 @@ def test_hub_preset_offline_sentence(monkeypatch, preset):
 
 def test_hub_preset_with_hf_hub_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    code = ("from engine.data import load_records\nfrom engine.spec import DataSpec\n"
+    code = ("from engine.data.loading import load_records\nfrom engine.contract.spec import DataSpec\n"
             "from engine.context import EngineError\n"
             "try:\n    load_records(DataSpec(preset='dolly_en'))\nexcept EngineError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""engine.data.preview: stdlib-only, same validation as the loader, first problems with FILE:LINE."""
+"""engine.contract.data.preview: stdlib-only, same validation as the loader, first problems with FILE:LINE."""
 from __future__ import annotations
 
 import json
@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from engine.context import EngineError
-from engine.data import load_records
-from engine.data.preview import MAX_ERRORS, preview_file
-from engine.spec import DataSpec
+from engine.data.loading import load_records
+from engine.contract.data.preview import MAX_ERRORS, preview_file
+from engine.contract.spec import DataSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dolly_en_sample.jsonl"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_preview_is_stdlib_only():
-    code = ("import sys, engine.data.preview as p\n"
+    code = ("import sys, engine.contract.data.preview as p\n"
             "p.preview_file(sys.argv[1], limit=3)\n"
             "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pyarrow', 'numpy', 'rouge_score') "
             "if m in sys.modules]\nprint(heavy)\n")

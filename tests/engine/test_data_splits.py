@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from engine.context import EngineError
-from engine.data import split_records
-from engine.spec import DataSpec
+from engine.data.splits import split_records
+from engine.contract.spec import DataSpec
 
 
 def _records(n: int) -> list[dict]:

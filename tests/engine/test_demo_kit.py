@@ -99,7 +99,7 @@ def test_tiny_models_are_deterministic_and_validated() -> None:
 
 def test_demo_schedule_is_a_fair_kd_comparison() -> None:
     """The demo's SFT and KD students get the same optimisation and the same references: only KD differs."""
-    from engine.demo_pipeline import demo_spec
+    from engine.demo.pipeline import demo_spec
 
     spec = demo_spec()
     sft, kd = spec.stage("student_sft"), spec.stage("student_kd")

@@ -1,4 +1,4 @@
-"""engine.evaluation with a tiny random Qwen2: order and count of answers, greedy determinism, batching equal to
+"""engine.generation with a tiny random Qwen2: order and count of answers, greedy determinism, batching equal to
 one-by-one generation (left padding right), stop tokens, progress calls, and evaluate_model's scores."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.data import prompt_texts
-from engine.evaluation import evaluate_model, generate_answers, stop_token_ids, strip_code_fence
+from engine.data.formatting import prompt_texts
+from engine.generation import evaluate_model, generate_answers, stop_token_ids, strip_code_fence
 from engine.metrics import score_predictions
-from engine.spec import GenerationSpec
+from engine.contract.spec import GenerationSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_helpers import record, tiny_qwen2, tiny_tokenizer  # noqa: E402

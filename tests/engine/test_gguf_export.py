@@ -234,9 +234,9 @@ def test_export_stage_in_a_run(exported, tmp_path):
     import io
 
     from engine.pipeline import preflight, run_pipeline
-    from engine.protocol import EventWriter
-    from engine.runs import RunStore
-    from engine.spec import RunSpec, build, dump_spec
+    from engine.contract.protocol import EventWriter
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import RunSpec, build, dump_spec
 
     spec = build(RunSpec, {"name": "ex", "student": {"source": str(exported[0])}, "device": "cpu",
                            "stages": [{"kind": "export", "name": "gguf", "model": "student",
@@ -257,8 +257,8 @@ def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(t
     import io
 
     from engine.pipeline import preflight
-    from engine.protocol import EventWriter
-    from engine.spec import RunSpec, build
+    from engine.contract.protocol import EventWriter
+    from engine.contract.spec import RunSpec, build
 
     spec = build(RunSpec, {"name": "ex", "student": {"source": str(_gpt2_folder(tmp_path / "gpt2"))},
                            "stages": [{"kind": "export", "model": "student"}]})

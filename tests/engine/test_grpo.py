@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from engine.context import EngineError, RunContext
-from engine.protocol import EventWriter
+from engine.contract.protocol import EventWriter
 from engine.recipes import grpo
-from engine.runs import RunPaths
-from engine.spec import DataSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+from engine.contract.runs import RunPaths
+from engine.contract.spec import DataSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
 
 REWARDS = [RewardSpec("format_lenient", 0.2), RewardSpec("length", 0.5), RewardSpec("answer_correct", 1.0)]
 

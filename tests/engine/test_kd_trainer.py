@@ -9,7 +9,8 @@ import torch
 from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback, TrainingArguments
 
-from engine.kd_trainer import KDLossSettings, KDTrainer, last_hidden_state, pad_collator
+from engine.contract.spec import DistillSpec
+from engine.kd_trainer import KDTrainer, last_hidden_state, pad_collator
 from engine.losses import kd_joint_loss
 
 VOCAB = 512
@@ -64,7 +65,7 @@ def test_short_kd_run_learns_logs_and_leaves_the_teacher_alone(tmp_path: Path) -
     before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
     recorder = _Recorder()
     trainer = KDTrainer(
-        model=student, teacher_model=teacher, kd_settings=KDLossSettings(alpha=0.5, divergence="jsd", chunk_size=16),
+        model=student, teacher_model=teacher, kd_settings=DistillSpec(alpha=0.5, divergence="jsd", chunk_size=16),
         args=_args(tmp_path), train_dataset=Dataset.from_list(_toy_rows()), callbacks=[recorder],
     )
     trainer.train()
@@ -86,7 +87,7 @@ def test_short_kd_run_learns_logs_and_leaves_the_teacher_alone(tmp_path: Path) -
 
 def test_alpha_one_loss_equals_the_students_lm_loss(tmp_path: Path) -> None:
     student, teacher = _tiny(32), _tiny(48, seed=2)
-    trainer = KDTrainer(model=student, teacher_model=teacher, kd_settings=KDLossSettings(alpha=1.0),
+    trainer = KDTrainer(model=student, teacher_model=teacher, kd_settings=DistillSpec(alpha=1.0),
                         args=_args(tmp_path))
     batch = pad_collator(0)(_toy_rows(4))
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_alpha_one_loss_equals_the_students_lm_loss(tmp_path: Path) -> None:
 
 def test_kd_loss_matches_full_logit_reference(tmp_path: Path) -> None:
     student, teacher = _tiny(32), _tiny(48, seed=3)
-    settings = KDLossSettings(alpha=0.3, temperature=2.0, divergence="reverse_kl", chunk_size=5)
+    settings = DistillSpec(alpha=0.3, temperature=2.0, divergence="reverse_kl", chunk_size=5)
     trainer = KDTrainer(model=student, teacher_model=teacher, kd_settings=settings, args=_args(tmp_path))
     batch = pad_collator(0)(_toy_rows(4))
     with torch.no_grad():
@@ -121,11 +122,11 @@ def test_models_that_post_process_logits_are_refused(tmp_path: Path) -> None:
 
 def test_settings_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="alpha"):
-        KDLossSettings(alpha=1.5)
+        DistillSpec(alpha=1.5)
     with pytest.raises(ValueError, match="divergence"):
-        KDLossSettings(divergence="kl")
+        DistillSpec(divergence="kl")
     with pytest.raises(ValueError, match="chunk_size"):
-        KDLossSettings(chunk_size=0)
+        DistillSpec(chunk_size=0)
 
 
 def test_peft_student_trains_only_its_adapters(tmp_path: Path) -> None:

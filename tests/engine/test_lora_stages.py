@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.protocol import EventWriter
-from engine.runs import RunStore
-from engine.spec import RunSpec, build
+from engine.contract.protocol import EventWriter
+from engine.contract.runs import RunStore
+from engine.contract.spec import RunSpec, build
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_helpers import make_tiny_model  # noqa: E402

@@ -68,7 +68,7 @@ def test_check_fits_refuses_with_one_sentence():
 
 def test_chat_refuses_a_model_that_does_not_fit(tmp_path, monkeypatch):
     from engine.chat import ChatService
-    from engine.protocol import EventWriter
+    from engine.contract.protocol import EventWriter
 
     folder = make_tiny_model(tmp_path / "m")
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1000)

@@ -12,8 +12,8 @@ import torch
 
 from engine.context import EngineError, RunContext
 from engine.precision import resolve_precision
-from engine.protocol import EventWriter
-from engine.spec import RunSpec, SpecError, build
+from engine.contract.protocol import EventWriter
+from engine.contract.spec import RunSpec, SpecError, build
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_helpers import make_tiny_model  # noqa: E402

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.protocol import (Event, EventWriter, ProtocolError, command_line, parse_command, read_events)
+from engine.contract.protocol import (Event, EventWriter, ProtocolError, command_line, parse_command, read_events)
 
 
 def test_events_carry_the_envelope_and_are_mirrored(tmp_path):
@@ -54,7 +54,7 @@ def test_commands_parse_and_bad_lines_say_why():
 def test_a_closed_pipe_diverts_the_stream_to_its_fallback_file(tmp_path):
     import os
 
-    from engine.protocol import SurvivingStream
+    from engine.contract.protocol import SurvivingStream
 
     read_end, write_end = os.pipe()
     stream = SurvivingStream(os.fdopen(write_end, "w", buffering=1), fallback=tmp_path / "engine.log")
@@ -70,7 +70,7 @@ def test_a_closed_pipe_diverts_the_stream_to_its_fallback_file(tmp_path):
 
 CLOSED_PIPE_SCRIPT = """
 import logging, sys, time
-from engine.protocol import EventWriter, claim_stdout, divert_stderr_to
+from engine.contract.protocol import EventWriter, claim_stdout, divert_stderr_to
 claim_stdout()
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 divert_stderr_to(sys.argv[1] + "/engine.log")

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from engine.context import EngineError
-from engine.quantization import (count_4bit_layers, linear_weight_bytes, quantize_and_save, quantize_model,
-                                 weight_file_bytes)
-from engine.spec import GenerationSpec, QuantizeSpec
+from engine.quant_report import linear_weight_bytes, weight_file_bytes
+from engine.quantization import count_4bit_layers, quantize_and_save, quantize_model
+from engine.contract.spec import GenerationSpec, QuantizeSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_helpers import make_tiny_model, write_gguf  # noqa: E402
@@ -147,11 +147,11 @@ def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path, monkeypat
     import io
 
     from engine.context import RunContext
-    from engine.protocol import EventWriter
-    from engine.quantization import evaluate_folder
+    from engine.contract.protocol import EventWriter
+    from engine.quant_report import evaluate_folder
     from engine.recipes.quantize import run_stage
-    from engine.runs import RunStore
-    from engine.spec import RunSpec, build, dump_spec
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import RunSpec, build, dump_spec
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the measuring subprocesses (see above)
     gen = {"max_new_tokens": 8, "batch_size": 8}

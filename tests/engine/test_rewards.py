@@ -6,7 +6,7 @@ import pytest
 from engine.context import EngineError
 from engine.rewards import (answers_match, build_reward_functions, extract_program, length_score, reward_weights,
                             validate_rewards)
-from engine.spec import GRPOSpec, RewardSpec
+from engine.contract.spec import GRPOSpec, RewardSpec
 
 ALL = [RewardSpec(name, 1.0) for name in ("format_strict", "format_lenient", "reasoning_structure", "length",
                                           "answer_correct", "code_tests")]

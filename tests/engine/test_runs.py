@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from engine.runs import RunStore
+from engine.contract.runs import RunStore
 
 
 def test_create_update_list_delete(tmp_path):

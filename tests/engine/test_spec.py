@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from engine.demo_pipeline import demo_spec
-from engine.spec import (DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
+from engine.demo.pipeline import demo_spec
+from engine.contract.spec import (DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
                          dump_spec, field_help, load_spec)
 
 BASE = {"name": "t", "stages": [{"kind": "sft", "name": "teacher_sft", "model": "teacher"}]}

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from engine.spec import (MAX_SPEC_BYTES, DataSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
+from engine.contract.spec import (MAX_SPEC_BYTES, DataSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
                          check_value, load_spec, option, parse_spec_text)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from engine import runs as runs_module
-from engine.protocol import Event, EventWriter, read_events
-from engine.runs import (RunLock, RunLocked, RunNotFound, RunStore, StoreError, data_dir, is_run_id, read_inside,
+from engine.contract.protocol import Event, EventWriter, read_events
+from engine.contract.runs import (RunLock, RunLocked, RunNotFound, RunStore, StoreError, data_dir, is_run_id, read_inside,
                          write_atomic)
 
 
@@ -125,7 +125,7 @@ def test_a_data_folder_that_is_a_file_is_a_sentence(tmp_path, monkeypatch):
 
 def test_one_writer_per_run_and_a_live_run_is_never_deleted(store, tmp_path):
     paths = store.create("x", "")
-    script = ("import sys, time; from pathlib import Path; from engine.runs import RunLock, RunPaths; "
+    script = ("import sys, time; from pathlib import Path; from engine.contract.runs import RunLock, RunPaths; "
               "RunLock(RunPaths(Path(sys.argv[1]))).acquire(); print('locked', flush=True); time.sleep(60)")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     holder = subprocess.Popen([sys.executable, "-c", script, str(paths.root)], stdout=subprocess.PIPE, text=True,
@@ -222,7 +222,7 @@ def test_a_full_disk_mid_run_ends_in_an_error_event_and_a_failed_run(store, monk
     import types
 
     from engine import pipeline
-    from engine.spec import RunSpec, build
+    from engine.contract.spec import RunSpec, build
 
     paths = store.create("x", "name: x\n")
     store.update(paths.id, status="running")

@@ -12,9 +12,10 @@ from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainingArguments
 
 from engine.context import EngineError
-from engine.kd_trainer import ChunkedSFTTrainer, KDLossSettings, KDTrainer, pad_collator
-from engine.protocol import EventWriter
-from engine.spec import DistillSpec, ModelSpec
+from engine.contract.spec import DistillSpec
+from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer, pad_collator
+from engine.contract.protocol import EventWriter
+from engine.contract.spec import DistillSpec, ModelSpec
 from engine.teacher_targets import ensure_targets, store_dir, with_row_numbers
 
 VOCAB = 96
@@ -114,7 +115,7 @@ def test_cached_trainer_equals_the_live_teacher_at_full_k(teacher_folder: Path, 
     targets = ensure_targets(_ctx(VOCAB, temperature=2.0), ModelSpec(source=str(teacher_folder)), [train],
                              lambda: teacher, 0, "")
     (numbered,) = with_row_numbers([train])
-    settings = KDLossSettings(alpha=0.4, temperature=2.0, divergence="jsd", chunk_size=7)
+    settings = DistillSpec(alpha=0.4, temperature=2.0, divergence="jsd", chunk_size=7)
     student = _tiny(16, seed=3)
     live = KDTrainer(model=student, teacher_model=teacher, kd_settings=settings, args=_args(tmp_path))
     cached = KDTrainer(model=student, kd_settings=settings, teacher_targets=targets, args=_args(tmp_path))

@@ -4,8 +4,8 @@ from __future__ import annotations
 from engine.callbacks import rename_metrics
 from engine.context import RunContext
 from engine.data.splits import Splits
-from engine.protocol import EventWriter
-from engine.spec import RunSpec, build
+from engine.contract.protocol import EventWriter
+from engine.contract.spec import RunSpec, build
 from engine.training import labelled_split
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import RunLock, RunStore
+from engine.contract.runs import RunLock, RunStore
 from tests.integration.conftest import engine, events_of
 
 TRAIN = "stages:\n  - {kind: sft, name: s, model: student, train: {max_steps: 1}}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "packaging" / "install_desktop.py"
-DESKTOP = ROOT / "studio" / "resources" / "desktop" / "compression-studio.desktop"
+DESKTOP = ROOT / "resources" / "desktop" / "compression-studio.desktop"
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess:
@@ -31,7 +31,7 @@ def test_desktop_file_validates():
 
 
 def test_every_icon_size_is_a_png_of_that_size():
-    pngs = sorted((ROOT / "studio" / "resources" / "desktop" / "icons" / "hicolor").glob("*/apps/compression-studio.png"))
+    pngs = sorted((ROOT / "resources" / "desktop" / "icons" / "hicolor").glob("*/apps/compression-studio.png"))
     assert len(pngs) >= 6
     for png in pngs:
         header = png.read_bytes()[:24]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine import launch
-from engine.protocol import Event, EventWriter, read_events
-from engine.runs import RunStore
+from engine.contract.protocol import Event, EventWriter, read_events
+from engine.contract.runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """\

@@ -22,7 +22,8 @@ def test_install_puts_both_commands_on_the_path(tmp_path):
                     "--disable-pip-version-check", "--prefix", str(prefix), str(ROOT)], check=True,
                    capture_output=True, timeout=300)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
-    assert (site / "engine" / "spec.py").is_file() and (site / "studio" / "app.py").is_file()
+    assert (site / "engine" / "contract" / "spec.py").is_file() and (site / "studio" / "app.py").is_file()
+    assert (site / "studio" / "resources" / "studio.qss").is_file()  # the top-level resources/, mapped
     env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     engine = subprocess.run(["compression-engine", "--version"], env=env, capture_output=True, text=True, timeout=60)
     assert engine.returncode == 0 and engine.stdout.strip() == f"compression-engine {__version__}"

@@ -34,7 +34,7 @@ def fake_launcher():
 @pytest.fixture
 def window(qtbot, home, fake_launcher):
     from studio.main_window import MainWindow
-    from studio.settings import StudioSettings
+    from studio.model.app_settings import StudioSettings
 
     win = MainWindow(StudioSettings(), fake_launcher)
     win.ask = lambda title, text: "cancel"  # never block a test on the close dialog

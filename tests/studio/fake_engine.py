@@ -1,7 +1,7 @@
 """A stand-in for ``python -m engine`` that speaks the real protocol without torch, for the studio's tests and
 GUI benchmark: ``fake_engine.py run SPEC | demo | inspect SOURCE``.
 
-It creates a real run folder through engine.runs (run.json, spec.yaml, events.jsonl mirror) and streams hello →
+It creates a real run folder through engine.contract.runs (run.json, spec.yaml, events.jsonl mirror) and streams hello →
 status → metric/progress (+ sample for GRPO stages) → artifact → done, honours ``{"type": "cancel"}`` on stdin,
 and misbehaves on request. Environment knobs:
   FAKE_ENGINE_MODE    normal | crash (dies mid-run without a done event) | ignore_cancel (never stops by itself)
@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `engine`
 
-from engine.protocol import EventWriter, hello, parse_command, read_events
-from engine.runs import RunStore
-from engine.spec import SpecError, dump_spec, load_spec
+from engine.contract.protocol import EventWriter, hello, parse_command, read_events
+from engine.contract.runs import RunStore
+from engine.contract.spec import SpecError, dump_spec, load_spec
 
 MODE = os.environ.get("FAKE_ENGINE_MODE", "normal")
 STEPS = int(os.environ.get("FAKE_ENGINE_STEPS", "20"))
@@ -96,7 +96,7 @@ def cmd_run(spec_path: str | None, demo: bool, resume: str = "") -> int:
     if resume:
         spec_path = str(RunStore().paths(resume).spec)
     if demo:
-        from engine.demo_pipeline import demo_spec
+        from engine.demo.pipeline import demo_spec
 
         spec = demo_spec(quick=True)
     else:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.metrics import rouge_l
-from studio.arena import catalog, presets, votes
+from studio.arena import catalog, votes
+from studio.arena import prompt_presets as presets
 from studio.arena.catalog import ModelChoice
 from studio.arena.export import to_markdown, write_exports
-from studio.arena.session import ArenaSession, PaneState
+from studio.arena.arena_state import ArenaSession, PaneState
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
@@ -177,7 +178,7 @@ def _fake_run(root: Path) -> Path:
 
 
 def test_catalog_lists_run_models_with_sizes_and_picks_a_lineup(tmp_path: Path) -> None:
-    from engine.runs import RunStore
+    from engine.contract.runs import RunStore
 
     run = _fake_run(tmp_path)
     choices = catalog.catalog(RunStore(tmp_path))
@@ -222,7 +223,7 @@ def test_presets_come_from_held_out_predictions_then_local_data_then_the_demo_ki
 
 
 def test_importing_the_arena_pulls_in_no_ml_library() -> None:
-    code = ("import sys; import studio.arena.session, studio.arena.catalog, studio.arena.presets, "
+    code = ("import sys; import studio.arena.arena_state, studio.arena.catalog, studio.arena.prompt_presets, "
             "studio.arena.export, studio.arena.votes, studio.arena.arena_widget; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'numpy', 'nltk', "
             "'rouge_score', 'datasets', 'trl', 'peft'}))")

@@ -205,7 +205,7 @@ def test_a_model_that_fails_to_load_leaves_the_other_pane_working(qtbot, arena: 
 def test_screenshot_script_renders_two_panes_mid_conversation(qtbot, tmp_path, monkeypatch) -> None:
     from PySide6.QtGui import QImage
 
-    from studio.arena.screenshot import render
+    from tools.arena_screenshot import render
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FAKE_CHAT_DELAY", "0.02")
@@ -214,7 +214,7 @@ def test_screenshot_script_renders_two_panes_mid_conversation(qtbot, tmp_path, m
 
 
 def test_models_and_presets_come_from_the_run_and_votes_stay_with_it(qtbot, tmp_path, monkeypatch) -> None:
-    from engine.runs import RunStore
+    from engine.contract.runs import RunStore
     from test_arena_session import _fake_run
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))

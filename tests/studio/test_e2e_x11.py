@@ -109,8 +109,8 @@ def _run(home: Path, run_id: str) -> dict:
 def _curve_sizes(home: Path, run_id: str) -> dict[str, int]:
     """Points per curve in the run's events.jsonl, as the studio labels them (a resumed stage's re-logged steps
     replace the lost ones)."""
-    from engine.protocol import read_events
-    from studio.run_state import RunState
+    from engine.contract.protocol import read_events
+    from studio.model.run_state import RunState
 
     state = RunState()
     for _, event in read_events(home / "runs" / run_id / "events.jsonl"):

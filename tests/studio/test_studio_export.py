@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.runs import RunStore
+from engine.contract.runs import RunStore
 
 
 def _run_with_models(home, *, quantized_only: bool = False):

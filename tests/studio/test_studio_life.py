@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from studio_helpers import spec_file
 
-from engine.protocol import Event
-from engine.runs import RunStore
+from engine.contract.protocol import Event
+from engine.contract.runs import RunStore
 
 pytestmark = pytest.mark.usefixtures("home")
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -66,7 +66,7 @@ def test_resume_from_the_history_for_an_interrupted_run(window, qtbot, tmp_path,
 def test_a_dead_run_reopened_is_failed_and_resumable_after_a_restart(window, qtbot, tmp_path, monkeypatch,
                                                                     fake_launcher):
     from studio.main_window import MainWindow
-    from studio.settings import StudioSettings
+    from studio.model.app_settings import StudioSettings
 
     session = _crashed_run(window, qtbot, tmp_path, monkeypatch)
     window.close()
@@ -205,7 +205,7 @@ def _events(*specs) -> list[Event]:
 
 
 def test_whole_run_progress_and_eta_from_stage_history():
-    from studio.run_state import RunState
+    from studio.model.run_state import RunState
 
     state = RunState()
     for event in _events(("hello", {"pid": 1}, 0.0),
@@ -227,7 +227,7 @@ def test_whole_run_progress_and_eta_from_stage_history():
 
 
 def test_a_resumed_attempt_replaces_the_lost_steps_but_a_sweep_keeps_its_trials():
-    from studio.run_state import RunState
+    from studio.model.run_state import RunState
 
     state = RunState()
     state.apply(Event("hello", {}, "r", 1))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.protocol import Event
-from engine.spec import SpecError
-from studio.history_data import key_scores
-from studio.run_state import MetricSeries, RunState, format_eta, metric_group
-from studio.wizard_model import (METHODS, WizardChoices, build_spec, kd_compatibility, parse_learning_rates)
+from engine.contract.protocol import Event
+from engine.contract.spec import SpecError
+from studio.model.history_data import key_scores
+from studio.model.run_state import MetricSeries, RunState, format_eta, metric_group
+from studio.model.wizard_model import (METHODS, WizardChoices, build_spec, kd_compatibility, parse_learning_rates)
 
 pytestmark = pytest.mark.usefixtures("home")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import RunStore
+from engine.contract.runs import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = """name: tiny-real
@@ -23,7 +23,7 @@ stages:
 def test_real_engine_run_streams_metrics_into_the_plot(qtbot, home, tmp_path):
     from studio.engine_client import EngineLauncher
     from studio.main_window import MainWindow
-    from studio.settings import StudioSettings
+    from studio.model.app_settings import StudioSettings
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY, encoding="utf-8")

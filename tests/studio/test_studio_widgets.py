@@ -10,7 +10,7 @@ pytestmark = pytest.mark.usefixtures("home")
 
 
 def test_plots_group_curves_and_redraw_only_what_changed(qtbot):
-    from studio.run_state import MetricStore
+    from studio.model.run_state import MetricStore
     from studio.widgets.metric_plots import MetricPlots
 
     plots = MetricPlots()
@@ -68,8 +68,8 @@ def test_eval_table_shows_grpo_before_and_after(qtbot):
 
 
 def test_settings_round_trip_and_about_versions(home):
-    from studio.settings import StudioSettings, load_settings, save_settings, settings_path
-    from studio.widgets.settings_dialog import library_versions
+    from studio.model.app_settings import StudioSettings, load_settings, save_settings, settings_path
+    from studio.widgets.preferences_dialog import library_versions
 
     assert load_settings() == StudioSettings()
     save_settings(StudioSettings(device="cpu", smoothing=0.3, first_run_done=True))
@@ -84,7 +84,7 @@ def test_settings_round_trip_and_about_versions(home):
 
 
 def test_screenshot_script_saves_every_page(tmp_path, qtbot):
-    from studio.screenshots import render_all
+    from tools.screenshots import render_all
 
     files = render_all(tmp_path / "shots", quick=True)
     names = {f.stem for f in files}
@@ -104,7 +104,7 @@ def test_every_page_of_the_window_opens(window):
 
 
 def test_sample_card_shows_each_reward_and_marks_the_ones_that_do_not_apply():
-    from studio.run_state import Sample
+    from studio.model.run_state import Sample
     from studio.widgets.run_panels import SamplesPanel
 
     sample = Sample(stage="grpo", step=20, prompt="Calculate 8 times 4.", completion="<answer>32</answer>",
@@ -115,7 +115,7 @@ def test_sample_card_shows_each_reward_and_marks_the_ones_that_do_not_apply():
 
 
 def test_plot_colours_follow_the_stage_and_only_noisy_series_are_smoothed(qtbot):
-    from studio.run_state import MetricStore
+    from studio.model.run_state import MetricStore
     from studio.widgets.metric_plots import MetricPlots
 
     plots = MetricPlots()
@@ -148,7 +148,7 @@ def test_plot_colours_follow_the_stage_and_only_noisy_series_are_smoothed(qtbot)
 def test_overlay_legend_lists_every_run_beside_the_plots(qtbot):
     from PySide6.QtCore import Qt
 
-    from studio.run_state import MetricStore
+    from studio.model.run_state import MetricStore
     from studio.widgets.metric_plots import MetricPlots
 
     plots = MetricPlots()

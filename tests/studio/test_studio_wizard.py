@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.spec import StageSpec, TrainSpec, field_help, load_spec
+from engine.contract.spec import StageSpec, TrainSpec, field_help, load_spec
 
 pytestmark = pytest.mark.usefixtures("home")
 

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWizard
 
-from engine.spec import dump_spec, load_spec
+from engine.contract.spec import dump_spec, load_spec
 
 pytestmark = pytest.mark.usefixtures("home")
 NEXT = QWizard.WizardButton.NextButton

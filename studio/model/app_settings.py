@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.runs import APP_NAME, HOME_ENV
+from engine.contract.runs import APP_NAME, HOME_ENV
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "studio-settings.json"
@@ -22,7 +22,7 @@ SETTINGS_FILE = "studio-settings.json"
 
 @dataclass
 class StudioSettings:
-    data_dir: str = ""  # empty: engine.runs.data_dir() decides (platformdirs or $COMPRESSION_STUDIO_HOME)
+    data_dir: str = ""  # empty: engine.contract.runs.data_dir() decides (platformdirs or $COMPRESSION_STUDIO_HOME)
     device: str = "auto"
     engine_python: str = field(default_factory=lambda: default_engine_python())
     first_run_done: bool = False

@@ -1,5 +1,5 @@
 """A run as the studio holds it: its event source (a live engine process, a follower, or nothing for a replay)
-and the :class:`~studio.run_state.RunState` built from its events. The monitor and the history present it.
+and the :class:`~studio.model.run_state.RunState` built from its events. The monitor and the history present it.
 
 A session outlives its sources: a resume attaches a new engine process to the same session, and a session
 whose run changed on disk (resumed from the command line, another window) catches up from its events.jsonl.
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.protocol import FINAL_STATES, read_events
+from engine.contract.protocol import FINAL_STATES, read_events
 from studio.engine_client import RunSource
-from studio.run_state import RunState, replay
+from studio.model.run_state import RunState
 
 INTERRUPTED = "the engine stopped without finishing the run (killed, crashed or the computer went down)"
 

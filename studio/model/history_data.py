@@ -5,9 +5,9 @@ import json
 import time
 from pathlib import Path
 
-from engine.runs import RunRecord, RunStore
-from engine.protocol import read_events
-from studio.run_state import MetricStore, RunState
+from engine.contract.runs import RunRecord, RunStore
+from engine.contract.protocol import read_events
+from studio.model.run_state import MetricStore, RunState
 
 
 def display_status(record: RunRecord) -> str:

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from engine.protocol import FINAL_STATES, Event, read_events
+from engine.contract.protocol import FINAL_STATES, Event, read_events
 from studio.pipeline_clock import PipelineClock
 
 # Plot groups in display order: (key, title, metric-name predicate). The first match wins.

@@ -1,6 +1,6 @@
 """Renders the arena with two panes mid-conversation into a PNG (``docs/screenshots/arena.png``).
 
-    QT_QPA_PLATFORM=offscreen python -m studio.arena.screenshot [--out PATH] [--service fake|engine]
+    QT_QPA_PLATFORM=offscreen python -m tools.arena_screenshot [--out PATH] [--service fake|engine]
 
 ``fake`` (the default) drives the scripted stand-in service of the tests (``tests/studio/fake_chat.py``) so the
 picture shows readable answers; ``engine`` uses the real chat service with the demo kit's tiny models, whose
@@ -20,9 +20,10 @@ from PySide6.QtWidgets import QApplication
 
 from studio.arena.arena_widget import ArenaWidget
 from studio.arena.catalog import ModelChoice
-from studio.arena.chat_client import PROJECT_ROOT, engine_chat_command
+from studio.arena.chat_client import engine_chat_command
 
 log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAKE_SERVICE = PROJECT_ROOT / "tests" / "studio" / "fake_chat.py"
 PROMPTS = ("What is 17 + 25? Explain briefly.", "Now multiply the result by 3.")
 

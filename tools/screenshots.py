@@ -1,5 +1,5 @@
-"""Render the studio's pages to PNG files for the README: ``compression-studio --screenshot-dir docs/screenshots``
-(or ``python -m studio.screenshots OUT_DIR [--home DATA_DIR]``).
+"""Render the studio's pages to PNG files for the README: ``python -m tools.screenshots docs/screenshots
+[--home DATA_DIR]`` (README tooling: it lives beside the app, not inside it, and is not shipped in the wheel).
 
 With ``--home`` the history and monitor show the runs of that data directory (e.g. one where a demo ran); without
 it, two short runs of the protocol-faithful fake engine (tests/studio/fake_engine.py) fill a temporary one.
@@ -76,7 +76,7 @@ def render_all(out_dir: Path, home: Path | None = None, use_real_engine: bool = 
     from studio.app import create_app
     from studio.engine_client import EngineLauncher
     from studio.main_window import MainWindow
-    from studio.settings import StudioSettings
+    from studio.model.app_settings import StudioSettings
 
     create_app()
     launcher = (EngineLauncher(python=sys.executable, workdir=str(REPO)) if use_real_engine

@@ -8,10 +8,10 @@ import sys
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QMessageBox, QPushButton, QWidget)
 
-from engine.runs import data_dir
-from engine.spec import DEVICES, RunSpec, field_help
+from engine.contract.runs import data_dir
+from engine.contract.spec import DEVICES, RunSpec, field_help
 from studio import __version__
-from studio.settings import StudioSettings
+from studio.model.app_settings import StudioSettings
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "PySide6-Essentials",
              "pyqtgraph", "numpy", "platformdirs")

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
+
 PROTOCOL_VERSION = 1
 EVENT_TYPES = ("hello", "status", "progress", "metric", "log", "sample", "artifact", "error", "done",
                "token", "loaded", "score")
@@ -47,9 +49,6 @@ RUN_STATES = ("running", "cancelling", "finished", "cancelled", "failed")
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
 
-
-class ProtocolError(ValueError):
-    """A line that is not a valid event or command."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.data.records import ColumnRef, identity_mapping
+from engine.contract.data.records import ColumnRef, identity_mapping
 
 Finish = Callable[[dict, Mapping[str, Any]], dict]
 

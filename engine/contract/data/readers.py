@@ -14,15 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.data.records import RecordProblem
+from engine.contract.data.records import RecordProblem
+from engine.contract.errors import FileProblem  # noqa: F401 (re-exported)
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet", ".pq": "parquet"}
 Row = tuple[str, "dict[str, Any] | RecordProblem"]
 
-
-class FileProblem(ValueError):
-    """The file as a whole cannot be read (missing, unknown format, not a list); message includes the path."""
 
 
 def file_format(path: Path) -> str:

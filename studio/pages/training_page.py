@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QTabWidget, QWidget)
 
-from engine.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
+from engine.contract.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
 from studio.pages.common import StudioPage, tip
 from studio.pages.train_form import TrainForm, hint, spin
-from studio.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
+from studio.model.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
 
 
 class SettingsPage(StudioPage):

@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from engine.contract.errors import RecordProblem  # noqa: F401 (re-exported)
+
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
                     "reasoning")
 REQUIRED_FIELDS = ("instruction", "response")
@@ -23,9 +25,6 @@ TEXT_FIELDS = ("instruction", "context", "response", "category", "answer", "reas
 
 ColumnRef = str | tuple[str, ...]
 
-
-class RecordProblem(ValueError):
-    """One row cannot become a record; the message says what is wrong and what to do (no location)."""
 
 
 def identity_mapping() -> dict[str, ColumnRef]:

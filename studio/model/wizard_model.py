@@ -1,4 +1,4 @@
-"""The wizard's choices and how they become a :class:`engine.spec.RunSpec` — plain Python, no Qt.
+"""The wizard's choices and how they become a :class:`engine.contract.spec.RunSpec` — plain Python, no Qt.
 
 Pages only edit a :class:`WizardChoices`; :func:`build_spec` turns it into the spec the engine runs, reusing the
 spec dataclasses' own validation so the GUI never disagrees with the CLI about what is allowed.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from engine.spec import RunSpec, SpecError, build, to_dict
+from engine.contract.spec import RunSpec, SpecError, build, to_dict
 
 METHODS: dict[str, str] = {
     "teacher_sft": "Teacher SFT — fine-tune the large model on the task",

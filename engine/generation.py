@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from engine.data.formatting import encode_prompt, prompt_texts
-from engine.data.presets import Preset, get_preset
+from engine.contract.data.presets import Preset, get_preset
 from engine.metrics import score_predictions
-from engine.spec import GenerationSpec
+from engine.contract.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 

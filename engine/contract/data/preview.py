@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.readers import FileProblem, iter_rows
-from engine.data.records import RecordProblem, canonical_record, merge_mapping
+from engine.contract.data.readers import FileProblem, iter_rows
+from engine.contract.data.records import RecordProblem, canonical_record, merge_mapping
 
 MAX_ERRORS = 5  # stop reading after this many problems: the user fixes the first ones first
 
@@ -31,7 +31,7 @@ def preview_file(path: str | Path, columns: Mapping[str, str] | None = None, lim
                  preset: str = "local") -> Preview:
     """Read up to ``limit`` valid rows of ``path`` mapped through ``columns`` (canonical → file column) on top of
     ``preset``'s mapping; stop early at :data:`MAX_ERRORS` problems."""
-    from engine.data.presets import get_preset  # stdlib-only as well; imported here to keep the top light
+    from engine.contract.data.presets import get_preset  # stdlib-only as well; imported here to keep the top light
 
     result = Preview()
     try:

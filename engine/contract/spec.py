@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.contract.errors import SpecError  # noqa: F401 (re-exported)
+
 DATA_PRESETS = ("demo", "demo_reasoning", "dolly_en", "dolly_es", "bugnet", "pytorrent", "codeforces_cot", "local")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 KD_METHODS = ("token", "sequence", "on_policy")
@@ -25,9 +27,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_MODELS = ("teacher", "student")
 PRECISIONS = ("auto", "bf16-mixed", "fp16-mixed", "bf16-pure", "fp32")
 
-
-class SpecError(ValueError):
-    """A spec value is invalid; the message is one sentence naming the field and what to do."""
 
 
 # Numbers no setting needs to exceed (exactly representable in a double, fits torch's int64 and SQLite).
@@ -711,3 +710,11 @@ def dump_spec(spec: RunSpec, path: str | Path | None = None) -> str:
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text
+
+
+def base_model_of(spec: RunSpec, ref: str) -> str:
+    """The base model (teacher/student/path) a stage's output descends from; its tokenizer is the same."""
+    names = {s.name: s for s in spec.stages}
+    while ref in names:
+        ref = names[ref].model
+    return ref

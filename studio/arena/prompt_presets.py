@@ -84,7 +84,7 @@ def _from_predictions(run_path: Path) -> list[Preset]:
 def _spec_data(run_path: Path) -> Any:
     """The run's DataSpec, or None when its spec cannot be read."""
     try:
-        from engine.spec import load_spec
+        from engine.contract.spec import load_spec
 
         return load_spec(run_path / "spec.yaml").data
     except Exception as exc:  # no readable spec: no presets from it
@@ -111,7 +111,7 @@ def _from_spec_data(data: Any) -> list[Preset]:
 
 def _from_demo_kit(home: Path | None, reasoning: bool = False) -> list[Preset]:
     if home is None:
-        from engine.runs import data_dir
+        from engine.contract.runs import data_dir
 
         home = data_dir()
     path = home / "demo-kit" / "v1" / "data" / ("reasoning.jsonl" if reasoning else "instructions.jsonl")

@@ -6,7 +6,7 @@ from the demo kit's calibration (bench/demo_calibration.py; results in bench/RES
 """
 from __future__ import annotations
 
-from engine.spec import RunSpec, build
+from engine.contract.spec import RunSpec, build
 
 # Per stage: (learning rate, optimizer steps). Student SFT and KD get the same steps: a fair comparison.
 DEMO_SCHEDULE = {"teacher_sft": (2e-3, 1200), "student_sft": (3e-3, 600), "student_kd": (3e-3, 600)}
