@@ -49,7 +49,7 @@ def pyinstaller_args(dist: Path, work: Path, wheel: Path, onefile: bool) -> list
     args = [str(ROOT / "packaging" / "studio_entry.py"), "--name", NAME, "--noconfirm", "--clean",
             "--distpath", str(dist), "--workpath", str(work), "--specpath", str(work),
             "--paths", str(ROOT), "--windowed", "--log-level", "WARN",
-            "--add-data", f"{ROOT / 'resources'}{sep}resources",
+            "--add-data", f"{ROOT / 'resources'}{sep}studio/resources",
             "--add-data", f"{wheel}{sep}wheels",
             "--collect-submodules", "studio",
             "--hidden-import", "engine.contract.spec", "--hidden-import", "engine.contract.protocol", "--hidden-import", "engine.contract.runs",

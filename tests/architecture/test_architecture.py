@@ -59,9 +59,9 @@ def test_the_wheel_ships_the_top_level_resources(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("compression_studio-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for resource in ("resources/studio.qss", "resources/desktop/compression-studio.desktop",
-                     "resources/desktop/compression-studio.svg",
-                     "resources/desktop/icons/hicolor/256x256/apps/compression-studio.png"):
+    for resource in ("studio/resources/studio.qss", "studio/resources/desktop/compression-studio.desktop",
+                     "studio/resources/desktop/compression-studio.svg",
+                     "studio/resources/desktop/icons/hicolor/256x256/apps/compression-studio.png"):
         assert resource in names, resource
     assert "engine/contract/spec.py" in names and "studio/model/run_state.py" in names
     assert not any(n.startswith(("tests/", "tools/", "bench/")) for n in names)

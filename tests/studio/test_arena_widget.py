@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
-from studio.arena import presets as presets_mod  # noqa: E402
+from studio.arena import prompt_presets as presets_mod  # noqa: E402
 from studio.arena.arena_widget import ArenaWidget  # noqa: E402
 from studio.arena.catalog import ModelChoice  # noqa: E402
 

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QPushButton, QVBoxLayout, QWidget
 
 pytestmark = pytest.mark.usefixtures("home")
-QSS = Path(__file__).resolve().parents[2] / "studio" / "resources" / "studio.qss"
+QSS = Path(__file__).resolve().parents[2] / "resources" / "studio.qss"
 
 
 @pytest.fixture
