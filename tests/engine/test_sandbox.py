@@ -18,10 +18,10 @@ import pytest
 
 from engine import sandbox
 from engine.context import EngineError
+from engine.contract.spec import GRPOSpec, RewardSpec, SpecError
 from engine.rewards import check_code_sandbox, make_code_tests, validate_rewards
 from engine.sandbox import REFUSED_EXIT, SandboxResult, normalize_output, run_program, run_tests
 from engine.sandbox_kernel import landlock_abi
-from engine.contract.spec import GRPOSpec, RewardSpec, SpecError
 
 SUM_PROGRAM = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
 
