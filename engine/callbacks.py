@@ -13,53 +13,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from engine.context import Diverged, RunContext
-from engine.launch import any_rank, is_main_process
+from engine.contract.metric_names import rename_metrics
 from engine.contract.runs import write_atomic
+from engine.launch import any_rank, is_main_process
 
 COMPLETE_MARKER = "complete"  # written into checkpoint-N after the trainer finished saving it
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-
-# Trainer/TRL log keys → the protocol's metric names (DESIGN.md: grouped by prefix).
-_RENAMES = {
-    "loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm",
-    "reward": "grpo/reward", "reward_std": "grpo/reward_std", "kl": "grpo/kl",
-    "completions/mean_length": "grpo/completion_length", "completion_length": "grpo/completion_length",
-    "entropy": "grpo/entropy",
-}
-_REWARD_KEY = re.compile(r"^rewards/(?P<name>[^/]+)/mean$")
-_SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-         "train_loss", "num_tokens", "step"}
-
-
-def rename_metrics(logs: dict) -> dict:
-    """Protocol names for one trainer log; unknown keys with a '/' pass through, other noise is dropped.
-
-    Validation: ``eval/ce`` is always the plain cross-entropy on response tokens (SFT's eval_loss, KDTrainer's
-    eval_kd/ce), so SFT and KD curves compare; KD's joint loss is ``eval/kd_loss``, its divergence
-    ``eval/kd_divergence``."""
-    logs = dict(logs)
-    if "eval_kd/ce" in logs:
-        logs["eval_kd_loss"] = logs.pop("eval_loss", None)
-        logs["eval_ce"] = logs.pop("eval_kd/ce")
-        if "eval_kd/divergence" in logs:
-            logs["eval_kd_divergence"] = logs.pop("eval_kd/divergence")
-    elif "eval_loss" in logs:
-        logs["eval_ce"] = logs.pop("eval_loss")
-    out = {}
-    for key, value in logs.items():
-        if not isinstance(value, (int, float)) or key in _SKIP:
-            continue
-        match = _REWARD_KEY.match(key)
-        if key in _RENAMES:
-            out[_RENAMES[key]] = float(value)
-        elif match:
-            out[f"grpo/reward/{match['name']}"] = float(value)
-        elif key.startswith("eval_"):
-            out["eval/" + key[5:]] = float(value)
-        elif "/" in key and not key.startswith(("rewards/", "completions/", "sampling/", "clip_ratio")):
-            out[key] = float(value)
-    return out
-
 
 class EventsCallback(TrainerCallback):
     """Emits metric and progress events for the stage in ``ctx`` and stops (after a checkpoint) on cancel."""

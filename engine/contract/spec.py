@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.contract.data.presets import PRESETS
 from engine.contract.errors import SpecError  # noqa: F401 (re-exported)
 
-DATA_PRESETS = ("demo", "demo_reasoning", "dolly_en", "dolly_es", "bugnet", "pytorrent", "codeforces_cot", "local")
+DATA_PRESETS = tuple(PRESETS)  # one home: engine/contract/data/presets.py
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+QUANT_TYPES = ("nf4", "fp4")
 KD_METHODS = ("token", "sequence", "on_policy")
 REWARDS = ("format_strict", "format_lenient", "reasoning_structure", "length", "answer_correct", "code_tests")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -399,7 +401,7 @@ class QuantizeSpec:
 
     def __post_init__(self) -> None:
         _check_numbers(self, "quantize")
-        _check_choice("quantize.quant_type", self.quant_type, ("nf4", "fp4"))
+        _check_choice("quantize.quant_type", self.quant_type, QUANT_TYPES)
         _check_choice("quantize.compute_dtype", self.compute_dtype, ("float32", "bfloat16", "float16"))
 
 

@@ -14,42 +14,9 @@ from typing import Iterable
 
 import numpy as np
 
+from engine.contract.metric_names import metric_group
 from engine.contract.protocol import FINAL_STATES, Event, read_events
 from studio.pipeline_clock import PipelineClock
-
-# Plot groups in display order: (key, title, metric-name predicate). The first match wins.
-METRIC_GROUPS: tuple[tuple[str, str], ...] = (
-    ("loss", "Loss · CE · divergence"),
-    ("reward", "Rewards"),
-    ("kl", "KL"),
-    ("lr", "Learning rate"),
-    ("length", "Completion length (tokens)"),
-    ("throughput", "Tokens / s"),
-    ("eval", "Evaluation"),
-    ("other", "Other"),
-)
-
-
-def metric_group(name: str) -> str:
-    """The plot a metric belongs to, from its name's prefix (train/loss, kd/ce, grpo/reward/format, ...)."""
-    leaf = name.rsplit("/", 1)[-1]
-    if "loss" in leaf or leaf in ("ce", "divergence", "kd_divergence"):
-        return "loss"  # eval/ce and eval/kd_loss (validation) belong next to the training loss
-    if name.startswith("eval/") or name.endswith(("_before", "_after")):
-        return "eval"  # held-out scores, e.g. GRPO's grpo/correct_before and grpo/correct_after
-    if name.endswith("completion_length"):
-        return "length"  # GRPO's mean completion length: a collapse (the paper's 17 tokens) shows here
-    if name.startswith("grpo/reward"):
-        return "reward"
-    if name.startswith("grpo/kl") or leaf == "kl":
-        return "kl"
-    if name.endswith("/lr") or "learning_rate" in leaf:
-        return "lr"
-    if "tokens_per_s" in leaf or name.startswith("perf/"):
-        return "throughput"
-    if name.startswith("kd/") or "loss" in leaf or leaf in ("ce", "divergence"):
-        return "loss"
-    return "other"
 
 
 def ema_chunked(y: np.ndarray, weight: float, prev: float) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from engine.contract.data.presets import PRESETS
 from engine.contract.spec import RunSpec, SpecError, build, to_dict
 
 METHODS: dict[str, str] = {
@@ -23,17 +24,8 @@ METHODS: dict[str, str] = {
     "pipeline": "The whole pipeline — teacher SFT → SFT baseline → KD → GRPO → 4-bit → evaluation",
 }
 KD_METHOD = {"token_kd": "token", "sequence_kd": "sequence", "on_policy_kd": "on_policy"}
-DATA_PRESET_LABELS: dict[str, str] = {
-    "demo": "Demo kit tasks (offline, seconds per stage)",
-    "demo_reasoning": "Demo kit reasoning tasks (for GRPO, offline)",
-    "dolly_en": "Dolly-15k English (databricks/databricks-dolly-15k)",
-    "dolly_es": "Spanish Dolly (argilla, multilingual curated, es)",
-    "bugnet": "BugNet code repair (alexjercan/bugnet)",
-    "pytorrent": "PyTorrent-style docstring → code",
-    "codeforces_cot": "Codeforces chain-of-thought (open-r1/codeforces-cots)",
-    "local": "A local JSONL / JSON / CSV / Parquet file",
-}
-CANONICAL_COLUMNS = ("instruction", "response", "context", "category", "answer", "tests")
+DATA_PRESET_LABELS: dict[str, str] = {  # the presets' own titles (engine/contract/data/presets.py)
+    name: f"{p.title} · {p.hub_id}" if p.hub_id else p.title for name, p in PRESETS.items()}
 TRAIN_STAGES: dict[str, str] = {  # the wizard's training stages, by stage name
     "teacher_sft": "Teacher SFT", "student_sft": "Student SFT", "student_kd": "Distillation", "grpo": "GRPO"}
 DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}

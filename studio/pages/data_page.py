@@ -5,14 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
 
 from engine.contract.data.preview import Preview, preview_file
+from engine.contract.data.records import MAPPABLE_FIELDS
 from engine.contract.spec import DATA_PRESETS, DataSpec, SpecError, build
+from studio.model.wizard_model import DATA_PRESET_LABELS
 from studio.pages.common import StudioPage, tip
-from studio.model.wizard_model import CANONICAL_COLUMNS, DATA_PRESET_LABELS
 
 NONE = "(none)"
 ALIASES = {"instruction": ("instruction", "prompt", "question", "input_text", "query"),
@@ -87,7 +102,7 @@ class DataPage(StudioPage):
         self.mapping_box = QGroupBox("Column mapping (canonical name → column in the file)")
         grid = QGridLayout(self.mapping_box)
         self.mapping: dict[str, QComboBox] = {}
-        for i, name in enumerate(CANONICAL_COLUMNS):
+        for i, name in enumerate(MAPPABLE_FIELDS):
             required = name in ("instruction", "response")
             combo = QComboBox()
             combo.addItem(NONE)

@@ -2,14 +2,39 @@
 pipeline — with each method's own knobs (divergence, α, temperature; rewards and their weights; 4-bit format)."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.contract.spec import DIVERGENCES, REWARDS, DistillSpec, GRPOSpec, QuantizeSpec, RewardSpec, SpecError, build
-from studio.pages.common import StudioPage, tip
+from engine.contract.spec import (
+    DIVERGENCES,
+    QUANT_TYPES,
+    REWARDS,
+    DistillSpec,
+    GRPOSpec,
+    QuantizeSpec,
+    RewardSpec,
+    SpecError,
+    build,
+)
 from studio.model.wizard_model import KD_METHOD, METHODS
+from studio.pages.common import StudioPage, tip
 
-DEFAULT_REWARDS = {"format_strict": 0.2, "reasoning_structure": 0.1, "answer_correct": 1.0}
+# The spec's defaults are the page's defaults: one home for each knob.
+DISTILL, GRPO, QUANTIZE = DistillSpec(), GRPOSpec(), QuantizeSpec()
+DEFAULT_REWARDS = {r.name: r.weight for r in GRPO.rewards}
 
 
 class MethodPage(StudioPage):
@@ -45,11 +70,11 @@ class MethodPage(StudioPage):
         self.alpha = tip(QDoubleSpinBox(), DistillSpec, "alpha")
         self.alpha.setRange(-10, 10)  # the spec refuses what is outside [0, 1], with its own words
         self.alpha.setSingleStep(0.1)
-        self.alpha.setValue(0.5)
+        self.alpha.setValue(DISTILL.alpha)
         self.temperature = tip(QDoubleSpinBox(), DistillSpec, "temperature")
         self.temperature.setRange(-10, 100)
         self.temperature.setSingleStep(0.5)
-        self.temperature.setValue(1.0)
+        self.temperature.setValue(DISTILL.temperature)
         self.with_teacher_sft = QCheckBox("Fine-tune the teacher first")
         self.with_teacher_sft.setChecked(True)
         self.with_baseline = QCheckBox("Also train an SFT student baseline")
@@ -79,7 +104,7 @@ class MethodPage(StudioPage):
             grid.addWidget(weight, i, 1)
         self.num_generations = tip(QSpinBox(), GRPOSpec, "num_generations")
         self.num_generations.setRange(0, 64)
-        self.num_generations.setValue(4)
+        self.num_generations.setValue(GRPO.num_generations)
         grid.addWidget(tip(QLabel("Group size"), GRPOSpec, "num_generations"), len(REWARDS), 0)
         grid.addWidget(self.num_generations, len(REWARDS), 1)
         return self.grpo_box
@@ -87,9 +112,9 @@ class MethodPage(StudioPage):
     def _build_quant_box(self) -> QGroupBox:
         self.quant_box = QGroupBox("4-bit quantization")
         self.quant_type = tip(QComboBox(), QuantizeSpec, "quant_type")
-        self.quant_type.addItems(["nf4", "fp4"])
+        self.quant_type.addItems(QUANT_TYPES)
         self.double_quant = tip(QCheckBox("Double quantization"), QuantizeSpec, "double_quant")
-        self.double_quant.setChecked(True)
+        self.double_quant.setChecked(QUANTIZE.double_quant)
         form = QFormLayout(self.quant_box)
         form.addRow("Format", self.quant_type)
         form.addRow(self.double_quant)
@@ -139,9 +164,9 @@ class MethodPage(StudioPage):
     def show_choices(self, c) -> None:
         """Fill the page from choices (an edited YAML, an opened spec)."""
         self.set_method(c.method)
-        self.divergence.setCurrentText(c.distill.get("divergence", "forward_kl"))
-        self.alpha.setValue(c.distill.get("alpha", 0.5))
-        self.temperature.setValue(c.distill.get("temperature", 1.0))
+        self.divergence.setCurrentText(c.distill.get("divergence", DISTILL.divergence))
+        self.alpha.setValue(c.distill.get("alpha", DISTILL.alpha))
+        self.temperature.setValue(c.distill.get("temperature", DISTILL.temperature))
         self.with_teacher_sft.setChecked(c.with_teacher_sft)
         self.with_baseline.setChecked(c.with_baseline)
         self.with_eval.setChecked(c.with_eval)
@@ -150,6 +175,6 @@ class MethodPage(StudioPage):
         for name, check in self.reward_checks.items():
             check.setChecked(name in weights)
             self.reward_weights[name].setValue(weights.get(name, self.reward_weights[name].value()))
-        self.num_generations.setValue(c.grpo.get("num_generations", 4))
-        self.quant_type.setCurrentText(c.quantize.get("quant_type", "nf4"))
-        self.double_quant.setChecked(c.quantize.get("double_quant", True))
+        self.num_generations.setValue(c.grpo.get("num_generations", GRPO.num_generations))
+        self.quant_type.setCurrentText(c.quantize.get("quant_type", QUANTIZE.quant_type))
+        self.double_quant.setChecked(c.quantize.get("double_quant", QUANTIZE.double_quant))

@@ -17,7 +17,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from studio.model.run_state import METRIC_GROUPS, MetricStore
+from engine.contract.metric_names import METRIC_GROUPS
+from studio.model.run_state import MetricStore
 from studio.widgets.plot_legend import CurveStyles, PlotLegend, is_smoothed, split_label
 
 GROUP_TITLES = dict(METRIC_GROUPS)

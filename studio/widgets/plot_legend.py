@@ -7,13 +7,14 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
+from engine.contract.metric_names import NOISY_GROUPS
+
 # Tableau 10, then its light variants: ten clearly different hues first, twenty in all
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#8cd17d", "#b6992d", "#f1ce63", "#d4a6c8",
            "#fabfd2", "#d37295", "#79706e")
 STYLES = (Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
           Qt.PenStyle.DashDotDotLine)
-NOISY_GROUPS = ("loss", "reward", "kl", "length")  # per-step values that scatter: smoothing helps reading them
 
 
 def split_label(label: str) -> tuple[str, str]:

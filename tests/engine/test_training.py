@@ -1,11 +1,11 @@
 """Shared training plumbing: the labelled subset a stage may use, and trainer-log renaming."""
 from __future__ import annotations
 
-from engine.callbacks import rename_metrics
 from engine.context import RunContext
-from engine.data.splits import Splits
+from engine.contract.metric_names import rename_metrics
 from engine.contract.protocol import EventWriter
 from engine.contract.spec import RunSpec, build
+from engine.data.splits import Splits
 from engine.training import labelled_split
 
 

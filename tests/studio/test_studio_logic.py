@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.contract.metric_names import metric_group
 from engine.contract.protocol import Event
 from engine.contract.spec import SpecError
 from studio.model.history_data import key_scores
-from studio.model.run_state import MetricSeries, RunState, format_eta, metric_group
-from studio.model.wizard_model import (METHODS, WizardChoices, build_spec, kd_compatibility, parse_learning_rates)
+from studio.model.run_state import MetricSeries, RunState, format_eta
+from studio.model.wizard_model import METHODS, WizardChoices, build_spec, kd_compatibility, parse_learning_rates
 
 pytestmark = pytest.mark.usefixtures("home")
 

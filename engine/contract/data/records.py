@@ -21,6 +21,8 @@ from engine.contract.errors import RecordProblem  # noqa: F401 (re-exported)
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
                     "reasoning")
 REQUIRED_FIELDS = ("instruction", "response")
+# The fields a user maps a file's columns to (the wizard's mapping table, the spec's data.columns).
+MAPPABLE_FIELDS = ("instruction", "response", "context", "category", "answer", "tests")
 TEXT_FIELDS = ("instruction", "context", "response", "category", "answer", "reasoning")
 
 ColumnRef = str | tuple[str, ...]
