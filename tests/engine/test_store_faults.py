@@ -241,7 +241,7 @@ def test_a_full_disk_mid_run_ends_in_an_error_event_and_a_failed_run(store, monk
         events._mirror_file.write = lambda text: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left"))
         raise OSError(errno.ENOSPC, "No space left on device", str(ctx.paths.checkpoints("s")))
 
-    monkeypatch.setattr(pipeline, "recipe", lambda kind: types.SimpleNamespace(run_stage=run_stage))
+    monkeypatch.setattr(pipeline, "recipe_for", lambda kind: types.SimpleNamespace(run_stage=run_stage))
     spec = build(RunSpec, {"name": "x", "stages": [{"kind": "sft", "name": "s"}]})
     status = pipeline.run_pipeline(spec, paths, events, store, threading.Event(), "cpu")
     monkeypatch.undo()
