@@ -39,6 +39,16 @@ def _keys(text: str) -> list[_Key]:
     return found
 
 
+def _same_value(reported: str, written: str) -> bool:
+    """'-2.0' in a message is the '-2' written in the file."""
+    if reported == written:
+        return True
+    try:
+        return float(reported) == float(written)
+    except ValueError:
+        return False
+
+
 def line_of_error(text: str, message: str) -> int | None:
     """The 1-based line of ``text`` that ``message`` (a SpecError's sentence) is most likely about."""
     where, _, rest = message.partition(": ")
@@ -51,7 +61,7 @@ def line_of_error(text: str, message: str) -> int | None:
         if key.path[-1] != target:
             continue
         score = sum(part in key.path for part in parts) * 2
-        if got and key.value and got.group(1).strip("'\"") == key.value:
+        if got and key.value and _same_value(got.group(1).strip("'\""), key.value):
             score += 3
         if score > best_score:
             best, best_score = key, score

@@ -118,7 +118,7 @@ def test_yaml_edits_flow_back_into_the_pages(wizard, qtbot):
     lines[at] = lines[at].replace("1.0", "-2")
     review.yaml.setPlainText("\n".join(lines))
     assert not review.apply_yaml() and not review.isComplete()
-    assert f"line {at + 1}: distill.temperature: must be > 0, got -2." in review.error_label.text()
+    assert f"line {at + 1}: distill.temperature: must be > 0, got -2" in review.error_label.text()
     assert review.yaml.extraSelections()[0].cursor.blockNumber() == at
     review.yaml.setPlainText(review.yaml.toPlainText().replace("temperature: -2", "temperature: 2.0"))
     assert review.apply_yaml() and review.error_label.isHidden()
