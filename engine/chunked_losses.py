@@ -65,14 +65,14 @@ def topk_tail_divergence(student_logits: Tensor, idx: Tensor, t_lp: Tensor, t_ta
     return _divergence_from_log_probs(t_b, _student_buckets(s_lp, idx.long()), kind, beta)
 
 
-ChunkFn = Callable[[Tensor, int, int], tuple[Tensor, Tensor, Tensor]]
+ChunkFn = Callable[[Tensor, int, int, bool], tuple[Tensor, Tensor, Tensor, "Tensor | None"]]
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
     """sum over chunks of ``chunk_fn(logits of the chunk)``; gradients formed chunk by chunk in forward.
 
-    ``chunk_fn(zs [C, V], start, end)`` returns (loss_sum, ce_sum, div_sum) of the chunk, differentiable in zs
-    (autograd on the chunk's own small graph gives dloss/dzs, so any divergence works without hand derivation).
+    ``chunk_fn(zs [C, V], start, end, want_grad)`` may consume zs in place and returns (loss_sum, ce_sum,
+    div_sum, dloss/dzs [C, V] or None), the gradient in closed form (one [C, V] buffer, no autograd graph).
     """
 
     @staticmethod
@@ -87,11 +87,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         for start in range(0, hs.size(0), chunk_size):
             end = min(start + chunk_size, hs.size(0))
             hs_c = hs[start:end].to(ws.dtype)  # [C, H]
-            with torch.enable_grad():
-                zs = F.linear(hs_c, ws, bs).to(cdtype).detach().requires_grad_(want)  # [C, V]
-                loss, ce, div = chunk_fn(zs, start, end)
-                grad = torch.autograd.grad(loss, zs)[0] if want else None  # [C, V]
-            sums += torch.stack([loss.detach(), ce.detach(), div.detach()]).to(cdtype)
+            zs = F.linear(hs_c, ws, bs).to(cdtype)  # [C, V]
+            loss, ce, div, grad = chunk_fn(zs, start, end, want)
+            sums += torch.stack([loss, ce, div]).to(cdtype)
             del zs
             if grad is None:
                 continue
@@ -112,6 +110,37 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
         ctx.grads = None
         return (*grads, None, None, None)
+
+
+def _ce_terms(zs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token CE [C], its softmax (computed in place in zs) and the log-sum-exp [C]."""
+    lse = torch.logsumexp(zs, dim=-1)  # [C]
+    ce = lse - zs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return ce, zs.sub_(lse.unsqueeze(-1)).exp_(), lse
+
+
+def _bucket_terms(z: Tensor, idx: Tensor, t_b: Tensor, kind: str, beta: float) -> tuple[Tensor, Tensor]:
+    """Per-token (k+1)-bucket divergence [C] and its gradient with respect to the tempered logits z [C, V].
+
+    Consumes z (it becomes the gradient). With p = softmax(z), P the bucket masses and g = dD/d(log P) (autograd
+    on the small [C, k+1] tensor): dD/dz_j = g_b(j) * p_j / P_b(j) - p_j * sum_b g_b.
+    """
+    z_top = z.gather(-1, idx)  # [C, k]
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [C, 1]
+    p = z.sub_(lse).exp_()  # [C, V], in place
+    p_top = p.gather(-1, idx)  # [C, k]
+    p.scatter_(-1, idx, 0.0)
+    tail = p.sum(-1)  # [C] the tail mass, summed without cancellation
+    with torch.enable_grad():
+        s_b = torch.cat([z_top - lse, tail.clamp_min(math.exp(LOG_FLOOR)).log().unsqueeze(-1)], -1)
+        s_b = s_b.detach().requires_grad_(True)  # [C, k+1]
+        div = _divergence_from_log_probs(t_b.to(s_b.dtype), s_b, kind, beta)
+        (g,) = torch.autograd.grad(div.sum(), s_b)
+    total = g.sum(-1, keepdim=True)  # [C, 1]
+    on_tail = torch.where(tail > math.exp(LOG_FLOOR), g[:, -1] / tail, torch.zeros_like(tail)).unsqueeze(-1)
+    grad = p.mul_(on_tail - total)  # tail entries
+    grad.scatter_(-1, idx, g[:, :-1] - p_top * total)  # top-k entries
+    return div.detach(), grad
 
 
 def _response_hidden(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,9 +170,13 @@ def chunked_ce_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, *,
         return hidden.sum() * 0.0 + ws.sum() * 0.0
     norm = _norm(num_items_in_batch, targets.numel())
 
-    def chunk_fn(zs: Tensor, start: int, end: int) -> tuple[Tensor, Tensor, Tensor]:
-        ce = F.cross_entropy(zs, targets[start:end], reduction="sum") / norm
-        return ce, ce, ce * 0.0
+    def chunk_fn(zs: Tensor, start: int, end: int, want_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        ce, p, _ = _ce_terms(zs, targets[start:end])  # p: softmax, in place of zs
+        loss = ce.sum() / norm
+        if not want_grad:
+            return loss, loss, loss * 0.0, None
+        grad = p.scatter_add_(-1, targets[start:end].unsqueeze(-1), torch.full_like(ce, -1.0).unsqueeze(-1))
+        return loss, loss, loss * 0.0, grad.div_(norm)
 
     loss, _ce, _div = _ChunkedHeadLoss.apply(hs, ws, bs, chunk_fn, chunk_size, torch.is_grad_enabled())
     return loss
@@ -180,13 +213,18 @@ def cached_kd_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, idx
     idx = idx.to(hs.device).long()
     t_b = torch.cat([t_lp.float(), t_tail.float().clamp_min(LOG_FLOOR).unsqueeze(-1)], dim=-1).to(hs.device)
 
-    def chunk_fn(zs: Tensor, start: int, end: int) -> tuple[Tensor, Tensor, Tensor]:
-        lp1 = F.log_softmax(zs, dim=-1)  # [C, V] at T = 1 for the CE term
-        ce = -lp1.gather(-1, targets[start:end].unsqueeze(-1)).sum()
-        s_lp = lp1 if temperature == 1.0 else F.log_softmax(zs / temperature, dim=-1)
-        s_b = _student_buckets(s_lp, idx[start:end])  # [C, k+1]
-        div = _divergence_from_log_probs(t_b[start:end].to(s_b.dtype), s_b, kind, beta).sum()
-        return ce_coef * ce + div_coef * div, ce, div
+    def chunk_fn(zs: Tensor, start: int, end: int, want_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        y = targets[start:end]
+        z = zs / temperature if temperature != 1.0 else zs.clone()  # [C, V], consumed by _bucket_terms
+        div, g_div = _bucket_terms(z, idx[start:end], t_b[start:end], kind, beta)
+        ce, p1, _ = _ce_terms(zs, y)  # p1: softmax at T = 1, in place of zs
+        ce_sum, div_sum = ce.sum(), div.sum()
+        loss = ce_coef * ce_sum + div_coef * div_sum
+        if not want_grad:
+            return loss, ce_sum, div_sum, None
+        grad = p1.mul_(ce_coef).add_(g_div, alpha=div_coef / temperature)  # d s / d z = 1 / T
+        grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(ce, -ce_coef).unsqueeze(-1))
+        return loss, ce_sum, div_sum, grad
 
     loss, ce_sum, div_sum = _ChunkedHeadLoss.apply(hs, ws, bs, chunk_fn, chunk_size, torch.is_grad_enabled())
     return loss, (ce_sum / n).to(hs.dtype), (div_sum / n).to(hs.dtype)

