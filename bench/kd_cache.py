@@ -85,10 +85,11 @@ def _targets(folder: Path):  # noqa: ANN202
 def _trainer(variant: str, lr: float, cache: Path, teacher=None):  # noqa: ANN001, ANN202
     from transformers import Trainer
 
-    from engine.kd_trainer import ChunkedSFTTrainer, KDLossSettings, KDTrainer
+    from engine.contract.spec import DistillSpec
+    from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer
 
     student = _model(*STUDENT, seed=0)
-    settings = KDLossSettings(alpha=0.5, temperature=1.0, divergence="forward_kl", chunk_size=256)
+    settings = DistillSpec(alpha=0.5, temperature=1.0, divergence="forward_kl", chunk_size=256)
     if variant == "sft_default":
         return Trainer(model=student, args=_args(lr))
     if variant == "sft_chunked":

@@ -25,8 +25,8 @@ logger = logging.getLogger("bench.kd_cache_demo")
 
 def demo_cache_spec(seed: int, top_k: int, quick: bool) -> dict:
     """The demo spec with its KD stage twice (live, cached) and without the SFT student."""
-    from engine.demo_pipeline import demo_spec
-    from engine.spec import to_dict
+    from engine.demo.pipeline import demo_spec
+    from engine.contract.spec import to_dict
 
     spec = to_dict(demo_spec(quick=quick, seed=seed))
     teacher_sft, _student_sft, kd, evaluate = spec["stages"]

@@ -46,7 +46,7 @@ def _config(dims: dict):  # noqa: ANN202
 
 
 def _spec(case: str, folders: dict[str, Path]):  # noqa: ANN202
-    from engine.spec import RunSpec, build
+    from engine.contract.spec import RunSpec, build
 
     stage = {"name": "stage", "model": "student", "teacher": "teacher",
              "train": {"batch_size": BATCH, "max_steps": 3}, **json.loads(json.dumps(CASES[case]))}
@@ -60,7 +60,7 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
     import torch
     from transformers import Qwen2ForCausalLM, TrainingArguments
 
-    from engine.kd_trainer import ChunkedSFTTrainer, KDLossSettings, KDTrainer, pad_collator
+    from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer, pad_collator
     from engine.memory_plan import stage_peak
     from engine.models import apply_lora
 
@@ -98,7 +98,7 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
             trainer = ChunkedSFTTrainer(model=student, args=args)
         else:
             trainer = KDTrainer(model=student, teacher_model=teacher, teacher_targets=targets, args=args,
-                                kd_settings=KDLossSettings(chunk_size=stage.distill.chunk_size))
+                                kd_settings=stage.distill)
         trainer.current_gradient_accumulation_steps = 1
         optimizer = trainer.create_optimizer()
         collate = pad_collator(0)
@@ -117,7 +117,7 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
 def paper_verdicts() -> list[str]:
     from engine.memory import format_bytes
     from engine.memory_plan import plan
-    from engine.spec import load_spec
+    from engine.contract.spec import load_spec
 
     lines = []
     for name in ("dolly_en.yaml",):

@@ -11,7 +11,7 @@ Per training stage the peak is the sum of (bytes):
   fp32, 2 under bf16/fp16 autocast), for ``batch × max_length`` tokens (the worst padded batch); with gradient
   checkpointing only each layer's input ``a · h`` is kept, plus one layer's set while it is recomputed;
 * the loss: the transformers default holds the batch's ``[B, L, V]`` logits several times (LOGIT_COPIES, fp32);
-  the chunked losses (engine/chunked_losses.py, engine/losses.py) hold CHUNK_COPIES ``[chunk, V]`` fp32 buffers
+  the chunked losses (engine/chunked_losses.py, engine/losses.py) hold 2-3 ``[chunk, V]`` fp32 buffers
   and an fp32 ``[V, H]`` gradient of the head;
 * token KD: the teacher's weights and hidden states (live), or nothing of the teacher while training from its
   cached targets (building the cache is a separate, smaller phase: teacher weights + a no-grad forward);
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 ACT_H, ACT_I, ACT_KV = 16, 4, 4  # saved activations per layer and token, in units of h, I and the kv width
 LOGIT_COPIES = 4  # the default causal-LM loss: logits, their fp32 copy, log-softmax, gradient
-CHUNK_COPIES = 5  # chunked losses: logits, log-softmax, gathered/tail buffers, gradient of one chunk
+# [chunk, V] fp32 buffers alive at once in the chunked losses (logits consumed in place into the gradient):
+CHUNK_COPIES = {"sft": 2, "cached": 3, "live": 3}
 CUDA_CONTEXT_BYTES = 600 * 2**20  # CUDA context, cuBLAS workspace, allocator reserve
 SLACK = 1.10  # allocator fragmentation
 GB = 1e9
@@ -149,8 +150,7 @@ def _frozen_width(model_spec: Any, device: str) -> int:
 def _base_spec(spec: Any, ref: str) -> tuple[Any, bool]:
     """(ModelSpec, is a base model) of a stage's model reference: a stage output keeps its base's config and
     dtype and is saved in full precision."""
-    from engine.pipeline import base_model_of
-    from engine.spec import BASE_MODELS, ModelSpec
+    from engine.contract.spec import BASE_MODELS, ModelSpec, base_model_of
 
     base = base_model_of(spec, ref)
     model_spec = getattr(spec, base) if base in BASE_MODELS else ModelSpec(source=base)
@@ -186,22 +186,23 @@ def stage_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, i
     """Bytes by part at the stage's peak (before slack and the CUDA context)."""
     data, kind = spec.data, stage.kind
     tokens = stage.train.batch_size * data.max_length
-    chunk = lambda n, v: CHUNK_COPIES * min(n, tokens) * v * 4  # noqa: E731 - one chunk's fp32 buffers
+    chunk = lambda n, v, kind="live": CHUNK_COPIES[kind] * min(n, tokens) * v * 4  # noqa: E731 - fp32 buffers
     if kind == "sft":
         d = dims_of(_base_spec(spec, stage.model)[0].source)
-        return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab)}
+        return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab, "sft")}
     if kind == "distill":
         d = dims_of(_base_spec(spec, stage.model)[0].source)
         dist = stage.distill
         gen_tokens = stage.generation.batch_size * (data.max_length + dist.max_new_tokens)
         if dist.method == "token" and dist.teacher_cache.enabled:
-            train = {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(dist.chunk_size, d.vocab)}
+            train = {**_training(spec, stage, device, dims_of, tokens),
+                     "loss": chunk(dist.chunk_size, d.vocab, "cached")}
             build = _teacher(spec, stage, device, dims_of, dist.teacher_cache.batch_size * data.max_length)
             build["loss"] = 3 * 256 * d.vocab * 4
             answers = _teacher(spec, stage, device, dims_of, 0, gen_tokens) if stage.references < 1 else {}
             return max((train, build, answers), key=lambda p: sum(p.values()))
         if dist.method == "sequence":
-            return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab)}
+            return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab, "sft")}
         parts = {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(dist.chunk_size, d.vocab)}
         extra = gen_tokens if dist.method == "on_policy" or stage.references < 1 else 0
         return {**parts, **_teacher(spec, stage, device, dims_of, tokens, extra)}
