@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,26 @@ class ResolvedSource:
     gguf_file: str | None = None
 
     def from_pretrained_args(self) -> tuple[str, dict]:
-        return self.location, ({"gguf_file": self.gguf_file} if self.gguf_file else {})
+        """Where transformers reads the model: for a GGUF file, its unpacked cache folder if there already is
+        one, else the file itself (fine for config and tokenizer; weights go through :meth:`weights_args`)."""
+        if self.gguf_file:
+            from engine.gguf_source import cached_folder
+
+            folder = cached_folder(self.gguf_path)
+            return (str(folder), {}) if folder is not None else (self.location, {"gguf_file": self.gguf_file})
+        return self.location, {}
+
+    def weights_args(self) -> tuple[str, dict]:
+        """Where the weights load from: a GGUF file is unpacked once into a plain folder (engine.gguf_source)."""
+        if self.gguf_file:
+            from engine.gguf_source import unpacked_folder
+
+            return str(unpacked_folder(self.gguf_path)), {}
+        return self.location, {}
+
+    @property
+    def gguf_path(self) -> Path:
+        return Path(self.location) / str(self.gguf_file)
 
 
 def resolve_source(source: str) -> ResolvedSource:
@@ -48,6 +68,9 @@ def resolve_source(source: str) -> ResolvedSource:
     if source.lower().endswith(".gguf"):
         if not path.is_file():
             raise EngineError(f"GGUF file {path} does not exist; check the path.")
+        from engine.gguf_source import check_supported
+
+        check_supported(path)  # architecture and tensor types, from the header: one sentence if unreadable
         return ResolvedSource("gguf", str(path.parent), path.name)
     if path.exists() or source.startswith(("/", ".", "~")):
         if not path.is_dir():
@@ -123,10 +146,18 @@ def load_model(spec: ModelSpec, device: str, *, trainable: bool = False, precisi
     A model to train passes its ``precision`` (engine.precision.PrecisionPlan): the weights then load in the
     plan's master dtype (fp32 for the mixed modes) whatever ``spec.dtype`` says, and a 4-bit base computes in
     the plan's compute dtype."""
-    from transformers import AutoModelForCausalLM
+    from engine import heartbeat
 
     resolved = resolve_source(spec.source)
-    location, extra = resolved.from_pretrained_args()
+    with heartbeat.activity(f"loading {spec.source}"):
+        location, extra = resolved.weights_args()
+        return _load_model(spec, resolved, location, extra, device, trainable, precision)
+
+
+def _load_model(spec: ModelSpec, resolved: ResolvedSource, location: str, extra: dict, device: str,
+                trainable: bool, precision: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
     dtype = precision.weights if precision is not None else pick_dtype(spec.dtype, device)
     qconfig = None
     if spec.load_in_4bit:
@@ -202,20 +233,30 @@ def inspect_model(source: str) -> dict:
             "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False))}
 
 
+_PLACEHOLDER = re.compile(r"^(\[PAD\d+\]|<\|PAD_TOKEN\d*\|>|<pad_\d+>)$")
+
+
+def real_vocab(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's vocabulary without the placeholder entries a GGUF converter pads it with up to the
+    model's embedding rows (llama.cpp writes ``[PAD151665]``… for Qwen2.5): no text ever encodes to them."""
+    return {t: i for t, i in tokenizer.get_vocab().items() if not _PLACEHOLDER.match(t)}
+
+
 def check_token_kd_compatible(teacher_tokenizer: Any, student_tokenizer: Any) -> None:
-    """Token-level KD compares distributions token by token: both models must share one vocabulary."""
-    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    """Token-level KD compares distributions token by token: both models must number every real token alike.
+    Placeholder padding (see :func:`real_vocab`) is ignored, so a GGUF teacher pairs with its hub student."""
+    teacher_vocab, student_vocab = real_vocab(teacher_tokenizer), real_vocab(student_tokenizer)
     if teacher_vocab != student_vocab:
         only_t = len(set(teacher_vocab) - set(student_vocab))
         only_s = len(set(student_vocab) - set(teacher_vocab))
+        mismatched = [t for t, i in teacher_vocab.items() if t in student_vocab and student_vocab[t] != i][:3]
+        if not only_t and not only_s and mismatched:
+            raise EngineError(f"teacher and student number their tokens differently (e.g. {mismatched}); use "
+                              "sequence-level KD (distill.method: sequence) instead.")
         raise EngineError(f"teacher and student do not share a vocabulary ({len(teacher_vocab)} vs "
                           f"{len(student_vocab)} tokens; {only_t} only in the teacher's, {only_s} only in the "
                           "student's), so token-level KD cannot compare their distributions; use sequence-level "
                           "KD (distill.method: sequence) instead.")
-    mismatched = [t for t, i in teacher_vocab.items() if student_vocab[t] != i][:3]
-    if mismatched:
-        raise EngineError(f"teacher and student number their tokens differently (e.g. {mismatched}); use "
-                          "sequence-level KD (distill.method: sequence) instead.")
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:

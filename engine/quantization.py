@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,30 +46,10 @@ def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: 
         import bitsandbytes  # noqa: F401  (a clear sentence instead of transformers' long ImportError)
     except ImportError as exc:
         raise EngineError(f"bitsandbytes is not usable here ({exc}); install bitsandbytes==0.50.2.") from None
-    if resolved.kind != "gguf":
-        return _load_4bit(spec, resolved.from_pretrained_args(), q, device), load_tokenizer(spec)
-    # transformers will not quantize while reading a GGUF file: de-quantize it into a plain folder first
-    with tempfile.TemporaryDirectory(prefix="gguf-", ignore_cleanup_errors=True) as tmp:
-        _gguf_to_folder(spec, Path(tmp), q)
-        local = ModelSpec(source=tmp)
-        return _load_4bit(spec, (tmp, {}), q, device), load_tokenizer(local)
-
-
-def _gguf_to_folder(spec: ModelSpec, folder: Path, q: QuantizeSpec) -> None:
-    """transformers marks a GGUF-loaded model unserializable; its de-quantized weights go into a plain model."""
-    from transformers import AutoModelForCausalLM
-
-    from engine.models import load_model, load_tokenizer
-
-    loaded = load_model(ModelSpec(source=spec.source, dtype=q.compute_dtype), "cpu")
-    config = loaded.config
-    config.__dict__.pop("quantization_config", None)
-    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
-    plain.load_state_dict(loaded.state_dict())
-    plain.save_pretrained(folder)
-    load_tokenizer(spec).save_pretrained(folder)
-    del loaded, plain
-    gc.collect()
+    # a GGUF file is unpacked once into a plain folder (engine.gguf_source): bitsandbytes quantizes from that
+    location, extra = resolved.weights_args()
+    local = spec if resolved.kind != "gguf" else ModelSpec(source=location)
+    return _load_4bit(spec, (location, extra), q, device), load_tokenizer(local)
 
 
 

@@ -22,6 +22,8 @@ def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
     resolved = resolve_source(spec.source)
     if resolved.kind in ("folder", "demo") and any(Path(resolved.location).glob("*.safetensors")):
         return Path(resolved.location)
+    if resolved.kind == "gguf":  # its unpacked cache folder (the report also compares with the file itself)
+        return Path(resolved.weights_args()[0])
     target = ctx.work_dir / "original"
     if not (target / "config.json").exists():
         ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to compare against")
@@ -36,7 +38,7 @@ def _scores(report: dict) -> dict[str, float]:
         if value is not None:
             scores[f"quant/{key}_retention"] = value
     for key, name in (("disk_bytes", "size_ratio"), ("linear_bytes", "linear_ratio"), ("rss_bytes", "memory_ratio"),
-                      ("tokens_per_s", "speed_ratio")):
+                      ("tokens_per_s", "speed_ratio"), ("gguf_bytes", "gguf_size_ratio")):
         if report["ratios"].get(key) is not None:
             scores[f"quant/{name}"] = report["ratios"][key]
     for key, value in report["quantized"].get("scores", {}).items():

@@ -32,14 +32,16 @@ def tiny_tokenizer():
     return fast
 
 
-def make_tiny_model(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """A random tiny Qwen2 (float32) + tokenizer in ``folder``; varied enough weights for non-trivial outputs."""
+def make_tiny_model(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64, vocab_size: int = 0) -> Path:
+    """A random tiny Qwen2 (float32) + tokenizer in ``folder``; varied enough weights for non-trivial outputs.
+    ``vocab_size`` larger than the tokenizer pads the embedding rows, as Qwen2.5 does (151,936 rows for a
+    151,665-entry tokenizer)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = tiny_tokenizer()
     config = Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer),
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=max(vocab_size, len(tokenizer)),
                          tie_word_embeddings=True, max_position_embeddings=512, initializer_range=0.2,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
@@ -49,18 +51,25 @@ def make_tiny_model(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 
     return Path(folder)
 
 
-def write_gguf(hf_folder: Path, path: Path) -> Path:
-    """The tiny model as a float32 GGUF file (llama.cpp's tensor names, GPT-2-style BPE tokenizer metadata), the
-    way llama.cpp's converter writes a Qwen2 model; transformers reads it back through ``gguf_file``."""
+def write_gguf(hf_folder: Path, path: Path, *, quantized: bool = False, arch: str = "qwen2",
+               raw_types: dict[str, str] | None = None) -> Path:
+    """The tiny model as a GGUF file (llama.cpp's tensor names, GPT-2-style BPE tokenizer metadata), the way
+    llama.cpp's converter writes a Qwen2 model; transformers reads it back through ``gguf_file``.
+
+    Float32 by default; ``quantized`` stores embeddings and attention in Q8_0 and the MLP in Q4_0 (norms and
+    biases stay F32, as llama.cpp keeps them). Like the converter, the token list is padded with ``[PAD<id>]``
+    placeholders up to the model's embedding rows. ``arch`` writes another architecture name; ``raw_types``
+    (tensor-name suffix → GGML type name) stores zero bytes of that type, for types nothing can de-quantize."""
     import json
 
     import gguf
+    import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(hf_folder)
     tokenizer = AutoTokenizer.from_pretrained(hf_folder)
     cfg = model.config
-    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_block_count(cfg.num_hidden_layers)
@@ -73,9 +82,11 @@ def write_gguf(hf_folder: Path, path: Path) -> Path:
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     special = set(tokenizer.all_special_tokens)
+    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t, _ in vocab]
+    padding = [f"[PAD{i}]" for i in range(len(vocab), cfg.vocab_size)]
     writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([t for t, _ in vocab])
-    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t, _ in vocab])
+    writer.add_token_list([t for t, _ in vocab] + padding)
+    writer.add_token_types(types + [gguf.TokenType.UNUSED] * len(padding))
     merges = state["model"]["merges"]
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
     writer.add_eos_token_id(tokenizer.eos_token_id)
@@ -85,7 +96,20 @@ def write_gguf(hf_folder: Path, path: Path) -> Path:
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), tensor.float().numpy())
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        data = tensor.float().numpy()
+        raw = next((t for suffix, t in (raw_types or {}).items() if gguf_name.endswith(suffix)), None)
+        if raw is not None:
+            qtype = gguf.GGMLQuantizationType[raw]
+            block, size = gguf.GGML_QUANT_SIZES[qtype]
+            nbytes = data.shape[0] * data.shape[1] // block * size
+            writer.add_tensor(gguf_name, np.zeros((data.shape[0], nbytes // data.shape[0]), dtype=np.uint8),
+                              raw_dtype=qtype)
+        elif quantized and data.ndim == 2:
+            qtype = gguf.GGMLQuantizationType.Q4_0 if "ffn" in gguf_name else gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(gguf_name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -107,8 +107,10 @@ def test_widths_the_cpu_kernel_cannot_run_stay_full_precision(tmp_path):
     assert torch.equal(expected, got)
 
 
-def test_a_gguf_file_is_quantized_through_a_plain_folder(tiny, tmp_path):
+def test_a_gguf_file_is_quantized_through_a_plain_folder(tiny, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))  # the GGUF cache goes there
 
     gguf = write_gguf(tiny, tmp_path / "tiny.gguf")
     out, model, tokenizer = quantize_and_save(str(gguf), tmp_path / "from-gguf", QuantizeSpec(), "cpu")

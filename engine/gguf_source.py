@@ -1,0 +1,186 @@
+"""GGUF files as model sources: checked from their header, unpacked once into a cache, reused afterwards.
+
+transformers reads a GGUF file by de-quantizing every tensor (25–65 s for a 0.5B model), and the model it returns
+cannot be saved, quantized to 4 bits by bitsandbytes, or trained like a normal one. So the first load unpacks the
+file into a plain ``save_pretrained`` folder (weights in the narrowest dtype that holds the de-quantized values
+exactly, plus the tokenizer and the chat template) under ``<data dir>/gguf-cache/<sha256 prefix>/``, written
+atomically; every later load — of any stage, run or process — reads that folder like any local model.
+
+The key is the file's SHA-256 (a copied or renamed file finds its cache); hashing a large file takes seconds, so
+the hash of a (path, size, mtime) is remembered in ``gguf-cache/index.json``.
+
+Bad input (an architecture transformers cannot read from GGUF, a tensor type nothing can de-quantize) is refused
+from the header alone, in one sentence, before anything is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.context import EngineError
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "gguf-cache"
+KEY_LENGTH = 16  # hex digits of the SHA-256 kept in the folder name
+COMPLETE = "gguf-source.json"  # written last: a folder without it is an unfinished unpack
+FLOAT_TYPES = ("F32", "F16", "BF16")
+_RENAMED_ARCHITECTURES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
+                          "minimax-m2": "minimax_m2"}
+_lock = threading.Lock()  # one unpack at a time per process (the chat service loads from threads)
+
+
+def cache_root() -> Path:
+    from engine.runs import data_dir
+
+    return data_dir() / CACHE_DIR
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, remembered per (path, size, mtime) so a multi-GB file is hashed once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    index_path = cache_root() / "index.json"
+    stamp = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    if stamp in index:
+        return index[stamp]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 * 2**20), b""):
+            digest.update(block)
+    index[stamp] = digest.hexdigest()
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
+    os.replace(tmp, index_path)
+    return index[stamp]
+
+
+def header(path: Path) -> dict:
+    """Architecture, tensor types (type → count) and name of a GGUF file, read from its header (memory-mapped)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, struct.error, … for a damaged file
+        raise EngineError(f"{path} is not a readable GGUF file ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}).") from None
+
+    def text(key: str) -> str:
+        field = reader.fields.get(key)
+        return bytes(field.parts[field.data[0]]).decode("utf-8", "replace") if field is not None else ""
+
+    types: dict[str, int] = {}
+    for tensor in reader.tensors:
+        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
+    return {"architecture": text("general.architecture"), "name": text("general.name"), "types": types}
+
+
+def dequantizable_types() -> set[str]:
+    """GGML tensor types gguf-py can de-quantize (what transformers uses when it reads a GGUF file)."""
+    import gguf.quants
+
+    traits = getattr(gguf.quants, "_type_traits", {})  # gguf-py's registry of implemented quant types
+    return set(FLOAT_TYPES) | {t.name for t in traits}
+
+
+def check_supported(path: Path) -> dict:
+    """The header, or EngineError naming what transformers cannot read (architecture or tensor type)."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    info = header(path)
+    arch = info["architecture"]
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES and _RENAMED_ARCHITECTURES.get(arch) not in \
+            GGUF_SUPPORTED_ARCHITECTURES:
+        raise EngineError(f"{path.name} holds a {arch or 'unnamed'} model, an architecture transformers cannot read "
+                          "from GGUF; give the model's original transformers folder or hub id instead.")
+    unknown = sorted(set(info["types"]) - dequantizable_types())
+    if unknown:
+        raise EngineError(f"{path.name} stores tensors as {', '.join(unknown)}, which gguf-py cannot de-quantize; "
+                          "use a GGUF quantized as Q8_0, Q4_K_M or another common type, or the original model.")
+    return info
+
+
+def cached_folder(path: Path) -> Path | None:
+    """The unpacked folder of ``path`` if it is already in the cache (no unpacking)."""
+    folder = cache_root() / file_sha256(path)[:KEY_LENGTH]
+    return folder if (folder / COMPLETE).is_file() else None
+
+
+def unpacked_folder(path: str | Path) -> Path:
+    """The plain transformers folder of a GGUF file, unpacked on first use (see the module docstring)."""
+    from engine import heartbeat
+
+    path = Path(path).expanduser()
+    with _lock:
+        found = cached_folder(path)
+        if found is not None:
+            return found
+        info = check_supported(path)
+        target = cache_root() / file_sha256(path)[:KEY_LENGTH]
+        size_gb = path.stat().st_size / 1e9
+        log.info("unpacking %s (%.2f GB) into %s", path.name, size_gb, target)
+        with heartbeat.activity(f"unpacking {path.name} ({size_gb:.2f} GB) once into the GGUF cache"):
+            _unpack(path, target, info)
+        return target
+
+
+def _storage_dtype(types: dict[str, int]) -> Any:
+    """The narrowest dtype holding every de-quantized value exactly: F16-only or BF16-only files keep their
+    type; anything quantized (int codes × f16 scales) or F32 needs float32."""
+    import torch
+
+    floats = set(types) - {"F32"}
+    if floats == {"F16"}:
+        return torch.float16
+    if floats == {"BF16"}:
+        return torch.bfloat16
+    return torch.float32
+
+
+def _unpack(path: Path, target: Path, info: dict) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = _storage_dtype(info["types"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        except (OSError, ValueError, NotImplementedError, KeyError) as exc:
+            raise EngineError(f"transformers cannot read {path.name}: {str(exc).splitlines()[0][:200]}") from None
+        # the weights are plain de-quantized tensors now; only the GGUF loader's marker forbids saving them
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        with torch.no_grad():
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / COMPLETE).write_text(json.dumps({"file": str(path.resolve()), "bytes": path.stat().st_size,
+                                                    "dtype": str(dtype).replace("torch.", ""), **info}, indent=2),
+                                        encoding="utf-8")
+        staging.chmod(0o755)
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished folder left by a crash
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def source_info(folder: Path) -> dict:
+    """What the cache recorded about the GGUF a folder was unpacked from (file, bytes, tensor types), or {}."""
+    try:
+        return json.loads((Path(folder) / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
