@@ -38,7 +38,7 @@ _lock = threading.Lock()  # one unpack at a time per process (the chat service l
 
 
 def cache_root() -> Path:
-    from engine.runs import data_dir
+    from engine.contract.runs import data_dir
 
     return data_dir() / CACHE_DIR
 

@@ -197,6 +197,8 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
     sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
         linear_weight_bytes(original_dir, quantized_dir)
     sides["quantized"].update(layer_counts(quantized_dir))
+    for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
+        sides[name]["full_precision_bytes"] = full_precision_bytes(folder)
     steps = [(n, "measure") for n in sides if measure] + [(n, "evaluate") for n in sides if records]
     for i, (name, what) in enumerate(steps):
         if on_progress:
@@ -216,8 +218,23 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
     ratios = {key: _ratio(q.get(key), o.get(key)) for key in ("disk_bytes", "linear_bytes", "rss_bytes", "load_s",
                                                                  "ttft_s", "tokens_per_s", "cpu_s_per_token")}
     retention = {k: _ratio(v, o.get("scores", {}).get(k)) for k, v in q.get("scores", {}).items()}
-    return {"device": device, "samples": len(records), "preset": preset, "original": o, "quantized": q,
-            "ratios": ratios, "retention": retention}
+    report = {"device": device, "samples": len(records), "preset": preset, "original": o, "quantized": q,
+              "ratios": ratios, "retention": retention}
+    from engine.gguf_source import source_info
+
+    gguf = source_info(original_dir)  # the original was unpacked from a GGUF file: compare with the file too
+    if gguf:
+        report["gguf"] = {"file": gguf.get("file"), "bytes": gguf.get("bytes"), "types": gguf.get("types", {})}
+        ratios["gguf_bytes"] = _ratio(q.get("disk_bytes"), gguf.get("bytes"))
+    return report
+
+
+def full_precision_bytes(folder: str | Path) -> int:
+    """Bytes of the tensors a folder keeps in 16/32 bits: everything but the 4-bit linear layers' packed weights
+    and constants (embeddings, output layer, norms, biases, and linear layers bitsandbytes skipped)."""
+    entries = safetensors_entries(folder)
+    modules = {k[: -len(".weight.absmax")] for k in entries if k.endswith(".weight.absmax")}
+    return sum(b for k, b in entries.items() if not any(k.startswith(f"{m}.weight") for m in modules))
 
 
 def fmt_mb(n: Any) -> str:
@@ -242,6 +259,13 @@ def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
              r.get("tokens_per_s")),
             ("decode CPU seconds per token", _fmt(o.get("cpu_s_per_token"), 4), _fmt(q.get("cpu_s_per_token"), 4),
              r.get("cpu_s_per_token"))]
+    rows.insert(2, ("kept in 16/32 bits (embeddings, output layer, norms)", fmt_mb(o.get("full_precision_bytes")),
+                    fmt_mb(q.get("full_precision_bytes")), _ratio(q.get("full_precision_bytes"),
+                                                                   o.get("full_precision_bytes"))))
+    gguf = report.get("gguf")
+    if gguf:  # the honest comparison for a GGUF source: its own file, not the unpacked copy
+        rows.insert(0, (f"size on disk vs the GGUF file ({', '.join(sorted(gguf.get('types', {})))})",
+                        fmt_mb(gguf.get("bytes")), fmt_mb(q.get("disk_bytes")), r.get("gguf_bytes")))
     for key, ret in report.get("retention", {}).items():
         rows.append((key, _fmt(o.get("scores", {}).get(key), 4), _fmt(q.get("scores", {}).get(key), 4), ret))
     kept = q.get("layers_full_precision", 0)

@@ -22,7 +22,7 @@ import torch
 
 from engine import gguf_source
 from engine.context import EngineError
-from engine.spec import ModelSpec
+from engine.contract.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_helpers import make_tiny_model, write_gguf  # noqa: E402
@@ -56,7 +56,8 @@ def test_unpacked_once_into_a_hash_keyed_cache_and_reused(files, monkeypatch):
     folder = gguf_source.unpacked_folder(gguf)
     assert folder.parent == files["home"] / "gguf-cache" and len(folder.name) == gguf_source.KEY_LENGTH
     info = gguf_source.source_info(folder)
-    assert info["types"] == {"F32": 11, "Q8_0": 9, "Q4_0": 6}  # norms and q/k/v biases: F32 and info["bytes"] == gguf.stat().st_size
+    assert info["types"] == {"F32": 11, "Q8_0": 9, "Q4_0": 6}  # norms and q/k/v biases stay F32
+    assert info["bytes"] == gguf.stat().st_size
     assert info["dtype"] == "float32"  # Q8_0/Q4_0 codes × f16 scales need float32 to stay exact
     direct = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     unpacked = AutoModelForCausalLM.from_pretrained(folder)
@@ -99,14 +100,14 @@ def test_placeholder_padding_does_not_block_token_kd(files):
 def test_quantize_a_gguf_with_its_full_report(files, tmp_path, monkeypatch):
     """Through the quantize recipe. The speed/memory subprocesses are replaced by a fixed measurement here
     (test_quantize.py measures for real); everything else — quantizing, scores, sizes — runs."""
-    from engine import quantization
+    from engine import quant_report
     from engine.context import RunContext
-    from engine.protocol import EventWriter
+    from engine.contract.protocol import EventWriter
     from engine.recipes.quantize import run_stage
-    from engine.runs import RunStore
-    from engine.spec import RunSpec, build, dump_spec
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import RunSpec, build, dump_spec
 
-    monkeypatch.setattr(quantization, "measure_in_subprocess", lambda folder, device, prompt: {"load_s": 1.0})
+    monkeypatch.setattr(quant_report, "measure_in_subprocess", lambda folder, device, prompt: {"load_s": 1.0})
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Say {w}.", "response": w}) + "\n"
                             for w in ("fox", "dog", "cat", "bits", "code", "Paris")))
@@ -133,9 +134,9 @@ def test_quantize_a_gguf_with_its_full_report(files, tmp_path, monkeypatch):
 
 def test_4bit_teacher_from_a_gguf_inside_a_token_kd_run(files, tmp_path, monkeypatch):
     from engine.pipeline import preflight, run_pipeline
-    from engine.protocol import EventWriter
-    from engine.runs import RunStore
-    from engine.spec import RunSpec, build
+    from engine.contract.protocol import EventWriter
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import RunSpec, build
 
     unpacks = []
     real_unpack = gguf_source._unpack
