@@ -137,15 +137,14 @@ def test_hostile_specs_end_in_a_sentence_and_create_nothing(tmp_path, home, sent
     assert _runs(home) == []
 
 
-def test_a_binary_or_empty_data_file_is_a_sentence(tmp_path, home, sentinel):
+def test_a_binary_data_file_is_a_sentence(tmp_path, studio_home, sentinel):
     data = tmp_path / "data.jsonl"
-    for content, sentence in ((b"\x00\xff\xfe\x89PNG" * 50, "not UTF-8"), (b"", str(data))):
-        data.write_bytes(content)
-        spec = tmp_path / "spec.yaml"
-        spec.write_text(f"name: x\ndata: {{preset: local, path: {data}}}\n" + TRAIN)
-        result = engine(home, "run", str(spec))
-        _refused(result, sentence)
-    assert [p for p in _runs(home) if (home / "runs" / p / "run.json").exists()] == []
+    data.write_bytes(b"\x00\xff\xfe\x89PNG" * 50)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: binary-data\ndata: {{preset: local, path: {data}}}\n" + TRAIN)
+    before = _runs(studio_home)
+    _refused(engine(studio_home, "run", str(spec)), "not UTF-8")
+    assert _runs(studio_home) == before
 
 
 def test_a_data_folder_that_is_a_file_is_a_sentence(tmp_path):
@@ -199,7 +198,8 @@ def _spec(tmp_path: Path, train: str) -> Path:
     return spec
 
 
-def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path, home):
+def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path, studio_home):
+    home = studio_home  # the demo kit is built once per session there
     patch = """
         import math, torch
         real_step, steps = torch.optim.AdamW.step, []
@@ -230,7 +230,8 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tmp_path,
     assert mirror == events
 
 
-def test_a_full_disk_ends_in_a_sentence_and_a_failed_run(tmp_path, home):
+def test_a_full_disk_ends_in_a_sentence_and_a_failed_run(tmp_path, studio_home):
+    home = studio_home
     patch = """
         import errno, os, transformers
         real_open = os.open
@@ -252,3 +253,50 @@ def test_a_full_disk_ends_in_a_sentence_and_a_failed_run(tmp_path, home):
     assert events[-1]["type"] == "done" and events[-1]["data"]["status"] == "failed"
     root = home / "runs" / events[0]["run_id"]
     assert json.loads((root / "run.json").read_text())["status"] == "failed"  # never left "running"
+
+
+def test_a_live_run_is_neither_resumed_nor_deleted_and_a_crashed_save_does_not_block_its_resume(
+        tmp_path, studio_home):
+    """A second engine on a live run is refused naming the live one; after it stopped, a torn events line and a
+    half-written newest checkpoint (a crash mid-save) are repaired or skipped, and the run resumes."""
+    spec = _spec(tmp_path, "max_steps: 400, batch_size: 4, logging_steps: 1, save_steps: 1000")
+    env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(studio_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(spec)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "metric" and events[-1]["data"]["step"] >= 2:
+            break
+    run_id = events[0]["run_id"]
+    for args in (["run", "--resume", run_id], ["runs", "delete", run_id]):
+        result = engine(studio_home, *args)
+        _refused(result, f"(pid {proc.pid})")
+        _one_line(result)
+    proc.stdin.write('{"type": "cancel"}\n')
+    proc.stdin.flush()
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err[-3000:]
+    events += events_of(rest)
+    root = studio_home / "runs" / run_id
+    [checkpoint] = (root / "checkpoints" / "s").glob("checkpoint-*")
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert (checkpoint / "complete").exists()
+    # the damage a kill -9 or a full disk leaves: a torn last event and a newer checkpoint never finished
+    with open(root / "events.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"v": 1, "type": "metric", "run_id": "' + run_id + '", "seq": 99, "data": {"st')
+    partial = root / "checkpoints" / "s" / f"checkpoint-{stopped_at + 50}"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 100)
+    (root / "spec.yaml").write_text((root / "spec.yaml").read_text().replace("max_steps: 400",
+                                                                              f"max_steps: {stopped_at + 2}"))
+    result = engine(studio_home, "run", "--resume", run_id)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = events_of(result.stdout)
+    assert resumed[0]["type"] == "hello" and resumed[0]["seq"] == events[-1]["seq"] + 1
+    steps = [e["data"]["step"] for e in resumed if e["type"] == "metric" and "train/loss" in e["data"]["values"]]
+    assert steps and min(steps) > stopped_at  # from the complete checkpoint, not the broken one, not step 0
+    mirror = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+    assert mirror == events + resumed  # the torn line is gone and did not swallow the resumed hello
+    assert (root / "models" / "s" / "config.json").exists()
+    assert json.loads((root / "run.json").read_text())["status"] == "finished"
