@@ -15,7 +15,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QWidget)
 
-from engine.contract.runs import RunRecord, RunStore
+from engine.contract.runs import RunRecord, RunStore, StoreError
 from engine.contract.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
@@ -277,6 +277,9 @@ class MainWindow(QMainWindow):
         except KeyError:
             self.statusBar().showMessage(f"There is no run {run_id} any more.")
             return None
+        except StoreError as exc:  # a damaged run.json: say so instead of raising into Qt
+            self.statusBar().showMessage(str(exc))
+            return None
         if record.is_alive():
             self.statusBar().showMessage(f"{record.name} is still running (pid {record.pid}).")
             return None
@@ -357,7 +360,7 @@ class MainWindow(QMainWindow):
     def _record(self, run_id: str) -> RunRecord | None:
         try:
             return self.store.get(run_id)
-        except (KeyError, OSError, ValueError):
+        except (KeyError, OSError, ValueError, StoreError):
             return None
 
     def _on_watcher_status_changed(self, run_id: str, name: str, old: str, new: str) -> None:
