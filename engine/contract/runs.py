@@ -24,7 +24,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -36,10 +35,8 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the pid in run.json is the only liveness signal there
-    fcntl = None  # type: ignore[assignment]
+from engine.run_files import (_NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError,  # noqa: F401 - re-exported
+                              json_safe, read_inside, write_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +44,6 @@ APP_NAME = "compression-studio"
 HOME_ENV = "COMPRESSION_STUDIO_HOME"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9-]{1,32}-[0-9a-f]{4}")  # what new_run_id() makes, nothing else
 RUN_ID_EXAMPLE = "20261201-124500-my-run-1a2b"
-MAX_RUN_FILE_BYTES = 16 << 20  # run.json, spec.yaml, eval files: small text; anything larger is not ours
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-class StoreError(RuntimeError):
-    """The run store cannot do what was asked; the message is one sentence saying what and what to do."""
-
-
-class RunNotFound(StoreError, KeyError):
-    """No run with that id (or not a run id at all)."""
-
-    def __str__(self) -> str:  # KeyError would quote the sentence
-        return str(self.args[0]) if self.args else ""
-
-
-class RunLocked(StoreError):
-    """Another engine process is writing the run."""
 
 
 def data_dir() -> Path:
@@ -84,83 +64,6 @@ def data_dir() -> Path:
         raise StoreError(f"cannot create the data folder {path} ({exc.strerror}); point {HOME_ENV} at a "
                          "writable folder.") from None
     return path
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf replaced by None (they are not JSON) and keys made text, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:
-    """A run file's text, refusing a symbolic link (it could point anywhere) and anything but a small regular
-    file. Raises OSError (FileNotFoundError, ELOOP for a link) or UnicodeDecodeError."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not _is_regular(fd):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, "file too large", str(path))
-    return data.decode("utf-8")
-
-
-def _is_regular(fd: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(os.fstat(fd).st_mode)
-
-
-def write_atomic(path: Path, text: str, *, in_place_fallback: bool = False) -> None:
-    """Write ``text`` to a fresh temporary file next to ``path`` (never through a link), flush it to disk and
-    rename it over ``path``: a reader sees the old or the new file, never half of one. With
-    ``in_place_fallback``, when no new file can be written (disk full) the existing file is overwritten in
-    place, padded to its old length, so a final status still gets recorded."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    data = text.encode("utf-8")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if not in_place_fallback or not _overwrite_in_place(path, data):
-            raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _overwrite_in_place(path: Path, data: bytes) -> bool:
-    """Rewrite an existing regular file's blocks without allocating new ones (no truncation first)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        size = os.fstat(fd).st_size
-        if not _is_regular(fd) or len(data) > size:
-            return False
-        _write_all(fd, data + b" " * (size - len(data)))  # trailing spaces are valid JSON whitespace
-        os.fsync(fd)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -284,66 +187,6 @@ def new_run_id(name: str) -> str:
 
 def is_run_id(run_id: Any) -> bool:
     return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
-
-
-class RunLock:
-    """The one-writer rule: an OS lock (flock) on ``<run>/lock`` held by the engine for the run's lifetime; the
-    kernel drops it when the process dies, however it dies, so a crashed run is resumable at once."""
-
-    def __init__(self, paths: RunPaths) -> None:
-        self.paths = paths
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                pid = _read_pid(fd)
-                os.close(fd)
-                raise RunLocked(f"run {self.paths.id} is being written by another engine (pid {pid or '?'}); "
-                                "wait for it to finish or cancel it first.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    @staticmethod
-    def holder(paths: RunPaths) -> int | None:
-        """The pid of the engine holding the run's lock (0 if unknown), or None when nobody holds it."""
-        if fcntl is None:
-            return None
-        try:
-            fd = os.open(paths.lock, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return _read_pid(fd)
-        else:
-            return None
-        finally:
-            os.close(fd)
-
-
-def _read_pid(fd: int) -> int:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 class RunStore:
