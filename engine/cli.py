@@ -165,6 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if record.status == "finished" and not _is_child():
             return _fail(f"run {args.resume} has already finished, so there is nothing to resume; start a new run "
                          f"from its spec (compression-engine run {paths.spec}).")
+        if paths.spec.is_symlink():  # the store never reads through a link out of a run folder
+            return _fail(f"{paths.spec} is a symbolic link; the engine reads only the run's own spec, so replace "
+                         "it with the spec file itself.")
         if not _is_child():
             lock = RunLock(paths).acquire()  # refused at once, before any model is loaded, if an engine runs it
         spec_file = paths.spec

@@ -205,6 +205,8 @@ class RunStore:
             raise StoreError(f"{self.runs_dir} is not a folder; move it away or point {HOME_ENV} elsewhere.")
         self.index_path = self.root / "runs.sqlite"
         self._index_ok = True
+        if self.index_path.is_symlink():  # SQLite would write through it, outside the store: set it aside
+            self._rebuild_index(OSError(errno.ELOOP, "the index is a symbolic link"))
         self._index("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, name TEXT, status TEXT, stage TEXT,"
                     " created REAL, updated REAL, pid INTEGER, scores TEXT)")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -568,7 +570,10 @@ def load_spec(path: str | Path) -> RunSpec:
     """Read a run spec from a .yaml/.yml or .json file; SpecError names the file and the field."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO or device named like a spec must not hang the engine before it can say so
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(f"{path}: is not a regular file; give the path of a .yaml or .json spec.")
             raw = f.read(MAX_SPEC_BYTES + 1)
     except IsADirectoryError:
         raise SpecError(f"{path}: is a folder, not a spec file; give the path of a .yaml or .json spec.") from None

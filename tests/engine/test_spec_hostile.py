@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import pytest
 
@@ -185,3 +186,12 @@ def test_spec_files_that_are_not_specs(tmp_path):
         load_spec(empty)
     with pytest.raises(SpecError, match="is a folder"):
         load_spec(tmp_path)
+
+
+def test_a_fifo_or_device_named_as_a_spec_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)  # no writer: a plain open() would block forever
+    with pytest.raises(SpecError, match="spec.yaml: is not a regular file"):
+        load_spec(fifo)
+    with pytest.raises(SpecError, match="is not a regular file"):
+        load_spec("/dev/zero")

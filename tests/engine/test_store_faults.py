@@ -250,3 +250,15 @@ def test_a_full_disk_mid_run_ends_in_an_error_event_and_a_failed_run(store, monk
     assert [e.type for e in sent][-2:] == ["error", "done"]
     assert "the disk is full" in sent[-2].data["message"] and f"--resume {paths.id}" in sent[-2].data["message"]
     assert store.get(paths.id).status == "failed"  # written in place: never left "running"
+
+
+def test_an_index_that_is_a_link_is_set_aside_not_written_through(tmp_path):
+    outside = tmp_path / "outside.db"
+    outside.write_bytes(b"precious")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "runs.sqlite").symlink_to(outside)
+    store = RunStore(home)
+    paths = store.create("x", "")
+    assert [r.id for r in store.list()] == [paths.id]
+    assert outside.read_bytes() == b"precious" and not store.index_path.is_symlink()

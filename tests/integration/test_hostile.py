@@ -101,6 +101,9 @@ def test_links_inside_a_run_are_not_followed(home, sentinel):
     paths.events.symlink_to(sentinel / "events.jsonl")  # a resume must not append to an outside file
     result = engine(home, "run", "--resume", paths.id)
     _refused(result, "symbolic link", code=1)
+    paths.spec.unlink()
+    paths.spec.symlink_to(sentinel / "keep.txt")  # nor read a spec from outside the store
+    _refused(engine(home, "run", "--resume", paths.id), "spec.yaml is a symbolic link")
     deleted = engine(home, "runs", "delete", paths.id)
     assert deleted.returncode == 0 and not paths.root.exists()
 
