@@ -241,9 +241,9 @@ def _export_source(source: str) -> Path:
     if not sep or Path(source).exists():
         return Path(source).expanduser()
     try:
-        return RunStore().paths(run_id).model(stage)
-    except KeyError:
-        raise SpecError(f"there is no run {run_id!r}; `compression-engine runs` lists them.") from None
+        return RunStore().paths(run_id).model(stage)  # a run id, and a stage folder inside that run
+    except StoreError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:

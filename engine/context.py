@@ -14,14 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.contract.errors import EngineError, StageCancelled  # noqa: F401 (re-exported)
+from engine.contract.errors import Diverged, EngineError, StageCancelled  # noqa: F401 (re-exported)
 from engine.contract.protocol import EventWriter
 from engine.contract.runs import RunPaths
 from engine.contract.spec import BASE_MODELS, ModelSpec, RunSpec, StageSpec
-
-
-class Diverged(EngineError):
-    """Training produced a non-finite loss or weights: the stage fails, its last good checkpoint is kept."""
 
 
 @dataclass

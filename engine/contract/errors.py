@@ -25,3 +25,22 @@ class EngineError(Exception):
 
 class StageCancelled(Exception):
     """Raised by a recipe (or its callback) after it saved a checkpoint because the user cancelled."""
+
+
+class StoreError(RuntimeError):
+    """The run store cannot do what was asked; the message is one sentence saying what and what to do."""
+
+
+class RunNotFound(StoreError, KeyError):
+    """No run with that id (or not a run id at all)."""
+
+    def __str__(self) -> str:  # KeyError would quote the sentence
+        return str(self.args[0]) if self.args else ""
+
+
+class RunLocked(StoreError):
+    """Another engine process is writing the run."""
+
+
+class Diverged(EngineError):
+    """Training produced a non-finite loss or weights: the stage fails, its last good checkpoint is kept."""

@@ -31,11 +31,11 @@ import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from engine.run_files import (_NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError,  # noqa: F401 - re-exported
+from engine.contract.run_files import (_NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError,  # noqa: F401 - re-exported
                               json_safe, read_inside, write_atomic)
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class RunPaths:
         """``root/parts…``, refusing a path that a symbolic link inside the run folder leads out of it."""
         path = self.root.joinpath(*parts)
         if not path.resolve().is_relative_to(self.root.resolve()):
-            raise StoreError(f"{path} leads out of the run folder (a symbolic link?); remove the link and resume.")
+            raise StoreError(f"{path} leads out of the run folder (through '..' or a symbolic link); nothing "
+                             "outside a run is read or written, so name a stage of the run (or remove the link).")
         return path
 
     def model(self, stage: str) -> Path:

@@ -1,7 +1,7 @@
 """Files of a run folder that must survive faults and hostile contents: read without following links, written
 atomically (temporary name, fsync, rename; rewritten in place when the disk is full), and the one-writer lock.
 
-Stdlib only: the studio imports this module (through ``engine.runs``).
+Stdlib only: the studio imports this module (through ``engine.contract.runs``).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from engine.contract.errors import RunLocked, RunNotFound, StoreError  # noqa: F401 (re-exported)
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the pid in run.json is the only liveness signal there
@@ -21,21 +23,6 @@ except ImportError:  # Windows: no flock; the pid in run.json is the only livene
 
 MAX_RUN_FILE_BYTES = 16 << 20  # run.json, spec.yaml, eval files: small text; anything larger is not ours
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-class StoreError(RuntimeError):
-    """The run store cannot do what was asked; the message is one sentence saying what and what to do."""
-
-
-class RunNotFound(StoreError, KeyError):
-    """No run with that id (or not a run id at all)."""
-
-    def __str__(self) -> str:  # KeyError would quote the sentence
-        return str(self.args[0]) if self.args else ""
-
-
-class RunLocked(StoreError):
-    """Another engine process is writing the run."""
 
 
 def json_safe(value: Any) -> Any:
