@@ -264,8 +264,9 @@ def test_a_live_run_is_neither_resumed_nor_deleted_and_a_crashed_save_does_not_b
     half-written newest checkpoint (a crash mid-save) are repaired or skipped, and the run resumes."""
     spec = _spec(tmp_path, "max_steps: 400, batch_size: 4, logging_steps: 1, save_steps: 1000")
     env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(studio_home), "HF_HUB_OFFLINE": "1"}
+    err_file = open(tmp_path / "stderr.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(spec)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
@@ -277,8 +278,12 @@ def test_a_live_run_is_neither_resumed_nor_deleted_and_a_crashed_save_does_not_b
         _refused(result, f"(pid {proc.pid})")
         _one_line(result)
     proc.stdin.write('{"type": "cancel"}\n')
-    proc.stdin.flush()
-    rest, err = proc.communicate(timeout=300)
+    proc.stdin.close()
+    rest = proc.stdout.read()  # through the same buffer the loop above read from (communicate() would skip it)
+    proc.wait(timeout=300)
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
     assert proc.returncode == 3, err[-3000:]
     events += events_of(rest)
     root = studio_home / "runs" / run_id
