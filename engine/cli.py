@@ -277,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except StageCancelled:
         events.emit("done", status="cancelled", summary={})
         return 3
-    except Exception as exc:  # noqa: BLE001 - any failure is one error event; export_gguf removed its files
+    except Exception as exc:  # any failure is one error event; export_gguf removed its files
         log.exception("export failed")
         message = str(exc) if isinstance(exc, EngineError) else f"export failed: {type(exc).__name__}: {exc}"
         events.error(message, stage="export")

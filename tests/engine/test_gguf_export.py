@@ -107,7 +107,7 @@ def test_quantized_files_load_and_answer(exported, fmt, one_thread):
     import gguf
     import torch
 
-    source, result, _ = exported
+    _, result, _ = exported
     if fmt not in result.files:
         pytest.skip(LLAMA_CPP_SKIP)
     path = result.files[fmt]
@@ -130,6 +130,42 @@ def test_quantized_files_load_and_answer(exported, fmt, one_thread):
         x = torch.tensor([ids])
         a, b = model(x).logits.flatten(), f16_model(x).logits.flatten()
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > (0.99 if fmt == "q8_0" else 0.8)
+
+
+def test_llama_cpp_itself_tokenizes_and_answers_like_the_source(exported, one_thread):
+    """The real consumer: llama.cpp (through llama-cpp-python) reads the f16 file, splits the chat prompt into
+    the source tokenizer's ids (the qwen2 pre-tokenizer, merges and special tokens were written right) and
+    decodes greedily to the source model's answer; the q4_k_m file loads and answers too."""
+    if not llama_cpp_available():
+        pytest.skip(LLAMA_CPP_SKIP)
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, result, _ = exported
+    ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    ref_tok = AutoTokenizer.from_pretrained(source)
+    for fmt in ("f16", "q4_k_m"):
+        llm = Llama(model_path=str(result.files[fmt]), n_ctx=256, n_threads=1, n_batch=256, verbose=False)
+        for prompt in PROMPTS[:2]:
+            text = ref_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               tokenize=False)
+            ref_ids, ref_answer = _greedy(ref_model, ref_tok, prompt)
+            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+            assert ids == ref_ids
+            llm.reset()
+            llm.eval(ids)
+            answer = []
+            for _ in range(len(ref_answer)):
+                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                answer.append(token)
+                llm.eval([token])
+            if fmt == "f16":
+                assert answer == ref_answer
+            else:
+                assert len(answer) == len(ref_answer)
+        llm.close()
 
 
 def test_metadata_carries_tokenizer_and_chat_template(exported):
@@ -197,7 +233,7 @@ def test_q4_k_m_without_llama_cpp_is_refused_with_the_alternatives(exported, tmp
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "engine", "export", *args], capture_output=True, text=True,
-                          env=env, timeout=300, stdin=subprocess.DEVNULL)
+                          env=env, timeout=300, stdin=subprocess.DEVNULL, check=False)
 
 
 def test_cli_refuses_an_unsupported_architecture_with_one_sentence(tmp_path):
