@@ -147,7 +147,8 @@ def test_llama_cpp_itself_tokenizes_and_answers_like_the_source(exported, one_th
     ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     ref_tok = AutoTokenizer.from_pretrained(source)
     for fmt in ("f16", "q4_k_m"):
-        llm = Llama(model_path=str(result.files[fmt]), n_ctx=256, n_threads=1, n_batch=256, verbose=False)
+        llm = Llama(model_path=str(result.files[fmt]), n_ctx=256, n_threads=1, n_batch=256, logits_all=True,
+                    verbose=False)
         for prompt in PROMPTS[:2]:
             text = ref_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                tokenize=False)
