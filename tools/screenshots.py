@@ -51,7 +51,8 @@ def wait_for(condition, timeout_s: float) -> bool:
 
 
 def _fake_runs(window, steps: int, runs: int = 2) -> None:
-    """Two short fake runs (KD pipeline with GRPO) so that the history has something to show."""
+    """Two short fake runs (KD pipeline with GRPO and 4-bit quantization) so that the history has something to
+    show."""
     home = Path(os.environ["COMPRESSION_STUDIO_HOME"])
     spec = home / "showcase.yaml"
     spec.write_text("name: kd-pipeline\nstages:\n  - {kind: sft, name: teacher_sft, model: teacher}\n"
@@ -59,7 +60,8 @@ def _fake_runs(window, steps: int, runs: int = 2) -> None:
                     "  - {kind: distill, name: student_kd, model: student, teacher: teacher_sft}\n"
                     "  - {kind: grpo, name: grpo, model: student_kd}\n"
                     "  - {kind: evaluate, name: eval, models: {teacher: teacher_sft, sft_student: student_sft, "
-                    "kd_student: student_kd}}\n", encoding="utf-8")
+                    "kd_student: student_kd}}\n"
+                    "  - {kind: quantize, name: quantize, model: student_kd}\n", encoding="utf-8")
     os.environ.update(FAKE_ENGINE_STEPS=str(steps), FAKE_ENGINE_DELAY="0")
     for _ in range(runs):
         session = window.run_spec_file(spec)

@@ -90,8 +90,8 @@ def metric_group(name: str) -> str:
     leaf = name.rsplit("/", 1)[-1]
     if "loss" in leaf or leaf in ("ce", "divergence", "kd_divergence"):
         return "loss"  # eval/ce and eval/kd_loss (validation) belong next to the training loss
-    if name.startswith("eval/") or name.endswith(("_before", "_after")):
-        return "eval"  # held-out scores, e.g. GRPO's grpo/correct_before and grpo/correct_after
+    if name.startswith(("eval/", "quant/")) or name.endswith(("_before", "_after")):
+        return "eval"  # held-out scores: GRPO's grpo/correct_before/_after, the 4-bit report's quant/* ratios
     if name.endswith("completion_length"):
         return "length"  # GRPO's mean completion length: a collapse (the paper's 17 tokens) shows here
     if name.startswith("grpo/reward"):

@@ -7,7 +7,9 @@ as the table in eval.md and the model card.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QTableWidgetItem, QVBoxLayout, QWidget
+
+from studio.widgets.tables import fit_height, read_only_table
 
 #: (label, key in each side's dict, how to show it): the measured rows of the report, in the engine's order.
 MEASURED_ROWS = (("size on disk", "disk_bytes", "mb"), ("linear-layer weights", "linear_bytes", "mb"),
@@ -65,15 +67,12 @@ class QuantReportTable(QWidget):
         super().__init__(parent)
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
-        self.table = QTableWidget(0, len(HEADERS))
+        self.table = read_only_table(len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table)
         self.show_section({})
 
     def show_section(self, section: dict) -> None:
@@ -88,6 +87,7 @@ class QuantReportTable(QWidget):
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
+        fit_height(self.table, most_rows=20)
         self.setVisible(bool(rows))
 
     @property

@@ -19,7 +19,6 @@ from studio.widgets.history import RESUME_TIP
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
 
 log = logging.getLogger(__name__)
-TITLE_WIDTH = 420
 STATE_LABELS = {"starting": "starting", "running": "running", "cancelling": "cancelling…",
                 "finished": "finished", "cancelled": "cancelled", "failed": "failed"}
 
@@ -37,6 +36,7 @@ class RunMonitor(QWidget):
         self.session: RunSession | None = None
         self._eval_loaded_for: tuple = ()
         self._resume_checked_for: tuple = ()
+        self._full_title = ""
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(refresh_ms)
@@ -64,7 +64,8 @@ class RunMonitor(QWidget):
         header.addWidget(self.title)
         header.addWidget(self.badge)
         header.addStretch(1)
-        header.addWidget(QLabel("Run:"))
+        self.run_label = QLabel("Run:")
+        header.addWidget(self.run_label)
         header.addWidget(self.selector)
         header.addWidget(self.resume_button)
         header.addWidget(self.cancel_button)
@@ -120,12 +121,21 @@ class RunMonitor(QWidget):
             self.refresh()
 
     def _set_title(self, text: str) -> None:
-        """The run's name and id, elided in the middle beyond TITLE_WIDTH px (the header must fit a 1024 px
-        window with the Resume and Cancel buttons); the whole text in the tooltip."""
-        shown = self.title.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, TITLE_WIDTH)
+        """The run's name and id, elided in the middle when the header is short of room (it must fit a 1024 px
+        window beside the selector and the buttons); the whole text in the tooltip."""
+        self._full_title = text
+        others = sum(w.sizeHint().width() for w in (self.badge, self.run_label, self.resume_button,
+                                                      self.cancel_button) if not w.isHidden())
+        room = max(160, self.width() - others - self.selector.minimumWidth() - 80)
+        shown = self.title.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, room)
         if shown != self.title.text():
             self.title.setText(shown)
-            self.title.setToolTip(text)
+        self.title.setToolTip(text if shown != text else "")
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if self._full_title:
+            self._set_title(self._full_title)
 
     def _on_resume_clicked(self) -> None:
         if self.session is not None and not self.session.live and self.session.run_id:
@@ -135,7 +145,7 @@ class RunMonitor(QWidget):
         """Sync the labels and panels with the session's state (the plots keep their own timer)."""
         session = self.session
         if session is None:
-            self.title.setText("No run yet")
+            self._set_title("No run yet")
             self.badge.setText("")
             self.cancel_button.setEnabled(False)
             self.resume_button.hide()

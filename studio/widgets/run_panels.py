@@ -9,11 +9,12 @@ import html
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QFontDatabase
-from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QTableWidget,
-                               QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QGridLayout, QLabel, QPlainTextEdit, QProgressBar, QTableWidgetItem, QTextBrowser,
+                               QVBoxLayout, QWidget)
 
 from studio.model.run_state import RunState, Sample, format_eta
 from studio.widgets.quant_report import QuantReportTable
+from studio.widgets.tables import fit_height, read_only_table
 
 
 class ProgressPanel(QWidget):
@@ -154,18 +155,19 @@ class EvalTable(QWidget):
         super().__init__(parent)
         self.caption = QLabel("No evaluation yet.")
         self.caption.setObjectName("placeholder")
-        self.table = _read_only_table(0)
+        self.table = read_only_table(0)
         self.grpo_caption = QLabel("Chain-of-thought GRPO: held-out prompts, greedy, before and after the stage")
-        self.grpo_table = _read_only_table(len(GRPO_COLUMNS) + 1)
+        self.grpo_table = read_only_table(len(GRPO_COLUMNS) + 1)
         self.grpo_table.setHorizontalHeaderLabels(["stage"] + [name for name, _ in GRPO_COLUMNS])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table)
         layout.addWidget(self.grpo_caption)
-        layout.addWidget(self.grpo_table, 1)
+        layout.addWidget(self.grpo_table)
         self.quant = QuantReportTable()  # the quantize stage's 4-bit report (size, memory, speed, retention)
-        layout.addWidget(self.quant, 1)
+        layout.addWidget(self.quant)
+        layout.addStretch(1)  # tables as tall as their rows, the space below them
         self._show_grpo({})
 
     def show_report(self, report: dict | None) -> None:
@@ -204,6 +206,7 @@ class EvalTable(QWidget):
                 if col == 3 and isinstance(scores.get("retention"), (int, float)):
                     item.setBackground(_retention_color(scores["retention"]))
                 self.table.setItem(row, col, item)
+        fit_height(self.table)
         self.caption.setText(f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s score.")
 
     def _show_grpo(self, stages: dict) -> None:
@@ -218,20 +221,13 @@ class EvalTable(QWidget):
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.grpo_table.setItem(row, col, item)
+        fit_height(self.grpo_table)
         self.grpo_caption.setVisible(bool(rows))
         self.grpo_table.setVisible(bool(rows))
 
     def cell(self, row: int, col: int) -> str:
         item = self.table.item(row, col)
         return item.text() if item else ""
-
-
-def _read_only_table(columns: int) -> QTableWidget:
-    table = QTableWidget(0, columns)
-    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-    table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    return table
 
 
 #: GRPO's held-out scores (engine/recipes/grpo.py ``score_completions``), as shown in the evaluation tab.

@@ -41,7 +41,8 @@ class Desktop:
         self.tmp = tmp
         self.home = tmp / "home"
         self.state_file = tmp / "state.json"
-        self.xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+        screen = f"{SCREEN[0]}x{SCREEN[1]}x24"
+        self.xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", screen, "-nolisten", "tcp"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.display = ":" + self.xvfb.stdout.readline().decode().strip()
         self.app: subprocess.Popen | None = None
