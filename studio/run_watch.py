@@ -1,89 +1,15 @@
 """Views that follow the run folders: whatever changed a run — this window, another one, the command line, a
 crash — the monitor, the history, the start page and the status bar learn of it within a second.
 
-:class:`RunFolderScanner` (plain Python) compares, on every call, each run folder's ``run.json`` (modification
-time, size) and ``events.jsonl`` (size), and the liveness of the engines of runs marked running; it reports
-which runs changed and whose shown status changed. :class:`RunWatcher` calls it on a 1 s timer and emits
-signals. Polling two ``stat`` calls per run is cheap and, unlike file-system notifications, works the same on
-every platform and file system (network homes included) and cannot overflow.
+:class:`RunWatcher` calls :class:`~studio.model.run_folders.RunFolderScanner` on a 1 s timer and turns what it
+finds into signals.
 """
 from __future__ import annotations
 
-import json
-import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.contract.runs import RunStore, pid_alive
-
-log = logging.getLogger(__name__)
-LIVE_STATES = ("running", "cancelling")
-
-
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (0, -1)
-    return (st.st_mtime_ns, st.st_size)
-
-
-@dataclass
-class RunFolderScanner:
-    runs_dir: Path
-    files: dict[str, tuple] = field(default_factory=dict)  # run id → (run.json stat, events.jsonl size)
-    statuses: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # run id → (name, status, pid)
-    shown: dict[str, str] = field(default_factory=dict)  # run id → status as shown (interrupted for dead engines)
-    scanned: bool = False
-
-    def scan(self) -> tuple[set[str], list[tuple[str, str, str, str]]]:
-        """(ids whose files changed, appeared or vanished; [(id, name, old, new) shown-status changes]). The
-        first scan reports every run as changed and no status change (nothing *became* anything)."""
-        now: dict[str, tuple] = {}
-        try:
-            entries = list(os.scandir(self.runs_dir))
-        except OSError as exc:
-            log.warning("cannot list %s: %s", self.runs_dir, exc)
-            return set(), []
-        for entry in entries:
-            info = _stat(os.path.join(entry.path, "run.json"))
-            if info[1] >= 0:
-                now[entry.name] = (info, _stat(os.path.join(entry.path, "events.jsonl"))[1])
-        changed = {i for i in now.keys() | self.files.keys() if now.get(i) != self.files.get(i)}
-        self.files = now
-        for run_id in changed:
-            self._read_status(run_id)
-        transitions = []
-        for run_id, (name, status, pid) in self.statuses.items():
-            shown = "interrupted" if status in LIVE_STATES and not pid_alive(pid) else status
-            old = self.shown.get(run_id)
-            if old != shown:
-                self.shown[run_id] = shown
-                if self.scanned:
-                    transitions.append((run_id, name, old or "", shown))
-                    changed.add(run_id)  # an engine that died changes nothing on disk
-        self.scanned = True
-        return changed, transitions
-
-    def _read_status(self, run_id: str) -> None:
-        if run_id not in self.files:
-            self.statuses.pop(run_id, None)
-            self.shown.pop(run_id, None)
-            return
-        try:
-            info = json.loads((self.runs_dir / run_id / "run.json").read_text(encoding="utf-8"))
-            self.statuses[run_id] = (str(info.get("name", run_id)), str(info.get("status", "")),
-                                     int(info.get("pid", 0) or 0))
-        except (OSError, ValueError) as exc:  # written by rename, so only a foreign file can be torn
-            log.debug("cannot read %s/run.json: %s", run_id, exc)
-
-    def count(self) -> tuple[int, int]:
-        """(runs, runs whose engine is alive) as of the last scan."""
-        alive = sum(1 for i, s in self.shown.items() if s in LIVE_STATES)
-        return len(self.files), alive
+from engine.contract.runs import RunStore
+from studio.model.run_folders import RunFolderScanner
 
 
 class RunWatcher(QObject):

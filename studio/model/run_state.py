@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.contract.metric_names import metric_group
 from engine.contract.protocol import FINAL_STATES, Event, read_events
-from studio.pipeline_clock import PipelineClock
+from studio.model.pipeline_clock import PipelineClock
 
 
 def ema_chunked(y: np.ndarray, weight: float, prev: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from studio.widgets.tables import fit_height, read_only_table
 
 class ProgressPanel(QWidget):
     """Two rows: the current stage (bar with step/total, elapsed, ETA) and the whole run (stage i of n, share
-    done, a rough ETA to the end; see :mod:`studio.pipeline_clock`)."""
+    done, a rough ETA to the end; see :mod:`studio.model.pipeline_clock`)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

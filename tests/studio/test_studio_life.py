@@ -241,7 +241,7 @@ def test_a_resumed_attempt_replaces_the_lost_steps_but_a_sweep_keeps_its_trials(
 
 
 def test_the_folder_scanner_reports_changes_and_deaths(tmp_path):
-    from studio.run_watch import RunFolderScanner
+    from studio.model.run_folders import RunFolderScanner
 
     store = RunStore(tmp_path)
     paths = store.create("a", "")
