@@ -13,8 +13,16 @@ import threading
 from pathlib import Path
 
 from engine import __version__
-from engine.contract.protocol import (EventWriter, ProtocolError, claim_stdout, divert_stderr_to, hello, io_sentence,
-                             parse_command, read_events)
+from engine.contract.protocol import (
+    EventWriter,
+    ProtocolError,
+    claim_stdout,
+    divert_stderr_to,
+    hello,
+    io_sentence,
+    parse_command,
+    read_events,
+)
 from engine.contract.runs import RunLock, RunStore, StoreError, read_inside
 from engine.contract.spec import RunSpec, SpecError, build, dump_spec, load_spec
 
@@ -326,7 +334,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_model(args.source)
     except EngineError as exc:
         return _fail(str(exc))
-    print(json.dumps(info))  # noqa: T201 - machine-readable output
+    print(info.to_json())  # noqa: T201 - machine-readable output (engine.contract.model_info)
     return 0
 
 

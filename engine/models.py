@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from engine.context import EngineError
+from engine.contract.model_info import ModelInfo
 from engine.contract.spec import LoraSpec, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def load_config(source: str) -> Any:
         raise EngineError(f"cannot read the config of {source}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def inspect_model(source: str) -> dict:
+def inspect_model(source: str) -> ModelInfo:
     """What the studio shows before loading: architecture, parameter count (exact, built on the meta device),
     vocabulary, width, depth and dtype."""
     from transformers import AutoModelForCausalLM
@@ -225,12 +226,12 @@ def inspect_model(source: str) -> dict:
         model = AutoModelForCausalLM.from_config(config)
     parameters = sum(p.numel() for p in model.parameters())
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return {"source": source, "architecture": (config.architectures or [config.model_type])[0],
-            "model_type": config.model_type, "parameters": parameters,
-            "vocab_size": getattr(text, "vocab_size", None), "hidden_size": getattr(text, "hidden_size", None),
-            "layers": getattr(text, "num_hidden_layers", None),
-            "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
-            "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False))}
+    return ModelInfo(source=source, architecture=(config.architectures or [config.model_type])[0],
+                     model_type=config.model_type, parameters=parameters,
+                     vocab_size=getattr(text, "vocab_size", None), hidden_size=getattr(text, "hidden_size", None),
+                     layers=getattr(text, "num_hidden_layers", None),
+                     dtype=str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
+                     tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
 
 
 _PLACEHOLDER = re.compile(r"^(\[PAD\d+\]|<\|PAD_TOKEN\d*\|>|<pad_\d+>)$")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
+from engine.contract.model_info import ModelInfo
 from engine.contract.protocol import Event, ProtocolError, command_line, read_events
 from engine.contract.runs import pid_alive
 
@@ -368,7 +369,7 @@ class ModelInspector(QObject):
     """``python -m engine inspect SOURCE`` in the background (config only, no weights): architecture,
     parameters, vocabulary — the models page shows it without the GUI ever importing transformers."""
 
-    inspected = Signal(str, object)  # source, info dict
+    inspected = Signal(str, object)  # source, ModelInfo
     inspect_failed = Signal(str, str)  # source, message
 
     def __init__(self, launcher: EngineLauncher | None = None, parent: QObject | None = None) -> None:
@@ -399,7 +400,7 @@ class ModelInspector(QObject):
             if isinstance(obj, dict) and obj.get("type") == "error":
                 err = str(obj.get("data", {}).get("message", err))
             elif isinstance(obj, dict) and "type" not in obj:
-                info = obj
+                info = ModelInfo.from_dict(obj)
         if code == 0 and info is not None:
             self.inspected.emit(source, info)
         else:

@@ -196,35 +196,3 @@ def command_for(spec_path: str) -> str:
     """The terminal command equivalent to launching from the wizard."""
     quoted = f"'{spec_path}'" if re.search(r"\s", spec_path) else spec_path
     return f"compression-engine run {quoted}"
-
-
-def format_count(n) -> str:
-    if not isinstance(n, (int, float)):
-        return "?"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return str(int(n))
-
-
-def describe_model(info: dict) -> str:
-    """One line from ``engine inspect``'s JSON, tolerant of missing keys."""
-    parts = [str(info.get("architecture", "unknown architecture")),
-             f"{format_count(info.get('parameters'))} parameters",
-             f"vocabulary {info.get('vocab_size', '?')}",
-             f"{info.get('layers', '?')} layers × {info.get('hidden_size', '?')}",
-             str(info.get("dtype", ""))]
-    return "  ·  ".join(p for p in parts if p)
-
-
-def kd_compatibility(teacher: dict | None, student: dict | None) -> str:
-    """Whether token-level KD is possible (it needs one vocabulary), as a sentence for the models page."""
-    if not teacher or not student:
-        return ""
-    tv, sv = teacher.get("vocab_size"), student.get("vocab_size")
-    if tv is None or sv is None:
-        return "Vocabulary sizes unknown: token-level KD will be checked when the run starts."
-    if tv == sv:
-        return f"Same vocabulary ({tv} tokens): token-level KD (the paper's joint loss) is possible."
-    return (f"Different vocabularies (teacher {tv}, student {sv}): token-level KD is not possible; "
-            "use sequence-level KD, which learns from the teacher's generated answers.")

@@ -2,12 +2,22 @@
 what ``engine inspect`` can tell about them without loading weights."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
 
+from engine.contract.model_info import ModelInfo, kd_compatibility
 from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
 from studio.pages.common import StudioPage, tip
-from studio.model.wizard_model import describe_model, kd_compatibility
 
 SUGGESTIONS = {"teacher": ("demo:teacher", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
                "student": ("demo:student", "Qwen/Qwen2.5-0.5B-Instruct")}
@@ -121,10 +131,10 @@ class ModelsPage(StudioPage):
                 box.info.setText("Reading the configuration…")
                 self.wizard().inspector.inspect(source)
 
-    def _on_inspector_inspected(self, source: str, info: dict) -> None:
+    def _on_inspector_inspected(self, source: str, info: ModelInfo) -> None:
         for role, box in self._boxes().items():
             if box.values()["source"] == source:
-                box.info.setText(describe_model(info))
+                box.info.setText(info.describe())
                 self._info[role] = info
         self.compat.setText(kd_compatibility(self._info.get("teacher"), self._info.get("student")))
 

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from engine.contract.metric_names import metric_group
+from engine.contract.model_info import ModelInfo, kd_compatibility
 from engine.contract.protocol import Event
 from engine.contract.spec import SpecError
 from studio.model.history_data import key_scores
 from studio.model.run_state import MetricSeries, RunState, format_eta
-from studio.model.wizard_model import METHODS, WizardChoices, build_spec, kd_compatibility, parse_learning_rates
+from studio.model.wizard_model import METHODS, WizardChoices, build_spec, parse_learning_rates
 
 pytestmark = pytest.mark.usefixtures("home")
 
@@ -84,8 +85,8 @@ def test_learning_rate_lists_and_refusals():
 
 
 def test_compatibility_and_scores_sentences():
-    assert "possible" in kd_compatibility({"vocab_size": 10}, {"vocab_size": 10})
-    assert "sequence-level" in kd_compatibility({"vocab_size": 10}, {"vocab_size": 12})
+    assert "possible" in kd_compatibility(ModelInfo("t", vocab_size=10), ModelInfo("s", vocab_size=10))
+    assert "sequence-level" in kd_compatibility(ModelInfo("t", vocab_size=10), ModelInfo("s", vocab_size=12))
     text = key_scores({"eval/kd_student/rougeL": 0.5, "eval/kd_student/retention": 0.9, "note": "x"})
     assert text == "kd_student retention 90.0 %, kd_student rougeL 0.500"
     grpo = {"grpo/grpo/rougeL_after": 0.394, "grpo/grpo/rougeL_before": 0.374, "grpo/grpo/correct_before": 0.267,
