@@ -5,7 +5,6 @@ decided in one place.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from engine.cards import model_card  # noqa: F401  (re-exported: recipes import it from here)
 from engine.context import EngineError
 from engine.contract.model_info import ModelInfo
 from engine.contract.spec import LoraSpec, ModelSpec
@@ -260,6 +260,21 @@ def check_token_kd_compatible(teacher_tokenizer: Any, student_tokenizer: Any) ->
                           "KD (distill.method: sequence) instead.")
 
 
+def restore_use_cache(model: Any) -> None:
+    """Training turns the KV cache off (gradient checkpointing, TRL); a saved model is for generation, where the
+    cache saves recomputing every earlier token at every step, so it is switched back on in config.json and
+    generation_config.json."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.use_cache = True
+        text_config = getattr(config, "text_config", None)  # multimodal configs keep it on their text part
+        if text_config is not None and hasattr(text_config, "use_cache"):
+            text_config.use_cache = True
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.use_cache = True
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
     """Save a plain transformers folder (LoRA merged in) with a model card; atomic, so a crash mid-save never
     leaves a folder that looks finished."""
@@ -272,6 +287,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
         model = model.merge_and_unload()
+    restore_use_cache(model)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -286,21 +302,6 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
-
-
-def model_card(title: str, base: str, how: str, settings: dict, scores: dict | None = None) -> str:
-    """A short model card: what the model is, how it was made, with which settings, and what it scored."""
-    lines = [f"# {title}", "", f"Made with Compression Studio from `{base}`.", "", "## How it was made", "", how, "",
-             "## Settings", "", "```json", json.dumps(settings, indent=2, default=str), "```", ""]
-    if scores:
-        lines += ["## Scores", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()]
-        lines.append("")
-    lines += ["Load it with plain transformers:", "", "```python",
-              "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
-              "```", ""]
-    return "\n".join(lines)
 
 
 def kernel_incompatible_linears(config: Any) -> list[str]:

@@ -110,8 +110,9 @@ def quantize_model(source_dir_or_spec: str | Path | ModelSpec, out_dir: str | Pa
     return out
 
 
-def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None, kept: int = 0) -> str:
-    from engine.models import model_card
+def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None, kept: int = 0,
+                    datasets: list[str] | None = None) -> str:
+    from engine.cards import model_card
 
     how = (f"Post-training quantization with bitsandbytes: the linear layers of every transformer block are "
            f"stored as 4-bit {q.quant_type.upper()} with one scale per 64 weights"
@@ -120,7 +121,9 @@ def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None, kept
            + (f", and so do {kept} linear layers whose widths bitsandbytes' CPU kernel cannot run (in_features "
               "not a multiple of 64 or out_features not a multiple of 32)." if kept else "."))
     settings = {"quant_type": q.quant_type, "double_quant": q.double_quant, "compute_dtype": q.compute_dtype}
-    return model_card(f"4-bit {Path(str(base)).name or base}", str(base), how, settings, scores)
+    return model_card(f"4-bit {Path(str(base)).name or base}", str(base), how, settings, scores,
+                      tags=["4-bit", "bitsandbytes", q.quant_type, "quantized"], datasets=datasets,
+                      relation="quantized")
 
 
 # ---------------------------------------------------------------- sizes on disk -----------------------------------

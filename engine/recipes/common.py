@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.callbacks import EventsCallback, nonfinite_parameter
+from engine.cards import STAGE_TAGS, dataset_ids
 from engine.context import Diverged, RunContext, StageResult
 from engine.contract.spec import ModelSpec, to_dict
 from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
@@ -44,8 +45,10 @@ def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: ModelSpe
         raise Diverged(f"{ctx.stage.name} diverged: weight {bad} of the trained model is not finite; lower "
                        f"train.learning_rate and start the run again (its last good checkpoint is kept).")
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
+    tags = STAGE_TAGS.get(ctx.stage.kind, []) + (["lora", "peft"] if ctx.stage.train.lora.enabled else [])
     card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base.source, how,
-                      {**settings, "data": to_dict(ctx.spec.data)}, scores)
+                      {**settings, "data": to_dict(ctx.spec.data)}, scores, tags=tags,
+                      datasets=dataset_ids(ctx.spec.data), relation="finetune")
     save_model(merged_for_saving(ctx, model, base), tokenizer, ctx.output_dir, card)
     finish_checkpoints(ctx.checkpoint_dir)
     ctx.events.emit("artifact", stage=ctx.stage.name, kind="model", path=str(ctx.output_dir))

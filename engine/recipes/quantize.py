@@ -55,6 +55,7 @@ def _test_records(ctx: RunContext) -> list[dict]:
 
 
 def run_stage(ctx: RunContext) -> StageResult:
+    from engine.cards import dataset_ids
     from engine.quant_report import quantization_report, report_markdown
     from engine.quantization import model_card_text, quantize_model
 
@@ -88,6 +89,7 @@ def run_stage(ctx: RunContext) -> StageResult:
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
     scores = _scores(report)
     ctx.events.metric(stage.name, 0, scores)
-    card = model_card_text(spec.source, q, scores, kept=report["quantized"].get("layers_full_precision", 0))
+    card = model_card_text(spec.source, q, scores, kept=report["quantized"].get("layers_full_precision", 0),
+                           datasets=dataset_ids(ctx.spec.data))
     write_atomic(out / "README.md", card + "\n" + markdown)
     return StageResult(model_dir=out, scores=scores, summary={"quantize": to_dict(q), "report": report["ratios"]})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.cards import front_matter
 from engine.context import EngineError, RunContext
 from engine.contract.protocol import EventWriter
 from engine.recipes import grpo
@@ -107,8 +108,17 @@ def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(
     assert run_eval["before"] == report["before"] and run_eval["after"] == report["after"]
     assert "| correctness (answers + tests) |" in ctx.paths.eval_md.read_text()
 
+    # the saved model travels: generation cache back on, a card naming the model without this machine's paths
+    reloaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert reloaded.config.use_cache is True and reloaded.generation_config.use_cache is True
+    card = (result.model_dir / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["base_model"] == "student-eos" and meta["datasets"] == ["compression-studio-demo-reasoning"]
+    assert {"grpo", "reinforcement-learning"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"
+    assert str(tmp_path) not in card and str(home) not in card and "grpo/correct_after" in card
+
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
+    after = reloaded.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) >= len(before) // 2, changed
 
@@ -191,8 +201,17 @@ def test_qlora_run_trains_adapters_and_saves_a_plain_merged_model(home: Path, tm
     ctx, stream = _ctx(spec, tmp_path / "run")
     result = grpo.run_stage(ctx)
     assert not (result.model_dir / "adapter_config.json").exists()
+    # the saved model travels: generation cache back on, a card naming the model without this machine's paths
+    reloaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert reloaded.config.use_cache is True and reloaded.generation_config.use_cache is True
+    card = (result.model_dir / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["base_model"] == "student-eos" and meta["datasets"] == ["compression-studio-demo-reasoning"]
+    assert {"grpo", "reinforcement-learning"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"
+    assert str(tmp_path) not in card and str(home) not in card and "grpo/correct_after" in card
+
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
+    after = reloaded.state_dict()
     assert set(after) == set(before)  # plain transformers weights, LoRA merged in
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     # the adapters learned (length varies inside a group, so advantages are not all zero) and were merged into

@@ -1,0 +1,110 @@
+"""Model cards that travel: YAML front matter the Hugging Face hub reads (``base_model``, ``library_name``,
+``pipeline_tag``, ``tags``, ``datasets``) and a body with the method, the settings and the key scores.
+
+Nothing machine-specific goes into a card: ``base_model`` is a hub id (a model trained from an earlier stage's
+folder inherits that folder's ``base_model``), else the file or folder name (local folders, GGUF files), and the
+embedded demo kit's models are named ``compression-studio-demo-teacher`` / ``-student``. Stdlib + PyYAML.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DEMO_NAMES = {"demo:teacher": "compression-studio-demo-teacher", "demo:student": "compression-studio-demo-student"}
+DEMO_DATASETS = {"demo": "compression-studio-demo", "demo_reasoning": "compression-studio-demo-reasoning"}
+STAGE_TAGS = {"sft": ["sft"], "distill": ["distillation", "knowledge-distillation"],
+              "grpo": ["grpo", "reinforcement-learning", "chain-of-thought"],
+              "quantize": ["4-bit", "bitsandbytes", "quantized"]}
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source or Path(source).exists()
+
+
+def front_matter(text: str) -> dict:
+    """The YAML front matter of a model card (empty when there is none or it does not parse)."""
+    import yaml
+
+    if not text.startswith("---\n"):
+        return {}
+    end = text.find("\n---", 4)
+    try:
+        values = yaml.safe_load(text[4:end]) if end > 0 else None
+    except yaml.YAMLError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def base_model_id(source: str) -> str:
+    """A name for ``source`` that means something on another machine (see the module docstring)."""
+    source = str(source).strip()
+    if source in DEMO_NAMES:
+        return DEMO_NAMES[source]
+    if source.lower().endswith(".gguf"):
+        return Path(source).name
+    if not _looks_like_path(source):
+        return source  # a hub id
+    folder = Path(source).expanduser()
+    card = folder / "README.md"
+    if card.is_file():
+        inherited = front_matter(card.read_text(encoding="utf-8", errors="replace")).get("base_model")
+        if isinstance(inherited, str) and inherited:
+            return inherited
+    return folder.name or source
+
+
+def dataset_ids(data: Any) -> list[str]:
+    """The data set of a DataSpec as the hub names it, else the local file's name."""
+    hub_id = getattr(data, "hub_id", "") or ""
+    if hub_id:
+        return [hub_id]
+    if data.preset in DEMO_DATASETS:
+        return [DEMO_DATASETS[data.preset]]
+    from engine.contract.data.presets import get_preset
+
+    preset = get_preset(data.preset)
+    if preset.on_hub:
+        return [preset.hub_id]  # a local copy of a hub preset is still that data set
+    return [Path(str(data.path)).name] if str(data.path).strip() else []
+
+
+def portable_settings(settings: dict) -> dict:
+    """Settings for a card with local paths cut to their file names."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out[key] = portable_settings(value)
+        elif key in ("path", "source") and isinstance(value, str) and value:
+            out[key] = base_model_id(value) if key == "source" else Path(value).name
+        else:
+            out[key] = value
+    return out
+
+
+def model_card(title: str, base: str, how: str, settings: dict, scores: dict | None = None, *,
+               tags: list[str] | None = None, datasets: list[str] | None = None, relation: str = "") -> str:
+    """A model card: front matter, what the model is, how it was made, with which settings, what it scored."""
+    import yaml
+
+    base_id = base_model_id(base)
+    meta: dict[str, Any] = {"base_model": base_id}
+    if relation:
+        meta["base_model_relation"] = relation  # e.g. quantized, finetune (the hub's vocabulary)
+    meta.update({"library_name": "transformers", "pipeline_tag": "text-generation",
+                 "tags": ["compression-studio", *(tags or [])]})
+    if datasets:
+        meta["datasets"] = list(datasets)
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# {title}", "", f"Made with Compression Studio from `{base_id}`.", "", "## How it was made", "", how,
+             "", "## Settings", "", "```json", json.dumps(portable_settings(settings), indent=2, default=str), "```",
+             ""]
+    if scores:
+        lines += ["## Scores", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()]
+        lines.append("")
+    lines += ["Load it with plain transformers:", "", "```python",
+              "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
+              "```", ""]
+    return "\n".join(lines)
