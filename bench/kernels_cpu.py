@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from bench.quant_bench import build_qwen05
     from engine.quantization import quantize_model
-    from engine.spec import QuantizeSpec
+    from engine.contract.spec import QuantizeSpec
 
     original = build_qwen05(args.work / "qwen05-bf16")
     quantized = args.work / "qwen05-nf4"

@@ -154,11 +154,17 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
         events, store = attach_child(paths, events, store, cancel)
     if sys.stderr.isatty():
         events.listeners.append(TerminalProgress())
+    from engine.launch import is_main_process
+    from engine.tensorboard_log import attach
+
+    board = attach(events, paths.tensorboard) if is_main_process() else None  # rank 0 alone writes run files
     hello(events, "run", __version__)
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
     _listen_for_cancel(cancel)
     status = run_pipeline(spec, paths, events, store, cancel, device, cache)
+    if board is not None:
+        board.close()
     events.close()
     log.info("run %s %s; its folder: %s", paths.id, status, paths.root)
     return {"finished": 0, "cancelled": 3}.get(status, 1)

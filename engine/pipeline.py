@@ -14,7 +14,7 @@ from typing import Any
 from engine.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
-from engine.contract.spec import BASE_MODELS, RunSpec, StageSpec, base_model_of
+from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
 from engine.launch import any_rank, is_main_process, run_stage_on_ranks
 from engine.recipes import recipe_for
 
@@ -33,10 +33,23 @@ def _needs_data(stage: StageSpec) -> bool:
     return stage.kind != "export"
 
 
+def check_report_to(spec: RunSpec) -> None:
+    """Every tracker in ``report_to`` is importable, or one sentence naming the field and the install command."""
+    import importlib.util
+
+    for name in spec.report_to:
+        if importlib.util.find_spec(name) is None:
+            package = REPORT_TO[name]
+            raise EngineError(f"report_to: {name!r} needs the {package} package, which is not installed; run pip "
+                              f"install {package} in the engine's environment, or remove {name} from report_to.")
+
+
 def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
     """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
     each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
     from engine.models import check_token_kd_compatible, load_tokenizer, resolve_source
+
+    check_report_to(spec)
 
     def ctx_for(stage: StageSpec) -> RunContext:
         return RunContext(spec=spec, stage=stage, paths=None, events=events, device=device, cache=cache)

@@ -134,11 +134,14 @@ def merged_for_saving(ctx: RunContext, model: Any, model_spec: ModelSpec) -> Any
 def training_arguments(ctx: RunContext, train: TrainSpec, learning_rate: float, output_dir: Path,
                        config_class: type | None = None, **overrides: Any) -> Any:
     """TrainingArguments (or a TRL config subclassing it) for a stage: checkpoints in the run folder, metrics
-    only through our callback (no external reporting, no tqdm on stdout), autocast as ``train.precision`` says."""
+    through our callback plus the trackers the spec's ``report_to`` names, no tqdm on stdout, autocast as
+    ``train.precision`` says."""
     from transformers import TrainingArguments
 
     on_cpu = ctx.device == "cpu"
     flags = stage_precision(ctx).trainer_flags
+    # TensorBoard files come from the event stream (engine/tensorboard_log.py); the Trainer adds the others
+    report_to = [name for name in ctx.spec.report_to if name != "tensorboard"] or "none"
     kwargs = dict(
         output_dir=str(output_dir), learning_rate=learning_rate, num_train_epochs=train.epochs,
         max_steps=train.max_steps if train.max_steps > 0 else -1,
@@ -147,7 +150,8 @@ def training_arguments(ctx: RunContext, train: TrainSpec, learning_rate: float, 
         weight_decay=train.weight_decay, lr_scheduler_type=train.scheduler, logging_steps=train.logging_steps,
         save_steps=train.save_steps, save_total_limit=2, save_strategy="steps", eval_strategy="no",
         gradient_checkpointing=train.gradient_checkpointing, seed=train.seed, data_seed=train.seed,
-        report_to="none", use_cpu=on_cpu, bf16=flags["bf16"], fp16=flags["fp16"], remove_unused_columns=False,
+        report_to=report_to, run_name=f"{ctx.spec.name}-{ctx.stage.name}", use_cpu=on_cpu, bf16=flags["bf16"],
+        fp16=flags["fp16"], remove_unused_columns=False,
         disable_tqdm=True, include_num_input_tokens_seen=True, dataloader_num_workers=0,
         save_only_model=False, logging_first_step=True,
         logging_nan_inf_filter=False,  # a NaN loss must reach our callback (finite or failed), not be averaged away

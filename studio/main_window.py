@@ -117,9 +117,11 @@ class MainWindow(QMainWindow):
     def history(self):
         """The run history (built on first use)."""
         if self._history is None:
+            from studio.tensorboard_view import TensorBoardLauncher
             from studio.widgets.history import HistoryView
 
-            self._history = HistoryView(self.store)
+            self._history = HistoryView(self.store, tensorboard=TensorBoardLauncher(lambda: self.launcher.python,
+                                                                                   self))
             self._history.launcher = self.launcher
             self._history.open_requested.connect(self.open_run)
             self._history.rerun_requested.connect(self.rerun)

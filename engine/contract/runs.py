@@ -9,6 +9,7 @@ Layout of a run::
         models/<stage>/  final models (save_pretrained + README.md model card)
         checkpoints/<stage>/checkpoint-N/
         eval.json, eval.md
+        tensorboard/<stage>/  TensorBoard event files (the metric events, under the same names)
         lock             held (flock) by the one engine writing the run, with its pid
 
 The store trusts nothing it reads: a run id must match the store's own format (so ``../..`` or an absolute path
@@ -97,6 +98,11 @@ class RunPaths:
     @property
     def eval_md(self) -> Path:
         return self.root / "eval.md"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one folder per stage (engine/tensorboard_log.py)."""
+        return self.root / "tensorboard"
 
     def inside(self, *parts: str) -> Path:
         """``root/parts…``, refusing a path that a symbolic link inside the run folder leads out of it."""

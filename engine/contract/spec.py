@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.contract.data.chat import FORMATS
 from engine.contract.data.presets import PRESETS
 from engine.contract.errors import SpecError  # noqa: F401 (re-exported)
 
 DATA_PRESETS = tuple(PRESETS)  # one home: engine/contract/data/presets.py
+DATA_FORMATS = FORMATS  # one home: engine/contract/data/chat.py
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 QUANT_TYPES = ("nf4", "fp4")
 KD_METHODS = ("token", "sequence", "on_policy")
@@ -30,6 +32,10 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_MODELS = ("teacher", "student")
 PRECISIONS = ("auto", "bf16-mixed", "fp16-mixed", "bf16-pure", "fp32")
+# report_to integrations (transformers' names) → the pip package each needs
+REPORT_TO = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
+             "comet_ml": "comet-ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive",
+             "swanlab": "swanlab", "codecarbon": "codecarbon"}
 
 
 
@@ -178,11 +184,23 @@ class ModelSpec:
 @dataclass
 class DataSpec:
     preset: str = option("demo", "Data set: demo, demo_reasoning, dolly_en, dolly_es, bugnet, pytorrent, "
-                         "codeforces_cot, or local (a JSONL/JSON/CSV/Parquet file given in path).")
-    path: str = option("", "Local file (local preset), or a local copy of a preset's data to use instead of the hub.")
-    columns: dict = option({}, "Column mapping for local files: canonical name → column in the file. Canonical "
-                           "names: instruction (required), response (required for training), context, category, "
-                           "answer, tests.")
+                         "codeforces_cot, local (a JSONL/JSON/CSV/Parquet file given in path), or hub (any data set "
+                         "on the Hugging Face hub, given in hub_id).")
+    path: str = option("", "Local file (local preset), or a local copy of a preset's or hub data set's data to use "
+                       "instead of the hub.")
+    hub_id: str = option("", "Hub preset: the data set's id on the Hugging Face hub, e.g. tatsu-lab/alpaca or "
+                         "HuggingFaceH4/no_robots.")
+    hub_config: str = option("", "Hub preset: the data set's configuration (subset), if it has several.")
+    split: str = option("train", "Hub preset: the split to read, e.g. train or train_sft.")
+    format: str = option("auto", "How rows are laid out: auto (detected from the columns), columns (instruction/"
+                         "response columns, see columns), alpaca (instruction, input, output), sharegpt "
+                         "(conversations: [{from, value}]) or messages (OpenAI: [{role, content}]). Chat formats "
+                         "train on every assistant turn.")
+    columns: dict = option({}, "Column mapping: canonical name → column in the data. Canonical names: instruction "
+                           "(required), response (required for training), context, category, answer, tests, id, "
+                           "and messages (the conversation column of chat data).")
+    roles: dict = option({}, "Chat formats: role names in the data → user, assistant or system (human/gpt/system, "
+                         "user/assistant and bot/model are known already).")
     max_samples: int = option(0, high=10 ** 9, help="Use at most this many records (0 = all); applied before splitting.")
     validation_fraction: float = option(0.05, "Fraction of records held out for validation during training.")
     test_fraction: float = option(0.1, "Fraction of records held out for the final evaluation.")
@@ -194,8 +212,17 @@ class DataSpec:
         _check_choice("data.preset", self.preset, DATA_PRESETS)
         if self.preset == "local" and not str(self.path).strip():
             _fail("data.path", "is empty; the local preset needs the path of a JSONL, JSON, CSV or Parquet file.")
+        if self.preset == "hub" and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(self.hub_id).strip()):
+            _fail("data.hub_id", f"{self.hub_id!r} is not a hub data set id; the hub preset needs one like "
+                  "tatsu-lab/alpaca.")
+        _check_choice("data.format", self.format, DATA_FORMATS)
+        if not str(self.split).strip():
+            _fail("data.split", "is empty; name the split to read, e.g. train.")
         if not isinstance(self.columns, dict):
             _fail("data.columns", f"must map canonical names to column names, got {self.columns!r}.")
+        if not isinstance(self.roles, dict) or any(v not in ("user", "assistant", "system")
+                                                   for v in self.roles.values()):
+            _fail("data.roles", f"must map role names in the data to user, assistant or system, got {self.roles!r}.")
         _check_positive("data.max_samples", self.max_samples, allow_zero=True)
         _check_positive("data.seed", self.seed, allow_zero=True)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
@@ -488,6 +515,9 @@ class RunSpec:
     processes: int = option(1, high=4096, help="Processes (one per GPU) started through accelerate launch; 1 = a plain process.")
     distributed: str = option("ddp", "How several processes share the work: ddp, fsdp, deepspeed, or "
                               "config:/path/to/accelerate.yaml.")
+    report_to: list = option([], "Experiment trackers the training stages also report to, when installed: "
+                             + ", ".join(REPORT_TO) + ". TensorBoard event files are written to the run folder's "
+                             "tensorboard/ in any case.")
     cpu_threads: int = option(0, high=1 << 16, help="CPU threads for torch when training on the CPU (0 = torch's default, one per "
                               "core). Tiny models run faster on one thread: thread start-up costs more than "
                               "their matrix products.")
@@ -507,6 +537,12 @@ class RunSpec:
         _check_choice("device", self.device, DEVICES)
         _check_positive("processes", self.processes)
         _check_positive("cpu_threads", self.cpu_threads, allow_zero=True)
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to] if self.report_to not in ("", "none") else []
+        if not isinstance(self.report_to, list):
+            _fail("report_to", f"must be a list of tracker names, got {self.report_to!r}.")
+        for name in self.report_to:
+            _check_choice("report_to", name, tuple(REPORT_TO))
         if self.distributed not in ("ddp", "fsdp", "deepspeed") and not str(self.distributed).startswith("config:"):
             _fail("distributed", f"{self.distributed!r} is not one of ddp, fsdp, deepspeed or config:PATH.")
         self._check_references()

@@ -25,7 +25,10 @@ FALLBACK_PROMPT = "### Instruction:\n{content}\n\n### Response:\n"
 
 
 def prompt_messages(record: dict, preset: str | Preset) -> list[dict[str, str]]:
-    """The conversation that asks for ``record``'s response: one user message from the preset's template."""
+    """The conversation that asks for ``record``'s response: a chat record's turns before its last answer, else
+    one user message from the preset's template."""
+    if record.get("messages"):
+        return [dict(turn) for turn in record["messages"][:-1]]
     return [{"role": "user", "content": render_prompt(record, preset)}]
 
 
@@ -36,7 +39,22 @@ def has_chat_template(tokenizer: Any) -> bool:
 def _prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return FALLBACK_PROMPT.format(content=messages[-1]["content"])
+    return fallback_conversation(tokenizer, messages)
+
+
+def fallback_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The plain layout for tokenizers without a chat template: a system prompt first, each user turn as an
+    instruction block, earlier answers each followed by the eos token; ends where the next answer starts."""
+    eos = tokenizer.eos_token or ""
+    parts = []
+    for turn in messages:
+        if turn["role"] == "system":
+            parts.append(turn["content"] + "\n\n")
+        elif turn["role"] == "user":
+            parts.append(FALLBACK_PROMPT.format(content=turn["content"]))
+        else:
+            parts.append(turn["content"] + eos + "\n\n")
+    return "".join(parts)
 
 
 def prompt_texts(tokenizer: Any, records: list[dict], preset: str | Preset) -> list[str]:
@@ -82,7 +100,12 @@ def truncate_pair(prompt_ids: list[int], target_ids: list[int], max_length: int)
 
 
 def encode_example(tokenizer: Any, record: dict, preset: str | Preset, max_length: int) -> dict[str, list[int]]:
-    """input_ids, attention_mask and labels (−100 on prompt tokens) of one record."""
+    """input_ids, attention_mask and labels (−100 on prompt tokens) of one record; a chat record has labels on
+    every assistant turn (:mod:`engine.data.multiturn`)."""
+    if record.get("messages"):
+        from engine.data.multiturn import encode_conversation
+
+        return encode_conversation(tokenizer, record, max_length)
     messages = prompt_messages(record, preset)
     prompt = _prompt_text(tokenizer, messages)
     prompt_ids = encode_prompt(tokenizer, prompt)

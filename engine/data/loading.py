@@ -9,13 +9,15 @@ mapping is then applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from engine.context import EngineError
-from engine.contract.data.presets import Preset, get_preset
+from engine.contract.data.chat import ALPACA_COLUMNS, CHAT_COLUMNS, detect_format
+from engine.contract.data.presets import Preset, preset_for
 from engine.contract.data.readers import FileProblem, Row, iter_rows
-from engine.contract.data.records import RecordProblem, canonical_record, merge_mapping
+from engine.contract.data.records import REQUIRED_FIELDS, RecordProblem, canonical_record, merge_mapping
 from engine.contract.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,11 @@ log = logging.getLogger(__name__)
 def load_records(spec: DataSpec) -> list[dict]:
     """Canonical records of ``spec`` (at most ``spec.max_samples``), validated, in source order."""
     try:
-        preset = get_preset(spec.preset)
+        preset = preset_for(spec)
         mapping = merge_mapping(preset.columns, spec.columns)
     except (ValueError, RecordProblem) as exc:
         raise EngineError(str(exc)) from None
-    source, rows = _rows(spec, preset)
+    source, rows = _rows(spec, preset, mapping)
     records: list[dict] = []
     seen: dict[str, str] = {}
     for index, (where, row) in enumerate(rows):
@@ -38,7 +40,8 @@ def load_records(spec: DataSpec) -> list[dict]:
             continue
         try:
             record = canonical_record(row, mapping, default_id=f"{preset.name}-{index:06d}",
-                                      default_language=preset.language, default_category=preset.category)
+                                      default_language=preset.language, default_category=preset.category,
+                                      fmt=spec.format, roles=spec.roles)
             if preset.finish is not None:
                 record = preset.finish(record, row)
         except RecordProblem as exc:
@@ -56,7 +59,7 @@ def load_records(spec: DataSpec) -> list[dict]:
     return records
 
 
-def _rows(spec: DataSpec, preset: Preset) -> tuple[str, Iterator[Row]]:
+def _rows(spec: DataSpec, preset: Preset, mapping: dict) -> tuple[str, Iterator[Row]]:
     """(a name for messages, the rows) from data.path, the demo kit, or the hub."""
     if str(spec.path).strip():
         return _local_rows(Path(spec.path))
@@ -67,7 +70,8 @@ def _rows(spec: DataSpec, preset: Preset) -> tuple[str, Iterator[Row]]:
         return _local_rows(kit.instructions_file if preset.name == "demo" else kit.reasoning_file)
     if not preset.on_hub:
         raise EngineError("data.path is empty; the local preset needs a JSONL, JSON, CSV or Parquet file.")
-    return preset.hub_id, _hub_rows(preset, spec.max_samples)
+    return preset.hub_id, _hub_rows(preset, spec.max_samples, lambda columns, label:
+                                    check_columns(columns, mapping, spec.format, label))
 
 
 def _local_rows(path: Path) -> tuple[str, Iterator[Row]]:
@@ -94,10 +98,35 @@ _NETWORK_ERRORS = ("ConnectionError", "Timeout", "OfflineModeIsEnabled", "LocalE
 
 
 def offline_message(preset: Preset, exc: BaseException) -> str:
-    """The one sentence shown when a hub preset cannot be fetched."""
-    return (f"data preset {preset.name!r} needs {preset.hub_id} from the Hugging Face hub, which cannot be reached "
+    """The one sentence shown when a hub preset (or the hub data set of data.hub_id) cannot be fetched."""
+    who, mapping = (("data.hub_id", "data.columns are") if preset.name == "hub"
+                    else (f"data preset {preset.name!r}", "the preset's column mapping is"))
+    return (f"{who} needs {preset.hub_id} from the Hugging Face hub, which cannot be reached "
             f"({type(exc).__name__}); to use a copy instead, set data.path to a local JSONL, CSV or Parquet file "
-            f"of it and the preset's column mapping is applied to that file.")
+            f"of it and {mapping} applied to that file.")
+
+
+def check_columns(columns: list[str], mapping: dict, fmt: str, label: str) -> None:
+    """A hub table has the columns the mapping (and format) read, or one sentence naming the missing column and
+    the available ones — said once, before any row is read."""
+    fmt = detect_format(columns, fmt)
+    mapped_chat = mapping.get("messages") not in (None, "messages") and any(
+        c in columns for c in _refs(mapping.get("messages")))
+    if fmt in CHAT_COLUMNS or mapped_chat:
+        needed = {"messages": (*_refs(mapping.get("messages", "messages")), CHAT_COLUMNS.get(fmt, "messages"))}
+    else:
+        needed = {name: _refs(mapping.get(name)) for name in REQUIRED_FIELDS}
+        if fmt == "alpaca":
+            needed = {name: (*refs, ALPACA_COLUMNS[name]) for name, refs in needed.items()}
+    for name, refs in needed.items():
+        refs = tuple(dict.fromkeys(r for r in refs if r))
+        if not any(r in columns for r in refs):
+            raise EngineError(f"data.columns.{name}: {label} has no column {' or '.join(refs) or name}; its columns "
+                              f"are {', '.join(columns)}; map {name} to one of them in data.columns.")
+
+
+def _refs(ref: Any) -> tuple[str, ...]:
+    return () if ref is None else (ref,) if isinstance(ref, str) else tuple(ref)
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -105,7 +134,7 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError)) or any(n in names for n in _NETWORK_ERRORS)
 
 
-def _hub_rows(preset: Preset, max_samples: int) -> Iterator[Row]:
+def _hub_rows(preset: Preset, max_samples: int, check: Callable[[list[str], str], None]) -> Iterator[Row]:
     """Rows of the preset's hub split; only the needed slice is prepared when there is no row filter."""
     import datasets
 
@@ -121,5 +150,6 @@ def _hub_rows(preset: Preset, max_samples: int) -> Iterator[Row]:
         raise EngineError(f"data preset {preset.name!r}: loading {preset.hub_id} failed ({detail}); set data.path "
                           f"to a local copy to use it without the hub.") from None
     label = f"{preset.hub_id} ({preset.config + ', ' if preset.config else ''}{preset.split})"
+    check(list(table.column_names or []), label)
     for number, row in enumerate(table, start=1):
         yield f"{label} row {number}", row

@@ -13,11 +13,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMes
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
-from engine.contract.runs import RunRecord, RunStore
+from engine.contract.runs import RunPaths, RunRecord, RunStore
 from studio.engine_client import EngineLauncher
 from studio.model.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
                                  resume_refusal)
 from studio.widgets.export_dialog import ExportDialog, exportable_models
+from studio.tensorboard_view import TensorBoardLauncher
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.run_panels import EvalTable
 
@@ -41,9 +42,11 @@ class HistoryView(QWidget):
     resume_requested = Signal(object)  # RunRecord: continue it from its last checkpoint
     run_deleted = Signal(str)
 
-    def __init__(self, store: RunStore | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, store: RunStore | None = None, parent: QWidget | None = None,
+                 tensorboard: TensorBoardLauncher | None = None) -> None:
         super().__init__(parent)
         self.store = store or RunStore()
+        self.tensorboard = tensorboard
         self.records: list[RunRecord] = []
         self.confirm: Callable[[QWidget, str, str], bool] = _ask  # tests replace the dialog
         self.curves: OverlayCurves | None = None
@@ -76,6 +79,13 @@ class HistoryView(QWidget):
         self.export_button = self._button("Export GGUF…", self._on_export_clicked, buttons,
                                           "Write a model of the run as GGUF files (f16, q8_0, q4_k_m) with an "
                                           "Ollama Modelfile, for llama.cpp, Ollama and LM Studio.")
+        self.tensorboard_button = self._button("Open in TensorBoard", self._on_tensorboard_clicked, buttons,
+                                               "Start TensorBoard on the selected runs' event files (several "
+                                               "runs side by side) and open it in the browser.")
+        # shown only where the engine's environment has the tensorboard command
+        self.tensorboard_button.setVisible(self.tensorboard is not None and self.tensorboard.available)
+        if self.tensorboard is not None:
+            self.tensorboard.failed.connect(lambda message: QMessageBox.warning(self, "TensorBoard", message))
         buttons.addStretch(1)
         self._button("Refresh", self.refresh, buttons, "Read the run store again.")
         self.plots = MetricPlots()
@@ -157,6 +167,7 @@ class HistoryView(QWidget):
         self.resume_button.setToolTip(RESUME_TIP if can_resume or not one else resume_refusal(records[0]))
         self.folder_button.setEnabled(one)
         self.export_button.setEnabled(one and bool(exportable_models(records[0])))
+        self.tensorboard_button.setEnabled(any(RunPaths(r.path).tensorboard.is_dir() for r in records))
         self.delete_button.setEnabled(bool(records) and not any(r.is_alive() for r in records))
 
     def _on_table_selection_changed(self) -> None:
@@ -205,6 +216,12 @@ class HistoryView(QWidget):
         records = self.selected_records()
         if len(records) == 1:
             ExportDialog(records[0], self.launcher, self).open()
+
+    def _on_tensorboard_clicked(self) -> None:
+        folders = {f"{r.name}-{r.id}": RunPaths(r.path).tensorboard for r in self.selected_records()}
+        folders = {name: folder for name, folder in folders.items() if folder.is_dir()}
+        if folders and self.tensorboard is not None:
+            self.tensorboard.open(folders)
 
     def _on_delete_clicked(self) -> None:
         records = self.selected_records()

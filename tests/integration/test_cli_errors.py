@@ -31,6 +31,8 @@ def _runs(home: Path) -> list:
     ("name: x\ndevice: cpu\n" + STAGE.replace("max_steps: 1", "precision: fp16-mixed"),
      "s.train.precision is fp16-mixed, which needs a CUDA GPU"),
     ("name: x\nstages: [\n", "invalid YAML"),
+    ("name: x\nreport_to: [swanlab]\n" + STAGE, "report_to: 'swanlab' needs the swanlab package, which is not "
+                                                "installed; run pip install swanlab"),
 ])
 def test_bad_specs_are_refused_before_anything_starts(tmp_path, studio_home, text, sentence):
     before = _runs(studio_home)

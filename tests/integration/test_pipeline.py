@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from engine.cards import front_matter
 from tests.integration.conftest import engine, events_of
 
 
@@ -57,7 +58,26 @@ def test_demo_writes_evaluation_models_and_index(quick_demo, studio_home):
     out = subprocess.run([sys.executable, "-c", code, str(root / "models" / "student_kd")], capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip() == "qwen2", out.stderr[-2000:]
-    assert "Made with Compression Studio" in (root / "models" / "student_kd" / "README.md").read_text()
+    card = (root / "models" / "student_kd" / "README.md").read_text()
+    assert "Made with Compression Studio" in card and str(studio_home) not in card
+    meta = front_matter(card)
+    assert meta["base_model"] == "compression-studio-demo-student" and "knowledge-distillation" in meta["tags"]
+    assert json.loads((root / "models" / "student_kd" / "config.json").read_text())["use_cache"] is True
+
+
+def test_demo_writes_tensorboard_files_under_the_protocols_names(quick_demo, studio_home):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = studio_home / "runs" / quick_demo[0]["run_id"] / "tensorboard"
+
+    def tags(*parts: str) -> set[str]:
+        acc = EventAccumulator(str(board.joinpath(*parts)))
+        acc.Reload()
+        return set(acc.Tags()["scalars"])
+
+    assert {"train/loss", "train/lr"} <= tags("teacher_sft")
+    assert {"train/loss", "kd/ce", "kd/divergence"} <= tags("student_kd")
+    assert {"eval/rougeL", "eval/retention"} <= tags("eval", "kd_student")
 
 
 def test_cancel_saves_a_checkpoint_and_resume_finishes(tmp_path, studio_home):

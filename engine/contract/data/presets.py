@@ -183,7 +183,21 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            license="CC BY 4.0"),
     Preset("local", "Local file", "Your own JSONL, JSON, CSV or Parquet file with a column mapping.",
            templates={"en": _PLAIN_EN, "es": _PLAIN_ES}),
+    Preset("hub", "Hub data set", "Any data set on the Hugging Face hub (data.hub_id, hub_config, split) in "
+           "instruction/response columns, Alpaca, ShareGPT or messages form.",
+           templates={"en": _PLAIN_EN, "es": _PLAIN_ES}),
 )}
+
+
+def preset_for(spec: Any) -> Preset:
+    """The preset of a DataSpec; the hub preset gets the spec's data set id, configuration and split."""
+    preset = get_preset(spec.preset)
+    if preset.name == "hub":
+        from dataclasses import replace
+
+        return replace(preset, hub_id=str(spec.hub_id).strip(), config=str(spec.hub_config).strip() or None,
+                       split=str(spec.split).strip() or "train")
+    return preset
 
 
 def get_preset(preset: str | Preset) -> Preset:

@@ -28,9 +28,10 @@ class Preview:
 
 
 def preview_file(path: str | Path, columns: Mapping[str, str] | None = None, limit: int = 20,
-                 preset: str = "local") -> Preview:
+                 preset: str = "local", fmt: str = "auto", roles: Mapping[str, str] | None = None) -> Preview:
     """Read up to ``limit`` valid rows of ``path`` mapped through ``columns`` (canonical → file column) on top of
-    ``preset``'s mapping; stop early at :data:`MAX_ERRORS` problems."""
+    ``preset``'s mapping, in layout ``fmt`` (data.format) with ``roles`` (data.roles); stop early at
+    :data:`MAX_ERRORS` problems."""
     from engine.contract.data.presets import get_preset  # stdlib-only as well; imported here to keep the top light
 
     result = Preview()
@@ -51,7 +52,8 @@ def preview_file(path: str | Path, columns: Mapping[str, str] | None = None, lim
                 if not p.accepts(row):
                     continue
                 record = canonical_record(row, mapping, default_id=f"{p.name}-{index:06d}",
-                                          default_language=p.language, default_category=p.category)
+                                          default_language=p.language, default_category=p.category, fmt=fmt,
+                                          roles=roles)
                 result.rows.append(p.finish(record, row) if p.finish else record)
             except RecordProblem as exc:
                 result.errors.append(f"{where}: {exc}")

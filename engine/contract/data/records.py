@@ -4,7 +4,12 @@ Every data source (the demo kit, a hub preset, a local JSONL/JSON/CSV/Parquet fi
 shape::
 
     {"id": str, "instruction": str, "context": str, "response": str, "category": str, "language": str,
-     "answer": str | None, "tests": list[{"input": str, "output": str}] | None, "reasoning": str | None}
+     "answer": str | None, "tests": list[{"input": str, "output": str}] | None, "reasoning": str | None,
+     "messages": list[{"role": str, "content": str}] | None}
+
+Rows come in several layouts (``data.format``): columns mapped to the canonical names, Alpaca (instruction,
+input, output) and the chat formats of :mod:`engine.contract.data.chat` (ShareGPT, OpenAI messages), whose records also
+carry ``messages`` — the conversation up to its last assistant turn.
 
 ``canonical_record`` builds one from a raw row and a column mapping (canonical name → column, or a tuple of
 columns tried in order) and raises :class:`RecordProblem` with a sentence saying what is wrong and what to do;
@@ -16,10 +21,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from engine.contract.data.chat import (ALPACA_COLUMNS, CHAT_COLUMNS, ChatProblem, chat_fields, detect_format,
+                                         normalise_turns)
 from engine.contract.errors import RecordProblem  # noqa: F401 (re-exported)
 
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
-                    "reasoning")
+                    "reasoning", "messages")
 REQUIRED_FIELDS = ("instruction", "response")
 # The fields a user maps a file's columns to (the wizard's mapping table, the spec's data.columns).
 MAPPABLE_FIELDS = ("instruction", "response", "context", "category", "answer", "tests")
@@ -116,12 +123,45 @@ def _required(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], name: st
     return text
 
 
+def _chat_format(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], fmt: str) -> str:
+    """The row's layout; a conversation column mapped under another name is told apart by its turns' keys."""
+    fmt = detect_format(row.keys(), fmt)
+    found, turns = pick(row, mapping.get("messages"))
+    if fmt in ("auto", "columns") and found and isinstance(turns, list) and turns \
+            and mapping.get("messages") != "messages":
+        return "sharegpt" if isinstance(turns[0], Mapping) and "from" in turns[0] else "messages"
+    return fmt
+
+
+def _chat_fields(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], fmt: str,
+                 roles: Mapping[str, str] | None) -> dict[str, Any]:
+    candidates = tuple(dict.fromkeys((*_candidates(mapping.get("messages", "messages")), CHAT_COLUMNS[fmt])))
+    found, turns = pick(row, candidates)
+    if not found:
+        raise RecordProblem(f"no column {' or '.join(candidates)} with the conversation (columns here: "
+                            f"{', '.join(list(row)[:12]) or 'none'}); map it with data.columns, e.g. "
+                            "{messages: <your column>}.")
+    try:
+        return chat_fields(normalise_turns(turns, fmt, roles))
+    except ChatProblem as exc:
+        raise RecordProblem(str(exc)) from None
+
+
 def canonical_record(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], *, default_id: str,
-                     default_language: str = "en", default_category: str = "general") -> dict:
-    """One validated canonical record from a raw row (see the module docstring); RecordProblem if malformed."""
+                     default_language: str = "en", default_category: str = "general", fmt: str = "auto",
+                     roles: Mapping[str, str] | None = None) -> dict:
+    """One validated canonical record from a raw row (see the module docstring); RecordProblem if malformed.
+    ``fmt`` is ``data.format`` (auto: detected from the row's columns), ``roles`` is ``data.roles``."""
     if not isinstance(row, Mapping):
         raise RecordProblem(f"expected an object with named fields, got {_type_name(row)}.")
-    record: dict[str, Any] = {name: _required(row, mapping, name) for name in REQUIRED_FIELDS}
+    fmt = _chat_format(row, mapping, fmt)
+    if fmt in CHAT_COLUMNS:
+        record: dict[str, Any] = _chat_fields(row, mapping, fmt, roles)
+    else:
+        if fmt == "alpaca":  # Alpaca's columns where the mapping's own are absent from the row
+            mapping = {**mapping, **{k: v for k, v in ALPACA_COLUMNS.items() if not pick(row, mapping.get(k))[0]}}
+        record = {name: _required(row, mapping, name) for name in REQUIRED_FIELDS}
+        record["messages"] = None
     for name in ("context", "category", "reasoning", "answer"):
         _, value = pick(row, mapping.get(name))
         record[name] = _text(name, value, numbers_ok=name in ("answer", "category"))
