@@ -26,6 +26,13 @@ METHODS: dict[str, str] = {
 KD_METHOD = {"token_kd": "token", "sequence_kd": "sequence", "on_policy_kd": "on_policy"}
 DATA_PRESET_LABELS: dict[str, str] = {  # the presets' own titles (engine/contract/data/presets.py)
     name: f"{p.title} · {p.hub_id}" if p.hub_id else p.title for name, p in PRESETS.items()}
+DATA_FORMAT_LABELS: dict[str, str] = {
+    "auto": "Detect from the columns",
+    "columns": "Instruction / response columns (mapped below)",
+    "alpaca": "Alpaca (instruction, input, output)",
+    "sharegpt": "ShareGPT chats (conversations: from / value)",
+    "messages": "OpenAI chats (messages: role / content)",
+}
 TRAIN_STAGES: dict[str, str] = {  # the wizard's training stages, by stage name
     "teacher_sft": "Teacher SFT", "student_sft": "Student SFT", "student_kd": "Distillation", "grpo": "GRPO"}
 DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}

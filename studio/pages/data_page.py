@@ -1,5 +1,6 @@
-"""Wizard page 2: the task data — a preset, or a local file with a column mapping and a preview of its first
-rows. A file with problems is refused here, at its offending line, not minutes into a run."""
+"""Wizard page 2: the task data — a preset, any hub data set (id, config, split), or a local file with a column
+mapping and a preview of its first rows, in instruction/response, Alpaca or chat (ShareGPT, messages) form. A
+file with problems is refused here, at its offending line, not minutes into a run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,8 @@ from PySide6.QtWidgets import (
 
 from engine.contract.data.preview import Preview, preview_file
 from engine.contract.data.records import MAPPABLE_FIELDS
-from engine.contract.spec import DATA_PRESETS, DataSpec, SpecError, build
-from studio.model.wizard_model import DATA_PRESET_LABELS
+from engine.contract.spec import DATA_FORMATS, DATA_PRESETS, DataSpec, SpecError, build
+from studio.model.wizard_model import DATA_FORMAT_LABELS, DATA_PRESET_LABELS
 from studio.pages.common import StudioPage, tip
 
 NONE = "(none)"
@@ -48,6 +49,11 @@ def guess_mapping(columns: list[str]) -> dict[str, str]:
     return mapping
 
 
+def conversation_text(messages: list[dict]) -> str:
+    """A chat record in one cell: 'role: text' per turn."""
+    return "\n".join(f"{t['role']}: {t['content']}" for t in messages)
+
+
 class DataPage(StudioPage):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Data", "What the models learn from. Presets download from the hub (or use a local "
@@ -64,6 +70,15 @@ class DataPage(StudioPage):
         path_row = QHBoxLayout()
         path_row.addWidget(self.path, 1)
         path_row.addWidget(browse)
+        self.hub_id = tip(QLineEdit(), DataSpec, "hub_id")
+        self.hub_id.setPlaceholderText("e.g. HuggingFaceH4/no_robots or tatsu-lab/alpaca")
+        self.hub_config = tip(QLineEdit(), DataSpec, "hub_config")
+        self.hub_config.setPlaceholderText("(default)")
+        self.split = tip(QLineEdit("train"), DataSpec, "split")
+        self.format = tip(QComboBox(), DataSpec, "format")
+        for key in DATA_FORMATS:
+            self.format.addItem(DATA_FORMAT_LABELS.get(key, key), key)
+        self.format.currentIndexChanged.connect(lambda *_: self.refresh_preview())
         self.max_samples = tip(QSpinBox(), DataSpec, "max_samples")
         self.max_samples.setRange(0, 10_000_000)
         self.max_samples.setSpecialValueText("all")
@@ -76,7 +91,14 @@ class DataPage(StudioPage):
             box.setValue(value)
         form = QFormLayout()
         form.addRow("Data set", self.preset)
+        self.hub_row = QWidget()
+        hub_form = QFormLayout(self.hub_row)
+        hub_form.setContentsMargins(0, 0, 0, 0)
+        hub_form.addRow("Hub id", self.hub_id)
+        hub_form.addRow("Config / split", self._pair("config", self.hub_config, "split", self.split))
+        form.addRow(self.hub_row)
         form.addRow("File", path_row)
+        form.addRow("Format", self.format)
         form.addRow("Records", self.max_samples)
         form.addRow("Held out", self._pair("validation", self.validation_fraction, "test", self.test_fraction))
         self.body.addLayout(form)
@@ -129,10 +151,15 @@ class DataPage(StudioPage):
         self.preset.setCurrentIndex(self.preset.findData(key))
 
     def _on_preset_changed(self, *_: object) -> None:
-        local = self.preset_key() == "local"
+        local, hub = self.preset_key() == "local", self.preset_key() == "hub"
         self.mapping_box.setVisible(local)
         self.table.setVisible(local)
-        self.preview_status.setText("" if local else "This preset is read by the engine when the run starts.")
+        self.hub_row.setVisible(hub)
+        self.format.setEnabled(local or hub)
+        self.preview_status.setText("" if local else
+                                    "The engine reads this data set from the hub when the run starts (or the file "
+                                    "above, a local copy of it); a missing column is named then." if hub else
+                                    "This preset is read by the engine when the run starts.")
 
     def _on_browse_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Data file", "", "Data (*.jsonl *.json *.csv *.parquet)")
@@ -173,11 +200,14 @@ class DataPage(StudioPage):
         if self.preset_key() != "local" or not path:
             self.last_preview = None
             return None
-        preview = preview_file(path, self.columns() or None, limit=20)
+        fmt = self.format.currentData()
+        preview = preview_file(path, self.columns() or None, limit=20, fmt=fmt)
         if preview.columns and self.mapping["instruction"].count() == 1:
             self._fill_columns(preview.columns)
-            preview = preview_file(path, self.columns() or None, limit=20)
+            preview = preview_file(path, self.columns() or None, limit=20, fmt=fmt)
         self.last_preview = preview
+        chats = bool(preview.rows) and all(r.get("messages") for r in preview.rows)
+        self.mapping_box.setVisible(not chats)  # a chat file's turns say who speaks: nothing to map
         self._show_rows(preview)
         if preview.errors:
             self.preview_status.setText("Problems in this file:\n" + "\n".join(preview.errors[:5]))
@@ -191,14 +221,15 @@ class DataPage(StudioPage):
         return preview
 
     def _show_rows(self, preview: Preview) -> None:
-        keys = [k for k in ("instruction", "context", "response", "category", "answer") if
+        keys = [k for k in ("messages", "instruction", "context", "response", "category", "answer") if
                 any(r.get(k) for r in preview.rows)] or ["instruction", "response"]
         self.table.setColumnCount(len(keys))
-        self.table.setHorizontalHeaderLabels(keys)
+        self.table.setHorizontalHeaderLabels(["conversation" if k == "messages" else k for k in keys])
         self.table.setRowCount(len(preview.rows))
         for row, record in enumerate(preview.rows):
             for col, key in enumerate(keys):
-                text = str(record.get(key) or "")
+                text = conversation_text(record[key]) if key == "messages" and record.get(key) \
+                    else str(record.get(key) or "")
                 item = QTableWidgetItem(text[:200].replace("\n", " ⏎ "))
                 item.setToolTip(text[:2000])
                 self.table.setItem(row, col, item)
@@ -206,7 +237,10 @@ class DataPage(StudioPage):
             self.table.setColumnWidth(col, 240)
 
     def values(self) -> dict:
-        return {"preset": self.preset_key(), "path": self.path.text().strip(), "columns": self.columns(),
+        hub = {"hub_id": self.hub_id.text().strip(), "hub_config": self.hub_config.text().strip(),
+               "split": self.split.text().strip()} if self.preset_key() == "hub" else {}
+        fmt = {"format": self.format.currentData()} if self.format.currentData() != "auto" else {}
+        return {"preset": self.preset_key(), "path": self.path.text().strip(), "columns": self.columns(), **hub, **fmt,
                 "max_samples": self.max_samples.value(), "validation_fraction": self.validation_fraction.value(),
                 "test_fraction": self.test_fraction.value()}
 
