@@ -79,9 +79,9 @@ class HistoryView(QWidget):
         self.export_button = self._button("Export GGUF…", self._on_export_clicked, buttons,
                                           "Write a model of the run as GGUF files (f16, q8_0, q4_k_m) with an "
                                           "Ollama Modelfile, for llama.cpp, Ollama and LM Studio.")
-        self.tensorboard_button = self._button("Open in TensorBoard", self._on_tensorboard_clicked, buttons,
-                                               "Start TensorBoard on the selected runs' event files (several "
-                                               "runs side by side) and open it in the browser.")
+        self.tensorboard_button = self._button("TensorBoard", self._on_tensorboard_clicked, buttons,
+                                               "Open in TensorBoard: start it on the selected runs' event files "
+                                               "(several runs side by side) and open it in the browser.")
         # shown only where the engine's environment has the tensorboard command
         self.tensorboard_button.setVisible(self.tensorboard is not None and self.tensorboard.available)
         if self.tensorboard is not None:
