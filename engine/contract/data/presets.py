@@ -183,8 +183,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            license="CC BY 4.0"),
     Preset("local", "Local file", "Your own JSONL, JSON, CSV or Parquet file with a column mapping.",
            templates={"en": _PLAIN_EN, "es": _PLAIN_ES}),
-    Preset("hub", "Any Hugging Face hub data set (id, config, split)", "Any data set on the Hugging Face hub (data.hub_id, hub_config, split) in "
-           "instruction/response columns, Alpaca, ShareGPT or messages form.",
+    Preset("hub", "Any Hugging Face hub data set (id, config, split)", "Any data set on the Hugging Face hub "
+           "(data.hub_id, hub_config, split) in instruction/response columns, Alpaca, ShareGPT or messages form.",
            templates={"en": _PLAIN_EN, "es": _PLAIN_ES}),
 )}
 
