@@ -301,3 +301,19 @@ def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(t
                            "stages": [{"kind": "export", "model": "student"}]})
     with pytest.raises(EngineError, match="GPT2LMHeadModel model, which this GGUF export cannot convert"):
         preflight(spec, "cpu", EventWriter(stream=io.StringIO()), {})
+
+
+def test_cli_source_can_name_a_stage_of_a_stored_run(exported, tmp_path, monkeypatch):
+    from engine.cli import _export_source
+    from engine.contract.runs import RunStore
+    from engine.contract.spec import SpecError
+
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    paths = RunStore().create("kd", "name: kd\n")
+    shutil.copytree(exported[0], paths.model("kd_student"))
+    assert _export_source(f"{paths.id}:kd_student") == paths.model("kd_student")
+    with pytest.raises(EngineError, match="is not a model folder"):
+        export_gguf(_export_source(f"{paths.id}:nothing"), tmp_path / "out", ["f16"])
+    with pytest.raises(SpecError, match="run id"):
+        _export_source("not-a-run:kd_student")
+    assert not (tmp_path / "out").exists()
