@@ -255,3 +255,21 @@ def test_the_folder_scanner_reports_changes_and_deaths(tmp_path):
     changed, transitions = scanner.scan()
     assert changed == {paths.id} and transitions == [(paths.id, "a", "running", "interrupted")]
     assert scanner.count() == (1, 0)
+
+
+def test_a_cancelled_run_resumes_as_the_cancel_tooltip_promises(window, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ENGINE_STEPS", "40")
+    monkeypatch.setenv("FAKE_ENGINE_DELAY", "0.03")
+    session = window.run_spec_file(spec_file(tmp_path, name="stopped"))
+    series = lambda: session.state.metrics.series.get("student_sft · train/loss")  # noqa: E731
+    qtbot.waitUntil(lambda: series() is not None and series().size > 22, timeout=15000)  # past checkpoint-20
+    monitor = window.monitor
+    assert "Resume" in monitor.cancel_button.toolTip()
+    monitor.cancel_button.click()
+    qtbot.waitUntil(lambda: session.state.state == "cancelled", timeout=15000)
+    monitor.refresh()
+    assert monitor.resume_button.isVisibleTo(monitor)
+    monitor.resume_button.click()
+    qtbot.waitUntil(lambda: session.state.state == "finished", timeout=15000)
+    assert list(series().x) == list(range(1, 41))
+    assert any("resuming student_sft from checkpoint-20" in line for line in session.state.log)
