@@ -179,9 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if record.status == "finished" and not _is_child():
             return _fail(f"run {args.resume} has already finished, so there is nothing to resume; start a new run "
                          f"from its spec (compression-engine run {paths.spec}).")
-        if paths.spec.is_symlink():  # the store never reads through a link out of a run folder
-            return _fail(f"{paths.spec} is a symbolic link; the engine reads only the run's own spec, so replace "
-                         "it with the spec file itself.")
+        linked = [p for p in (paths.spec, paths.events, paths.lock) if p.is_symlink()]
+        if linked:  # the store never reads or appends through a link out of a run folder: say so before any work
+            return _fail(f"{linked[0]} is a symbolic link; the engine reads and writes only the run's own files, "
+                         "so remove the link (or replace it with the file itself).")
         if not _is_child():
             lock = RunLock(paths).acquire()  # refused at once, before any model is loaded, if an engine runs it
         spec_file = paths.spec

@@ -288,7 +288,7 @@ def io_sentence(exc: BaseException) -> str:
         return f"a symbolic link stands where a run file should be{where}; the engine never writes through links " \
                "in a run folder, so remove the link and try again."
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"no permission to write{where} ({exc.strerror}); fix the folder's permissions and try again."
+        return f"no permission{where} ({exc.strerror}); fix the permissions of that file or folder and try again."
     return f"{getattr(exc, 'strerror', None) or text}{where}; check the disk and the folder, then try again."
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import math
 import os
 import secrets
@@ -89,6 +90,8 @@ def _overwrite_in_place(path: Path, data: bytes) -> bool:
         return False
     try:
         size = os.fstat(fd).st_size
+        if len(data) > size:
+            data = _compact(data)  # the same JSON without indentation usually fits where the old text was
         if not _is_regular(fd) or len(data) > size:
             return False
         _write_all(fd, data + b" " * (size - len(data)))  # trailing spaces are valid JSON whitespace
@@ -98,6 +101,13 @@ def _overwrite_in_place(path: Path, data: bytes) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _compact(data: bytes) -> bytes:
+    try:
+        return json.dumps(json.loads(data), separators=(",", ":")).encode("utf-8")
+    except ValueError:
+        return data
 
 
 class RunLock:

@@ -173,6 +173,9 @@ def test_atomic_writes_keep_the_old_file_and_fall_back_in_place_when_the_disk_is
     assert json.loads(target.read_text())["status"] == "running"  # never half a file
     write_atomic(target, json.dumps({"status": "failed"}), in_place_fallback=True)
     assert json.loads(target.read_text()) == {"status": "failed"}
+    longer = {"status": "failed", "stage": "s" * 20, "pad": "x" * 10}  # longer indented, fits compacted
+    write_atomic(target, json.dumps(longer, indent=2), in_place_fallback=True)
+    assert json.loads(target.read_text()) == longer
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary left behind
 
 
