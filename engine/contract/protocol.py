@@ -4,20 +4,8 @@ Engine → studio, one event per stdout line (and mirrored to the run's ``events
 
     {"v": 1, "type": "metric", "run_id": "...", "seq": 7, "time": 1732860000.5, "data": {...}}
 
-Event ``data`` by type:
-  hello     {engine_version, pid, command, protocol}
-  status    {state: running|cancelling|finished|cancelled|failed, stage, message[, index, count]}
-            (index/count: the stage's place in the pipeline, 1-based, on the status that starts a stage)
-  progress  {stage, step, total, fraction, elapsed_s, eta_s, unit}
-  metric    {stage, step, values: {"train/loss": 1.2, "train/lr": 1e-4, ...}}
-  log       {level, message}
-  sample    {stage, step, prompt, completion, rewards: {name: value}}
-  artifact  {stage, kind: model|checkpoint|eval|report|data, path}
-  error     {message, stage, detail}
-  done      {status: finished|cancelled|failed, summary: {...}}
-  token     (chat) {request_id, model, text}
-  loaded    (chat) {model, parameters, dtype, memory_bytes, ...}
-  score     (chat) {id, rougeL}: the engine's own ROUGE-L (engine.metrics) of a prediction against a reference
+Event ``data`` by type: one TypedDict each in :mod:`engine.contract.events` (hello, status, progress, metric,
+log, sample, artifact, error, done; the chat service's token, loaded, score).
 
 Studio → engine, one command per stdin line: ``{"type": "cancel"}``; for the chat service also
 ``{"type": "generate", ...}``, ``{"type": "stop", ...}``, ``{"type": "load", ...}``, ``{"type": "quit"}``,
@@ -41,10 +29,10 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
+from engine.contract.events import PAYLOADS
 
 PROTOCOL_VERSION = 1
-EVENT_TYPES = ("hello", "status", "progress", "metric", "log", "sample", "artifact", "error", "done",
-               "token", "loaded", "score")
+EVENT_TYPES = tuple(PAYLOADS)
 RUN_STATES = ("running", "cancelling", "finished", "cancelled", "failed")
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")

@@ -34,6 +34,10 @@ def test_demo_events_arrive_in_order_with_their_fields(quick_demo):
     assert all(v >= 0 for v in kd_losses)
     progress = [e["data"] for e in quick_demo if e["type"] == "progress"]
     assert progress and all(0 <= p["fraction"] <= 1 for p in progress)
+    from engine.contract.events import missing_keys  # every event carries its type's payload (the contract)
+
+    assert {(e["type"], tuple(missing_keys(e["type"], e["data"]))) for e in quick_demo
+            if missing_keys(e["type"], e["data"])} == set()
 
 
 def test_demo_writes_evaluation_models_and_index(quick_demo, studio_home):
