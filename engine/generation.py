@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from engine import heartbeat
 from engine.data.formatting import encode_prompt, prompt_texts
 from engine.contract.data.presets import Preset, get_preset
 from engine.metrics import score_predictions
@@ -74,15 +75,16 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], gen: Genera
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), gen.batch_size):
-            batch = order[start:start + gen.batch_size]
-            input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id, device)
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-            new_tokens = output[:, input_ids.shape[1]:]  # [B, T_new]
-            for i, row in zip(batch, new_tokens.tolist()):
-                answers[i] = tokenizer.decode(_until_stop(row, stop_ids), skip_special_tokens=True).strip()
-            if on_progress is not None:
-                on_progress(min(start + len(batch), len(order)), len(order))
+        with heartbeat.activity(f"generating {len(prompts)} answers in batches of {gen.batch_size}"):
+            for start in range(0, len(order), gen.batch_size):
+                batch = order[start:start + gen.batch_size]  # similar lengths: little padding per batch
+                input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id, device)
+                output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+                new_tokens = output[:, input_ids.shape[1]:]  # [B, T_new]
+                for i, row in zip(batch, new_tokens.tolist()):
+                    answers[i] = tokenizer.decode(_until_stop(row, stop_ids), skip_special_tokens=True).strip()
+                if on_progress is not None:
+                    on_progress(min(start + len(batch), len(order)), len(order))
     finally:
         model.train(was_training)
     return answers
@@ -142,3 +144,46 @@ def response_cross_entropy(model: Any, rows: Any, pad_id: int, batch_size: int, 
         model.train(was_training)
     return total / count if count else None
 
+
+# ---------------------------------------------------------------- vLLM (CUDA only) -------------------------------
+# Not exercised by the test suite: vLLM needs a CUDA GPU. Guarded so that nothing changes without it.
+
+def vllm_usable(device: str) -> bool:
+    """vLLM is installed, the run is on CUDA, and COMPRESSION_ENGINE_NO_VLLM does not switch it off."""
+    import importlib.util
+    import os
+
+    return (device.startswith("cuda") and importlib.util.find_spec("vllm") is not None
+            and os.environ.get("COMPRESSION_ENGINE_NO_VLLM", "") in ("", "0"))
+
+
+def trl_vllm_args(device: str) -> dict:
+    """GRPOConfig / DistillationConfig settings that make TRL generate with vLLM inside the training process
+    (colocate mode) when vLLM is usable; empty otherwise (transformers' generate)."""
+    if not vllm_usable(device):
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}
+
+
+class VllmAnswers:
+    """Answers to already-templated prompts with vLLM's continuous batching (teacher answers on CUDA); one
+    engine for all the chunks of a stage, released by :meth:`close`."""
+
+    def __init__(self, folder: str) -> None:
+        from vllm import LLM
+
+        with heartbeat.activity(f"starting vLLM on {folder}"):
+            self.llm = LLM(model=folder, dtype="auto", gpu_memory_utilization=0.5)
+
+    def __call__(self, prompts: list[str], gen: GenerationSpec) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=gen.max_new_tokens, temperature=0.0 if gen.greedy else gen.temperature,
+                                top_p=1.0 if gen.greedy else gen.top_p, skip_special_tokens=True)
+        with heartbeat.activity(f"generating {len(prompts)} answers with vLLM"):
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outputs]  # vLLM keeps the input order
+
+    def close(self) -> None:
+        del self.llm
+        torch.cuda.empty_cache()

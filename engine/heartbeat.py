@@ -48,7 +48,7 @@ def activity(what: str) -> Iterator[None]:
 def _beat() -> None:
     last = time.monotonic()
     while True:
-        time.sleep(0.5)
+        time.sleep(min(0.5, INTERVAL_S / 4))
         with _lock:
             if not _open:
                 continue

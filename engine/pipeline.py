@@ -15,6 +15,7 @@ from engine.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
+from engine import heartbeat
 from engine.launch import any_rank, is_main_process, run_stage_on_ranks
 from engine.recipes import recipe_for
 
@@ -112,6 +113,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
                           index=index + 1, count=len(spec.stages))
             # Rank-aware (engine/launch.py): under several processes, evaluate/quantize run on rank 0 only.
+            heartbeat.attach(events, stage.name)  # status events while a model loads or answers generate
             result: StageResult | None = run_stage_on_ranks(
                 stage.kind, lambda: recipe_for(stage.kind).run_stage(ctx_for(stage)))
             if result is None:
@@ -136,6 +138,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
         status = "failed"
         _report_crash(exc, stage_name, events, paths)
     summary["elapsed_s"] = round(time.time() - started, 1)
+    heartbeat.attach(None, "")  # nothing to beat for once the run is over
     _record_final(store, paths, status)
     events.emit("done", status=status, summary=summary)
     return status

@@ -117,7 +117,8 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teac
     """The teacher's answer to every record (by id), generated once and cached in the stage's work folder; a
     cancelled or crashed run picks up after the last chunk it wrote."""
     from engine.data.formatting import prompt_texts
-    from engine.generation import generate_answers
+    from engine.generation import VllmAnswers, generate_answers, vllm_usable
+    from engine.models import resolve_source
 
     cache = ctx.work_dir / "teacher_answers.jsonl"
     answers: dict[str, str] = {}
@@ -130,22 +131,29 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teac
     if not todo:
         return answers
     ctx.events.log(f"teacher answers: {len(answers)} cached, {len(todo)} to generate")
-    teacher = get_teacher() if get_teacher else load_model(teacher_spec, ctx.device)
     tokenizer = load_tokenizer(teacher_spec)
     gen = GenerationSpec(**{**to_dict(ctx.stage.generation), "max_new_tokens": ctx.stage.distill.max_new_tokens})
+    vllm = None
+    if vllm_usable(ctx.device) and not teacher_spec.load_in_4bit:  # CUDA + vLLM installed (untested here)
+        vllm = VllmAnswers(resolve_source(teacher_spec.source).weights_args()[0])
+        teacher = None
+    else:
+        teacher = get_teacher() if get_teacher else load_model(teacher_spec, ctx.device)
     started, total = time.monotonic(), len(records)
     with open(cache, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), ANSWER_CHUNK):
             ctx.check_cancel()
             chunk = todo[start:start + ANSWER_CHUNK]
-            outputs = generate_answers(teacher, tokenizer, prompt_texts(tokenizer, chunk, ctx.spec.data.preset),
-                                       gen, ctx.device)
+            prompts = prompt_texts(tokenizer, chunk, ctx.spec.data.preset)
+            outputs = vllm(prompts, gen) if vllm else generate_answers(teacher, tokenizer, prompts, gen, ctx.device)
             for record, answer in zip(chunk, outputs):
                 answers[record["id"]] = answer
                 f.write(json.dumps({"id": record["id"], "answer": answer}, ensure_ascii=False) + "\n")
             f.flush()
             ctx.events.progress(f"{ctx.stage.name}:teacher", len(answers), total, time.monotonic() - started,
                                 unit="answer")
+    if vllm:
+        vllm.close()
     return answers
 
 
@@ -174,6 +182,7 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
     from trl import DistillationConfig, DistillationTrainer
 
     from engine.data.formatting import prompt_messages
+    from engine.generation import trl_vllm_args
 
     stage, d = ctx.stage, ctx.stage.distill
     prompts = Dataset.from_list([{"prompt": prompt_messages(r, ctx.spec.data.preset)}
@@ -184,7 +193,8 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
         callback = EventsCallback(ctx)
         args = training_arguments(ctx, stage.train, learning_rate, checkpoint_dir, config_class=DistillationConfig,
                                   beta=_gkd_beta(d), temperature=d.temperature,
-                                  max_completion_length=d.max_new_tokens, gradient_checkpointing=False)
+                                  max_completion_length=d.max_new_tokens, gradient_checkpointing=False,
+                                  **trl_vllm_args(ctx.device))
         model = load_trainable(ctx, student_spec)
         trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=prompts,
                                       processing_class=tokenizer, callbacks=[callback])

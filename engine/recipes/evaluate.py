@@ -48,6 +48,7 @@ def run_stage(ctx: RunContext) -> StageResult:
 
         scores, predictions = evaluate_model(model, tokenizer, records, ctx.spec.data.preset, stage.generation,
                                              ctx.device, on_progress=on_progress)
+        scores["ce"] = _response_ce(ctx, model, tokenizer, records)
         scores["seconds"] = round(time.monotonic() - started, 2)
         scores["source"] = spec.source
         results[display] = scores
@@ -62,9 +63,11 @@ def run_stage(ctx: RunContext) -> StageResult:
         for key in HEADLINE:
             scores[f"retention_{key}"] = retention(scores.get(key), results[reference].get(key))
         scores["retention"] = scores["retention_rougeL"]
-        ctx.events.emit("metric", stage=stage.name, step=0, model=display,
-                        values={"eval/rougeL": scores["rougeL"], "eval/exact_match": scores["exact_match"],
-                                "eval/retention": scores["retention"]})
+        values = {"eval/rougeL": scores["rougeL"], "eval/exact_match": scores["exact_match"],
+                  "eval/retention": scores["retention"]}
+        if scores.get("ce") is not None:
+            values["eval/ce"] = scores["ce"]
+        ctx.events.emit("metric", stage=stage.name, step=0, model=display, values=values)
     report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
     ctx.paths.merge_eval(report)
     write_atomic(ctx.paths.eval_md, markdown_table(report))
@@ -73,6 +76,19 @@ def run_stage(ctx: RunContext) -> StageResult:
     headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
                      if name != reference and s["retention"] is not None})
     return StageResult(scores=headline, summary=report)
+
+
+def _response_ce(ctx: RunContext, model, tokenizer, records: list[dict]) -> float | None:
+    """Cross-entropy of the references' response tokens under the model (teacher-forced): the same ``eval/ce``
+    the training stages report on validation, so every model of the run compares on one number."""
+    from engine.data.formatting import tokenize_for_sft
+    from engine.generation import response_cross_entropy
+
+    labelled = [r for r in records if str(r.get("response") or "").strip()]
+    if not labelled:
+        return None
+    rows = tokenize_for_sft(tokenizer, labelled, ctx.spec.data.max_length, ctx.spec.data.preset)
+    return response_cross_entropy(model, rows, tokenizer.pad_token_id, ctx.stage.generation.batch_size, ctx.device)
 
 
 def _write_predictions(ctx: RunContext, display: str, records: list[dict], predictions: list[str]) -> None:
@@ -93,10 +109,12 @@ def markdown_table(report: dict) -> str:
     models = report["models"]
     lines = [f"# Evaluation on {report['n']} held-out `{report['data']}` records", "",
              f"Retention is each model's score ÷ the reference model's (`{report['reference']}`).", "",
-             "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) |", "|---|---|---|---|---|"]
+             "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) | CE (response tokens) |",
+             "|---|---|---|---|---|---|"]
     for name, s in models.items():
+        ce = f"{s['ce']:.4f}" if isinstance(s.get("ce"), float) else "–"
         lines.append(f"| {name} | {s['rougeL']:.4f} | {s['exact_match']:.4f} | {_pct(s.get('retention_rougeL'))} "
-                     f"| {_pct(s.get('retention_exact_match'))} |")
+                     f"| {_pct(s.get('retention_exact_match'))} | {ce} |")
     categories = sorted({c for s in models.values() for c in s.get("per_category", {})})
     if categories:
         lines += ["", "## ROUGE-L by category", "", "| category | " + " | ".join(models) + " |",

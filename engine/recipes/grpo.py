@@ -177,6 +177,7 @@ class SampleCallback(TrainerCallback):
 def grpo_config(ctx: RunContext) -> Any:
     from trl import GRPOConfig
 
+    from engine.generation import trl_vllm_args
     from engine.training import training_arguments
 
     stage, grpo = ctx.stage, ctx.stage.grpo
@@ -188,7 +189,8 @@ def grpo_config(ctx: RunContext) -> Any:
         # differences inside a group that is all wrong into full-size advantages, and correctness (weight 1)
         # would no longer dominate the shaping rewards (weight ~0.1).
         scale_rewards="none",
-        include_num_input_tokens_seen=False, per_device_eval_batch_size=grpo.num_generations)
+        include_num_input_tokens_seen=False, per_device_eval_batch_size=grpo.num_generations,
+        **trl_vllm_args(ctx.device))  # TRL's vLLM generation on CUDA when vLLM is installed
 
 
 def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) -> tuple[Any, int]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from engine.data.formatting import prompt_texts
-from engine.generation import evaluate_model, generate_answers, stop_token_ids, strip_code_fence
+from engine.generation import (evaluate_model, generate_answers, response_cross_entropy, stop_token_ids,
+                               strip_code_fence)
 from engine.metrics import score_predictions
 from engine.contract.spec import GenerationSpec
 
@@ -110,3 +111,20 @@ def test_code_fences_are_stripped_for_scoring():
     assert strip_code_fence("```python\nprint(1)\n```") == "print(1)"
     assert strip_code_fence("print(1)") == "print(1)"
     assert strip_code_fence("Here:\n```python\nx\n```") == "Here:\n```python\nx\n```"
+
+
+def test_response_cross_entropy_is_the_lm_loss_on_response_tokens(model, tok):
+    """eval/ce (every stage, every model) equals transformers' own token-weighted LM loss over the batch."""
+    from engine.data.formatting import tokenize_for_sft
+    from engine.kd_trainer import pad_collator
+
+    records = [record(q, "the cat sat on the mat " * (i + 1)) for i, q in enumerate(QUESTIONS)]
+    rows = tokenize_for_sft(tok, records, 96, "dolly_en")
+    ce = response_cross_entropy(model, rows, tok.pad_token_id, batch_size=4, device="cpu")
+    batch = pad_collator(tok.pad_token_id)([rows[i] for i in range(len(rows))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert ce == pytest.approx(expected.item(), rel=1e-5)
+

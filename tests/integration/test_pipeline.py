@@ -29,7 +29,9 @@ def test_demo_events_arrive_in_order_with_their_fields(quick_demo):
     assert list(dict.fromkeys(stages)) == ["teacher_sft", "student_sft", "student_kd", "eval"]
     metrics = [e["data"] for e in quick_demo if e["type"] == "metric"]
     names = {name for m in metrics for name in m["values"]}
-    assert {"train/loss", "train/lr", "kd/ce", "kd/divergence", "eval/rougeL", "eval/retention"} <= names
+    assert {"train/loss", "train/lr", "kd/ce", "kd/divergence", "eval/rougeL", "eval/retention", "eval/ce"} <= names
+    evaluated = {m.get("model") for m in metrics if m["stage"] == "eval" and "eval/ce" in m["values"]}
+    assert len(evaluated) == 3  # every model of the evaluate stage has its cross-entropy beside its ROUGE-L
     kd_losses = [m["values"]["kd/divergence"] for m in metrics if "kd/divergence" in m["values"]]
     assert all(v >= 0 for v in kd_losses)
     progress = [e["data"] for e in quick_demo if e["type"] == "progress"]
