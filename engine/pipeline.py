@@ -11,11 +11,11 @@ import time
 import traceback
 from typing import Any
 
+from engine import heartbeat
 from engine.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
-from engine import heartbeat
 from engine.launch import any_rank, is_main_process, run_stage_on_ranks
 from engine.recipes import recipe_for
 
