@@ -54,3 +54,16 @@ def test_report_to_names_known_trackers() -> None:
     assert RunSpec(stages=[stage], report_to="none").report_to == []
     with pytest.raises(SpecError, match="report_to: 'tensorbored' is not one of tensorboard, wandb"):
         RunSpec(stages=[stage], report_to=["tensorbored"])
+
+
+def test_report_to_reaches_the_trainer_without_a_second_tensorboard(tmp_path: Path) -> None:
+    """The Trainer gets the extra trackers; TensorBoard is already written from the events, so not twice."""
+    from engine.context import RunContext
+    from engine.training import training_arguments
+
+    for report_to, expected in ((["tensorboard"], []), (["wandb", "tensorboard"], ["wandb"])):
+        spec = RunSpec(name="r", stages=[StageSpec(kind="sft", name="s")], report_to=report_to, device="cpu")
+        ctx = RunContext(spec=spec, stage=spec.stages[0], paths=None,
+                         events=EventWriter("t", stream=io.StringIO()), device="cpu")
+        args = training_arguments(ctx, spec.stages[0].train, 1e-3, tmp_path)
+        assert args.report_to == expected and args.run_name == "r-s"
