@@ -21,7 +21,7 @@ from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
 from studio.keyboard import install_enter_filter
 from studio.pages.wizard import RunWizard
-from studio.run_watch import RunWatcher
+from studio.run_watch import FollowsRunFolders, RunWatcher
 from studio.run_session import RunSession
 from studio.model.app_settings import StudioSettings, load_settings, save_settings
 from studio.widgets.preferences_dialog import SettingsDialog, show_about
@@ -39,7 +39,7 @@ class _Placeholder(QWidget):
     """Stands in for a page built on first use (the plot pages import pyqtgraph: the window shows sooner)."""
 
 
-class MainWindow(QMainWindow):
+class MainWindow(FollowsRunFolders, QMainWindow):
     run_launched = Signal(object)  # RunSession
 
     def __init__(self, settings: StudioSettings | None = None, launcher: EngineLauncher | None = None,
@@ -291,6 +291,7 @@ class MainWindow(QMainWindow):
         elif session.live:
             return session
         session.catch_up()  # whatever happened on disk since this session last read it
+        session.title = f"{record.name} (resumed)"
         client = EngineClient(self.launcher)
         session.attach(client)
         session.offset = None  # the engine appends to events.jsonl; a later catch-up goes by seq
@@ -325,49 +326,6 @@ class MainWindow(QMainWindow):
         session = self.sender()
         title = session.title if isinstance(session, RunSession) else "A run"
         self.statusBar().showMessage(f"{title}: {state}")
-
-    def _on_watcher_runs_changed(self, run_ids: set) -> None:
-        """Something changed a run on disk: every view catches up, whoever changed it."""
-        self.start_page.show_recent(*self.watcher.scanner.count())
-        if self._history is not None:
-            self._history.follow_changes(run_ids)
-        for session in list(self.sessions):
-            if session.run_id in run_ids and not session.live:
-                self._catch_up(session)
-        waiting = any(s.live and not s.run_id for s in self.sessions)  # its engine has not said hello yet
-        known = {s.run_id for s in self.sessions}
-        ours = {s.source.pid for s in self.sessions if isinstance(s.source, EngineClient)}
-        for run_id in run_ids - known:
-            record = self._record(run_id)
-            if record is not None and record.is_alive() and not waiting and record.pid not in ours:
-                self.follow(record, show=False)  # started elsewhere: in the monitor's list, not in the way
-                self.statusBar().showMessage(f"{record.name} started elsewhere; the monitor follows it")
-
-    def _catch_up(self, session: RunSession) -> None:
-        record = self._record(session.run_id)
-        if record is None:
-            return
-        if record.is_alive():  # resumed from elsewhere: follow it live from where the session is
-            session.catch_up()
-            follower = RunFollower(record.id, Path(record.path) / "events.jsonl", record.pid,
-                                   offset=session.offset or 0)
-            session.attach(follower)
-            follower.start()
-            return
-        session.events_path = session.events_path or Path(record.path) / "events.jsonl"
-        session.catch_up()
-        if display_status(record) == "interrupted":
-            session.mark_interrupted()
-
-    def _record(self, run_id: str) -> RunRecord | None:
-        try:
-            return self.store.get(run_id)
-        except (KeyError, OSError, ValueError, StoreError):
-            return None
-
-    def _on_watcher_status_changed(self, run_id: str, name: str, old: str, new: str) -> None:
-        if new in ("finished", "cancelled", "failed", "interrupted"):
-            self.statusBar().showMessage(f"{name}: {new}")
 
     # -- settings & closing ---------------------------------------------------------------------------------
     def _remember_first_run(self) -> None:

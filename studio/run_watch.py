@@ -2,14 +2,20 @@
 crash — the monitor, the history, the start page and the status bar learn of it within a second.
 
 :class:`RunWatcher` calls :class:`~studio.model.run_folders.RunFolderScanner` on a 1 s timer and turns what it
-finds into signals.
+finds into signals; :class:`FollowsRunFolders` is the main window's side: what each view does about them.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.contract.runs import RunStore
+from engine.contract.errors import StoreError
+from engine.contract.runs import RunRecord, RunStore
+from studio.engine_client import EngineClient, RunFollower
+from studio.model.history_data import display_status
 from studio.model.run_folders import RunFolderScanner
+from studio.run_session import RunSession
 
 
 class RunWatcher(QObject):
@@ -34,3 +40,51 @@ class RunWatcher(QObject):
         if changed:
             self.runs_changed.emit(changed)
         return changed
+
+
+class FollowsRunFolders:
+    """The main window's reactions to :class:`RunWatcher` (mixed into it: it uses the window's sessions, pages,
+    status bar and ``follow``)."""
+
+    def _on_watcher_runs_changed(self, run_ids: set) -> None:
+        """Something changed a run on disk: every view catches up, whoever changed it."""
+        self.start_page.show_recent(*self.watcher.scanner.count())
+        if self._history is not None:
+            self._history.follow_changes(run_ids)
+        for session in list(self.sessions):
+            if session.run_id in run_ids and not session.live:
+                self._catch_up(session)
+        waiting = any(s.live and not s.run_id for s in self.sessions)  # its engine has not said hello yet
+        known = {s.run_id for s in self.sessions}
+        ours = {s.source.pid for s in self.sessions if isinstance(s.source, EngineClient)}
+        for run_id in run_ids - known:
+            record = self._record(run_id)
+            if record is not None and record.is_alive() and not waiting and record.pid not in ours:
+                self.follow(record, show=False)  # started elsewhere: in the monitor's list, not in the way
+                self.statusBar().showMessage(f"{record.name} started elsewhere; the monitor follows it")
+
+    def _catch_up(self, session: RunSession) -> None:
+        record = self._record(session.run_id)
+        if record is None:
+            return
+        if record.is_alive():  # resumed from elsewhere: follow it live from where the session is
+            session.catch_up()
+            follower = RunFollower(record.id, Path(record.path) / "events.jsonl", record.pid,
+                                   offset=session.offset or 0)
+            session.attach(follower)
+            follower.start()
+            return
+        session.events_path = session.events_path or Path(record.path) / "events.jsonl"
+        session.catch_up()
+        if display_status(record) == "interrupted":
+            session.mark_interrupted()
+
+    def _record(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.store.get(run_id)
+        except (KeyError, OSError, ValueError, StoreError):
+            return None
+
+    def _on_watcher_status_changed(self, run_id: str, name: str, old: str, new: str) -> None:
+        if new in ("finished", "cancelled", "failed", "interrupted"):
+            self.statusBar().showMessage(f"{name}: {new}")

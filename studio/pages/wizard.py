@@ -9,7 +9,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QWidget, QWizard
 
 from engine.contract.spec import RunSpec, SpecError, load_spec
-from studio.engine_client import EngineLauncher, ModelInspector
+from studio.engine_client import EngineLauncher
+from studio.model_inspector import ModelInspector
 from studio.pages.data_page import DataPage
 from studio.pages.method_page import MethodPage
 from studio.pages.models_page import ModelsPage

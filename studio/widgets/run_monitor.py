@@ -101,7 +101,9 @@ class RunMonitor(QWidget):
         if session not in self.sessions:
             self.add_session(session)
             return
-        self.selector.setCurrentIndex(self.sessions.index(session))
+        index = self.sessions.index(session)
+        self.selector.setItemText(index, session.title)  # a resumed run is no longer "(followed)"
+        self.selector.setCurrentIndex(index)
 
     def _on_selector_changed(self, index: int) -> None:
         if not 0 <= index < len(self.sessions):

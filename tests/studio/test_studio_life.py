@@ -44,7 +44,7 @@ def test_resume_from_the_monitor_ends_finished_with_one_curve(window, qtbot, tmp
     x = list(session.state.metrics.series["student_sft · train/loss"].x)
     assert x == list(range(1, 13))  # step 7 of the lost attempt was replaced, not drawn twice
     assert RunStore().get(session.run_id).status == "finished"
-    assert len(window.sessions) == 1
+    assert len(window.sessions) == 1 and monitor.selector.currentText() == "crashy (resumed)"
 
 
 def test_resume_from_the_history_for_an_interrupted_run(window, qtbot, tmp_path, monkeypatch):
