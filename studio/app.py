@@ -75,6 +75,12 @@ def _choose_engine_environment(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from studio.display_check import display_problem
+
+    problem = display_problem()
+    if problem:
+        print(f"compression-studio: {problem}", file=sys.stderr)  # noqa: T201 - the user's terminal
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from studio.model.app_settings import apply_data_dir, load_settings

@@ -93,3 +93,23 @@ def test_compatibility_and_scores_sentences():
             "grpo/grpo/correct_after": 0.317, "grpo/grpo/format_after": 0.965}
     assert key_scores(grpo) == ("grpo grpo correct_after 0.317, grpo grpo correct_before 0.267, "
                                 "grpo grpo rougeL_after 0.394")
+
+
+def test_no_display_gets_a_sentence_instead_of_a_qt_abort():
+    from studio.display_check import display_problem
+
+    problem = display_problem({}, platform="linux")
+    assert problem and "xvfb-run compression-studio" in problem
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, platform="linux") is None
+    assert display_problem({}, platform="darwin") is None
+
+
+def test_the_app_exits_2_with_that_sentence_when_there_is_no_display(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["COMPRESSION_STUDIO_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "studio.app"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no display" in out.stderr and "Traceback" not in out.stderr
