@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import math
 import os
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,8 @@ from typing import IO, Any, Callable, Iterator
 
 from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
 from engine.contract.events import PAYLOADS
+from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stderr_to,  # noqa: F401 (re-exported)
+                                     protocol_stream)
 
 PROTOCOL_VERSION = 1
 EVENT_TYPES = tuple(PAYLOADS)
@@ -105,80 +105,6 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
 def _finite(values: dict) -> dict:
     """NaN/inf are not JSON: send them as null so one bad step cannot break the stream."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-
-
-class SurvivingStream:
-    """A text stream that outlives its reader. The studio may close (or crash) while a run goes on: then the
-    next write to the engine's stdout or stderr pipe fails with EPIPE, and a run must not die of that. On the
-    first failed write the stream's file descriptor is pointed at ``fallback`` (the run folder's engine.log, or
-    /dev/null) with dup2, so Python writers, C extensions writing to the descriptor and the interpreter's final
-    flush all carry on there (the text that failed is still in the stream's buffer and follows)."""
-
-    def __init__(self, stream: IO[str], fallback: Path | None = None) -> None:
-        self._stream = stream
-        self.fallback = fallback
-        self.diverted = False
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except (OSError, ValueError):
-            self._divert()
-            self.flush()  # the text that failed is still in the buffer: it goes to the fallback now
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except (OSError, ValueError):
-            if not self.diverted:
-                self._divert()
-                self.flush()
-
-    def _divert(self) -> None:
-        if self.diverted:
-            return
-        self.diverted = True
-        target = str(self.fallback) if self.fallback else os.devnull
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            os.dup2(fd, self._stream.fileno())
-            os.close(fd)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
-
-    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, … of the wrapped stream
-        return getattr(self._stream, name)
-
-
-_protocol_stream: IO[str] | None = None
-
-
-def claim_stdout() -> IO[str]:
-    """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
-    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Both survive a reader that
-    went away (:class:`SurvivingStream`; the events are in events.jsonl anyway). Idempotent."""
-    global _protocol_stream
-    if _protocol_stream is None:
-        sys.stdout.flush()
-        fd = os.dup(1)
-        os.dup2(2, 1)
-        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
-        if not isinstance(sys.stderr, SurvivingStream):
-            sys.stderr = SurvivingStream(sys.stderr)  # type: ignore[assignment]
-        sys.stdout = sys.stderr
-    return _protocol_stream
-
-
-def divert_stderr_to(path: Path) -> None:
-    """Where stderr (logs, tracebacks) goes once nobody reads it: the run folder's log file."""
-    if isinstance(sys.stderr, SurvivingStream):
-        sys.stderr.fallback = Path(path)
-
-
-def protocol_stream() -> IO[str]:
-    """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
-    return _protocol_stream if _protocol_stream is not None else sys.stdout
 
 
 class EventWriter:

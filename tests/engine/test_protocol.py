@@ -69,7 +69,7 @@ def test_a_closed_pipe_diverts_the_stream_to_its_fallback_file(tmp_path):
 
 
 CLOSED_PIPE_SCRIPT = """
-import logging, sys, time
+import logging, os, sys, time
 from engine.contract.protocol import EventWriter, claim_stdout, divert_stderr_to
 claim_stdout()
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
@@ -77,6 +77,11 @@ divert_stderr_to(sys.argv[1] + "/engine.log")
 events = EventWriter("r", mirror=sys.argv[1] + "/events.jsonl")
 events.log("first")
 sys.stdin.readline()  # the parent closes its ends of the pipes, then this line's EOF arrives
+deadline = time.time() + 10
+while not sys.stderr.diverted and time.time() < deadline:  # the hang-up watcher, before any write
+    time.sleep(0.01)
+os.write(2, b"a C library's line\\n")  # straight to the descriptor, as C and Rust code write
+os.write(1, b"and one to fd 1\\n")
 for i in range(50):
     events.metric("sft", i, {"train/loss": 1.0})
     logging.info("step %d", i)
@@ -103,3 +108,4 @@ def test_the_engine_outlives_a_reader_that_closed_its_pipes(tmp_path):
     assert events[-1]["type"] == "done" and sum(e["type"] == "metric" for e in events) == 50
     log = (tmp_path / "engine.log").read_text()
     assert "step 49" in log and "a library's print 49" in log
+    assert "a C library's line" in log and "and one to fd 1" in log  # diverted before anyone wrote

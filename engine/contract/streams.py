@@ -1,0 +1,127 @@
+"""The engine's stdout and stderr outlive their reader (stdlib only).
+
+The studio may close, crash or be killed while a run goes on, and the terminal it was started from may close.
+Then the engine's stdout/stderr pipes (or terminal) have nobody at the other end, and the next write fails with
+EPIPE — a run must not die of that. Each stream is a :class:`SurvivingStream`: as soon as its reader hangs up
+(a watcher thread blocked in ``poll`` sees POLLERR/POLLHUP) or, at the latest, at the first failed write, its
+file descriptor is pointed at a fallback with dup2 — the run folder's engine.log for stderr, /dev/null for the
+protocol stream (its events are in events.jsonl anyway). Python writers, C extensions and Rust libraries that
+write to the descriptor directly (some abort on EPIPE) and the interpreter's final flush all carry on there.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+
+class SurvivingStream:
+    """A text stream whose descriptor (and ``also_fds``, descriptors that share its pipe) is diverted to
+    ``fallback`` (None: /dev/null) once its reader is gone; the text that failed is still in the stream's buffer
+    and follows."""
+
+    def __init__(self, stream: IO[str], fallback: Path | None = None, also_fds: tuple[int, ...] = ()) -> None:
+        self._stream = stream
+        self.fallback = fallback
+        self.also_fds = also_fds
+        self.diverted = False
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            self.divert()
+            self.flush()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            if not self.diverted:
+                self.divert()
+                self.flush()
+
+    def divert(self, target: Path | None = None) -> None:
+        """Point the descriptors at ``target`` (default: the fallback); once, unless a target is given."""
+        with self._lock:
+            if self.diverted and target is None:
+                return
+            self.diverted = True
+            path = str(target or self.fallback or os.devnull)
+            try:
+                # never through a link planted in the run folder (the store follows no links out of a run)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                for target_fd in (self._stream.fileno(), *self.also_fds):
+                    os.dup2(fd, target_fd)
+                os.close(fd)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the process
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, … of the wrapped stream
+        return getattr(self._stream, name)
+
+
+def watch_readers(streams: list[SurvivingStream]) -> None:
+    """Divert each stream the moment its reader hangs up, from a daemon thread blocked in ``poll`` (a pipe's write
+    end reports POLLERR when the read end closes, a terminal POLLHUP when it goes away; a file never does)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return  # Windows: the first failed write diverts
+    poller, by_fd = select.poll(), {}
+    for stream in streams:
+        try:
+            by_fd[stream.fileno()] = stream
+        except (OSError, ValueError, io.UnsupportedOperation):
+            continue
+    for fd in by_fd:
+        poller.register(fd, 0)  # errors and hang-ups are reported whatever the mask
+
+    def run() -> None:
+        while by_fd:
+            for fd, _event in poller.poll():
+                poller.unregister(fd)
+                stream = by_fd.pop(fd, None)
+                if stream is not None:
+                    stream.divert()
+
+    threading.Thread(target=run, name="reader-watch", daemon=True).start()
+
+
+_protocol_stream: IO[str] | None = None
+
+
+def claim_stdout() -> IO[str]:
+    """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
+    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines; both survive their reader
+    (see the module's docstring). Idempotent."""
+    global _protocol_stream
+    if _protocol_stream is None:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
+        if not isinstance(sys.stderr, SurvivingStream):
+            sys.stderr = SurvivingStream(sys.stderr, also_fds=(1,))  # type: ignore[assignment]  # fd 1 is a copy
+        sys.stdout = sys.stderr
+        watch_readers([_protocol_stream, sys.stderr])  # type: ignore[list-item]
+    return _protocol_stream
+
+
+def divert_stderr_to(path: Path) -> None:
+    """Where stderr (logs, tracebacks) goes once nobody reads it: the run folder's log file (if nobody has been
+    reading it since before the run folder existed, from now on)."""
+    if isinstance(sys.stderr, SurvivingStream):
+        sys.stderr.fallback = Path(path)
+        if sys.stderr.diverted:
+            sys.stderr.divert(Path(path))
+
+
+def protocol_stream() -> IO[str]:
+    """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
+    return _protocol_stream if _protocol_stream is not None else sys.stdout
