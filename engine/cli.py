@@ -157,7 +157,8 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     from engine.launch import is_main_process
     from engine.tensorboard_log import attach
 
-    board = attach(events, paths.tensorboard) if is_main_process() else None  # rank 0 alone writes run files
+    # rank 0 alone writes run files, never through a link out of the run (inside() refuses one)
+    board = attach(events, paths.inside(paths.tensorboard.name)) if is_main_process() else None
     hello(events, "run", __version__)
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
