@@ -172,8 +172,14 @@ def _unpack(path: Path, target: Path, info: dict) -> None:
                                                     "dtype": str(dtype).replace("torch.", ""), **info}, indent=2),
                                         encoding="utf-8")
         staging.chmod(0o755)
+        if (target / COMPLETE).is_file():  # another process (the chat service, a parallel run) finished first
+            return
         shutil.rmtree(target, ignore_errors=True)  # an unfinished folder left by a crash
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / COMPLETE).is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
