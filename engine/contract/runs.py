@@ -328,24 +328,34 @@ class RunStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"run {paths.id} is damaged: its run.json lacks {exc}; delete the run.") from None
 
-    def _scan(self) -> list[RunRecord]:
-        """Every run folder's record from its run.json; a damaged one as status "damaged"."""
-        records = []
+    def _run_folders(self) -> dict[str, float]:
+        """Run folders on disk (real folders named like a run id, with a run.json) → their run.json's mtime."""
+        found = {}
         for folder in self.runs_dir.iterdir():
-            if not is_run_id(folder.name) or folder.is_symlink() or not (folder / "run.json").exists():
-                continue
-            paths = RunPaths(folder)
-            try:
-                records.append(self._record(self._read_info(paths), paths))
-            except StoreError:
-                created = _mtime(folder)
-                records.append(RunRecord(id=folder.name, name=folder.name, status="damaged", stage="",
-                                         created=created, updated=created, pid=0, scores={}, path=folder))
-        return records
+            if is_run_id(folder.name) and not folder.is_symlink():
+                mtime = _mtime(folder / "run.json")
+                if mtime:
+                    found[folder.name] = mtime
+        return found
+
+    def _read_record(self, run_id: str) -> RunRecord:
+        """A run's record from its run.json; a damaged run.json gives status "damaged"."""
+        paths = RunPaths(self.runs_dir / run_id)
+        try:
+            return self._record(self._read_info(paths), paths)
+        except StoreError:
+            created = _mtime(paths.root)
+            return RunRecord(id=run_id, name=run_id, status="damaged", stage="", created=created, updated=created,
+                             pid=0, scores={}, path=paths.root)
+
+    def _scan(self) -> list[RunRecord]:
+        """Every run folder's record from its run.json (a damaged one as status "damaged")."""
+        return [self._read_record(run_id) for run_id in self._run_folders()]
 
     def list(self) -> list[RunRecord]:
-        """All runs, newest first; folders missing from the index (copied in, index lost) are re-indexed, and a
-        run whose run.json is damaged is listed with status "damaged"."""
+        """All runs, newest first. The index answers for runs whose run.json has not changed since it was
+        indexed; folders missing from it (copied in, index lost) or changed behind its back are read again, and
+        a run whose run.json is damaged is listed with status "damaged"."""
         rows = self._index("SELECT id, name, status, stage, created, updated, pid, scores FROM runs")
         indexed = {}
         for r in rows:
@@ -355,15 +365,18 @@ class RunStore:
                                           scores=json.loads(r[7] or "{}"), path=self.runs_dir / r[0])
             except (TypeError, ValueError):
                 continue
-        on_disk = {p.name for p in self.runs_dir.iterdir()
-                   if is_run_id(p.name) and not p.is_symlink() and (p / "run.json").exists()}
-        records = [indexed[i] for i in on_disk if i in indexed]
-        for record in self._scan() if on_disk - set(indexed) else ():
-            if record.id not in indexed:
-                records.append(record)
-                if record.status != "damaged":
-                    self._index("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(record))
-        gone = set(indexed) - on_disk
+        on_disk = self._run_folders()
+        records = []
+        for run_id, mtime in on_disk.items():
+            known = indexed.get(run_id)
+            if known is not None and mtime <= known.updated + 2:  # written by us when it was indexed
+                records.append(known)
+                continue
+            record = self._read_record(run_id)
+            records.append(record)
+            if record.status != "damaged":
+                self._index("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)", _row(record))
+        gone = set(indexed) - set(on_disk)
         if gone:
             self._index("DELETE FROM runs WHERE id = ?", [(i,) for i in gone], many=True)
         return sorted(records, key=lambda r: r.created, reverse=True)

@@ -88,6 +88,12 @@ def test_a_damaged_run_json_lists_the_run_as_damaged(store):
         store.get(bad.id)
     store.delete(bad.id)  # a damaged run can always be deleted
     assert not bad.root.exists()
+    # damaged behind the index's back, a while after it was indexed: listed as damaged all the same
+    assert [r.status for r in store.list()] == ["created"]
+    good.info.write_text("{")
+    later = os.stat(good.info).st_mtime + 10
+    os.utime(good.info, (later, later))
+    assert [r.status for r in store.list()] == ["damaged"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty", "folder", "wrong-table"])
