@@ -195,3 +195,14 @@ def test_a_fifo_or_device_named_as_a_spec_is_refused_without_hanging(tmp_path):
         load_spec(fifo)
     with pytest.raises(SpecError, match="is not a regular file"):
         load_spec("/dev/zero")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv"])
+def test_data_files_that_are_not_utf8_get_a_sentence(tmp_path, suffix):
+    from engine.contract.data.readers import iter_rows
+    from engine.contract.errors import FileProblem
+
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(b"\xff\xfe\x00\x89PNG binary\n\xff")
+    with pytest.raises(FileProblem, match=f"data{suffix}: not UTF-8 text"):
+        list(iter_rows(path))

@@ -46,8 +46,8 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileProblem(f"{path}: no such file; check data.path.")
-    fmt = file_format(path)
     try:
+        fmt = file_format(path)  # may read the first line: inside the try, so a binary file gets the sentence too
         if fmt == "jsonl":
             yield from _jsonl(path)
         elif fmt == "json":
