@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QTabWidget, QWidget)
 
-from engine.contract.spec import DEVICES, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec, build
+from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec,
+                                  build)
 from studio.pages.common import StudioPage, tip
 from studio.pages.train_form import TrainForm, hint, spin
 from studio.model.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
+
+
+PRECISION_HINTS = {
+    "auto": "fp32 weights, bf16 (or fp16) matmuls on a GPU; fp32 on the CPU",
+    "bf16-mixed": "fp32 weights, bf16 matmuls", "fp16-mixed": "fp32 weights, fp16 matmuls with loss scaling (CUDA)",
+    "bf16-pure": "warning: bf16 weights — at learning rates near 1e-5 most updates round away",
+    "fp32": "no autocast: slowest, most exact"}
 
 
 class SettingsPage(StudioPage):
@@ -54,12 +62,18 @@ class SettingsPage(StudioPage):
         self.student_references.setValue(1.0)
         self.device = tip(QComboBox(), RunSpec, "device")
         self.device.addItems(DEVICES)
+        self.precision = tip(QComboBox(), TrainSpec, "precision")
+        self.precision.addItems(PRECISIONS)
+        self.precision_hint = hint(PRECISION_HINTS["auto"])
+        self.precision.currentTextChanged.connect(lambda p: self.precision_hint.setText(PRECISION_HINTS.get(p, "")))
         form = QFormLayout(box)
         form.addRow("Max length (tokens)", self.max_length)
         form.addRow("Log every (steps)", self.logging_steps)
         form.addRow("Student references", self.student_references)
         form.addRow("", hint("fraction of prompts whose answers the students see; KD: the teacher answers the rest"))
         form.addRow("Device", self.device)
+        form.addRow("Precision", self.precision)
+        form.addRow("", self.precision_hint)
         for widget in (self.max_length, self.logging_steps, self.student_references):
             widget.valueChanged.connect(self.recheck)
         return box
@@ -74,7 +88,9 @@ class SettingsPage(StudioPage):
         self.lora_dropout.setRange(-1, 1)
         self.lora_dropout.setSingleStep(0.05)
         self.lora_dropout.setValue(0.05)
+        self.qlora = tip(QCheckBox("on a 4-bit base (QLoRA)"), LoraSpec, "quantized_base")
         lora_form = QFormLayout(self.lora)
+        lora_form.addRow("", self.qlora)
         lora_form.addRow("Rank r", self.lora_r)
         lora_form.addRow("Alpha", self.lora_alpha)
         lora_form.addRow("Dropout", self.lora_dropout)
@@ -121,8 +137,9 @@ class SettingsPage(StudioPage):
     def shared_train(self) -> dict:
         """Settings every stage shares, whether or not the forms are per stage."""
         lora = {"enabled": self.lora.isChecked(), "r": self.lora_r.value(), "alpha": self.lora_alpha.value(),
-                "dropout": round(self.lora_dropout.value(), 4)}
-        return {"logging_steps": self.logging_steps.value(), "lora": lora}
+                "dropout": round(self.lora_dropout.value(), 4),
+                "quantized_base": self.lora.isChecked() and self.qlora.isChecked()}
+        return {"logging_steps": self.logging_steps.value(), "lora": lora, "precision": self.precision.currentText()}
 
     def train_dict(self) -> dict:
         return {**self.shared.fields(), **self.shared_train()}
@@ -188,6 +205,8 @@ class SettingsPage(StudioPage):
         self.lora_r.setValue(lora.get("r", 16))
         self.lora_alpha.setValue(lora.get("alpha", 32))
         self.lora_dropout.setValue(lora.get("dropout", 0.05))
+        self.qlora.setChecked(bool(lora.get("quantized_base", False)))
+        self.precision.setCurrentText(c.train.get("precision", "auto"))
         self.student_references.setValue(c.student_references)
         self.device.setCurrentText(c.device)
         self._initialised = True

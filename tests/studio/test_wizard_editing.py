@@ -166,3 +166,19 @@ def test_open_spec_fills_the_wizard(window, wizard, tmp_path):
     assert not window.open_spec(bad)
     assert warnings == [f"{bad}: device: 'toaster' is not one of auto, cuda, mps, cpu."]
     assert wizard.models_page.name.text() == "from-a-file"  # nothing was changed
+
+
+def test_precision_and_qlora_reach_the_spec_and_pure_bf16_is_warned(wizard):
+    wizard.next()
+    wizard.next()
+    wizard.next()
+    page = wizard.settings_page
+    assert page.precision.currentText() == "auto"
+    page.precision.setCurrentText("bf16-pure")
+    assert page.precision_hint.text().startswith("warning:")
+    page.lora.setChecked(True)
+    page.qlora.setChecked(True)
+    wizard.next()
+    spec = load_spec(wizard.review_page.spec_path)
+    trains = [s.train for s in spec.stages if s.kind in ("sft", "distill", "grpo")]
+    assert trains and all(t.precision == "bf16-pure" and t.lora.quantized_base for t in trains)
