@@ -96,10 +96,14 @@ def overlay_store(records: list[RunRecord]) -> MetricStore:
 
 def resume_point(record: RunRecord) -> bool:
     """Whether a resumed run would carry on rather than start over: a stage finished (the pipeline's
-    work/<stage>/done.json) or a training checkpoint exists."""
+    work/<stage>/done.json) or a complete training checkpoint exists (the engine marks a finished save with a
+    ``complete`` file; checkpoints from before the marker end with trainer_state.json). A half-written one, which
+    the engine discards, is no resume point."""
     root = Path(record.path)
-    return any(root.glob("work/*/done.json")) or any(root.glob("checkpoints/*/checkpoint-*")) or \
-        any(root.glob("checkpoints/*/*/checkpoint-*"))  # a learning-rate sweep's trials
+    checkpoints = [*root.glob("checkpoints/*/checkpoint-*"),
+                   *root.glob("checkpoints/*/*/checkpoint-*")]  # a learning-rate sweep's trials
+    return any(root.glob("work/*/done.json")) or any(
+        (c / "complete").is_file() or (c / "trainer_state.json").is_file() for c in checkpoints)
 
 
 def resume_refusal(record: RunRecord) -> str:

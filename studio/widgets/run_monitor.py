@@ -11,6 +11,7 @@ import logging
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
+from engine.contract.errors import StoreError
 from engine.contract.runs import RunStore
 from studio.model.history_data import resume_point
 from studio.run_session import RunSession
@@ -187,7 +188,7 @@ class RunMonitor(QWidget):
         if state.run_id and not session.live and state.state in ("failed", "cancelled"):
             try:
                 can = resume_point((self.store or RunStore()).get(state.run_id))
-            except (KeyError, OSError, ValueError):
+            except (KeyError, OSError, ValueError, StoreError):  # a damaged run.json: no Resume
                 can = False
         self.resume_button.setVisible(can)
 
@@ -197,6 +198,6 @@ def load_eval_report(run_id: str, store: RunStore | None = None) -> dict | None:
     try:
         path = (store or RunStore()).paths(run_id).eval_json
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    except (KeyError, OSError, ValueError) as exc:
+    except (KeyError, OSError, ValueError, StoreError) as exc:
         log.info("no evaluation for %s: %s", run_id, exc)
         return None

@@ -72,7 +72,9 @@ def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: i
             events.emit("metric", stage=stage.name, step=x, values=values, sent_at=time.time())
         events.progress(stage.name, step, STEPS, time.time() - start)
         if paths is not None and step == STEPS // 2:
-            (paths.checkpoints(stage.name) / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
+            checkpoint = paths.checkpoints(stage.name) / f"checkpoint-{step}"
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            (checkpoint / "complete").write_text(f"{step}\n")  # as engine/callbacks.py marks a finished save
         if stage.kind == "grpo" and step % 5 == 0:
             events.emit("sample", stage=stage.name, step=step, prompt="What is 2 + 3?",
                         completion="<think>2 + 3 = 5</think><answer>5</answer>",

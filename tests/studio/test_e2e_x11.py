@@ -99,6 +99,10 @@ class Desktop:
         if self.app is not None and self.app.poll() is None:
             self.app.kill()
             self.app.wait(timeout=10)
+        for info in self.home.glob("runs/*/run.json"):  # engines live in sessions of their own: stop ours
+            run = json.loads(info.read_text())
+            if run.get("status") in ("running", "cancelling") and run.get("pid") and _alive(run["pid"]):
+                os.kill(run["pid"], signal.SIGKILL)
         self.xvfb.terminate()
         self.xvfb.wait(timeout=10)
 

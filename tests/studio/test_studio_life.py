@@ -273,3 +273,19 @@ def test_a_cancelled_run_resumes_as_the_cancel_tooltip_promises(window, qtbot, t
     qtbot.waitUntil(lambda: session.state.state == "finished", timeout=15000)
     assert list(series().x) == list(range(1, 41))
     assert any("resuming student_sft from checkpoint-20" in line for line in session.state.log)
+
+
+def test_only_a_finished_stage_or_a_complete_checkpoint_is_a_resume_point(tmp_path):
+    from studio.model.history_data import resumable, resume_point, resume_refusal
+
+    store = RunStore(tmp_path)
+    paths = store.create("r", "")
+    record = store.update(paths.id, status="failed")
+    half = paths.checkpoints("sft") / "checkpoint-5"
+    half.mkdir(parents=True)  # a save the crash interrupted: the engine would discard it
+    assert not resume_point(record) and not resumable(record)
+    assert "Nothing to resume from" in resume_refusal(record)
+    (half / "complete").write_text("5\n")
+    assert resumable(record)
+    finished = store.update(paths.id, status="finished")
+    assert not resumable(finished) and "Re-run" in resume_refusal(finished)
