@@ -168,8 +168,9 @@ def _check_fraction(where: str, value: float, *, open_low: bool = False, open_hi
 class ModelSpec:
     source: str = option("demo:teacher", "Where the model comes from: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local "
                          "folder, a .gguf file, or demo:teacher / demo:student for the embedded demo kit.")
-    dtype: str = option("auto", "Weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, "
-                        "bfloat16 or float16.")
+    dtype: str = option("auto", "Weights dtype for inference (a frozen teacher, evaluation, chat): auto (bfloat16 on "
+                        "a GPU that supports it, else float32), float32, bfloat16 or float16. A model being trained "
+                        "loads in its stage's train.precision instead (fp32 master weights unless bf16-pure).")
     load_in_4bit: bool = option(False, "Load the weights in 4-bit NF4 (bitsandbytes) to save memory, e.g. for a "
                                 "large frozen teacher.")
     revision: str = option("", "Hub revision (branch, tag or commit); empty for the default.")
