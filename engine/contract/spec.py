@@ -97,7 +97,7 @@ def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     if not types or (value is None and "None" in str(f.type)):
         return value
     numeric = [t for t in types if t in (int, float)]
-    if numeric and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    if numeric and str not in types and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         value = float(value)
     if numeric and isinstance(value, float) and not math.isfinite(value):
         _fail(where, f"must be a finite number, got {value}.")
