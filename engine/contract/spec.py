@@ -112,7 +112,7 @@ def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         _fail(where, f"expected {' or '.join(_TYPE_WORDS[t] for t in types)}, got {shown}"
                      f"{' (put text in quotes)' if str in types else ''}.")
-    if numeric and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         high = f.metadata.get("high") or DEFAULT_HIGH
         if value > high or value < -DEFAULT_HIGH:
             hint = f.metadata.get("hint")
