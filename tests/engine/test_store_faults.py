@@ -271,3 +271,34 @@ def test_an_index_that_is_a_link_is_set_aside_not_written_through(tmp_path):
     paths = store.create("x", "")
     assert [r.id for r in store.list()] == [paths.id]
     assert outside.read_bytes() == b"precious" and not store.index_path.is_symlink()
+
+
+def test_a_multi_process_run_is_locked_by_its_launcher_alone(tmp_path, monkeypatch):
+    """accelerate launch: the launcher holds the run's lock for its children (which never take it), and lets
+    it go when they are done."""
+    from engine import launch
+    from engine.contract.runs import RunPaths
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: multi\ndevice: cpu\nprocesses: 2\nstages:\n  - {kind: sft, name: s}\n")
+    store, out, seen = RunStore(tmp_path / "home"), io.StringIO(), {}
+
+    class Children:
+        def __init__(self, cmd, env, **kwargs):
+            paths = RunPaths(store.runs_dir / cmd[-1])
+            seen["holder"], seen["child_env"] = RunLock.holder(paths), env.get(launch.CHILD_ENV)
+            with pytest.raises(RunLocked):  # a second engine on this run is refused meanwhile
+                RunLock(paths).acquire()
+            done = Event("done", {"status": "finished", "summary": {}}, run_id=paths.id, seq=2).to_json()
+            hello = Event("hello", {}, run_id=paths.id, seq=1).to_json()
+            self.stdout, self.pid = io.StringIO(f"{hello}\n{done}\n"), os.getpid()
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Children)
+    monkeypatch.setattr(launch, "_forward_cancel", lambda *args: None)
+    assert launch.launch_distributed(spec, 2, store=store, out=out) == 0
+    assert seen == {"holder": os.getpid(), "child_env": "1"}
+    [record] = store.list()
+    assert RunLock.holder(RunPaths(record.path)) is None  # released once the children finished
