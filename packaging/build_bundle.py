@@ -6,7 +6,7 @@ starts without a Python installation, then smoke-test it offscreen.
     python packaging/build_bundle.py   # → dist/compression-studio/compression-studio, smoke-tested
 
 The bundle carries the project's wheel under ``wheels/``: on first start the studio's engine environment manager
-(studio/engine_env.py) installs it, with a torch build fitting the machine, into a managed environment — the
+(studio/model/engine_env.py) installs it, with a torch build fitting the machine, into a managed environment — the
 engine itself (torch, transformers, …) is never frozen, which is why the heavy packages are excluded below.
 """
 from __future__ import annotations

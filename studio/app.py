@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _choose_engine_environment(settings) -> None:
     """Create or pick the Python environment with the engine (progress in a dialog, which remembers the choice)
     and use it."""
-    from studio.engine_env import EngineEnvDialog
+    from studio.widgets.engine_env_dialog import EngineEnvDialog
     from studio.model.app_settings import save_settings
 
     dialog = EngineEnvDialog()

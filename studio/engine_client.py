@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.contract.protocol import Event, ProtocolError, command_line, read_events
 from engine.contract.runs import pid_alive
+from studio.process import ChildProcess, process_environment
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_MS = 8000  # a training step plus a checkpoint save; then terminate
@@ -46,14 +47,6 @@ class EngineLauncher:
         """The command a user could type (shown in the log)."""
         return " ".join([self.python, *self.arguments(*args)])
 
-
-def detach_on_unix(process: QProcess) -> None:
-    """Start the engine in a session of its own: closing the terminal the studio was started from (SIGHUP) or
-    pressing Ctrl-C there (SIGINT to the foreground process group) must not reach a run the user left running.
-    The engine survives the studio's end too: it writes its events to the run folder and ignores closed pipes."""
-    if sys.platform != "win32":
-        flags = QProcess.UnixProcessFlag
-        process.setUnixProcessParameters(flags.CreateNewSession | flags.ResetSignalHandlers)
 
 
 class RunSource(QObject):
@@ -141,88 +134,62 @@ class EngineClient(RunSource):
     def __init__(self, launcher: EngineLauncher | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.launcher = launcher or EngineLauncher()
-        self.process = QProcess(self)
-        self._stdout_buffer = b""
-        self._stderr_buffer = b""
+        self.process = ChildProcess(self)
         self._pending: collections.deque[bytes] = collections.deque()
         self._drain_timer = QTimer(self)
         self._drain_timer.setSingleShot(True)
         self._drain_timer.setInterval(0)
         self._drain_timer.timeout.connect(self._on_drain_timer_timeout)
-        self._escalation: list[QTimer] = []
-        self.process.readyReadStandardOutput.connect(self._on_process_stdout)
-        self.process.readyReadStandardError.connect(self._on_process_stderr)
-        self.process.finished.connect(self._on_process_finished)
-        self.process.errorOccurred.connect(self._on_process_error)
+        self.process.stdout_lines.connect(self._on_process_stdout_lines)
+        self.process.stderr_lines.connect(self._on_process_stderr_lines)
+        self.process.escalated.connect(self._on_process_escalated)
+        self.process.exited.connect(self._on_process_exited)
+        self.process.failed_to_start.connect(self._on_process_failed_to_start)
 
     def start(self, *args: str) -> None:
-        """Start ``python -m engine ARGS``; events arrive as signals."""
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")  # events must not sit in a pipe buffer
-        for key, value in self.launcher.env.items():
-            env.insert(key, str(value))
-        self.process.setProcessEnvironment(env)
-        if self.launcher.workdir:
-            self.process.setWorkingDirectory(self.launcher.workdir)
-        detach_on_unix(self.process)
+        """Start ``python -m engine ARGS`` in a session of its own (a run the user leaves running outlives the
+        studio: the engine writes its events to the run folder and ignores closed pipes); events arrive as
+        signals."""
         self._add_output(f"$ {self.launcher.command_text(*args)}")
-        self.process.start(self.launcher.python, self.launcher.arguments(*args))
+        self.process.start(self.launcher.python, self.launcher.arguments(*args),
+                           env=process_environment(self.launcher.env), workdir=self.launcher.workdir,
+                           new_session=True)
 
     @property
     def running(self) -> bool:
-        return self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process.running
 
     @property
     def pid(self) -> int:
-        return int(self.process.processId())
+        return self.process.pid
 
     def send(self, type_: str, **fields) -> None:
-        if self.running:
-            self.process.write(command_line(type_, **fields).encode("utf-8"))
+        self.process.write(command_line(type_, **fields))
 
     def cancel(self, grace_ms: int = CANCEL_GRACE_MS, terminate_grace_ms: int = TERMINATE_GRACE_MS) -> None:
         """Ask nicely (stdin ``cancel``: the engine saves a checkpoint), then terminate, then kill."""
         if not self.running:
             return
         self._add_output("[studio] cancel requested")
-        self.send("cancel")
-        self._schedule(grace_ms, self._on_cancel_grace_elapsed)
-        self._schedule(grace_ms + terminate_grace_ms, self._on_terminate_grace_elapsed)
+        self.process.stop(lambda: self.send("cancel"), grace_ms, terminate_grace_ms)
 
     def kill(self) -> None:
         """Stop the engine at once (it will be reported as failed)."""
-        if self.running:
-            self.process.kill()
+        self.process.kill()
 
-    def _schedule(self, ms: int, slot) -> None:
-        timer = QTimer(self)
-        timer.setSingleShot(True)
-        timer.timeout.connect(slot)
-        timer.start(ms)
-        self._escalation.append(timer)
-
-    def _on_cancel_grace_elapsed(self) -> None:
-        if self.running:
-            self._add_output("[studio] the engine did not stop in time; terminating it")
-            self.process.terminate()
-
-    def _on_terminate_grace_elapsed(self) -> None:
-        if self.running:
-            self._add_output("[studio] the engine ignored terminate; killing it")
-            self.process.kill()
-
-    def _on_process_stdout(self) -> None:
-        self.feed_stdout(bytes(self.process.readAllStandardOutput()))
+    def _on_process_escalated(self, how: str) -> None:
+        self._add_output("[studio] the engine did not stop in time; terminating it" if how == "terminate"
+                         else "[studio] the engine ignored terminate; killing it")
 
     def feed_stdout(self, chunk: bytes) -> None:
-        """Handle a chunk of engine stdout; lines may arrive split across reads, so the tail waits for its
-        newline. Complete lines are handled within a time budget; the rest on the next event-loop turn."""
-        data = self._stdout_buffer + chunk
-        *lines, self._stdout_buffer = data.split(b"\n")
+        """Handle a chunk of engine stdout as the process would deliver it (tests feed bursts this way)."""
+        self._on_process_stdout_lines(self.process.stdout_splitter.feed(chunk))
+
+    def _on_process_stdout_lines(self, lines: list) -> None:
         self._pending.extend(lines)
         self.drain()
 
-    def drain(self, budget_s: float = DRAIN_BUDGET_S) -> None:
+    def drain(self, budget_s: float | None = DRAIN_BUDGET_S) -> None:
         """Handle pending stdout lines for at most ``budget_s`` (None: all of them), so that a burst of
         thousands of events never freezes the window."""
         deadline = None if budget_s is None else time.perf_counter() + budget_s
@@ -248,40 +215,23 @@ class EngineClient(RunSource):
             return
         self._dispatch(event)
 
-    def _on_process_stderr(self) -> None:
-        data = self._stderr_buffer + bytes(self.process.readAllStandardError())
-        # tqdm-style progress bars rewrite one line with \r: treat \r as a line end too
-        *lines, self._stderr_buffer = data.replace(b"\r", b"\n").split(b"\n")
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace").rstrip()
-            if text:
-                self._add_output(text)
+    def _on_process_stderr_lines(self, lines: list) -> None:
+        for text in lines:
+            self._add_output(text)
 
-    def _on_process_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
-        self._on_process_stdout()
-        if self._stdout_buffer:
-            self._pending.append(self._stdout_buffer)
-            self._stdout_buffer = b""
+    def _on_process_exited(self, exit_code: int, crashed: bool) -> None:
         self.drain(budget_s=None)  # every event before the verdict
-        self._on_process_stderr()
-        if self._stderr_buffer.strip():
-            self._add_output(self._stderr_buffer.decode("utf-8", errors="replace"))
-            self._stderr_buffer = b""
-        for timer in self._escalation:
-            timer.stop()
         if self.terminal:
             return
-        crashed = exit_status == QProcess.ExitStatus.CrashExit
         how = "was killed or crashed" if crashed else f"exited with code {exit_code}"
         message = f"the engine {how} before finishing"
         if self.last_error:
             message = f"{self.last_error} ({message})"
         self._end_failed(message)
 
-    def _on_process_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._end_failed(f"could not start the engine ({self.launcher.python}): "
-                             f"{self.process.errorString()}; check the engine Python in Settings")
+    def _on_process_failed_to_start(self, reason: str) -> None:
+        self._end_failed(f"could not start the engine ({self.launcher.python}): {reason}; check the engine "
+                         "Python in Settings")
 
 
 class RunFollower(RunSource):

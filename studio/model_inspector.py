@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import QObject, QProcess, Signal
+from PySide6.QtCore import QObject, Signal
 
 from engine.contract.model_info import ModelInfo
 from studio.engine_client import EngineLauncher
+from studio.process import ChildProcess, process_environment
 
 
 class ModelInspector(QObject):
@@ -20,39 +21,40 @@ class ModelInspector(QObject):
     def __init__(self, launcher: EngineLauncher | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.launcher = launcher or EngineLauncher()
-        self._jobs: dict[str, QProcess] = {}
+        self._jobs: dict[str, tuple[ChildProcess, list[str], list[str]]] = {}  # source → process, stdout, stderr
 
     def inspect(self, source: str) -> None:
         if source in self._jobs:
             return
-        process = QProcess(self)
-        self._jobs[source] = process
-        process.finished.connect(lambda code, _status, s=source, p=process: self._on_job_finished(s, p, code))
-        process.errorOccurred.connect(lambda _err, s=source, p=process: self._on_job_error(s, p))
-        process.start(self.launcher.python, self.launcher.arguments("inspect", source))
+        process, out, err = ChildProcess(self), [], []
+        self._jobs[source] = (process, out, err)
+        process.stdout_lines.connect(lambda lines: out.extend(b.decode("utf-8", "replace") for b in lines))
+        process.stderr_lines.connect(err.extend)
+        process.exited.connect(lambda code, _crashed, s=source: self._on_job_exited(s, code))
+        process.failed_to_start.connect(lambda reason, s=source: self._on_job_failed_to_start(s, reason))
+        process.start(self.launcher.python, self.launcher.arguments("inspect", source),
+                      env=process_environment(self.launcher.env), workdir=self.launcher.workdir)
 
-    def _on_job_finished(self, source: str, process: QProcess, code: int) -> None:
-        self._jobs.pop(source, None)
-        out = bytes(process.readAllStandardOutput()).decode("utf-8", errors="replace")
-        err = bytes(process.readAllStandardError()).decode("utf-8", errors="replace")
+    def _on_job_exited(self, source: str, code: int) -> None:
+        process, out, err = self._jobs.pop(source)
         process.deleteLater()
-        info = None
-        for line in out.splitlines():
+        info, message = None, ""
+        for line in out:
             try:
                 obj = json.loads(line)
             except ValueError:
                 continue
             if isinstance(obj, dict) and obj.get("type") == "error":
-                err = str(obj.get("data", {}).get("message", err))
+                message = str(obj.get("data", {}).get("message", ""))
             elif isinstance(obj, dict) and "type" not in obj:
                 info = ModelInfo.from_dict(obj)
         if code == 0 and info is not None:
             self.inspected.emit(source, info)
-        else:
-            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-            self.inspect_failed.emit(source, lines[-1].removeprefix("error: ") if lines else f"exit code {code}")
+            return
+        lines = [ln for ln in err if ln.strip()]
+        self.inspect_failed.emit(source, message or (lines[-1].removeprefix("error: ") if lines
+                                                     else f"exit code {code}"))
 
-    def _on_job_error(self, source: str, process: QProcess) -> None:
-        if process.error() == QProcess.ProcessError.FailedToStart:
-            self._jobs.pop(source, None)
-            self.inspect_failed.emit(source, f"could not start the engine: {process.errorString()}")
+    def _on_job_failed_to_start(self, source: str, reason: str) -> None:
+        self._jobs.pop(source, None)
+        self.inspect_failed.emit(source, f"could not start the engine: {reason}")

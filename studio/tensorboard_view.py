@@ -1,5 +1,5 @@
 """Open runs in TensorBoard: find the ``tensorboard`` command of the engine's environment, start it on a free
-local port with QProcess, and open the browser once it answers.
+local port (a child process), and open the browser once it answers.
 
 The studio never imports tensorboard (or torch): the engine writes the event files (runs/<id>/tensorboard/), and
 this module only starts the command the engine's environment installed. Several runs open side by side through
@@ -14,8 +14,10 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QTimer, QUrl, Signal
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
+
+from studio.process import ChildProcess
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_MS = 60_000  # TensorBoard's first start imports a lot; a slow machine needs a while
@@ -51,7 +53,7 @@ class TensorBoardLauncher(QObject):
     def __init__(self, python: Callable[[], str], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._python = python
-        self.process: QProcess | None = None
+        self.process: ChildProcess | None = None
         self.url = ""
         self._logdirs: dict[str, str] = {}
         self._waited_ms = 0
@@ -85,14 +87,14 @@ class TensorBoardLauncher(QObject):
             where = ["--logdir", next(iter(wanted.values()))]
         else:
             where = ["--logdir_spec", ",".join(f"{name}:{folder}" for name, folder in wanted.items())]
-        self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        self.process.finished.connect(self._on_finished)
+        self.process, self._output = ChildProcess(self, merged=True), []
+        self.process.stdout_lines.connect(lambda lines: self._output.extend(lines))
+        self.process.exited.connect(self._on_finished)
         self.process.start(exe, [*where, "--host", "127.0.0.1", "--port", str(self._port)])
         self._poll.start()
 
     def _running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process is not None and self.process.running
 
     def _check_started(self) -> None:
         self._waited_ms += POLL_MS
@@ -106,20 +108,19 @@ class TensorBoardLauncher(QObject):
             self.failed.emit(f"TensorBoard did not answer within {START_TIMEOUT_MS // 1000} s; run it by hand: "
                              f"tensorboard --logdir {next(iter(self._logdirs.values()), '')}")
 
-    def _on_finished(self, code: int, _status: object) -> None:
+    def _on_finished(self, code: int, _crashed: bool) -> None:
         if self._poll.isActive():  # it exited before it answered
             self._poll.stop()
-            output = bytes(self.process.readAll()).decode(errors="replace").strip().splitlines() \
-                if self.process else []
+            output = [line.decode(errors="replace").strip() for line in self._output if line.strip()]
             detail = output[-1][:200] if output else f"exit code {code}"
             self.failed.emit(f"TensorBoard stopped before it started ({detail}).")
 
     def stop(self) -> None:
         self._poll.stop()
         if self.process is not None:
-            self.process.finished.disconnect(self._on_finished)
+            self.process.exited.disconnect(self._on_finished)
             if self._running():
                 self.process.kill()
-                self.process.waitForFinished(3000)
+                self.process.qprocess.waitForFinished(3000)
             self.process.deleteLater()
             self.process = None

@@ -1,4 +1,4 @@
-"""A ``QProcess`` wrapper around the engine's chat service (``python -m engine chat``) speaking its JSON-lines
+"""The studio's client of the engine's chat service (``python -m engine chat``) speaking its JSON-lines
 protocol: commands go to stdin, events come back on stdout and are turned into Qt signals.
 
 Process handling follows Frescobaldi and Spyder: the GUI thread never blocks on the service; ``close`` sends a
@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
 from engine.contract.protocol import Event, ProtocolError, command_line
+from studio.process import SOURCE_CHECKOUT, ChildProcess, process_environment
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STDERR_TAIL = 4000  # characters of the service's log kept to explain a crash
 QUIT_GRACE_MS = 3000  # after `quit`, this long before terminate; as long again before kill
 
@@ -46,60 +44,44 @@ class ChatClient(QObject):
     def __init__(self, command: list[str] | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.command = list(command or engine_chat_command())
-        self._process: QProcess | None = None
-        self._buffer = b""
+        self._process: ChildProcess | None = None
         self._stderr = ""
         self._pending: list[str] = []  # commands written before the process started
 
     # ------------------------------------------------------------------ lifetime
     def is_running(self) -> bool:
-        return self._process is not None and self._process.state() != QProcess.ProcessState.NotRunning
+        return self._process is not None and self._process.running
 
     def start(self) -> None:
         """Start the service (a no-op while it runs)."""
         if self.is_running():
             return
-        process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        # `-m engine` must resolve from a source checkout too, not only from an installed package
-        path = env.value("PYTHONPATH", "")
-        env.insert("PYTHONPATH", os.pathsep.join(p for p in (str(PROJECT_ROOT), path) if p))
-        process.setProcessEnvironment(env)
-        process.setWorkingDirectory(str(PROJECT_ROOT))
-        process.readyReadStandardOutput.connect(self._on_process_stdout)
-        process.readyReadStandardError.connect(self._on_process_stderr)
+        process = ChildProcess(self)
+        process.stdout_lines.connect(self._on_process_stdout_lines)
+        process.stderr_lines.connect(self._on_process_stderr_lines)
         process.started.connect(self._on_process_started)
-        process.finished.connect(self._on_process_finished)
-        process.errorOccurred.connect(self._on_process_error)
-        self._process, self._buffer, self._stderr = process, b"", ""
+        process.exited.connect(self._on_process_exited)
+        process.failed_to_start.connect(self._on_process_failed_to_start)
+        self._process, self._stderr = process, ""
         log.info("starting the chat service: %s", " ".join(self.command))
-        process.start(self.command[0], self.command[1:])
+        process.start(self.command[0], self.command[1:], env=process_environment(source_checkout=True),
+                      workdir=str(SOURCE_CHECKOUT))
 
     def close(self, wait_ms: int = 0) -> None:
         """Ask the service to quit, then terminate, then kill; ``wait_ms`` > 0 blocks (application exit)."""
         process = self._process
-        if process is None or process.state() == QProcess.ProcessState.NotRunning:
+        if process is None or not process.running:
             return
-        self._send(command_line("quit"))
-        process.closeWriteChannel()  # EOF also ends the service, should the quit line be lost
-        if wait_ms > 0:
-            if not process.waitForFinished(wait_ms):
-                process.terminate()
-                if not process.waitForFinished(wait_ms):
-                    process.kill()
-                    process.waitForFinished(wait_ms)
-            return
-        QTimer.singleShot(QUIT_GRACE_MS, lambda: self._escalate(process, kill=False))
-        QTimer.singleShot(2 * QUIT_GRACE_MS, lambda: self._escalate(process, kill=True))
 
-    @staticmethod
-    def _escalate(process: QProcess, kill: bool) -> None:
-        try:
-            if process.state() != QProcess.ProcessState.NotRunning:
-                process.kill() if kill else process.terminate()
-        except RuntimeError:  # the QProcess was already deleted with its parent
-            pass
+        def ask() -> None:
+            self._send(command_line("quit"))
+            process.close_stdin()  # EOF also ends the service, should the quit line be lost
+
+        if wait_ms > 0:
+            ask()
+            process.stop_now(wait_ms)
+            return
+        process.stop(ask, QUIT_GRACE_MS, QUIT_GRACE_MS)
 
     # ------------------------------------------------------------------ commands
     def load(self, model: str, source: str, load_in_4bit: bool = False) -> None:
@@ -125,37 +107,30 @@ class ChatClient(QObject):
     def _send(self, line: str) -> None:
         if self._process is None:
             return
-        if self._process.state() == QProcess.ProcessState.Running:
-            self._process.write(line.encode("utf-8"))
-        else:
+        if not self._process.write(line):
             self._pending.append(line)
 
     # ------------------------------------------------------------------ process slots
     def _on_process_started(self) -> None:
         pending, self._pending = self._pending, []
         for line in pending:
-            self._process.write(line.encode("utf-8"))
+            self._process.write(line)
         self.service_started.emit()
 
-    def _on_process_stdout(self) -> None:
-        self._buffer += bytes(self._process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
+    def _on_process_stdout_lines(self, lines: list) -> None:
         for raw in lines:
             if raw.strip():
                 self._dispatch(raw.decode("utf-8", errors="replace"))
 
-    def _on_process_stderr(self) -> None:
-        text = bytes(self._process.readAllStandardError()).decode("utf-8", errors="replace")
-        self._stderr = (self._stderr + text)[-STDERR_TAIL:]
+    def _on_process_stderr_lines(self, lines: list) -> None:
+        self._stderr = (self._stderr + "\n".join(lines) + "\n")[-STDERR_TAIL:]
 
-    def _on_process_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            message = f"cannot start the chat service ({' '.join(self.command)}): {self._process.errorString()}"
-            self.error_reported.emit({"message": message, "request_id": "", "model": ""})
-            self.service_finished.emit(-1, message)
+    def _on_process_failed_to_start(self, reason: str) -> None:
+        message = f"cannot start the chat service ({' '.join(self.command)}): {reason}"
+        self.error_reported.emit({"message": message, "request_id": "", "model": ""})
+        self.service_finished.emit(-1, message)
 
-    def _on_process_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
-        self._on_process_stdout()
+    def _on_process_exited(self, exit_code: int, _crashed: bool) -> None:
         self._pending.clear()
         self.service_finished.emit(exit_code, self._stderr)
 

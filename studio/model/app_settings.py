@@ -33,7 +33,7 @@ def default_engine_python() -> str:
     """The studio's own Python for a pip/pipx/uv install; in the frozen bundle (whose executable is the app, not a
     Python) the environment the engine-environment manager made or the user picked, or "" if there is none yet."""
     if getattr(sys, "frozen", False):
-        from studio.engine_env import chosen_python
+        from studio.model.engine_env import chosen_python
 
         chosen = chosen_python()
         return str(chosen) if chosen and chosen.exists() else ""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import engine_env as ee
+from studio.model import engine_env as ee
+from studio.widgets import engine_env_dialog as dialogs
 
 PIP_TRANSCRIPT = """\
 Looking in indexes: https://pypi.org/simple
@@ -119,7 +120,7 @@ def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch
     lines = PIP_TRANSCRIPT.splitlines()
     script = "import time\nfor line in %r:\n    print(line, flush=True)\n    time.sleep(0.005)\n" % lines
     steps = [ee.Step(title, [sys.executable, "-c", script], 0.5, 5) for title in ("one", "two")]
-    installer = ee.EngineEnvInstaller(steps, tmp_path / "env")
+    installer = dialogs.EngineEnvInstaller(steps, tmp_path / "env")
     fractions = []
     installer.progressed.connect(lambda f, m: fractions.append(f))
     with qtbot.waitSignal(installer.finished, timeout=20000) as blocker:
@@ -127,7 +128,7 @@ def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch
     assert blocker.args[0] is True and blocker.args[1] == str(ee.env_python(tmp_path / "env"))
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert ee.chosen_python() == ee.env_python(tmp_path / "env")
-    failing = ee.EngineEnvInstaller([ee.Step("bad", [sys.executable, "-c", "raise SystemExit(4)"], 1.0)], tmp_path)
+    failing = dialogs.EngineEnvInstaller([ee.Step("bad", [sys.executable, "-c", "raise SystemExit(4)"], 1.0)], tmp_path)
     with qtbot.waitSignal(failing.finished, timeout=20000) as blocker:
         failing.start()
     assert blocker.args[0] is False and "exit code 4" in blocker.args[1]
@@ -135,12 +136,12 @@ def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch
 
 def test_dialog_accepts_a_working_python_and_rejects_a_broken_one(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
-    dialog = ee.EngineEnvDialog(machine=ee.Machine())
+    dialog = dialogs.EngineEnvDialog(machine=ee.Machine())
     qtbot.addWidget(dialog)
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\nexit 0\n")
     broken.chmod(0o755)
-    with qtbot.waitSignal(dialog._probe.finished, timeout=20000):
+    with qtbot.waitSignal(dialog._probe.exited, timeout=20000):
         dialog.use_python(broken)
     assert dialog.python is None and "cannot run the engine" in dialog.status.text()
     with qtbot.waitSignal(dialog.accepted, timeout=60000):

@@ -8,8 +8,8 @@ fits the machine (CUDA when ``nvidia-smi`` reports a GPU, CPU otherwise) from Py
 Progress comes from parsing pip's ``--progress-bar raw`` lines and uv's summaries. The user may instead point it
 at any existing Python that has the engine.
 
-Everything here except :class:`EngineEnvInstaller` (a thin QProcess wrapper) and :class:`EngineEnvDialog` (the
-first-start dialog) is plain Python, testable without a QApplication.
+Everything here is plain Python, testable without a QApplication; the installer that runs a plan and the
+first-start dialog are :mod:`studio.widgets.engine_env_dialog`.
 """
 from __future__ import annotations
 
@@ -23,9 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QPlainTextEdit, QProgressBar,
-                               QPushButton, QVBoxLayout, QWidget)
 
 from engine.contract.runs import data_dir
 
@@ -303,152 +300,3 @@ def overall_fraction(steps: list[Step], index: int, step_fraction: float) -> flo
     """Progress of the whole plan when step ``index`` is ``step_fraction`` done."""
     total = sum(s.weight for s in steps) or 1.0
     return (sum(s.weight for s in steps[:index]) + steps[index].weight * step_fraction) / total
-
-
-# ---- the Qt part: run the plan in QProcess, report progress -----------------------------------------------------
-
-class EngineEnvInstaller(QObject):
-    """Runs an install plan step by step in a QProcess (never on the GUI thread's time)."""
-
-    progressed = Signal(float, str)  # overall fraction, message
-    line_logged = Signal(str)
-    finished = Signal(bool, str)  # success, python path or the reason it failed
-
-    def __init__(self, steps: list[Step], target: Path, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.steps, self.target, self.index = steps, target, -1
-        self._parser = StepProgress()
-        self._pending = ""
-        self._process = QProcess(self)
-        self._process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        environment = QProcessEnvironment.systemEnvironment()
-        environment.insert("PYTHONUNBUFFERED", "1")  # pip's progress lines as they happen, not in 8 KiB lumps
-        self._process.setProcessEnvironment(environment)
-        self._process.readyReadStandardOutput.connect(self._on_process_output)
-        self._process.finished.connect(self._on_process_finished)
-        self._process.errorOccurred.connect(self._on_process_error)
-
-    def start(self) -> None:
-        self._next()
-
-    def cancel(self) -> None:
-        self.index = len(self.steps)  # no further step starts
-        self._process.kill()
-
-    def _next(self) -> None:
-        self.index += 1
-        if self.index >= len(self.steps):
-            python = env_python(self.target)
-            remember_python(python)
-            self.finished.emit(True, str(python))
-            return
-        step = self.steps[self.index]
-        self._parser, self._pending = StepProgress(step.expected_packages), ""
-        self.progressed.emit(overall_fraction(self.steps, self.index, 0.0), step.title)
-        self._process.start(step.argv[0], step.argv[1:])
-
-    def _on_process_output(self) -> None:
-        text = self._pending + bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
-        *lines, self._pending = text.replace("\r", "\n").split("\n")  # a chunk may end mid-line
-        if self.index >= len(self.steps):
-            return
-        for line in lines:
-            self.line_logged.emit(line)
-            fraction = self._parser.feed(line)
-            step = self.steps[self.index]
-            message = f"{step.title}: {self._parser.message}" if self._parser.message else step.title
-            self.progressed.emit(overall_fraction(self.steps, self.index, fraction), message)
-
-    def _on_process_finished(self, code: int, status: QProcess.ExitStatus) -> None:
-        if self.index >= len(self.steps):
-            self.finished.emit(False, "cancelled")
-        elif code != 0 or status != QProcess.ExitStatus.NormalExit:
-            self.finished.emit(False, f"{self.steps[self.index].title} failed (exit code {code}); "
-                               "see the log for pip's message.")
-        else:
-            self._next()
-
-    def _on_process_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self.finished.emit(False, f"could not start {self.steps[self.index].argv[0]}")
-
-
-class EngineEnvDialog(QDialog):
-    """First start without a working engine: create the managed environment (with progress) or pick a Python."""
-
-    def __init__(self, parent: QWidget | None = None, machine: Machine | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Engine environment")
-        self.python: Path | None = None
-        self._installer: EngineEnvInstaller | None = None
-        self._probe = QProcess(self)
-        self._probe.finished.connect(self._on_probe_finished)
-        text = QLabel("Compression Studio trains and evaluates models in a separate Python environment with "
-                      "PyTorch. None was found.\n" + (machine or detect_machine()).describe() + ".")
-        text.setWordWrap(True)
-        self.status = QLabel("")
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        self.log = QPlainTextEdit(readOnly=True)
-        self.log.setMaximumBlockCount(2000)
-        self.create_button = QPushButton("Create it")
-        self.existing_button = QPushButton("Use an existing Python…")
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
-        buttons.addButton(self.create_button, QDialogButtonBox.ButtonRole.ActionRole)
-        buttons.addButton(self.existing_button, QDialogButtonBox.ButtonRole.ActionRole)
-        buttons.rejected.connect(self.reject)
-        self.create_button.clicked.connect(self._on_create_clicked)
-        self.existing_button.clicked.connect(self._on_existing_clicked)
-        layout = QVBoxLayout(self)
-        for widget in (text, self.status, self.bar, self.log, buttons):
-            layout.addWidget(widget)
-
-    def use_python(self, python: str | Path) -> None:
-        """Check ``python`` in a child process; accept the dialog if it has the engine and torch."""
-        self.status.setText(f"Checking {python}…")
-        self._candidate = Path(python)
-        program, *arguments = probe_argv(python)
-        self._probe.start(program, arguments)
-
-    def _on_existing_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "The Python of an environment with the engine")
-        if path:
-            self.use_python(path)
-
-    def _on_probe_finished(self) -> None:
-        env = parse_probe(self._candidate, bytes(self._probe.readAllStandardOutput()).decode(),
-                          bytes(self._probe.readAllStandardError()).decode())
-        if not env.ok:
-            self.status.setText(f"{env.python} cannot run the engine: {env.problem or 'torch or engine missing'}")
-            return
-        remember_python(env.python)
-        self.python = env.python
-        self.accept()
-
-    def _on_create_clicked(self) -> None:
-        try:
-            steps = default_plan()
-        except RuntimeError as exc:
-            self.status.setText(str(exc))
-            return
-        self.create_button.setEnabled(False)
-        self.existing_button.setEnabled(False)
-        self._installer = EngineEnvInstaller(steps, managed_env_dir(), self)
-        self._installer.progressed.connect(self._on_installer_progressed)
-        self._installer.line_logged.connect(self.log.appendPlainText)
-        self._installer.finished.connect(self._on_installer_finished)
-        self.rejected.connect(self._installer.cancel)
-        self._installer.start()
-
-    def _on_installer_progressed(self, fraction: float, message: str) -> None:
-        self.bar.setValue(int(1000 * fraction))
-        self.status.setText(message)
-
-    def _on_installer_finished(self, ok: bool, detail: str) -> None:
-        if ok:
-            self.python = Path(detail)
-            self.accept()
-            return
-        self.status.setText(detail)
-        self.create_button.setEnabled(True)
-        self.existing_button.setEnabled(True)
