@@ -193,7 +193,7 @@ class ChatService:
                 self.loading.pop(name).set()
 
     def _load_model(self, name: str, source: str, load_in_4bit: bool) -> LoadedModel:
-        from engine import memory
+        from engine import heartbeat, memory
         from engine.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_source
         from engine.contract.spec import ModelSpec
 
@@ -211,14 +211,20 @@ class ChatService:
         spec = ModelSpec(source=source, load_in_4bit=load_in_4bit)
         tokenizer = load_tokenizer(spec)
         self.writer.progress(stage, 1, 2, time.perf_counter() - start)
-        if load_in_4bit:  # the quantizer's path: layers the CPU kernel cannot run stay full precision
-            from engine.quantization import quantize_in_memory
-            from engine.contract.spec import QuantizeSpec
 
-            model, _ = quantize_in_memory(spec, QuantizeSpec(compute_dtype=str(dtype).replace("torch.", "")),
-                                          device)
-        else:
-            model = load_model(spec, device)
+        def still_loading(elapsed: float) -> None:  # a GGUF unpack or a large load: the arena hears it is alive
+            self.writer.emit("progress", stage=stage, model=name, step=1, total=2, fraction=0.5,
+                             elapsed_s=round(time.perf_counter() - start, 2), eta_s=None, unit="step")
+
+        with heartbeat.repeating(still_loading):
+            if load_in_4bit:  # the quantizer's path: layers the CPU kernel cannot run stay full precision
+                from engine.contract.spec import QuantizeSpec
+                from engine.quantization import quantize_in_memory
+
+                model, _ = quantize_in_memory(spec, QuantizeSpec(compute_dtype=str(dtype).replace("torch.", "")),
+                                              device)
+            else:
+                model = load_model(spec, device)
         elapsed = time.perf_counter() - start
         self.writer.progress(stage, 2, 2, elapsed)
         quantized = bool(getattr(model, "is_loaded_in_4bit", False))

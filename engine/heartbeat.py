@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,29 @@ def activity(what: str) -> Iterator[None]:
     finally:
         with _lock:
             _open.remove(entry)
+
+
+@contextmanager
+def repeating(beat: Callable[[float], Any], interval_s: float | None = None) -> Iterator[None]:
+    """Call ``beat(elapsed_s)`` every ``interval_s`` (default :data:`INTERVAL_S`) on a thread while the block runs:
+    for services with their own event shape (the chat service's load progress)."""
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def run() -> None:
+        while not stop.wait(interval_s or INTERVAL_S):
+            try:
+                beat(time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - a heartbeat must never take the engine down
+                pass
+
+    thread = threading.Thread(target=run, name="heartbeat-repeating", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)
 
 
 def _beat() -> None:

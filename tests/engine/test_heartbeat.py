@@ -68,3 +68,13 @@ def test_a_slow_gguf_unpack_and_a_slow_generation_beat(beats, monkeypatch, tmp_p
 
     generate_answers(SlowModel(), Tok(), ["a prompt"], GenerationSpec(batch_size=1), "cpu")
     assert any(e["message"].startswith("generating 1 answers") for e in beats())
+
+
+def test_repeating_calls_back_while_the_block_runs_and_stops_after():
+    calls = []
+    with heartbeat.repeating(calls.append, interval_s=0.1):
+        time.sleep(0.55)
+    count = len(calls)
+    assert count >= 3 and calls == sorted(calls) and calls[0] >= 0.1
+    time.sleep(0.3)
+    assert len(calls) == count
