@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.contract.run_files import (_NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError,  # noqa: F401 - re-exported
-                              json_safe, read_inside, write_atomic)
+from engine.contract.run_files import (  # noqa: F401 - re-exported for the store's users
+    _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, json_safe, read_inside, write_atomic)
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.contract.data.chat import FORMATS
 from engine.contract.data.presets import PRESETS
+from engine.contract.bounded_text import MAX_SPEC_BYTES, parse_bounded, read_spec_file  # noqa: F401
 from engine.contract.errors import SpecError  # noqa: F401 (re-exported)
 
 DATA_PRESETS = tuple(PRESETS)  # one home: engine/contract/data/presets.py
@@ -202,7 +201,8 @@ class DataSpec:
                            "and messages (the conversation column of chat data).")
     roles: dict = option({}, "Chat formats: role names in the data → user, assistant or system (human/gpt/system, "
                          "user/assistant and bot/model are known already).")
-    max_samples: int = option(0, high=10 ** 9, help="Use at most this many records (0 = all); applied before splitting.")
+    max_samples: int = option(0, high=10 ** 9, help="Use at most this many records (0 = all); applied before "
+                              "splitting.")
     validation_fraction: float = option(0.05, "Fraction of records held out for validation during training.")
     test_fraction: float = option(0.1, "Fraction of records held out for the final evaluation.")
     max_length: int = option(512, high=TOKENS_HIGH, help="Truncate prompt + response to this many tokens.")
@@ -304,7 +304,8 @@ class TeacherCacheSpec:
     enabled: bool = option(False, "Token KD: run the teacher once over the data and keep its top-k log-probabilities "
                            "per response token (plus the rest of its mass as one tail bucket) in the run store; "
                            "every sweep point, epoch, resume and later run reads them instead of the teacher.")
-    top_k: int = option(64, high=1 << 24, help="Teacher probabilities kept per token; the divergence is exact over these plus the "
+    top_k: int = option(64, high=1 << 24, help="Teacher probabilities kept per token; the divergence is exact over "
+                        "these plus the "
                         "tail bucket.")
     batch_size: int = option(8, high=1 << 16, help="Sequences the teacher reads at once while the cache is built.")
     path: str = option("", "Use this existing cache folder (refused if it was built for another teacher, data, "
@@ -321,7 +322,8 @@ class DistillSpec:
     method: str = option("token", "token: the paper's joint loss on teacher logits; sequence: learn from answers "
                          "the teacher generated; on_policy: GKD, the student generates and the teacher scores.")
     alpha: float = option(0.5, "Weight of the cross-entropy on references; 1 − alpha weighs the divergence.")
-    temperature: float = option(1.0, high=1000.0, help="Softmax temperature T of both distributions; the divergence is scaled by T².")
+    temperature: float = option(1.0, high=1000.0, help="Softmax temperature T of both distributions; the "
+                                "divergence is scaled by T².")
     divergence: str = option("forward_kl", "D(p_T ‖ p_S): forward_kl, reverse_kl or jsd (generalized JSD).")
     jsd_beta: float = option(0.5, "β of the generalized JSD (0 → forward KL, 1 → reverse KL).")
     top_k: int = option(0, high=1 << 24, help="Live teacher: use only its top-k probabilities, renormalised (0 = "
@@ -380,7 +382,8 @@ class RewardSpec:
 class GRPOSpec:
     num_generations: int = option(4, high=1 << 14, help="Completions sampled per prompt (the group).")
     max_completion_length: int = option(128, high=TOKENS_HIGH, help="Longest completion in tokens.")
-    beta: float = option(0.0, high=10 ** 4, help="KL coefficient β against the reference model (0 = no reference model).")
+    beta: float = option(0.0, high=10 ** 4, help="KL coefficient β against the reference model (0 = no reference "
+                         "model).")
     temperature: float = option(1.0, "Sampling temperature of the completions.", high=1000.0)
     template: str = option("Think step by step inside <think></think>, then give only the final answer inside "
                            "<answer></answer>.\n\n{prompt}", "Prompt template; {prompt} is the task.")
@@ -389,7 +392,8 @@ class GRPOSpec:
                            "Reward functions and their weights.")
     length_range: list = option([16, 128], "Length shaping: completion lengths (tokens) inside this range earn "
                                 "the full length reward.")
-    sample_every: int = option(10, high=STEPS_HIGH, help="Emit a sample completion with its rewards every this many steps.")
+    sample_every: int = option(10, high=STEPS_HIGH, help="Emit a sample completion with its rewards every this "
+                               "many steps.")
     quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits and train LoRA adapters.")
     allow_unsandboxed_code: bool = option(False, "Run the code_tests reward's model-written programs even where "
                                           "the kernel offers no sandbox (no Landlock, no bubblewrap): they could "
@@ -513,13 +517,15 @@ class RunSpec:
     data: DataSpec = option(default_factory=DataSpec, help="The task data.")
     stages: list = option([], "The pipeline, in order.")
     device: str = option("auto", "Where to train: auto (CUDA, then MPS, then CPU), cuda, mps or cpu.")
-    processes: int = option(1, high=4096, help="Processes (one per GPU) started through accelerate launch; 1 = a plain process.")
+    processes: int = option(1, high=4096, help="Processes (one per GPU) started through accelerate launch; 1 = a "
+                            "plain process.")
     distributed: str = option("ddp", "How several processes share the work: ddp, fsdp, deepspeed, or "
                               "config:/path/to/accelerate.yaml.")
     report_to: list = option([], "Experiment trackers the training stages also report to, when installed: "
                              + ", ".join(REPORT_TO) + ". TensorBoard event files are written to the run folder's "
                              "tensorboard/ in any case.")
-    cpu_threads: int = option(0, high=1 << 16, help="CPU threads for torch when training on the CPU (0 = torch's default, one per "
+    cpu_threads: int = option(0, high=1 << 16, help="CPU threads for torch when training on the CPU (0 = torch's "
+                              "default, one per "
                               "core). Tiny models run faster on one thread: thread start-up costs more than "
                               "their matrix products.")
 
@@ -598,32 +604,10 @@ def to_dict(spec: Any) -> dict:
     return dataclasses.asdict(spec)
 
 
-MAX_SPEC_BYTES = 1 << 20  # a spec is a page of settings; anything near a megabyte is not one
-MAX_YAML_NODES = 20_000  # values after alias expansion (a real spec has a few hundred)
-MAX_YAML_DEPTH = 40  # nesting levels (a real spec has five)
-
-
 def load_spec(path: str | Path) -> RunSpec:
     """Read a run spec from a .yaml/.yml or .json file; SpecError names the file and the field."""
     path = Path(path)
-    try:
-        # O_NONBLOCK: a FIFO or device named like a spec must not hang the engine before it can say so
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise SpecError(f"{path}: is not a regular file; give the path of a .yaml or .json spec.")
-            raw = f.read(MAX_SPEC_BYTES + 1)
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a folder, not a spec file; give the path of a .yaml or .json spec.") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror}).") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}: is larger than {MAX_SPEC_BYTES // 1024} KiB, too large for a spec; give the "
-                        "spec file, not a data or model file.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: is not UTF-8 text (byte {exc.start}); save the spec as UTF-8 (or give the spec "
-                        "file, not a binary file).") from None
+    text = read_spec_file(path)
     try:
         values = parse_spec_text(text, json_format=path.suffix.lower() == ".json")
         return build(RunSpec, values, "spec")
@@ -633,113 +617,10 @@ def load_spec(path: str | Path) -> RunSpec:
 
 def parse_spec_text(text: str, *, json_format: bool = False) -> dict:
     """The mapping in a spec's text, refusing resource bombs (alias expansion, nesting, size) with a sentence."""
-    if len(text) > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is larger than {MAX_SPEC_BYTES // 1024} KiB, too large for a spec.")
-    try:
-        values = _parse_json(text) if json_format else _parse_yaml(text)
-    except RecursionError:
-        raise SpecError(f"the spec is nested too deeply (more than {MAX_YAML_DEPTH} levels).") from None
+    values = parse_bounded(text, json_format=json_format)
     if not isinstance(values, dict):
         raise SpecError("the spec must be a mapping with name, teacher, student, data and stages.")
-    _check_depth(values, MAX_YAML_DEPTH)
     return values
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=lambda name: float(name))  # NaN/Infinity reach the field check
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"line {exc.lineno}: invalid JSON ({exc.msg}).") from None
-
-
-def _parse_yaml(text: str) -> Any:
-    import yaml  # lazy: keeps this module stdlib-only at import time
-
-    try:
-        loader = _bounded_loader()(text)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        raise SpecError(f"{line}invalid YAML ({getattr(exc, 'problem', exc)}).") from None
-
-
-def _check_depth(value: Any, limit: int) -> None:
-    """Refuse structures nested deeper than ``limit`` (iterative: deep input must not exhaust the stack)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            raise SpecError(f"the spec is nested too deeply (more than {limit} levels).")
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, depth + 1) for child in children)
-
-
-_LOADER: Any = None
-
-
-def _bounded_loader() -> type:
-    """A SafeLoader that counts every value an alias expands to and the nesting depth, refusing a "billion
-    laughs" bomb or a thousand-level nest while composing, before any of it is built in memory."""
-    global _LOADER
-    if _LOADER is not None:
-        return _LOADER
-    import yaml
-
-    class BoundedLoader(yaml.SafeLoader):
-        def __init__(self, stream: str) -> None:
-            super().__init__(stream)
-            self._nodes = 0
-            self._depth = 0
-            self._weights: dict[int, int] = {}
-
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                target = self.anchors.get(self.peek_event().anchor)
-                self._nodes += self._weight(target) if target is not None else 1
-            else:
-                self._nodes += 1
-            if self._nodes > MAX_YAML_NODES:
-                raise SpecError(f"the spec expands to more than {MAX_YAML_NODES} values (YAML aliases?); a spec "
-                                "is a page of settings, write it out plainly.")
-            self._depth += 1
-            if self._depth > MAX_YAML_DEPTH:
-                raise SpecError(f"the spec is nested too deeply (more than {MAX_YAML_DEPTH} levels).")
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-
-        def _weight(self, node: Any) -> int:
-            """Values under ``node``, counted as often as they repeat (what the alias expands to); counting stops
-            past the limit, so a node that contains itself ends as "too many" instead of looping."""
-            if id(node) in self._weights:
-                return self._weights[id(node)]
-            total, stack = 0, [node]
-            while stack:
-                item = stack.pop()
-                total += 1
-                if total > MAX_YAML_NODES:
-                    break
-                if isinstance(item.value, list):
-                    for child in item.value:
-                        stack.extend(child if isinstance(child, tuple) else (child,))
-            self._weights[id(node)] = total
-            return total
-
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
-            keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-            duplicates = sorted({k for k in keys if keys.count(k) > 1})
-            if duplicates:
-                raise SpecError(f"line {node.start_mark.line + 1}: the setting {duplicates[0]!r} is given twice; "
-                                "keep one.")
-            return super().construct_mapping(node, deep=deep)
-
-    _LOADER = BoundedLoader
-    return _LOADER
 
 
 def dump_spec(spec: RunSpec, path: str | Path | None = None) -> str:

@@ -17,8 +17,8 @@ import pytest
 
 from engine.contract import runs as runs_module
 from engine.contract.protocol import Event, EventWriter, read_events
-from engine.contract.runs import (RunLock, RunLocked, RunNotFound, RunStore, StoreError, data_dir, is_run_id, read_inside,
-                         write_atomic)
+from engine.contract.runs import (RunLock, RunLocked, RunNotFound, RunStore, StoreError, data_dir, is_run_id,
+                                  read_inside, write_atomic)
 
 
 @pytest.fixture
