@@ -164,11 +164,12 @@ def _training(spec: Any, stage: Any, device: str, dims_of: Any, tokens: int) -> 
     d = dims_of(model_spec.source)
     t = stage.train
     w, act = _widths(spec, stage, model_spec, device)
-    lora = t.lora.enabled or model_spec.load_in_4bit  # 4-bit weights train only through adapters
+    four_bit = model_spec.load_in_4bit or getattr(t.lora, "quantized_base", False)  # QLoRA
+    lora = t.lora.enabled or four_bit  # 4-bit weights train only through adapters
     trainable = d.lora_params * t.lora.r if lora else d.params
     eight_bit = "8bit" in str(getattr(t, "optimizer", "")).replace("-", "")
     head_grad = 0 if lora else d.vocab * d.hidden * 4  # the chunked losses' fp32 head-gradient accumulator
-    return {"weights": _weights(d, w, model_spec.load_in_4bit) + (trainable * 4 if lora else 0),
+    return {"weights": _weights(d, w, four_bit) + (trainable * 4 if lora else 0),
             "gradients": trainable * (4 if lora else w), "optimizer": trainable * (2 if eight_bit else 8),
             "activations": _activations(d, tokens, act, t.gradient_checkpointing) + head_grad}
 
@@ -275,10 +276,10 @@ def _changes(spec: Any, stage: Any) -> list[tuple[str, Any]]:
                     lambda s, st: setattr(st.train, "optimizer", "adamw_8bit")))
     if trains and not t.lora.enabled:
         out.append(("train.lora.enabled: true (LoRA)", lambda s, st: setattr(st.train.lora, "enabled", True)))
-    if trains and stage.model in ("teacher", "student") and not getattr(spec, stage.model).load_in_4bit:
-        out.append((f"train.lora.enabled: true and {stage.model}.load_in_4bit: true (QLoRA)",
+    if trains and hasattr(t.lora, "quantized_base") and not t.lora.quantized_base:
+        out.append(("train.lora.quantized_base: true (QLoRA)",
                     lambda s, st: (setattr(st.train.lora, "enabled", True),
-                                   setattr(getattr(s, st.model), "load_in_4bit", True))))
+                                   setattr(st.train.lora, "quantized_base", True))))
     if spec.data.max_length >= 32:
         out.append((f"data.max_length: {spec.data.max_length // 2} (shorter sequences)",
                     lambda s, st: setattr(s.data, "max_length", s.data.max_length // 2)))

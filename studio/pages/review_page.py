@@ -15,6 +15,7 @@ from engine.contract.runs import data_dir
 from engine.contract.spec import RunSpec, SpecError, build, dump_spec, parse_spec_text
 from studio.pages.common import StudioPage
 from studio.pages.spec_lines import line_of_error
+from studio.model.memory_summary import memory_summary
 from studio.model.wizard_model import build_spec, command_for
 
 
@@ -59,7 +60,12 @@ class ReviewPage(StudioPage):
         row.addWidget(self.command, 1)
         row.addWidget(copy)
         row.addWidget(save)
+        self.memory = QLabel("")
+        self.memory.setObjectName("memory")
+        self.memory.setWordWrap(True)
+        self.memory_report: dict | None = None
         self.body.addWidget(self.summary)
+        self.body.addWidget(self.memory)
         self.body.addWidget(self.yaml, 1)
         self.body.addLayout(row)
         self.spec: RunSpec | None = None
@@ -108,10 +114,30 @@ class ReviewPage(StudioPage):
             self.summary.setText(f"<b>{spec.name}</b>: {stages}<br>teacher <code>{spec.teacher.source}</code>, "
                                  f"student <code>{spec.student.source}</code>, data <code>{spec.data.preset}"
                                  f"</code>, device <code>{spec.device}</code>")
+            self._check_memory()
+        else:
+            self.memory.setText("")
         self.recheck()
 
     def problem(self) -> str:
         return self.problem_text
+
+    # ------------------------------------------------------------------ memory
+    def _check_memory(self) -> None:
+        """Ask the engine for the plan's memory estimate (a background process; the studio never loads torch)."""
+        preflight = getattr(self.wizard(), "preflight", None) if self.wizard() else None
+        if preflight is None or self.spec_path is None or not self.spec_path.exists():
+            return
+        self.memory.setText("<b>Memory</b>: estimating…")
+        preflight.check(str(self.spec_path))
+
+    def show_memory(self, report: dict) -> None:
+        self.memory_report = report
+        self.memory.setText(memory_summary(report))
+
+    def show_memory_problem(self, message: str) -> None:
+        self.memory_report = None
+        self.memory.setText(f"<b>Memory</b>: no estimate ({message})")
 
     # ------------------------------------------------------------------ editing
     def _on_yaml_text_changed(self) -> None:

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QWidget, QWizard
 
 from engine.contract.spec import RunSpec, SpecError, load_spec
 from studio.engine_client import EngineLauncher
+from studio.memory_preflight import MemoryPreflight
 from studio.model_inspector import ModelInspector
 from studio.pages.data_page import DataPage
 from studio.pages.method_page import MethodPage
@@ -41,6 +42,9 @@ class RunWizard(QWizard):
         self.method_page = MethodPage()
         self.settings_page = SettingsPage()
         self.review_page = ReviewPage()
+        self.preflight = MemoryPreflight(launcher, self)  # the review page's memory estimate
+        self.preflight.checked.connect(self.review_page.show_memory)
+        self.preflight.check_failed.connect(self.review_page.show_memory_problem)
         self.pages = (self.models_page, self.data_page, self.method_page, self.settings_page, self.review_page)
         for page in self.pages:
             self.addPage(page)

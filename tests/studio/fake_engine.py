@@ -188,6 +188,16 @@ def main(argv: list[str]) -> int:
                           "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
                           "dtype": "float32"}))
         return 0
+    if command == "preflight":  # the memory plan's shape (engine/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets room
+        room = float(os.environ.get("FAKE_ENGINE_MEMORY_GB", "24")) * 1e9
+        stages = [{"stage": "teacher_sft", "kind": "sft", "peak_bytes": int(30e9), "fits": 30e9 <= room,
+                   "parts": {"weights": int(6e9), "optimizer": int(24e9)}}]
+        fits = stages[0]["fits"]
+        print(json.dumps({"device": "cuda", "available_bytes": int(room), "fits": fits, "peak_bytes": int(30e9),
+                          "stages": stages, "refusal": None if fits else "stage teacher_sft needs ≈30.0 GB of GPU "
+                          "memory at its peak but ≈24.0 GB is available; the cheapest change that fits: "
+                          "teacher_sft: train.lora.enabled: true (LoRA) (≈9.5 GB)."}))
+        return 0 if fits else 1
     if command == "run" and argv[1:2] == ["--resume"]:
         return cmd_run(None, demo=False, resume=argv[2])
     if command == "run":

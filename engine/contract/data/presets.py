@@ -7,7 +7,9 @@ Column names were checked against the data sets' hub cards and the code of proje
 - ``dolly_es``  argilla/databricks-dolly-15k-curated-multilingual, split ``es`` (splits are languages: de, en,
   es, fr): instruction, context, response, category (the Spanish translation) plus instruction_original_en,
   context_original_en, response_original_en (the English source, unused) and an integer id.
-- ``bugnet``    alexjercan/bugnet, config ``Python``: problem_id, language, original_status, fail (buggy code),
+- ``bugnet``    alexjercan/bugnet, config ``Python``, read through its parquet export (revision refs/convert/parquet:
+  the main branch holds a loading script, bugnet.py, next to its JSONL files, and datasets ≥ 4 refuses any
+  repository with a script): problem_id, language, original_status, fail (buggy code),
   pass (accepted code), change (replace/insert/delete), i1, i2, j1, j2, error, stderr, description, input,
   output. Prompt: the buggy program and its error (stderr, else error); target: the fixed program; the
   input/output pair becomes a test; change is the category (per-category scores by kind of edit).
@@ -165,7 +167,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                     "category": "category", "id": "id"},
            templates={"es": _DOLLY_ES, "en": _PLAIN_EN}, license="CC BY-SA 3.0"),
     Preset("bugnet", "BugNet (Python)", "CodeNet submissions that failed, their error, and the user's accepted "
-           "fix.", hub_id="alexjercan/bugnet", config="Python",
+           "fix.", hub_id="alexjercan/bugnet", config="Python", revision="refs/convert/parquet",
            columns={"instruction": "fail", "context": ("stderr", "error"), "response": "pass",
                     "category": "change", "id": "id", "tests": "tests"},
            row_filter={"language": "Python"}, templates={"en": _BUGNET}, category="fix", finish=_bugnet_finish,
