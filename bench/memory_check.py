@@ -64,6 +64,8 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
     from engine.memory_plan import stage_peak
     from engine.models import apply_lora
 
+    import peft  # noqa: F401 - imported before the baseline: its import is not the stage's memory
+
     torch.set_num_threads(2)
     spec = _spec(case, folders)
     stage = spec.stages[0]

@@ -169,9 +169,13 @@ def _training(spec: Any, stage: Any, device: str, dims_of: Any, tokens: int) -> 
     trainable = d.lora_params * t.lora.r if lora else d.params
     eight_bit = "8bit" in str(getattr(t, "optimizer", "")).replace("-", "")
     head_grad = 0 if lora else d.vocab * d.hidden * 4  # the chunked losses' fp32 head-gradient accumulator
+    activations = _activations(d, tokens, act, t.gradient_checkpointing) + head_grad
+    if lora and t.lora.dropout > 0 and not t.gradient_checkpointing:
+        # peft keeps each adapted linear's dropped-out input: q/k/v/o/gate/up take h wide inputs, down I wide
+        activations += tokens * d.layers * act * (6 * d.hidden + d.inter)
     return {"weights": _weights(d, w, four_bit) + (trainable * 4 if lora else 0),
             "gradients": trainable * (4 if lora else w), "optimizer": trainable * (2 if eight_bit else 8),
-            "activations": _activations(d, tokens, act, t.gradient_checkpointing) + head_grad}
+            "activations": activations}
 
 
 def _teacher(spec: Any, stage: Any, device: str, dims_of: Any, tokens: int, gen: int = 0) -> dict[str, int]:

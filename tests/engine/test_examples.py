@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures" / "presets"
 HUB_PRESETS = ["dolly_en", "dolly_es", "bugnet", "pytorrent", "codeforces_cot"]
+ALL_EXAMPLES_ENV = "COMPRESSION_TEST_ALL_EXAMPLES"
+# dolly_en runs every kind of stage but GRPO (teacher SFT, SFT, KD from the cache over a 3-point sweep, evaluation,
+# 4-bit) and codeforces_grpo the GRPO path; the other four repeat those stage kinds on other data (their data is
+# mapped above and their plans checked), so the suite runs them only when asked: at 152k-token vocabularies each
+# run costs tens of CPU seconds.
+TWINS = {"dolly_es": "dolly_en", "bugnet": "dolly_en", "pytorrent": "dolly_en", "quantize_4bit": "dolly_en"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,7 +114,14 @@ def _tiny_spec(example: Path, models: dict[str, Path], out: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def _gated(example: Path):  # noqa: ANN202
+    if example.stem not in TWINS:
+        return example
+    reason = (f"same stage kinds as {TWINS[example.stem]}, which runs; set {ALL_EXAMPLES_ENV}=1 to run this one too")
+    return pytest.param(example, marks=pytest.mark.skipif(not os.environ.get(ALL_EXAMPLES_ENV), reason=reason))
+
+
+@pytest.mark.parametrize("example", [_gated(e) for e in EXAMPLES], ids=lambda p: p.stem)
 def test_example_runs_on_cpu_with_tiny_models(example: Path, tiny_models: dict[str, Path], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from engine.cli import cmd_run
