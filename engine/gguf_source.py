@@ -2,8 +2,8 @@
 
 transformers reads a GGUF file by de-quantizing every tensor (25–65 s for a 0.5B model), and the model it returns
 cannot be saved, quantized to 4 bits by bitsandbytes, or trained like a normal one. So the first load unpacks the
-file into a plain ``save_pretrained`` folder (weights in the narrowest dtype that holds the de-quantized values
-exactly, plus the tokenizer and the chat template) under ``<data dir>/gguf-cache/<sha256 prefix>/``, written
+file into a plain ``save_pretrained`` folder (float16 for a quantized file: see ``_storage_dtype``; plus the
+tokenizer and the chat template) under ``<data dir>/gguf-cache/<sha256 prefix>/``, written
 atomically; every later load — of any stage, run or process — reads that folder like any local model.
 
 The key is the file's SHA-256 (a copied or renamed file finds its cache); hashing a large file takes seconds, so
@@ -32,6 +32,7 @@ CACHE_DIR = "gguf-cache"
 KEY_LENGTH = 16  # hex digits of the SHA-256 kept in the folder name
 COMPLETE = "gguf-source.json"  # written last: a folder without it is an unfinished unpack
 FLOAT_TYPES = ("F32", "F16", "BF16")
+F16_SAFE_MAX = 6.0e4  # float16's largest finite value is 65504
 _RENAMED_ARCHITECTURES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
                           "minimax-m2": "minimax_m2"}
 _lock = threading.Lock()  # one unpack at a time per process (the chat service loads from threads)
@@ -137,16 +138,17 @@ def unpacked_folder(path: str | Path) -> Path:
 
 
 def _storage_dtype(types: dict[str, int]) -> Any:
-    """The narrowest dtype holding every de-quantized value exactly: F16-only or BF16-only files keep their
-    type; anything quantized (int codes × f16 scales) or F32 needs float32."""
+    """The dtype the cache stores: F32-only files stay float32, F16/BF16-only files keep their type, and
+    quantized files become float16 — its rounding (≤ 2⁻¹¹ relative) is far below the quantization step already
+    in the weights (Q8_0: ≈ 2⁻⁸ of a block's largest value), and it halves the folder against float32."""
     import torch
 
     floats = set(types) - {"F32"}
-    if floats == {"F16"}:
-        return torch.float16
+    if not floats:
+        return torch.float32
     if floats == {"BF16"}:
         return torch.bfloat16
-    return torch.float32
+    return torch.float16
 
 
 def _unpack(path: Path, target: Path, info: dict) -> None:
@@ -157,11 +159,14 @@ def _unpack(path: Path, target: Path, info: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        try:  # de-quantized exactly (float32), then stored as ``dtype`` where every value fits
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         except (OSError, ValueError, NotImplementedError, KeyError) as exc:
             raise EngineError(f"transformers cannot read {path.name}: {str(exc).splitlines()[0][:200]}") from None
+        if dtype == torch.float16 and any(p.abs().max() > F16_SAFE_MAX for p in model.parameters()):
+            dtype = torch.float32  # a weight beyond float16's range (rare): keep every value exact instead
+        model.to(dtype)
         # the weights are plain de-quantized tensors now; only the GGUF loader's marker forbids saving them
         model.hf_quantizer = None
         model.config.__dict__.pop("quantization_config", None)
