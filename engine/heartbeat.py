@@ -72,16 +72,15 @@ def _beat() -> None:
     last = time.monotonic()
     while True:
         time.sleep(min(0.5, INTERVAL_S / 4))
-        with _lock:
-            if not _open:
+        with _lock:  # emitting under the lock: once attach(None, "") returns, no heartbeat follows (e.g. 'done')
+            if not _open or _target["events"] is None:
                 continue
             what, started = _open[-1]
-            events, stage = _target["events"], _target["stage"]
-        now = time.monotonic()
-        if events is None or now - max(last, started) < INTERVAL_S:
-            continue
-        last = now
-        try:
-            events.status("running", stage, f"{what} ({now - started:.0f} s)")
-        except Exception:  # noqa: BLE001 - a heartbeat must never take the engine down
-            pass
+            now = time.monotonic()
+            if now - max(last, started) < INTERVAL_S:
+                continue
+            last = now
+            try:
+                _target["events"].status("running", _target["stage"], f"{what} ({now - started:.0f} s)")
+            except Exception:  # noqa: BLE001 - a heartbeat must never take the engine down
+                pass
