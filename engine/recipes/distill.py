@@ -130,6 +130,8 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teac
     todo = [r for r in records if r["id"] not in answers]
     if not todo:
         return answers
+    # longest prompts first across all chunks, not only inside each: batches of similar length pad little
+    todo.sort(key=lambda r: -len(str(r.get("instruction", ""))) - len(str(r.get("context") or "")))
     ctx.events.log(f"teacher answers: {len(answers)} cached, {len(todo)} to generate")
     tokenizer = load_tokenizer(teacher_spec)
     gen = GenerationSpec(**{**to_dict(ctx.stage.generation), "max_new_tokens": ctx.stage.distill.max_new_tokens})
