@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from engine.context import EngineError
+from engine.llama_cpp_quantize import LLAMA_CPP_INSTALL, llama_cpp_available, quantize_with_llama_cpp
+from engine.ollama_modelfile import chatml_stop_tokens, default_system_prompt, modelfile_text
 
 log = logging.getLogger(__name__)
 
 #: transformers architectures this exporter converts → llama.cpp architecture name (gguf.MODEL_ARCH member).
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2"}
 FORMATS = ("f16", "q8_0", "q4_0", "q4_k_m")
-LLAMA_CPP_INSTALL = "pip install 'compression-studio[gguf]' (llama-cpp-python, which compiles llama.cpp)"
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -94,12 +94,6 @@ def check_exportable(model_dir: Path, formats: list[str]) -> dict:
         raise EngineError(f"{model_dir} has no tokenizer.json; save the tokenizer next to the model.")
     check_formats(formats)
     return config
-
-
-def llama_cpp_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 # ----------------------------------------------------------------------------------------------- weights
@@ -243,83 +237,6 @@ def _write_direct(model_dir: Path, config: dict, fmt: str, name: str, vocab: tup
     return template
 
 
-_LLAMA_LOG_CALLBACK: Any = None  # kept referenced: llama.cpp calls it from C
-
-
-def _route_llama_cpp_logs() -> None:
-    """llama.cpp's log lines go to this module's logger (debug), decoded leniently: llama-cpp-python's own
-    callback fails on the UTF-8 fragments of byte-level tokens that llama.cpp logs."""
-    global _LLAMA_LOG_CALLBACK
-    import ctypes
-
-    import llama_cpp
-
-    if _LLAMA_LOG_CALLBACK is None:
-        @llama_cpp.llama_log_callback
-        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
-
-        _LLAMA_LOG_CALLBACK = callback
-    llama_cpp.llama_log_set(_LLAMA_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-def _quantize_llama_cpp(source: Path, target: Path, fmt: str) -> None:
-    """llama.cpp's own quantizer (k-quant mixes, fallbacks for rows that do not split into 256-blocks)."""
-    import ctypes
-
-    import llama_cpp
-
-    _route_llama_cpp_logs()
-
-    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[fmt]
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = os.cpu_count() or 1
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
-    if code != 0 or not target.is_file():
-        raise EngineError(f"llama.cpp's quantizer failed on {source.name} (code {code}); run with -v to see "
-                          "its log.")
-
-
-def chatml_stop_tokens(config: dict, tokens: list[str]) -> list[str]:
-    """End-of-turn tokens to stop on: the model's eos ids (generation_config.json can list several)."""
-    ids = config.get("eos_token_id")
-    ids = ids if isinstance(ids, list) else [ids]
-    return [tokens[i] for i in ids if isinstance(i, int) and 0 <= i < len(tokens)]
-
-
-def default_system_prompt(tokenizer: Any) -> str | None:
-    """The system prompt the chat template adds when a conversation has none (Qwen's "You are …")."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    try:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], add_generation_prompt=True,
-                                             tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that needs more than one user turn has no default to find
-        return None
-    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.DOTALL)
-    return found.group(1) if found else None
-
-
-def modelfile_text(gguf_name: str, template: str | None, stops: list[str], default_system: str | None) -> str:
-    """An Ollama Modelfile. For a ChatML template (Qwen2) the TEMPLATE is its Go-template equivalent, with the
-    template's default system prompt as SYSTEM; otherwise Ollama falls back to the chat template embedded in
-    the GGUF (tokenizer.chat_template)."""
-    lines = ["# Ollama Modelfile written by Compression Studio: ollama create NAME -f Modelfile",
-             f"FROM ./{gguf_name}", ""]
-    if template and "<|im_start|>" in template:
-        lines += ['TEMPLATE """{{- if .System }}<|im_start|>system', "{{ .System }}<|im_end|>",
-                  '{{ end }}{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}',
-                  "{{ .Content }}<|im_end|>", '{{ end }}{{- end }}<|im_start|>assistant', '"""']
-        if default_system:
-            lines.append(f'SYSTEM """{default_system}"""')
-        lines.append("")
-    elif template:
-        lines += ["# TEMPLATE: none here; Ollama reads the chat template embedded in the GGUF.", ""]
-    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-    return "\n".join(lines) + "\n"
-
-
 def _generation_eos(model_dir: Path, config: dict) -> dict:
     """config.json with eos_token_id taken from generation_config.json when it lists more (Qwen stops on
     <|im_end|> and <|endoftext|>)."""
@@ -368,7 +285,7 @@ def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str
             final = out_dir / f"{name}-q4_k_m.gguf"
             partial = final.with_name(final.name + ".partial")
             temporary.append(partial)
-            _quantize_llama_cpp(files["f16"], partial, "q4_k_m")
+            quantize_with_llama_cpp(files["f16"], partial, "q4_k_m")
             os.replace(partial, final)
             written.append(final)
             files["q4_k_m"] = final

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from engine.context import EngineError
-from engine.gguf_export import export_gguf, llama_cpp_available
+from engine.gguf_export import export_gguf
+from engine.llama_cpp_quantize import llama_cpp_available
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["What is 12 plus 30?", "Reverse the word 'model'.", "Name a colour."]
