@@ -31,6 +31,19 @@ log = logging.getLogger(__name__)
 PAGES = ("Start", "New run", "Monitor", "History", "Chat")
 
 
+PREFERRED_SIZE = QSize(1280, 820)
+FRAME_ALLOWANCE = QSize(16, 48)  # the window manager's title bar and borders, unknown before the first show
+
+
+def initial_size(available: QSize | None) -> QSize:
+    """The window's first size: 1280×820, or less where the screen is smaller (a 1280×800 or 1366×768 laptop),
+    so that its frame, status bar included, is on screen; never below what a screen of that size can show."""
+    if available is None or available.isEmpty():
+        return QSize(PREFERRED_SIZE)
+    return QSize(min(PREFERRED_SIZE.width(), available.width() - FRAME_ALLOWANCE.width()),
+                 min(PREFERRED_SIZE.height(), available.height() - FRAME_ALLOWANCE.height()))
+
+
 class _ChatPlaceholder(QWidget):
     """Stands in for the chat arena until its page is first opened (it starts an engine chat service)."""
 
@@ -52,7 +65,7 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.ask: Callable[[str, str], str] = self._ask_on_close  # tests replace the dialog
         self.detached_runs: list[RunSession] = []
         self.setWindowTitle("Compression Studio")
-        self.resize(1280, 820)
+        self.resize(initial_size(self.screen().availableGeometry().size() if self.screen() else None))
         self._build()
         self._build_menus()
         self.watcher = RunWatcher(self.store, parent=self)
@@ -355,8 +368,10 @@ class MainWindow(FollowsRunFolders, QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         live = [s for s in self.live_sessions() if isinstance(s.source, EngineClient)]
         if live:
-            choice = self.ask("Runs are still going", f"{len(live)} run(s) are still training. Leave them running "
-                              "(the studio follows them again at its next start) or cancel them?")
+            what = ("A run is still training. Leave it running (the studio follows it again at its next start) or "
+                    "cancel it?" if len(live) == 1 else f"{len(live)} runs are still training. Leave them running "
+                    "(the studio follows them again at its next start) or cancel them?")
+            choice = self.ask("Runs are still going", what)
             if choice == "stay":
                 event.ignore()
                 return

@@ -80,6 +80,7 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
     ("lr", "Learning rate"),
     ("length", "Completion length (tokens)"),
     ("throughput", "Tokens / s"),
+    ("grad", "Gradient norm"),
     ("eval", "Evaluation"),
     ("other", "Other"),
 )
@@ -102,6 +103,8 @@ def metric_group(name: str) -> str:
         return "lr"
     if "tokens_per_s" in leaf or name.startswith("perf/"):
         return "throughput"
+    if leaf == "grad_norm":
+        return "grad"  # its own titled plot (it was "Other")
     if name.startswith("kd/") or "loss" in leaf or leaf in ("ce", "divergence"):
         return "loss"
     return "other"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -59,3 +60,23 @@ def kd_compatibility(teacher: ModelInfo | None, student: ModelInfo | None) -> st
         return f"Same vocabulary ({tv} tokens): token-level KD (the paper's joint loss) is possible."
     return (f"Different vocabularies (teacher {tv}, student {sv}): token-level KD is not possible; "
             "use sequence-level KD, which learns from the teacher's generated answers.")
+
+
+def missing_local_source(source: str) -> str:
+    """Why a model source that names a local file or folder cannot be used (it is not there, or a folder without
+    config.json), as the engine would refuse it at the run's start; "" for one that is there, a hub id or the
+    demo kit. The wizard asks before the launch, so that a typo costs no failed run."""
+    source = str(source).strip()
+    if not source or source.startswith("demo:"):
+        return ""
+    path = Path(source).expanduser()
+    if source.lower().endswith(".gguf"):
+        return "" if path.is_file() else f"the GGUF file {path} does not exist; check the path (GGUF… picks one)."
+    if not (path.exists() or source.startswith(("/", ".", "~"))):
+        return ""  # a hub id (org/name): only the engine, with the network, can tell
+    if not path.is_dir():
+        return (f"the model folder {path} does not exist; pick a folder saved with save_pretrained (Folder…), a "
+                ".gguf file or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.")
+    if not (path / "config.json").is_file():
+        return f"{path} is not a model folder (it has no config.json); pick the folder save_pretrained wrote."
+    return ""

@@ -61,7 +61,7 @@ class Turn:
         ``every_state`` (the export) any unfinished one does, with its error."""
         parts = []
         if self.completion_tokens is not None:
-            parts.append(f"{self.completion_tokens} tokens")
+            parts.append(f"{self.completion_tokens} token{'' if self.completion_tokens == 1 else 's'}")
         if self.ttft_s is not None:
             parts.append(f"first token {self.ttft_s:.2f} s")
         if self.tokens_per_s is not None:

@@ -306,6 +306,9 @@ class ArenaWidget(QWidget):
         self.prompt_edit.clear()
         self.status_label.setText("")
         self._refresh_all()
+        # a click on Send disables it while the models answer, and Qt hands focus to the next field: typing
+        # the next question belongs in the prompt box
+        self.prompt_edit.setFocus(Qt.FocusReason.OtherFocusReason)
         return [request_id for _key, request_id, _messages in requests]
 
     def _on_stop_clicked(self) -> None:

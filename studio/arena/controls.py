@@ -187,5 +187,6 @@ class VoteBar(QWidget):
         if not tally:
             self.tally_label.setText("No votes yet.")
             return
-        self.tally_label.setText("Tally: " + " · ".join(p.text() for p in tally))
+        # "; " between pairs: model names hold " · " themselves ("run · student_kd")
+        self.tally_label.setText("Tally: " + ";   ".join(p.text() for p in tally))
         self.tally_label.setToolTip("\n".join(p.text() for p in tally))

@@ -25,6 +25,13 @@ def to_json(session: ArenaSession) -> dict:
             "panes": [_pane_dict(session, p) for p in session.panes if p.choice is not None]}
 
 
+def _answer_text(answer: str) -> str:
+    """The answer as Markdown shows it: an answer of only whitespace would read as an empty line."""
+    if not answer:
+        return "(no answer)"
+    return answer if answer.strip() else f"(only whitespace: {len(answer)} characters)"
+
+
 def to_markdown(session: ArenaSession) -> str:
     """The arena as a readable document: one section per model, each turn with its answer and numbers."""
     data = to_json(session)
@@ -41,7 +48,7 @@ def to_markdown(session: ArenaSession) -> str:
         if pane.error:
             lines += [f"> Could not load: {pane.error}", ""]
         for number, turn in enumerate(pane.turns, start=1):
-            lines += [f"**User ({number}):** {turn.user}", "", f"**{pane.name}:** {turn.answer or '(no answer)'}", ""]
+            lines += [f"**User ({number}):** {turn.user}", "", f"**{pane.name}:** {_answer_text(turn.answer)}", ""]
             stats = turn.stats(reference, rouge_digits=3, every_state=True)
             if stats:
                 lines += [f"*{stats}*", ""]

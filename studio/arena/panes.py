@@ -43,8 +43,9 @@ def turn_html(turn: Turn, reference_name: str, with_stats: bool = True) -> str:
     answer = html.escape(turn.answer).replace("\n", "<br>")
     if turn.is_open:
         answer += '<span style="color:#0969da;">&#9646;</span>'  # a cursor while tokens stream in
-    elif not turn.answer:
-        answer = '<i style="color:#8c959f;">(no answer)</i>'
+    elif not turn.answer.strip():  # spaces or newlines only would show as nothing at all
+        answer = ('<i style="color:#8c959f;">(no answer)</i>' if not turn.answer else
+                  f'<i style="color:#8c959f;">(only whitespace: {len(turn.answer)} characters)</i>')
     parts = [f'<table width="100%" cellpadding="6" style="background:#f1f5f9; border-radius:6px;"><tr><td>'
              f'<span style="color:#57606a; font-size:11px;">YOU</span><br>{user}</td></tr></table>',
              f'<p style="margin-top:6px; margin-bottom:2px;">{answer}</p>']
@@ -100,7 +101,12 @@ class ChatPane(QFrame):
 
     def _build_picker(self) -> QWidget:
         row = QWidget()
-        box = QHBoxLayout(row)
+        # the picker has a line of its own: beside its buttons, three panes in a 1024-pixel window left it ten
+        # characters, and every pane of one run read "demo-quick…"
+        column = QVBoxLayout(row)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(4)
+        box = QHBoxLayout()
         box.setContentsMargins(0, 0, 0, 0)
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
@@ -111,7 +117,8 @@ class ChatPane(QFrame):
         self.model_combo.setToolTip("A model of the run history, or type a hub id, a folder or a .gguf file.")
         self.model_combo.lineEdit().setPlaceholderText("hub id, folder or .gguf file")
         self.model_combo.currentIndexChanged.connect(self.show_name_start)
-        box.addWidget(self.model_combo, 1)
+        column.addWidget(self.model_combo)
+        column.addLayout(box)
         browse = QToolButton()
         browse.setText("…")
         browse.setToolTip("Pick a model folder or a GGUF file")
@@ -124,6 +131,7 @@ class ChatPane(QFrame):
         self.four_bit = QCheckBox("4-bit")
         self.four_bit.setToolTip("Load the weights in 4-bit NF4 (bitsandbytes)")
         box.addWidget(self.four_bit)
+        box.addStretch(1)
         self.load_button = QPushButton("Load")
         self.load_button.setObjectName("compactButton")
         self.load_button.clicked.connect(self._on_load_button_clicked)

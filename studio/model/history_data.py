@@ -46,6 +46,22 @@ def read_eval(record: RunRecord) -> dict | None:
         return None
 
 
+def compare_reports(named: list[tuple[str, dict | None]]) -> dict | None:
+    """Several runs' evaluations as one table: a row per run · model, each with the retention against its own
+    run's reference; None when none of them has a model comparison. Names that repeat get a number."""
+    models: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    for name, report in named:
+        rows = (report or {}).get("models")
+        if not isinstance(rows, dict):
+            continue
+        seen[name] = seen.get(name, 0) + 1
+        label = name if seen[name] == 1 else f"{name} ({seen[name]})"
+        for model, scores in rows.items():
+            models[f"{label} · {model}"] = scores
+    return {"models": models, "reference": ""} if models else None
+
+
 class RunTail:
     """One run's events.jsonl read incrementally into a RunState (the history follows runs still going)."""
 

@@ -207,6 +207,8 @@ class RunState:
             self.progress = dict(d)
             self.stage = d.get("stage") or self.stage
             self.pipeline.on_progress(d, event.time)
+        elif event.type == "metric" and d.get("model"):
+            pass  # one model's final scores (the evaluate stage): the evaluation table shows them, not a curve
         elif event.type == "metric":
             self.metrics.add(d.get("stage", ""), d.get("step", 0), d.get("values", {}), prefix)
         elif event.type == "sample":

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.contract.model_info import ModelInfo, kd_compatibility
+from engine.contract.model_info import ModelInfo, kd_compatibility, missing_local_source
 from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
 from studio.pages.common import StudioPage, tip
 
@@ -110,8 +110,9 @@ class ModelsPage(StudioPage):
         row.addWidget(self.compat, 1)
         self.body.addLayout(row)
         self.finish_layout()
-        for box in (self.teacher, self.student):
+        for role, box in self._boxes().items():
             box.source.editTextChanged.connect(self.recheck)
+            box.source.editTextChanged.connect(lambda _text, role=role: self._on_source_edited(role))
 
     def initializePage(self) -> None:
         if self._connected:
@@ -120,6 +121,14 @@ class ModelsPage(StudioPage):
         inspector = self.wizard().inspector
         inspector.inspected.connect(self._on_inspector_inspected)
         inspector.inspect_failed.connect(self._on_inspector_failed)
+
+    def _on_source_edited(self, role: str) -> None:
+        """What was read of the previous source says nothing about the new one."""
+        box = self._boxes()[role]
+        if box.info.text() != "Not inspected yet.":
+            box.info.setText("Not inspected yet.")
+        if self._info.pop(role, None) is not None:
+            self.compat.setText("")
 
     def _boxes(self):
         return {"teacher": self.teacher, "student": self.student}
@@ -151,6 +160,10 @@ class ModelsPage(StudioPage):
                 build(ModelSpec, box.values(), role)
         except SpecError as exc:
             return str(exc)
+        for role, box in self._boxes().items():
+            missing = missing_local_source(box.values()["source"])
+            if missing:
+                return f"{role}.source: {missing}"
         return ""
 
     def validatePage(self) -> bool:

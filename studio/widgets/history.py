@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter,
-                               QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QMessageBox, QPushButton,
+                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
 from engine.contract.runs import RunPaths, RunRecord, RunStore
 from studio.engine_client import EngineLauncher
-from studio.model.history_data import (OverlayCurves, display_status, format_time, key_scores, read_eval, resumable,
-                                 resume_refusal)
+from studio.model.history_data import (OverlayCurves, compare_reports, display_status, format_time, key_scores,
+                                      read_eval, resumable, resume_refusal)
 from studio.widgets.export_dialog import ExportDialog, exportable_models
 from studio.tensorboard_view import TensorBoardLauncher
 from studio.widgets.metric_plots import MetricPlots
@@ -28,6 +29,24 @@ RESUME_TIP = ("Continue the run where it stopped: finished stages are kept and t
               "last checkpoint (compression-engine run --resume RUN_ID).")
 STATUS_COLORS = {"finished": "#2e7d32", "failed": "#c62828", "interrupted": "#c62828", "cancelled": "#8d6e00",
                  "running": "#1565c0", "cancelling": "#1565c0", "created": "#616161"}
+
+
+def open_folder(path: Path) -> bool:
+    """Open a folder in the desktop's file manager; False when none could be started."""
+    opener = {"darwin": "open", "win32": "explorer"}.get(sys.platform, "xdg-open")
+    try:
+        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603 - a folder we own
+                         stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        log.warning("cannot open %s: %s", path, exc)
+        return False
+    return True
+
+
+def _tell(parent: QWidget, title: str, text: str) -> None:
+    box = QMessageBox(QMessageBox.Icon.Information, title, text, QMessageBox.StandardButton.Ok, parent)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.open()
 
 
 def _ask(parent: QWidget, title: str, text: str) -> bool:
@@ -49,6 +68,8 @@ class HistoryView(QWidget):
         self.tensorboard = tensorboard
         self.records: list[RunRecord] = []
         self.confirm: Callable[[QWidget, str, str], bool] = _ask  # tests replace the dialog
+        self.notify: Callable[[QWidget, str, str], None] = _tell
+        self.open_folder: Callable[[Path], bool] = open_folder
         self.curves: OverlayCurves | None = None
         self._shown: list[tuple] = []
         self.launcher: EngineLauncher | None = None  # the main window's (the engine Python is a setting)
@@ -177,7 +198,17 @@ class HistoryView(QWidget):
             return
         self.curves = OverlayCurves(records)
         self.plots.set_store(self.curves.store)
-        self.eval_table.show_report(read_eval(records[0]) if len(records) == 1 else None)
+        self._show_evaluation(records)
+
+    def _show_evaluation(self, records: list[RunRecord]) -> None:
+        """One run's evaluation, or the selected runs' side by side (a row per run · model)."""
+        if len(records) == 1:
+            self.eval_table.show_report(read_eval(records[0]))
+            return
+        self.eval_table.show_report(
+            compare_reports([(r.name, read_eval(r)) for r in records]),
+            caption=f"Held-out evaluation of {len(records)} runs; each retention is against its own run's reference.",
+            empty="None of the selected runs has an evaluation yet.")
 
     def follow_changes(self, run_ids: set[str]) -> None:
         """Runs changed on disk (the run watcher): statuses, and the curves and evaluation of the selection."""
@@ -185,8 +216,8 @@ class HistoryView(QWidget):
         if self.curves is not None and self.curves.ids & set(run_ids):
             self.curves.update()
             records = self.selected_records()
-            if len(records) == 1 and records[0].id in run_ids:
-                self.eval_table.show_report(read_eval(records[0]))
+            if {r.id for r in records} & set(run_ids):
+                self._show_evaluation(records)
 
     def _on_open_clicked(self) -> None:
         records = self.selected_records()
@@ -205,12 +236,12 @@ class HistoryView(QWidget):
 
     def _on_folder_clicked(self) -> None:
         records = self.selected_records()
-        if len(records) == 1:
-            opener = {"darwin": "open", "win32": "explorer"}.get(sys.platform, "xdg-open")
-            try:
-                subprocess.Popen([opener, str(records[0].path)])  # noqa: S603 - a folder we own
-            except OSError as exc:
-                log.warning("cannot open %s: %s", records[0].path, exc)
+        if len(records) == 1 and not self.open_folder(Path(records[0].path)):
+            # no file manager here (a server, a bare X session): a click that does nothing reads as a bug, so
+            # give the path, ready to paste
+            QApplication.clipboard().setText(str(records[0].path))
+            self.notify(self, "Open folder", f"No file manager could be started here. The run's folder is\n\n"
+                        f"{records[0].path}\n\n(copied to the clipboard).")
 
     def _on_export_clicked(self) -> None:
         records = self.selected_records()
@@ -228,8 +259,9 @@ class HistoryView(QWidget):
         if not records:
             return
         names = ", ".join(r.name for r in records)
-        if not self.confirm(self, "Delete runs", f"Delete {len(records)} run(s) ({names}) with their models, "
-                            "checkpoints and curves? This cannot be undone."):
+        count = "this run" if len(records) == 1 else f"these {len(records)} runs"
+        if not self.confirm(self, "Delete runs", f"Delete {count} ({names}) with their models, checkpoints and "
+                            "curves? This cannot be undone."):
             return
         for r in records:
             try:

@@ -24,6 +24,8 @@ from studio.widgets.plot_legend import CurveStyles, PlotLegend, is_smoothed, spl
 GROUP_TITLES = dict(METRIC_GROUPS)
 GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 
+HOVER_HINT = "Hover over a plot to read its values."
+
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
 
 
@@ -73,7 +75,7 @@ class MetricPlots(QWidget):
         self.log_check = QCheckBox("Log scale")
         self.log_check.setToolTip("Logarithmic y axis (losses spanning several orders of magnitude).")
         self.log_check.toggled.connect(self._on_log_toggled)
-        self.readout = QLabel("Hover over a plot to read its values.")
+        self.readout = QLabel(HOVER_HINT)
         self.readout.setObjectName("readout")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.empty_label = QLabel("No metrics yet — curves appear here as soon as the engine reports them.")
@@ -110,6 +112,7 @@ class MetricPlots(QWidget):
         """Show another run's curves (or an overlay of several)."""
         self.store = store
         self._reset_plots()
+        self.readout.setText(HOVER_HINT)  # a value read from the previous run's curves is not this run's
         self.refresh()
 
     def _reset_plots(self) -> None:

@@ -42,6 +42,7 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: StudioSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
+        self.setMinimumWidth(600)  # whole paths: at its natural width the engine's Python read "vork/venv/bin/python"
         self.settings = settings
         self.data_dir = QLineEdit(settings.data_dir)
         self.data_dir.setPlaceholderText(str(data_dir()))

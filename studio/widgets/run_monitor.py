@@ -164,8 +164,8 @@ class RunMonitor(QWidget):
         self._show_resume(session)
         if state.state == "failed":
             hint = "  Resume continues it from its last checkpoint." if self.resume_button.isVisibleTo(self) else ""
-            self.error_banner.setText(f"The run failed: {state.last_error or 'the engine stopped'}.  The log "
-                                      f"has the engine's last words.{hint}")
+            reason = (state.last_error or "the engine stopped").rstrip().rstrip(".")  # the engine's own full stop
+            self.error_banner.setText(f"The run failed: {reason}.  The log has the engine's last words.{hint}")
             self.error_banner.show()
         else:
             self.error_banner.hide()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QFontDatabase
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QTextCursor
 from PySide6.QtWidgets import (QGridLayout, QLabel, QPlainTextEdit, QProgressBar, QTableWidgetItem, QTextBrowser,
                                QVBoxLayout, QWidget)
 
@@ -97,9 +97,17 @@ class LogView(QPlainTextEdit):
         self.seen = state.log_total
         if lines:
             self.appendPlainText("\n".join(lines))  # one append per refresh, not per line
+            if not self.textCursor().hasSelection():
+                # the cursor at the start of the last line, not its end: a log appended while its tab was
+                # hidden would otherwise open scrolled to the right, every line cut at its start
+                cursor = self.textCursor()
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                cursor.movePosition(QTextCursor.MoveOperation.StartOfBlock)
+                self.setTextCursor(cursor)
 
     def reset(self) -> None:
         self.clear()
+        self.horizontalScrollBar().setValue(0)
         self.seen = 0
 
 
@@ -129,10 +137,12 @@ class SamplesPanel(QTextBrowser):
                                        f"step {sample.step}" if sample.step else "", rewards) if p)
         reference = (f"<div style='color:#2e7d32'>reference: {html.escape(sample.reference[:1000])}</div>"
                      if sample.reference else "")
+        # an answer of only spaces or newlines would show as a blank box
+        answer = html.escape(sample.completion[:3000]) if sample.completion.strip() else "(empty answer)"
         return (f"<div style='margin-bottom:14px'><div style='color:#666'>{head}</div>"
                 f"<div style='color:#333;margin-top:4px'><i>{html.escape(sample.prompt[:600])}</i></div>"
                 f"<pre style='background:#f4f6f8;padding:6px;white-space:pre-wrap'>"
-                f"{html.escape(sample.completion[:3000]) or '(empty answer)'}</pre>{reference}</div>")
+                f"{answer}</pre>{reference}</div>")
 
     def reset(self) -> None:
         self.clear()
@@ -170,13 +180,15 @@ class EvalTable(QWidget):
         layout.addStretch(1)  # tables as tall as their rows, the space below them
         self._show_grpo({})
 
-    def show_report(self, report: dict | None) -> None:
+    def show_report(self, report: dict | None, caption: str = "", empty: str = "No evaluation yet.") -> None:
+        """Show eval.json's report; ``caption`` replaces the one above the models, ``empty`` the text shown
+        when there is nothing to show."""
         self._show_grpo((report or {}).get("grpo") or {})
         self.quant.show_section((report or {}).get("quantization") or {})
         models = (report or {}).get("models") or {}
         if not isinstance(models, dict) or not models:
             other = self.grpo_table.rowCount() or self.quant.has_report
-            self.caption.setText("No model comparison in this run." if other else "No evaluation yet.")
+            self.caption.setText("No model comparison in this run." if other else empty)
             self.table.setRowCount(0)
             self.table.setColumnCount(0)
             self.table.setVisible(not other)  # no empty grid above GRPO's or the 4-bit table
@@ -185,15 +197,23 @@ class EvalTable(QWidget):
         reference = (report or {}).get("reference", "")
         categories = sorted({c for m in models.values() if isinstance(m, dict)
                              for c in (m.get("per_category") or {})})
-        headers = ["model", "ROUGE-L", "exact match", "retention"] + [f"ROUGE-L · {c}" for c in categories]
+        # the held-out cross-entropy says more than ROUGE-L about barely trained models (a quick run's 0.000s)
+        with_ce = any(isinstance(m, dict) and isinstance(m.get("ce"), (int, float)) for m in models.values())
+        headers = (["model", "ROUGE-L", "exact match", "retention"] + (["CE"] if with_ce else [])
+                   + [f"ROUGE-L · {c}" for c in categories])
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
+        if with_ce:
+            self.table.horizontalHeaderItem(4).setToolTip("cross-entropy of the reference answers on the held-out "
+                                                          "split (lower is better)")
         self.table.setRowCount(len(models))
         for row, (name, scores) in enumerate(models.items()):
             scores = scores if isinstance(scores, dict) else {}
             per_cat = scores.get("per_category") or {}
             cells = [name + ("  (reference)" if name == reference else ""), _fmt(scores.get("rougeL")),
                      _fmt(scores.get("exact_match")), _percent(scores.get("retention"))]
+            if with_ce:
+                cells.append(_fmt(scores.get("ce")))
             for c in categories:
                 value = per_cat.get(c)
                 cells.append(_fmt(value.get("rougeL") if isinstance(value, dict) else value))
@@ -207,7 +227,8 @@ class EvalTable(QWidget):
                     item.setBackground(_retention_color(scores["retention"]))
                 self.table.setItem(row, col, item)
         fit_height(self.table)
-        self.caption.setText(f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s score.")
+        self.caption.setText(caption or f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s "
+                             "score.")
 
     def _show_grpo(self, stages: dict) -> None:
         """One row per GRPO stage and moment (before / after): correctness first, the rest after it."""

@@ -64,7 +64,7 @@ class StartPage(QWidget):
 
     def show_recent(self, total: int, running: int) -> None:
         if total:
-            self.recent.setText(f"{total} run(s) in the history" + (f", {running} still running" if running else "")
-                                + ".")
+            runs = "1 run" if total == 1 else f"{total} runs"
+            self.recent.setText(f"{runs} in the history" + (f", {running} still running" if running else "") + ".")
         else:
             self.recent.setText("")

@@ -243,3 +243,12 @@ def test_models_and_presets_come_from_the_run_and_votes_stay_with_it(qtbot, tmp_
         assert "1 tie" in arena.vote_bar.tally_label.text()
     finally:
         arena.shutdown(3000)
+
+
+def test_a_click_on_send_leaves_the_focus_in_the_prompt_box(qtbot, arena: ArenaWidget) -> None:
+    _load_two(qtbot, arena)
+    arena.prompt_edit.setPlainText(PROMPT)
+    qtbot.mouseClick(arena.prompt_bar.send_button, Qt.MouseButton.LeftButton)
+    assert arena.session.busy and not arena.prompt_bar.send_button.isEnabled()
+    assert arena.prompt_edit.hasFocus()  # not the next field (Continue conversation): the next question goes here
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)

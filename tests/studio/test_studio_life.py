@@ -99,7 +99,7 @@ def test_views_follow_a_run_resumed_from_the_command_line(window, qtbot, tmp_pat
     qtbot.waitUntil(lambda: history.plots.store.series["student_sft · train/loss"].size == 12, timeout=5000)
     assert history.table.item(0, 1).text() == "finished"
     assert window.statusBar().currentMessage() == "crashy: finished"
-    assert window.start_page.recent.text() == "1 run(s) in the history."
+    assert window.start_page.recent.text() == "1 run in the history."
 
 
 def test_a_run_started_elsewhere_is_followed_and_counted(window, qtbot, tmp_path, fake_launcher, monkeypatch):

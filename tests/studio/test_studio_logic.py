@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("home")
     ("grpo/reward/format_strict", "reward"), ("grpo/kl", "kl"), ("train/lr", "lr"),
     ("perf/tokens_per_s", "throughput"), ("eval/rougeL", "eval"), ("eval/ce", "loss"), ("eval/kd_loss", "loss"),
     ("grpo/completion_length", "length"),
-    ("grpo/correct_before", "eval"), ("grpo/rougeL_after", "eval"), ("train/grad_norm", "other"),
+    ("grpo/correct_before", "eval"), ("grpo/rougeL_after", "eval"), ("train/grad_norm", "grad"),
     ("quant/rougeL_retention", "eval"), ("quant/size_ratio", "eval")])
 def test_metric_groups_follow_prefixes(name, group):
     assert metric_group(name) == group
