@@ -8,8 +8,8 @@ from typing import Callable
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractSpinBox, QApplication, QCheckBox,
-                               QComboBox, QFocusFrame, QLineEdit, QPlainTextEdit, QRadioButton, QSlider, QTextEdit,
-                               QWidget)
+                               QComboBox, QFocusFrame, QLineEdit, QPlainTextEdit, QRadioButton, QScrollArea, QSlider,
+                               QTextEdit, QWidget)
 
 _ENTER = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 
@@ -94,3 +94,17 @@ class EnterSends(QObject):
                 self._send()
             return True
         return False
+
+
+def focus_first_field(page: QWidget) -> None:
+    """Give the focus to the first field of a page just shown: the field focused on the page left is hidden, and
+    Qt would pass the focus on to the page list (ringed, as if the keyboard were there)."""
+    widget = page.nextInFocusChain()
+    while widget is not None and widget is not page:
+        if (page.isAncestorOf(widget) and widget.isVisibleTo(page) and widget.isEnabled()
+                and widget.focusPolicy() & Qt.FocusPolicy.TabFocus
+                and not isinstance(widget, QScrollArea)):  # a page's scroller: the fields are inside it
+            widget.setFocus(Qt.FocusReason.OtherFocusReason)
+            return
+        widget = widget.nextInFocusChain()
+    page.setFocus(Qt.FocusReason.OtherFocusReason)

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QSize, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QWidget)
@@ -19,7 +19,7 @@ from engine.contract.runs import RunRecord, RunStore, StoreError
 from engine.contract.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
-from studio.keyboard import install_enter_filter
+from studio.keyboard import focus_first_field, install_enter_filter
 from studio.pages.wizard import RunWizard
 from studio.run_watch import FollowsRunFolders, RunWatcher
 from studio.run_session import RunSession
@@ -75,6 +75,8 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.reattach_live_runs()
         self.start_page.show_recent(*self.watcher.scanner.count())
         self.go_to("Monitor" if self.live_sessions() else "Start")
+        if self.current_page() == "Start":
+            self.start_page.demo_button.setFocus()  # the first thing to do; Enter does it
 
     # -- layout ---------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -82,6 +84,9 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.nav.setObjectName("nav")
         self.nav.setFixedWidth(150)
         self.nav.setIconSize(QSize(18, 18))
+        # reached by Tab (its focus ring then shows, and Up/Down switch pages); a click on a page does not leave
+        # the page list focused, ringed in blue for as long as the mouse is used
+        self.nav.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         for name in PAGES:
             self.nav.addItem(QListWidgetItem(name))
         self.stack = QStackedWidget()
@@ -181,6 +186,9 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         elif PAGES[row] == "History":
             self.history  # noqa: B018
         self.stack.setCurrentIndex(row)
+        if not self.nav.hasFocus():  # Up/Down in the page list keep the focus there
+            page = self.stack.currentWidget()
+            focus_first_field(self.wizard.currentPage() or page if page is self.wizard else page)  # not Next
         if PAGES[row] == "History":
             self.history.refresh()
 

@@ -6,10 +6,11 @@ import copy
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QWidget, QWizard
+from PySide6.QtWidgets import QApplication, QWidget, QWizard
 
 from engine.contract.spec import RunSpec, SpecError, load_spec
 from studio.engine_client import EngineLauncher
+from studio.keyboard import focus_first_field
 from studio.memory_preflight import MemoryPreflight
 from studio.model_inspector import ModelInspector
 from studio.pages.data_page import DataPage
@@ -50,6 +51,15 @@ class RunWizard(QWizard):
             self.addPage(page)
             page.completeChanged.connect(self.explain_next)
         self.currentIdChanged.connect(self.explain_next)
+        self.currentIdChanged.connect(self._on_current_id_changed)
+
+    def _on_current_id_changed(self, _page_id: int) -> None:
+        """Enter in a field goes to the next page and hides the field: Qt would hand the focus to the window's
+        page list, where the next keys switch pages. The new page's first field gets it instead."""
+        focus = QApplication.focusWidget()
+        page = self.currentPage()
+        if page is not None and (focus is None or not self.isAncestorOf(focus) or not focus.isVisible()):
+            focus_first_field(page)
 
     def explain_next(self, *_: object) -> None:
         """A disabled Next or Launch says why in its tooltip (the page's red line says it too)."""

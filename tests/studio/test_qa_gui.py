@@ -257,3 +257,23 @@ def test_what_was_read_of_a_model_goes_when_its_source_changes(window):
     assert page.teacher.info.text().startswith("Could not read it")
     page.teacher.source.setEditText("demo:teacher")
     assert page.teacher.info.text() == "Not inspected yet."
+
+
+def test_a_click_on_a_page_does_not_leave_the_page_list_ringed(window):
+    from PySide6.QtCore import Qt
+
+    assert window.nav.focusPolicy() == Qt.FocusPolicy.TabFocus  # Tab reaches it; a click does not focus it
+    assert window.focusWidget() is window.start_page.demo_button  # the first thing to do, Enter does it
+
+
+def test_the_next_wizard_page_gets_the_focus_not_the_page_list(window, qtbot):
+    window.show()
+    qtbot.waitExposed(window)
+    window.go_to("New run")
+    wizard = window.wizard
+    assert window.focusWidget() is wizard.models_page.name  # the first field, not Next
+    wizard.next()  # what Enter in the name field does: the field is hidden, Qt passed the focus to the page list
+    focus = window.focusWidget()
+    assert focus is not window.nav and wizard.data_page.isAncestorOf(focus)
+    window.go_to("Monitor")
+    assert window.monitor.isAncestorOf(window.focusWidget())
