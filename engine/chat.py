@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import queue
 import sys
@@ -93,6 +94,17 @@ def _check_messages(messages: Any) -> list[dict]:
     return messages
 
 
+_SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
+
+
+def _text(command: dict, key: str, kind: str) -> str:
+    """A command's name-like field (model, request_id) as non-empty text, or the sentence saying it is not."""
+    value = command.get(key)
+    if not isinstance(value, str) or not value:
+        raise EngineError(f"{kind} needs {key!r}: a non-empty string, got {json.dumps(value)[:60]}.")
+    return value
+
+
 def _sampling_kwargs(sampling: Any) -> dict:
     """generate() keyword arguments from the request's sampling block (validated like GenerationSpec)."""
     from engine.contract.spec import GenerationSpec, SpecError
@@ -101,9 +113,13 @@ def _sampling_kwargs(sampling: Any) -> dict:
         raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
     sampling = dict(sampling or {})
     seed = sampling.pop("seed", None)
+    unknown = sorted(set(sampling) - set(_SAMPLING_KEYS))
+    if unknown:  # a misspelt setting must not be silently ignored (the answer would not be what was asked)
+        raise EngineError(f"unknown sampling setting {unknown[0]!r}; use {', '.join(_SAMPLING_KEYS)} or seed.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise EngineError(f"sampling.seed must be a whole number from 0 to 2**63-1, got {json.dumps(seed)[:40]}.")
     try:
-        gen = GenerationSpec(**{k: v for k, v in sampling.items() if k in ("max_new_tokens", "greedy",
-                                                                              "temperature", "top_p")})
+        gen = GenerationSpec(**sampling)
     except (SpecError, TypeError) as exc:
         raise EngineError(f"bad sampling settings: {exc}") from None
     kwargs: dict[str, Any] = {"max_new_tokens": int(gen.max_new_tokens), "do_sample": not gen.greedy}
@@ -141,15 +157,16 @@ class ChatService:
             handler(command)
         except EngineError as exc:
             self._error(str(exc), command)
-        except Exception as exc:  # e.g. a field of the wrong type: one error event, the service goes on
-            log.exception("command %s failed", kind)
+        except Exception as exc:  # a bug: one error event, the service goes on; the trace only with -v
+            log.debug("command %s failed", kind, exc_info=True)
             self._error(f"bad {kind} command: {type(exc).__name__}: {exc}", command)
         return True
 
     def _error(self, message: str, command: dict | None = None) -> None:
-        request_id = command.get("request_id", "") if isinstance(command, dict) else ""
-        self.writer.emit("error", message=message, request_id=request_id,
-                         model=(command or {}).get("model", ""), stage="chat", detail="")
+        command = command if isinstance(command, dict) else {}
+        request_id, model = command.get("request_id", ""), command.get("model", "")
+        self.writer.emit("error", message=message, request_id=request_id if isinstance(request_id, str) else "",
+                         model=model if isinstance(model, str) else "", stage="chat", detail="")
 
     def _spawn(self, target: Any, *args: Any) -> threading.Thread:  # loads and generations: one thread each
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -174,11 +191,14 @@ class ChatService:
         if not isinstance(name, str) or not name or not isinstance(source, str) or not source:
             raise EngineError("load needs 'model' (a name) and 'source' (a folder, hub id, .gguf file or "
                               "demo:student).")
+        load_in_4bit = command.get("load_in_4bit", False)
+        if not isinstance(load_in_4bit, bool):  # bool("no") is True: a string here would load 4-bit by surprise
+            raise EngineError(f"load_in_4bit must be true or false, got {json.dumps(load_in_4bit)[:40]}.")
         with self._lock:
             if name in self.loading:
                 raise EngineError(f"model {name!r} is already being loaded.")
             self.loading[name] = threading.Event()
-        self._spawn(self._load, name, source, bool(command.get("load_in_4bit", False)), command)
+        self._spawn(self._load, name, source, load_in_4bit, command)
 
     def _load(self, name: str, source: str, load_in_4bit: bool, command: dict) -> None:
         try:
@@ -186,7 +206,7 @@ class ChatService:
         except EngineError as exc:
             self._error(str(exc), command)
         except Exception as exc:  # a model that breaks while loading must not take the service down
-            log.exception("loading %s failed", source)
+            log.debug("loading %s failed", source, exc_info=True)
             self._error(f"cannot load {source}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", command)
         finally:
             with self._lock:
@@ -236,7 +256,7 @@ class ChatService:
         return LoadedModel(name, source, model, tokenizer, device)
 
     def _on_unload(self, command: dict) -> None:
-        name = command.get("model")
+        name = _text(command, "model", "unload")
         if name not in self.models:
             raise EngineError(f"model {name!r} is not loaded; loaded: {', '.join(self.models) or 'none'}.")
         self._unload(name)
@@ -260,22 +280,20 @@ class ChatService:
 
     # -------------------------------------------------------------- generate / stop
     def _on_generate(self, command: dict) -> None:
-        request_id = command.get("request_id")
-        if not isinstance(request_id, str) or not request_id:
-            raise EngineError("generate needs a 'request_id' string.")
+        request_id = _text(command, "request_id", "generate")
         if request_id in self.requests:
             raise EngineError(f"request {request_id!r} is still running; use a new request_id.")
-        name = command.get("model")
+        name = _text(command, "model", "generate")
+        messages = _check_messages(command.get("messages"))  # the request itself first: its mistakes are
+        sampling = _sampling_kwargs(command.get("sampling"))  # said whether or not the model is loaded
         if name not in self.models and name not in self.loading:
             raise EngineError(f"model {name!r} is not loaded; loaded: {', '.join(self.models) or 'none'}.")
-        messages = _check_messages(command.get("messages"))
-        sampling = _sampling_kwargs(command.get("sampling"))
         req = Request(request_id, name)
         self.requests[request_id] = req
         req.thread = self._spawn(self._generate, req, messages, sampling, command)
 
     def _on_stop(self, command: dict) -> None:
-        request_id = command.get("request_id")
+        request_id = _text(command, "request_id", "stop") if command.get("request_id") else None
         if request_id:
             req = self.requests.get(request_id)
             if req is None:
@@ -298,7 +316,7 @@ class ChatService:
         except EngineError as exc:
             self._error(str(exc), command)
         except Exception as exc:
-            log.exception("generation %s failed", req.request_id)
+            log.debug("generation %s failed", req.request_id, exc_info=True)
             self._error(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", command)
         finally:
             self.requests.pop(req.request_id, None)
@@ -360,10 +378,14 @@ class ChatService:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def _read_lines(stream: IO[str], inbox: queue.Queue) -> None:
-    for line in stream:  # a thread of its own: the dispatcher never blocks on stdin
-        inbox.put(line)
-    inbox.put(_EOF)
+def _read_lines(stream: IO[str] | None, inbox: queue.Queue) -> None:
+    try:
+        for line in stream or ():  # a thread of its own: the dispatcher never blocks on stdin
+            inbox.put(line)
+    except (OSError, ValueError) as exc:  # stdin closed under us or undecodable: the same as its end
+        log.warning("stdin unreadable (%s); stopping the chat service", exc)
+    finally:
+        inbox.put(_EOF)  # always: without it the service would wait for a line forever
 
 
 def _import_eagerly() -> None:
@@ -396,8 +418,12 @@ def serve(stdin: IO[str], writer: EventWriter, device: str = "auto", preload: li
         except ProtocolError as exc:
             service._error(str(exc))
             continue
-        if not service.handle(command):
-            break
+        try:
+            if not service.handle(command):
+                break
+        except Exception as exc:  # noqa: BLE001 - the service never dies of one command
+            log.debug("command failed", exc_info=True)
+            service._error(f"bad {command.get('type')} command: {type(exc).__name__}: {exc}", command)
     service.shutdown()  # quit or EOF: stop generations, wait briefly for the workers
     writer.emit("status", state="finished", stage="chat", message="chat service stopped")
     return 0
@@ -407,7 +433,11 @@ def _parse_preload(values: list[str]) -> list[tuple[str, str]]:
     pairs = [tuple(v.partition("=")[::2]) for v in values]
     for (name, source), value in zip(pairs, values):
         if not name or not source:
-            raise SystemExit(f"--model expects NAME=SOURCE (e.g. student=demo:student), got {value!r}")
+            raise ValueError(f"--model expects NAME=SOURCE (e.g. student=demo:student), got {value!r}.")
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"--model {name}=… is given twice; give each model its own name.")
     return pairs
 
 
@@ -419,12 +449,16 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
                         help="preload a model (repeatable), e.g. student=demo:student")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     args = parser.parse_args(argv)
+    try:
+        preload = _parse_preload(args.model)
+    except ValueError as exc:
+        parser.error(str(exc))  # exit 2 with the sentence, before anything is loaded
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     writer = EventWriter(stream=stdout)  # None: the protocol stream (stdout, claimed by the CLI)
     from engine import __version__
 
     hello(writer, "chat", __version__)
-    return serve(stdin if stdin is not None else sys.stdin, writer, args.device, _parse_preload(args.model))
+    return serve(stdin if stdin is not None else sys.stdin, writer, args.device, preload)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,8 @@ def _parse_models(pairs: list[str]) -> dict[str, str]:
         name, sep, source = pair.partition("=")
         if not sep or not name or not source:
             raise SpecError(f"--model {pair!r}: expected NAME=SOURCE, e.g. teacher=./models/teacher_sft.")
+        if name in models:  # the second would silently replace the first
+            raise SpecError(f"--model {name}=… is given twice; give each model its own name.")
         models[name] = source
     return models
 
@@ -252,7 +254,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _export_source(source: str) -> Path:
-    """A model folder, or RUN_ID:STAGE (a stage's saved model in the run store)."""
+    """A model folder, demo:teacher / demo:student, or RUN_ID:STAGE (a stage's saved model in the run store)."""
+    if source.startswith("demo:"):  # not a run id 'demo': the demo kit's own model folders
+        from engine.context import EngineError
+        from engine.models import resolve_source
+
+        try:
+            return Path(resolve_source(source).location)
+        except EngineError as exc:
+            raise SpecError(str(exc)) from None
     run_id, sep, stage = source.partition(":")
     if not sep or Path(source).exists():
         return Path(source).expanduser()
@@ -267,10 +277,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     import time
 
     from engine.context import EngineError, StageCancelled
-    from engine.gguf_export import check_exportable, export_gguf
+    from engine.gguf_export import check_exportable, check_output, export_gguf
 
     formats = [f.strip() for value in (args.format or ["q8_0"]) for f in value.split(",") if f.strip()]
     try:  # a bad source, architecture or format is refused before anything is said or written
+        check_output(Path(args.out), args.name or "")
         source = _export_source(args.source)
         check_exportable(source, formats)
     except (EngineError, SpecError) as exc:
@@ -349,14 +360,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """The memory plan of a spec as one JSON object on stdout: every stage's estimated peak by part, whether it
     fits, and the cheapest change that fits. Exit 0 fits, 1 does not fit, 2 bad input."""
+    try:  # the flags and the spec are checked before torch is imported (seconds saved on every refusal)
+        if args.memory_gb is not None and not 0 < args.memory_gb <= 1e6:  # NaN fails this too
+            raise SpecError(f"--memory-gb must be a number of GB above 0 and at most 1e6, got {args.memory_gb}.")
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        return _fail(str(exc))
     from engine.context import EngineError
     from engine.memory_plan import plan, refusal
     from engine.models import pick_device
 
     try:
-        spec = load_spec(args.spec)
-        if args.memory_gb is not None and args.memory_gb <= 0:
-            raise SpecError(f"--memory-gb must be > 0, got {args.memory_gb}.")
         # planning for a GPU this machine does not have is fine when its memory is given
         device = args.device if args.memory_gb is not None and args.device in ("cuda", "cpu") else \
             pick_device(args.device or spec.device)
@@ -413,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="GGUF files (f16, q8_0, q4_0, q4_k_m) and an Ollama Modelfile for "
                        "llama.cpp / Ollama / LM Studio")
-    p.add_argument("source", help="a model folder, or RUN_ID:STAGE for a stage's model in the run store")
+    p.add_argument("source", help="a model folder, demo:student, or RUN_ID:STAGE for a stage's model in the run "
+                   "store")
     p.add_argument("--format", action="append", metavar="FMT",
                    help="f16, q8_0, q4_0 or q4_k_m (repeat or comma-separate; default q8_0)")
     p.add_argument("--out", required=True, help="folder to write the .gguf files and the Modelfile into")
@@ -451,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("-v" in argv)
         from engine.chat import main as chat_main
 
-        return chat_main(argv[1:])
+        try:
+            return chat_main(argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C ends the service: an exit code, not a traceback
+            return 130
     args = build_parser().parse_args(argv)
     if args.command in PROTOCOL_COMMANDS:
         claim_stdout()  # from here on, stdout is JSON lines only

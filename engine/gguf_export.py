@@ -56,9 +56,13 @@ def read_config(model_dir: Path) -> dict:
         raise EngineError(f"{model_dir} is not a model folder (it has no config.json); export a folder saved "
                           "with save_pretrained, such as a run's models/<stage>.")
     try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 (UnicodeDecodeError)
         raise EngineError(f"{config_path} cannot be read as JSON ({exc}); re-save the model.") from None
+    if not isinstance(config, dict):
+        raise EngineError(f"{config_path} holds {type(config).__name__} instead of a JSON object of settings; "
+                          "re-save the model with save_pretrained.")
+    return config
 
 
 def check_architecture(architecture: str, where: str) -> None:
@@ -69,8 +73,21 @@ def check_architecture(architecture: str, where: str) -> None:
                           "other architectures.")
 
 
+def check_output(out_dir: Path, name: str) -> None:
+    """The output folder can be a folder and the file name stem stays inside it (no '/', no '..')."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EngineError(f"--out {out_dir} is a file; give a folder for the .gguf files (it is created if "
+                          "missing).")
+    if name and not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
+        raise EngineError(f"--name {name!r} must be a plain file name stem (letters, digits, '_', '.', '+', '-'; "
+                          "no folders), e.g. my-model.")
+
+
 def check_formats(formats: list[str]) -> None:
     """Known formats, and llama.cpp's quantizer installed when a k-quant is asked for."""
+    if not formats:
+        raise EngineError(f"no GGUF format given; use one or more of {', '.join(FORMATS)}.")
     for fmt in formats:
         if fmt not in FORMATS:
             raise EngineError(f"GGUF format {fmt!r} is not one of {', '.join(FORMATS)}.")
@@ -82,6 +99,7 @@ def check_formats(formats: list[str]) -> None:
 def check_exportable(model_dir: Path, formats: list[str]) -> dict:
     """Everything checkable before a byte is written: the folder, the architecture, the weights, the formats
     and the quantizer they need. Returns the config."""
+    check_formats(formats)  # the cheapest check first: a typo in --format is said before the folder is read
     config = read_config(model_dir)
     check_architecture((config.get("architectures") or [config.get("model_type", "unknown")])[0], str(model_dir))
     if config.get("quantization_config"):
@@ -92,7 +110,6 @@ def check_exportable(model_dir: Path, formats: list[str]) -> dict:
         raise EngineError(f"{model_dir} has no .safetensors weights; re-save the model with save_pretrained.")
     if not (Path(model_dir) / "tokenizer.json").is_file():
         raise EngineError(f"{model_dir} has no tokenizer.json; save the tokenizer next to the model.")
-    check_formats(formats)
     return config
 
 
@@ -254,7 +271,8 @@ def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     formats = list(dict.fromkeys(formats))
     config = check_exportable(model_dir, formats)
-    name = name or model_dir.name
+    name = name or re.sub(r"[^\w.+-]", "_", model_dir.name).lstrip(".") or "model"
+    check_output(out_dir, name)
     # q4_k_m is quantized by llama.cpp from an f16 file: a requested one, or a hidden intermediate
     direct = [f for f in formats if f != "q4_k_m"]
     if "q4_k_m" in formats and "f16" not in direct:

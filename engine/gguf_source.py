@@ -76,7 +76,8 @@ def header(path: Path) -> dict:
         reader = GGUFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, struct.error, … for a damaged file
         raise EngineError(f"{path} is not a readable GGUF file ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}).") from None
+                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); it is damaged or cut "
+                          "short, so download or convert it again.") from None
 
     def text(key: str) -> str:
         field = reader.fields.get(key)

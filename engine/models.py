@@ -57,6 +57,9 @@ class ResolvedSource:
 def resolve_source(source: str) -> ResolvedSource:
     """Where the weights of ``source`` are, or an EngineError saying why they cannot be found."""
     source = str(source).strip()
+    if not source:
+        raise EngineError("the model source is empty; give a folder saved with save_pretrained, a .gguf file, a hub "
+                          "id or demo:teacher / demo:student.")
     if source.startswith(DEMO_PREFIX):
         role = source[len(DEMO_PREFIX):]
         if role not in ("teacher", "student"):
@@ -74,10 +77,13 @@ def resolve_source(source: str) -> ResolvedSource:
         check_supported(path)  # architecture and tensor types, from the header: one sentence if unreadable
         return ResolvedSource("gguf", str(path.parent), path.name)
     if path.exists() or source.startswith(("/", ".", "~")):
+        if path.exists() and not path.is_dir():
+            raise EngineError(f"{path} is a file, not a model folder; give the folder saved with save_pretrained "
+                              "(the one holding config.json), a .gguf file or a hub id.")
         if not path.is_dir():
             raise EngineError(f"model folder {path} does not exist; give a folder saved with save_pretrained, "
                               "a .gguf file or a hub id.")
-        if not (path / "config.json").exists():
+        if not (path / "config.json").is_file():
             raise EngineError(f"{path} is not a model folder (it has no config.json); give a folder saved with "
                               "save_pretrained, a .gguf file or a hub id.")
         return ResolvedSource("folder", str(path))
@@ -210,10 +216,26 @@ def load_config(source: str) -> Any:
     location, extra = resolved.from_pretrained_args()
     try:
         return AutoConfig.from_pretrained(location, **extra)
-    except (OSError, ValueError) as exc:
-        if resolved.kind == "hub":
+    except Exception as exc:  # noqa: BLE001 - a damaged config.json raises anything (TypeError on null, …)
+        if resolved.kind == "hub" and isinstance(exc, (OSError, ValueError)):
             raise _hub_error(source, exc) from None
-        raise EngineError(f"cannot read the config of {source}: {str(exc).splitlines()[0][:200]}") from None
+        raise EngineError(f"cannot read the config of {source} ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:200]}); re-save the model with save_pretrained.") \
+            from None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def check_source(source: str) -> None:
+    """A model source is usable before any run folder exists: it resolves, its config reads as a known
+    architecture, and a local folder carries its tokenizer (all without reading weights)."""
+    load_config(source)
+    resolved = resolve_source(source)
+    if resolved.kind in ("folder", "demo") and not any((Path(resolved.location) / name).is_file()
+                                                       for name in _TOKENIZER_FILES):
+        raise EngineError(f"{resolved.location} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save the "
+                          "tokenizer next to the model (tokenizer.save_pretrained(folder)).")
 
 
 def inspect_model(source: str) -> ModelInfo:
@@ -222,11 +244,17 @@ def inspect_model(source: str) -> ModelInfo:
     from transformers import AutoModelForCausalLM
 
     config = load_config(source)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        architecture = (config.architectures or [config.model_type])[0]
+    except Exception as exc:  # noqa: BLE001 - a config with impossible sizes (0 heads, -1 tokens…)
+        raise EngineError(f"the config of {source} does not describe a model transformers can build "
+                          f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); check its "
+                          "config.json or re-save the model.") from None
     parameters = sum(p.numel() for p in model.parameters())
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return ModelInfo(source=source, architecture=(config.architectures or [config.model_type])[0],
+    return ModelInfo(source=source, architecture=str(architecture),
                      model_type=config.model_type, parameters=parameters,
                      vocab_size=getattr(text, "vocab_size", None), hidden_size=getattr(text, "hidden_size", None),
                      layers=getattr(text, "num_hidden_layers", None),

@@ -48,7 +48,7 @@ def check_report_to(spec: RunSpec) -> None:
 def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
     """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
     each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
-    from engine.models import check_token_kd_compatible, load_tokenizer, resolve_source
+    from engine.models import check_source, check_token_kd_compatible, load_tokenizer
 
     check_report_to(spec)
 
@@ -62,7 +62,7 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
             refs.add(base_model_of(spec, stage.teacher))
         refs.update(base_model_of(spec, r) for r in stage.models.values())
     for ref in sorted(refs):
-        resolve_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)
+        check_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)  # config and tokenizer, no weights
     if any(_needs_data(s) for s in spec.stages):
         from engine.training import stage_splits
 

@@ -275,6 +275,9 @@ def parse_command(line: str) -> dict:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"command is not JSON ({exc.msg} at column {exc.colno}).") from None
+    except RecursionError:  # '[[[[…' a hundred thousand deep: the decoder's recursion, not the reader's death
+        raise ProtocolError("command is nested too deeply to be a command; send one flat JSON object a line.") \
+            from None
     if not isinstance(obj, dict):
         raise ProtocolError("command must be a JSON object with a 'type'.")
     if obj.get("type") not in COMMAND_TYPES:

@@ -459,6 +459,9 @@ class ExportSpec:
 STAGE_KINDS = ("sft", "distill", "grpo", "quantize", "evaluate", "export")
 
 
+_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"  # stage and display names: they become file names
+
+
 @dataclass
 class StageSpec:
     """One step of the pipeline. ``model`` and ``teacher`` name a base model (teacher, student) or an earlier
@@ -489,13 +492,17 @@ class StageSpec:
         if not self.name:
             self.name = self.kind
         # the name becomes a folder name (models/<name>): never '.', '..' or a hidden or over-long name
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", self.name):
+        if not isinstance(self.name, str) or not re.fullmatch(_NAME_PATTERN, self.name):
             _fail("stage.name", f"{self.name!r} must start with a letter, digit or '_', use only letters, digits, "
                   "'_', '.' and '-', and have at most 64 characters.")
         if not isinstance(self.models, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                         for k, v in self.models.items()):
             _fail(f"{self.name}.models", "must map display names to model references (text), e.g. "
                   "{teacher: teacher_sft}.")
+        for display in self.models:  # a display name becomes a file name (predictions-<name>.jsonl) too
+            if not re.fullmatch(_NAME_PATTERN, display):
+                _fail(f"{self.name}.models", f"display name {display!r} must start with a letter, digit or '_', use "
+                      "only letters, digits, '_', '.' and '-', and have at most 64 characters.")
         for key, cls in _STAGE_SUBSPECS.items():
             setattr(self, key, _nested(cls, getattr(self, key), f"{self.name}.{key}"))
         if self.kind == "evaluate" and self.models and self.reference not in self.models:

@@ -28,17 +28,40 @@ def file_format(path: Path) -> str:
     if fmt is None:
         raise FileProblem(f"{path}: unknown file type {path.suffix or '(none)'!r}; use a .jsonl, .json, .csv or "
                           f".parquet file.")
-    if fmt == "json" and _first_char(path) == "{":
+    if fmt == "json" and _first_line(path).startswith("{"):
+        _refuse_one_object(path)
         return "jsonl"  # JSON lines saved with a .json name
     return fmt
 
 
-def _first_char(path: Path) -> str:
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            if line.strip():
-                return line.strip()[0]
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for line in f:
+                if line.strip():
+                    return line.strip()
+    except UnicodeDecodeError as exc:
+        raise FileProblem(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8.") from None
     return ""
+
+
+def _refuse_one_object(path: Path) -> None:
+    """A .json file that is one object spread over several lines (``{"data": [...]}``) is neither a list nor
+    JSON lines: say so, and where its rows probably are, instead of "line 1 is not valid JSON"."""
+    try:
+        json.loads(_first_line(path))
+        return  # the first line is a whole object: JSON lines
+    except (ValueError, RecursionError):
+        pass
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, RecursionError):
+        return  # broken JSON lines: the reader names the line
+    if isinstance(whole, dict):
+        lists = [key for key, value in whole.items() if isinstance(value, list)]
+        hint = f" (its rows may be the list under {lists[0]!r}; save that list as the file)" if lists else ""
+        raise FileProblem(f"{path}: holds one JSON object, not rows{hint}; a .json data file must hold a list of "
+                          f"objects ([{{...}}, ...]) or one object per line.")
 
 
 def iter_rows(path: str | Path) -> Iterator[Row]:
@@ -71,6 +94,8 @@ def _jsonl(path: Path) -> Iterator[Row]:
             except json.JSONDecodeError as exc:
                 yield where, RecordProblem(f"not valid JSON ({exc.msg} at column {exc.colno}); fix the line or "
                                            f"remove it.")
+            except RecursionError:  # '[[[[…' thousands deep: no record is nested like that
+                yield where, RecordProblem("nested too deeply to be a record; fix the line or remove it.")
 
 
 def _json_list(path: Path) -> Iterator[Row]:
@@ -90,6 +115,9 @@ def _json_list(path: Path) -> Iterator[Row]:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             yield f"{path}:{exc.lineno}", RecordProblem(f"not valid JSON ({exc.msg}); fix the file from here on.")
+            return
+        except RecursionError:
+            yield f"{path}:{line}", RecordProblem("nested too deeply to be a record; fix the file from here on.")
             return
         yield f"{path}:{line}", value
         pos = _skip_space(text, pos)
