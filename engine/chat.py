@@ -94,6 +94,7 @@ def _check_messages(messages: Any) -> list[dict]:
     return messages
 
 
+_SCORE_MAX_PAIRS = 4_000_000  # ROUGE-L's LCS table: a few seconds in pure Python
 _SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
 
 
@@ -183,7 +184,16 @@ class ChatService:
         prediction, reference = command.get("prediction"), command.get("reference")
         if not isinstance(prediction, str) or not isinstance(reference, str):
             raise EngineError("score needs text in both prediction and reference.")
-        self.writer.emit("score", id=command.get("id", ""), rougeL=rouge_l(prediction, reference))
+        pairs = len(prediction.split()) * len(reference.split())
+        if pairs > _SCORE_MAX_PAIRS:  # the LCS is quadratic: two 200,000-word texts would take hours
+            raise EngineError(f"score: prediction and reference are too long to compare ({pairs:,} word pairs, at "
+                              f"most {_SCORE_MAX_PAIRS:,}); score shorter texts.")
+        score_id = command.get("id", "")
+
+        def work() -> None:  # off the dispatcher: a stop sent meanwhile is still handled at once
+            self.writer.emit("score", id=score_id, rougeL=rouge_l(prediction, reference))
+
+        self._spawn(work)
 
     # -------------------------------------------------------------- load / unload
     def _on_load(self, command: dict) -> None:

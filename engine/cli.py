@@ -22,6 +22,7 @@ from engine.contract.protocol import (
     io_sentence,
     parse_command,
     read_events,
+    reopen_closed_std_streams,
 )
 from engine.contract.runs import RunLock, RunStore, StoreError, read_inside
 from engine.contract.spec import RunSpec, SpecError, build, dump_spec, load_spec
@@ -461,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    reopen_closed_std_streams()
+    if isinstance(sys.stdin, io.TextIOWrapper):  # one undecodable byte on stdin must cost one command, not the reader
+        sys.stdin.reconfigure(errors="replace")
     if argv and argv[0] == "chat":  # the chat service parses its own options (--model, --device, …)
         claim_stdout()
         _setup_logging("-v" in argv)

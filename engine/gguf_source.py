@@ -68,11 +68,71 @@ def file_sha256(path: Path) -> str:
     return index[stamp]
 
 
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type → size
+_STRING, _ARRAY = 8, 9
+
+
+class _Bounds:
+    """A walk over a GGUF header that checks every declared count and length against the bytes that are left.
+    gguf-py believes the header: a 40-byte file declaring a 2**40-element array makes it build a list that
+    size (killed for memory), so the header is walked here first, in constant memory."""
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> int:
+        import struct
+
+        value = struct.unpack_from(fmt, self.data, self.pos)[0]  # struct.error past the end: a cut-short file
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def skip(self, count: int, size: int, what: str) -> None:
+        if count * size > len(self.data) - self.pos:
+            raise ValueError(f"{what} declares {count:,} × {size} bytes, more than the file holds")
+        self.pos += count * size
+
+    def value(self, kind: int, depth: int = 0) -> None:
+        if kind == _STRING:
+            self.skip(self.take("<Q"), 1, "a string")
+        elif kind == _ARRAY and depth < 4:
+            item, count = self.take("<I"), self.take("<Q")
+            if item in _SCALAR_BYTES:
+                self.skip(count, _SCALAR_BYTES[item], "an array")
+            else:
+                self.skip(count, 8, "an array")  # every string or array element takes at least 8 bytes
+                self.pos -= count * 8
+                for _ in range(count):
+                    self.value(item, depth + 1)
+        elif kind in _SCALAR_BYTES:
+            self.skip(1, _SCALAR_BYTES[kind], "a value")
+        else:
+            raise ValueError(f"unknown value type {kind}")
+
+
+def _check_bounds(path: Path) -> None:
+    """Every count and length in the GGUF header fits inside the file (see :class:`_Bounds`)."""
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        walk = _Bounds(data)
+        if data[:4] != b"GGUF" or walk.skip(1, 4, "the magic") or walk.take("<I") not in (2, 3):
+            raise ValueError("not a GGUF file of version 2 or 3")
+        tensors, fields = walk.take("<Q"), walk.take("<Q")
+        walk.skip(fields, 13, "the metadata")  # key length (8) + key (≥ 1) + type (4)
+        walk.pos -= fields * 13
+        for _ in range(fields):
+            walk.value(_STRING)  # the key
+            walk.value(walk.take("<I"))
+        walk.skip(tensors, 24, "the tensor table")  # name length (8) + dims (4) + type (4) + offset (8)
+
+
 def header(path: Path) -> dict:
     """Architecture, tensor types (type → count) and name of a GGUF file, read from its header (memory-mapped)."""
     from gguf import GGUFReader
 
     try:
+        _check_bounds(path)
         reader = GGUFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, struct.error, … for a damaged file
         raise EngineError(f"{path} is not a readable GGUF file ({type(exc).__name__}: "

@@ -29,7 +29,7 @@ from typing import IO, Any, Callable, Iterator
 from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
 from engine.contract.events import PAYLOADS
 from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stderr_to,  # noqa: F401 (re-exported)
-                                     protocol_stream)
+                                     protocol_stream, reopen_closed_std_streams)
 
 PROTOCOL_VERSION = 1
 EVENT_TYPES = tuple(PAYLOADS)

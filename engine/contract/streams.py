@@ -96,6 +96,50 @@ def watch_readers(streams: list[SurvivingStream]) -> None:
 _protocol_stream: IO[str] | None = None
 
 
+def reopen_closed_std_streams() -> None:
+    """A standard descriptor the caller closed (``>&-``, ``2>&-``, a parent that daemonised us) becomes
+    /dev/null, as daemons do it: otherwise sys.stdout is None and the first event or sentence fails, and the
+    next file the engine opens would silently take descriptor 1 and receive its output."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)  # the lowest free: ``fd``
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False,  # noqa: SIM115
+                                    buffering=-1 if fd == 0 else 1))
+
+
+def claim_stdout() -> IO[str]:
+    """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
+    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Both survive a reader that
+    went away (:class:`SurvivingStream`; the events are in events.jsonl anyway). Idempotent."""
+    global _protocol_stream
+    if _protocol_stream is None:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
+        if not isinstance(sys.stderr, SurvivingStream):
+            sys.stderr = SurvivingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stdout = sys.stderr
+    return _protocol_stream
+
+
+def divert_stderr_to(path: Path) -> None:
+    """Where stderr (logs, tracebacks) goes once nobody reads it: the run folder's log file."""
+    if isinstance(sys.stderr, SurvivingStream):
+        sys.stderr.fallback = Path(path)
+
+
+def protocol_stream() -> IO[str]:
+    """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
+    return _protocol_stream if _protocol_stream is not None else sys.stdout
+
+
 def claim_stdout() -> IO[str]:
     """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
     progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines; both survive their reader

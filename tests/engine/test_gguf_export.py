@@ -246,7 +246,8 @@ def test_cli_refuses_an_unsupported_architecture_with_one_sentence(tmp_path):
     assert [e["type"] for e in events] == ["error"]
     assert "GPT2LMHeadModel model, which this GGUF export cannot convert" in events[0]["data"]["message"]
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
-    assert not (tmp_path / "out").exists() and sorted(p.name for p in model.iterdir()) == ["config.json"]
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in model.iterdir()) == ["config.json",
+                                                                                         "tokenizer.json"]
 
 
 def test_cli_export_streams_progress_and_artifacts(exported, tmp_path):
@@ -265,6 +266,7 @@ def test_cli_export_streams_progress_and_artifacts(exported, tmp_path):
 def _gpt2_folder(root: Path) -> Path:
     root.mkdir()
     (root / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    (root / "tokenizer.json").write_text("{}")  # the preflight checks a tokenizer is there before the architecture
     return root
 
 

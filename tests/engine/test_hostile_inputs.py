@@ -191,6 +191,8 @@ CHAT_CASES = [
     ('{"type": "unload", "model": "zzz"}\n', "model 'zzz' is not loaded"),
     ('{"type": "score", "id": "s1"}\n', "score needs text in both"),
     ('{"type": "score", "id": "s2", "prediction": 5, "reference": "x"}\n', "score needs text in both"),
+    (json.dumps({"type": "score", "id": "big", "prediction": "a " * 3000, "reference": "b " * 3000}) + "\n",
+     "too long to compare"),
     (_gen("g1", {"temperature": -1, "greedy": False}), "temperature"),
     (_gen("g2", {"max_new_tokens": 99999999999}), "max_new_tokens: 1e+11 is too large"),
     (_gen("g3", {"seed": "abc"}), "sampling.seed must be a whole number"),
@@ -233,3 +235,34 @@ def test_a_stdin_that_breaks_or_is_missing_ends_the_service_cleanly():
         out = io.StringIO()
         assert serve(stdin, EventWriter(stream=out)) == 0  # ends, instead of waiting for a line forever
         assert json.loads(out.getvalue().splitlines()[-1])["data"]["state"] == "finished"
+
+
+# ---- GGUF headers: every declared size is checked against the file before gguf-py believes it --------------
+
+def _gguf(*fields: bytes) -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<I", 3) + b"".join(fields)
+
+
+def test_a_gguf_header_that_declares_more_than_the_file_holds_is_refused_in_constant_memory(tmp_path):
+    import struct
+
+    from engine.gguf_source import header
+
+    key = struct.pack("<Q", 3) + b"abc"
+    cases = {  # 40-odd bytes each; the third made gguf-py build a 2**40-element list (killed for memory)
+        "counts": _gguf(struct.pack("<QQ", 2 ** 62, 2 ** 62)),
+        "string": _gguf(struct.pack("<QQ", 0, 1), key, struct.pack("<I", 8), struct.pack("<Q", 2 ** 60)),
+        "array": _gguf(struct.pack("<QQ", 0, 1), key, struct.pack("<IIQ", 9, 0, 2 ** 40)),
+        "strings": _gguf(struct.pack("<QQ", 0, 1), key, struct.pack("<IIQ", 9, 8, 2 ** 40)),
+        "tensors": _gguf(struct.pack("<QQ", 2 ** 40, 0)),
+        "version": b"GGUF" + struct.pack("<IQQ", 99, 0, 0),
+        "short": b"GGUF\x03\x00",
+        "empty": b"",
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(content)
+        with pytest.raises(EngineError, match="is not a readable GGUF file .*damaged or cut short"):
+            header(path)

@@ -88,6 +88,7 @@ def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path: Pat
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**KNOWN_CONFIGS["qwen2.5-7b"], "architectures":
                                                     ["Qwen2ForCausalLM"]}))
+    (folder / "tokenizer_config.json").write_text("{}")  # the preflight wants a tokenizer before it plans memory
     spec = tmp_path / "big.yaml"
     spec.write_text(f"name: big\nstudent: {{source: '{folder}'}}\ndata: {{preset: demo, max_samples: 40}}\n"
                     "device: cpu\nstages:\n  - {kind: sft, name: sft, model: student}\n")
