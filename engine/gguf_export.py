@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,9 @@ def check_exportable(model_dir: Path, formats: list[str]) -> dict:
     and the quantizer they need. Returns the config."""
     check_formats(formats)  # the cheapest check first: a typo in --format is said before the folder is read
     config = read_config(model_dir)
-    check_architecture((config.get("architectures") or [config.get("model_type", "unknown")])[0], str(model_dir))
+    architectures = config.get("architectures")
+    check_architecture(str(architectures[0] if isinstance(architectures, list) and architectures
+                           else config.get("model_type", "unknown")), str(model_dir))
     if config.get("quantization_config"):
         raise EngineError(f"{model_dir} holds already-quantized weights "
                           f"({config['quantization_config'].get('quant_method', 'unknown')}); export the "

@@ -154,6 +154,9 @@ def test_export_arguments_are_checked_before_anything_is_read(tmp_path):
     (tmp_path / "m" / "config.json").write_text("[1]")
     with pytest.raises(EngineError, match="holds list instead of a JSON object"):
         check_exportable(tmp_path / "m", ["q8_0"])
+    (tmp_path / "m" / "config.json").write_text('{"architectures": 7, "quantization_config": null}')
+    with pytest.raises(EngineError, match="is a unknown model, which this GGUF export cannot convert"):
+        check_exportable(tmp_path / "m", ["q8_0"])
 
 
 # ---- the chat service: every bad command is an error event, and the service goes on ----------------------
