@@ -611,6 +611,13 @@ def to_dict(spec: Any) -> dict:
     return dataclasses.asdict(spec)
 
 
+def updated(spec: Any, values: dict, where: str = "") -> Any:
+    """A new ``spec`` of the same class with ``values`` (top-level settings, nested ones as mappings) in place of
+    its own, validated by :func:`build`; ``spec`` itself is left as it was. The wizard's pages keep the settings
+    of an opened spec that they do not show this way."""
+    return build(type(spec), {**to_dict(spec), **values}, where or type(spec).__name__)
+
+
 def load_spec(path: str | Path) -> RunSpec:
     """Read a run spec from a .yaml/.yml or .json file; SpecError names the file and the field."""
     path = Path(path)

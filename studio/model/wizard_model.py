@@ -1,17 +1,31 @@
 """The wizard's choices and how they become a :class:`engine.contract.spec.RunSpec` — plain Python, no Qt.
 
-Pages only edit a :class:`WizardChoices`; :func:`build_spec` turns it into the spec the engine runs, reusing the
-spec dataclasses' own validation so the GUI never disagrees with the CLI about what is allowed.
+Pages only edit a :class:`WizardChoices`, which holds the typed sub-specs they built (``ModelSpec``,
+``DataSpec``, ``DistillSpec``, ``GRPOSpec``, ``QuantizeSpec``, ``TrainSpec``), so every value in it has passed the
+spec's own validation; :func:`build_spec` assembles them into the spec the engine runs, and the GUI never
+disagrees with the CLI about what is allowed.
 :func:`choices_from_spec` goes the other way (an edited YAML, an opened spec file), keeping every setting the
 pages do not show so that spec → choices → spec gives the same spec back.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
 from engine.contract.data.presets import PRESETS
-from engine.contract.spec import RunSpec, SpecError, build, to_dict
+from engine.contract.spec import (
+    DataSpec,
+    DistillSpec,
+    GRPOSpec,
+    ModelSpec,
+    QuantizeSpec,
+    RunSpec,
+    SpecError,
+    TrainSpec,
+    build,
+    to_dict,
+)
 
 METHODS: dict[str, str] = {
     "teacher_sft": "Teacher SFT — fine-tune the large model on the task",
@@ -35,36 +49,37 @@ DATA_FORMAT_LABELS: dict[str, str] = {
 }
 TRAIN_STAGES: dict[str, str] = {  # the wizard's training stages, by stage name
     "teacher_sft": "Teacher SFT", "student_sft": "Student SFT", "student_kd": "Distillation", "grpo": "GRPO"}
-DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}
+DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}  # the wizard's start, over TrainSpec's
 
 
 @dataclass
 class WizardChoices:
     name: str = "my-run"
-    teacher: dict = field(default_factory=lambda: {"source": "demo:teacher"})
-    student: dict = field(default_factory=lambda: {"source": "demo:student"})
-    data: dict = field(default_factory=lambda: {"preset": "demo"})
+    teacher: ModelSpec = field(default_factory=lambda: ModelSpec("demo:teacher"))
+    student: ModelSpec = field(default_factory=lambda: ModelSpec("demo:student"))
+    data: DataSpec = field(default_factory=DataSpec)
     method: str = "token_kd"
     with_teacher_sft: bool = True  # KD methods: fine-tune the teacher first
     with_baseline: bool = True  # KD methods: also train the SFT student the KD student is compared with
     with_eval: bool = True
-    distill: dict = field(default_factory=lambda: {"alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"})
-    grpo: dict = field(default_factory=dict)
-    quantize: dict = field(default_factory=dict)
-    train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))  # every training stage's, when same_train
+    distill: DistillSpec = field(default_factory=DistillSpec)  # its method is the wizard method's (KD_METHOD)
+    grpo: GRPOSpec = field(default_factory=GRPOSpec)
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    # every training stage's settings when same_train; else stage name → its own (a stage without uses train)
+    train: TrainSpec = field(default_factory=lambda: TrainSpec(**DEFAULT_TRAIN))
     same_train: bool = True
-    stage_train: dict = field(default_factory=dict)  # stage name → its own train settings (same_train off)
+    stage_train: dict[str, TrainSpec] = field(default_factory=dict)
     device: str = "auto"
     max_eval_samples: int = 200
     student_references: float = 1.0  # the student stages' ``references``: < 1 lets KD show what the teacher adds
     stage_extra: dict = field(default_factory=dict)  # stage name → settings of a loaded spec the pages do not show
     run_extra: dict = field(default_factory=dict)  # the same for the run (processes, distributed, cpu_threads)
 
-    def train_for(self, stage: str) -> dict:
+    def train_for(self, stage: str) -> TrainSpec:
         """The train settings of one stage: the shared ones, or the stage's own."""
         if self.same_train or stage not in self.stage_train:
-            return dict(self.train)
-        return dict(self.stage_train[stage])
+            return self.train
+        return self.stage_train[stage]
 
 
 def parse_learning_rates(text: str) -> list[float]:
@@ -84,7 +99,7 @@ def parse_learning_rates(text: str) -> list[float]:
 def _stage(kind: str, name: str, choices: WizardChoices, **managed) -> dict:
     stage = {**choices.stage_extra.get(name, {}), "kind": kind, "name": name, **managed}
     if kind in ("sft", "distill", "grpo"):
-        stage["train"] = choices.train_for(name)
+        stage["train"] = to_dict(choices.train_for(name))  # a copy: stages never share a settings object
     if kind in ("sft", "distill") and managed.get("model") == "student":
         stage["references"] = choices.student_references  # the same seeded records for SFT and KD students
     return stage
@@ -99,7 +114,7 @@ def _kd_stages(choices: WizardChoices, kd_method: str) -> list[dict]:
     if choices.with_baseline:
         stages.append(_stage("sft", "student_sft", choices, model="student"))
     stages.append(_stage("distill", "student_kd", choices, model="student", teacher=teacher,
-                         distill={**choices.distill, "method": kd_method}))
+                         distill={**to_dict(choices.distill), "method": kd_method}))
     return stages
 
 
@@ -127,13 +142,13 @@ def stage_dicts(choices: WizardChoices) -> list[dict]:
     elif m in KD_METHOD:
         stages = _kd_stages(choices, KD_METHOD[m])
     elif m == "grpo":
-        stages = [_stage("grpo", "grpo", choices, model="student", grpo=dict(choices.grpo))]
+        stages = [_stage("grpo", "grpo", choices, model="student", grpo=to_dict(choices.grpo))]
     elif m == "quantize":
-        stages = [_stage("quantize", "quantize", choices, model="student", quantize=dict(choices.quantize))]
+        stages = [_stage("quantize", "quantize", choices, model="student", quantize=to_dict(choices.quantize))]
     else:  # the whole pipeline
         stages = _kd_stages(choices, KD_METHOD["token_kd"])
-        stages.append(_stage("grpo", "grpo", choices, model="student_kd", grpo=dict(choices.grpo)))
-        stages.append(_stage("quantize", "quantize", choices, model="grpo", quantize=dict(choices.quantize)))
+        stages.append(_stage("grpo", "grpo", choices, model="student_kd", grpo=to_dict(choices.grpo)))
+        stages.append(_stage("quantize", "quantize", choices, model="grpo", quantize=to_dict(choices.quantize)))
     if choices.with_eval and m not in ("quantize",):
         stages.append(_eval_stage(choices, stages))
     return stages
@@ -150,8 +165,8 @@ def train_values(train: dict, lr_text: str) -> dict:
 
 def build_spec(choices: WizardChoices) -> RunSpec:
     """The validated RunSpec; SpecError carries the spec's own one-sentence reason."""
-    return build(RunSpec, {**choices.run_extra, "name": choices.name or "run", "teacher": dict(choices.teacher),
-                           "student": dict(choices.student), "data": dict(choices.data),
+    return build(RunSpec, {**choices.run_extra, "name": choices.name or "run", "teacher": to_dict(choices.teacher),
+                           "student": to_dict(choices.student), "data": to_dict(choices.data),
                            "stages": stage_dicts(choices), "device": choices.device}, "spec")
 
 
@@ -174,26 +189,27 @@ def _method_of(stages: dict) -> str:
 def choices_from_spec(spec: RunSpec) -> WizardChoices:
     """The wizard's choices for a spec it (or a person following its stage names) wrote, such that
     ``build_spec(choices_from_spec(spec)) == spec``; SpecError when the stages are not one of its pipelines."""
+    method = _method_of({stage.name: stage for stage in spec.stages})
+    spec = copy.deepcopy(spec)  # the choices own their sub-specs: editing them never changes the spec given
     stages = {stage.name: stage for stage in spec.stages}
-    method = _method_of(stages)
     plain = {name: to_dict(stage) for name, stage in stages.items()}
-    trains = {name: plain[name]["train"] for name in TRAIN_STAGES if name in stages}
-    first = next(iter(trains.values()), dict(DEFAULT_TRAIN))
+    trains = {name: stages[name].train for name in TRAIN_STAGES if name in stages}
+    first = next(iter(trains.values()), None) or TrainSpec(**DEFAULT_TRAIN)
     student = next((s for s in spec.stages if s.kind in ("sft", "distill") and s.model == "student"), None)
     run = to_dict(spec)
     choices = WizardChoices(
-        name=spec.name, teacher=run["teacher"], student=run["student"], data=run["data"], method=method,
+        name=spec.name, teacher=spec.teacher, student=spec.student, data=spec.data, method=method,
         with_teacher_sft="teacher_sft" in stages, with_baseline="student_sft" in stages,
-        with_eval=any(s.kind == "evaluate" for s in spec.stages), train=dict(first),
+        with_eval=any(s.kind == "evaluate" for s in spec.stages), train=copy.deepcopy(first),
         same_train=all(t == first for t in trains.values()), stage_train=trains, device=spec.device,
         student_references=student.references if student else 1.0, stage_extra=plain,
         run_extra={k: run[k] for k in ("processes", "distributed", "cpu_threads")})
     if "student_kd" in stages:
-        choices.distill = {k: v for k, v in plain["student_kd"]["distill"].items() if k != "method"}
+        choices.distill = stages["student_kd"].distill
     if "grpo" in stages:
-        choices.grpo = plain["grpo"]["grpo"]
+        choices.grpo = stages["grpo"].grpo
     if "quantize" in stages:
-        choices.quantize = plain["quantize"]["quantize"]
+        choices.quantize = stages["quantize"].quantize
     if "eval" in stages:
         choices.max_eval_samples = stages["eval"].max_eval_samples
     return choices

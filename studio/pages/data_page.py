@@ -26,7 +26,13 @@ from PySide6.QtWidgets import (
 
 from engine.contract.data.preview import Preview, preview_file
 from engine.contract.data.records import MAPPABLE_FIELDS
-from engine.contract.spec import DATA_FORMATS, DATA_PRESETS, DataSpec, SpecError, build
+from engine.contract.spec import (
+    DATA_FORMATS,
+    DATA_PRESETS,
+    DataSpec,
+    SpecError,
+    updated,
+)
 from studio.model.wizard_model import DATA_FORMAT_LABELS, DATA_PRESET_LABELS
 from studio.pages.common import StudioPage, tip
 
@@ -246,14 +252,14 @@ class DataPage(StudioPage):
 
     def show_choices(self, c) -> None:
         """Fill the page from choices (an edited YAML, an opened spec)."""
-        data = c.data
-        self.set_preset(data.get("preset", "demo"))
-        self.max_samples.setValue(data.get("max_samples", 0))
-        self.validation_fraction.setValue(data.get("validation_fraction", 0.05))
-        self.test_fraction.setValue(data.get("test_fraction", 0.1))
-        if data.get("path", "") != self.path.text():
-            self.set_path(data.get("path", ""))
-        for name, column in (data.get("columns") or {}).items():
+        data: DataSpec = c.data
+        self.set_preset(data.preset)
+        self.max_samples.setValue(data.max_samples)
+        self.validation_fraction.setValue(data.validation_fraction)
+        self.test_fraction.setValue(data.test_fraction)
+        if data.path != self.path.text():
+            self.set_path(data.path)
+        for name, column in data.columns.items():
             if name in self.mapping:
                 combo = self.mapping[name]
                 if combo.findText(column) < 0:
@@ -261,16 +267,15 @@ class DataPage(StudioPage):
                 combo.setCurrentText(column)
 
     def validatePage(self) -> bool:
-        values = {**self.choices.data, **self.values()}
         try:
-            build(DataSpec, values, "data")
+            data = updated(self.choices.data, self.values(), "data")  # keeps what the page does not show (seed…)
         except SpecError as exc:
             return self.refuse(exc)
-        if values["preset"] == "local":
+        if data.preset == "local":
             preview = self.refresh_preview()
             if preview is not None and preview.errors:
                 return self.refuse(f"the data file has problems; first: {preview.errors[0]}")
             if preview is not None and not preview.rows:
                 return self.refuse("no usable rows in this file; check the column mapping.")
-        self.choices.data = values
+        self.choices.data = data
         return self.accept_page()

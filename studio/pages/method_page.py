@@ -27,7 +27,7 @@ from engine.contract.spec import (
     QuantizeSpec,
     RewardSpec,
     SpecError,
-    build,
+    updated,
 )
 from studio.model.wizard_model import KD_METHOD, METHODS
 from studio.pages.common import StudioPage, tip
@@ -142,20 +142,18 @@ class MethodPage(StudioPage):
         return distill, grpo, quantize
 
     def validatePage(self) -> bool:
-        distill, grpo, quantize = self.values()
-        m = self.method()
-        try:
-            if self.kd_box.isEnabled():
-                build(DistillSpec, distill, "distill")
-            if self.grpo_box.isEnabled():
-                build(GRPOSpec, grpo, "grpo")
-            if self.quant_box.isEnabled():
-                build(QuantizeSpec, quantize, "quantize")
-        except SpecError as exc:
-            return self.refuse(exc)
         c = self.choices
-        c.method = m  # merged: settings of an opened spec that the page does not show are kept
-        c.distill, c.grpo, c.quantize = {**c.distill, **distill}, {**c.grpo, **grpo}, {**c.quantize, **quantize}
+        built = {}  # updated: settings of an opened spec that the page does not show are kept
+        for key, values, box in zip(("distill", "grpo", "quantize"), self.values(),
+                                    (self.kd_box, self.grpo_box, self.quant_box)):
+            try:
+                built[key] = updated(getattr(c, key), values, key)
+            except SpecError as exc:
+                if box.isEnabled():
+                    return self.refuse(exc)
+                built[key] = getattr(c, key)  # a box the method does not use may hold anything; it is not run
+        c.method = self.method()
+        c.distill, c.grpo, c.quantize = built["distill"], built["grpo"], built["quantize"]
         c.with_teacher_sft = self.with_teacher_sft.isChecked()
         c.with_baseline = self.with_baseline.isChecked()
         c.with_eval = self.with_eval.isChecked()
@@ -164,17 +162,16 @@ class MethodPage(StudioPage):
     def show_choices(self, c) -> None:
         """Fill the page from choices (an edited YAML, an opened spec)."""
         self.set_method(c.method)
-        self.divergence.setCurrentText(c.distill.get("divergence", DISTILL.divergence))
-        self.alpha.setValue(c.distill.get("alpha", DISTILL.alpha))
-        self.temperature.setValue(c.distill.get("temperature", DISTILL.temperature))
+        self.divergence.setCurrentText(c.distill.divergence)
+        self.alpha.setValue(c.distill.alpha)
+        self.temperature.setValue(c.distill.temperature)
         self.with_teacher_sft.setChecked(c.with_teacher_sft)
         self.with_baseline.setChecked(c.with_baseline)
         self.with_eval.setChecked(c.with_eval)
-        weights = {r["name"]: r["weight"] for r in c.grpo.get("rewards", [])} if c.grpo.get("rewards") \
-            else DEFAULT_REWARDS
+        weights = {r.name: r.weight for r in c.grpo.rewards}
         for name, check in self.reward_checks.items():
             check.setChecked(name in weights)
             self.reward_weights[name].setValue(weights.get(name, self.reward_weights[name].value()))
-        self.num_generations.setValue(c.grpo.get("num_generations", GRPO.num_generations))
-        self.quant_type.setCurrentText(c.quantize.get("quant_type", QUANTIZE.quant_type))
-        self.double_quant.setChecked(c.quantize.get("double_quant", QUANTIZE.double_quant))
+        self.num_generations.setValue(c.grpo.num_generations)
+        self.quant_type.setCurrentText(c.quantize.quant_type)
+        self.double_quant.setChecked(c.quantize.double_quant)

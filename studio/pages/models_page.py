@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.contract.model_info import ModelInfo, kd_compatibility, missing_local_source
-from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build
+from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build, updated
 from studio.pages.common import StudioPage, tip
 
 SUGGESTIONS = {"teacher": ("demo:teacher", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
@@ -76,10 +76,10 @@ class ModelBox(QGroupBox):
         return {"source": self.source.currentText().strip(), "dtype": self.dtype.currentText(),
                 "load_in_4bit": self.load_in_4bit.isChecked()}
 
-    def set_values(self, model: dict) -> None:
-        self.source.setEditText(model.get("source", ""))
-        self.dtype.setCurrentText(model.get("dtype", "auto"))
-        self.load_in_4bit.setChecked(bool(model.get("load_in_4bit", False)))
+    def set_values(self, model: ModelSpec) -> None:
+        self.source.setEditText(model.source)
+        self.dtype.setCurrentText(model.dtype)
+        self.load_in_4bit.setChecked(bool(model.load_in_4bit))
 
 
 class ModelsPage(StudioPage):
@@ -171,9 +171,11 @@ class ModelsPage(StudioPage):
         if problem:
             return self.refuse(problem)
         c = self.choices
-        c.name = self.name.text().strip()
-        c.teacher = {**c.teacher, **self.teacher.values()}  # keeps what the page does not show (revision)
-        c.student = {**c.student, **self.student.values()}
+        try:  # updated: keeps what the page does not show (revision)
+            teacher, student = (updated(getattr(c, role), box.values(), role) for role, box in self._boxes().items())
+        except SpecError as exc:
+            return self.refuse(exc)
+        c.name, c.teacher, c.student = self.name.text().strip(), teacher, student
         return self.accept_page()
 
     def show_choices(self, c) -> None:

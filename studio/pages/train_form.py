@@ -89,15 +89,15 @@ class TrainForm(QWidget):
             return str(exc)
         return ""
 
-    def set_values(self, train: dict) -> None:
+    def set_values(self, train: TrainSpec) -> None:
         """Show a stage's train settings (from a spec, or copied from another form)."""
-        rates = train.get("sweep_learning_rates") or [train.get("learning_rate", 1e-3)]
+        rates = train.sweep_learning_rates or [train.learning_rate]
         text = ", ".join(_format_rate(r) for r in rates)
         if text != self.learning_rate.text():
             self.learning_rate.setText(text)
-        self.scheduler.setCurrentText(train.get("scheduler", "cosine"))
-        self.warmup_ratio.setValue(train.get("warmup_ratio", 0.05))
-        self.epochs.setValue(train.get("epochs", 1.0))
-        self.max_steps.setValue(train.get("max_steps", 0))
-        self.batch_size.setValue(train.get("batch_size", 8))
-        self.gradient_accumulation.setValue(train.get("gradient_accumulation", 1))
+        self.scheduler.setCurrentText(train.scheduler)
+        self.warmup_ratio.setValue(train.warmup_ratio)
+        self.epochs.setValue(train.epochs)
+        self.max_steps.setValue(train.max_steps)
+        self.batch_size.setValue(train.batch_size)
+        self.gradient_accumulation.setValue(train.gradient_accumulation)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QTabWidget, QWidget)
 
 from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec,
-                                  build)
+                                  build, to_dict, updated)
 from studio.pages.common import StudioPage, tip
 from studio.pages.train_form import TrainForm, hint, spin
 from studio.model.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
@@ -124,7 +124,10 @@ class SettingsPage(StudioPage):
 
     def _on_same_for_all_toggled(self, same: bool) -> None:
         if not same and not self._stages_filled:  # start every stage from the shared settings
-            shared = self.shared.values() if not self.shared.problem() else None
+            try:
+                shared = build(TrainSpec, self.shared.values(), "train")
+            except SpecError:
+                shared = None
             for form in self.stage_forms.values():
                 if shared is not None:
                     form.set_values(shared)
@@ -144,25 +147,38 @@ class SettingsPage(StudioPage):
     def train_dict(self) -> dict:
         return {**self.shared.fields(), **self.shared_train()}
 
-    def stage_trains(self, base: dict) -> dict[str, dict]:
-        """Stage name → its train settings (per-stage forms)."""
-        return {name: form.values({**base.get(name, {}), **self.shared_train()})
-                for name, form in self.stage_forms.items()}
+    def stage_trains(self, base: dict[str, TrainSpec]) -> dict[str, TrainSpec]:
+        """Stage name → its train settings (per-stage forms) over ``base``'s; SpecError for a stage the run
+        trains. A stage it does not train (its tab hidden) keeps its settings in ``base`` if its form's are
+        impossible."""
+        in_run, trains = self._stages_in_run(), {}
+        for name, form in self.stage_forms.items():
+            old = base.get(name)
+            values = form.values({**(to_dict(old) if old is not None else {}), **self.shared_train()})
+            try:
+                trains[name] = build(TrainSpec, values, f"{name}.train")
+            except SpecError:
+                if name in in_run:
+                    raise
+                if old is not None:
+                    trains[name] = old
+        return trains
 
     def problem(self) -> str:
         if self.wizard() is None:
             return ""
         shared = self.shared_train()
         if self.same_for_all.isChecked():
-            problem = self.shared.problem({**self.choices.train, **shared})
+            problem = self.shared.problem({**to_dict(self.choices.train), **shared})
             if problem:
                 return problem
         for name in self._stages_in_run() if not self.same_for_all.isChecked() else ():
-            problem = self.stage_forms[name].problem({**self.choices.stage_train.get(name, {}), **shared})
+            own = self.choices.stage_train.get(name)
+            problem = self.stage_forms[name].problem({**(to_dict(own) if own is not None else {}), **shared})
             if problem:
                 return f"{TRAIN_STAGES[name]}: {problem}"
         try:
-            build(DataSpec, {**self.choices.data, "max_length": self.max_length.value()}, "data")
+            updated(self.choices.data, {"max_length": self.max_length.value()}, "data")
             build(StageSpec, {"kind": "sft", "name": "student",
                               "references": round(self.student_references.value(), 4)}, "stage")
         except SpecError as exc:
@@ -173,16 +189,11 @@ class SettingsPage(StudioPage):
         c = self.choices
         try:
             if self.same_for_all.isChecked():
-                train = self.shared.values({**c.train, **self.shared_train()})
-                build(TrainSpec, train, "train")
+                train = build(TrainSpec, self.shared.values({**to_dict(c.train), **self.shared_train()}), "train")
                 stage_train = c.stage_train
             else:
-                stage_train = self.stage_trains(c.stage_train)
-                for name in self._stages_in_run():
-                    build(TrainSpec, stage_train[name], f"{name}.train")
-                train = c.train
-            data = {**c.data, "max_length": self.max_length.value()}
-            build(DataSpec, data, "data")
+                train, stage_train = c.train, self.stage_trains(c.stage_train)
+            data = updated(c.data, {"max_length": self.max_length.value()}, "data")
             references = round(self.student_references.value(), 4)
             build(StageSpec, {"kind": "sft", "name": "student", "references": references}, "stage")
         except SpecError as exc:
@@ -198,15 +209,15 @@ class SettingsPage(StudioPage):
             form.set_values(c.stage_train.get(name, c.train))
         self._stages_filled = True
         self.same_for_all.setChecked(c.same_train)
-        self.max_length.setValue(c.data.get("max_length", 512))
-        self.logging_steps.setValue(c.train.get("logging_steps", 5))
-        lora = c.train.get("lora") or {}
-        self.lora.setChecked(bool(lora.get("enabled", False)))
-        self.lora_r.setValue(lora.get("r", 16))
-        self.lora_alpha.setValue(lora.get("alpha", 32))
-        self.lora_dropout.setValue(lora.get("dropout", 0.05))
-        self.qlora.setChecked(bool(lora.get("quantized_base", False)))
-        self.precision.setCurrentText(c.train.get("precision", "auto"))
+        self.max_length.setValue(c.data.max_length)
+        self.logging_steps.setValue(c.train.logging_steps)
+        lora = c.train.lora
+        self.lora.setChecked(bool(lora.enabled))
+        self.lora_r.setValue(lora.r)
+        self.lora_alpha.setValue(lora.alpha)
+        self.lora_dropout.setValue(lora.dropout)
+        self.qlora.setChecked(bool(lora.quantized_base))
+        self.precision.setCurrentText(c.train.precision)
         self.student_references.setValue(c.student_references)
         self.device.setCurrentText(c.device)
         self._initialised = True

@@ -51,5 +51,5 @@ def test_hub_fields_reach_the_spec(data_page, window):
     window.wizard.next()
     assert window.wizard.currentPage() is window.wizard.method_page
     data = window.wizard.choices.data
-    assert (data["preset"], data["hub_id"], data["hub_config"], data["split"], data["format"]) == \
+    assert (data.preset, data.hub_id, data.hub_config, data.split, data.format) == \
         ("hub", "HuggingFaceH4/no_robots", "", "train_sft", "messages")

@@ -7,7 +7,7 @@ import pytest
 from engine.contract.metric_names import metric_group
 from engine.contract.model_info import ModelInfo, kd_compatibility
 from engine.contract.protocol import Event
-from engine.contract.spec import SpecError
+from engine.contract.spec import SpecError, updated
 from studio.model.history_data import key_scores
 from studio.model.run_state import MetricSeries, RunState, format_eta
 from studio.model.wizard_model import METHODS, WizardChoices, build_spec, parse_learning_rates
@@ -81,7 +81,7 @@ def test_learning_rate_lists_and_refusals():
     with pytest.raises(SpecError, match="'fast' is not a number"):
         parse_learning_rates("1e-4, fast")
     with pytest.raises(SpecError, match="alpha"):
-        build_spec(WizardChoices(distill={"alpha": 1.5}))
+        updated(WizardChoices().distill, {"alpha": 1.5}, "distill")  # the choices hold only valid sub-specs
 
 
 def test_compatibility_and_scores_sentences():
