@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import logging
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from engine.contract.errors import StoreError
 from engine.contract.runs import RunStore
@@ -17,6 +18,7 @@ from studio.model.history_data import resume_point
 from studio.run_session import RunSession
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.history import RESUME_TIP
+from studio.widgets.elided_label import ElidedLabel
 from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,15 @@ class RunMonitor(QWidget):
     def _build(self) -> None:
         self.selector = QComboBox()
         self.selector.setMinimumWidth(240)
+        # as wide as 24 characters whatever the runs are called: a long name ("demo-quick (resumed)") grew it and,
+        # with the title, pushed the window wider than the screen
+        self.selector.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.selector.setMinimumContentsLength(24)
         self.selector.currentIndexChanged.connect(self._on_selector_changed)
-        self.title = QLabel("No run yet")
+        # the run's name and id, elided in the middle to the room the header has (its minimum width does not
+        # depend on the text); the whole text in the tooltip
+        self.title = ElidedLabel("No run yet", minimum_chars=12)
+        self.title.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.title.setObjectName("monitorTitle")
         self.badge = QLabel("")
         self.badge.setObjectName("badge")
@@ -124,21 +133,9 @@ class RunMonitor(QWidget):
             self.refresh()
 
     def _set_title(self, text: str) -> None:
-        """The run's name and id, elided in the middle when the header is short of room (it must fit a 1024 px
-        window beside the selector and the buttons); the whole text in the tooltip."""
         self._full_title = text
-        others = sum(w.sizeHint().width() for w in (self.badge, self.run_label, self.resume_button,
-                                                      self.cancel_button) if not w.isHidden())
-        room = max(160, self.width() - others - self.selector.minimumWidth() - 80)
-        shown = self.title.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, room)
-        if shown != self.title.text():
-            self.title.setText(shown)
-        self.title.setToolTip(text if shown != text else "")
-
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        super().resizeEvent(event)
-        if self._full_title:
-            self._set_title(self._full_title)
+        if text != self.title.full_text():
+            self.title.set_full_text(text)
 
     def _on_resume_clicked(self) -> None:
         if self.session is not None and not self.session.live and self.session.run_id:

@@ -277,3 +277,21 @@ def test_the_next_wizard_page_gets_the_focus_not_the_page_list(window, qtbot):
     assert focus is not window.nav and wizard.data_page.isAncestorOf(focus)
     window.go_to("Monitor")
     assert window.monitor.isAncestorOf(window.focusWidget())
+
+
+def test_a_long_run_title_and_selector_entry_do_not_widen_the_window(window, qtbot):
+    from studio.model.run_state import RunState
+    from studio.run_session import RunSession
+
+    window.resize(1024, 700)
+    window.show()
+    qtbot.waitExposed(window)
+    window.go_to("Monitor")
+    state = RunState()
+    state.run_id = "20261201-140002-demo-quick-with-a-long-name-80a5"
+    state.state = "failed"
+    window.monitor.add_session(RunSession("demo-quick-with-a-long-name (resumed) " * 2, state=state))
+    window.monitor.refresh()
+    qtbot.wait(50)
+    assert window.width() == 1024 and window.monitor.minimumSizeHint().width() <= 1024 - 150
+    assert window.monitor.title.is_elided() and "80a5" in window.monitor.title.text()
