@@ -224,10 +224,10 @@ class ChatService:
 
     def _load_model(self, name: str, source: str, load_in_4bit: bool) -> LoadedModel:
         from engine import heartbeat, memory
-        from engine.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_source
+        from engine.models import check_source, load_model, load_tokenizer, pick_device, pick_dtype
         from engine.contract.spec import ModelSpec
 
-        resolve_source(source)  # a folder that is not a model fails here, in one sentence
+        check_source(source)  # not a model, a damaged config, no tokenizer: one sentence, before any weight
         device = pick_device(self.device)
         dtype = pick_dtype("auto", device)
         if name in self.models:

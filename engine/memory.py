@@ -47,6 +47,8 @@ def _config_dict(config_or_dir: Any) -> dict:
         path = Path(config_or_dir).expanduser()
         if path.is_dir() and (path / "config.json").is_file():
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError(f"{path / 'config.json'} holds {type(config).__name__}, not a JSON object")
         else:
             from engine.models import load_config  # hub ids, GGUF files, demo:* sources
 

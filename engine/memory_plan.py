@@ -62,11 +62,17 @@ def config_of(source: str) -> dict:
     if source.count("/") == 1 and name in KNOWN_CONFIGS and not source.startswith((".", "/", "~")):
         return dict(KNOWN_CONFIGS[name])  # a hub id of the paper's models: no network round trip
     try:
-        return memory._config_dict(source)
+        config = memory._config_dict(source)
     except (EngineError, OSError, ValueError) as exc:
         if name in KNOWN_CONFIGS:
             return dict(KNOWN_CONFIGS[name])
         raise EngineError(f"cannot estimate the memory of {source!r}: its config is unreadable ({exc})") from None
+    for key in ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads"):
+        value = config.get(key, 1 if key == "num_attention_heads" else None)  # every size the estimate divides by
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise EngineError(f"cannot estimate the memory of {source!r}: its config's {key} is {value!r}, not a "
+                              "positive whole number; check its config.json or re-save the model.")
+    return config
 
 
 @dataclasses.dataclass

@@ -97,6 +97,19 @@ def test_a_damaged_config_is_one_sentence_for_every_check(tmp_path, config, sent
             check(str(folder))
 
 
+def test_the_memory_plan_refuses_a_config_it_cannot_size_with_a_sentence(tmp_path):
+    from engine.memory_plan import config_of
+
+    for n, config in enumerate(("null", "[1]", '{"model_type": "zebra"}', '{"model_type": "llama", '
+                                '"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 9, "num_attention_heads": 0}',
+                                '{"hidden_size": -5, "num_hidden_layers": 1, "vocab_size": 9}')):
+        folder = tmp_path / f"m{n}"
+        folder.mkdir()
+        (folder / "config.json").write_text(config)
+        with pytest.raises(EngineError, match="cannot estimate the memory of"):
+            config_of(str(folder))
+
+
 def test_impossible_sizes_and_odd_fields_are_refused_by_inspect(tmp_path):
     from engine.models import inspect_model
 
