@@ -147,6 +147,7 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     events = EventWriter(paths.id, mirror=paths.events, start_seq=last_seq)
     divert_stderr_to(paths.root / "engine.log")  # if the studio goes away, the log goes on in the run folder
     cancel = threading.Event()
+    _listen_for_cancel(cancel)  # first: a Ctrl-C from here on cancels the run instead of leaving it "running"
     if os.environ.get("COMPRESSION_ENGINE_CHILD"):
         # One of several processes (engine/launch.py): only rank 0 writes events and run.json; all ranks
         # follow the parent's cancel file.
@@ -163,7 +164,6 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     hello(events, "run", __version__)
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
-    _listen_for_cancel(cancel)
     status = run_pipeline(spec, paths, events, store, cancel, device, cache)
     if board is not None:
         board.close()

@@ -87,7 +87,7 @@ def resolve_source(source: str) -> ResolvedSource:
             raise EngineError(f"{path} is not a model folder (it has no config.json); give a folder saved with "
                               "save_pretrained, a .gguf file or a hub id.")
         return ResolvedSource("folder", str(path))
-    if source.count("/") != 1:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", source):  # the hub's own id rule: no spaces, one '/'
         raise EngineError(f"{source!r} is neither an existing folder, a .gguf file nor a hub id like "
                           "Qwen/Qwen2.5-0.5B-Instruct.")
     return ResolvedSource("hub", source)

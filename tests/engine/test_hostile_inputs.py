@@ -133,7 +133,9 @@ def test_sources_that_are_not_model_folders(tmp_path):
     cases = {"": "the model source is empty", "  ": "the model source is empty",
              str(plain): "is a file, not a model folder",
              str(tmp_path / "cfgdir"): "it has no config.json",
-             str(tmp_path / "notok"): "has no tokenizer"}
+             str(tmp_path / "notok"): "has no tokenizer",
+             "org/na me": "is neither an existing folder", "a/b/c": "is neither an existing folder",
+             "org/model\n--x": "is neither an existing folder"}
     for source, sentence in cases.items():
         with pytest.raises(EngineError, match=sentence):
             check_source(source)
