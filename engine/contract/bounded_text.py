@@ -53,6 +53,11 @@ def parse_bounded(text: str, *, json_format: bool = False) -> Any:
         values = _parse_json(text) if json_format else _parse_yaml(text)
     except RecursionError:
         raise SpecError(f"the spec is nested too deeply (more than {MAX_YAML_DEPTH} levels).") from None
+    except SpecError:
+        raise
+    except (ValueError, OverflowError) as exc:  # an integer of more than 4,300 digits (Python's own limit)
+        raise SpecError(f"a number in the spec cannot be read ({str(exc).split(';')[0]}); no setting needs one "
+                        "that long.") from None
     _check_depth(values, MAX_YAML_DEPTH)
     return values
 

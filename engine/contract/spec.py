@@ -106,7 +106,7 @@ def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
         try:
             value = float(value)
         except OverflowError:
-            _fail(where, f"{value:.3g} is too large.")
+            _fail(where, f"{_magnitude(value)} is too large.")
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         _fail(where, f"expected {' or '.join(_TYPE_WORDS[t] for t in types)}, got {shown}"
@@ -115,8 +115,16 @@ def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
         high = f.metadata.get("high") or DEFAULT_HIGH
         if value > high or value < -DEFAULT_HIGH:
             hint = f.metadata.get("hint")
-            _fail(where, f"{value:g} is too large (at most {high:g}){'; ' + hint if hint else ''}.")
+            _fail(where, f"{_magnitude(value)} is too large (at most {high:g}){'; ' + hint if hint else ''}.")
     return value
+
+
+def _magnitude(value: float) -> str:
+    """A number short enough for a sentence; an int too large for a float has no '%g' (OverflowError)."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        return f"a {int(int(value).bit_length() * 0.30103) + 1}-digit number"  # str() of it may be refused too
 
 
 def _check_numbers(spec: Any, prefix: str) -> None:

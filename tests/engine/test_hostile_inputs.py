@@ -49,6 +49,10 @@ _BAD_LINE_7 = _jsonl(GOOD[:6]) + '{"instruction": "x", "response": \n' + _jsonl(
     ("utf16.jsonl", _jsonl(GOOD).encode("utf-16"), {}, "utf16.jsonl: not UTF-8 text"),
     ("latin1.json", '{"instruction": "caf\xe9"}\n'.encode("latin-1"), {}, "latin1.json: not UTF-8 text"),
     ("deep.jsonl", "[" * 100_000 + "\n", {}, "deep.jsonl:1:"),
+    ("digits.jsonl", '{"instruction": "q", "response": "a", "id": 1' + "0" * 5000 + "}\n", {},
+     "digits.jsonl:1: cannot be read (Exceeds the limit"),
+    ("digits.json", '[{"instruction": "q", "response": "a", "id": 1' + "0" * 5000 + "}]", {},
+     "digits.json:1: cannot be read (Exceeds the limit"),
 ])
 def test_a_bad_data_file_names_file_line_and_remedy(tmp_path, name, content, columns, sentence):
     path = tmp_path / name
@@ -284,3 +288,22 @@ def test_a_gguf_header_that_declares_more_than_the_file_holds_is_refused_in_cons
         path.write_bytes(content)
         with pytest.raises(EngineError, match="is not a readable GGUF file .*damaged or cut short"):
             header(path)
+
+
+# ---- numbers too long to be numbers, in a spec ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name, text, sentence", [
+    ("a.json", '{"name": "x", "processes": 1' + "0" * 5000 + "}", "a number in the spec cannot be read"),
+    ("b.yaml", "name: x\nprocesses: 1" + "0" * 5000 + "\n", "a number in the spec cannot be read"),
+    ("c.yaml", "name: x\nprocesses: 0x" + "f" * 5000 + "\n", "processes: a 6021-digit number is too large"),
+    ("d.yaml", "name: x\nstages: [{kind: sft, name: s, train: {learning_rate: 0b" + "1" * 20000 + "}}]\n",
+     "s.train.learning_rate: a 6021-digit number is too large"),
+    ("e.yaml", "name: x\nprocesses: 1" + "0" * 400 + "\n", "processes: a 401-digit number is too large"),
+])
+def test_a_number_too_long_for_python_is_a_sentence(tmp_path, name, text, sentence):
+    from engine.contract.spec import load_spec
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SpecError, match=sentence):
+        load_spec(path)

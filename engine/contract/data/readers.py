@@ -96,6 +96,8 @@ def _jsonl(path: Path) -> Iterator[Row]:
                                            f"remove it.")
             except RecursionError:  # '[[[[…' thousands deep: no record is nested like that
                 yield where, RecordProblem("nested too deeply to be a record; fix the line or remove it.")
+            except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's own limit)
+                yield where, RecordProblem(f"cannot be read ({exc}); fix the line or remove it.")
 
 
 def _json_list(path: Path) -> Iterator[Row]:
@@ -118,6 +120,9 @@ def _json_list(path: Path) -> Iterator[Row]:
             return
         except RecursionError:
             yield f"{path}:{line}", RecordProblem("nested too deeply to be a record; fix the file from here on.")
+            return
+        except ValueError as exc:  # not a JSONDecodeError: an integer of more than 4,300 digits
+            yield f"{path}:{line}", RecordProblem(f"cannot be read ({exc}); fix the file from here on.")
             return
         yield f"{path}:{line}", value
         pos = _skip_space(text, pos)
