@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QWidget)
@@ -64,6 +64,9 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.sessions: list[RunSession] = []
         self.ask: Callable[[str, str], str] = self._ask_on_close  # tests replace the dialog
         self.detached_runs: list[RunSession] = []
+        self._close_when_stopped = QTimer(self)  # "Cancel the runs" on close: close when the engines are gone
+        self._close_when_stopped.setInterval(200)
+        self._close_when_stopped.timeout.connect(self._on_close_when_stopped_timeout)
         self.setWindowTitle("Compression Studio")
         self.resize(initial_size(self.screen().availableGeometry().size() if self.screen() else None))
         self._build()
@@ -375,6 +378,9 @@ class MainWindow(FollowsRunFolders, QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         live = [s for s in self.live_sessions() if isinstance(s.source, EngineClient)]
+        if live and self._close_when_stopped.isActive():
+            event.ignore()  # cancelling already: the window closes once the engines are gone
+            return
         if live:
             what = ("A run is still training. Leave it running (the studio follows it again at its next start) or "
                     "cancel it?" if len(live) == 1 else f"{len(live)} runs are still training. Leave them running "
@@ -386,10 +392,22 @@ class MainWindow(FollowsRunFolders, QMainWindow):
             if choice == "cancel":
                 for session in live:
                     session.cancel()
+                # quitting now would kill the engines mid-save (the run left "interrupted", not "cancelled"):
+                # close once they have saved their checkpoint and stopped (cancel escalates within seconds)
+                self.statusBar().showMessage("Cancelling: the studio closes once the engine has saved its "
+                                             "checkpoint and stopped…")
+                self._close_when_stopped.start()
+                event.ignore()
+                return
             else:
                 self.detached_runs = live  # app.main exits without QProcess destructors killing them
         self._save_settings()
         event.accept()
+
+    def _on_close_when_stopped_timeout(self) -> None:
+        if not any(isinstance(s.source, EngineClient) for s in self.live_sessions()):
+            self._close_when_stopped.stop()
+            self.close()
 
     def _ask_on_close(self, title: str, text: str) -> str:
         box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)

@@ -16,6 +16,7 @@ from PySide6.QtCore import Qt
 
 from engine.contract.runs import RunPaths, RunRecord, RunStore
 from studio.engine_client import EngineLauncher
+from studio.model.run_state import MetricStore
 from studio.model.history_data import (OverlayCurves, compare_reports, display_status, format_time, key_scores,
                                       read_eval, resumable, resume_refusal)
 from studio.widgets.export_dialog import ExportDialog, exportable_models
@@ -194,7 +195,10 @@ class HistoryView(QWidget):
     def _on_table_selection_changed(self) -> None:
         self._update_buttons()
         records = self.selected_records()
-        if not records:
+        if not records:  # nothing selected (or the selection deleted): no curves of a run no longer chosen
+            self.curves = None
+            self.plots.set_store(MetricStore())
+            self.eval_table.show_report(None, empty="Select a run to see its evaluation.")
             return
         self.curves = OverlayCurves(records)
         self.plots.set_store(self.curves.store)
@@ -259,8 +263,8 @@ class HistoryView(QWidget):
         if not records:
             return
         names = ", ".join(r.name for r in records)
-        count = "this run" if len(records) == 1 else f"these {len(records)} runs"
-        if not self.confirm(self, "Delete runs", f"Delete {count} ({names}) with their models, checkpoints and "
+        count, own = ("this run", "its") if len(records) == 1 else (f"these {len(records)} runs", "their")
+        if not self.confirm(self, "Delete runs", f"Delete {count} ({names}) with {own} models, checkpoints and "
                             "curves? This cannot be undone."):
             return
         for r in records:
@@ -271,3 +275,4 @@ class HistoryView(QWidget):
                 QMessageBox.warning(self, "Delete runs", str(exc))
         self.records, self._shown = [], []
         self.refresh()
+        self._on_table_selection_changed()  # the deleted runs' curves go with them

@@ -295,3 +295,37 @@ def test_a_long_run_title_and_selector_entry_do_not_widen_the_window(window, qtb
     qtbot.wait(50)
     assert window.width() == 1024 and window.monitor.minimumSizeHint().width() <= 1024 - 150
     assert window.monitor.title.is_elided() and "80a5" in window.monitor.title.text()
+
+
+def test_deleted_runs_take_their_curves_with_them(qtbot, home):
+    from engine.contract.runs import RunStore
+    from studio.widgets.history import HistoryView
+
+    store = RunStore()
+    paths = _finished_run(store, "kd", {"models": {"kd_student": {"rougeL": 0.4}}})
+    (paths.root / "events.jsonl").write_text(
+        _event("metric", 1, stage="student_kd", step=1, values={"train/loss": 3.0}).to_json() + "\n",
+        encoding="utf-8")
+    history = HistoryView(store)
+    qtbot.addWidget(history)
+    history.confirm = lambda parent, title, text: "with its models" in text
+    history.select_run(paths.id)
+    assert history.plots.store.series and history.eval_table.table.rowCount() == 1
+    history.delete_button.click()
+    assert store.list() == [] and not history.plots.store.series  # the curves stayed on screen
+    assert history.eval_table.table.rowCount() == 0
+
+
+def test_cancel_on_close_lets_the_engine_finish_cancelling_before_the_window_goes(window, qtbot, tmp_path,
+                                                                                  monkeypatch):
+    from engine.contract.runs import RunStore
+    from studio_helpers import spec_file
+
+    monkeypatch.setenv("FAKE_ENGINE_STEPS", "2000")
+    session = window.run_spec_file(spec_file(tmp_path))
+    qtbot.waitUntil(lambda: bool(session.state.metrics.series), timeout=15000)
+    window.ask = lambda title, text: "cancel"
+    assert not window.close()  # the engine is still saving: quitting now killed it, the run left "interrupted"
+    assert "Cancelling" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
+    assert RunStore().get(session.run_id).status == "cancelled"
