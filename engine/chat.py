@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import queue
 import sys
@@ -34,6 +33,14 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from engine.chat_requests import (
+    check_messages,
+    load_fields,
+    parse_preload,
+    sampling_kwargs,
+    score_texts,
+    text_field,
+)
 from engine.context import EngineError
 from engine.contract.protocol import EventWriter, ProtocolError, hello, parse_command
 
@@ -81,52 +88,6 @@ def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
-
-
-def _check_messages(messages: Any) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise EngineError("generate needs 'messages': a non-empty list of {role, content} objects.")
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or \
-                m.get("role") not in ("system", "user", "assistant"):
-            raise EngineError("each message must be an object with role system, user or assistant and a text "
-                              "content.")
-    return messages
-
-
-_SCORE_MAX_PAIRS = 4_000_000  # ROUGE-L's LCS table: a few seconds in pure Python
-_SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
-
-
-def _text(command: dict, key: str, kind: str) -> str:
-    """A command's name-like field (model, request_id) as non-empty text, or the sentence saying it is not."""
-    value = command.get(key)
-    if not isinstance(value, str) or not value:
-        raise EngineError(f"{kind} needs {key!r}: a non-empty string, got {json.dumps(value)[:60]}.")
-    return value
-
-
-def _sampling_kwargs(sampling: Any) -> dict:
-    """generate() keyword arguments from the request's sampling block (validated like GenerationSpec)."""
-    from engine.contract.spec import GenerationSpec, SpecError
-
-    if not isinstance(sampling, (dict, type(None))):
-        raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
-    sampling = dict(sampling or {})
-    seed = sampling.pop("seed", None)
-    unknown = sorted(set(sampling) - set(_SAMPLING_KEYS))
-    if unknown:  # a misspelt setting must not be silently ignored (the answer would not be what was asked)
-        raise EngineError(f"unknown sampling setting {unknown[0]!r}; use {', '.join(_SAMPLING_KEYS)} or seed.")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise EngineError(f"sampling.seed must be a whole number from 0 to 2**63-1, got {json.dumps(seed)[:40]}.")
-    try:
-        gen = GenerationSpec(**sampling)
-    except (SpecError, TypeError) as exc:
-        raise EngineError(f"bad sampling settings: {exc}") from None
-    kwargs: dict[str, Any] = {"max_new_tokens": int(gen.max_new_tokens), "do_sample": not gen.greedy}
-    if not gen.greedy:
-        kwargs.update(temperature=float(gen.temperature), top_p=float(gen.top_p))
-    return {"kwargs": kwargs, "seed": seed}
 
 
 class ChatService:
@@ -181,13 +142,7 @@ class ChatService:
         tokens): the studio cannot import rouge_score, and a second implementation would disagree with it."""
         from engine.metrics import rouge_l
 
-        prediction, reference = command.get("prediction"), command.get("reference")
-        if not isinstance(prediction, str) or not isinstance(reference, str):
-            raise EngineError("score needs text in both prediction and reference.")
-        pairs = len(prediction.split()) * len(reference.split())
-        if pairs > _SCORE_MAX_PAIRS:  # the LCS is quadratic: two 200,000-word texts would take hours
-            raise EngineError(f"score: prediction and reference are too long to compare ({pairs:,} word pairs, at "
-                              f"most {_SCORE_MAX_PAIRS:,}); score shorter texts.")
+        prediction, reference = score_texts(command)
         score_id = command.get("id", "")
 
         def work() -> None:  # off the dispatcher: a stop sent meanwhile is still handled at once
@@ -197,13 +152,7 @@ class ChatService:
 
     # -------------------------------------------------------------- load / unload
     def _on_load(self, command: dict) -> None:
-        name, source = command.get("model"), command.get("source")
-        if not isinstance(name, str) or not name or not isinstance(source, str) or not source:
-            raise EngineError("load needs 'model' (a name) and 'source' (a folder, hub id, .gguf file or "
-                              "demo:student).")
-        load_in_4bit = command.get("load_in_4bit", False)
-        if not isinstance(load_in_4bit, bool):  # bool("no") is True: a string here would load 4-bit by surprise
-            raise EngineError(f"load_in_4bit must be true or false, got {json.dumps(load_in_4bit)[:40]}.")
+        name, source, load_in_4bit = load_fields(command)
         with self._lock:
             if name in self.loading:
                 raise EngineError(f"model {name!r} is already being loaded.")
@@ -224,8 +173,14 @@ class ChatService:
 
     def _load_model(self, name: str, source: str, load_in_4bit: bool) -> LoadedModel:
         from engine import heartbeat, memory
-        from engine.models import check_source, load_model, load_tokenizer, pick_device, pick_dtype
         from engine.contract.spec import ModelSpec
+        from engine.models import (
+            check_source,
+            load_model,
+            load_tokenizer,
+            pick_device,
+            pick_dtype,
+        )
 
         check_source(source)  # not a model, a damaged config, no tokenizer: one sentence, before any weight
         device = pick_device(self.device)
@@ -266,7 +221,7 @@ class ChatService:
         return LoadedModel(name, source, model, tokenizer, device)
 
     def _on_unload(self, command: dict) -> None:
-        name = _text(command, "model", "unload")
+        name = text_field(command, "model", "unload")
         if name not in self.models:
             raise EngineError(f"model {name!r} is not loaded; loaded: {', '.join(self.models) or 'none'}.")
         self._unload(name)
@@ -290,12 +245,12 @@ class ChatService:
 
     # -------------------------------------------------------------- generate / stop
     def _on_generate(self, command: dict) -> None:
-        request_id = _text(command, "request_id", "generate")
+        request_id = text_field(command, "request_id", "generate")
         if request_id in self.requests:
             raise EngineError(f"request {request_id!r} is still running; use a new request_id.")
-        name = _text(command, "model", "generate")
-        messages = _check_messages(command.get("messages"))  # the request itself first: its mistakes are
-        sampling = _sampling_kwargs(command.get("sampling"))  # said whether or not the model is loaded
+        name = text_field(command, "model", "generate")
+        messages = check_messages(command.get("messages"))  # the request itself first: its mistakes are
+        sampling = sampling_kwargs(command.get("sampling"))  # said whether or not the model is loaded
         if name not in self.models and name not in self.loading:
             raise EngineError(f"model {name!r} is not loaded; loaded: {', '.join(self.models) or 'none'}.")
         req = Request(request_id, name)
@@ -303,7 +258,7 @@ class ChatService:
         req.thread = self._spawn(self._generate, req, messages, sampling, command)
 
     def _on_stop(self, command: dict) -> None:
-        request_id = _text(command, "request_id", "stop") if command.get("request_id") else None
+        request_id = text_field(command, "request_id", "stop") if command.get("request_id") else None
         if request_id:
             req = self.requests.get(request_id)
             if req is None:
@@ -402,8 +357,13 @@ def _import_eagerly() -> None:
     """transformers resolves its names lazily and that is not thread-safe: two loads starting together in two
     threads can fail with ImportError, so the names the workers use are imported once, here."""
     import torch  # noqa: F401
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,  # noqa: F401
-                              StoppingCriteriaList, TextIteratorStreamer)
+    from transformers import (  # noqa: F401
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        StoppingCriteria,
+        StoppingCriteriaList,
+        TextIteratorStreamer,
+    )
 
     import engine.memory  # noqa: F401
     import engine.models  # noqa: F401
@@ -439,18 +399,6 @@ def serve(stdin: IO[str], writer: EventWriter, device: str = "auto", preload: li
     return 0
 
 
-def _parse_preload(values: list[str]) -> list[tuple[str, str]]:
-    pairs = [tuple(v.partition("=")[::2]) for v in values]
-    for (name, source), value in zip(pairs, values):
-        if not name or not source:
-            raise ValueError(f"--model expects NAME=SOURCE (e.g. student=demo:student), got {value!r}.")
-    names = [name for name, _ in pairs]
-    for name in names:
-        if names.count(name) > 1:
-            raise ValueError(f"--model {name}=… is given twice; give each model its own name.")
-    return pairs
-
-
 def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> int:
     """``compression-engine chat [--model NAME=SOURCE ...] [--device auto|cpu|cuda|mps]``."""
     parser = argparse.ArgumentParser(prog="compression-engine chat",
@@ -460,7 +408,7 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     args = parser.parse_args(argv)
     try:
-        preload = _parse_preload(args.model)
+        preload = parse_preload(args.model)
     except ValueError as exc:
         parser.error(str(exc))  # exit 2 with the sentence, before anything is loaded
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

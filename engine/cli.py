@@ -173,6 +173,9 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume and args.spec:  # the spec would be silently ignored: the run's own spec.yaml is resumed
+        return _fail(f"give either a spec file or --resume {args.resume}, not both; a resumed run keeps its own "
+                     "spec.")
     store = RunStore()
     lock = None
     if args.resume:

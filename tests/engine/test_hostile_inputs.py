@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.context import EngineError
-from engine.contract.spec import DataSpec, SpecError, build, RunSpec
+from engine.contract.spec import DataSpec, RunSpec, SpecError, build
 
 GOOD = [{"instruction": f"question {i}", "response": f"answer {i}"} for i in range(12)]
 
@@ -104,8 +104,9 @@ def test_a_damaged_config_is_one_sentence_for_every_check(tmp_path, config, sent
 def test_the_memory_plan_refuses_a_config_it_cannot_size_with_a_sentence(tmp_path):
     from engine.memory_plan import config_of
 
-    for n, config in enumerate(("null", "[1]", '{"model_type": "zebra"}', '{"model_type": "llama", '
-                                '"hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 9, "num_attention_heads": 0}',
+    zero_heads = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 9,
+                  "num_attention_heads": 0}
+    for n, config in enumerate(("null", "[1]", '{"model_type": "zebra"}', json.dumps(zero_heads),
                                 '{"hidden_size": -5, "num_hidden_layers": 1, "vocab_size": 9}')):
         folder = tmp_path / f"m{n}"
         folder.mkdir()
@@ -221,8 +222,7 @@ CHAT_CASES = [
     (_gen("g4", {"seed": 10 ** 30}), "sampling.seed must be a whole number"),
     (_gen("g5", {"seed": -5}), "sampling.seed must be a whole number"),
     (_gen("g6", {"max_new_tokens": 2.5}), "max_new_tokens"),
-    ('{"type": "generate", "request_id": "g7", "model": "s", "messages": [{"role": "user", "content": "hi"}], '
-     '"sampling": {"top_p": NaN}}\n', "top_p"),
+    (_gen("g7", {"top_p": float("nan")}), "top_p"),  # json.dumps writes NaN, as a careless client would
     (_gen("g8", {"max_tokens": 5}), "unknown sampling setting 'max_tokens'"),
     (_gen("g9", [1]), "'sampling' must be an object"),
     (_gen("g10", messages=[]), "generate needs 'messages'"),

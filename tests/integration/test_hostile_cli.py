@@ -44,7 +44,7 @@ def no_torch(tmp_path_factory) -> dict:
 def _engine(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env,
-                          timeout=300, stdin=subprocess.DEVNULL)
+                          timeout=300, stdin=subprocess.DEVNULL, check=False)
 
 
 def _refused(result: subprocess.CompletedProcess, sentence: str, code: int = 2, protocol: bool = True) -> None:
@@ -77,6 +77,7 @@ def test_bad_flags_are_one_sentence_each_before_torch_loads(tmp_path, home, no_t
         (["export", str(tmp_path), "--format", ",", "--out", str(tmp_path / "o")], "no GGUF format given"),
         (["export", str(tmp_path), "--format", "q2_zz", "--out", str(tmp_path / "o")], "'q2_zz' is not one of"),
         (["export", "../..:s", "--out", str(tmp_path / "o")], "is not a run id"),
+        (["run", str(spec), "--resume", "20260101-000000-x-abcd"], "give either a spec file or --resume"),
     ]
     before = _tree(tmp_path, but=home)
     for args, sentence in cases:
@@ -136,7 +137,7 @@ def test_the_chat_service_survives_hostile_bytes_and_ends_on_eof(home):
              b'{"type": "load", "model": "bad", "source": "/no/such/model"}\n',
              b'{"type": "score", "id": "last", "prediction": "a", "reference": "a"}\n']
     result = subprocess.run([sys.executable, "-m", "engine", "chat"], input=b"".join(lines), capture_output=True,
-                            env=_chat_env(home), timeout=300)
+                            env=_chat_env(home), timeout=300, check=False)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr[-3000:]
     events = events_of(result.stdout.decode())
     errors = " | ".join(e["data"]["message"] for e in events if e["type"] == "error")
@@ -150,7 +151,7 @@ def test_the_chat_service_survives_hostile_bytes_and_ends_on_eof(home):
 
 def test_the_chat_service_ends_cleanly_without_stdin_and_on_ctrl_c(home):
     closed = subprocess.run([sys.executable, "-m", "engine", "chat"], capture_output=True, env=_chat_env(home),
-                            timeout=300, stdin=None, preexec_fn=lambda: os.close(0))
+                            timeout=300, stdin=None, preexec_fn=lambda: os.close(0), check=False)
     assert closed.returncode == 0 and b"Traceback" not in closed.stderr, closed.stderr[-3000:]
     assert events_of(closed.stdout.decode())[-1]["data"]["state"] == "finished"
     proc = subprocess.Popen([sys.executable, "-m", "engine", "chat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -173,11 +174,11 @@ def test_closed_stdout_or_stderr_still_ends_in_the_sentence_where_it_can_be_read
     env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(home), **no_torch}
     args = [sys.executable, "-m", "engine", "export", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
     no_stdout = subprocess.run(args, capture_output=False, stdout=None, stderr=subprocess.PIPE, env=env,
-                               timeout=120, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+                               timeout=120, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(1), check=False)
     assert no_stdout.returncode == 2 and b"Traceback" not in no_stdout.stderr, no_stdout.stderr[-2000:]
     assert b"error: " in no_stdout.stderr and b"it has no config.json" in no_stdout.stderr
     no_stderr = subprocess.run(args, stdout=subprocess.PIPE, env=env, timeout=120, stdin=subprocess.DEVNULL,
-                               preexec_fn=lambda: os.close(2))
+                               preexec_fn=lambda: os.close(2), check=False)
     assert no_stderr.returncode == 2, no_stderr
     assert "it has no config.json" in events_of(no_stderr.stdout.decode())[-1]["data"]["message"]
     assert not (tmp_path / "o").exists()
