@@ -1,0 +1,175 @@
+"""How a spec's settings are declared and checked: :func:`option` (a dataclass field with help text, which the
+studio shows as its tooltip, and a sane upper bound), the generic type/finiteness/range check every user-given
+value goes through (:func:`check_value`), the helpers each settings class's ``__post_init__`` uses, and
+:func:`build` (a settings class from a mapping, naming unknown keys). Stdlib only."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import field
+from typing import Any
+
+from engine.contract.errors import SpecError
+
+# Numbers no setting needs to exceed (exactly representable in a double, fits torch's int64 and SQLite).
+DEFAULT_HIGH = 2 ** 53
+SEED_HIGH = 2 ** 32 - 1  # numpy's seeds stop here
+TOKENS_HIGH = 1 << 20  # a million tokens: longer than any context window
+STEPS_HIGH = 10 ** 8
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, high: float | None = None, hint: str = "",
+           **kwargs: Any) -> Any:
+    """A dataclass field with help text; mutable defaults are given as ``default_factory``. ``high`` is the
+    largest sane value of a numeric field (``hint`` says why, in the refusal); every numeric field, bounded or
+    not, is checked finite by :func:`check_value` when a spec is built from user data."""
+    if default is not dataclasses.MISSING and isinstance(default, (list, dict)):
+        value = default
+        kwargs["default_factory"] = lambda: type(value)(value)
+        default = dataclasses.MISSING
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return field(metadata={"help": help, "high": high, "hint": hint}, **kwargs)
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of a spec field (the studio shows it as a tooltip)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def fail(where: str, message: str) -> None:
+    raise SpecError(f"{where}: {message}")
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", list: "a list",
+               dict: "a mapping"}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def declared_types(annotation: Any) -> tuple[type, ...]:
+    """The plain types a field's annotation allows ("int", "str | None", "list[str]" → int / str / list); ()
+    for nested specs and anything else the generic check leaves to the class."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = [p.strip().split("[", 1)[0] for p in text.split("|")]
+    if any(p not in _TYPES and p != "None" for p in parts):
+        return ()
+    return tuple(_TYPES[p] for p in parts if p in _TYPES)
+
+
+def check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
+    """Check (and lightly coerce) one user-given value against its field's declared type: every setting goes
+    through here, so a field added later is type- and finiteness-checked without code of its own. Numbers
+    written as text ("1e-3", which YAML 1.1 reads as a string) become numbers; NaN, infinities and values
+    above the field's ``high`` are refused."""
+    types = declared_types(f.type)
+    if not types or (value is None and "None" in str(f.type)):
+        return value
+    numeric = [t for t in types if t in (int, float)]
+    if numeric and str not in types and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if numeric and isinstance(value, float) and not math.isfinite(value):
+        fail(where, f"must be a finite number, got {value}.")
+    if int in types and float not in types and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1e3 or 1000.0 for a step count
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            fail(where, f"{_magnitude(value)} is too large.")
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        fail(where, f"expected {' or '.join(_TYPE_WORDS[t] for t in types)}, got {shown}"
+                     f"{' (put text in quotes)' if str in types else ''}.")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        high = f.metadata.get("high") or DEFAULT_HIGH
+        if value > high or value < -DEFAULT_HIGH:
+            hint = f.metadata.get("hint")
+            fail(where, f"{_magnitude(value)} is too large (at most {high:g}){'; ' + hint if hint else ''}.")
+    return value
+
+
+def _magnitude(value: float) -> str:
+    """A number short enough for a sentence; an int too large for a float has no '%g' (OverflowError)."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        return f"a {int(int(value).bit_length() * 0.30103) + 1}-digit number"  # str() of it may be refused too
+
+
+def check_numbers(spec: Any, prefix: str) -> None:
+    """The generic check of every numeric field of a spec object (also when it was built in code)."""
+    for f in dataclasses.fields(spec):
+        if any(t in (int, float) for t in declared_types(f.type)):
+            setattr(spec, f.name, check_value(f"{prefix}.{f.name}" if prefix else f.name, f, getattr(spec, f.name)))
+
+
+def nested(cls: type, value: Any, where: str) -> Any:
+    """A nested settings group: built from a mapping, kept if already built, refused otherwise."""
+    if isinstance(value, cls):
+        return value
+    return build(cls, value, where)  # SpecError "expected a mapping" for anything but a dict
+
+
+def check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        fail(where, f"{value!r} is not one of {', '.join(choices)}.")
+
+
+def check_finite(where: str, value: Any) -> None:
+    """A real, finite number (NaN compares false with everything, so it would pass any range check)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        fail(where, f"expected a number, got {value!r}.")
+    if not math.isfinite(value):
+        fail(where, f"must be a finite number, got {value}.")
+
+
+def check_positive(where: str, value: float, *, allow_zero: bool = False, high: float | None = None) -> None:
+    check_finite(where, value)
+    if value < 0 or (value == 0 and not allow_zero):
+        fail(where, f"must be {'≥ 0' if allow_zero else '> 0'}, got {value}.")
+    if high is not None and value > high:
+        fail(where, f"must be ≤ {high:g}, got {value:g}.")
+
+
+def check_fraction(where: str, value: float, *, open_low: bool = False, open_high: bool = False) -> None:
+    check_finite(where, value)
+    low_bad = value <= 0 if open_low else value < 0
+    high_bad = value >= 1 if open_high else value > 1
+    if low_bad or high_bad:
+        lo, hi = ("(0" if open_low else "[0"), ("1)" if open_high else "1]")
+        fail(where, f"must lie in {lo}, {hi}, got {value}.")
+
+
+def build(cls: type, values: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, naming unknown keys instead of failing with a TypeError."""
+    where = where or cls.__name__
+    if not isinstance(values, dict):
+        raise SpecError(f"{where}: expected a mapping of settings, got {type(values).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(str(k) for k in set(values) - names)
+    if unknown:
+        raise SpecError(f"{where}: unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {k: check_value(f"{where}.{k}" if where != "spec" else k, fields[k], v) for k, v in values.items()}
+    try:
+        return cls(**values)
+    except (TypeError, AttributeError) as exc:  # wrong value types deep in a constructor
+        raise SpecError(f"{where}: a setting has the wrong type ({exc}); check the spec against the documented "
+                        "settings.") from None
+
+
+def to_dict(spec: Any) -> dict:
+    """Plain-data form of a spec, ready for YAML or JSON."""
+    return dataclasses.asdict(spec)
+
+
+def updated(spec: Any, values: dict, where: str = "") -> Any:
+    """A new ``spec`` of the same class with ``values`` (top-level settings, nested ones as mappings) in place of
+    its own, validated by :func:`build`; ``spec`` itself is left as it was. The wizard's pages keep the settings
+    of an opened spec that they do not show this way."""
+    return build(type(spec), {**to_dict(spec), **values}, where or type(spec).__name__)
