@@ -329,3 +329,12 @@ def test_cancel_on_close_lets_the_engine_finish_cancelling_before_the_window_goe
     assert "Cancelling" in window.statusBar().currentMessage()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
     assert RunStore().get(session.run_id).status == "cancelled"
+
+
+def test_an_unmapped_column_is_explained_for_the_wizard_too():
+    from engine.contract.data.records import RecordProblem, canonical_record
+
+    with pytest.raises(RecordProblem) as info:
+        canonical_record({"question": "What is 2+2?", "answer": "4"}, {"instruction": "question"}, default_id="1")
+    assert "no column response for response" in str(info.value) and "in the wizard its column mapping" in str(
+        info.value)  # the data page showed only the spec's data.columns

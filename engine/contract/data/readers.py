@@ -157,7 +157,8 @@ def _csv(path: Path, delimiter: str) -> Iterator[Row]:
                 if not any(c.strip() for c in cells):
                     continue
                 if len(cells) != len(header):
-                    yield where, RecordProblem(f"has {len(cells)} cells but the header has {len(header)}; check "
+                    count = "1 cell" if len(cells) == 1 else f"{len(cells)} cells"
+                    yield where, RecordProblem(f"has {count} but the header has {len(header)}; check "
                                                f"quoting (cells with commas or newlines need double quotes).")
                     continue
                 yield where, dict(zip(header, cells))

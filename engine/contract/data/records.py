@@ -115,8 +115,9 @@ def _required(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], name: st
     if not found:
         columns = ", ".join(list(row)[:12]) or "none"
         wanted = " or ".join(_candidates(mapping.get(name, name)))
-        raise RecordProblem(f"no column {wanted} for {name} (columns here: {columns}); map it with "
-                            f"data.columns, e.g. {{{name}: <your column>}}.")
+        raise RecordProblem(f"no column {wanted} for {name} (columns here: {columns}); map one to {name} "
+                            f"(in a spec data.columns, e.g. {{{name}: <your column>}}; in the wizard its column "
+                            "mapping).")
     text = _text(name, value)
     if text is None or not text.strip():
         raise RecordProblem(f"{name} is empty; fill it in or remove this row.")
@@ -139,8 +140,8 @@ def _chat_fields(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], fmt: 
     found, turns = pick(row, candidates)
     if not found:
         raise RecordProblem(f"no column {' or '.join(candidates)} with the conversation (columns here: "
-                            f"{', '.join(list(row)[:12]) or 'none'}); map it with data.columns, e.g. "
-                            "{messages: <your column>}.")
+                            f"{', '.join(list(row)[:12]) or 'none'}); map one to messages (in a spec data.columns, e.g. "
+                            "{messages: <your column>}; in the wizard its column mapping).")
     try:
         return chat_fields(normalise_turns(turns, fmt, roles))
     except ChatProblem as exc:
