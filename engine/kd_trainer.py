@@ -110,6 +110,15 @@ class _HiddenStateLossTrainer(Trainer):
         get_tp_size = getattr(self, "get_tp_size", None)
         return self.accelerator.num_processes // (get_tp_size() if callable(get_tp_size) else 1)
 
+    def _through_wrapper(self, model: nn.Module, loss_fn: Callable[..., Any], inputs: dict[str, Tensor],
+                         num_items_in_batch: Tensor | int | None) -> Any:
+        """``loss_fn(student, inputs, n)``, called through the DDP/FSDP wrapper's forward when there is one, so
+        its gradient hooks fire (as TRL's trainers do)."""
+        student = self.accelerator.unwrap_model(model)
+        if model is student or _ForwardRedirection is None:
+            return loss_fn(student, inputs, num_items_in_batch)
+        return _ForwardRedirection()(model, student, loss_fn, student, inputs, num_items_in_batch)
+
     def prediction_step(
         self,
         model: nn.Module,
@@ -173,11 +182,7 @@ class KDTrainer(_HiddenStateLossTrainer):
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Joint KD loss of one (micro-)batch; normalised by num_items_in_batch when the Trainer passes it."""
-        student = self.accelerator.unwrap_model(model)
-        if model is student or _ForwardRedirection is None:
-            loss, ce, div = self._kd_loss(student, inputs, num_items_in_batch)
-        else:  # run through the DDP/FSDP wrapper's forward so its gradient hooks fire (as TRL's trainers do)
-            loss, ce, div = _ForwardRedirection()(model, student, self._kd_loss, student, inputs, num_items_in_batch)
+        loss, ce, div = self._through_wrapper(model, self._kd_loss, inputs, num_items_in_batch)
         scaled = self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
         if num_items_in_batch is not None and scaled:
             # as Trainer.compute_loss does: num_items_in_batch counts every rank's tokens, and DDP averages grads
@@ -255,11 +260,7 @@ class ChunkedSFTTrainer(_HiddenStateLossTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
-        student = self.accelerator.unwrap_model(model)
-        if model is student or _ForwardRedirection is None:
-            loss = self._ce_loss(student, inputs, num_items_in_batch)
-        else:  # through the DDP/FSDP wrapper's forward, so its gradient hooks fire
-            loss = _ForwardRedirection()(model, student, self._ce_loss, student, inputs, num_items_in_batch)
+        loss = self._through_wrapper(model, self._ce_loss, inputs, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs:
             loss = loss * self._token_loss_scale()  # as Trainer.compute_loss does
         return (loss, {"loss": loss}) if return_outputs else loss
