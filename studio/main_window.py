@@ -20,6 +20,7 @@ from engine.contract.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
 from studio.keyboard import focus_first_field, install_enter_filter
+from studio.pages.review_page import specs_dir
 from studio.pages.wizard import RunWizard
 from studio.run_watch import FollowsRunFolders, RunWatcher
 from studio.run_session import RunSession
@@ -237,12 +238,15 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.run_spec_file(spec_path, spec.name)
 
     def _on_run_spec_file_triggered(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Run a spec file", "", "Run specs (*.yaml *.yml *.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Run a spec file", str(specs_dir()),
+                                              "Run specs (*.yaml *.yml *.json)")
         if path:
             self.run_spec_file(path)
 
     def _on_open_spec_triggered(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a spec in the wizard", "", "Run specs (*.yaml *.yml *.json)")
+        # where the wizard saves every spec it launches (the current directory meant nothing to a desktop user)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a spec in the wizard", str(specs_dir()),
+                                              "Run specs (*.yaml *.yml *.json)")
         if path:
             self.open_spec(path)
 

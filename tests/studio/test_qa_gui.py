@@ -338,3 +338,15 @@ def test_an_unmapped_column_is_explained_for_the_wizard_too():
         canonical_record({"question": "What is 2+2?", "answer": "4"}, {"instruction": "question"}, default_id="1")
     assert "no column response for response" in str(info.value) and "in the wizard its column mapping" in str(
         info.value)  # the data page showed only the spec's data.columns
+
+
+def test_spec_dialogs_start_where_the_wizard_saves_specs(window, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from studio.pages.review_page import specs_dir
+
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args: (asked.append(args[2]), ("", ""))[1])
+    window._on_open_spec_triggered()
+    window._on_run_spec_file_triggered()
+    assert asked == [str(specs_dir())] * 2
