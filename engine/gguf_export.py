@@ -77,9 +77,10 @@ def check_architecture(architecture: str, where: str) -> None:
 def check_output(out_dir: Path, name: str) -> None:
     """The output folder can be a folder and the file name stem stays inside it (no '/', no '..')."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EngineError(f"--out {out_dir} is a file; give a folder for the .gguf files (it is created if "
-                          "missing).")
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)  # what mkdir would build on
+    if existing is not None and not existing.is_dir():
+        where = f"--out {out_dir}" if existing == out_dir else f"{existing} (in --out {out_dir})"
+        raise EngineError(f"{where} is a file; give a folder for the .gguf files (it is created if missing).")
     if name and not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
         raise EngineError(f"--name {name!r} must be a plain file name stem (letters, digits, '_', '.', '+', '-'; "
                           "no folders), e.g. my-model.")

@@ -161,8 +161,9 @@ def test_export_arguments_are_checked_before_anything_is_read(tmp_path):
 
     file = tmp_path / "out"
     file.write_text("x")
-    with pytest.raises(EngineError, match="is a file; give a folder"):
-        check_output(file, "")
+    for out in (file, file / "sub" / "dir"):
+        with pytest.raises(EngineError, match="is a file; give a folder"):
+            check_output(out, "")
     for name in ("../../x", "a/b", ".hidden", "x" * 200):
         with pytest.raises(EngineError, match="must be a plain file name stem"):
             check_output(tmp_path / "o", name)
