@@ -487,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except StoreError as exc:  # not a run id, no such run, run locked or damaged, data folder unusable
         return _fail(str(exc))
+    except BrokenPipeError:  # `runs | head -1`: the reader has what it wanted; say nothing, as `git log` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
     except OSError as exc:  # out of space, read-only disk, permissions: a sentence, never a traceback
         log.debug("I/O error", exc_info=True)
         return _fail(io_sentence(exc), code=1)

@@ -182,3 +182,19 @@ def test_closed_stdout_or_stderr_still_ends_in_the_sentence_where_it_can_be_read
     assert no_stderr.returncode == 2, no_stderr
     assert "it has no config.json" in events_of(no_stderr.stdout.decode())[-1]["data"]["message"]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly(home, no_torch):
+    """`compression-engine runs | head -1`: no 'Broken pipe; check the disk' sentence, the shell's 141."""
+    from engine.contract.runs import RunStore
+
+    RunStore(home).create("x", "name: x\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "engine", "runs"], stdout=write, stderr=subprocess.PIPE,
+                                env={**os.environ, "COMPRESSION_STUDIO_HOME": str(home), **no_torch}, timeout=120,
+                                stdin=subprocess.DEVNULL, check=False)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == b"", result.stderr
