@@ -133,41 +133,56 @@ def test_quantized_files_load_and_answer(exported, fmt, one_thread):
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > (0.99 if fmt == "q8_0" else 0.8)
 
 
+# llama.cpp runs in a child process: a crash of the C library (two OpenMP runtimes in one process with torch, a
+# miscompiled build) then fails this test with its signal instead of taking the whole test session down.
+_LLAMA_CHILD = """
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+path, prompts, steps = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+llm = Llama(model_path=path, n_ctx=256, n_threads=1, n_batch=256, logits_all=True, verbose=False)
+out = []
+for text, n in zip(prompts, steps):
+    ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    llm.reset()
+    llm.eval(ids)
+    answer = []
+    for _ in range(n):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        answer.append(token)
+        llm.eval([token])
+    out.append({"ids": ids, "answer": answer})
+llm.close()
+print(json.dumps(out))
+"""
+
+
 def test_llama_cpp_itself_tokenizes_and_answers_like_the_source(exported, one_thread):
     """The real consumer: llama.cpp (through llama-cpp-python) reads the f16 file, splits the chat prompt into
     the source tokenizer's ids (the qwen2 pre-tokenizer, merges and special tokens were written right) and
     decodes greedily to the source model's answer; the q4_k_m file loads and answers too."""
     if not llama_cpp_available():
         pytest.skip(LLAMA_CPP_SKIP)
-    import numpy as np
     import torch
-    from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, result, _ = exported
     ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     ref_tok = AutoTokenizer.from_pretrained(source)
+    texts = [ref_tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                         tokenize=False) for p in PROMPTS[:2]]
+    refs = [_greedy(ref_model, ref_tok, p) for p in PROMPTS[:2]]
     for fmt in ("f16", "q4_k_m"):
-        llm = Llama(model_path=str(result.files[fmt]), n_ctx=256, n_threads=1, n_batch=256, logits_all=True,
-                    verbose=False)
-        for prompt in PROMPTS[:2]:
-            text = ref_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               tokenize=False)
-            ref_ids, ref_answer = _greedy(ref_model, ref_tok, prompt)
-            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
-            assert ids == ref_ids
-            llm.reset()
-            llm.eval(ids)
-            answer = []
-            for _ in range(len(ref_answer)):
-                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-                answer.append(token)
-                llm.eval([token])
+        child = subprocess.run([sys.executable, "-c", _LLAMA_CHILD, str(result.files[fmt]), json.dumps(texts),
+                                json.dumps([len(answer) for _, answer in refs])],
+                               capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert child.returncode == 0, f"llama.cpp on the {fmt} file exited with {child.returncode}: {child.stderr[-1500:]}"
+        for got, (ref_ids, ref_answer) in zip(json.loads(child.stdout.strip().splitlines()[-1]), refs):
+            assert got["ids"] == ref_ids
             if fmt == "f16":
-                assert answer == ref_answer
+                assert got["answer"] == ref_answer
             else:
-                assert len(answer) == len(ref_answer)
-        llm.close()
+                assert len(got["answer"]) == len(ref_answer)
 
 
 def test_metadata_carries_tokenizer_and_chat_template(exported):
