@@ -72,6 +72,15 @@ class ModelBox(QGroupBox):
         if path:
             self.source.setEditText(path)
 
+    def show_info(self, text: str, problem: bool = False) -> None:
+        """What was read of the model (grey), or why it could not be read (red)."""
+        self.info.setText(text)
+        name = "hintProblem" if problem else "hint"
+        if self.info.objectName() != name:
+            self.info.setObjectName(name)
+            self.info.style().unpolish(self.info)
+            self.info.style().polish(self.info)
+
     def values(self) -> dict:
         return {"source": self.source.currentText().strip(), "dtype": self.dtype.currentText(),
                 "load_in_4bit": self.load_in_4bit.isChecked()}
@@ -126,7 +135,7 @@ class ModelsPage(StudioPage):
         """What was read of the previous source says nothing about the new one."""
         box = self._boxes()[role]
         if box.info.text() != "Not inspected yet.":
-            box.info.setText("Not inspected yet.")
+            box.show_info("Not inspected yet.")
         if self._info.pop(role, None) is not None:
             self.compat.setText("")
 
@@ -137,20 +146,20 @@ class ModelsPage(StudioPage):
         for box in self._boxes().values():
             source = box.values()["source"]
             if source:
-                box.info.setText("Reading the configuration…")
+                box.show_info("Reading the configuration…")
                 self.wizard().inspector.inspect(source)
 
     def _on_inspector_inspected(self, source: str, info: ModelInfo) -> None:
         for role, box in self._boxes().items():
             if box.values()["source"] == source:
-                box.info.setText(info.describe())
+                box.show_info(info.describe())
                 self._info[role] = info
         self.compat.setText(kd_compatibility(self._info.get("teacher"), self._info.get("student")))
 
     def _on_inspector_failed(self, source: str, message: str) -> None:
         for box in self._boxes().values():
             if box.values()["source"] == source:
-                box.info.setText(f"Could not read it: {message}")
+                box.show_info(f"Could not read it: {message}", problem=True)  # red, not the grey of a hint
 
     def problem(self) -> str:
         if not self.name.text().strip():

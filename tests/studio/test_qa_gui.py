@@ -255,8 +255,9 @@ def test_what_was_read_of_a_model_goes_when_its_source_changes(window):
     page.teacher.source.setEditText("/tmp/no/such/model")
     page._on_inspector_failed("/tmp/no/such/model", "model folder /tmp/no/such/model does not exist")
     assert page.teacher.info.text().startswith("Could not read it")
+    assert page.teacher.info.objectName() == "hintProblem"  # red (studio.qss), not a grey hint
     page.teacher.source.setEditText("demo:teacher")
-    assert page.teacher.info.text() == "Not inspected yet."
+    assert page.teacher.info.text() == "Not inspected yet." and page.teacher.info.objectName() == "hint"
 
 
 def test_a_click_on_a_page_does_not_leave_the_page_list_ringed(window):
