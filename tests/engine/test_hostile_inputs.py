@@ -38,6 +38,8 @@ _BAD_LINE_7 = _jsonl(GOOD[:6]) + '{"instruction": "x", "response": \n' + _jsonl(
     ("lists.jsonl", '["a", "b"]\n', {}, "lists.jsonl:1: expected an object with named fields, got a list"),
     ("ragged.csv", "instruction,response\na,b\nc,d,e\n", {}, "ragged.csv:3: has 3 cells but the header has 2"),
     ("header.csv", "instruction,response\n", {}, "header.csv holds no usable records"),
+    ("twice.csv", "instruction,instruction,response\na,b,c\n", {},
+     "twice.csv:1: the header names column 'instruction' more than once"),
     ("empty.csv", "", {}, "empty.csv holds no usable records"),
     ("corrupt.parquet", b"PAR1" + b"\x00garbage" * 8 + b"PAR1", {}, "not a readable Parquet file"),
     ("text.parquet", "hello", {}, "not a readable Parquet file"),
@@ -63,9 +65,15 @@ def test_a_bad_data_file_names_file_line_and_remedy(tmp_path, name, content, col
     assert str(caught.value).endswith(".")
 
 
-def test_a_folder_or_missing_file_as_data_is_a_sentence(tmp_path):
-    for path in (tmp_path, tmp_path / "missing.jsonl"):
-        with pytest.raises(EngineError, match="no such file; check data.path"):
+def test_a_folder_fifo_or_missing_file_as_data_is_a_sentence(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for path, sentence in ((tmp_path, "is a folder; data.path needs one"),
+                           (tmp_path / "missing.jsonl", "no such file; check data.path"),
+                           (fifo, "not a regular file; check data.path")):
+        with pytest.raises(EngineError, match=sentence):
             _records(path)
 
 

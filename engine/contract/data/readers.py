@@ -67,8 +67,10 @@ def _refuse_one_object(path: Path) -> None:
 def iter_rows(path: str | Path) -> Iterator[Row]:
     """``(where, row | RecordProblem)`` for each row of a JSONL, JSON (list of objects), CSV/TSV or Parquet file."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileProblem(f"{path}: no such file; check data.path.")
+    if path.is_dir():
+        raise FileProblem(f"{path}: is a folder; data.path needs one JSONL, JSON, CSV or Parquet file in it.")
+    if not path.is_file():  # a FIFO or device would block or never end: only regular files are data
+        raise FileProblem(f"{path}: {'not a regular file' if path.exists() else 'no such file'}; check data.path.")
     try:
         fmt = file_format(path)  # may read the first line: inside the try, so a binary file gets the sentence too
         if fmt == "jsonl":
@@ -150,6 +152,10 @@ def _csv(path: Path, delimiter: str) -> Iterator[Row]:
             header = next(reader)
         except StopIteration:
             return
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:  # dict(zip(...)) would keep the last such cell and silently drop the others
+            raise FileProblem(f"{path}:1: the header names column {repeated[0]!r} more than once; give each column "
+                              "its own name.")
         start = reader.line_num + 1
         try:
             for cells in reader:
