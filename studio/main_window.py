@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QWidget)
 
@@ -23,6 +22,7 @@ from studio.keyboard import focus_first_field, install_enter_filter
 from studio.pages.review_page import specs_dir
 from studio.pages.wizard import RunWizard
 from studio.run_watch import FollowsRunFolders, RunWatcher
+from studio.window_close import ClosesWithRunsGoing
 from studio.run_session import RunSession
 from studio.model.app_settings import StudioSettings, load_settings, save_settings
 from studio.widgets.preferences_dialog import SettingsDialog, show_about
@@ -53,7 +53,7 @@ class _Placeholder(QWidget):
     """Stands in for a page built on first use (the plot pages import pyqtgraph: the window shows sooner)."""
 
 
-class MainWindow(FollowsRunFolders, QMainWindow):
+class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
     run_launched = Signal(object)  # RunSession
 
     def __init__(self, settings: StudioSettings | None = None, launcher: EngineLauncher | None = None,
@@ -63,11 +63,7 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.launcher = launcher or EngineLauncher(python=self.settings.engine_python)
         self.store = store or RunStore()
         self.sessions: list[RunSession] = []
-        self.ask: Callable[[str, str], str] = self._ask_on_close  # tests replace the dialog
-        self.detached_runs: list[RunSession] = []
-        self._close_when_stopped = QTimer(self)  # "Cancel the runs" on close: close when the engines are gone
-        self._close_when_stopped.setInterval(200)
-        self._close_when_stopped.timeout.connect(self._on_close_when_stopped_timeout)
+        self._init_closing()
         self.setWindowTitle("Compression Studio")
         self.resize(initial_size(self.screen().availableGeometry().size() if self.screen() else None))
         self._build()
@@ -379,46 +375,3 @@ class MainWindow(FollowsRunFolders, QMainWindow):
         self.launcher.python = settings.engine_python
         self.wizard.default_device = settings.device
         self._save_settings()
-
-    def closeEvent(self, event: QCloseEvent) -> None:
-        live = [s for s in self.live_sessions() if isinstance(s.source, EngineClient)]
-        if live and self._close_when_stopped.isActive():
-            event.ignore()  # cancelling already: the window closes once the engines are gone
-            return
-        if live:
-            what = ("A run is still training. Leave it running (the studio follows it again at its next start) or "
-                    "cancel it?" if len(live) == 1 else f"{len(live)} runs are still training. Leave them running "
-                    "(the studio follows them again at its next start) or cancel them?")
-            choice = self.ask("Runs are still going", what)
-            if choice == "stay":
-                event.ignore()
-                return
-            if choice == "cancel":
-                for session in live:
-                    session.cancel()
-                # quitting now would kill the engines mid-save (the run left "interrupted", not "cancelled"):
-                # close once they have saved their checkpoint and stopped (cancel escalates within seconds)
-                self.statusBar().showMessage("Cancelling: the studio closes once the engine has saved its "
-                                             "checkpoint and stopped…")
-                self._close_when_stopped.start()
-                event.ignore()
-                return
-            else:
-                self.detached_runs = live  # app.main exits without QProcess destructors killing them
-        self._save_settings()
-        event.accept()
-
-    def _on_close_when_stopped_timeout(self) -> None:
-        if not any(isinstance(s.source, EngineClient) for s in self.live_sessions()):
-            self._close_when_stopped.stop()
-            self.close()
-
-    def _ask_on_close(self, title: str, text: str) -> str:
-        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
-        leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton("Cancel the runs", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Don't quit", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(leave)
-        box.exec()
-        clicked = box.clickedButton()
-        return "leave" if clicked is leave else "cancel" if clicked is cancel else "stay"
