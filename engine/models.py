@@ -54,12 +54,26 @@ class ResolvedSource:
         return Path(self.location) / str(self.gguf_file)
 
 
+MAX_SOURCE_CHARS = 4096  # PATH_MAX on Linux; hub ids are far shorter
+
+
 def resolve_source(source: str) -> ResolvedSource:
     """Where the weights of ``source`` are, or an EngineError saying why they cannot be found."""
     source = str(source).strip()
     if not source:
         raise EngineError("the model source is empty; give a folder saved with save_pretrained, a .gguf file, a hub "
                           "id or demo:teacher / demo:student.")
+    if len(source) > MAX_SOURCE_CHARS:  # and the sentence must not repeat a megabyte of it
+        raise EngineError(f"the model source {source[:60]!r}… is {len(source):,} characters long, too long for a "
+                          "path or a hub id.")
+    try:
+        return _resolve(source)
+    except OSError as exc:  # a name too long for the file system, a folder we may not enter, …
+        raise EngineError(f"{source!r} cannot be read as a model source ({exc.strerror or exc}); check the "
+                          "path.") from None
+
+
+def _resolve(source: str) -> ResolvedSource:
     if source.startswith(DEMO_PREFIX):
         role = source[len(DEMO_PREFIX):]
         if role not in ("teacher", "student"):
@@ -68,7 +82,10 @@ def resolve_source(source: str) -> ResolvedSource:
 
         kit = ensure_demo_kit()
         return ResolvedSource("demo", str(kit.teacher_dir if role == "teacher" else kit.student_dir))
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # ~someone who has no home here: the text is the path
+        path = Path(source)
     if source.lower().endswith(".gguf"):
         if not path.is_file():
             raise EngineError(f"GGUF file {path} does not exist; check the path.")

@@ -148,10 +148,13 @@ def test_sources_that_are_not_model_folders(tmp_path):
              str(tmp_path / "cfgdir"): "it has no config.json",
              str(tmp_path / "notok"): "has no tokenizer",
              "org/na me": "is neither an existing folder", "a/b/c": "is neither an existing folder",
-             "org/model\n--x": "is neither an existing folder"}
+             "org/model\n--x": "is neither an existing folder",
+             "x" * 1_000_000: "is 1,000,000 characters long", "/tmp/" + "x" * 300: "File name too long",
+             "~no-such-user-here/model": "model folder ~no-such-user-here/model does not exist"}
     for source, sentence in cases.items():
-        with pytest.raises(EngineError, match=sentence):
+        with pytest.raises(EngineError, match=sentence) as caught:
             check_source(source)
+        assert len(str(caught.value)) < 600  # a sentence, never the whole input echoed back
     with pytest.raises(EngineError, match="is a file, not a model folder"):
         resolve_source(str(plain))
 
