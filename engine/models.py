@@ -178,6 +178,17 @@ def load_model(spec: ModelSpec, device: str, *, trainable: bool = False, precisi
         return _load_model(spec, resolved, location, extra, device, trainable, precision)
 
 
+def _damaged_weights_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (SafetensorError, pickle.UnpicklingError, EOFError)
+
+
+_DAMAGED_WEIGHTS = _damaged_weights_errors()
+
+
 def _load_model(spec: ModelSpec, resolved: ResolvedSource, location: str, extra: dict, device: str,
                 trainable: bool, precision: Any) -> Any:
     from transformers import AutoModelForCausalLM
@@ -198,6 +209,10 @@ def _load_model(spec: ModelSpec, resolved: ResolvedSource, location: str, extra:
         if resolved.kind == "hub":
             raise _hub_error(spec.source, exc) from None
         raise EngineError(f"cannot load the model {spec.source}: {str(exc).splitlines()[0][:200]}") from None
+    except _DAMAGED_WEIGHTS as exc:  # a weight file cut short or overwritten: the user's to fix, not a crash
+        raise EngineError(f"cannot read the weights of {spec.source} ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:160]}); the files are damaged or cut short, so "
+                          "save or download the model again.") from None
     if qconfig is None:
         model.to(device)
     if not trainable:
@@ -253,6 +268,17 @@ def check_source(source: str) -> None:
                                                        for name in _TOKENIZER_FILES):
         raise EngineError(f"{resolved.location} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save the "
                           "tokenizer next to the model (tokenizer.save_pretrained(folder)).")
+    if resolved.kind == "folder":
+        from safetensors import safe_open
+
+        for shard in sorted(Path(resolved.location).glob("*.safetensors")):
+            try:
+                with safe_open(str(shard), framework="pt"):  # the header only, checked against the file size
+                    pass
+            except _DAMAGED_WEIGHTS + (OSError,) as exc:
+                raise EngineError(f"cannot read the weights of {source} ({shard.name}: "
+                                  f"{(str(exc).splitlines() or [''])[0][:160]}); the files are damaged or cut "
+                                  "short, so save or download the model again.") from None
 
 
 def inspect_model(source: str) -> ModelInfo:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from engine.context import EngineError
 from engine.contract.spec import DataSpec, RunSpec, SpecError, build
+
+sys.path.insert(0, str(Path(__file__).parent))  # quant_helpers, as the other engine tests import it
 
 GOOD = [{"instruction": f"question {i}", "response": f"answer {i}"} for i in range(12)]
 
@@ -133,6 +137,23 @@ def test_impossible_sizes_and_odd_fields_are_refused_by_inspect(tmp_path):
         (folder / "config.json").write_text(config)
         with pytest.raises(EngineError, match="does not describe a model transformers can build"):
             inspect_model(str(folder))
+
+
+def test_damaged_weights_are_refused_before_a_run_and_a_sentence_when_loading(tmp_path):
+    from engine.contract.spec import ModelSpec
+    from engine.models import check_source, load_model
+
+    from quant_helpers import make_tiny_model  # noqa: I001 (tests/engine on the path)
+
+    cut, zeros = make_tiny_model(tmp_path / "cut"), make_tiny_model(tmp_path / "zeros")
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (zeros / "model.safetensors").write_bytes(b"\x00" * 100)
+    for folder in (cut, zeros):
+        with pytest.raises(EngineError, match="the files are damaged or cut short"):
+            check_source(str(folder))
+        with pytest.raises(EngineError, match="cannot read the weights of .* damaged or cut short"):
+            load_model(ModelSpec(source=str(folder)), "cpu")
 
 
 def test_sources_that_are_not_model_folders(tmp_path):
