@@ -51,7 +51,6 @@ class SurvivingStream:
         with self._lock:
             if self.diverted and target is None:
                 return
-            self.diverted = True
             path = str(target or self.fallback or os.devnull)
             try:
                 # never through a link planted in the run folder (the store follows no links out of a run)
@@ -61,6 +60,7 @@ class SurvivingStream:
                 os.close(fd)
             except (OSError, ValueError, io.UnsupportedOperation):
                 self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the process
+            self.diverted = True  # only now: a reader of the flag may write to the descriptors at once
 
     def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, … of the wrapped stream
         return getattr(self._stream, name)
