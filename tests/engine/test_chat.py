@@ -22,11 +22,11 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 class Service:
-    """A running ``python -m engine.chat`` with its events collected by a reader thread."""
+    """A running ``python -m engine chat`` with its events collected by a reader thread."""
 
     def __init__(self, args: list[str], home: Path) -> None:
         env = dict(os.environ, COMPRESSION_STUDIO_HOME=str(home), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine.chat", *args], cwd=ROOT, env=env, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine", "chat", *args], cwd=ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.events: queue.Queue = queue.Queue()
         self.seen: list[dict] = []

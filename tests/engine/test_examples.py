@@ -125,10 +125,10 @@ def _gated(example: Path):  # noqa: ANN202
 @pytest.mark.parametrize("example", [_gated(e) for e in EXAMPLES], ids=lambda p: p.stem)
 def test_example_runs_on_cpu_with_tiny_models(example: Path, tiny_models: dict[str, Path], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from engine.cli import cmd_run
+    from engine.cli_run import cmd_run
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("engine.cli._listen_for_cancel", lambda cancel: None)
+    monkeypatch.setattr("engine.cli_run.listen_for_cancel", lambda cancel: None)
     code = cmd_run(argparse.Namespace(resume=None, spec=str(_tiny_spec(example, tiny_models, tmp_path))))
     out, err = capsys.readouterr()
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -322,7 +322,7 @@ def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(t
 
 
 def test_cli_source_can_name_a_stage_of_a_stored_run(exported, tmp_path, monkeypatch):
-    from engine.cli import _export_source
+    from engine.cli_tools import _export_source
     from engine.contract.runs import RunStore
     from engine.contract.spec import SpecError
 

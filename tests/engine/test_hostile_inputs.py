@@ -215,7 +215,7 @@ def test_export_arguments_are_checked_before_anything_is_read(tmp_path):
 # ---- the chat service: every bad command is an error event, and the service goes on ----------------------
 
 def _chat(lines: list[str | bytes]) -> list[dict]:
-    from engine.chat import serve
+    from engine.chat_serve import serve
     from engine.contract.protocol import EventWriter
 
     out = io.StringIO()
@@ -278,7 +278,7 @@ def test_every_bad_chat_command_is_one_error_event_and_the_service_goes_on():
 
 
 def test_a_stdin_that_breaks_or_is_missing_ends_the_service_cleanly():
-    from engine.chat import serve
+    from engine.chat_serve import serve
     from engine.contract.protocol import EventWriter
 
     class Broken(io.StringIO):

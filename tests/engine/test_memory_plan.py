@@ -67,7 +67,7 @@ def test_refusal_names_the_stage_and_a_change_that_fits() -> None:
 
 
 def test_preflight_cli_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from engine.cli import cmd_preflight
+    from engine.cli_tools import cmd_preflight
     from engine.contract.spec import dump_spec
 
     path = tmp_path / "paper.yaml"
@@ -81,7 +81,7 @@ def test_preflight_cli_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path: Path, monkeypatch, capsys) -> None:
-    from engine.cli import cmd_run
+    from engine.cli_run import cmd_run
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
     folder = tmp_path / "qwen7b-config-only"  # a config and no weights: nothing could be read anyway
