@@ -115,33 +115,6 @@ def reopen_closed_std_streams() -> None:
 
 def claim_stdout() -> IO[str]:
     """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
-    progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines. Both survive a reader that
-    went away (:class:`SurvivingStream`; the events are in events.jsonl anyway). Idempotent."""
-    global _protocol_stream
-    if _protocol_stream is None:
-        sys.stdout.flush()
-        fd = os.dup(1)
-        os.dup2(2, 1)
-        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
-        if not isinstance(sys.stderr, SurvivingStream):
-            sys.stderr = SurvivingStream(sys.stderr)  # type: ignore[assignment]
-        sys.stdout = sys.stderr
-    return _protocol_stream
-
-
-def divert_stderr_to(path: Path) -> None:
-    """Where stderr (logs, tracebacks) goes once nobody reads it: the run folder's log file."""
-    if isinstance(sys.stderr, SurvivingStream):
-        sys.stderr.fallback = Path(path)
-
-
-def protocol_stream() -> IO[str]:
-    """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
-    return _protocol_stream if _protocol_stream is not None else sys.stdout
-
-
-def claim_stdout() -> IO[str]:
-    """Reserve the real stdout for protocol events and send everything else that writes to it (library prints,
     progress bars, C extensions) to stderr, so stdout carries nothing but JSON lines; both survive their reader
     (see the module's docstring). Idempotent."""
     global _protocol_stream

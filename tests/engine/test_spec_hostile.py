@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from engine.contract.spec import (MAX_SPEC_BYTES, DataSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
+from engine.contract.spec import (MAX_SPEC_BYTES, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
                          check_value, load_spec, option, parse_spec_text)
 
 

@@ -15,7 +15,7 @@ from engine.context import EngineError
 from engine.contract.spec import DistillSpec
 from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer, pad_collator
 from engine.contract.protocol import EventWriter
-from engine.contract.spec import DistillSpec, ModelSpec
+from engine.contract.spec import ModelSpec
 from engine.teacher_targets import ensure_targets, store_dir, with_row_numbers
 
 VOCAB = 96
