@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures" / "presets"
 HUB_PRESETS = ["dolly_en", "dolly_es", "bugnet", "pytorrent", "codeforces_cot"]
-ALL_EXAMPLES_ENV = "COMPRESSION_TEST_ALL_EXAMPLES"
-# dolly_en runs every kind of stage but GRPO (teacher SFT, SFT, KD from the cache over a 3-point sweep, evaluation,
-# 4-bit); the others repeat those stage kinds on other data (their data is mapped above and their plans checked) or
-# GRPO (tests/engine/test_grpo.py covers it), so the suite runs them only when asked: at a 152k-token vocabulary
-# each costs 20-30 CPU seconds (all six passed: COMPRESSION_TEST_ALL_EXAMPLES=1).
-TWINS = {"dolly_es": "dolly_en", "bugnet": "dolly_en", "pytorrent": "dolly_en", "quantize_4bit": "dolly_en",
-         "codeforces_grpo": "tests/engine/test_grpo.py"}
+# Every paper spec runs end to end on tiny random-weight models at the real 151,936-token vocabulary (20-30 CPU
+# seconds each): the first online run must not be the first time a spec meets the engine.
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,14 +109,8 @@ def _tiny_spec(example: Path, models: dict[str, Path], out: Path) -> Path:
     return path
 
 
-def _gated(example: Path):  # noqa: ANN202
-    if example.stem not in TWINS:
-        return example
-    reason = (f"same stage kinds as {TWINS[example.stem]}, which runs; set {ALL_EXAMPLES_ENV}=1 to run this one too")
-    return pytest.param(example, marks=pytest.mark.skipif(not os.environ.get(ALL_EXAMPLES_ENV), reason=reason))
 
-
-@pytest.mark.parametrize("example", [_gated(e) for e in EXAMPLES], ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)  # every paper spec runs (~20 s each)
 def test_example_runs_on_cpu_with_tiny_models(example: Path, tiny_models: dict[str, Path], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from engine.cli_run import cmd_run
