@@ -110,6 +110,13 @@ class _HiddenStateLossTrainer(Trainer):
         get_tp_size = getattr(self, "get_tp_size", None)
         return self.accelerator.num_processes // (get_tp_size() if callable(get_tp_size) else 1)
 
+    def _scaled_for_ranks(self, loss: Tensor, num_items_in_batch: Tensor | int | None) -> Tensor:
+        """As Trainer.compute_loss does: num_items_in_batch counts every rank's tokens, and DDP averages grads."""
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices \
+                and self.model_accepts_loss_kwargs:
+            return loss * self._token_loss_scale()
+        return loss
+
     def _through_wrapper(self, model: nn.Module, loss_fn: Callable[..., Any], inputs: dict[str, Tensor],
                          num_items_in_batch: Tensor | int | None) -> Any:
         """``loss_fn(student, inputs, n)``, called through the DDP/FSDP wrapper's forward when there is one, so
@@ -183,10 +190,7 @@ class KDTrainer(_HiddenStateLossTrainer):
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Joint KD loss of one (micro-)batch; normalised by num_items_in_batch when the Trainer passes it."""
         loss, ce, div = self._through_wrapper(model, self._kd_loss, inputs, num_items_in_batch)
-        scaled = self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
-        if num_items_in_batch is not None and scaled:
-            # as Trainer.compute_loss does: num_items_in_batch counts every rank's tokens, and DDP averages grads
-            loss = loss * self._token_loss_scale()
+        loss = self._scaled_for_ranks(loss, num_items_in_batch)
         n_tokens = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()
         sums = self._kd_sums["train" if model.training else "eval"]
         sums[0] = sums[0] + ce.detach() * n_tokens  # tensors, so no device sync per micro-batch
@@ -260,9 +264,8 @@ class ChunkedSFTTrainer(_HiddenStateLossTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
-        loss = self._through_wrapper(model, self._ce_loss, inputs, num_items_in_batch)
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs:
-            loss = loss * self._token_loss_scale()  # as Trainer.compute_loss does
+        loss = self._scaled_for_ranks(self._through_wrapper(model, self._ce_loss, inputs, num_items_in_batch),
+                                      num_items_in_batch)
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def _ce_loss(self, student: nn.Module, inputs: dict[str, Tensor], num_items_in_batch: Tensor | int | None
