@@ -71,6 +71,21 @@ def _ctx(spec: RunSpec, root: Path | None) -> tuple[RunContext, io.StringIO]:
     return ctx, stream
 
 
+def _reload_the_saved_model(model_dir: Path, tmp_path: Path, home: Path):  # noqa: ANN202
+    """The saved model, checked to travel: generation cache back on, a card naming the model without this machine's
+    paths."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert reloaded.config.use_cache is True and reloaded.generation_config.use_cache is True
+    card = (model_dir / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["base_model"] == "student-eos" and meta["datasets"] == ["compression-studio-demo-reasoning"]
+    assert {"grpo", "reinforcement-learning"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"
+    assert str(tmp_path) not in card and str(home) not in card and "grpo/correct_after" in card
+    return reloaded
+
+
 def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(home: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -108,14 +123,7 @@ def test_two_step_run_emits_rewards_kl_and_samples_in_order_and_changes_weights(
     assert run_eval["before"] == report["before"] and run_eval["after"] == report["after"]
     assert "| correctness (answers + tests) |" in ctx.paths.eval_md.read_text()
 
-    # the saved model travels: generation cache back on, a card naming the model without this machine's paths
-    reloaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
-    assert reloaded.config.use_cache is True and reloaded.generation_config.use_cache is True
-    card = (result.model_dir / "README.md").read_text()
-    meta = front_matter(card)
-    assert meta["base_model"] == "student-eos" and meta["datasets"] == ["compression-studio-demo-reasoning"]
-    assert {"grpo", "reinforcement-learning"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"
-    assert str(tmp_path) not in card and str(home) not in card and "grpo/correct_after" in card
+    reloaded = _reload_the_saved_model(result.model_dir, tmp_path, home)
 
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
     after = reloaded.state_dict()
@@ -201,14 +209,7 @@ def test_qlora_run_trains_adapters_and_saves_a_plain_merged_model(home: Path, tm
     ctx, stream = _ctx(spec, tmp_path / "run")
     result = grpo.run_stage(ctx)
     assert not (result.model_dir / "adapter_config.json").exists()
-    # the saved model travels: generation cache back on, a card naming the model without this machine's paths
-    reloaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
-    assert reloaded.config.use_cache is True and reloaded.generation_config.use_cache is True
-    card = (result.model_dir / "README.md").read_text()
-    meta = front_matter(card)
-    assert meta["base_model"] == "student-eos" and meta["datasets"] == ["compression-studio-demo-reasoning"]
-    assert {"grpo", "reinforcement-learning"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"
-    assert str(tmp_path) not in card and str(home) not in card and "grpo/correct_after" in card
+    reloaded = _reload_the_saved_model(result.model_dir, tmp_path, home)
 
     before = AutoModelForCausalLM.from_pretrained(source).state_dict()
     after = reloaded.state_dict()
