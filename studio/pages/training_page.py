@@ -144,9 +144,6 @@ class SettingsPage(StudioPage):
                 "quantized_base": self.lora.isChecked() and self.qlora.isChecked()}
         return {"logging_steps": self.logging_steps.value(), "lora": lora, "precision": self.precision.currentText()}
 
-    def train_dict(self) -> dict:
-        return {**self.shared.fields(), **self.shared_train()}
-
     def stage_trains(self, base: dict[str, TrainSpec]) -> dict[str, TrainSpec]:
         """Stage name → its train settings (per-stage forms) over ``base``'s; SpecError for a stage the run
         trains. A stage it does not train (its tab hidden) keeps its settings in ``base`` if its form's are
