@@ -54,8 +54,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from engine.contract.spec import ModelSpec
-    from engine.gguf_source import cache_root
-    from engine.models import load_model
+    from engine.models.gguf_source import cache_root
+    from engine.models.loading import load_model
 
     t = time.perf_counter()
     gguf = build(args.out, args.layers)

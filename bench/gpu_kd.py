@@ -3,7 +3,7 @@ random weights) — per precision, a token-KD step's tokens/s, MFU and peak memo
 cached top-k targets, and the teacher-cache build's throughput.
 
 A step is what KDTrainer does: both backbones, the joint loss from hidden states in chunks
-(engine.losses.chunked_kd_loss live; engine.chunked_losses.cached_kd_loss from the cache), backward, AdamW.
+(engine.training.losses.chunked_kd_loss live; engine.training.chunked_losses.cached_kd_loss from the cache), backward, AdamW.
 MFU = model FLOPs per second / the GPU's dense bf16 peak, with model FLOPs = 6·N_student·tokens (forward and
 backward) + 2·N_teacher·tokens (the teacher's forward, live only); attention FLOPs left out (short sequences).
 
@@ -33,7 +33,7 @@ PRECISIONS = {"fp32": (torch.float32, None), "bf16-mixed": (torch.float32, torch
 
 
 def configs(tiny: bool) -> tuple[dict, dict]:
-    from engine.memory_plan import KNOWN_CONFIGS
+    from engine.models.memory_plan import KNOWN_CONFIGS
 
     teacher, student = dict(KNOWN_CONFIGS["qwen2.5-3b"]), dict(KNOWN_CONFIGS["qwen2.5-0.5b"])
     if tiny:
@@ -65,9 +65,9 @@ def _sync(device: str) -> None:
 
 
 def run(precision: str, args: argparse.Namespace, device: str) -> list[dict]:
-    from engine.chunked_losses import cached_kd_loss, teacher_topk
-    from engine.kd_trainer import last_hidden_state
-    from engine.losses import chunked_kd_loss
+    from engine.training.chunked_losses import cached_kd_loss, teacher_topk
+    from engine.models.hidden_states import last_hidden_state
+    from engine.training.losses import chunked_kd_loss
 
     weights, autocast = PRECISIONS[precision]
     t_cfg, s_cfg = configs(args.tiny)

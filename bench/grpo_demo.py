@@ -69,7 +69,7 @@ def latest_kd_student() -> Path:
 
 def run(spec, root: Path) -> list[dict]:
     """Run the single stage of ``spec`` in ``root``; returns the events it emitted."""
-    from engine.context import RunContext
+    from engine.core.context import RunContext
     from engine.recipes import recipe_for
     from engine.contract.protocol import EventWriter
     from engine.contract.runs import RunPaths
@@ -101,7 +101,7 @@ def engine_run(spec, spec_path: Path) -> tuple[Path, list[dict]]:
 
 def held_out_scores(model_dir: Path, records: list[dict], max_new_tokens: int) -> dict:
     """The GRPO stage's own held-out evaluation (greedy, per category) of a model that is not a GRPO run's."""
-    from engine.models import load_model, load_tokenizer
+    from engine.models.loading import load_model, load_tokenizer
     from engine.recipes.grpo import evaluate_completions
     from engine.contract.spec import GRPOSpec, ModelSpec
 
@@ -185,8 +185,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
-    from engine.data.loading import load_records
-    from engine.data.splits import split_records
+    from engine.training_data.loading import load_records
+    from engine.training_data.splits import split_records
     from engine.demo.kit import ensure_demo_kit
     from engine.contract.spec import DataSpec
 

@@ -3,7 +3,7 @@
 Side by side in one run, each variant in a fresh subprocess (so its peak memory is its own):
 
   sft_default   transformers Trainer, the model's own loss (the batch's full [B, L, V] logits)
-  sft_chunked   engine.kd_trainer.ChunkedSFTTrainer (cross-entropy in chunks of response positions)
+  sft_chunked   engine.training.kd_trainer.ChunkedSFTTrainer (cross-entropy in chunks of response positions)
   build         the teacher-targets cache built for the data (top-k 64 + tail): throughput in tokens/s
   kd_live       KDTrainer with the live teacher (loaded, run every step)
   kd_cached     KDTrainer reading the cache built above (the teacher is never loaded)
@@ -77,7 +77,7 @@ def _args(lr: float = 1e-4):  # noqa: ANN202
 
 
 def _targets(folder: Path):  # noqa: ANN202
-    from engine.teacher_targets import TeacherTargets
+    from engine.training.teacher_targets import TeacherTargets
 
     import numpy as np
 
@@ -89,7 +89,7 @@ def _trainer(variant: str, lr: float, cache: Path, teacher=None):  # noqa: ANN00
     from transformers import Trainer
 
     from engine.contract.spec import DistillSpec
-    from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer
+    from engine.training.kd_trainer import ChunkedSFTTrainer, KDTrainer
 
     student = _model(*STUDENT, seed=0)
     settings = DistillSpec(alpha=0.5, temperature=1.0, divergence="forward_kl", chunk_size=256)
@@ -126,7 +126,7 @@ def _steps(trainer, batches: list[dict], sampler: PeakRSS) -> tuple[list[float],
 def run_variant(variant: str, cache: Path) -> dict:
     import torch
 
-    from engine.kd_trainer import pad_collator
+    from engine.training_data.collate import pad_collator
 
     torch.set_num_threads(2)
     rows = _rows()
@@ -137,7 +137,7 @@ def run_variant(variant: str, cache: Path) -> dict:
     with PeakRSS() as sampler:
         base = sampler.now()
         if variant == "build":
-            from engine.teacher_targets import build_targets
+            from engine.training.teacher_targets import build_targets
 
             teacher = _model(*TEACHER, seed=1).eval().requires_grad_(False)
             t0 = time.perf_counter()

@@ -5,8 +5,8 @@ Qwen2.5) keep the 151,936-token output layer, which dominates the cost on CPU. O
 second half of each row being the response. Each variant runs in a fresh subprocess (so peak memory is its own):
 
   sft          transformers Trainer, the student's own causal-LM loss (full logits)
-  kd_chunked   engine.kd_trainer.KDTrainer (alpha 0.5, forward KL, chunked from hidden states)
-  kd_naive     the same joint loss from both models' full logits (engine.losses.kd_joint_loss)
+  kd_chunked   engine.training.kd_trainer.KDTrainer (alpha 0.5, forward KL, chunked from hidden states)
+  kd_naive     the same joint loss from both models' full logits (engine.training.losses.kd_joint_loss)
   trl_gkd      trl.experimental.gkd.GKDTrainer, lmbda=0 (off-policy), beta=0 (forward KL), full logits
   trl_distill  trl.DistillationTrainer, beta=0, its chunked loss; trl 1.16 always generates on-policy, so its
                generation step is replaced by the batch's own completions (the same off-policy work as the rest)
@@ -108,8 +108,8 @@ def _trainer(variant: str, student, teacher, batch: dict, chunk_size: int):  # n
     from transformers import Trainer, TrainingArguments
 
     from engine.contract.spec import DistillSpec
-    from engine.kd_trainer import KDTrainer
-    from engine.losses import kd_joint_loss
+    from engine.training.kd_trainer import KDTrainer
+    from engine.training.losses import kd_joint_loss
 
     ds = Dataset.from_list([{"prompt": "x", "completion": "x"}])
     if variant == "sft":

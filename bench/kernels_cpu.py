@@ -37,7 +37,7 @@ t0 = time.perf_counter()
 import bitsandbytes
 import_s = time.perf_counter() - t0
 from bitsandbytes.backends.cpu import ops
-from engine.quantization import _measure
+from engine.quantization.four_bit import _measure
 result = _measure(sys.argv[1], "cpu", "Explain knowledge distillation in one sentence.", int(sys.argv[3]))
 result.update(import_s=import_s, hub_kernel=getattr(ops, "gemm_4bit_forward_kernel", None) is not None)
 print(json.dumps(result))
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     from bench.quant_bench import build_qwen05
-    from engine.quantization import quantize_model
+    from engine.quantization.four_bit import quantize_model
     from engine.contract.spec import QuantizeSpec
 
     original = build_qwen05(args.work / "qwen05-bf16")

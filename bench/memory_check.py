@@ -1,4 +1,4 @@
-"""Benchmark: the pre-load memory estimate (engine/memory_plan.py) against measured peaks on CPU.
+"""Benchmark: the pre-load memory estimate (engine/models/memory_plan.py) against measured peaks on CPU.
 
 Each case runs in a fresh subprocess exactly as its recipe does (the engine's trainers, AdamW, real vocabulary
 151,936, random weights built from a config): the peak RSS (1 ms sampling) above the RSS right after the imports
@@ -60,9 +60,11 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
     import torch
     from transformers import Qwen2ForCausalLM, TrainingArguments
 
-    from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer, pad_collator
-    from engine.memory_plan import stage_peak
-    from engine.models import apply_lora
+    from engine.training_data.collate import pad_collator
+
+    from engine.training.kd_trainer import ChunkedSFTTrainer, KDTrainer
+    from engine.models.memory_plan import stage_peak
+    from engine.models.loading import apply_lora
 
     import peft  # noqa: F401 - imported before the baseline: its import is not the stage's memory
 
@@ -85,7 +87,7 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
         if stage.kind == "distill":
             teacher = Qwen2ForCausalLM(_config(TEACHER)).eval().requires_grad_(False)
             if stage.distill.teacher_cache.enabled:
-                from engine.teacher_targets import build_targets
+                from engine.training.teacher_targets import build_targets
                 from bench.kd_cache import _targets
 
                 out = Path(tempfile.mkdtemp()) / "targets"
@@ -117,8 +119,8 @@ def run_case(case: str, folders: dict[str, Path]) -> dict:
 
 
 def paper_verdicts() -> list[str]:
-    from engine.memory import format_bytes
-    from engine.memory_plan import plan
+    from engine.models.memory import format_bytes
+    from engine.models.memory_plan import plan
     from engine.contract.spec import load_spec
 
     lines = []

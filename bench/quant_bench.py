@@ -5,12 +5,12 @@ Two models:
 1. A Qwen2-architecture model with Qwen2.5-0.5B's real dimensions (hidden 896, 24 layers, 14 heads, 2 KV heads,
    MLP 4864, vocabulary 151,936, tied embeddings) and random bfloat16 weights: memory of the 4-bit model against
    the 16-bit one (linear-layer weights and whole model), load time, time to first token and decode tokens/s,
-   plus engine.memory's estimate against the measured resident memory.
+   plus engine.models.memory's estimate against the measured resident memory.
 2. The demo student — the newest trained student found in the run store (``--student`` to choose one; the
    untrained demo kit student otherwise, said so in the results): the same numbers plus ROUGE-L on the demo's
    held-out split before and after quantization, and the retention.
 
-Every speed/memory number is measured in a fresh subprocess per model (engine.quant_report.measure_in_subprocess).
+Every speed/memory number is measured in a fresh subprocess per model (engine.quantization.report.measure_in_subprocess).
 
 Run:  python bench/quant_bench.py [--student RUN_MODEL_DIR] [--samples 100] [--out bench/RESULTS_quant.md]
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import memory  # noqa: E402
-from engine.quant_report import quantization_report, report_markdown  # noqa: E402
-from engine.quantization import quantize_model  # noqa: E402
+from engine.models import memory  # noqa: E402
+from engine.quantization.report import quantization_report, report_markdown  # noqa: E402
+from engine.quantization.four_bit import quantize_model  # noqa: E402
 from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec  # noqa: E402
 
 log = logging.getLogger("quant_bench")
@@ -83,8 +83,8 @@ def find_trained_student() -> Path | None:
 
 def demo_test_records(model_dir: Path, samples: int) -> tuple[list[dict], str]:
     """The held-out split of the run that trained ``model_dir`` (its spec's data), else the demo preset's."""
-    from engine.data.loading import load_records
-    from engine.data.splits import split_records
+    from engine.training_data.loading import load_records
+    from engine.training_data.splits import split_records
     from engine.contract.spec import load_spec
 
     spec_file = model_dir.parent.parent / "spec.yaml"
@@ -108,7 +108,7 @@ def bench_qwen05(work: Path) -> tuple[str, dict]:
     report["estimate"] = {"original": est16, "quantized": est4, "quantize_s": quantize_s}
     text = report_markdown(report, "Qwen2.5-0.5B dimensions (random weights, bfloat16 → NF4, compute bfloat16)")
     o, q = report["original"], report["quantized"]
-    text += (f"\nQuantizing took {quantize_s:.1f} s. engine.memory's resident estimate against the measured RSS "
+    text += (f"\nQuantizing took {quantize_s:.1f} s. engine.models.memory's resident estimate against the measured RSS "
              f"(after load + first token; after 32 more tokens): 16-bit {memory.format_bytes(est16)} vs "
              f"{memory.format_bytes(o['rss_bytes'])}; {memory.format_bytes(o['rss_after_generate_bytes'])}, 4-bit "
              f"{memory.format_bytes(est4)} vs {memory.format_bytes(q['rss_bytes'])}; "
@@ -119,7 +119,7 @@ def bench_qwen05(work: Path) -> tuple[str, dict]:
 
 
 def bench_student(work: Path, student: Path | None, samples: int, max_new_tokens: int) -> tuple[str, dict]:
-    from engine.models import resolve_source
+    from engine.models.loading import resolve_source
 
     trained = student is not None
     folder = Path(student) if trained else Path(resolve_source("demo:student").location)
@@ -159,8 +159,8 @@ def all_layers_nf4_quality(folder: Path, records: list[dict], preset: str, gen: 
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from bitsandbytes.nn import Linear4bit
 
-    from engine.generation import evaluate_model
-    from engine.quant_report import headline_scores
+    from engine.evaluation.generation import evaluate_model
+    from engine.quantization.report import headline_scores
 
     qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=torch.float32)

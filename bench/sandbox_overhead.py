@@ -1,8 +1,8 @@
 """Per-program cost of the code sandbox: each kernel boundary against the audit-hook-only sandbox it replaced.
 
 Runs the test suite's ordinary programs (sum of stdin, standard-library imports, writing in the work folder)
-through ``engine.sandbox.run_program`` with every mechanism, interleaved so that machine load hits all alike, and
-— with ``--before FILE`` (e.g. ``git show 0228a7c:engine/sandbox.py > /tmp/sandbox_before.py``) — through the
+through ``engine.rewards.sandbox.run_program`` with every mechanism, interleaved so that machine load hits all alike, and
+— with ``--before FILE`` (e.g. ``git show 0228a7c:engine/rewards/sandbox.py > /tmp/sandbox_before.py``) — through the
 previous sandbox module. Prints the median wall milliseconds per program run and, in brackets, the median CPU
 milliseconds of the child processes (steadier on a loaded machine). Run by hand:
 
@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Callable
 
-from engine import sandbox
+from engine.rewards import sandbox
 
 log = logging.getLogger("bench.sandbox_overhead")
 
@@ -54,7 +54,7 @@ def _children_cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--before", help="path of the previous engine/sandbox.py, to compare against")
+    parser.add_argument("--before", help="path of the previous engine/rewards/sandbox.py, to compare against")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runners = _runners(args.before)

@@ -1,6 +1,6 @@
 """``python -m engine …`` is the same as the ``compression-engine`` command."""
 import sys
 
-from engine.cli import main
+from engine.cli.main import main
 
 sys.exit(main())

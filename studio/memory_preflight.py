@@ -1,5 +1,5 @@
 """``python -m engine preflight SPEC`` in the background: every stage's estimated peak memory from the models'
-configs (no weights read; engine/memory_plan.py), for the review page — the GUI never imports torch."""
+configs (no weights read; engine/models/memory_plan.py), for the review page — the GUI never imports torch."""
 from __future__ import annotations
 
 import json

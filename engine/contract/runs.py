@@ -101,7 +101,7 @@ class RunPaths:
 
     @property
     def tensorboard(self) -> Path:
-        """TensorBoard event files, one folder per stage (engine/tensorboard_log.py)."""
+        """TensorBoard event files, one folder per stage (engine/runner/tensorboard_log.py)."""
         return self.root / "tensorboard"
 
     def inside(self, *parts: str) -> Path:

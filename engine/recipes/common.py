@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.callbacks import EventsCallback, nonfinite_parameter
-from engine.cards import STAGE_TAGS, dataset_ids
-from engine.context import Diverged, RunContext, StageResult
+from engine.training.callbacks import EventsCallback, nonfinite_parameter
+from engine.models.cards import STAGE_TAGS, dataset_ids
+from engine.core.context import Diverged, RunContext, StageResult
 from engine.contract.spec import ModelSpec, to_dict
-from engine.kd_trainer import ChunkedSFTTrainer, pad_collator
-from engine.models import model_card, save_model
-from engine.training import (finish_checkpoints, load_trainable, merged_for_saving, run_trainer, sft_datasets,
+from engine.training_data.collate import pad_collator
+from engine.training.kd_trainer import ChunkedSFTTrainer
+from engine.models.loading import model_card, save_model
+from engine.training.support import (finish_checkpoints, load_trainable, merged_for_saving, run_trainer, sft_datasets,
                              train_with_sweep, training_arguments)
 
 

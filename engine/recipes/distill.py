@@ -14,14 +14,15 @@ import random
 import time
 from typing import Any
 
-from engine.callbacks import EventsCallback
-from engine.cards import base_model_id
-from engine.context import RunContext, StageResult
-from engine.kd_trainer import KDTrainer, pad_collator
-from engine.models import load_model, load_tokenizer
+from engine.training.callbacks import EventsCallback
+from engine.models.cards import base_model_id
+from engine.core.context import RunContext, StageResult
+from engine.training_data.collate import pad_collator
+from engine.training.kd_trainer import KDTrainer
+from engine.models.loading import load_model, load_tokenizer
 from engine.recipes.common import save_stage_model, train_sft
 from engine.contract.spec import GenerationSpec, to_dict
-from engine.training import (labelled_split, load_trainable, run_trainer, sft_datasets, stage_splits,
+from engine.training.support import (labelled_split, load_trainable, run_trainer, sft_datasets, stage_splits,
                              train_with_sweep, training_arguments)
 
 ANSWER_CHUNK = 64  # teacher answers appended to the cache this many at a time (the resume granularity)
@@ -36,7 +37,7 @@ def validate(ctx: RunContext) -> None:
         return
     from pathlib import Path
 
-    from engine.teacher_targets import check_cache_settings
+    from engine.training.teacher_targets import check_cache_settings
 
     teacher_ref = ctx.stage.teacher
     if teacher_ref in [s.name for s in ctx.spec.stages]:
@@ -90,7 +91,7 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
     train_set, validation_set = sft_datasets(ctx, tokenizer, labelled)
     targets = None
     if d.teacher_cache.enabled:
-        from engine.teacher_targets import ensure_targets, with_row_numbers
+        from engine.training.teacher_targets import ensure_targets, with_row_numbers
 
         sets = [x for x in (train_set, validation_set) if x is not None]
         targets = ensure_targets(ctx, teacher_spec, sets, get_teacher, tokenizer.pad_token_id,
@@ -116,9 +117,9 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
 def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teacher: Any = None) -> dict[str, str]:
     """The teacher's answer to every record (by id), generated once and cached in the stage's work folder; a
     cancelled or crashed run picks up after the last chunk it wrote."""
-    from engine.data.formatting import prompt_texts
-    from engine.generation import VllmAnswers, generate_answers, vllm_usable
-    from engine.models import resolve_source
+    from engine.training_data.formatting import prompt_texts
+    from engine.evaluation.generation import VllmAnswers, generate_answers, vllm_usable
+    from engine.models.loading import resolve_source
 
     cache = ctx.work_dir / "teacher_answers.jsonl"
     answers: dict[str, str] = {}
@@ -183,8 +184,8 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
     from datasets import Dataset
     from trl import DistillationConfig, DistillationTrainer
 
-    from engine.data.formatting import prompt_messages
-    from engine.generation import trl_vllm_args
+    from engine.training_data.formatting import prompt_messages
+    from engine.evaluation.generation import trl_vllm_args
 
     stage, d = ctx.stage, ctx.stage.distill
     prompts = Dataset.from_list([{"prompt": prompt_messages(r, ctx.spec.data.preset)}
@@ -211,7 +212,7 @@ def _on_policy(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tuple[
 
 def _validation_ce(ctx: RunContext, model: Any, tokenizer: Any, step: int) -> dict:
     """eval/ce on the validation references, as the SFT and token-KD stages report it (TRL's trainer has none)."""
-    from engine.generation import response_cross_entropy
+    from engine.evaluation.generation import response_cross_entropy
 
     validation = sft_datasets(ctx, tokenizer, [])[1]
     if validation is None:

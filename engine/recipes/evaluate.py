@@ -7,12 +7,12 @@ import gc
 import json
 import time
 
-from engine.context import EngineError, RunContext, StageResult
-from engine.generation import evaluate_model
-from engine.metrics import retention
-from engine.models import load_model, load_tokenizer
+from engine.core.context import EngineError, RunContext, StageResult
+from engine.evaluation.generation import evaluate_model
+from engine.evaluation.scores import retention
+from engine.models.loading import load_model, load_tokenizer
 from engine.contract.runs import write_atomic
-from engine.training import stage_splits
+from engine.training.support import stage_splits
 
 HEADLINE = ("rougeL", "exact_match")
 
@@ -81,8 +81,8 @@ def run_stage(ctx: RunContext) -> StageResult:
 def _response_ce(ctx: RunContext, model, tokenizer, records: list[dict]) -> float | None:
     """Cross-entropy of the references' response tokens under the model (teacher-forced): the same ``eval/ce``
     the training stages report on validation, so every model of the run compares on one number."""
-    from engine.data.formatting import tokenize_for_sft
-    from engine.generation import response_cross_entropy
+    from engine.training_data.formatting import tokenize_for_sft
+    from engine.evaluation.generation import response_cross_entropy
 
     labelled = [r for r in records if str(r.get("response") or "").strip()]
     if not labelled:

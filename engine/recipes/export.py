@@ -2,22 +2,22 @@
 files for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, into ``models/<stage>/``.
 
 Reads top to bottom: validate (architecture and quantizer, before the run starts) → find a local folder of the
-model → convert (engine/gguf_export.py, all or nothing) → announce each file.
+model → convert (engine/export/gguf.py, all or nothing) → announce each file.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from engine.context import EngineError, RunContext, StageResult
+from engine.core.context import EngineError, RunContext, StageResult
 from engine.contract.spec import BASE_MODELS, ModelSpec, base_model_of, to_dict
 
 
 def validate(ctx: RunContext) -> None:
     """Preflight: the formats can be written, and the architecture the exported model will have (that of the
     base model it descends from) can be converted."""
-    from engine.gguf_export import check_architecture, check_formats
-    from engine.models import load_config
+    from engine.export.gguf import check_architecture, check_formats
+    from engine.models.loading import load_config
 
     check_formats(ctx.stage.export.formats)
     base = base_model_of(ctx.spec, ctx.stage.model)
@@ -31,7 +31,7 @@ def validate(ctx: RunContext) -> None:
 
 def _local_folder(ctx: RunContext, spec: ModelSpec) -> Path:
     """A folder of safetensors to convert; a hub model is saved once into the stage's work folder."""
-    from engine.models import load_model, load_tokenizer, resolve_source, save_model
+    from engine.models.loading import load_model, load_tokenizer, resolve_source, save_model
 
     resolved = resolve_source(spec.source)
     if resolved.kind in ("folder", "demo"):
@@ -44,7 +44,7 @@ def _local_folder(ctx: RunContext, spec: ModelSpec) -> Path:
 
 
 def run_stage(ctx: RunContext) -> StageResult:
-    from engine.gguf_export import export_gguf
+    from engine.export.gguf import export_gguf
 
     stage, settings = ctx.stage, ctx.stage.export
     folder = _local_folder(ctx, ctx.model_spec(stage.model))

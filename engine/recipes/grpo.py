@@ -4,7 +4,7 @@ only for format.
 Reads top to bottom: ``validate`` (everything checkable before any stage runs) → prompts from the run's records
 in the stage's ``<think>/<answer>`` template (chat messages, so the model's chat template applies) → held-out
 evaluation of the starting model → GRPO (full, LoRA, or QLoRA on a 4-bit base) → the same evaluation of the
-trained model → save. Live signals: ``engine.callbacks.EventsCallback`` renames TRL's logs (``reward`` →
+trained model → save. Live signals: ``engine.training.callbacks.EventsCallback`` renames TRL's logs (``reward`` →
 ``grpo/reward``, ``rewards/<name>/mean`` → ``grpo/reward/<name>``, ``kl`` → ``grpo/kl`` — logged by TRL only
 when β > 0 —, ``completions/mean_length`` → ``grpo/completion_length``, ``loss``, ``learning_rate``), and
 ``SampleCallback`` here emits every ``grpo.sample_every`` steps a ``sample`` event with the first completion of
@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from engine.context import EngineError, RunContext, StageResult
-from engine.rewards import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
+from engine.core.context import EngineError, RunContext, StageResult
+from engine.rewards.functions import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
                             make_answer_correct, make_code_tests, make_format_strict, reward_weights,
                             validate_rewards)
 from engine.contract.runs import json_safe, write_atomic
@@ -35,8 +35,8 @@ CORRECTNESS_REWARDS = ("answer_correct", "code_tests")
 def validate(ctx: RunContext) -> None:
     """EngineError (one sentence) for anything that would fail later: rewards the data or template cannot
     support, a batch that does not split into groups, a missing model folder."""
-    from engine.models import resolve_source
-    from engine.training import stage_splits
+    from engine.models.loading import resolve_source
+    from engine.training.support import stage_splits
 
     stage, grpo, train = ctx.stage, ctx.stage.grpo, ctx.stage.train
     if stage.model not in [s.name for s in ctx.spec.stages]:  # an earlier stage's model is checked when it runs
@@ -72,7 +72,7 @@ def grpo_rows(records: list[dict], template: str, preset: str, correctness_only:
 
 
 def held_out_records(ctx: RunContext) -> list[dict]:
-    from engine.training import stage_splits
+    from engine.training.support import stage_splits
 
     splits = stage_splits(ctx)
     records = splits.test or splits.validation
@@ -86,7 +86,7 @@ def score_completions(records: list[dict], completions: list[str]) -> dict:
     """Correctness (answer match, or the fraction of tests passed) overall and per ``correct/<category>``, strict
     format rate and ROUGE-L of the answer (the <answer> block, or the whole completion when there is none)
     against the reference answer/program."""
-    from engine.metrics import rouge_l
+    from engine.evaluation.scores import rouge_l
 
     n = len(records)
     answers = [str(r["answer"]) if r.get("answer") not in (None, "") else None for r in records]
@@ -122,7 +122,7 @@ def evaluate_policy(ctx: RunContext, model: Any, tokenizer: Any, records: list[d
 def evaluate_completions(model: Any, tokenizer: Any, records: list[dict], template: str, preset: str,
                          max_new_tokens: int, batch_size: int, device: str) -> tuple[dict, list[str]]:
     """Greedy completions of ``records`` in the GRPO ``template`` and their scores (also for benchmarks)."""
-    from engine.generation import generate_answers
+    from engine.evaluation.generation import generate_answers
 
     gen = GenerationSpec(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task_prompt(r, template, preset)}],
@@ -177,8 +177,8 @@ class SampleCallback(TrainerCallback):
 def grpo_config(ctx: RunContext) -> Any:
     from trl import GRPOConfig
 
-    from engine.generation import trl_vllm_args
-    from engine.training import training_arguments
+    from engine.evaluation.generation import trl_vllm_args
+    from engine.training.support import training_arguments
 
     stage, grpo = ctx.stage, ctx.stage.grpo
     return training_arguments(
@@ -198,8 +198,8 @@ def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) ->
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from engine.callbacks import EventsCallback
-    from engine.training import run_trainer
+    from engine.training.callbacks import EventsCallback
+    from engine.training.support import run_trainer
 
     grpo = ctx.stage.grpo
     recorder = RewardRecorder()
@@ -216,9 +216,9 @@ def train_grpo(ctx: RunContext, model: Any, tokenizer: Any, rows: list[dict]) ->
 # ------------------------------------------------------------------ the stage --------------------------------------
 
 def run_stage(ctx: RunContext) -> StageResult:
-    from engine.models import load_tokenizer
+    from engine.models.loading import load_tokenizer
     from engine.recipes.common import save_stage_model
-    from engine.training import load_trainable, merged_for_saving, stage_splits
+    from engine.training.support import load_trainable, merged_for_saving, stage_splits
 
     validate(ctx)
     stage, grpo = ctx.stage, ctx.stage.grpo

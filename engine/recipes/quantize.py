@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.context import RunContext, StageResult
+from engine.core.context import RunContext, StageResult
 from engine.contract.runs import write_atomic
 from engine.contract.spec import ModelSpec, to_dict
 
@@ -17,7 +17,7 @@ from engine.contract.spec import ModelSpec, to_dict
 def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
     """A local folder of the full-precision model to compare against; hub and GGUF sources are saved once into
     the stage's work folder (GGUF: de-quantized to its load dtype by transformers)."""
-    from engine.models import load_model, load_tokenizer, resolve_source, save_model
+    from engine.models.loading import load_model, load_tokenizer, resolve_source, save_model
 
     resolved = resolve_source(spec.source)
     if resolved.kind in ("folder", "demo") and any(Path(resolved.location).glob("*.safetensors")):
@@ -47,7 +47,7 @@ def _scores(report: dict) -> dict[str, float]:
 
 
 def _test_records(ctx: RunContext) -> list[dict]:
-    from engine.training import stage_splits
+    from engine.training.support import stage_splits
 
     records = list(stage_splits(ctx).test)
     limit = ctx.stage.max_eval_samples
@@ -55,9 +55,9 @@ def _test_records(ctx: RunContext) -> list[dict]:
 
 
 def run_stage(ctx: RunContext) -> StageResult:
-    from engine.cards import dataset_ids
-    from engine.quant_report import quantization_report, report_markdown
-    from engine.quantization import model_card_text, quantize_model
+    from engine.models.cards import dataset_ids
+    from engine.quantization.report import quantization_report, report_markdown
+    from engine.quantization.four_bit import model_card_text, quantize_model
 
     stage, q = ctx.stage, ctx.stage.quantize
     spec = ctx.model_spec(stage.model)

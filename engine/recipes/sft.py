@@ -1,12 +1,12 @@
 """Supervised fine-tuning: the teacher on the task (the paper's first step), and the student-only baseline the
 paper compares distillation against. Cross-entropy on response tokens, on the stock transformers Trainer with the
-loss computed in chunks from the hidden states (engine/chunked_losses.py: equal loss and gradients, no full-batch
+loss computed in chunks from the hidden states (engine/training/chunked_losses.py: equal loss and gradients, no full-batch
 logits)."""
 from __future__ import annotations
 
-from engine.context import RunContext, StageResult
+from engine.core.context import RunContext, StageResult
 from engine.contract.spec import to_dict
-from engine.models import load_tokenizer
+from engine.models.loading import load_tokenizer
 from engine.recipes.common import save_stage_model, train_sft
 
 

@@ -96,7 +96,7 @@ class ChatClient(QObject):
                                 sampling=sampling))
 
     def score(self, score_id: str, prediction: str, reference: str) -> None:
-        """Ask for the evaluation's own ROUGE-L (engine.metrics); the answer comes as ``score_received``."""
+        """Ask for the evaluation's own ROUGE-L (engine.evaluation.scores); the answer comes as ``score_received``."""
         self.start()
         self._send(command_line("score", id=score_id, prediction=prediction, reference=reference))
 

@@ -1,4 +1,4 @@
-"""The review page's memory line, from the report of ``compression-engine preflight`` (engine/memory_plan.py):
+"""The review page's memory line, from the report of ``compression-engine preflight`` (engine/models/memory_plan.py):
 Qt-free so it is tested without a display."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 ``export`` command (``python -m engine export RUN_ID:STAGE …``) writes the files and streams its progress here.
 
 The dialog only presents; the work and its checks (architecture, formats, all-or-nothing writing) are the
-engine's (engine/gguf_export.py), run in its own process like every other engine job, so the studio stays free
+engine's (engine/export/gguf.py), run in its own process like every other engine job, so the studio stays free
 of torch and transformers.
 """
 from __future__ import annotations

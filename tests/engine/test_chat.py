@@ -80,7 +80,7 @@ def test_bad_lines_and_unknown_models_get_errors(service):
 def test_score_is_the_evaluations_rouge_l(service):
     """The arena asks the service for ROUGE-L: stemmed ("dogs" → "dog", "running" → "run"), so 3 of 4 tokens
     match both ways: P = R = F = 0.75 (an unstemmed scorer says 0.5)."""
-    from engine.metrics import rouge_l
+    from engine.evaluation.scores import rouge_l
 
     service.send({"type": "score", "id": "s1", "prediction": "The dogs are running",
                   "reference": "the dog is running"})

@@ -9,13 +9,13 @@ import types
 import pytest
 import torch
 
-from engine.callbacks import (COMPLETE_MARKER, EventsCallback, drop_incomplete_checkpoints, last_checkpoint,
+from engine.training.callbacks import (COMPLETE_MARKER, EventsCallback, drop_incomplete_checkpoints, last_checkpoint,
                               nonfinite_parameter)
-from engine.context import Diverged, RunContext
+from engine.core.context import Diverged, RunContext
 from engine.contract.protocol import EventWriter
 from engine.contract.runs import RunStore
 from engine.contract.spec import RunSpec, build
-from engine.training import train_with_sweep
+from engine.training.support import train_with_sweep
 
 
 def _checkpoint(folder, step, *, marked=False, state=True):

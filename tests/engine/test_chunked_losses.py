@@ -1,4 +1,4 @@
-"""Tests of engine.chunked_losses: top-k + tail divergences against the full-vocabulary formulas, the cached KD
+"""Tests of engine.training.chunked_losses: top-k + tail divergences against the full-vocabulary formulas, the cached KD
 loss against the reference joint loss, and the chunked SFT cross-entropy against the standard one (values and
 gradients)."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.chunked_losses import cached_kd_loss, chunked_ce_loss, teacher_topk, topk_tail_divergence
-from engine.losses import divergence, kd_joint_loss
+from engine.training.chunked_losses import cached_kd_loss, chunked_ce_loss, teacher_topk, topk_tail_divergence
+from engine.training.losses import divergence, kd_joint_loss
 
 F64 = torch.float64
 KINDS = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2)]
@@ -126,7 +126,7 @@ def test_chunked_ce_equals_standard_cross_entropy_and_its_gradients(chunk: int) 
 def test_chunked_ce_matches_a_qwen2_models_own_loss() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from engine.kd_trainer import last_hidden_state
+    from engine.models.hidden_states import last_hidden_state
 
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

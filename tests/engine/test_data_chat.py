@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
+from engine.core.context import EngineError
 from engine.contract.data.preview import preview_file
-from engine.data.loading import load_records
-from engine.data.formatting import IGNORE_INDEX, encode_example, prompt_texts
+from engine.training_data.loading import load_records
+from engine.training_data.formatting import IGNORE_INDEX, encode_example, prompt_texts
 from engine.contract.spec import DataSpec, SpecError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,4 +1,4 @@
-"""engine.data.formatting: prompts from preset templates, chat-template SFT examples with the loss on the response
+"""engine.training_data.formatting: prompts from preset templates, chat-template SFT examples with the loss on the response
 only, truncation rules, and the plain fallback for tokenizers without a chat template."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.formatting import prompt_messages, prompt_texts, tokenize_for_sft
-from engine.data.formatting import FALLBACK_PROMPT, IGNORE_INDEX, encode_example, truncate_pair
+from engine.training_data.formatting import prompt_messages, prompt_texts, tokenize_for_sft
+from engine.training_data.formatting import FALLBACK_PROMPT, IGNORE_INDEX, encode_example, truncate_pair
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_helpers import record, tiny_tokenizer  # noqa: E402

@@ -1,4 +1,4 @@
-"""engine.data loading: local files in every format with column mappings, FILE:LINE errors for malformed rows,
+"""engine.training_data loading: local files in every format with column mappings, FILE:LINE errors for malformed rows,
 max_samples, hub presets' column mappings on local files shaped like the hub data, and their offline sentence."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
-from engine.data.loading import load_records
-from engine.data.loading import offline_message
+from engine.core.context import EngineError
+from engine.training_data.loading import load_records
+from engine.training_data.loading import offline_message
 from engine.contract.data.presets import PRESETS
 from engine.contract.data.records import CANONICAL_FIELDS
 from engine.contract.spec import DataSpec
@@ -209,8 +209,8 @@ def test_hub_preset_offline_sentence(monkeypatch, preset):
 
 def test_hub_preset_with_hf_hub_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    code = ("from engine.data.loading import load_records\nfrom engine.contract.spec import DataSpec\n"
-            "from engine.context import EngineError\n"
+    code = ("from engine.training_data.loading import load_records\nfrom engine.contract.spec import DataSpec\n"
+            "from engine.core.context import EngineError\n"
             "try:\n    load_records(DataSpec(preset='dolly_en'))\nexcept EngineError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)

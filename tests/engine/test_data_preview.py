@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
-from engine.data.loading import load_records
+from engine.core.context import EngineError
+from engine.training_data.loading import load_records
 from engine.contract.data.preview import MAX_ERRORS, preview_file
 from engine.contract.spec import DataSpec
 

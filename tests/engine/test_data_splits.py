@@ -1,10 +1,10 @@
-"""engine.data.splits: seeded, deterministic, disjoint, non-empty where asked, clear errors otherwise."""
+"""engine.training_data.splits: seeded, deterministic, disjoint, non-empty where asked, clear errors otherwise."""
 from __future__ import annotations
 
 import pytest
 
-from engine.context import EngineError
-from engine.data.splits import split_records
+from engine.core.context import EngineError
+from engine.training_data.splits import split_records
 from engine.contract.spec import DataSpec
 
 

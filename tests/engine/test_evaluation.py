@@ -1,4 +1,4 @@
-"""engine.generation with a tiny random Qwen2: order and count of answers, greedy determinism, batching equal to
+"""engine.evaluation.generation with a tiny random Qwen2: order and count of answers, greedy determinism, batching equal to
 one-by-one generation (left padding right), stop tokens, progress calls, and evaluate_model's scores."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.data.formatting import prompt_texts
-from engine.generation import (evaluate_model, generate_answers, response_cross_entropy, stop_token_ids,
+from engine.training_data.formatting import prompt_texts
+from engine.evaluation.generation import (evaluate_model, generate_answers, response_cross_entropy, stop_token_ids,
                                strip_code_fence)
-from engine.metrics import score_predictions
+from engine.evaluation.scores import score_predictions
 from engine.contract.spec import GenerationSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -115,8 +115,8 @@ def test_code_fences_are_stripped_for_scoring():
 
 def test_response_cross_entropy_is_the_lm_loss_on_response_tokens(model, tok):
     """eval/ce (every stage, every model) equals transformers' own token-weighted LM loss over the batch."""
-    from engine.data.formatting import tokenize_for_sft
-    from engine.kd_trainer import pad_collator
+    from engine.training_data.formatting import tokenize_for_sft
+    from engine.training_data.collate import pad_collator
 
     records = [record(q, "the cat sat on the mat " * (i + 1)) for i, q in enumerate(QUESTIONS)]
     rows = tokenize_for_sft(tok, records, 96, "dolly_en")

@@ -33,7 +33,7 @@ def test_the_paper_specs_are_all_there() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_example_validates_and_fits_an_80_gb_gpu(example: Path) -> None:
-    from engine.memory_plan import plan
+    from engine.models.memory_plan import plan
 
     report = plan(load_spec(example), "cuda", 80 * 10**9)
     assert report["fits"], [(s["stage"], s["peak_bytes"] / 1e9) for s in report["stages"]]
@@ -42,7 +42,7 @@ def test_example_validates_and_fits_an_80_gb_gpu(example: Path) -> None:
 
 @pytest.mark.parametrize("preset", HUB_PRESETS)
 def test_each_hub_preset_maps_rows_in_its_published_schema(preset: str) -> None:
-    from engine.data.loading import load_records
+    from engine.training_data.loading import load_records
 
     raw = [json.loads(line) for line in (FIXTURES / f"{preset}.jsonl").read_text(encoding="utf-8").splitlines()]
     records = load_records(DataSpec(preset=preset, path=str(FIXTURES / f"{preset}.jsonl")))
@@ -113,10 +113,10 @@ def _tiny_spec(example: Path, models: dict[str, Path], out: Path) -> Path:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)  # every paper spec runs (~20 s each)
 def test_example_runs_on_cpu_with_tiny_models(example: Path, tiny_models: dict[str, Path], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from engine.cli_run import cmd_run
+    from engine.cli.run import cmd_run
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("engine.cli_run.listen_for_cancel", lambda cancel: None)
+    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)
     code = cmd_run(argparse.Namespace(resume=None, spec=str(_tiny_spec(example, tiny_models, tmp_path))))
     out, err = capsys.readouterr()
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

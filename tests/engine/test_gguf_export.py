@@ -1,4 +1,4 @@
-"""GGUF export (engine/gguf_export.py, the export stage and `compression-engine export`): files transformers
+"""GGUF export (engine/export/gguf.py, the export stage and `compression-engine export`): files transformers
 reads back with the source's answers, the metadata llama.cpp and Ollama need, and refusals that leave nothing.
 
 The source model is a tiny Qwen2 built from the demo student's config (wider init so its greedy answers vary)
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
-from engine.gguf_export import export_gguf
-from engine.llama_cpp_quantize import llama_cpp_available
+from engine.core.context import EngineError
+from engine.export.gguf import export_gguf
+from engine.export.llama_cpp_quantize import llama_cpp_available
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["What is 12 plus 30?", "Reverse the word 'model'.", "Name a colour."]
@@ -220,7 +220,7 @@ def test_modelfile_points_at_the_smallest_file_with_chatml_template(exported):
 
 
 def test_a_failure_midway_leaves_nothing(exported, tmp_path, monkeypatch):
-    import engine.gguf_export as ge
+    import engine.export.gguf as ge
 
     source, _, _ = exported
     calls = []
@@ -239,7 +239,7 @@ def test_a_failure_midway_leaves_nothing(exported, tmp_path, monkeypatch):
 
 
 def test_q4_k_m_without_llama_cpp_is_refused_with_the_alternatives(exported, tmp_path, monkeypatch):
-    import engine.gguf_export as ge
+    import engine.export.gguf as ge
 
     monkeypatch.setattr(ge, "llama_cpp_available", lambda: False)
     with pytest.raises(EngineError, match="q4_k_m needs llama.cpp's quantizer.*q4_0 or q8_0"):
@@ -288,7 +288,7 @@ def _gpt2_folder(root: Path) -> Path:
 def test_export_stage_in_a_run(exported, tmp_path):
     import io
 
-    from engine.pipeline import preflight, run_pipeline
+    from engine.runner.pipeline import preflight, run_pipeline
     from engine.contract.protocol import EventWriter
     from engine.contract.runs import RunStore
     from engine.contract.spec import RunSpec, build, dump_spec
@@ -311,7 +311,7 @@ def test_export_stage_in_a_run(exported, tmp_path):
 def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(tmp_path):
     import io
 
-    from engine.pipeline import preflight
+    from engine.runner.pipeline import preflight
     from engine.contract.protocol import EventWriter
     from engine.contract.spec import RunSpec, build
 
@@ -322,7 +322,7 @@ def test_export_stage_of_an_unsupported_architecture_is_refused_before_the_run(t
 
 
 def test_cli_source_can_name_a_stage_of_a_stored_run(exported, tmp_path, monkeypatch):
-    from engine.cli_tools import _export_source
+    from engine.cli.tools import _export_source
     from engine.contract.runs import RunStore
     from engine.contract.spec import SpecError
 

@@ -1,4 +1,4 @@
-"""GGUF files as first-class sources (engine/gguf_source.py): unpacked once into a cache keyed by the file's
+"""GGUF files as first-class sources (engine/models/gguf_source.py): unpacked once into a cache keyed by the file's
 hash and reused; quantized with the full report (compared with the GGUF file itself); a 4-bit teacher from a GGUF
 inside a token-KD run, paired with a "hub" student whose tokenizer lacks the GGUF's [PAD…] placeholders; bad
 files refused in one sentence with nothing created.
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import gguf_source
-from engine.context import EngineError
+from engine.models import gguf_source
+from engine.core.context import EngineError
 from engine.contract.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,7 +50,7 @@ def files(tmp_path_factory):
 def test_unpacked_once_into_a_hash_keyed_cache_and_reused(files, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from engine.models import load_model, load_tokenizer
+    from engine.models.loading import load_model, load_tokenizer
 
     gguf = files["gguf"]
     folder = gguf_source.unpacked_folder(gguf)
@@ -81,7 +81,7 @@ def test_unpacked_once_into_a_hash_keyed_cache_and_reused(files, monkeypatch):
 
 
 def test_placeholder_padding_does_not_block_token_kd(files):
-    from engine.models import check_token_kd_compatible, load_tokenizer
+    from engine.models.loading import check_token_kd_compatible, load_tokenizer
 
     gguf_tok = load_tokenizer(ModelSpec(source=str(files["gguf"])))
     hub_tok = load_tokenizer(ModelSpec(source=str(files["student"])))
@@ -101,8 +101,8 @@ def test_placeholder_padding_does_not_block_token_kd(files):
 def test_quantize_a_gguf_with_its_full_report(files, tmp_path, monkeypatch):
     """Through the quantize recipe. The speed/memory subprocesses are replaced by a fixed measurement here
     (test_quantize.py measures for real); everything else — quantizing, scores, sizes — runs."""
-    from engine import quant_report
-    from engine.context import RunContext
+    from engine.quantization import report as quant_report
+    from engine.core.context import RunContext
     from engine.contract.protocol import EventWriter
     from engine.recipes.quantize import run_stage
     from engine.contract.runs import RunStore
@@ -134,7 +134,7 @@ def test_quantize_a_gguf_with_its_full_report(files, tmp_path, monkeypatch):
 
 
 def test_4bit_teacher_from_a_gguf_inside_a_token_kd_run(files, tmp_path, monkeypatch):
-    from engine.pipeline import preflight, run_pipeline
+    from engine.runner.pipeline import preflight, run_pipeline
     from engine.contract.protocol import EventWriter
     from engine.contract.runs import RunStore
     from engine.contract.spec import RunSpec, build
@@ -163,7 +163,7 @@ def test_4bit_teacher_from_a_gguf_inside_a_token_kd_run(files, tmp_path, monkeyp
 
 
 def test_unsupported_gguf_is_one_sentence_exit_2_and_nothing_created(files, tmp_path):
-    from engine.models import resolve_source
+    from engine.models.loading import resolve_source
 
     bad_type = write_gguf(files["teacher_dir"], tmp_path / "q8_1.gguf", raw_types={"ffn_up.weight": "Q8_1"})
     with pytest.raises(EngineError, match="stores tensors as Q8_1, which gguf-py cannot de-quantize"):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cards import front_matter
-from engine.context import EngineError, RunContext
+from engine.models.cards import front_matter
+from engine.core.context import EngineError, RunContext
 from engine.contract.protocol import EventWriter
 from engine.recipes import grpo
 from engine.contract.runs import RunPaths
@@ -189,7 +189,7 @@ def test_unknown_reward_and_missing_model_are_refused(home: Path, tmp_path: Path
 
 
 def test_pipeline_preflight_refuses_code_tests_on_data_without_tests(home: Path, tmp_path: Path) -> None:
-    from engine.pipeline import preflight
+    from engine.runner.pipeline import preflight
 
     data = _write_jsonl(tmp_path / "qa.jsonl", [{"instruction": "Say hi.", "response": "hi", "answer": "hi"}] * 10)
     spec = _spec("student", data=DataSpec(preset="local", path=str(data)), rewards=[RewardSpec("code_tests")])
@@ -222,7 +222,7 @@ def test_qlora_run_trains_adapters_and_saves_a_plain_merged_model(home: Path, tm
 
 
 def test_cancel_stops_at_the_next_step_after_a_checkpoint(home: Path, tmp_path: Path) -> None:
-    from engine.context import StageCancelled
+    from engine.core.context import StageCancelled
 
     spec = _spec(str(home / "student-eos"), steps=5, max_completion_length=8)
     spec.stages[0].max_eval_samples = 1
@@ -238,7 +238,7 @@ def test_cancel_stops_at_the_next_step_after_a_checkpoint(home: Path, tmp_path: 
 
 def test_code_tests_are_refused_without_a_kernel_sandbox_unless_allowed(home: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import sandbox
+    from engine.rewards import sandbox
 
     rows = [{"instruction": f"Print {i}.", "response": f"print({i})", "tests": [{"input": "", "output": str(i)}]}
             for i in range(20)]

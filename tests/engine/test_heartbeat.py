@@ -1,4 +1,4 @@
-"""Heartbeats (engine/heartbeat.py): status events every few seconds while a model loads, a GGUF file unpacks or
+"""Heartbeats (engine/core/heartbeat.py): status events every few seconds while a model loads, a GGUF file unpacks or
 answers generate, so the GUI never waits in silence; nothing once the work is done or without a writer."""
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from engine import gguf_source, heartbeat
+from engine.models import gguf_source
+
+from engine.core import heartbeat
 from engine.contract.protocol import EventWriter
 
 
@@ -36,7 +38,7 @@ def test_a_slow_gguf_unpack_and_a_slow_generation_beat(beats, monkeypatch, tmp_p
     import torch
 
     from engine.contract.spec import GenerationSpec
-    from engine.generation import generate_answers
+    from engine.evaluation.generation import generate_answers
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
     fake = tmp_path / "model.gguf"

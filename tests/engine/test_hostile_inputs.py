@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
+from engine.core.context import EngineError
 from engine.contract.spec import DataSpec, RunSpec, SpecError, build
 
 sys.path.insert(0, str(Path(__file__).parent))  # quant_helpers, as the other engine tests import it
@@ -23,7 +23,7 @@ def _jsonl(rows) -> str:
 
 
 def _records(path, **data):
-    from engine.data.loading import load_records
+    from engine.training_data.loading import load_records
 
     return load_records(DataSpec(preset="local", path=str(path), **data))
 
@@ -102,7 +102,7 @@ def test_a_ten_megabyte_field_and_many_rows_load(tmp_path):
     (b"\xff\xfe\x00binary", "cannot read the config"),
 ])
 def test_a_damaged_config_is_one_sentence_for_every_check(tmp_path, config, sentence):
-    from engine.models import check_source, inspect_model
+    from engine.models.loading import check_source, inspect_model
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -114,7 +114,7 @@ def test_a_damaged_config_is_one_sentence_for_every_check(tmp_path, config, sent
 
 
 def test_the_memory_plan_refuses_a_config_it_cannot_size_with_a_sentence(tmp_path):
-    from engine.memory_plan import config_of
+    from engine.models.memory_plan import config_of
 
     zero_heads = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 9,
                   "num_attention_heads": 0}
@@ -128,7 +128,7 @@ def test_the_memory_plan_refuses_a_config_it_cannot_size_with_a_sentence(tmp_pat
 
 
 def test_impossible_sizes_and_odd_fields_are_refused_by_inspect(tmp_path):
-    from engine.models import inspect_model
+    from engine.models.loading import inspect_model
 
     for n, config in enumerate(('{"model_type": "llama", "vocab_size": -1}',
                                 '{"model_type": "llama", "architectures": 7}')):
@@ -141,7 +141,7 @@ def test_impossible_sizes_and_odd_fields_are_refused_by_inspect(tmp_path):
 
 def test_damaged_weights_are_refused_before_a_run_and_a_sentence_when_loading(tmp_path):
     from engine.contract.spec import ModelSpec
-    from engine.models import check_source, load_model
+    from engine.models.loading import check_source, load_model
 
     from quant_helpers import make_tiny_model  # noqa: I001 (tests/engine on the path)
 
@@ -157,7 +157,7 @@ def test_damaged_weights_are_refused_before_a_run_and_a_sentence_when_loading(tm
 
 
 def test_sources_that_are_not_model_folders(tmp_path):
-    from engine.models import check_source, resolve_source
+    from engine.models.loading import check_source, resolve_source
 
     plain = tmp_path / "weights.bin"
     plain.write_bytes(b"\x00\x01")
@@ -189,7 +189,7 @@ def test_display_names_become_file_names_so_they_are_names():
 # ---- GGUF export arguments ---------------------------------------------------------------------------------
 
 def test_export_arguments_are_checked_before_anything_is_read(tmp_path):
-    from engine.gguf_export import check_exportable, check_output
+    from engine.export.gguf import check_exportable, check_output
 
     file = tmp_path / "out"
     file.write_text("x")
@@ -215,7 +215,7 @@ def test_export_arguments_are_checked_before_anything_is_read(tmp_path):
 # ---- the chat service: every bad command is an error event, and the service goes on ----------------------
 
 def _chat(lines: list[str | bytes]) -> list[dict]:
-    from engine.chat_serve import serve
+    from engine.chat.serve import serve
     from engine.contract.protocol import EventWriter
 
     out = io.StringIO()
@@ -278,7 +278,7 @@ def test_every_bad_chat_command_is_one_error_event_and_the_service_goes_on():
 
 
 def test_a_stdin_that_breaks_or_is_missing_ends_the_service_cleanly():
-    from engine.chat_serve import serve
+    from engine.chat.serve import serve
     from engine.contract.protocol import EventWriter
 
     class Broken(io.StringIO):
@@ -303,7 +303,7 @@ def _gguf(*fields: bytes) -> bytes:
 def test_a_gguf_header_that_declares_more_than_the_file_holds_is_refused_in_constant_memory(tmp_path):
     import struct
 
-    from engine.gguf_source import header
+    from engine.models.gguf_source import header
 
     key = struct.pack("<Q", 3) + b"abc"
     cases = {  # 40-odd bytes each; the third made gguf-py build a 2**40-element list (killed for memory)

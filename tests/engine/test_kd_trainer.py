@@ -1,4 +1,4 @@
-"""Tests of engine.kd_trainer: a short KD run on tiny Qwen2 models, logging, vocab checks, peft, collation."""
+"""Tests of engine.training.kd_trainer: a short KD run on tiny Qwen2 models, logging, vocab checks, peft, collation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback, TrainingArguments
 
 from engine.contract.spec import DistillSpec
-from engine.kd_trainer import KDTrainer, last_hidden_state, pad_collator
-from engine.losses import kd_joint_loss
+from engine.training_data.collate import pad_collator
+from engine.models.hidden_states import last_hidden_state
+from engine.training.kd_trainer import KDTrainer
+from engine.training.losses import kd_joint_loss
 
 VOCAB = 512
 

@@ -54,7 +54,7 @@ def _ends_early(folder: Path) -> Path:
 def run(tmp_path_factory):
     """One run through all five training stages on a tiny Qwen2 (teacher and student share its tokenizer). Before
     GRPO, the on-policy stage's saved model is made to end some answers early (see ``_ends_early``)."""
-    from engine.pipeline import run_pipeline
+    from engine.runner.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("lora")
     teacher = make_tiny_model(root / "teacher", seed=1)

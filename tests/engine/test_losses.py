@@ -1,4 +1,4 @@
-"""Tests of engine.losses: divergences against their formulas and TRL, the joint loss, and the chunked version."""
+"""Tests of engine.training.losses: divergences against their formulas and TRL, the joint loss, and the chunked version."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from engine.losses import chunked_kd_loss, divergence, kd_joint_loss
+from engine.training.losses import chunked_kd_loss, divergence, kd_joint_loss
 
 F64 = torch.float64
 

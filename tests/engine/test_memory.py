@@ -1,4 +1,4 @@
-"""engine.memory: parameter counts from configs match real models, 4-bit estimates shrink the linear layers,
+"""engine.models.memory: parameter counts from configs match real models, 4-bit estimates shrink the linear layers,
 and a model that cannot fit is refused with one sentence (also by the chat service, before loading)."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from engine import memory
-from engine.context import EngineError
+from engine.models import memory
+from engine.core.context import EngineError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_helpers import make_tiny_model  # noqa: E402
@@ -67,7 +67,7 @@ def test_check_fits_refuses_with_one_sentence():
 
 
 def test_chat_refuses_a_model_that_does_not_fit(tmp_path, monkeypatch):
-    from engine.chat import ChatService
+    from engine.chat.service import ChatService
     from engine.contract.protocol import EventWriter
 
     folder = make_tiny_model(tmp_path / "m")

@@ -1,4 +1,4 @@
-"""Tests of engine.memory_plan: per-stage peaks from configs only, what each knob changes, the refusal sentence
+"""Tests of engine.models.memory_plan: per-stage peaks from configs only, what each knob changes, the refusal sentence
 with a change that really fits, the preflight CLI, and a run refused before its folder exists."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import EngineError
+from engine.core.context import EngineError
 from engine.contract.spec import RunSpec, build
-from engine.memory_plan import KNOWN_CONFIGS, _changes, check_plan, plan, stage_peak
+from engine.models.memory_plan import KNOWN_CONFIGS, _changes, check_plan, plan, stage_peak
 
 GB = 10**9
 
@@ -67,7 +67,7 @@ def test_refusal_names_the_stage_and_a_change_that_fits() -> None:
 
 
 def test_preflight_cli_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from engine.cli_tools import cmd_preflight
+    from engine.cli.tools import cmd_preflight
     from engine.contract.spec import dump_spec
 
     path = tmp_path / "paper.yaml"
@@ -81,7 +81,7 @@ def test_preflight_cli_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path: Path, monkeypatch, capsys) -> None:
-    from engine.cli_run import cmd_run
+    from engine.cli.run import cmd_run
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
     folder = tmp_path / "qwen7b-config-only"  # a config and no weights: nothing could be read anyway
@@ -92,7 +92,7 @@ def test_a_run_that_cannot_fit_is_refused_before_its_folder_exists(tmp_path: Pat
     spec = tmp_path / "big.yaml"
     spec.write_text(f"name: big\nstudent: {{source: '{folder}'}}\ndata: {{preset: demo, max_samples: 40}}\n"
                     "device: cpu\nstages:\n  - {kind: sft, name: sft, model: student}\n")
-    monkeypatch.setattr("engine.memory.available_bytes", lambda device="cpu": 16 * GB)
+    monkeypatch.setattr("engine.models.memory.available_bytes", lambda device="cpu": 16 * GB)
     assert cmd_run(argparse.Namespace(resume=None, spec=str(spec))) == 2
     err = capsys.readouterr().err
     assert "stage sft needs" in err and "cheapest change that fits" in err and "QLoRA" in err

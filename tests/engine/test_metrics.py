@@ -1,9 +1,9 @@
-"""engine.metrics on fixed strings whose ROUGE-L (LCS-based F1) is worked out by hand."""
+"""engine.evaluation.scores on fixed strings whose ROUGE-L (LCS-based F1) is worked out by hand."""
 from __future__ import annotations
 
 import pytest
 
-from engine.metrics import exact_match, retention, rouge_l, score_predictions, states_answer
+from engine.evaluation.scores import exact_match, retention, rouge_l, score_predictions, states_answer
 
 
 def _f1(lcs: int, pred_len: int, ref_len: int) -> float:

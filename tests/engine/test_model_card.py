@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.cards import base_model_id, dataset_ids, front_matter, model_card
+from engine.models.cards import base_model_id, dataset_ids, front_matter, model_card
 from engine.contract.spec import DataSpec
 
 
@@ -52,7 +52,7 @@ def test_saved_config_has_the_generation_cache_on(tmp_path: Path, one_thread) ->
     from data_helpers import tiny_qwen2, tiny_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    from engine.models import save_model
+    from engine.models.loading import save_model
 
     tokenizer = tiny_tokenizer()
     model = tiny_qwen2(tokenizer)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.context import EngineError, RunContext
-from engine.precision import resolve_precision
+from engine.core.context import EngineError, RunContext
+from engine.training.precision import resolve_precision
 from engine.contract.protocol import EventWriter
 from engine.contract.spec import RunSpec, SpecError, build
 
@@ -49,8 +49,8 @@ def _update(tiny: Path, precision: str, tmp_path: Path) -> tuple[torch.Tensor, s
     from datasets import Dataset
     from transformers import Trainer
 
-    from engine.kd_trainer import pad_collator
-    from engine.training import load_trainable, training_arguments
+    from engine.training_data.collate import pad_collator
+    from engine.training.support import load_trainable, training_arguments
 
     ctx, out = _ctx(tiny, precision)
     model = load_trainable(ctx, ctx.spec.student)
@@ -105,7 +105,7 @@ def test_impossible_precision_is_refused_before_anything_is_created(tiny):
     with pytest.raises(EngineError, match="fp16-mixed, which needs a CUDA GPU") as err:
         resolve_precision("fp16-mixed", "cpu", "sft.train.precision")
     assert "\n" not in str(err.value)
-    from engine.pipeline import preflight
+    from engine.runner.pipeline import preflight
 
     spec = build(RunSpec, {"student": {"source": str(tiny)}, "device": "cpu", "data": {"preset": "demo"},
                            "stages": [{"kind": "sft", "name": "s", "train": {"precision": "fp16-mixed"}}]})

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.context import EngineError
-from engine.quant_report import linear_weight_bytes, weight_file_bytes
-from engine.quantization import count_4bit_layers, quantize_and_save, quantize_model
+from engine.core.context import EngineError
+from engine.quantization.report import linear_weight_bytes, weight_file_bytes
+from engine.quantization.four_bit import count_4bit_layers, quantize_and_save, quantize_model
 from engine.contract.spec import GenerationSpec, QuantizeSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,9 +148,9 @@ def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path, monkeypat
     ROUGE-L ≈ 1 and the stage's rougeL retention is the 4-bit model's agreement with it."""
     import io
 
-    from engine.context import RunContext
+    from engine.core.context import RunContext
     from engine.contract.protocol import EventWriter
-    from engine.quant_report import evaluate_folder
+    from engine.quantization.report import evaluate_folder
     from engine.recipes.quantize import run_stage
     from engine.contract.runs import RunStore
     from engine.contract.spec import RunSpec, build, dump_spec

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.context import EngineError
-from engine.rewards import (answers_match, build_reward_functions, extract_program, length_score, reward_weights,
+from engine.core.context import EngineError
+from engine.rewards.functions import (answers_match, build_reward_functions, extract_program, length_score, reward_weights,
                             validate_rewards)
 from engine.contract.spec import GRPOSpec, RewardSpec
 

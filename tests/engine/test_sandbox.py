@@ -16,12 +16,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import sandbox
-from engine.context import EngineError
+from engine.rewards import sandbox
+from engine.core.context import EngineError
 from engine.contract.spec import GRPOSpec, RewardSpec, SpecError
-from engine.rewards import check_code_sandbox, make_code_tests, validate_rewards
-from engine.sandbox import REFUSED_EXIT, SandboxResult, normalize_output, run_program, run_tests
-from engine.sandbox_kernel import landlock_abi
+from engine.rewards.functions import check_code_sandbox, make_code_tests, validate_rewards
+from engine.rewards.sandbox import REFUSED_EXIT, SandboxResult, normalize_output, run_program, run_tests
+from engine.rewards.sandbox_kernel import landlock_abi
 
 SUM_PROGRAM = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
 
@@ -325,7 +325,7 @@ def test_landlock_alone_denies_tcp_and_outside_files(tmp_path: Path) -> None:
     if landlock_abi() < 4:
         pytest.skip(f"needs Landlock ABI ≥ 4 for network rules, the kernel has {landlock_abi()}")
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        code = (f"import socket, sys\nfrom engine.sandbox_kernel import restrict_landlock\n"
+        code = (f"import socket, sys\nfrom engine.rewards.sandbox_kernel import restrict_landlock\n"
                 f"restrict_landlock({list(sandbox.read_only_paths())!r}, [{str(tmp_path)!r}])\n"
                 f"for attempt in (lambda: socket.create_connection(('127.0.0.1', {listener.getsockname()[1]})),\n"
                 "                lambda: open('/etc/passwd').read()):\n    try:\n        attempt()\n"

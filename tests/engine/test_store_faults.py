@@ -230,7 +230,7 @@ def test_a_full_disk_mid_run_ends_in_an_error_event_and_a_failed_run(store, monk
     import threading
     import types
 
-    from engine import pipeline
+    from engine.runner import pipeline
     from engine.contract.spec import RunSpec, build
 
     paths = store.create("x", "name: x\n")
@@ -276,7 +276,7 @@ def test_an_index_that_is_a_link_is_set_aside_not_written_through(tmp_path):
 def test_a_multi_process_run_is_locked_by_its_launcher_alone(tmp_path, monkeypatch):
     """accelerate launch: the launcher holds the run's lock for its children (which never take it), and lets
     it go when they are done."""
-    from engine import launch
+    from engine.runner import launch
     from engine.contract.runs import RunPaths
 
     spec = tmp_path / "spec.yaml"

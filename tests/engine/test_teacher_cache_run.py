@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(spec: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> tuple[int, list, str]:
-    from engine.cli_run import cmd_run
+    from engine.cli.run import cmd_run
 
     caplog.clear()
     code = cmd_run(argparse.Namespace(resume=None, spec=str(spec)))
@@ -38,7 +38,7 @@ def _run(spec: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFix
 
 def test_teacher_runs_once_across_a_sweep_and_a_second_run(tmp_path, monkeypatch, capsys, caplog):
     home = tmp_path / "home"
-    monkeypatch.setattr("engine.cli_run.listen_for_cancel", lambda cancel: None)  # no stdin thread, no SIGINT hook
+    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)  # no stdin thread, no SIGINT hook
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(home))
     caplog.set_level(logging.INFO, logger="engine")
     spec = tmp_path / "spec.yaml"

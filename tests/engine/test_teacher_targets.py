@@ -1,4 +1,4 @@
-"""Tests of engine.teacher_targets and the cached-teacher KDTrainer: one build, reuse without the teacher,
+"""Tests of engine.training.teacher_targets and the cached-teacher KDTrainer: one build, reuse without the teacher,
 refusal of a cache made for another teacher or other settings, and equality with the live teacher at full k."""
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import torch
 from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainingArguments
 
-from engine.context import EngineError
+from engine.core.context import EngineError
 from engine.contract.spec import DistillSpec
-from engine.kd_trainer import ChunkedSFTTrainer, KDTrainer, pad_collator
+from engine.training_data.collate import pad_collator
+from engine.training.kd_trainer import ChunkedSFTTrainer, KDTrainer
 from engine.contract.protocol import EventWriter
 from engine.contract.spec import ModelSpec
-from engine.teacher_targets import ensure_targets, store_dir, with_row_numbers
+from engine.training.teacher_targets import ensure_targets, store_dir, with_row_numbers
 
 VOCAB = 96
 pytestmark = pytest.mark.usefixtures("one_thread")

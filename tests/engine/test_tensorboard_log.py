@@ -9,7 +9,7 @@ import pytest
 
 from engine.contract.protocol import EventWriter
 from engine.contract.spec import RunSpec, SpecError, StageSpec
-from engine.tensorboard_log import attach
+from engine.runner.tensorboard_log import attach
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -58,8 +58,8 @@ def test_report_to_names_known_trackers() -> None:
 
 def test_report_to_reaches_the_trainer_without_a_second_tensorboard(tmp_path: Path) -> None:
     """The Trainer gets the extra trackers; TensorBoard is already written from the events, so not twice."""
-    from engine.context import RunContext
-    from engine.training import training_arguments
+    from engine.core.context import RunContext
+    from engine.training.support import training_arguments
 
     for report_to, expected in ((["tensorboard"], []), (["wandb", "tensorboard"], ["wandb"])):
         spec = RunSpec(name="r", stages=[StageSpec(kind="sft", name="s")], report_to=report_to, device="cpu")

@@ -1,12 +1,12 @@
 """Shared training plumbing: the labelled subset a stage may use, and trainer-log renaming."""
 from __future__ import annotations
 
-from engine.context import RunContext
+from engine.core.context import RunContext
 from engine.contract.metric_names import rename_metrics
 from engine.contract.protocol import EventWriter
 from engine.contract.spec import RunSpec, build
-from engine.data.splits import Splits
-from engine.training import labelled_split
+from engine.training_data.splits import Splits
+from engine.training.support import labelled_split
 
 
 def _ctx(references: float, seed: int = 0) -> RunContext:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.cards import front_matter
+from engine.models.cards import front_matter
 from tests.integration.conftest import engine, events_of
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import launch
+from engine.core import ranks
+from engine.runner import launch
 from engine.contract.protocol import Event, EventWriter, read_events
 from engine.contract.runs import RunStore
 
@@ -153,10 +154,10 @@ def test_cancel_file_sets_the_event(tmp_path):
 def test_rank_helpers_outside_a_process_group(monkeypatch, tmp_path):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert not launch.is_main_process()
-    assert launch.any_rank(True) and not launch.any_rank(False)  # no process group: the local flag
-    assert launch.run_stage_on_ranks("evaluate", lambda: "ran") is None
-    assert launch.run_stage_on_ranks("distill", lambda: "ran") == "ran"
+    assert not ranks.is_main_process()
+    assert ranks.any_rank(True) and not ranks.any_rank(False)  # no process group: the local flag
+    assert ranks.run_stage_on_ranks("evaluate", lambda: "ran") is None
+    assert ranks.run_stage_on_ranks("distill", lambda: "ran") == "ran"
     store = RunStore(tmp_path)
     paths = store.create("r", "name: r\n")
     events, follower = launch.attach_child(paths, EventWriter(paths.id, io.StringIO(), mirror=paths.events),
@@ -165,7 +166,7 @@ def test_rank_helpers_outside_a_process_group(monkeypatch, tmp_path):
     follower.update(paths.id, status="running")
     assert paths.events.read_text() == "" and store.get(paths.id).status == "created"
     monkeypatch.setenv("RANK", "0")
-    assert launch.run_stage_on_ranks("evaluate", lambda: "ran") == "ran"
+    assert ranks.run_stage_on_ranks("evaluate", lambda: "ran") == "ran"
 
 
 def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path, monkeypatch):

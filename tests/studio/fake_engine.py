@@ -74,7 +74,7 @@ def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: i
         if paths is not None and step == STEPS // 2:
             checkpoint = paths.checkpoints(stage.name) / f"checkpoint-{step}"
             checkpoint.mkdir(parents=True, exist_ok=True)
-            (checkpoint / "complete").write_text(f"{step}\n")  # as engine/callbacks.py marks a finished save
+            (checkpoint / "complete").write_text(f"{step}\n")  # as engine/training/callbacks.py marks a finished save
         if stage.kind == "grpo" and step % 5 == 0:
             events.emit("sample", stage=stage.name, step=step, prompt="What is 2 + 3?",
                         completion="<think>2 + 3 = 5</think><answer>5</answer>",
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> int:
                           "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
                           "dtype": "float32"}))
         return 0
-    if command == "preflight":  # the memory plan's shape (engine/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets room
+    if command == "preflight":  # the memory plan's shape (engine/models/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets room
         room = float(os.environ.get("FAKE_ENGINE_MEMORY_GB", "24")) * 1e9
         stages = [{"stage": "teacher_sft", "kind": "sft", "peak_bytes": int(30e9), "fits": 30e9 <= room,
                    "parts": {"weights": int(6e9), "optimizer": int(24e9)}}]

@@ -1,4 +1,4 @@
-"""The arena's Qt-free logic: ROUGE-L asked of the engine (engine.metrics answers here), turns and scores, blind
+"""The arena's Qt-free logic: ROUGE-L asked of the engine (engine.evaluation.scores answers here), turns and scores, blind
 rounds and votes, export, presets from a run's held-out data, the model catalog, and that importing the arena
 pulls in no torch."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.metrics import rouge_l
+from engine.evaluation.scores import rouge_l
 from studio.arena import catalog, votes
 from studio.arena import prompt_presets as presets
 from studio.arena.catalog import ModelChoice

@@ -5,7 +5,7 @@ A chat row becomes a canonical record whose ``messages`` hold the conversation u
 (system prompt and earlier turns included; turns after it teach nothing and are dropped), with ``instruction``
 = the last user turn and ``response`` = the last assistant turn, so evaluation, distillation and GRPO, which
 prompt with everything before the last answer, work on chat data unchanged. Training puts the loss on every
-assistant turn (``engine.data.formatting``). Stdlib only: the studio's preview uses it.
+assistant turn (``engine.training_data.formatting``). Stdlib only: the studio's preview uses it.
 """
 from __future__ import annotations
 

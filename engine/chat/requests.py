@@ -1,0 +1,90 @@
+"""The chat service's requests checked before any work: name-like fields, messages, sampling settings, and
+the size of a score. Each refusal is an EngineError whose text becomes the ``error`` event (engine/chat/service.py)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.core.context import EngineError
+
+
+def check_messages(messages: Any) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise EngineError("generate needs 'messages': a non-empty list of {role, content} objects.")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or \
+                m.get("role") not in ("system", "user", "assistant"):
+            raise EngineError("each message must be an object with role system, user or assistant and a text "
+                              "content.")
+    return messages
+
+
+SCORE_MAX_PAIRS = 4_000_000  # ROUGE-L's LCS table: a few seconds in pure Python
+SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
+
+
+def text_field(command: dict, key: str, kind: str) -> str:
+    """A command's name-like field (model, request_id) as non-empty text, or the sentence saying it is not."""
+    value = command.get(key)
+    if not isinstance(value, str) or not value:
+        raise EngineError(f"{kind} needs {key!r}: a non-empty string, got {json.dumps(value)[:60]}.")
+    return value
+
+
+def sampling_kwargs(sampling: Any) -> dict:
+    """generate() keyword arguments from the request's sampling block (validated like GenerationSpec)."""
+    from engine.contract.spec import GenerationSpec, SpecError
+
+    if not isinstance(sampling, (dict, type(None))):
+        raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
+    sampling = dict(sampling or {})
+    seed = sampling.pop("seed", None)
+    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    if unknown:  # a misspelt setting must not be silently ignored (the answer would not be what was asked)
+        raise EngineError(f"unknown sampling setting {unknown[0]!r}; use {', '.join(SAMPLING_KEYS)} or seed.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise EngineError(f"sampling.seed must be a whole number from 0 to 2**63-1, got {json.dumps(seed)[:40]}.")
+    try:
+        gen = GenerationSpec(**sampling)
+    except (SpecError, TypeError) as exc:
+        raise EngineError(f"bad sampling settings: {exc}") from None
+    kwargs: dict[str, Any] = {"max_new_tokens": int(gen.max_new_tokens), "do_sample": not gen.greedy}
+    if not gen.greedy:
+        kwargs.update(temperature=float(gen.temperature), top_p=float(gen.top_p))
+    return {"kwargs": kwargs, "seed": seed}
+
+
+def score_texts(command: dict) -> tuple[str, str]:
+    """The prediction and reference of a score command, both text and short enough to compare."""
+    prediction, reference = command.get("prediction"), command.get("reference")
+    if not isinstance(prediction, str) or not isinstance(reference, str):
+        raise EngineError("score needs text in both prediction and reference.")
+    pairs = len(prediction.split()) * len(reference.split())
+    if pairs > SCORE_MAX_PAIRS:  # the LCS is quadratic: two 200,000-word texts would take hours
+        raise EngineError(f"score: prediction and reference are too long to compare ({pairs:,} word pairs, at "
+                          f"most {SCORE_MAX_PAIRS:,}); score shorter texts.")
+    return prediction, reference
+
+
+def load_fields(command: dict) -> tuple[str, str, bool]:
+    """The model name, source and 4-bit choice of a load command."""
+    name, source = command.get("model"), command.get("source")
+    if not isinstance(name, str) or not name or not isinstance(source, str) or not source:
+        raise EngineError("load needs 'model' (a name) and 'source' (a folder, hub id, .gguf file or "
+                          "demo:student).")
+    load_in_4bit = command.get("load_in_4bit", False)
+    if not isinstance(load_in_4bit, bool):  # bool("no") is True: a string here would load 4-bit by surprise
+        raise EngineError(f"load_in_4bit must be true or false, got {json.dumps(load_in_4bit)[:40]}.")
+    return name, source, load_in_4bit
+
+
+def parse_preload(values: list[str]) -> list[tuple[str, str]]:
+    pairs = [tuple(v.partition("=")[::2]) for v in values]
+    for (name, source), value in zip(pairs, values):
+        if not name or not source:
+            raise ValueError(f"--model expects NAME=SOURCE (e.g. student=demo:student), got {value!r}.")
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"--model {name}=… is given twice; give each model its own name.")
+    return pairs

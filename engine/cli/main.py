@@ -1,0 +1,135 @@
+"""compression-engine: the engine's complete command line. Every run the studio starts can be started here with
+the same spec file; stdout carries only JSON-line events, logs and the progress bar go to stderr."""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+
+from engine import __version__
+from engine.contract.protocol import (
+    claim_stdout,
+    io_sentence,
+    reopen_closed_std_streams,
+)
+from engine.contract.runs import StoreError
+
+from engine.cli.common import fail, setup_logging
+from engine.cli.run import cmd_demo, cmd_run
+from engine.cli.tools import cmd_eval, cmd_export, cmd_inspect, cmd_preflight, cmd_quantize, cmd_runs
+
+log = logging.getLogger("engine")
+
+
+PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compression-engine", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"compression-engine {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a spec (YAML or JSON); JSON-line events on stdout")
+    p.add_argument("spec", nargs="?", help="the run spec file")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a cancelled or interrupted run where it stopped")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the embedded demo: teacher SFT → student SFT → KD → evaluation, offline")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
+    p.add_argument("--print-spec", action="store_true", help="print the demo spec (YAML) and exit")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate models on held-out data: ROUGE-L, exact match, retention")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", required=True,
+                   help="a model to evaluate (repeat); SOURCE is a folder, hub id, .gguf or demo:teacher")
+    p.add_argument("--reference", help="the NAME retention is measured against (default: the first)")
+    p.add_argument("--data", default="demo", help="data preset (default demo)")
+    p.add_argument("--data-path", help="local data file (for --data local, or a local copy of a preset)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction")
+    p.add_argument("--max-samples", type=int, default=200, help="at most this many held-out records")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="eval")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="4-bit post-training quantization with a before/after report")
+    p.add_argument("source", help="model folder, hub id, .gguf file or demo:student")
+    p.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"])
+    p.add_argument("--no-report", action="store_true", help="skip the size/speed/quality report")
+    p.add_argument("--data", default="demo", help="data preset for the quality part of the report")
+    p.add_argument("--data-path", help="local data file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="quantize")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("export", help="GGUF files (f16, q8_0, q4_0, q4_k_m) and an Ollama Modelfile for "
+                       "llama.cpp / Ollama / LM Studio")
+    p.add_argument("source", help="a model folder, demo:student, or RUN_ID:STAGE for a stage's model in the run "
+                   "store")
+    p.add_argument("--format", action="append", metavar="FMT",
+                   help="f16, q8_0, q4_0 or q4_k_m (repeat or comma-separate; default q8_0)")
+    p.add_argument("--out", required=True, help="folder to write the .gguf files and the Modelfile into")
+    p.add_argument("--name", help="file name stem (default: the model folder's name)")
+    p.add_argument("--no-modelfile", action="store_true", help="skip the Ollama Modelfile")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("runs", help="list, show or delete runs")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "delete"])
+    p.add_argument("run_id", nargs="?")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("inspect", help="architecture, parameters and vocabulary of a model, without its weights")
+    p.add_argument("source")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("preflight", help="estimate every stage's peak memory from the configs (no weights read): "
+                       "JSON on stdout; exit 1 when it does not fit")
+    p.add_argument("spec", help="the run spec file")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="plan for this device (default: the "
+                   "spec's)")
+    p.add_argument("--memory-gb", type=float, help="memory available, in GB (default: what the device has free); "
+                   "with --device cuda, plans for a GPU this machine need not have")
+    p.set_defaults(func=cmd_preflight)
+
+    sub.add_parser("chat", help="the chat service: JSON-line load/generate/stop commands on stdin, tokens out "
+                   "(compression-engine chat --help)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    reopen_closed_std_streams()
+    if isinstance(sys.stdin, io.TextIOWrapper):  # one undecodable byte on stdin must cost one command, not the reader
+        sys.stdin.reconfigure(errors="replace")
+    if argv and argv[0] == "chat":  # the chat service parses its own options (--model, --device, …)
+        claim_stdout()
+        setup_logging("-v" in argv)
+        from engine.chat.serve import main as chat_main
+
+        try:
+            return chat_main(argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C ends the service: an exit code, not a traceback
+            return 130
+    args = build_parser().parse_args(argv)
+    if args.command in PROTOCOL_COMMANDS:
+        claim_stdout()  # from here on, stdout is JSON lines only
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except StoreError as exc:  # not a run id, no such run, run locked or damaged, data folder unusable
+        return fail(str(exc))
+    except BrokenPipeError:  # `runs | head -1`: the reader has what it wanted; say nothing, as `git log` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+    except OSError as exc:  # out of space, read-only disk, permissions: a sentence, never a traceback
+        log.debug("I/O error", exc_info=True)
+        return fail(io_sentence(exc), code=1)
+    except Exception as exc:  # noqa: BLE001 - a bug: one sentence here, the trace only with --verbose
+        log.debug("internal error", exc_info=True)
+        return fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details).", code=1)

@@ -1,0 +1,187 @@
+"""The commands around runs: ``eval``, ``quantize``, ``export``, ``runs``, ``inspect`` and ``preflight``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from pathlib import Path
+
+from engine import __version__
+from engine.contract.protocol import (
+    EventWriter,
+    hello,
+)
+from engine.contract.runs import RunStore, StoreError, read_inside
+from engine.contract.spec import RunSpec, SpecError, build, load_spec
+
+from engine.cli.common import fail, listen_for_cancel
+from engine.cli.run import execute
+
+log = logging.getLogger("engine")
+
+
+def _parse_models(pairs: list[str]) -> dict[str, str]:
+    models = {}
+    for pair in pairs:
+        name, sep, source = pair.partition("=")
+        if not sep or not name or not source:
+            raise SpecError(f"--model {pair!r}: expected NAME=SOURCE, e.g. teacher=./models/teacher_sft.")
+        if name in models:  # the second would silently replace the first
+            raise SpecError(f"--model {name}=… is given twice; give each model its own name.")
+        models[name] = source
+    return models
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        models = _parse_models(args.model)
+        data = {"preset": args.data, "path": args.data_path or "", "test_fraction": args.test_fraction}
+        stage = {"kind": "evaluate", "name": "eval", "models": models,
+                 "reference": args.reference or next(iter(models)), "max_eval_samples": args.max_samples,
+                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
+        spec = build(RunSpec, {"name": args.name, "data": data, "stages": [stage], "device": args.device})
+    except SpecError as exc:
+        return fail(str(exc))
+    return execute(spec)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    try:
+        stage = {"kind": "quantize", "name": "quantize", "model": "student",
+                 "quantize": {"quant_type": args.quant_type, "report": not args.no_report}}
+        spec = build(RunSpec, {"name": args.name, "student": {"source": args.source},
+                               "data": {"preset": args.data, "path": args.data_path or ""}, "stages": [stage],
+                               "device": args.device})
+    except SpecError as exc:
+        return fail(str(exc))
+    return execute(spec)
+
+
+def _export_source(source: str) -> Path:
+    """A model folder, demo:teacher / demo:student, or RUN_ID:STAGE (a stage's saved model in the run store)."""
+    if source.startswith("demo:"):  # not a run id 'demo': the demo kit's own model folders
+        from engine.core.context import EngineError
+        from engine.models.loading import resolve_source
+
+        try:
+            return Path(resolve_source(source).location)
+        except EngineError as exc:
+            raise SpecError(str(exc)) from None
+    run_id, sep, stage = source.partition(":")
+    if not sep or Path(source).exists():
+        return Path(source).expanduser()
+    try:
+        return RunStore().paths(run_id).model(stage)  # a run id, and a stage folder inside that run
+    except StoreError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """GGUF export with progress events on stdout (engine/export/gguf.py does the work, all or nothing)."""
+    import time
+
+    from engine.core.context import EngineError, StageCancelled
+    from engine.export.gguf import check_exportable, check_output, export_gguf
+
+    formats = [f.strip() for value in (args.format or ["q8_0"]) for f in value.split(",") if f.strip()]
+    try:  # a bad source, architecture or format is refused before anything is said or written
+        check_output(Path(args.out), args.name or "")
+        source = _export_source(args.source)
+        check_exportable(source, formats)
+    except (EngineError, SpecError) as exc:
+        return fail(str(exc))
+    events = EventWriter()
+    hello(events, "export", __version__)
+    cancel = threading.Event()
+    listen_for_cancel(cancel)
+    start = time.perf_counter()
+
+    def on_progress(phase: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise StageCancelled("export")
+        events.progress("export", done, total, time.perf_counter() - start, unit="tensor")
+
+    try:
+        events.status("running", "export", f"exporting {source} to GGUF ({', '.join(formats)})")
+        result = export_gguf(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
+                             on_progress=on_progress)
+    except StageCancelled:
+        events.emit("done", status="cancelled", summary={})
+        return 3
+    except Exception as exc:  # any failure is one error event; export_gguf removed its files
+        log.exception("export failed")
+        message = str(exc) if isinstance(exc, EngineError) else f"export failed: {type(exc).__name__}: {exc}"
+        events.error(message, stage="export")
+        events.emit("done", status="failed", summary={})
+        return 1
+    for fmt, path in result.files.items():
+        events.emit("artifact", stage="export", kind="gguf", format=fmt, path=str(path), bytes=result.sizes[fmt])
+    if result.modelfile:
+        events.emit("artifact", stage="export", kind="modelfile", path=str(result.modelfile))
+    events.emit("done", status="finished", summary={"files": {f: str(p) for f, p in result.files.items()},
+                                                    "bytes": result.sizes,
+                                                    "elapsed_s": round(time.perf_counter() - start, 1)})
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore()
+    if args.action == "list":
+        for r in store.list():
+            status = r.status if r.status not in ("running", "cancelling") or r.is_alive() else "interrupted"
+            scores = ", ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if isinstance(v, float))
+            print(f"{r.id}  {status:<11} {r.stage:<14} {scores}")  # noqa: T201 - the command's output
+        return 0
+    if not args.run_id:
+        return fail(f"`runs {args.action}` needs a run id; `compression-engine runs` lists them.")
+    if args.action == "delete":
+        store.delete(args.run_id)  # StoreError (not an id, no such run, still running): a sentence
+        print(f"deleted {args.run_id}")  # noqa: T201
+        return 0
+    record = store.get(args.run_id)
+    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2, default=str))  # noqa: T201
+    try:
+        print(read_inside(record.path / "eval.md"))  # noqa: T201 - never through a link out of the run
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("eval.md of run %s is unreadable (%s)", record.id, exc)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.core.context import EngineError
+    from engine.models.loading import inspect_model
+
+    try:
+        info = inspect_model(args.source)
+    except EngineError as exc:
+        return fail(str(exc))
+    print(info.to_json())  # noqa: T201 - machine-readable output (engine.contract.model_info)
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """The memory plan of a spec as one JSON object on stdout: every stage's estimated peak by part, whether it
+    fits, and the cheapest change that fits. Exit 0 fits, 1 does not fit, 2 bad input."""
+    try:  # the flags and the spec are checked before torch is imported (seconds saved on every refusal)
+        if args.memory_gb is not None and not 0 < args.memory_gb <= 1e6:  # NaN fails this too
+            raise SpecError(f"--memory-gb must be a number of GB above 0 and at most 1e6, got {args.memory_gb}.")
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        return fail(str(exc))
+    from engine.core.context import EngineError
+    from engine.models.memory_plan import plan, refusal
+    from engine.models.loading import pick_device
+
+    try:
+        # planning for a GPU this machine does not have is fine when its memory is given
+        device = args.device if args.memory_gb is not None and args.device in ("cuda", "cpu") else \
+            pick_device(args.device or spec.device)
+        report = plan(spec, device, None if args.memory_gb is None else int(args.memory_gb * 1e9))
+    except (SpecError, EngineError) as exc:
+        return fail(str(exc))
+    report["refusal"] = refusal(report)
+    print(json.dumps(report))  # noqa: T201 - machine-readable output
+    return 0 if report["fits"] else 1

@@ -1,0 +1,1 @@
+"""Scoring generated answers: batched generation and ROUGE-L / exact match / retention."""

@@ -1,0 +1,364 @@
+"""GGUF export for llama.cpp, Ollama and LM Studio: a saved transformers model folder → ``<name>-<fmt>.gguf``
+files (f16, q8_0, q4_0, q4_k_m) and an Ollama ``Modelfile``.
+
+Which converter, and why. No package on PyPI installs llama.cpp's own HF→GGUF converter
+(``convert_hf_to_gguf.py`` ships only inside llama.cpp's source tree and the llama-cpp-python sdist, not as an
+importable module), so the f16 / q8_0 / q4_0 files are written here with ``gguf`` (gguf-py), the library
+that converter is built on, following its Qwen2 path step for step: the tensor names come from
+``gguf.get_tensor_name_map(MODEL_ARCH.QWEN2)``, norms and biases stay F32, 2-D weights become F16 or are
+quantized by ``gguf.quants`` (falling back to F16 where a row does not split into blocks, as the converter
+does), and the tokenizer is written as its ``_set_vocab_gpt2`` writes it (gpt2 BPE model, ``qwen2``
+pre-tokenizer, tokens with their types, merges, special ids and the chat template via ``gguf.SpecialVocab``).
+
+gguf-py can only *de*-quantize the k-quants, so Q4_K_M comes from llama.cpp's own quantizer,
+``llama_model_quantize``, reached through llama-cpp-python (an optional extra: it compiles llama.cpp when
+installed). Without it a q4_k_m request is refused with a sentence that offers q4_0 or q8_0.
+
+Every file is written under a ``.partial`` name and renamed when complete; on any failure the files this
+export created are removed again, so nothing half-written is ever left behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.core.context import EngineError
+from engine.export.llama_cpp_quantize import LLAMA_CPP_INSTALL, llama_cpp_available, quantize_with_llama_cpp
+from engine.export.ollama_modelfile import chatml_stop_tokens, default_system_prompt, modelfile_text
+
+log = logging.getLogger(__name__)
+
+#: transformers architectures this exporter converts → llama.cpp architecture name (gguf.MODEL_ARCH member).
+SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2"}
+FORMATS = ("f16", "q8_0", "q4_0", "q4_k_m")
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class ExportResult:
+    files: dict[str, Path]  # format → .gguf path
+    modelfile: Path | None
+    sizes: dict[str, int]  # format → bytes
+
+
+def read_config(model_dir: Path) -> dict:
+    """The model's config.json, or an EngineError naming what is missing."""
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.is_file():
+        raise EngineError(f"{model_dir} is not a model folder (it has no config.json); export a folder saved "
+                          "with save_pretrained, such as a run's models/<stage>.")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 (UnicodeDecodeError)
+        raise EngineError(f"{config_path} cannot be read as JSON ({exc}); re-save the model.") from None
+    if not isinstance(config, dict):
+        raise EngineError(f"{config_path} holds {type(config).__name__} instead of a JSON object of settings; "
+                          "re-save the model with save_pretrained.")
+    return config
+
+
+def check_architecture(architecture: str, where: str) -> None:
+    """The one-sentence refusal for a model this exporter cannot convert."""
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise EngineError(f"{where} is a {architecture} model, which this GGUF export cannot convert (it converts "
+                          f"{', '.join(SUPPORTED_ARCHITECTURES)}); use llama.cpp's convert_hf_to_gguf.py for "
+                          "other architectures.")
+
+
+def check_output(out_dir: Path, name: str) -> None:
+    """The output folder can be a folder and the file name stem stays inside it (no '/', no '..')."""
+    out_dir = Path(out_dir)
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)  # what mkdir would build on
+    if existing is not None and not existing.is_dir():
+        where = f"--out {out_dir}" if existing == out_dir else f"{existing} (in --out {out_dir})"
+        raise EngineError(f"{where} is a file; give a folder for the .gguf files (it is created if missing).")
+    if name and not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
+        raise EngineError(f"--name {name!r} must be a plain file name stem (letters, digits, '_', '.', '+', '-'; "
+                          "no folders), e.g. my-model.")
+
+
+def check_formats(formats: list[str]) -> None:
+    """Known formats, and llama.cpp's quantizer installed when a k-quant is asked for."""
+    if not formats:
+        raise EngineError(f"no GGUF format given; use one or more of {', '.join(FORMATS)}.")
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise EngineError(f"GGUF format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    if "q4_k_m" in formats and not llama_cpp_available():
+        raise EngineError("q4_k_m needs llama.cpp's quantizer, which is not installed; install it with "
+                          f"{LLAMA_CPP_INSTALL}, or export q4_0 or q8_0 instead.")
+
+
+def check_exportable(model_dir: Path, formats: list[str]) -> dict:
+    """Everything checkable before a byte is written: the folder, the architecture, the weights, the formats
+    and the quantizer they need. Returns the config."""
+    check_formats(formats)  # the cheapest check first: a typo in --format is said before the folder is read
+    config = read_config(model_dir)
+    architectures = config.get("architectures")
+    check_architecture(str(architectures[0] if isinstance(architectures, list) and architectures
+                           else config.get("model_type", "unknown")), str(model_dir))
+    if config.get("quantization_config"):
+        raise EngineError(f"{model_dir} holds already-quantized weights "
+                          f"({config['quantization_config'].get('quant_method', 'unknown')}); export the "
+                          "full-precision model it was made from instead.")
+    if not list(Path(model_dir).glob("*.safetensors")):
+        raise EngineError(f"{model_dir} has no .safetensors weights; re-save the model with save_pretrained.")
+    if not (Path(model_dir) / "tokenizer.json").is_file():
+        raise EngineError(f"{model_dir} has no tokenizer.json; save the tokenizer next to the model.")
+    return config
+
+
+# ----------------------------------------------------------------------------------------------- weights
+
+
+def _iter_weights(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, float32 array) for every tensor of every safetensors shard, one at a time (memory)."""
+    from safetensors import safe_open
+
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, f.get_tensor(name).float().numpy()
+
+
+def _tensor_type(gguf_name: str, data: np.ndarray, fmt: str) -> Any:
+    """The GGML type of one tensor, as convert_hf_to_gguf.py picks it: 1-D tensors, norms and biases stay F32;
+    2-D weights take the format's type (q4_0 keeps the embedding / output in Q8_0, as llama.cpp's
+    --token-embedding-type / --output-tensor-type would)."""
+    import gguf
+
+    t = gguf.GGMLQuantizationType
+    if data.ndim <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return t.F32
+    if fmt == "q4_0" and gguf_name.split(".")[0] in ("token_embd", "output"):
+        return t.Q8_0
+    return {"f16": t.F16, "q8_0": t.Q8_0, "q4_0": t.Q4_0}[fmt]
+
+
+def _add_tensors(writer: Any, model_dir: Path, config: dict, fmt: str, on_tensor: Callable[[], None]) -> None:
+    import gguf
+
+    arch = getattr(gguf.MODEL_ARCH, SUPPORTED_ARCHITECTURES[config["architectures"][0]])
+    name_map = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    for hf_name, data in _iter_weights(model_dir):
+        if config.get("tie_word_embeddings") and hf_name == "lm_head.weight":
+            continue  # tied: llama.cpp reuses token_embd, as the converter does
+        new_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if new_name is None:
+            raise EngineError(f"{model_dir}: tensor {hf_name!r} has no GGUF name for this architecture; the "
+                              "model does not match its config.json.")
+        qtype = _tensor_type(new_name, data, fmt)
+        try:
+            packed = gguf.quants.quantize(data, qtype)
+        except gguf.QuantError:  # rows that do not split into 32-blocks: F16, like the converter
+            qtype = gguf.GGMLQuantizationType.F16
+            packed = gguf.quants.quantize(data, qtype)
+        writer.add_tensor(new_name, packed, raw_dtype=qtype)
+        on_tensor()
+
+
+# --------------------------------------------------------------------------------------------- metadata
+
+
+def _rope_theta(config: dict) -> float | None:
+    rope = config.get("rope_parameters") or {}
+    return rope.get("rope_theta", config.get("rope_theta"))
+
+
+def _add_hparams(writer: Any, config: dict, name: str, fmt: str) -> None:
+    """The keys TextModel.set_gguf_parameters writes for a Qwen2 model."""
+    import gguf
+
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config.get("num_key_value_heads", config["num_attention_heads"]))
+    if (theta := _rope_theta(config)) is not None:
+        writer.add_rope_freq_base(theta)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    ftype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+             "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[fmt]
+    writer.add_file_type(ftype)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def vocab_tokens(tokenizer: Any, model_dir: Path, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Tokens and token types for every embedding row, as get_vocab_base writes them: rows no token uses are
+    ``[PAD<i>]`` UNUSED, added special tokens CONTROL, other added tokens USER_DEFINED."""
+    import gguf
+
+    reverse = {i: tok for tok, i in tokenizer.get_vocab().items()}
+    if max(reverse) >= vocab_size:
+        raise EngineError(f"{model_dir}: the tokenizer has token id {max(reverse)} but the model only "
+                          f"{vocab_size} embedding rows; the folder mixes two models.")
+    added = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif i in added:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.NORMAL)
+    return tokens, types
+
+
+def _add_vocab(writer: Any, model_dir: Path, vocab: tuple[list[str], list[int]]) -> str | None:
+    """gpt2 BPE vocabulary with the qwen2 pre-tokenizer, merges, special ids and chat template; returns the
+    chat template written (None when the model has none)."""
+    import gguf
+
+    tokens, types = vocab
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(str(model_dir), load_merges=True, n_vocab=len(tokens))
+    if not special.merges:
+        raise EngineError(f"{model_dir}/tokenizer.json has no BPE merges; a Qwen2 tokenizer must have them.")
+    special.add_to_gguf(writer)
+    template = special.chat_template
+    return template if isinstance(template, str) else None
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _write_direct(model_dir: Path, config: dict, fmt: str, name: str, vocab: tuple[list[str], list[int]],
+                  target: Path, on_tensor: Callable[[], None]) -> str | None:
+    """One GGUF written with gguf-py (f16, q8_0, q4_0); returns its chat template."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(target), arch="qwen2")
+    try:
+        _add_hparams(writer, config, name, fmt)
+        template = _add_vocab(writer, model_dir, vocab)
+        _add_tensors(writer, model_dir, config, fmt, on_tensor)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return template
+
+
+def _generation_eos(model_dir: Path, config: dict) -> dict:
+    """config.json with eos_token_id taken from generation_config.json when it lists more (Qwen stops on
+    <|im_end|> and <|endoftext|>)."""
+    gen = Path(model_dir) / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text(encoding="utf-8")).get("eos_token_id")
+        if eos is not None:
+            return {**config, "eos_token_id": eos}
+    return config
+
+
+def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str = "", ollama: bool = True,
+                on_progress: Progress | None = None) -> ExportResult:
+    """Convert ``model_dir`` into one GGUF per format (plus a Modelfile) in ``out_dir``; all or nothing."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    formats = list(dict.fromkeys(formats))
+    config = check_exportable(model_dir, formats)
+    name = name or re.sub(r"[^\w.+-]", "_", model_dir.name).lstrip(".") or "model"
+    check_output(out_dir, name)
+    # q4_k_m is quantized by llama.cpp from an f16 file: a requested one, or a hidden intermediate
+    direct = [f for f in formats if f != "q4_k_m"]
+    if "q4_k_m" in formats and "f16" not in direct:
+        direct.insert(0, "f16")
+    n_tensors = sum(1 for _ in _tensor_names(model_dir, config))
+    progress = _Ticker(n_tensors * len(direct) + ("q4_k_m" in formats), on_progress)
+    created_dir = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temporary: list[Path] = []  # deleted whatever happens
+    written: list[Path] = []  # deleted on failure
+    files: dict[str, Path] = {}
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        tokens, types = vocab_tokens(tokenizer, model_dir, config["vocab_size"])
+        template = None
+        for fmt in direct:
+            final = out_dir / (f"{name}-{fmt}.gguf" if fmt in formats else f".{name}-{fmt}.tmp.gguf")
+            partial = final.with_name(final.name + ".partial")
+            temporary.append(partial)
+            template = _write_direct(model_dir, config, fmt, name, (tokens, types), partial,
+                                     lambda f=fmt: progress.tick(f"writing {f}"))
+            os.replace(partial, final)
+            (written if fmt in formats else temporary).append(final)
+            files[fmt] = final
+        if "q4_k_m" in formats:
+            final = out_dir / f"{name}-q4_k_m.gguf"
+            partial = final.with_name(final.name + ".partial")
+            temporary.append(partial)
+            quantize_with_llama_cpp(files["f16"], partial, "q4_k_m")
+            os.replace(partial, final)
+            written.append(final)
+            files["q4_k_m"] = final
+            progress.tick("quantizing q4_k_m")
+        files = {f: files[f] for f in formats}
+        modelfile = None
+        if ollama:
+            stops = chatml_stop_tokens(_generation_eos(model_dir, config), tokens)
+            text = modelfile_text(_smallest(files).name, template, stops, default_system_prompt(tokenizer))
+            modelfile = _write_atomic(out_dir / "Modelfile", text, temporary)
+        if modelfile:
+            written.append(modelfile)
+    except BaseException:
+        for path in temporary + written:
+            path.unlink(missing_ok=True)
+        if created_dir and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    for path in temporary:
+        path.unlink(missing_ok=True)
+    return ExportResult(files=files, modelfile=modelfile, sizes={f: p.stat().st_size for f, p in files.items()})
+
+
+class _Ticker:
+    def __init__(self, total: int, on_progress: Progress | None) -> None:
+        self.total, self.done, self.on_progress = total, 0, on_progress
+
+    def tick(self, phase: str) -> None:
+        self.done += 1
+        if self.on_progress:
+            self.on_progress(phase, self.done, self.total)
+
+
+def _smallest(files: dict[str, Path]) -> Path:
+    """The file the Modelfile points at: the most compressed one exported (what Ollama users pull)."""
+    return next(files[f] for f in ("q4_k_m", "q4_0", "q8_0", "f16") if f in files)
+
+
+def _write_atomic(path: Path, text: str, temporary: list[Path]) -> Path:
+    partial = path.with_name(path.name + ".partial")
+    temporary.append(partial)
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def _tensor_names(model_dir: Path, config: dict) -> Iterator[str]:
+    from safetensors import safe_open
+
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if not (config.get("tie_word_embeddings") and key == "lm_head.weight"):
+                    yield key

@@ -1,0 +1,298 @@
+"""The 4-bit report: what quantization bought (size on disk, resident memory, load time, time to first token,
+decode speed — each measured in a fresh subprocess so RSS is honest) and what it cost (ROUGE-L on held-out
+records, retention after quantization), as a dict and as Markdown.
+
+``python -m engine.quantization.report measure FOLDER`` is the subprocess side of the speed/memory measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.core.context import EngineError
+from engine.quantization.four_bit import kept_linears
+from engine.contract.spec import GenerationSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+MEASURE_PROMPT = "Explain in a few sentences why smaller language models are useful on laptops."
+MEASURE_NEW_TOKENS = 32
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def weight_file_bytes(folder: str | Path) -> int:
+    """Bytes of the weight files in a model folder (or of one weight file)."""
+    path = Path(folder)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def safetensors_entries(folder: str | Path) -> dict[str, int]:
+    """Tensor name → bytes, read from the safetensors headers only (no weights loaded)."""
+    entries: dict[str, int] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with open(file, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                start, end = info["data_offsets"]
+                entries[name] = end - start
+    return entries
+
+
+def linear_weight_bytes(original_dir: str | Path, quantized_dir: str | Path) -> tuple[int, int]:
+    """Bytes of the quantized linear layers' weights in both folders: the original ``<m>.weight`` against every
+    ``<m>.weight*`` tensor (packed data, absmax, quant map, nested constants) of the 4-bit folder."""
+    orig, quant = safetensors_entries(original_dir), safetensors_entries(quantized_dir)
+    modules = {k[: -len(".weight.absmax")] for k in quant if k.endswith(".weight.absmax")}
+    before = sum(orig.get(f"{m}.weight", 0) for m in modules)
+    after = sum(b for k, b in quant.items() if any(k.startswith(f"{m}.weight") for m in modules))
+    return before, after
+
+
+# ---------------------------------------------------------------- speed and memory (subprocess) -------------------
+
+def _measure(folder: str, device: str, prompt: str, new_tokens: int) -> dict:
+    """Load one model and time it; runs in a fresh process so the RSS delta is this model's alone."""
+    import psutil
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+    try:
+        import bitsandbytes  # noqa: F401  (imported before the baseline so both models pay it equally)
+    except ImportError:
+        pass
+    proc = psutil.Process()
+    gc.collect()
+    rss0 = proc.memory_info().rss
+    cuda0 = torch.cuda.memory_allocated() if device.startswith("cuda") else 0
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", device_map={"": device}).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    load_s = time.perf_counter() - t0
+    rss_load = proc.memory_info().rss - rss0
+    gpu_load = (torch.cuda.memory_allocated() - cuda0) if device.startswith("cuda") else None
+
+    class Stamps(StoppingCriteria):  # called once per generated token: its clock gives TTFT and decode speed
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.cpu: list[float] = []  # process CPU time: comparable even on a machine busy with other work
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            self.times.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    ids = tokenizer(prompt, return_tensors="pt").to(device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def timed(n: int) -> tuple[float, Stamps]:
+        stamps = Stamps()
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad,
+                           stopping_criteria=StoppingCriteriaList([stamps]))
+        return start, stamps
+
+    start, stamps = timed(2)  # cold: includes one-off work such as bitsandbytes' CPU weight repacking
+    first_call_s = stamps.times[0] - start
+    # safetensors are memory-mapped: weights become resident only once touched, so the honest footprint is
+    # read after this first generation (the RSS right after from_pretrained is reported too)
+    rss_used = proc.memory_info().rss - rss0
+    start, stamps = timed(new_tokens)
+    times = stamps.times
+    decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+    cpu_per_token = (stamps.cpu[-1] - stamps.cpu[0]) / (len(times) - 1) if len(times) > 1 else None
+    return {"load_s": load_s, "cpu_s_per_token": cpu_per_token, "threads": torch.get_num_threads(),
+            "rss_bytes": rss_used, "rss_after_load_bytes": rss_load, "gpu_bytes": gpu_load,
+            "rss_after_generate_bytes": proc.memory_info().rss - rss0, "first_call_s": first_call_s,
+            "ttft_s": times[0] - start, "tokens_per_s": decode, "prompt_tokens": int(ids["input_ids"].shape[1]),
+            "new_tokens": len(times)}
+
+
+def measure_in_subprocess(folder: str | Path, device: str, prompt: str = MEASURE_PROMPT,
+                          new_tokens: int = MEASURE_NEW_TOKENS, timeout_s: float = 900) -> dict:
+    """``_measure`` in a fresh Python process; EngineError with its last stderr line if it fails."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "engine.quantization.report", "measure", str(folder), "--device", device,
+           "--prompt", prompt, "--new-tokens", str(new_tokens)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, cwd=_PROJECT_ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise EngineError(f"measuring {folder} failed: {tail}")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------- quality -----------------------------------------
+
+def _load_folder(folder: str | Path, device: str) -> tuple[Any, Any]:
+    """A saved model folder (4-bit or not) exactly as plain transformers loads it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto", device_map={"": device}).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def headline_scores(scores: dict) -> dict[str, float]:
+    """The overall numbers of a score_predictions result (per-category breakdowns left out)."""
+    overall = scores.get("overall", scores) if isinstance(scores, dict) else {}
+    return {k: float(v) for k, v in overall.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
+
+
+def evaluate_folder(folder: str | Path, records: list[dict], preset: str, gen: GenerationSpec, device: str,
+                    on_progress: Callable | None = None) -> tuple[dict, list[str]]:
+    """ROUGE-L (and exact match / answer accuracy where the data has them) of one saved model; (scores, preds)."""
+    from engine.evaluation.generation import evaluate_model
+
+    model, tokenizer = _load_folder(folder, device)
+    try:
+        return evaluate_model(model, tokenizer, records, preset, gen, device, on_progress=on_progress)
+    finally:
+        del model
+        gc.collect()
+
+
+# ---------------------------------------------------------------- the report --------------------------------------
+
+def layer_counts(quantized_dir: str | Path) -> dict[str, int]:
+    """How many linear layers are 4-bit, and how many stayed full precision (kernel-incompatible widths)."""
+    config = json.loads((Path(quantized_dir) / "config.json").read_text(encoding="utf-8"))
+    kept = kept_linears(config.get("quantization_config", {}))
+    absmax = [k for k in safetensors_entries(quantized_dir) if k.endswith(".weight.absmax")]
+    return {"layers_4bit": len(absmax), "layers_full_precision": len(kept)}
+
+
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 4) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def quantization_report(original_dir: str | Path, quantized_dir: str | Path, records: list[dict], preset: str,
+                        gen: GenerationSpec, device: str, *, measure: bool = True,
+                        on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Original vs 4-bit side by side: disk, linear-layer bytes, RSS, load time, TTFT, tokens/s, scores and
+    retention (4-bit ÷ original). ``on_progress(phase, done, total)`` is called between the steps."""
+    sides: dict[str, dict] = {}
+    for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
+        sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder)}
+    sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
+        linear_weight_bytes(original_dir, quantized_dir)
+    sides["quantized"].update(layer_counts(quantized_dir))
+    for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
+        sides[name]["full_precision_bytes"] = full_precision_bytes(folder)
+    steps = [(n, "measure") for n in sides if measure] + [(n, "evaluate") for n in sides if records]
+    for i, (name, what) in enumerate(steps):
+        if on_progress:
+            on_progress(f"{what} {name}", i, len(steps))
+        if what == "measure":
+            prompt = MEASURE_PROMPT if not records else records[0].get("instruction") or MEASURE_PROMPT
+            sides[name].update(measure_in_subprocess(sides[name]["path"], device, prompt))
+        else:
+            scores, preds = evaluate_folder(sides[name]["path"], records, preset, gen, device)
+            sides[name]["scores"] = headline_scores(scores)
+            sides[name]["scores_detail"] = scores
+            sides[name]["examples"] = [{"prompt": r.get("instruction", ""), "reference": r.get("response", ""),
+                                        "prediction": p} for r, p in list(zip(records, preds))[:3]]
+    if on_progress:
+        on_progress("done", len(steps), len(steps))
+    o, q = sides["original"], sides["quantized"]
+    ratios = {key: _ratio(q.get(key), o.get(key)) for key in ("disk_bytes", "linear_bytes", "rss_bytes", "load_s",
+                                                                 "ttft_s", "tokens_per_s", "cpu_s_per_token")}
+    retention = {k: _ratio(v, o.get("scores", {}).get(k)) for k, v in q.get("scores", {}).items()}
+    report = {"device": device, "samples": len(records), "preset": preset, "original": o, "quantized": q,
+              "ratios": ratios, "retention": retention}
+    from engine.models.gguf_source import source_info
+
+    gguf = source_info(original_dir)  # the original was unpacked from a GGUF file: compare with the file too
+    if gguf:
+        report["gguf"] = {"file": gguf.get("file"), "bytes": gguf.get("bytes"), "types": gguf.get("types", {})}
+        ratios["gguf_bytes"] = _ratio(q.get("disk_bytes"), gguf.get("bytes"))
+    return report
+
+
+def full_precision_bytes(folder: str | Path) -> int:
+    """Bytes of the tensors a folder keeps in 16/32 bits: everything but the 4-bit linear layers' packed weights
+    and constants (embeddings, output layer, norms, biases, and linear layers bitsandbytes skipped)."""
+    entries = safetensors_entries(folder)
+    modules = {k[: -len(".weight.absmax")] for k in entries if k.endswith(".weight.absmax")}
+    return sum(b for k, b in entries.items() if not any(k.startswith(f"{m}.weight") for m in modules))
+
+
+def fmt_mb(n: Any) -> str:
+    return f"{n / 1e6:.2f} MB" if isinstance(n, (int, float)) else "—"
+
+
+def _fmt(n: Any, digits: int = 3) -> str:
+    return f"{n:.{digits}f}" if isinstance(n, (int, float)) else "—"
+
+
+def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
+    """The report as a markdown table (appended to the run's eval.md and quoted in the model card)."""
+    o, q, r = report["original"], report["quantized"], report["ratios"]
+    rows = [("size on disk", fmt_mb(o.get("disk_bytes")), fmt_mb(q.get("disk_bytes")), r.get("disk_bytes")),
+            ("linear-layer weights", fmt_mb(o.get("linear_bytes")), fmt_mb(q.get("linear_bytes")),
+             r.get("linear_bytes")),
+            ("resident memory (after load + first token)", fmt_mb(o.get("rss_bytes")), fmt_mb(q.get("rss_bytes")),
+             r.get("rss_bytes")),
+            ("load time (s)", _fmt(o.get("load_s")), _fmt(q.get("load_s")), r.get("load_s")),
+            ("time to first token (s)", _fmt(o.get("ttft_s")), _fmt(q.get("ttft_s")), r.get("ttft_s")),
+            ("decode tokens/s", _fmt(o.get("tokens_per_s"), 1), _fmt(q.get("tokens_per_s"), 1),
+             r.get("tokens_per_s")),
+            ("decode CPU seconds per token", _fmt(o.get("cpu_s_per_token"), 4), _fmt(q.get("cpu_s_per_token"), 4),
+             r.get("cpu_s_per_token"))]
+    rows.insert(2, ("kept in 16/32 bits (embeddings, output layer, norms)", fmt_mb(o.get("full_precision_bytes")),
+                    fmt_mb(q.get("full_precision_bytes")), _ratio(q.get("full_precision_bytes"),
+                                                                   o.get("full_precision_bytes"))))
+    gguf = report.get("gguf")
+    if gguf:  # the honest comparison for a GGUF source: its own file, not the unpacked copy
+        rows.insert(0, (f"size on disk vs the GGUF file ({', '.join(sorted(gguf.get('types', {})))})",
+                        fmt_mb(gguf.get("bytes")), fmt_mb(q.get("disk_bytes")), r.get("gguf_bytes")))
+    for key, ret in report.get("retention", {}).items():
+        rows.append((key, _fmt(o.get("scores", {}).get(key), 4), _fmt(q.get("scores", {}).get(key), 4), ret))
+    kept = q.get("layers_full_precision", 0)
+    layers = f"{q.get('layers_4bit', '?')} linear layers in 4 bits" + (
+        f", {kept} kept in full precision (widths bitsandbytes' CPU kernel cannot run)" if kept else "")
+    lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report['samples']}; {layers}.", "",
+             "| | original | 4-bit | 4-bit ÷ original |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {_fmt(d)} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- subprocess entry --------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.quantization.report")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="load a model folder and time it; prints one JSON line")
+    m.add_argument("folder")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--prompt", default=MEASURE_PROMPT)
+    m.add_argument("--new-tokens", type=int, default=MEASURE_NEW_TOKENS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result = _measure(args.folder, args.device, args.prompt, args.new_tokens)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Runs a spec's stages in order inside one run folder: checks everything that can be checked before the first
+step, then dispatches each stage to its recipe, records what it produced, and turns failures into one clear
+``error`` event and a run marked failed or cancelled (never a half-written run passed off as finished)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+from engine.core import heartbeat
+from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
+from engine.contract.protocol import EventWriter, io_sentence
+from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
+from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
+from engine.core.ranks import any_rank, is_main_process, run_stage_on_ranks
+from engine.recipes import recipe_for
+
+log = logging.getLogger(__name__)
+NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a plan the estimate refuses
+
+
+def _done_marker(paths: RunPaths, stage: StageSpec):
+    return paths.stage_dir(stage.name) / "done.json"
+
+
+def _needs_data(stage: StageSpec) -> bool:
+    """Training and evaluation read the data set; a quantize stage only for its report; an export never."""
+    if stage.kind == "quantize":
+        return stage.quantize.report
+    return stage.kind != "export"
+
+
+def check_report_to(spec: RunSpec) -> None:
+    """Every tracker in ``report_to`` is importable, or one sentence naming the field and the install command."""
+    import importlib.util
+
+    for name in spec.report_to:
+        if importlib.util.find_spec(name) is None:
+            package = REPORT_TO[name]
+            raise EngineError(f"report_to: {name!r} needs the {package} package, which is not installed; run pip "
+                              f"install {package} in the engine's environment, or remove {name} from report_to.")
+
+
+def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
+    """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
+    each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
+    from engine.models.loading import check_source, check_token_kd_compatible, load_tokenizer
+
+    check_report_to(spec)
+
+    def ctx_for(stage: StageSpec) -> RunContext:
+        return RunContext(spec=spec, stage=stage, paths=None, events=events, device=device, cache=cache)
+
+    refs = set()
+    for stage in spec.stages:
+        refs.add(base_model_of(spec, stage.model))
+        if stage.kind == "distill":
+            refs.add(base_model_of(spec, stage.teacher))
+        refs.update(base_model_of(spec, r) for r in stage.models.values())
+    for ref in sorted(refs):
+        check_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)  # config and tokenizer, no weights
+    if any(_needs_data(s) for s in spec.stages):
+        from engine.training.support import stage_splits
+
+        stage_splits(ctx_for(spec.stages[0]))  # a malformed record stops the run here, before any training
+    for stage in spec.stages:
+        ctx = ctx_for(stage)
+        if stage.kind in ("sft", "distill", "grpo"):  # a precision the device cannot do fails here, not mid-run
+            from engine.training.precision import resolve_precision
+
+            resolve_precision(stage.train.precision, device, f"{stage.name}.train.precision")
+        if stage.kind == "distill" and stage.distill.method != "sequence":
+            teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
+            check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),
+                                      load_tokenizer(ctx.model_spec(student_ref)))
+        validate = getattr(recipe_for(stage.kind), "validate", None)
+        if validate is not None:
+            validate(ctx)
+    if not os.environ.get(NO_MEMORY_CHECK_ENV):
+        from engine.models.memory_plan import check_plan
+
+        check_plan(spec, device)  # last: from configs only, before any weight is read
+
+
+def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: RunStore,
+                 cancel: threading.Event, device: str, cache: dict | None = None) -> str:
+    """Run every stage not yet done (``cache`` carries what preflight loaded); returns the final status
+    (finished, cancelled or failed)."""
+    cache = {} if cache is None else cache
+
+    def ctx_for(stage: StageSpec) -> RunContext:
+        return RunContext(spec=spec, stage=stage, paths=paths, events=events, cancel=cancel, device=device,
+                          cache=cache)
+
+    started = time.time()
+    summary: dict[str, Any] = {"stages": {}}
+    stage_name = ""
+    try:
+        for index, stage in enumerate(spec.stages):
+            stage_name = stage.name
+            marker = _done_marker(paths, stage)
+            if marker.exists():
+                events.log(f"stage {stage.name} already finished; skipping it")
+                summary["stages"][stage.name] = json.loads(read_inside(marker))
+                continue
+            if any_rank(cancel.is_set()):  # rank-aware (engine/runner/launch.py): all processes stop at the same stage
+                raise StageCancelled(stage.name)
+            store.update(paths.id, stage=stage.name)
+            events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
+                          index=index + 1, count=len(spec.stages))
+            # Rank-aware (engine/runner/launch.py): under several processes, evaluate/quantize run on rank 0 only.
+            heartbeat.attach(events, stage.name)  # status events while a model loads or answers generate
+            result: StageResult | None = run_stage_on_ranks(
+                stage.kind, lambda: recipe_for(stage.kind).run_stage(ctx_for(stage)))
+            if result is None:
+                continue
+            record = {"kind": stage.kind, "scores": result.scores,
+                      "model_dir": str(result.model_dir) if result.model_dir else None}
+            if is_main_process():  # rank-aware: only rank 0 writes into the run folder
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(marker, json.dumps(json_safe(record), indent=2, default=str))
+            summary["stages"][stage.name] = record
+            if result.scores:
+                store.update(paths.id, scores={f"{stage.name}/{k}": v for k, v in result.scores.items()})
+        status = "finished"
+    except StageCancelled:
+        status = "cancelled"
+        events.status("cancelled", stage_name, "cancelled; resume with compression-engine run --resume "
+                      f"{paths.id}")
+    except (EngineError, StoreError) as exc:
+        status = "failed"
+        events.error(str(exc), stage=stage_name)
+    except Exception as exc:  # noqa: BLE001 - any crash becomes one error event, the trace goes to stderr
+        status = "failed"
+        _report_crash(exc, stage_name, events, paths)
+    summary["elapsed_s"] = round(time.time() - started, 1)
+    heartbeat.attach(None, "")  # nothing to beat for once the run is over
+    _record_final(store, paths, status)
+    events.emit("done", status=status, summary=summary)
+    return status
+
+
+def _report_crash(exc: Exception, stage_name: str, events: EventWriter, paths: RunPaths) -> None:
+    """One error event (and one sentence on stderr) for a crash; the trace on stderr only for a bug, not for an
+    I/O failure such as a full disk, which the sentence explains."""
+    if isinstance(exc, OSError) or "No space left" in str(exc) or "file write failed" in str(exc):
+        message = f"stage {stage_name or 'setup'} stopped: {io_sentence(exc)}".replace(
+            "RUN_ID", paths.id)
+        log.error("%s", message)
+        log.debug("the I/O error:\n%s", traceback.format_exc())
+        events.error(message, stage=stage_name)
+        return
+    log.error("stage %s crashed:\n%s", stage_name, traceback.format_exc())
+    events.error(f"stage {stage_name or 'setup'} crashed: {type(exc).__name__}: {exc}", stage=stage_name,
+                 detail=traceback.format_exc(limit=8))
+
+
+def _record_final(store: RunStore, paths: RunPaths, status: str) -> None:
+    """The final status into run.json, whatever the disk does (write_atomic falls back to an in-place
+    rewrite when no new file fits); a failure here is logged, never raised over the run's own error."""
+    try:
+        store.update(paths.id, status=status)
+    except (OSError, StoreError) as exc:
+        log.error("could not record status %s in %s: %s", status, paths.info, exc)

@@ -1,0 +1,133 @@
+"""The bridge from transformers/TRL trainers to the event stream: metrics renamed by prefix, progress with ETA,
+tokens per second, cancellation that saves a checkpoint before it stops, and "finite or failed": a non-finite
+loss stops the stage, and only checkpoints whose weights are finite and whose save finished are marked
+complete (a ``complete`` file written last), which is all a resume will start from."""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from engine.core.context import Diverged, RunContext
+from engine.contract.metric_names import rename_metrics
+from engine.contract.runs import write_atomic
+from engine.core.ranks import any_rank, is_main_process
+
+COMPLETE_MARKER = "complete"  # written into checkpoint-N after the trainer finished saving it
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+class EventsCallback(TrainerCallback):
+    """Emits metric and progress events for the stage in ``ctx`` and stops (after a checkpoint) on cancel."""
+
+    def __init__(self, ctx: RunContext, *, progress_interval_s: float = 0.5) -> None:
+        self.ctx = ctx
+        self.progress_interval_s = progress_interval_s
+        self.cancelled = False
+        self._start = time.monotonic()
+        self._last_progress = 0.0
+        self._last_tokens = (0, time.monotonic())
+        self.history: list[dict] = []  # every metric event's values, for the recipe's summary
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.monotonic()
+        self._last_tokens = (getattr(state, "num_input_tokens_seen", 0) or 0, self._start)
+        self.ctx.events.status("running", self.ctx.stage.name, f"training for {state.max_steps} steps")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.monotonic()
+        if now - self._last_progress >= self.progress_interval_s or state.global_step >= state.max_steps:
+            self._last_progress = now
+            self.ctx.events.progress(self.ctx.stage.name, state.global_step, state.max_steps, now - self._start)
+        # any_rank: under several processes every rank must stop at the same step (engine/runner/launch.py)
+        if any_rank(self.ctx.cancel.is_set()) and not self.cancelled:
+            self.cancelled = True
+            control.should_save = True  # the checkpoint a resume starts from
+            control.should_training_stop = True
+            self.ctx.events.status("cancelling", self.ctx.stage.name, "saving a checkpoint before stopping")
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            raise Diverged(f"{self.ctx.stage.name} diverged at step {state.global_step}: the training loss is "
+                           f"{loss}; lower train.learning_rate (now {args.learning_rate:g}) and start the run "
+                           "again (its last good checkpoint is kept).")
+        values = rename_metrics(logs or {})
+        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        now = time.monotonic()
+        seen, since = self._last_tokens
+        if tokens > seen and now > since:
+            values["perf/tokens_per_s"] = (tokens - seen) / (now - since)
+            self._last_tokens = (tokens, now)
+        if values:
+            self.history.append({"step": state.global_step, **values})
+            self.ctx.events.metric(self.ctx.stage.name, state.global_step, values)
+
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        """The trainer finished writing checkpoint-N: refuse it if its weights are not finite, else mark it
+        complete (the marker is written last, so a crash mid-save leaves an unmarked, ignored folder)."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        bad = nonfinite_parameter(model) if model is not None else None
+        if bad is not None:
+            if is_main_process():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise Diverged(f"{self.ctx.stage.name} diverged by step {state.global_step}: weight {bad} is not "
+                           f"finite; lower train.learning_rate (now {args.learning_rate:g}) and start the run "
+                           "again (its last good checkpoint is kept).")
+        if is_main_process() and folder.is_dir():
+            write_atomic(folder / COMPLETE_MARKER, f"{state.global_step}\n")
+
+
+def nonfinite_parameter(model) -> str | None:
+    """The name of the first floating-point parameter holding a NaN or an infinity, or None."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and param.device.type != "meta" and not torch.isfinite(param).all():
+                return name
+    return None
+
+
+def checkpoints(folder) -> list[Path]:
+    """The ``checkpoint-N`` folders under ``folder``, oldest first (links are never followed)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    found = [p for p in entries if _CHECKPOINT.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: int(_CHECKPOINT.fullmatch(p.name)[1]))
+
+
+def is_complete(checkpoint: Path, marked_anywhere: bool) -> bool:
+    """Marked complete; checkpoints from before markers existed count when the trainer state, which the
+    trainer writes after weights, optimizer and RNG states, is there."""
+    if (checkpoint / COMPLETE_MARKER).is_file():
+        return True
+    return not marked_anywhere and (checkpoint / "trainer_state.json").is_file()
+
+
+def last_checkpoint(folder) -> str | None:
+    """The newest complete ``checkpoint-N`` folder under ``folder`` (what a resumed stage continues from)."""
+    found = checkpoints(folder)
+    marked = any((p / COMPLETE_MARKER).is_file() for p in found)
+    complete = [p for p in found if is_complete(p, marked)]
+    return str(complete[-1]) if complete else None
+
+
+def drop_incomplete_checkpoints(folder) -> list[str]:
+    """Remove checkpoint folders a crash left half-written (newer than the last complete one), so the trainer
+    neither resumes from nor rotates against them. Returns their names."""
+    found = checkpoints(folder)
+    marked = any((p / COMPLETE_MARKER).is_file() for p in found)
+    last = last_checkpoint(folder)
+    newest_good = int(_CHECKPOINT.fullmatch(Path(last).name)[1]) if last else -1
+    dropped = [p for p in found if not is_complete(p, marked) and int(_CHECKPOINT.fullmatch(p.name)[1]) > newest_good]
+    for p in dropped:
+        shutil.rmtree(p, ignore_errors=True)
+    return [p.name for p in dropped]
