@@ -19,6 +19,7 @@ from engine.contract.spec import SpecError, load_spec
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
 from studio.keyboard import focus_first_field, install_enter_filter
+from studio.wheel_guard import install_wheel_guard
 from studio.pages.review_page import specs_dir
 from studio.pages.wizard import RunWizard
 from studio.run_watch import FollowsRunFolders, RunWatcher
@@ -64,6 +65,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.store = store or RunStore()
         self.sessions: list[RunSession] = []
         self._init_closing()
+        install_wheel_guard()  # before any field is polished: the wheel edits only a focused field
         self.setWindowTitle("Compression Studio")
         self.resize(initial_size(self.screen().availableGeometry().size() if self.screen() else None))
         self._build()
