@@ -97,6 +97,9 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     # rank 0 alone writes run files, never through a link out of the run (inside() refuses one)
     board = attach(events, paths.inside(paths.tensorboard.name)) if is_main_process() else None
     hello(events, "run", __version__)
+    from engine.core import heartbeat
+
+    heartbeat.attach(events, "", "starting the run")  # the pipeline names each stage; it detaches at the end
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
     status = run_pipeline(spec, paths, events, store, cancel, device, cache)

@@ -123,6 +123,7 @@ class EventWriter:
         self._mirror_file = None
         self.mirror_failed = False
         self.listeners: list[Callable[[Event], None]] = []  # e.g. the terminal progress bar
+        self.last_emit = time.monotonic()  # when the last event went out (the heartbeat watchdog reads it)
         if self.mirror:
             self._mirror_file = open_mirror(self.mirror)
 
@@ -133,6 +134,7 @@ class EventWriter:
             self._seq += 1
             event = Event(type=type_, data=data, run_id=self.run_id, seq=self._seq, time=round(time.time(), 3))
             line = event.to_json()
+            self.last_emit = time.monotonic()
             if self._mirror_file:
                 self._append_mirror(line)
             try:

@@ -1,10 +1,14 @@
-"""Heartbeats: a ``status`` event every few seconds while something long runs without progress of its own — a
-model loading, a GGUF file unpacking, a batch of generation — so the GUI never sits a minute in silence.
+"""Heartbeats: a run never goes :data:`INTERVAL_S` seconds without an event, whatever runs — a model loading, a
+GGUF file unpacking, teacher targets, one slow training step, a save, an evaluation, the work between two sweep
+points — so the GUI never sits a minute in silence and a person can tell a slow run from a hung one.
 
-The pipeline attaches the stage's event writer (:func:`attach`); code that may take long wraps itself in
-``with activity("loading the teacher"):``. While any activity is open, a daemon thread emits
-``status(running, stage, "<activity> (<n> s)")`` every :data:`INTERVAL_S` seconds. Without an attached writer
-(tests, library use) activities cost nothing.
+One watchdog thread per process watches the attached event writer (:func:`attach`, done by the pipeline for each
+stage and by the commands that run work outside a pipeline). Whenever the writer has emitted nothing for
+:data:`INTERVAL_S` seconds, the watchdog emits ``status(running, stage, "<what> (<n> s)")`` naming what runs now:
+the innermost open :func:`activity` (``with activity("loading the teacher"):``), else the stage's current
+:func:`phase` (set as code enters it: "training step 3/10, micro-batch 2/4", "saving checkpoint-3"), with how long
+it has been running. Any other event resets the clock, so a chatty stage sees no heartbeats at all. Without an
+attached writer (tests, library use) activities and phases cost nothing.
 """
 from __future__ import annotations
 
@@ -14,30 +18,45 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-INTERVAL_S = 5.0
+INTERVAL_S = 5.0  # at most this long without an event (the promise to the user is 10 s; half leaves slack)
 
 _lock = threading.Lock()
-_target: dict[str, Any] = {"events": None, "stage": ""}
+_target: dict[str, Any] = {"events": None, "stage": "", "phase": ("", 0.0)}
 _open: list[tuple[str, float]] = []  # (what, started) of the open activities, innermost last
 _thread: threading.Thread | None = None
 
 
-def attach(events: Any, stage: str) -> None:
-    """Send heartbeats to ``events`` (an EventWriter) under ``stage``; ``attach(None, "")`` stops them."""
+def attach(events: Any, stage: str, what: str = "") -> None:
+    """Watch ``events`` (an EventWriter) under ``stage``, the current phase being ``what`` (default: the stage
+    itself); ``attach(None, "")`` stops the heartbeats (no heartbeat follows once it returns)."""
+    global _thread
     with _lock:
-        _target.update(events=events, stage=stage)
+        default = f"stage {stage}" if stage else ""
+        _target.update(events=events, stage=stage, phase=(what or default, time.monotonic()))
+        if events is not None and (_thread is None or not _thread.is_alive()):
+            _thread = threading.Thread(target=_watch, name="heartbeat", daemon=True)
+            _thread.start()
+
+
+def phase(what: str) -> None:
+    """The attached stage is now doing ``what`` (its clock starts now); a no-op when the text is unchanged."""
+    with _lock:
+        if _target["phase"][0] != what:
+            _target["phase"] = (what, time.monotonic())
+
+
+def current() -> str:
+    """What a heartbeat would say now (the innermost activity, else the phase), without the time."""
+    with _lock:
+        return (_open[-1] if _open else _target["phase"])[0]
 
 
 @contextmanager
 def activity(what: str) -> Iterator[None]:
-    """Heartbeats naming ``what`` and its elapsed time while the block runs (nested blocks: the innermost)."""
-    global _thread
+    """Heartbeats name ``what`` and its elapsed time while the block runs (nested blocks: the innermost)."""
     entry = (what, time.monotonic())
     with _lock:
         _open.append(entry)
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_beat, name="heartbeat", daemon=True)
-            _thread.start()
     try:
         yield
     finally:
@@ -68,19 +87,22 @@ def repeating(beat: Callable[[float], Any], interval_s: float | None = None) -> 
         thread.join(timeout=1.0)
 
 
-def _beat() -> None:
-    last = time.monotonic()
+def _watch() -> None:
+    """The watchdog: wakes a few times per interval and speaks only when the writer has been silent too long."""
+    beaten = time.monotonic()  # for writers without ``last_emit``: our own last heartbeat
     while True:
         time.sleep(min(0.5, INTERVAL_S / 4))
         with _lock:  # emitting under the lock: once attach(None, "") returns, no heartbeat follows (e.g. 'done')
-            if not _open or _target["events"] is None:
+            events = _target["events"]
+            if events is None:
                 continue
-            what, started = _open[-1]
             now = time.monotonic()
-            if now - max(last, started) < INTERVAL_S:
+            last = max(getattr(events, "last_emit", 0.0), beaten)
+            if now - last < INTERVAL_S:
                 continue
-            last = now
+            beaten = now
+            what, started = _open[-1] if _open else _target["phase"]
             try:
-                _target["events"].status("running", _target["stage"], f"{what} ({now - started:.0f} s)")
+                events.status("running", _target["stage"], f"{what} ({now - started:.0f} s)")
             except Exception:  # noqa: BLE001 - a heartbeat must never take the engine down
                 pass

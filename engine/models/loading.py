@@ -354,13 +354,16 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, card: str) -> Path:
 
     if not is_main_process():  # rank-aware (engine/runner/launch.py): rank 0 saves; the pipeline's barrier follows
         return out_dir
+    from engine.core import heartbeat
+
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
         model = model.merge_and_unload()
     restore_use_cache(model)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with heartbeat.activity(f"saving the model to {out_dir.name}"):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     # The previous model (a re-run stage) is moved aside, not deleted, until the new one is in place: at every
     # instant one complete model exists under a known name.

@@ -113,7 +113,8 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
                           index=index + 1, count=len(spec.stages))
             # Rank-aware (engine/runner/launch.py): under several processes, evaluate/quantize run on rank 0 only.
-            heartbeat.attach(events, stage.name)  # status events while a model loads or answers generate
+            # never 5 s without an event while the stage runs: heartbeats name what runs (engine/core/heartbeat.py)
+            heartbeat.attach(events, stage.name, f"stage {index + 1}/{len(spec.stages)} ({stage.kind})")
             result: StageResult | None = run_stage_on_ranks(
                 stage.kind, lambda: recipe_for(stage.kind).run_stage(ctx_for(stage)))
             if result is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from engine.core import heartbeat
 from engine.core.context import Diverged, RunContext
 from engine.contract.metric_names import rename_metrics
 from engine.contract.runs import write_atomic
@@ -31,13 +32,44 @@ class EventsCallback(TrainerCallback):
         self._last_progress = 0.0
         self._last_tokens = (0, time.monotonic())
         self.history: list[dict] = []  # every metric event's values, for the recipe's summary
+        self._micro = 1  # the micro-batch of the current optimizer step (gradient accumulation)
+        self._predicted = 0  # batches of the current validation pass
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.monotonic()
         self._last_tokens = (getattr(state, "num_input_tokens_seen", 0) or 0, self._start)
         self.ctx.events.status("running", self.ctx.stage.name, f"training for {state.max_steps} steps")
 
+    # Phases name what runs for the heartbeat (engine/core/heartbeat.py), which speaks only when a step, a save
+    # or an evaluation is slow enough to leave the stream silent: progress inside a step costs nothing otherwise.
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._micro = 1
+        heartbeat.phase(self._step_text(args, state))
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._micro += 1  # one micro-batch of the gradient accumulation is done
+        heartbeat.phase(self._step_text(args, state))
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self._predicted += 1
+        heartbeat.phase(f"validation after step {state.global_step}: batch {self._predicted}")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._predicted = 0
+
+    def on_train_end(self, args, state, control, **kwargs):
+        heartbeat.phase(f"{self.ctx.stage.name}: training finished at step {state.global_step}")
+
+    def _step_text(self, args, state) -> str:
+        text = f"training step {state.global_step + 1}/{state.max_steps}"
+        accumulation = args.gradient_accumulation_steps
+        return text + (f", micro-batch {self._micro}/{accumulation}" if accumulation > 1 else "")
+
     def on_step_end(self, args, state, control, **kwargs):
+        # what the trainer does next, between this step and the next one (its log/save/evaluate)
+        heartbeat.phase(f"saving checkpoint-{state.global_step}" if control.should_save else
+                        f"evaluating after step {state.global_step}" if control.should_evaluate else
+                        f"after training step {state.global_step}/{state.max_steps}")
         now = time.monotonic()
         if now - self._last_progress >= self.progress_interval_s or state.global_step >= state.max_steps:
             self._last_progress = now
@@ -72,6 +104,7 @@ class EventsCallback(TrainerCallback):
         """The trainer finished writing checkpoint-N: refuse it if its weights are not finite, else mark it
         complete (the marker is written last, so a crash mid-save leaves an unmarked, ignored folder)."""
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        heartbeat.phase(f"checking checkpoint-{state.global_step}")
         bad = nonfinite_parameter(model) if model is not None else None
         if bad is not None:
             if is_main_process():

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from engine.core import heartbeat
 from engine.training.callbacks import EventsCallback, drop_incomplete_checkpoints, last_checkpoint
 from engine.core.context import Diverged, EngineError, RunContext, StageCancelled
 from engine.core.ranks import is_main_process, wait_for_everyone
@@ -211,6 +212,7 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
     results, best = [], None
     for i, lr in enumerate(rates):
         ctx.events.log(f"sweep {i + 1}/{len(rates)}: learning rate {lr:g}")
+        heartbeat.phase(f"sweep {i + 1}/{len(rates)} (learning rate {lr:g}): loading the model")
         try:
             trainer, model = fit(lr, ctx.checkpoint_dir / f"lr-{lr:g}")
         except Diverged as exc:  # one rate of a sweep diverging is a result, not a failed stage
@@ -218,6 +220,7 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
             results.append({"learning_rate": lr, "eval_loss": None, "diverged": True})
             gc.collect()
             continue
+        heartbeat.phase(f"sweep {i + 1}/{len(rates)} (learning rate {lr:g}): validation")
         scores = validation_scores(trainer)
         loss = scores.pop("loss")
         results.append({"learning_rate": lr, "eval_loss": loss, **{k.replace("/", "_"): v for k, v in scores.items()}})
@@ -228,6 +231,7 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
         else:
             del model
         del trainer
+        heartbeat.phase(f"sweep {i + 1}/{len(rates)}: releasing the model")
         gc.collect()
     if best is None:
         raise Diverged(f"{ctx.stage.name}: every learning rate of the sweep diverged "

@@ -212,7 +212,11 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
     """
     d = ctx.stage.distill
     settings = d.teacher_cache
-    parts = key_parts(teacher_spec, datasets, settings.top_k, d.temperature, ctx.spec.data.max_length, template)
+    from engine.core import heartbeat
+
+    with heartbeat.activity("hashing the teacher's weights and the data (the teacher-targets cache key)"):
+        parts = key_parts(teacher_spec, datasets, settings.top_k, d.temperature, ctx.spec.data.max_length,
+                          template)
     key = cache_key(parts)
     if settings.path:
         return open_targets(Path(settings.path).expanduser(), parts)
@@ -233,8 +237,9 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
                             unit="sequence")
 
     try:
-        build_targets(teacher, rows, tmp, top_k=settings.top_k, temperature=d.temperature,
-                      batch_size=settings.batch_size, device=ctx.device, pad_id=pad_id, on_batch=on_batch)
+        with heartbeat.activity(f"building teacher targets for {len(rows)} sequences"):
+            build_targets(teacher, rows, tmp, top_k=settings.top_k, temperature=d.temperature,
+                          batch_size=settings.batch_size, device=ctx.device, pad_id=pad_id, on_batch=on_batch)
         meta = {"key": key, "parts": parts, "rows": len(rows), "built_s": round(time.monotonic() - started, 2)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         try:

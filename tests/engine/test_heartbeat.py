@@ -1,5 +1,6 @@
-"""Heartbeats (engine/core/heartbeat.py): status events every few seconds while a model loads, a GGUF file unpacks or
-answers generate, so the GUI never waits in silence; nothing once the work is done or without a writer."""
+"""Heartbeats (engine/core/heartbeat.py): a status event whenever the run has been silent for a few seconds, naming
+what runs (a model loading, a GGUF file unpacking, answers generating, the stage's phase), so the GUI never waits
+in silence; nothing once detached or without a writer. The slow training step of a real run: test_slow_step.py."""
 from __future__ import annotations
 
 import io
@@ -23,14 +24,43 @@ def beats(monkeypatch):
     heartbeat.attach(None, "")
 
 
-def test_status_events_while_an_activity_runs_and_none_after(beats):
+def test_status_events_while_an_activity_runs_then_the_phase_and_none_after_detach(beats):
     with heartbeat.activity("loading the teacher"):
         time.sleep(1.0)
     during = beats()
     assert len(during) >= 3 and all(e["state"] == "running" and e["stage"] == "stage_x" for e in during)
     assert during[0]["message"].startswith("loading the teacher (") and during[-1]["message"].endswith(" s)")
+    heartbeat.phase("training step 2/5, micro-batch 1/4")
     time.sleep(0.6)
-    assert len(beats()) == len(during)  # the activity is over: silence
+    after = beats()[len(during):]  # the activity is over, the stage is not: the watchdog names the phase
+    assert after and all(e["message"].startswith("training step 2/5, micro-batch 1/4 (") for e in after)
+    heartbeat.attach(None, "")
+    count = len(beats())
+    time.sleep(0.6)
+    assert len(beats()) == count  # detached (the run is over): silence
+
+
+def test_the_watchdog_speaks_only_after_a_silence(monkeypatch):
+    """Events of the stage's own reset the clock: a chatty stage gets no heartbeats, a silent one gets one per
+    interval, never two gaps of an interval in a row."""
+    monkeypatch.setattr(heartbeat, "INTERVAL_S", 0.4)
+    out = io.StringIO()
+    events = EventWriter(stream=out)
+    heartbeat.attach(events, "kd", "training step 1/3")
+    try:
+        for _ in range(12):  # 1.2 s of events every 0.1 s
+            events.log("busy")
+            time.sleep(0.1)
+        chatty = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert all(e["type"] == "log" for e in chatty)
+        time.sleep(1.3)  # silence: about three heartbeats
+    finally:
+        heartbeat.attach(None, "")
+    silent = [json.loads(line) for line in out.getvalue().splitlines()][len(chatty):]
+    assert 2 <= len(silent) <= 4 and all(e["type"] == "status" for e in silent)
+    assert silent[0]["data"]["message"].startswith("training step 1/3 (")
+    times = [e["time"] for e in chatty[-1:] + silent]
+    assert max(b - a for a, b in zip(times, times[1:])) < 0.4 + 0.3
 
 
 def test_a_slow_gguf_unpack_and_a_slow_generation_beat(beats, monkeypatch, tmp_path):
