@@ -11,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.contract.errors import StoreError
+from engine.contract.run_status import ENDED_STATES
 from engine.contract.runs import RunRecord, RunStore
 from studio.engine_client import EngineClient, RunFollower
 from studio.model.history_data import display_status
@@ -86,5 +87,5 @@ class FollowsRunFolders:
             return None
 
     def _on_watcher_status_changed(self, run_id: str, name: str, old: str, new: str) -> None:
-        if new in ("finished", "cancelled", "failed", "interrupted"):
+        if new in ENDED_STATES:
             self.statusBar().showMessage(f"{name}: {new}")

@@ -15,15 +15,27 @@ from engine.contract.protocol import (
     reopen_closed_std_streams,
 )
 from engine.contract.runs import StoreError
+from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec, RunSpec, StageSpec
+from engine.contract.spec_fields import default_of, field_help
+from engine.contract.vocabulary import DEVICES, GGUF_FORMATS, QUANT_TYPES
 
 from engine.cli.common import fail, setup_logging
 from engine.cli.run import cmd_demo, cmd_run
-from engine.cli.tools import cmd_eval, cmd_export, cmd_inspect, cmd_preflight, cmd_quantize, cmd_runs
+from engine.cli.tools import (EXPORT_DEFAULT_FORMAT, cmd_eval, cmd_export, cmd_inspect, cmd_preflight, cmd_quantize,
+                              cmd_runs)
 
 log = logging.getLogger("engine")
 
 
 PROTOCOL_COMMANDS = ("run", "demo", "eval", "quantize", "export")
+RUNS_ACTIONS = ("list", "show", "delete")
+
+
+def from_spec(cls: type, name: str, **kwargs) -> dict:
+    """argparse options for a setting that is also a spec field: its default and help text come from the spec (one
+    home), so the command line and a spec file never disagree on what an omitted setting means."""
+    default = default_of(cls, name)
+    return {"default": default, "help": f"{field_help(cls, name)} (default {default})", **kwargs}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,39 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", required=True,
                    help="a model to evaluate (repeat); SOURCE is a folder, hub id, .gguf or demo:teacher")
     p.add_argument("--reference", help="the NAME retention is measured against (default: the first)")
-    p.add_argument("--data", default="demo", help="data preset (default demo)")
+    p.add_argument("--data", **from_spec(DataSpec, "preset"))
     p.add_argument("--data-path", help="local data file (for --data local, or a local copy of a preset)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction")
-    p.add_argument("--max-samples", type=int, default=200, help="at most this many held-out records")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--test-fraction", type=float, **from_spec(DataSpec, "test_fraction"))
+    p.add_argument("--max-samples", type=int, **from_spec(StageSpec, "max_eval_samples"))
+    p.add_argument("--max-new-tokens", type=int, **from_spec(GenerationSpec, "max_new_tokens"))
+    p.add_argument("--batch-size", type=int, **from_spec(GenerationSpec, "batch_size"))
+    p.add_argument("--device", **from_spec(RunSpec, "device"))
     p.add_argument("--name", default="eval")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("quantize", help="4-bit post-training quantization with a before/after report")
     p.add_argument("source", help="model folder, hub id, .gguf file or demo:student")
-    p.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"])
+    p.add_argument("--quant-type", choices=QUANT_TYPES, **from_spec(QuantizeSpec, "quant_type"))
     p.add_argument("--no-report", action="store_true", help="skip the size/speed/quality report")
-    p.add_argument("--data", default="demo", help="data preset for the quality part of the report")
+    p.add_argument("--data", default=default_of(DataSpec, "preset"),
+                   help="data preset for the quality part of the report")
     p.add_argument("--data-path", help="local data file")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", **from_spec(RunSpec, "device"))
     p.add_argument("--name", default="quantize")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("export", help="GGUF files (f16, q8_0, q4_0, q4_k_m) and an Ollama Modelfile for "
+    p = sub.add_parser("export", help=f"GGUF files ({', '.join(GGUF_FORMATS)}) and an Ollama Modelfile for "
                        "llama.cpp / Ollama / LM Studio")
     p.add_argument("source", help="a model folder, demo:student, or RUN_ID:STAGE for a stage's model in the run "
                    "store")
     p.add_argument("--format", action="append", metavar="FMT",
-                   help="f16, q8_0, q4_0 or q4_k_m (repeat or comma-separate; default q8_0)")
+                   help=f"{', '.join(GGUF_FORMATS)} (repeat or comma-separate; default {EXPORT_DEFAULT_FORMAT})")
     p.add_argument("--out", required=True, help="folder to write the .gguf files and the Modelfile into")
     p.add_argument("--name", help="file name stem (default: the model folder's name)")
     p.add_argument("--no-modelfile", action="store_true", help="skip the Ollama Modelfile")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list, show or delete runs")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "delete"])
+    p.add_argument("action", nargs="?", default=RUNS_ACTIONS[0], choices=RUNS_ACTIONS)
     p.add_argument("run_id", nargs="?")
     p.set_defaults(func=cmd_runs)
 
@@ -89,8 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preflight", help="estimate every stage's peak memory from the configs (no weights read): "
                        "JSON on stdout; exit 1 when it does not fit")
     p.add_argument("spec", help="the run spec file")
-    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="plan for this device (default: the "
-                   "spec's)")
+    p.add_argument("--device", choices=DEVICES, help="plan for this device (default: the spec's)")
     p.add_argument("--memory-gb", type=float, help="memory available, in GB (default: what the device has free); "
                    "with --device cuda, plans for a GPU this machine need not have")
     p.set_defaults(func=cmd_preflight)

@@ -19,6 +19,9 @@ from engine.cli.common import fail, listen_for_cancel
 from engine.cli.run import execute
 
 log = logging.getLogger("engine")
+# one file, the near-lossless one, for a quick export from the command line; a spec's export stage writes
+# ExportSpec's default formats
+EXPORT_DEFAULT_FORMAT = "q8_0"
 
 
 def _parse_models(pairs: list[str]) -> dict[str, str]:
@@ -84,7 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.core.context import EngineError, StageCancelled
     from engine.export.gguf import check_exportable, check_output, export_gguf
 
-    formats = [f.strip() for value in (args.format or ["q8_0"]) for f in value.split(",") if f.strip()]
+    formats = [f.strip() for value in (args.format or [EXPORT_DEFAULT_FORMAT]) for f in value.split(",") if f.strip()]
     try:  # a bad source, architecture or format is refused before anything is said or written
         check_output(Path(args.out), args.name or "")
         source = _export_source(args.source)
@@ -129,7 +132,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     if args.action == "list":
         for r in store.list():
-            status = r.status if r.status not in ("running", "cancelling") or r.is_alive() else "interrupted"
+            status = r.current_status()
             scores = ", ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if isinstance(v, float))
             print(f"{r.id}  {status:<11} {r.stage:<14} {scores}")  # noqa: T201 - the command's output
         return 0

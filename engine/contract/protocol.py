@@ -33,7 +33,6 @@ from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stder
 
 PROTOCOL_VERSION = 1
 EVENT_TYPES = tuple(PAYLOADS)
-RUN_STATES = ("running", "cancelling", "finished", "cancelled", "failed")
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from engine.contract.run_files import (  # noqa: F401 - re-exported for the store's users
     _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, json_safe, read_inside, write_atomic)
+from engine.contract.run_status import engine_alive, pid_alive, run_status  # noqa: F401 - pid_alive re-exported
 
 log = logging.getLogger(__name__)
 
@@ -167,24 +168,11 @@ class RunRecord:
 
     def is_alive(self) -> bool:
         """Whether the engine process that owns this run still runs (a GUI restart follows it again)."""
-        if self.status not in ("running", "cancelling"):
-            return False
-        holder = RunLock.holder(RunPaths(Path(self.path)))
-        if holder is not None:
-            return True  # the lock is the truth where there is one: a reused pid cannot fake it
-        return pid_alive(self.pid) and not (Path(self.path) / "lock").exists()
+        return engine_alive(self.path, self.status, self.pid)
 
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    def current_status(self) -> str:
+        """The status to show and act on: the stored one, or ``interrupted`` (engine/contract/run_status.py)."""
+        return run_status(self.path, self.status, self.pid)
 
 
 def new_run_id(name: str) -> str:

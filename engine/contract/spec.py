@@ -22,8 +22,9 @@ from engine.contract.spec_fields import (DEFAULT_HIGH, SEED_HIGH, STEPS_HIGH, TO
 from engine.contract.stage_specs import (DistillSpec, ExportSpec, GenerationSpec, GRPOSpec,  # noqa: F401
                                          QuantizeSpec, RewardSpec, TeacherCacheSpec)
 from engine.contract.vocabulary import (BASE_MODELS, DATA_FORMATS, DATA_PRESETS, DEVICES, DIVERGENCES,  # noqa: F401
-                                        DTYPES, GGUF_FORMATS, KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO,
-                                        REWARDS, STAGE_KINDS)
+                                        DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES, DTYPES, GGUF_FORMATS,
+                                        KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS,
+                                        STAGE_KINDS)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class TrainSpec:
     gradient_accumulation: int = option(1, high=1 << 16, help="Steps to accumulate before each optimizer update.")
     warmup_ratio: float = option(0.05, "Fraction of steps spent warming the learning rate up.")
     weight_decay: float = option(0.0, "AdamW weight decay.", high=10.0)
-    scheduler: str = option("cosine", "Learning-rate schedule: linear, cosine or constant.")
+    scheduler: str = option(SCHEDULERS[0], "Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
     logging_steps: int = option(5, high=STEPS_HIGH, help="Emit training metrics every this many steps.")
     save_steps: int = option(100, high=STEPS_HIGH, help="Save a resumable checkpoint every this many steps.")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
@@ -157,7 +158,7 @@ class TrainSpec:
         check_fraction("train.warmup_ratio", self.warmup_ratio, open_high=True)
         check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         check_choice("train.precision", self.precision, PRECISIONS)
-        check_choice("train.scheduler", self.scheduler, ("linear", "cosine", "constant"))
+        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         check_positive("train.logging_steps", self.logging_steps)
         check_positive("train.save_steps", self.save_steps)
 
@@ -231,8 +232,9 @@ class RunSpec:
     device: str = option("auto", "Where to train: auto (CUDA, then MPS, then CPU), cuda, mps or cpu.")
     processes: int = option(1, high=4096, help="Processes (one per GPU) started through accelerate launch; 1 = a "
                             "plain process.")
-    distributed: str = option("ddp", "How several processes share the work: ddp, fsdp, deepspeed, or "
-                              "config:/path/to/accelerate.yaml.")
+    distributed: str = option(DISTRIBUTED_STRATEGIES[0], "How several processes share the work: "
+                              + ", ".join(DISTRIBUTED_STRATEGIES) + f", or {DISTRIBUTED_CONFIG_PREFIX}"
+                              "/path/to/accelerate.yaml.")
     report_to: list = option([], "Experiment trackers the training stages also report to, when installed: "
                              + ", ".join(REPORT_TO) + ". TensorBoard event files are written to the run folder's "
                              "tensorboard/ in any case.")
@@ -262,8 +264,10 @@ class RunSpec:
             fail("report_to", f"must be a list of tracker names, got {self.report_to!r}.")
         for name in self.report_to:
             check_choice("report_to", name, tuple(REPORT_TO))
-        if self.distributed not in ("ddp", "fsdp", "deepspeed") and not str(self.distributed).startswith("config:"):
-            fail("distributed", f"{self.distributed!r} is not one of ddp, fsdp, deepspeed or config:PATH.")
+        if (self.distributed not in DISTRIBUTED_STRATEGIES
+                and not str(self.distributed).startswith(DISTRIBUTED_CONFIG_PREFIX)):
+            fail("distributed", f"{self.distributed!r} is not one of {', '.join(DISTRIBUTED_STRATEGIES)} or "
+                 f"{DISTRIBUTED_CONFIG_PREFIX}PATH.")
         self._check_references()
 
     def _check_references(self) -> None:

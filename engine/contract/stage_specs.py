@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from engine.contract.spec_fields import (STEPS_HIGH, TOKENS_HIGH, build, check_choice, check_finite, check_fraction,
                                          check_numbers, check_positive, fail, nested, option)
-from engine.contract.vocabulary import DIVERGENCES, GGUF_FORMATS, KD_METHODS, QUANT_TYPES, REWARDS
+from engine.contract.vocabulary import COMPUTE_DTYPES, DIVERGENCES, GGUF_FORMATS, KD_METHODS, QUANT_TYPES, REWARDS
 
 @dataclass
 class TeacherCacheSpec:
@@ -138,14 +138,14 @@ class GRPOSpec:
 class QuantizeSpec:
     quant_type: str = option("nf4", "4-bit format: nf4 or fp4.")
     double_quant: bool = option(True, "Also quantize the quantization constants (saves ~0.4 bit per weight).")
-    compute_dtype: str = option("float32", "Dtype the 4-bit weights are de-quantized to for matmuls: float32, "
-                                "bfloat16 or float16.")
+    compute_dtype: str = option(COMPUTE_DTYPES[0], "Dtype the 4-bit weights are de-quantized to for matmuls: "
+                                + ", ".join(COMPUTE_DTYPES) + ".")
     report: bool = option(True, "Measure size, memory, load time, latency and ROUGE-L before and after.")
 
     def __post_init__(self) -> None:
         check_numbers(self, "quantize")
         check_choice("quantize.quant_type", self.quant_type, QUANT_TYPES)
-        check_choice("quantize.compute_dtype", self.compute_dtype, ("float32", "bfloat16", "float16"))
+        check_choice("quantize.compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
 
 
 

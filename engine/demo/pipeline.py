@@ -39,7 +39,7 @@ def demo_spec(*, quick: bool = False, seed: int = 0) -> RunSpec:
          "references": DEMO_STUDENT_REFERENCES},
         {"kind": "distill", "name": "student_kd", "model": "student", "teacher": "teacher_sft",
          "train": train("student_kd"), "references": DEMO_STUDENT_REFERENCES,
-         "distill": {"method": "token", "alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"}},
+         "distill": {"method": "token"}},  # the paper's joint loss with DistillSpec's defaults (α, T, D)
         {"kind": "evaluate", "name": "eval", "reference": "teacher", "generation": generation,
          "max_eval_samples": 16 if quick else DEMO_EVAL_SAMPLES,
          "models": {"teacher": "teacher_sft", "sft_student": "student_sft", "kd_student": "student_kd"}},

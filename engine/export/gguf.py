@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.contract.vocabulary import GGUF_FORMATS as FORMATS
 from engine.core.context import EngineError
 from engine.export.llama_cpp_quantize import LLAMA_CPP_INSTALL, llama_cpp_available, quantize_with_llama_cpp
 from engine.export.ollama_modelfile import chatml_stop_tokens, default_system_prompt, modelfile_text
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 #: transformers architectures this exporter converts → llama.cpp architecture name (gguf.MODEL_ARCH member).
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2"}
-FORMATS = ("f16", "q8_0", "q4_0", "q4_k_m")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 

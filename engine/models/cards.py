@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.contract.vocabulary import DEMO_PRESETS
+
 DEMO_NAMES = {"demo:teacher": "compression-studio-demo-teacher", "demo:student": "compression-studio-demo-student"}
-DEMO_DATASETS = {"demo": "compression-studio-demo", "demo_reasoning": "compression-studio-demo-reasoning"}
+# the demo kit's data sets as a card names them: compression-studio-demo, compression-studio-demo-reasoning
+DEMO_DATASETS = {name: "compression-studio-" + name.replace("_", "-") for name in DEMO_PRESETS}
 STAGE_TAGS = {"sft": ["sft"], "distill": ["distillation", "knowledge-distillation"],
               "grpo": ["grpo", "reinforcement-learning", "chain-of-thought"],
               "quantize": ["4-bit", "bitsandbytes", "quantized"]}

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from engine.contract.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
 from engine.contract.runs import RunLock, RunPaths, RunStore
+from engine.contract.vocabulary import DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES
 from engine.core.ranks import is_main_process, rank
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 CHILD_ENV = "COMPRESSION_ENGINE_CHILD"
 STRATEGY_ENV = "COMPRESSION_DISTRIBUTED"
 CANCEL_FILE = "cancel"
-STRATEGIES = ("ddp", "fsdp", "deepspeed")
 _STRATEGY_FLAGS = {
     "ddp": ["--multi_gpu"],  # torchrun-style DDP; the children pick NCCL on GPUs, gloo on CPUs
     "fsdp": ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy",
@@ -93,10 +93,11 @@ def attach_child(paths: RunPaths, events: EventWriter, store: RunStore,
 
 def strategy_of(spec: Any = None) -> str:
     """The distributed strategy: ``spec.distributed`` if present, else $COMPRESSION_DISTRIBUTED, else ddp."""
-    value = str(getattr(spec, "distributed", "") or os.environ.get(STRATEGY_ENV, "") or "ddp").strip()
-    if value not in STRATEGIES and not value.startswith("config:"):
-        raise ValueError(f"distributed strategy {value!r} is not one of {', '.join(STRATEGIES)} or "
-                         "config:/path/to/accelerate_config.yaml.")
+    value = str(getattr(spec, "distributed", "") or os.environ.get(STRATEGY_ENV, "")
+                or DISTRIBUTED_STRATEGIES[0]).strip()
+    if value not in DISTRIBUTED_STRATEGIES and not value.startswith(DISTRIBUTED_CONFIG_PREFIX):
+        raise ValueError(f"distributed strategy {value!r} is not one of {', '.join(DISTRIBUTED_STRATEGIES)} or "
+                         f"{DISTRIBUTED_CONFIG_PREFIX}/path/to/accelerate_config.yaml.")
     return value
 
 
@@ -120,7 +121,7 @@ def _free_port() -> int:
 def accelerate_command(run_id: str, processes: int, strategy: str = "ddp", port: int | None = None) -> list[str]:
     """The ``accelerate launch`` command line that runs the engine on an existing run folder."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    if strategy.startswith("config:"):
+    if strategy.startswith(DISTRIBUTED_CONFIG_PREFIX):
         cmd += ["--config_file", strategy.split(":", 1)[1]]
     else:
         cmd += _STRATEGY_FLAGS[strategy] + ["--num_machines", "1", "--mixed_precision", "no",

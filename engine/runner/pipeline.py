@@ -14,6 +14,7 @@ from typing import Any
 from engine.core import heartbeat
 from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
+from engine.contract.run_status import STAGE_DONE_FILE
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
 from engine.core.ranks import any_rank, is_main_process, run_stage_on_ranks
@@ -24,7 +25,7 @@ NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a 
 
 
 def _done_marker(paths: RunPaths, stage: StageSpec):
-    return paths.stage_dir(stage.name) / "done.json"
+    return paths.stage_dir(stage.name) / STAGE_DONE_FILE
 
 
 def _needs_data(stage: StageSpec) -> bool:

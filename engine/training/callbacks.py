@@ -15,11 +15,11 @@ from transformers import TrainerCallback
 from engine.core import heartbeat
 from engine.core.context import Diverged, RunContext
 from engine.contract.metric_names import rename_metrics
+from engine.contract.run_status import CHECKPOINT as _CHECKPOINT
+from engine.contract.run_status import COMPLETE_MARKER, checkpoints, complete_checkpoints, is_complete  # noqa: F401
 from engine.contract.runs import write_atomic
 from engine.core.ranks import any_rank, is_main_process
 
-COMPLETE_MARKER = "complete"  # written into checkpoint-N after the trainer finished saving it
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 class EventsCallback(TrainerCallback):
     """Emits metric and progress events for the stage in ``ctx`` and stops (after a checkpoint) on cancel."""
@@ -127,29 +127,10 @@ def nonfinite_parameter(model) -> str | None:
     return None
 
 
-def checkpoints(folder) -> list[Path]:
-    """The ``checkpoint-N`` folders under ``folder``, oldest first (links are never followed)."""
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return []
-    found = [p for p in entries if _CHECKPOINT.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
-    return sorted(found, key=lambda p: int(_CHECKPOINT.fullmatch(p.name)[1]))
-
-
-def is_complete(checkpoint: Path, marked_anywhere: bool) -> bool:
-    """Marked complete; checkpoints from before markers existed count when the trainer state, which the
-    trainer writes after weights, optimizer and RNG states, is there."""
-    if (checkpoint / COMPLETE_MARKER).is_file():
-        return True
-    return not marked_anywhere and (checkpoint / "trainer_state.json").is_file()
-
-
 def last_checkpoint(folder) -> str | None:
-    """The newest complete ``checkpoint-N`` folder under ``folder`` (what a resumed stage continues from)."""
-    found = checkpoints(folder)
-    marked = any((p / COMPLETE_MARKER).is_file() for p in found)
-    complete = [p for p in found if is_complete(p, marked)]
+    """The newest complete ``checkpoint-N`` folder under ``folder`` (what a resumed stage continues from; the
+    layout is the contract's, engine/contract/run_status.py, which the studio's Resume button reads too)."""
+    complete = complete_checkpoints(folder)
     return str(complete[-1]) if complete else None
 
 

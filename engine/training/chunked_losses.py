@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.training.losses import IGNORE_INDEX, _check_args, _divergence_from_log_probs, _effective_kind, _head_params
+from engine.training.losses import (IGNORE_INDEX, KD, _check_args, _divergence_from_log_probs, _effective_kind,
+                                    _head_params, joint_weights)
 
 # log of the smallest positive float32: an empty or underflowed tail bucket, finite so 0 * log 0 terms stay 0
 LOG_FLOOR = math.log(torch.finfo(torch.float32).tiny)
 
 
-def teacher_topk(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+def teacher_topk(logits: Tensor, k: int, temperature: float = KD.temperature) -> tuple[Tensor, Tensor, Tensor]:
     """The teacher's top-k targets of some positions: (indices [N, k], log-probs [N, k], tail log-mass [N]).
 
     Log-probabilities are at temperature T over the full vocabulary; the tail is the log of the mass outside
@@ -57,7 +58,8 @@ def _student_buckets(s_lp: Tensor, idx: Tensor) -> Tensor:
 
 
 def topk_tail_divergence(student_logits: Tensor, idx: Tensor, t_lp: Tensor, t_tail: Tensor,
-                         kind: str = "forward_kl", temperature: float = 1.0, beta: float = 0.5) -> Tensor:
+                         kind: str = KD.divergence, temperature: float = KD.temperature,
+                         beta: float = KD.jsd_beta) -> Tensor:
     """Per-position divergence between cached teacher targets and full student logits [N, V] -> [N]."""
     _check_args(kind, temperature, beta, 0)
     s_lp = F.log_softmax(student_logits.float() / temperature, dim=-1)  # [N, V]
@@ -183,10 +185,11 @@ def chunked_ce_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, *,
 
 
 def cached_kd_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, idx: Tensor, t_lp: Tensor,
-                   t_tail: Tensor, *, alpha: float = 0.5, temperature: float = 1.0, divergence: str = "forward_kl",
-                   beta: float = 0.5, chunk_size: int = 256,
+                   t_tail: Tensor, *, alpha: float = KD.alpha, temperature: float = KD.temperature,
+                   divergence: str = KD.divergence, beta: float = KD.jsd_beta, chunk_size: int = 256,
                    num_items_in_batch: int | Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The paper's joint loss ``alpha·CE + (1−alpha)·T²·D`` against cached teacher targets (top-k + tail).
+    """The paper's joint loss (:func:`engine.training.losses.joint_weights`) against cached teacher targets
+    (top-k + tail).
 
     Args:
         hidden: [B, L, H] student's final hidden states; head: its LM head; labels: [B, L] unshifted, -100 off
@@ -209,7 +212,7 @@ def cached_kd_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, idx
         return zero, zero.detach(), zero.detach()
     norm = _norm(num_items_in_batch, n)
     kind = _effective_kind(divergence, beta)
-    ce_coef, div_coef = alpha / norm, (1.0 - alpha) * temperature**2 / norm
+    ce_coef, div_coef = joint_weights(alpha, temperature, norm)
     idx = idx.to(hs.device).long()
     t_b = torch.cat([t_lp.float(), t_tail.float().clamp_min(LOG_FLOOR).unsqueeze(-1)], dim=-1).to(hs.device)
 

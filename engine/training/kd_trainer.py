@@ -185,7 +185,7 @@ class KDTrainer(_HiddenStateLossTrainer):
             labels,
             alpha=s.alpha,
             temperature=s.temperature,
-            divergence=s.divergence,  # type: ignore[arg-type]
+            divergence=s.divergence,
             beta=s.jsd_beta,
             top_k=s.top_k,
             chunk_size=s.chunk_size,

@@ -8,6 +8,7 @@ where ``p^(T)`` is a softmax at temperature T and D is a divergence between the 
 next-token distributions. This module gives
 
 * :func:`divergence` – per-token D for ``forward_kl``, ``reverse_kl`` or the generalized ``jsd`` (beta);
+* :func:`joint_weights` – the weights of its two terms, the one place the formula is written;
 * :func:`kd_joint_loss` – the joint loss from full logits (the readable reference);
 * :func:`chunked_kd_loss` – the same loss from the *hidden states* and the two LM heads. It keeps only the response
   positions and projects them to the vocabulary a chunk at a time; the gradient of each chunk with respect to the
@@ -31,28 +32,34 @@ Conventions (documented because papers and libraries differ):
 from __future__ import annotations
 
 import math
-from typing import Literal
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.contract.spec import DIVERGENCES
+from engine.contract.stage_specs import DistillSpec
 from engine.training_data.formatting import IGNORE_INDEX  # noqa: F401 (re-exported to the loss modules)
 
-DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd"]
-DIVERGENCE_KINDS: tuple[str, ...] = DIVERGENCES  # the spec's vocabulary, one home
+DivergenceKind = str  # one of engine.contract.vocabulary.DIVERGENCES (the spec's vocabulary, one home)
+KD = DistillSpec()  # the default of every KD setting below (alpha, T, divergence, beta, top-k), one home
 
 
+@lru_cache(maxsize=64)
 def _check_args(kind: str, temperature: float, beta: float, top_k: int) -> None:
-    if kind not in DIVERGENCE_KINDS:
-        raise ValueError(f"Unknown divergence {kind!r}: choose one of {', '.join(DIVERGENCE_KINDS)}.")
-    if temperature <= 0:
-        raise ValueError(f"The temperature must be positive, got {temperature}.")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"The JSD beta must lie in [0, 1], got {beta}.")
-    if top_k < 0:
-        raise ValueError(f"top_k must be 0 (full vocabulary) or positive, got {top_k}.")
+    """The spec's own checks of these settings (a SpecError, which is a ValueError, naming the setting): a loss
+    called from code is held to the rules a spec is, written once in DistillSpec."""
+    DistillSpec(divergence=kind, temperature=temperature, jsd_beta=beta, top_k=top_k)
+
+
+def joint_weights(alpha: float, temperature: float, tokens: float = 1.0) -> tuple[float, float]:
+    """(w_ce, w_div) of the paper's joint loss ``L = w_ce * CE + w_div * D``: ``alpha / tokens`` and
+    ``(1 - alpha) * T^2 / tokens``, ``tokens`` being what the summed per-token terms are divided by (1 for means).
+
+    The one place the formula is written: the full-logit reference, the chunked loss and the loss against cached
+    teacher targets all weigh their terms with it. T² keeps the divergence's gradient on the scale of the CE's
+    as T grows (Hinton et al., 2015)."""
+    return alpha / tokens, (1.0 - alpha) * temperature**2 / tokens
 
 
 def _tempered_log_probs(
@@ -94,10 +101,10 @@ def _divergence_from_log_probs(t_lp: Tensor, s_lp: Tensor, kind: str, beta: floa
 def divergence(
     teacher_logits: Tensor,
     student_logits: Tensor,
-    kind: DivergenceKind = "forward_kl",
-    temperature: float = 1.0,
-    beta: float = 0.5,
-    top_k: int = 0,
+    kind: DivergenceKind = KD.divergence,
+    temperature: float = KD.temperature,
+    beta: float = KD.jsd_beta,
+    top_k: int = KD.top_k,
 ) -> Tensor:
     """Per-token divergence D(p_T^(T) || p_S^(T)) between next-token distributions.
 
@@ -132,11 +139,11 @@ def kd_joint_loss(
     teacher_logits: Tensor,
     labels: Tensor,
     *,
-    alpha: float = 0.5,
-    temperature: float = 1.0,
-    divergence_kind: DivergenceKind = "forward_kl",
-    beta: float = 0.5,
-    top_k: int = 0,
+    alpha: float = KD.alpha,
+    temperature: float = KD.temperature,
+    divergence_kind: DivergenceKind = KD.divergence,
+    beta: float = KD.jsd_beta,
+    top_k: int = KD.top_k,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The joint loss from full logits (reference implementation; materialises both [B, L, V]).
 
@@ -157,7 +164,8 @@ def kd_joint_loss(
         return zero, zero.detach(), zero.detach()
     ce = F.cross_entropy(s, targets)
     div = divergence(t, s, divergence_kind, temperature, beta, top_k).mean()
-    loss = alpha * ce + (1.0 - alpha) * temperature**2 * div
+    w_ce, w_div = joint_weights(alpha, temperature)
+    loss = w_ce * ce + w_div * div
     return loss, ce, div
 
 
@@ -330,11 +338,11 @@ def chunked_kd_loss(
     teacher_head: nn.Module | Tensor,
     labels: Tensor,
     *,
-    alpha: float = 0.5,
-    temperature: float = 1.0,
-    divergence: DivergenceKind = "forward_kl",
-    beta: float = 0.5,
-    top_k: int = 0,
+    alpha: float = KD.alpha,
+    temperature: float = KD.temperature,
+    divergence: DivergenceKind = KD.divergence,
+    beta: float = KD.jsd_beta,
+    top_k: int = KD.top_k,
     chunk_size: int = 256,
     num_items_in_batch: int | Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -367,6 +375,7 @@ def chunked_kd_loss(
     hs = student_hidden[:, :-1][mask]  # [N, H]
     ht = teacher_hidden[:, :-1][mask].detach()  # [N, Ht]
     norm = float(num_items_in_batch) if num_items_in_batch is not None else float(n_tokens)
+    ce_coef, div_coef = joint_weights(alpha, temperature, norm)
     settings = {
         "temperature": float(temperature),
         "top_k": int(top_k),
@@ -374,8 +383,8 @@ def chunked_kd_loss(
         "beta": float(beta),
         "chunk_size": int(chunk_size),
         "grad_enabled": torch.is_grad_enabled(),
-        "ce_coef": alpha / norm,
-        "div_coef": (1.0 - alpha) * temperature**2 / norm,
+        "ce_coef": ce_coef,
+        "div_coef": div_coef,
     }
     loss, ce_sum, div_sum = _FusedChunkedKD.apply(hs, ws, bs, ht, wt.detach(), bt, targets, settings)
     return loss, (ce_sum / n_tokens).to(hs.dtype), (div_sum / n_tokens).to(hs.dtype)

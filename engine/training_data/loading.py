@@ -19,6 +19,7 @@ from engine.contract.data.presets import Preset, preset_for
 from engine.contract.data.readers import FileProblem, Row, iter_rows
 from engine.contract.data.records import REQUIRED_FIELDS, RecordProblem, canonical_record, merge_mapping
 from engine.contract.spec import DataSpec
+from engine.contract.vocabulary import DEMO_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _rows(spec: DataSpec, preset: Preset, mapping: dict) -> tuple[str, Iterator[
     """(a name for messages, the rows) from data.path, the demo kit, or the hub."""
     if str(spec.path).strip():
         return _local_rows(Path(spec.path))
-    if preset.name in ("demo", "demo_reasoning"):
+    if preset.name in DEMO_PRESETS:
         from engine.demo.kit import ensure_demo_kit  # lazy: builds the kit on first use
 
         kit = ensure_demo_kit()

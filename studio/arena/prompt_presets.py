@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.contract.vocabulary import DEMO_PRESETS
+
 log = logging.getLogger(__name__)
 
 MAX_SCAN = 5000  # records read from a data file at most: presets are a sample, not the data set
@@ -130,7 +132,7 @@ def prompt_presets(run_path: str | Path | None = None, *, limit: int = 25, seed:
     else:
         data = _spec_data(Path(run_path))
         candidates = _from_predictions(Path(run_path)) or _from_spec_data(data)
-        if not candidates and data is not None and data.preset in ("demo", "demo_reasoning"):
+        if not candidates and data is not None and data.preset in DEMO_PRESETS:
             candidates = _from_demo_kit(home, reasoning=data.preset == "demo_reasoning")
         # a hub data set (Dolly, BugNet…) before its evaluation has run: no presets rather than unrelated ones
     if len(candidates) > limit:

@@ -5,16 +5,15 @@ import json
 import time
 from pathlib import Path
 
+from engine.contract.run_status import LIVE_STATES, RESUMABLE_STATES, has_resume_point
 from engine.contract.runs import RunRecord, RunStore
 from engine.contract.protocol import read_events
 from studio.model.run_state import MetricStore, RunState
 
 
 def display_status(record: RunRecord) -> str:
-    """The stored status, except a run marked running whose engine is gone: it was interrupted."""
-    if record.status in ("running", "cancelling") and not record.is_alive():
-        return "interrupted"
-    return record.status
+    """The status the history shows: the contract's (engine/contract/run_status.py), as the CLI's ``runs``."""
+    return record.current_status()
 
 
 def format_time(stamp: float) -> str:
@@ -111,32 +110,25 @@ def overlay_store(records: list[RunRecord]) -> MetricStore:
 
 
 def resume_point(record: RunRecord) -> bool:
-    """Whether a resumed run would carry on rather than start over: a stage finished (the pipeline's
-    work/<stage>/done.json) or a complete training checkpoint exists (the engine marks a finished save with a
-    ``complete`` file; checkpoints from before the marker end with trainer_state.json). A half-written one, which
-    the engine discards, is no resume point."""
-    root = Path(record.path)
-    checkpoints = [*root.glob("checkpoints/*/checkpoint-*"),
-                   *root.glob("checkpoints/*/*/checkpoint-*")]  # a learning-rate sweep's trials
-    return any(root.glob("work/*/done.json")) or any(
-        (c / "complete").is_file() or (c / "trainer_state.json").is_file() for c in checkpoints)
+    """Whether a resumed run would carry on rather than start over (the contract's checkpoint layout)."""
+    return has_resume_point(record.path)
 
 
 def resume_refusal(record: RunRecord) -> str:
     """Why a run cannot be resumed (the disabled button's tooltip)."""
     status = display_status(record)
-    if status in ("running", "cancelling"):
+    if status in LIVE_STATES:
         return "The run is still going."
     if status == "finished":
         return "The run finished; Re-run starts a new one with its spec."
-    if status not in ("interrupted", "failed", "cancelled"):
+    if status not in RESUMABLE_STATES:
         return f"A {status} run cannot be resumed."
     return "Nothing to resume from: no stage finished and no checkpoint was saved; Re-run starts it over."
 
 
 def resumable(record: RunRecord) -> bool:
     """An interrupted, failed or cancelled run with a resume point."""
-    return display_status(record) in ("interrupted", "failed", "cancelled") and resume_point(record)
+    return display_status(record) in RESUMABLE_STATES and resume_point(record)
 
 
 def live_runs(store: RunStore) -> list[RunRecord]:

@@ -14,10 +14,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.contract.runs import pid_alive
+from engine.contract.run_status import LIVE_STATES, run_status
 
 log = logging.getLogger(__name__)
-LIVE_STATES = ("running", "cancelling")
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -55,7 +54,7 @@ class RunFolderScanner:
             self._read_status(run_id)
         transitions = []
         for run_id, (name, status, pid) in self.statuses.items():
-            shown = "interrupted" if status in LIVE_STATES and not pid_alive(pid) else status
+            shown = run_status(self.runs_dir / run_id, status, pid)
             old = self.shown.get(run_id)
             if old != shown:
                 self.shown[run_id] = shown

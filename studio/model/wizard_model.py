@@ -49,7 +49,8 @@ DATA_FORMAT_LABELS: dict[str, str] = {
 }
 TRAIN_STAGES: dict[str, str] = {  # the wizard's training stages, by stage name
     "teacher_sft": "Teacher SFT", "student_sft": "Student SFT", "student_kd": "Distillation", "grpo": "GRPO"}
-DEFAULT_TRAIN = {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}  # the wizard's start, over TrainSpec's
+# the wizard's start, over TrainSpec's defaults: a fixed number of steps, so a first run's length is known
+DEFAULT_TRAIN = {"max_steps": 200}
 
 
 @dataclass

@@ -7,16 +7,17 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
 from engine.contract.spec import SpecError, TrainSpec, build
+from engine.contract.spec_fields import default_of
+from engine.contract.vocabulary import SCHEDULERS
 from studio.pages.common import tip
-from studio.model.wizard_model import train_values
-
-SCHEDULERS = ("cosine", "linear", "constant")
+from studio.model.wizard_model import DEFAULT_TRAIN, train_values
 
 
-def spin(cls: type, name: str, low: int, high: int, value: int) -> QSpinBox:
+def spin(cls: type, name: str, low: int, high: int, value: int | None = None) -> QSpinBox:
+    """A spin box for an integer setting, showing ``value`` or else the field's default in ``cls``."""
     box = tip(QSpinBox(), cls, name)
     box.setRange(low, high)  # wide: the spec, not the spin box, says what is impossible
-    box.setValue(value)
+    box.setValue(default_of(cls, name) if value is None else value)
     return box
 
 
@@ -38,7 +39,7 @@ class TrainForm(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.learning_rate = tip(QLineEdit("1e-3"), TrainSpec, "learning_rate")
+        self.learning_rate = tip(QLineEdit(), TrainSpec, "learning_rate")
         self.learning_rate.setToolTip(self.learning_rate.toolTip() + " Several values separated by commas run a "
                                       "sweep: " + TrainSpec.__dataclass_fields__["sweep_learning_rates"]
                                       .metadata["help"])
@@ -47,14 +48,13 @@ class TrainForm(QWidget):
         self.warmup_ratio = tip(QDoubleSpinBox(), TrainSpec, "warmup_ratio")
         self.warmup_ratio.setRange(-1, 1)
         self.warmup_ratio.setSingleStep(0.01)
-        self.warmup_ratio.setValue(0.05)
         self.epochs = tip(QDoubleSpinBox(), TrainSpec, "epochs")
         self.epochs.setRange(-1000, 1000)
-        self.epochs.setValue(1.0)
-        self.max_steps = spin(TrainSpec, "max_steps", 0, 10_000_000, 200)
+        self.max_steps = spin(TrainSpec, "max_steps", 0, 10_000_000)
         self.max_steps.setSpecialValueText("use epochs")
-        self.batch_size = spin(TrainSpec, "batch_size", -1, 4096, 8)
-        self.gradient_accumulation = spin(TrainSpec, "gradient_accumulation", -1, 1024, 1)
+        self.batch_size = spin(TrainSpec, "batch_size", -1, 4096)
+        self.gradient_accumulation = spin(TrainSpec, "gradient_accumulation", -1, 1024)
+        self.set_values(TrainSpec(**DEFAULT_TRAIN))  # the wizard's start: TrainSpec's defaults, its own max_steps
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)

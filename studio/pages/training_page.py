@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec,
                                   build, to_dict, updated)
+from engine.contract.spec_fields import default_of
 from studio.pages.common import StudioPage, tip
 from studio.pages.train_form import TrainForm, hint, spin
 from studio.model.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
@@ -54,12 +55,12 @@ class SettingsPage(StudioPage):
 
     def _build_common_box(self) -> QGroupBox:
         box = QGroupBox("Every stage")
-        self.max_length = spin(DataSpec, "max_length", 0, 131_072, 512)
-        self.logging_steps = spin(TrainSpec, "logging_steps", -1, 100_000, 5)
+        self.max_length = spin(DataSpec, "max_length", 0, 131_072)
+        self.logging_steps = spin(TrainSpec, "logging_steps", -1, 100_000)
         self.student_references = tip(QDoubleSpinBox(), StageSpec, "references")
         self.student_references.setRange(-1, 1)  # the spec says what is impossible
         self.student_references.setSingleStep(0.05)
-        self.student_references.setValue(1.0)
+        self.student_references.setValue(default_of(StageSpec, "references"))
         self.device = tip(QComboBox(), RunSpec, "device")
         self.device.addItems(DEVICES)
         self.precision = tip(QComboBox(), TrainSpec, "precision")
@@ -82,12 +83,12 @@ class SettingsPage(StudioPage):
         self.lora = tip(QGroupBox("LoRA adapters"), LoraSpec, "enabled")
         self.lora.setCheckable(True)
         self.lora.setChecked(False)
-        self.lora_r = spin(LoraSpec, "r", -1, 1024, 16)
-        self.lora_alpha = spin(LoraSpec, "alpha", -1, 4096, 32)
+        self.lora_r = spin(LoraSpec, "r", -1, 1024)
+        self.lora_alpha = spin(LoraSpec, "alpha", -1, 4096)
         self.lora_dropout = tip(QDoubleSpinBox(), LoraSpec, "dropout")
         self.lora_dropout.setRange(-1, 1)
         self.lora_dropout.setSingleStep(0.05)
-        self.lora_dropout.setValue(0.05)
+        self.lora_dropout.setValue(default_of(LoraSpec, "dropout"))
         self.qlora = tip(QCheckBox("on a 4-bit base (QLoRA)"), LoraSpec, "quantized_base")
         lora_form = QFormLayout(self.lora)
         lora_form.addRow("", self.qlora)

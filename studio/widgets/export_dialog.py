@@ -15,12 +15,13 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from engine.contract.runs import RunRecord
+from engine.contract.stage_specs import ExportSpec
+from engine.contract.vocabulary import GGUF_FORMAT_NOTES
 from studio.engine_client import EngineClient, EngineLauncher
 
 log = logging.getLogger(__name__)
-FORMATS = {"f16": "f16 (full quality, 2 bytes per weight)", "q8_0": "q8_0 (8-bit, near-lossless)",
-           "q4_0": "q4_0 (4-bit, no extra package)", "q4_k_m": "q4_k_m (4-bit k-quant; needs llama-cpp-python)"}
-DEFAULT_FORMATS = ("f16", "q8_0")
+FORMATS = {fmt: f"{fmt} ({note})" for fmt, note in GGUF_FORMAT_NOTES.items()}  # format → its check box's label
+DEFAULT_FORMATS = tuple(ExportSpec().formats)  # what a spec's export stage writes unless told otherwise
 
 
 def exportable_models(record: RunRecord) -> list[tuple[str, Path]]:

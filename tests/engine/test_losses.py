@@ -250,3 +250,15 @@ def test_bfloat16_inputs_give_close_values_and_gradients_in_their_dtype(kind: st
     assert hs16.grad.dtype == torch.bfloat16 and s16.weight.grad.dtype == torch.bfloat16
     torch.testing.assert_close(got[0].double(), ref[0].detach(), rtol=3e-2, atol=3e-2)
     torch.testing.assert_close(hs16.grad.double(), ref_grad, rtol=5e-2, atol=5e-3)
+
+
+def test_joint_weights_are_the_papers_formula_and_every_kd_default_is_the_specs():
+    from engine.contract.stage_specs import DistillSpec
+    from engine.training.losses import KD, joint_weights
+
+    w_ce, w_div = joint_weights(0.25, 3.0, tokens=4.0)
+    assert w_ce == pytest.approx(0.25 / 4) and w_div == pytest.approx(0.75 * 9 / 4)
+    assert joint_weights(1.0, 2.0) == (1.0, 0.0)
+    assert KD == DistillSpec()
+    with pytest.raises(ValueError, match="temperature"):
+        divergence(torch.zeros(2, 5), torch.zeros(2, 5), temperature=0.0)

@@ -63,3 +63,39 @@ def test_stage_reports_sit_next_to_each_other_and_append_their_tables(tmp_path):
     paths.eval_json.write_text("{not json")  # a damaged file is started afresh, never a crash
     paths.add_stage_report("quantization", "q", {"ratio": 0.26}, "")
     assert json.loads(paths.eval_json.read_text()) == {"quantization": {"q": {"ratio": 0.26}}}
+
+
+def test_one_status_function_for_the_engine_the_cli_and_the_studio(tmp_path, capsys, monkeypatch):
+    """run.json says running, but no engine holds the run: every reader says interrupted, in the same words."""
+    from engine.contract.run_status import RUN_STATES, run_status
+    from engine.cli.tools import cmd_runs
+    from studio.model.history_data import display_status
+
+    store = RunStore(tmp_path)
+    dead, done = store.create("dead", ""), store.create("done", "")
+    store.update(dead.id, status="running", pid=2 ** 22 + 12345)  # above any pid_max: no such process
+    store.update(done.id, status="finished")
+    for paths, expected in ((dead, "interrupted"), (done, "finished")):
+        record = store.get(paths.id)
+        assert run_status(paths.root, record.status, record.pid) == expected
+        assert record.current_status() == display_status(record) == expected
+        assert expected in RUN_STATES
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
+    assert cmd_runs(type("Args", (), {"action": "list", "run_id": None})()) == 0
+    listed = capsys.readouterr().out
+    assert "interrupted" in listed and "finished" in listed
+
+
+def test_a_resume_point_is_a_finished_stage_or_a_complete_checkpoint(tmp_path):
+    from engine.contract.run_status import COMPLETE_MARKER, has_resume_point
+
+    assert not has_resume_point(tmp_path)
+    half = tmp_path / "checkpoints" / "sft" / "lr-1e-3" / "checkpoint-4"
+    half.mkdir(parents=True)
+    assert not has_resume_point(tmp_path)  # a half-written save of a sweep's trial
+    (half / COMPLETE_MARKER).write_text("4\n")
+    assert has_resume_point(tmp_path)
+    (half / COMPLETE_MARKER).unlink()
+    (tmp_path / "work" / "sft").mkdir(parents=True)
+    (tmp_path / "work" / "sft" / "done.json").write_text("{}")
+    assert has_resume_point(tmp_path)
