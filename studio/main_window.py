@@ -74,6 +74,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.watcher.runs_changed.connect(self._on_watcher_runs_changed)
         self.watcher.status_changed.connect(self._on_watcher_status_changed)
         install_enter_filter()  # Enter presses the focused button on every page
+        self.refresh_model_lists(force=True)  # the wizard's model sources name the runs' models
         self.reattach_live_runs()
         self.start_page.show_recent(*self.watcher.scanner.count())
         self.go_to("Monitor" if self.live_sessions() else "Start")

@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine.contract.errors import StoreError
 from engine.contract.run_status import ENDED_STATES
 from engine.contract.runs import RunRecord, RunStore
+from studio.arena.catalog import models_signature, trained_models
 from studio.engine_client import EngineClient, RunFollower
 from studio.model.history_data import display_status
 from studio.model.run_folders import RunFolderScanner
@@ -50,6 +51,7 @@ class FollowsRunFolders:
     def _on_watcher_runs_changed(self, run_ids: set) -> None:
         """Something changed a run on disk: every view catches up, whoever changed it."""
         self.start_page.show_recent(*self.watcher.scanner.count())
+        self.refresh_model_lists()
         if self._history is not None:
             self._history.follow_changes(run_ids)
         for session in list(self.sessions):
@@ -63,6 +65,21 @@ class FollowsRunFolders:
             if record is not None and record.is_alive() and not waiting and record.pid not in ours:
                 self.follow(record, show=False)  # started elsewhere: in the monitor's list, not in the way
                 self.statusBar().showMessage(f"{record.name} started elsewhere; the monitor follows it")
+
+    def refresh_model_lists(self, force: bool = False) -> None:
+        """Every list that names runs' models — the arena's panes and run list, the wizard's model sources —
+        re-read when a run came, went, changed status or saved a model (not on every new event)."""
+        signature = models_signature(self.store.runs_dir, self.watcher.scanner.shown)
+        if signature == getattr(self, "_models_signature", None) and not force:
+            return
+        self._models_signature = signature
+        arena_refresh = getattr(self.chat, "refresh_models", None)  # the arena, once mounted
+        if arena_refresh is not None:
+            arena_refresh()
+        page = self.wizard.models_page
+        page.run_models = lambda: trained_models(self.store)
+        if page.isVisible():  # otherwise it re-reads when it is next shown
+            page.refresh_run_models()
 
     def _catch_up(self, session: RunSession) -> None:
         record = self._record(session.run_id)

@@ -80,7 +80,7 @@ class ArenaWidget(QWidget):
         layout.addWidget(self.status_label)
 
     def _build_top_bar(self) -> TopBar:
-        bar = TopBar(MAX_PANES)  # short names for the controls the arena drives (and the tests use)
+        bar = self.top_bar = TopBar(MAX_PANES)  # short names for the controls the arena drives (and the tests use)
         self.run_combo, self.pane_count, self.load_all_button = bar.run_combo, bar.pane_count, bar.load_all_button
         self.blind_box, self.clear_button, self.export_button = bar.blind_box, bar.clear_button, bar.export_button
         return bar
@@ -125,17 +125,20 @@ class ArenaWidget(QWidget):
 
     # ------------------------------------------------------------------ public API (also used by the tests)
     def refresh_models(self) -> None:
-        """Re-read the run history: the runs, every model they made, and the demo models."""
+        """Re-read the run history: the runs, every model they made, and the demo models. The main window calls
+        it whenever a run starts, finishes or saves a model; the run and the models the user picked stay picked
+        (a model whose run is gone is named as gone, never replaced by another)."""
+        first = not self.choices
         self.choices = catalog_mod.catalog(self.store)
-        runs = [] if self.store is None else self._list_runs()
-        self.run_combo.blockSignals(True)
-        self.run_combo.clear()
-        self.run_combo.addItem("no run (demo data)", "")
-        for record in runs:
-            self.run_combo.addItem(f"{record.name} — {record.id}", str(record.path))
-        self.run_combo.setCurrentIndex(1 if runs else 0)
-        self.run_combo.blockSignals(False)
-        self._on_run_combo_changed(self.run_combo.currentIndex())
+        kept = self.top_bar.set_runs(catalog_mod.list_runs(self.store), keep=not first)
+        if first:
+            self._on_run_combo_changed(self.run_combo.currentIndex())
+        else:  # new entries in each pane's list, nothing re-picked
+            for state in self.session.panes:
+                self.panes[state.key].set_choices(self.choices)
+            if not kept:  # the run shown was deleted: another run's presets and votes
+                self._show_run_extras()
+        self._refresh_all()
 
     def load_model(self, key: str, choice: ModelChoice) -> None:
         """Load ``choice`` into pane ``key`` (replacing its model and conversation)."""
@@ -178,13 +181,6 @@ class ArenaWidget(QWidget):
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ slots: panes and models
-    def _list_runs(self) -> list:
-        try:
-            return self.store.list()
-        except Exception as exc:  # the arena still works with typed sources and the demo models
-            log.warning("cannot list runs: %s", exc)
-            return []
-
     def _on_run_combo_changed(self, _index: int) -> None:
         run_path = self.run_combo.currentData() or None
         pool = [c for c in self.choices if c.run_path == run_path] if run_path else []
@@ -192,7 +188,11 @@ class ArenaWidget(QWidget):
         for index, state in enumerate(self.session.panes):
             selected = lineup[index] if index < len(lineup) and state.choice is None else None
             self.panes[state.key].set_choices(self.choices, selected)
-        self.presets = presets_mod.prompt_presets(run_path)
+        self._show_run_extras()
+
+    def _show_run_extras(self) -> None:
+        """The chosen run's prompt presets and vote tally."""
+        self.presets = presets_mod.prompt_presets(self.run_combo.currentData() or None)
         self.prompt_bar.set_presets(self.presets)
         self._refresh_votes()
 
@@ -212,6 +212,8 @@ class ArenaWidget(QWidget):
             choice = self.panes[state.key].current_choice()
             if choice is not None:
                 self._on_pane_load_requested(state.key, choice)
+            else:
+                self._refresh_pane(state.key)  # a model whose run is gone says so
 
     def _on_pane_load_requested(self, key: str, choice: ModelChoice) -> None:
         if self.session.pane(key).busy:

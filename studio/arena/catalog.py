@@ -162,17 +162,23 @@ def run_choices(run_path: Path, run_name: str = "", run_id: str = "") -> list[Mo
     return choices
 
 
+def list_runs(store: Any | None) -> list:
+    """The store's run records, newest first; none when there is no store or its index cannot be read (the
+    arena and the wizard still work with typed sources and the demo models)."""
+    if store is None:
+        return []
+    try:
+        return store.list()
+    except Exception as exc:  # an unreadable index must not break the views that list models
+        log.warning("cannot list runs: %s", exc)
+        return []
+
+
 def catalog(store: Any | None) -> list[ModelChoice]:
     """Every model of every run in ``store`` (an engine.contract.runs.RunStore; newest run first), then the demo models."""
     choices: list[ModelChoice] = []
-    if store is not None:
-        try:
-            records = store.list()
-        except Exception as exc:  # an unreadable index must not break the arena
-            log.warning("cannot list runs: %s", exc)
-            records = []
-        for record in records:
-            choices.extend(run_choices(Path(record.path), record.name, record.id))
+    for record in list_runs(store):
+        choices.extend(run_choices(Path(record.path), record.name, record.id))
     for label, source, role in DEMO_SOURCES:
         choices.append(ModelChoice(label=label, source=source, role=role))
     return choices
@@ -196,3 +202,28 @@ def default_lineup(choices: list[ModelChoice], count: int = 3) -> list[ModelChoi
         if choice not in lineup:
             lineup.append(choice)
     return lineup[:count]
+
+
+def trained_models(store: Any | None) -> list[ModelChoice]:
+    """The full-precision models the runs saved (``<run name> · <stage>`` → ``runs/<id>/models/<stage>``), newest
+    run first: what a new run can start from (the wizard's model sources; a 4-bit copy is not a training source)."""
+    return [c for c in catalog(store) if c.extra.get("stage") and not c.extra.get("quantized")]
+
+
+def find_label(choices: list[ModelChoice], text: str) -> ModelChoice | None:
+    """The choice labelled ``text`` (labels, not list positions, name models: lists change as runs come and go)."""
+    text = text.strip()
+    return next((c for c in choices if c.label == text), None)
+
+
+def models_signature(runs_dir: Path, shown: dict[str, str]) -> tuple:
+    """What the model lists depend on: each run's shown status and the modification time of its ``models``
+    folder (a stage's model saved by rename adds an entry there). Cheap: one ``stat`` per run."""
+    items = []
+    for run_id, status in sorted(shown.items()):
+        try:
+            mtime = (Path(runs_dir) / run_id / "models").stat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        items.append((run_id, status, mtime))
+    return tuple(items)

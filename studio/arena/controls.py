@@ -40,6 +40,20 @@ class TopBar(QWidget):
         row.addWidget(self.clear_button)
         row.addWidget(self.export_button)
 
+    def set_runs(self, runs: list, keep: bool) -> bool:
+        """List ``runs`` (records, newest first) after "no run"; with ``keep`` the run shown stays shown. Returns
+        whether it did (False: the newest run, or no run, is shown instead). Emits no signal."""
+        kept = self.run_combo.currentData()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        self.run_combo.addItem("no run (demo data)", "")
+        for record in runs:
+            self.run_combo.addItem(f"{record.name} — {record.id}", str(record.path))
+        index = self.run_combo.findData(kept) if keep else -1
+        self.run_combo.setCurrentIndex(index if index >= 0 else 1 if runs else 0)
+        self.run_combo.blockSignals(False)
+        return index >= 0
+
 
 class PromptBar(QWidget):
     """System prompt, held-out prompt presets, the prompt box, Send and Stop."""

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
                                QProgressBar, QPushButton, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout,
                                QWidget)
 
-from studio.arena.catalog import ModelChoice, custom_choice
+from studio.arena.catalog import ModelChoice, custom_choice, find_label
 from studio.arena.arena_state import PaneState, Turn
 from studio.widgets.elided_label import ElidedLabel
 
@@ -67,6 +67,7 @@ class ChatPane(QFrame):
         super().__init__(parent)
         self.key = key
         self._choices: list[ModelChoice] = []
+        self._known_labels: set[str] = set()  # every catalog label offered so far: a vanished one is not a path
         self.setObjectName("arenaPane")
         self.setStyleSheet(PANE_STYLE)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -117,6 +118,7 @@ class ChatPane(QFrame):
         self.model_combo.setToolTip("A model of the run history, or type a hub id, a folder or a .gguf file.")
         self.model_combo.lineEdit().setPlaceholderText("hub id, folder or .gguf file")
         self.model_combo.currentIndexChanged.connect(self.show_name_start)
+        self.model_combo.editTextChanged.connect(lambda _text: self._show_problem(""))  # a new pick, a new verdict
         column.addWidget(self.model_combo)
         column.addLayout(box)
         browse = QToolButton()
@@ -164,18 +166,23 @@ class ChatPane(QFrame):
 
     # ------------------------------------------------------------------ model picking
     def set_choices(self, choices: list[ModelChoice], selected: ModelChoice | None = None) -> None:
+        """Offer ``choices``; the picked entry stays picked (found by its label: the list may have changed
+        under it as runs came and went), or ``selected`` is picked."""
         current = self.model_combo.currentText()
+        self._known_labels.update(c.label for c in self._choices)
         self._choices = list(choices)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for choice in self._choices:
             self.model_combo.addItem(choice.label, choice.source)
             self.model_combo.setItemData(self.model_combo.count() - 1, choice.source, Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.blockSignals(False)
         if selected is not None and selected in self._choices:
             self.model_combo.setCurrentIndex(self._choices.index(selected))
         else:
+            kept = find_label(self._choices, current)
+            self.model_combo.setCurrentIndex(self._choices.index(kept) if kept is not None else -1)
             self.model_combo.setEditText(current)
+        self.model_combo.blockSignals(False)
         self.show_name_start()
 
     def show_name_start(self, *_: object) -> None:
@@ -184,16 +191,22 @@ class ChatPane(QFrame):
             self.model_combo.lineEdit().setCursorPosition(0)
 
     def current_choice(self) -> ModelChoice | None:
-        """The picked catalog entry, or a custom one for typed text."""
+        """The catalog entry named in the box, or a custom one for typed text; None when empty or when the text
+        names a model that is no longer in the list (see :meth:`stale_label`)."""
         text = self.model_combo.currentText().strip()
-        index = self.model_combo.currentIndex()
-        if 0 <= index < len(self._choices) and self._choices[index].label == text:
-            choice = self._choices[index]
+        choice = find_label(self._choices, text)
+        if choice is not None:
             if self.four_bit.isChecked() and not choice.load_in_4bit:
                 choice = ModelChoice(**{**choice.to_dict(), "load_in_4bit": True,
                                         "label": f"{choice.label} (4-bit)", "precision": "4-bit nf4"})
             return choice
-        return custom_choice(text, self.four_bit.isChecked()) if text else None
+        return custom_choice(text, self.four_bit.isChecked()) if text and not self.stale_label() else None
+
+    def stale_label(self) -> str:
+        """The box's text when it is the label of a model the list no longer has (its run was deleted), else ''."""
+        text = self.model_combo.currentText().strip()
+        gone = text in self._known_labels and find_label(self._choices, text) is None
+        return text if gone and not Path(text).expanduser().exists() else ""
 
     def _on_browse_folder_triggered(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model folder")
@@ -209,6 +222,20 @@ class ChatPane(QFrame):
         choice = self.current_choice()
         if choice is not None:
             self.load_requested.emit(self.key, choice)
+        else:
+            self._show_problem("")
+
+    def stale_text(self) -> str:
+        """Why the picked model cannot be loaded when its label names a model that is gone, else ''."""
+        stale = self.stale_label()
+        return (f"“{stale}” is no longer in the run history (its run was deleted or moved); pick another model "
+                "above." if stale else "")
+
+    def _show_problem(self, failure: str) -> None:
+        """A failed load's reason, else a vanished model's (never another run's model loaded in its place)."""
+        text = f"Could not load this model: {failure}" if failure else self.stale_text()
+        self.error_label.setText(text)
+        self.error_label.setVisible(bool(text))
 
     def _on_reference_box_toggled(self, checked: bool) -> None:
         self.reference_toggled.emit(self.key, checked)
@@ -229,8 +256,7 @@ class ChatPane(QFrame):
         self.progress.setVisible(loading)
         self.progress.setValue(int(100 * state.load_fraction))
         self.load_button.setEnabled(not loading and not state.busy)
-        self.error_label.setVisible(state.load_state == "failed")
-        self.error_label.setText(f"Could not load this model: {state.error}" if state.error else "")
+        self._show_problem(state.error if state.load_state == "failed" else "")
         self.render_transcript(state, reference_name)
 
     def _render_chips(self, state: PaneState, blind: bool, is_reference: bool) -> None:

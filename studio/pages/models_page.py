@@ -2,6 +2,8 @@
 what ``engine inspect`` can tell about them without loading weights."""
 from __future__ import annotations
 
+from typing import Callable
+
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,8 +17,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from PySide6.QtCore import Qt
+
 from engine.contract.model_info import ModelInfo, kd_compatibility, missing_local_source
 from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build, updated
+from studio.arena.catalog import ModelChoice
 from studio.pages.common import StudioPage, tip
 
 SUGGESTIONS = {"teacher": ("demo:teacher", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
@@ -29,6 +34,7 @@ class ModelBox(QGroupBox):
     def __init__(self, role: str, parent: QWidget | None = None) -> None:
         super().__init__(role.capitalize(), parent)
         self.role = role
+        self._run_models: dict[str, str] = {}  # label → folder of each run's saved model on offer
         self.source = QComboBox()
         self.source.setEditable(True)
         self.source.addItems(SUGGESTIONS[role])
@@ -81,8 +87,25 @@ class ModelBox(QGroupBox):
             self.info.style().unpolish(self.info)
             self.info.style().polish(self.info)
 
+    def set_run_models(self, models: list[ModelChoice]) -> None:
+        """Offer the runs' saved models after the suggestions, each named ``<run name> · <stage>`` (the list
+        follows the run folders; what the box shows stays as it is)."""
+        text = self.source.currentText()
+        self._run_models = {m.label: m.source for m in models}
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItems(SUGGESTIONS[self.role])
+        for model in models:
+            self.source.addItem(model.label, model.source)
+            self.source.setItemData(self.source.count() - 1, model.source, Qt.ItemDataRole.ToolTipRole)
+        self.source.setCurrentIndex(self.source.findText(text))
+        self.source.setEditText(text)
+        self.source.blockSignals(False)
+
     def values(self) -> dict:
-        return {"source": self.source.currentText().strip(), "dtype": self.dtype.currentText(),
+        """The source as the spec names it: a run's model shown by its label is its folder."""
+        text = self.source.currentText().strip()
+        return {"source": self._run_models.get(text, text), "dtype": self.dtype.currentText(),
                 "load_in_4bit": self.load_in_4bit.isChecked()}
 
     def set_values(self, model: ModelSpec) -> None:
@@ -109,6 +132,7 @@ class ModelsPage(StudioPage):
         self.compat.setWordWrap(True)
         self._info: dict[str, dict] = {}
         self._connected = False
+        self.run_models: Callable[[], list[ModelChoice]] | None = None  # the runs' saved models, newest first
         top = QFormLayout()
         top.addRow("Run name", self.name)
         self.body.addLayout(top)
@@ -122,6 +146,16 @@ class ModelsPage(StudioPage):
         for role, box in self._boxes().items():
             box.source.editTextChanged.connect(self.recheck)
             box.source.editTextChanged.connect(lambda _text, role=role: self._on_source_edited(role))
+
+    def refresh_run_models(self) -> None:
+        """Re-read the runs' saved models into both source lists (``run_models`` is set by the main window)."""
+        models = self.run_models() if self.run_models is not None else []
+        for box in self._boxes().values():
+            box.set_run_models(models)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.refresh_run_models()  # runs may have finished since the page was last on screen
+        super().showEvent(event)
 
     def initializePage(self) -> None:
         if self._connected:
