@@ -18,6 +18,7 @@ from engine.contract.runs import StoreError
 from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec, RunSpec, StageSpec
 from engine.contract.spec_fields import default_of, field_help
 from engine.contract.vocabulary import DEVICES, GGUF_FORMATS, QUANT_TYPES
+from engine.models import out_of_memory
 
 from engine.cli.common import fail, setup_logging
 from engine.cli.run import cmd_demo, cmd_run
@@ -112,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException, command: str) -> int:
+    out_of_memory.release(exc)  # the frames' tensors first: building the sentence must not run out again
+    return fail(out_of_memory.sentence(exc, f"compression-engine {command}"), code=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     reopen_closed_std_streams()
@@ -140,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the interpreter's final flush must not fail again
         return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
     except OSError as exc:  # out of space, read-only disk, permissions: a sentence, never a traceback
+        if out_of_memory.is_out_of_memory(exc):  # ENOMEM from mmap: memory, not the disk
+            return _out_of_memory(exc, args.command)
         log.debug("I/O error", exc_info=True)
         return fail(io_sentence(exc), code=1)
     except Exception as exc:  # noqa: BLE001 - a bug: one sentence here, the trace only with --verbose
+        if out_of_memory.is_out_of_memory(exc):  # not a bug, and a MemoryError's own text is empty
+            return _out_of_memory(exc, args.command)
         log.debug("internal error", exc_info=True)
         return fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details).", code=1)

@@ -102,12 +102,37 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     heartbeat.attach(events, "", "starting the run")  # the pipeline names each stage; it detaches at the end
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
-    status = run_pipeline(spec, paths, events, store, cancel, device, cache)
+    try:
+        status = run_pipeline(spec, paths, events, store, cancel, device, cache)
+    except Exception as exc:  # noqa: BLE001 - the pipeline's own handler failed (memory ran out again while
+        status = _escaped(exc, paths, store, events)  # it reported): run.json must still end, never "running"
     if board is not None:
         board.close()
     events.close()
     log.info("run %s %s; its folder: %s", paths.id, status, paths.root)
     return {"finished": 0, "cancelled": 3}.get(status, 1)
+
+
+def _escaped(exc: Exception, paths, store: RunStore, events: EventWriter) -> str:
+    """Last resort for a failure that escaped run_pipeline: mark the run failed, then say so if still possible."""
+    from engine.models import out_of_memory
+
+    if out_of_memory.is_out_of_memory(exc):
+        out_of_memory.release(exc)
+        message = out_of_memory.sentence(exc, "the run", run_id=paths.id)
+    else:
+        log.error("the pipeline crashed", exc_info=exc)
+        message = f"the run crashed: {type(exc).__name__}: {str(exc)[:300]}"
+    try:
+        store.update(paths.id, status="failed")
+    except Exception as again:  # noqa: BLE001 - nothing more can be done; the pid check calls it interrupted
+        log.error("could not record the run as failed: %s", again)
+    try:
+        events.error(message)
+        events.emit("done", status="failed", summary={})
+    except Exception:  # noqa: BLE001 - stdout and the mirror gone too: stderr is the last witness
+        log.error("%s", message)
+    return "failed"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

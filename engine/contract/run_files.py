@@ -44,7 +44,9 @@ def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:
     with os.fdopen(fd, "rb") as f:
         if not _is_regular(fd):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        data = f.read(limit + 1)
+        # Read what the file holds, not the limit: read(n) reserves n bytes first, and a run failing for want of
+        # memory must still be able to read its 1 KB run.json to mark itself failed.
+        data = f.read(min(limit, os.fstat(fd).st_size) + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, "file too large", str(path))
     return data.decode("utf-8")

@@ -316,6 +316,20 @@ def cheapest_fit(spec: Any, stage: Any, device: str, available: int, dims_of: An
     return None
 
 
+def lowering_change(spec: Any, stage: Any, device: str) -> str | None:
+    """The cheapest single change that lowers ``stage``'s estimated peak (what to try after it ran out of memory
+    although the estimate fitted); None when no listed change lowers it."""
+    dims_of = _dims_cache()
+    peak, _ = stage_peak(spec, stage, device, dims_of)
+    index = spec.stages.index(stage)
+    for text, apply in _changes(spec, stage):
+        trial = copy.deepcopy(spec)
+        apply(trial, trial.stages[index])
+        if stage_peak(trial, trial.stages[index], device, dims_of)[0] < peak:
+            return text
+    return None
+
+
 def plan(spec: Any, device: str, available: int | None = None) -> dict:
     """Every stage's estimated peak, whether it fits in ``available`` bytes (default: what the device has
     free), and for those that do not, the cheapest change that fits."""

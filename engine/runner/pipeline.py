@@ -18,6 +18,7 @@ from engine.contract.run_status import STAGE_DONE_FILE
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
 from engine.core.ranks import any_rank, is_main_process, run_stage_on_ranks
+from engine.models import out_of_memory
 from engine.recipes import recipe_for
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,27 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
         events.error(str(exc), stage=stage_name)
     except Exception as exc:  # noqa: BLE001 - any crash becomes one error event, the trace goes to stderr
         status = "failed"
-        _report_crash(exc, stage_name, events, paths)
+        if out_of_memory.is_out_of_memory(exc):
+            cache.clear()  # models and data a later stage would reuse: the run is over, reporting needs room
+            _report_out_of_memory(exc, spec, stage_name, events, paths, device)
+        else:
+            _report_crash(exc, stage_name, events, paths)
     summary["elapsed_s"] = round(time.time() - started, 1)
     heartbeat.attach(None, "")  # nothing to beat for once the run is over
     _record_final(store, paths, status)
     events.emit("done", status=status, summary=summary)
     return status
+
+
+def _report_out_of_memory(exc: BaseException, spec: RunSpec, stage_name: str, events: EventWriter,
+                          paths: RunPaths, device: str) -> None:
+    """One sentence for memory that ran out: the frames holding the tensors are released first (a MemoryError
+    would otherwise strike again while the message is built), no traceback (it is not a bug)."""
+    out_of_memory.release(exc)
+    stage = next((s for s in spec.stages if s.name == stage_name), None)
+    message = out_of_memory.sentence(exc, f"stage {stage_name or 'setup'}", spec, stage, device, paths.id)
+    log.error("%s", message)
+    events.error(message, stage=stage_name)
 
 
 def _report_crash(exc: Exception, stage_name: str, events: EventWriter, paths: RunPaths) -> None:
