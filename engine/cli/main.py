@@ -72,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="4-bit post-training quantization with a before/after report")
     p.add_argument("source", help="model folder, hub id, .gguf file or demo:student")
     p.add_argument("--quant-type", choices=QUANT_TYPES, **from_spec(QuantizeSpec, "quant_type"))
+    p.add_argument("--compute-dtype", choices=["float32", "bfloat16", "float16"],
+                   **from_spec(QuantizeSpec, "compute_dtype"))
     p.add_argument("--no-report", action="store_true", help="skip the size/speed/quality report")
     p.add_argument("--data", default=default_of(DataSpec, "preset"),
                    help="data preset for the quality part of the report")
     p.add_argument("--data-path", help="local data file")
+    p.add_argument("--test-fraction", type=float, **from_spec(DataSpec, "test_fraction"))
+    p.add_argument("--max-samples", type=int, **from_spec(StageSpec, "max_eval_samples"))
+    p.add_argument("--max-new-tokens", type=int, **from_spec(GenerationSpec, "max_new_tokens"))
+    p.add_argument("--batch-size", type=int, **from_spec(GenerationSpec, "batch_size"))
     p.add_argument("--device", **from_spec(RunSpec, "device"))
     p.add_argument("--name", default="quantize")
     p.set_defaults(func=cmd_quantize)

@@ -52,10 +52,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         stage = {"kind": "quantize", "name": "quantize", "model": "student",
-                 "quantize": {"quant_type": args.quant_type, "report": not args.no_report}}
+                 "quantize": {"quant_type": args.quant_type, "compute_dtype": args.compute_dtype,
+                              "report": not args.no_report},
+                 "max_eval_samples": args.max_samples,
+                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
         spec = build(RunSpec, {"name": args.name, "student": {"source": args.source},
-                               "data": {"preset": args.data, "path": args.data_path or ""}, "stages": [stage],
-                               "device": args.device})
+                               "data": {"preset": args.data, "path": args.data_path or "",
+                                        "test_fraction": args.test_fraction},
+                               "stages": [stage], "device": args.device})
     except SpecError as exc:
         return fail(str(exc))
     return execute(spec)

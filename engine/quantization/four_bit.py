@@ -12,7 +12,9 @@ inference; the tests prove the reloaded folder answers exactly like the model ju
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,14 @@ def _spec_of(source: str | Path | ModelSpec) -> ModelSpec:
     return source if isinstance(source, ModelSpec) else ModelSpec(source=str(source))
 
 
-def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: str) -> tuple[Any, Any]:
+def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: str, *,
+                       for_saving: bool = False) -> tuple[Any, Any]:
     """Load ``source`` with its block linear layers quantized to 4 bits; returns (model, tokenizer).
 
-    Do not run the model before saving it (see the module docstring)."""
+    The tensors left unquantized (embeddings, output layer, norms) are held in ``q.compute_dtype`` for use in
+    memory, or, ``for_saving``, in the source's own storage dtype: a 4-bit folder is never larger than its
+    source because float32 copies of a 16-bit embedding were written into it. Do not run the model before
+    saving it (see the module docstring)."""
     from engine.models.loading import load_config, load_tokenizer, resolve_source
 
     spec = _spec_of(source)
@@ -49,11 +55,44 @@ def quantize_in_memory(source: str | Path | ModelSpec, q: QuantizeSpec, device: 
     # a GGUF file is unpacked once into a plain folder (engine.models.gguf_source): bitsandbytes quantizes from that
     location, extra = resolved.weights_args()
     local = spec if resolved.kind != "gguf" else ModelSpec(source=location)
-    return _load_4bit(spec, (location, extra), q, device), load_tokenizer(local)
+    import torch
+
+    compute = getattr(torch, q.compute_dtype)
+    dtype = storage_dtype(location, extra, compute) if for_saving else compute
+    return _load_4bit(spec, (location, extra), q, device, dtype), load_tokenizer(local)
 
 
+_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 
-def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str) -> Any:
+
+def storage_dtype(location: str, extra: dict, fallback: Any) -> Any:
+    """The floating-point dtype a model's weights are stored in: the dtype holding most bytes in a local
+    folder's safetensors headers, else its config's ``dtype``/``torch_dtype``, else ``fallback``."""
+    import torch
+
+    totals: dict[str, int] = {}
+    for file in sorted(Path(location).glob("*.safetensors")) if Path(location).is_dir() else []:
+        with open(file, "rb") as f:  # the header only: 8 bytes of length, then JSON
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        for name, info in header.items():
+            if name != "__metadata__" and info.get("dtype") in _SAFETENSORS_DTYPES:
+                start, end = info["data_offsets"]
+                totals[info["dtype"]] = totals.get(info["dtype"], 0) + end - start
+    if totals:
+        return getattr(torch, _SAFETENSORS_DTYPES[max(totals, key=totals.get)])
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(location, **extra)
+    except Exception:  # noqa: BLE001 - no readable config: the caller's dtype
+        return fallback
+    named = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    named = str(named).replace("torch.", "") if named else ""
+    return getattr(torch, named) if named in _SAFETENSORS_DTYPES.values() else fallback
+
+
+def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str, dtype: Any) -> Any:
+    """``dtype``: the unquantized tensors' dtype; the 4-bit matmuls compute in ``q.compute_dtype``."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -67,7 +106,7 @@ def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device
                     "== 0 and out_features %% 32 == 0), e.g. %s", len(skip), spec.source, skip[0])
     qconfig = quantization_config(True, q.quant_type, q.double_quant, compute, skip_modules=skip)
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=compute,
+        model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=dtype,
                                                      device_map={"": device}, revision=spec.revision or None,
                                                      **extra)
     except Exception as exc:  # safetensors, bitsandbytes and config errors have no common base class
@@ -94,7 +133,7 @@ def quantize_and_save(source: str | Path | ModelSpec, out_dir: str | Path, q: Qu
     from engine.models.loading import save_model
 
     spec = _spec_of(source)
-    model, tokenizer = quantize_in_memory(spec, q, device)
+    model, tokenizer = quantize_in_memory(spec, q, device, for_saving=True)
     kept = len(kept_linears(model.config.quantization_config))
     out = save_model(model, tokenizer, Path(out_dir), model_card_text(spec.source, q, kept=kept))
     log.info("saved the 4-bit model to %s", out)
@@ -117,7 +156,7 @@ def model_card_text(base: str, q: QuantizeSpec, scores: dict | None = None, kept
     how = (f"Post-training quantization with bitsandbytes: the linear layers of every transformer block are "
            f"stored as 4-bit {q.quant_type.upper()} with one scale per 64 weights"
            f"{' (scales quantized again: double quantization)' if q.double_quant else ''}, and de-quantized to "
-           f"{q.compute_dtype} for each matmul. Embeddings, output layer and norms keep full precision"
+           f"{q.compute_dtype} for each matmul. Embeddings, output layer and norms keep the source's own precision"
            + (f", and so do {kept} linear layers whose widths bitsandbytes' CPU kernel cannot run (in_features "
               "not a multiple of 64 or out_features not a multiple of 32)." if kept else "."))
     settings = {"quant_type": q.quant_type, "double_quant": q.double_quant, "compute_dtype": q.compute_dtype}

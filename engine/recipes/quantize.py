@@ -26,8 +26,15 @@ def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
         return Path(resolved.weights_args()[0])
     target = ctx.work_dir / "original"
     if not (target / "config.json").exists():
+        import dataclasses
+
+        from engine.quantization.four_bit import storage_dtype
+
         ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to compare against")
-        save_model(load_model(spec, "cpu"), load_tokenizer(spec), target, f"# Copy of {spec.source}\n")
+        # like with like: the copy keeps the source's storage dtype, not the float32 a CPU load computes in
+        stored = str(storage_dtype(resolved.location, {}, None) or "").replace("torch.", "")
+        copy_spec = dataclasses.replace(spec, dtype=stored) if stored in ("float16", "bfloat16", "float32") else spec
+        save_model(load_model(copy_spec, "cpu"), load_tokenizer(spec), target, f"# Copy of {spec.source}\n")
     return target
 
 

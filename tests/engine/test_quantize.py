@@ -78,6 +78,39 @@ def test_saved_folder_is_complete_and_smaller(quantized, tiny):
     assert weight_file_bytes(folder) < weight_file_bytes(tiny)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_unquantized_tensors_keep_the_sources_16_bits(tiny, tmp_path, dtype):
+    """Issue 22: the 4-bit load computes in float32, but embeddings, output layer and norms are written in the
+    source's own storage dtype, so the 4-bit folder is smaller than its 16-bit source (it was larger)."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.quantization.report import safetensors_entries
+
+    source = tmp_path / f"tiny-{dtype}"
+    AutoModelForCausalLM.from_pretrained(tiny, dtype=getattr(torch, dtype)).save_pretrained(source)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (source / name).write_bytes((tiny / name).read_bytes())
+    out = quantize_model(str(source), tmp_path / "q4", QuantizeSpec(compute_dtype="float32"), "cpu")
+    header = _safetensors_dtypes(out)
+    plain = {k: v for k, v in header.items() if "weight" in k and not any(
+        k.startswith(m) for m in {n[: -len(".weight.absmax")] for n in header if n.endswith(".weight.absmax")})}
+    assert "model.embed_tokens.weight" in plain and "model.norm.weight" in plain
+    assert set(plain.values()) == {{"float16": "F16", "bfloat16": "BF16"}[dtype]}, plain
+    assert weight_file_bytes(out) < weight_file_bytes(source)
+    assert sum(safetensors_entries(out).values()) < sum(safetensors_entries(source).values())
+
+
+def _safetensors_dtypes(folder: Path) -> dict[str, str]:
+    import struct
+
+    types = {}
+    for file in folder.glob("*.safetensors"):
+        with open(file, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        types.update({k: v["dtype"] for k, v in header.items() if k != "__metadata__"})
+    return types
+
+
 def test_fp4_without_double_quant(tiny, tmp_path):
     out = quantize_model(str(tiny), tmp_path / "fp4", QuantizeSpec(quant_type="fp4", double_quant=False), "cpu")
     config = json.loads((out / "config.json").read_text())["quantization_config"]
