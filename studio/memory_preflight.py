@@ -54,7 +54,8 @@ class MemoryPreflight(QObject):
                     continue
                 if isinstance(obj, dict) and "stages" in obj:
                     report = obj
-            if report is not None and code in (0, 1):  # 1: it does not fit, and the plan says why
+            # 1: it does not fit, and the plan says why; 3: unknown (fits null), and the plan says why
+            if report is not None and code in (0, 1, 3):
                 self.checked.emit(report)
             else:
                 lines = [ln for ln in err if ln.strip()]

@@ -100,6 +100,11 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     from engine.core import heartbeat
 
     heartbeat.attach(events, "", "starting the run")  # the pipeline names each stage; it detaches at the end
+    from engine.models.hub_access import known_offline
+
+    if known_offline():  # found while checking the spec's hub models: said once, not a retry per look-up
+        events.log(f"offline ({known_offline()}): hub models are read from the local Hugging Face cache only",
+                   "warning")
     store.update(paths.id, status="running", pid=os.getpid())
     log.info("run %s in %s", paths.id, paths.root)
     try:

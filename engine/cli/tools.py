@@ -19,6 +19,7 @@ from engine.cli.common import fail, listen_for_cancel
 from engine.cli.run import execute
 
 log = logging.getLogger("engine")
+PREFLIGHT_UNKNOWN = 3  # preflight's exit code when a stage's memory cannot be estimated (fits: null)
 # one file, the near-lossless one, for a quick export from the command line; a spec's export stage writes
 # ExportSpec's default formats
 EXPORT_DEFAULT_FORMAT = "q8_0"
@@ -132,12 +133,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def number_text(value: float) -> str:
+    """A number with four significant digits in whichever notation keeps them: 0.8713, 12.5, 5e-05 (a fixed
+    three decimals printed a learning rate of 5e-05 as 0.000)."""
+    return f"{value:.4g}"
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     if args.action == "list":
         for r in store.list():
             status = r.current_status()
-            scores = ", ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if isinstance(v, float))
+            scores = ", ".join(f"{k}={number_text(v)}" for k, v in r.scores.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool))
             print(f"{r.id}  {status:<11} {r.stage:<14} {scores}")  # noqa: T201 - the command's output
         return 0
     if not args.run_id:
@@ -171,7 +179,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """The memory plan of a spec as one JSON object on stdout: every stage's estimated peak by part, whether it
-    fits, and the cheapest change that fits. Exit 0 fits, 1 does not fit, 2 bad input."""
+    fits, and the cheapest change that fits. Exit 0 fits, 1 does not fit, 2 bad input, 3 unknown (a stage could
+    not be estimated: ``fits`` is null and ``unknown`` says why)."""
     try:  # the flags and the spec are checked before torch is imported (seconds saved on every refusal)
         if args.memory_gb is not None and not 0 < args.memory_gb <= 1e6:  # NaN fails this too
             raise SpecError(f"--memory-gb must be a number of GB above 0 and at most 1e6, got {args.memory_gb}.")
@@ -190,5 +199,23 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     except (SpecError, EngineError) as exc:
         return fail(str(exc))
     report["refusal"] = refusal(report)
+    _say_offline(spec, report)
     print(json.dumps(report))  # noqa: T201 - machine-readable output
+    if report["fits"] is None:
+        log.warning("%s", report["unknown"])
+        return PREFLIGHT_UNKNOWN
     return 0 if report["fits"] else 1
+
+
+def _say_offline(spec: RunSpec, report: dict) -> None:
+    """Offline, the plan may rest on the published configs of hub models whose weights are not here: say so in
+    the report, in the words ``inspect`` and ``run`` use for the same models."""
+    import re
+
+    from engine.models.hub_access import known_offline, offline_reason, unreadable_hub_ids
+
+    sources = sorted({spec.teacher.source, spec.student.source} | {r for s in spec.stages for r in s.models.values()})
+    hub_ids = [s for s in sources if re.fullmatch(r"[\w.-]+/[\w.-]+", s) and not Path(s).expanduser().exists()]
+    if hub_ids and (known_offline() or offline_reason()):
+        report["offline"] = known_offline()
+        report["warnings"] = unreadable_hub_ids(hub_ids)

@@ -20,6 +20,7 @@ class ModelInfo:
     layers: int | None = None
     dtype: str = ""
     tie_word_embeddings: bool = False
+    note: str = ""  # what the answer could not check (e.g. offline: sizes from the published config, no weights)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -35,7 +36,7 @@ class ModelInfo:
         parts = [self.architecture, f"{format_count(self.parameters)} parameters",
                  f"vocabulary {self.vocab_size if self.vocab_size is not None else '?'}",
                  f"{self.layers if self.layers is not None else '?'} layers × "
-                 f"{self.hidden_size if self.hidden_size is not None else '?'}", self.dtype]
+                 f"{self.hidden_size if self.hidden_size is not None else '?'}", self.dtype, self.note]
         return "  ·  ".join(p for p in parts if p)
 
 

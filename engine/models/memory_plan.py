@@ -56,10 +56,18 @@ KNOWN_CONFIGS: dict[str, dict] = {
 }
 
 
+def known_config_name(source: str) -> str | None:
+    """The KNOWN_CONFIGS entry of a hub id of the paper's models (any -Instruct / -Coder variant), else None."""
+    name = source.rsplit("/", 1)[-1].lower().replace("-instruct", "").replace("-coder", "")
+    if source.count("/") == 1 and name in KNOWN_CONFIGS and not source.startswith((".", "/", "~")):
+        return name
+    return None
+
+
 def config_of(source: str) -> dict:
     """The (text) config of a model source; hub ids of the paper's models work offline (KNOWN_CONFIGS)."""
     name = source.rsplit("/", 1)[-1].lower().replace("-instruct", "").replace("-coder", "")
-    if source.count("/") == 1 and name in KNOWN_CONFIGS and not source.startswith((".", "/", "~")):
+    if known_config_name(source):
         return dict(KNOWN_CONFIGS[name])  # a hub id of the paper's models: no network round trip
     try:
         config = memory._config_dict(source)
@@ -340,7 +348,7 @@ def plan(spec: Any, device: str, available: int | None = None) -> dict:
         try:
             peak, parts = stage_peak(spec, stage, device, dims_of)
         except EngineError as exc:  # e.g. a hub config without network: the load itself will say what is wrong
-            stages.append({"stage": stage.name, "kind": stage.kind, "peak_bytes": 0, "fits": None,
+            stages.append({"stage": stage.name, "kind": stage.kind, "peak_bytes": None, "fits": None,
                            "error": str(exc)})
             continue
         entry = {"stage": stage.name, "kind": stage.kind, "peak_bytes": peak, "fits": peak <= available,
@@ -349,8 +357,24 @@ def plan(spec: Any, device: str, available: int | None = None) -> dict:
             fix = cheapest_fit(spec, stage, device, available, dims_of)
             entry["fix"] = None if fix is None else {"change": fix[0], "peak_bytes": fix[1]}
         stages.append(entry)
-    return {"device": device, "available_bytes": available, "fits": all(s["fits"] is not False for s in stages),
-            "peak_bytes": max(s["peak_bytes"] for s in stages), "stages": stages}
+    verdicts = [s["fits"] for s in stages]
+    # unknown is not "fits": one stage that cannot be estimated leaves the whole plan unknown (unless another
+    # stage already does not fit), and the peak is only given when every stage has one
+    fits = False if False in verdicts else None if None in verdicts else True
+    peaks = [s["peak_bytes"] for s in stages if s["peak_bytes"] is not None]
+    report = {"device": device, "available_bytes": available, "fits": fits,
+              "peak_bytes": max(peaks) if peaks and len(peaks) == len(stages) else None, "stages": stages}
+    if fits is None:
+        report["unknown"] = unknown_sentence(report)
+    return report
+
+
+def unknown_sentence(report: dict) -> str:
+    """Why a plan's verdict is unknown: the first stage that could not be estimated, and its reason."""
+    stage = next(s for s in report["stages"] if s["fits"] is None)
+    reason = stage.get("error", "").removesuffix(".")
+    return (f"the memory of stage {stage['stage']} cannot be estimated ({reason}), so whether the run fits is "
+            "unknown; the run itself will check again when it loads the model.")
 
 
 def refusal(report: dict) -> str | None:

@@ -15,9 +15,13 @@ def memory_summary(report: dict) -> str:
     where = "GPU" if report.get("device") == "cuda" else "memory"
     parts = [f"{escape(s['stage'])} {_gb(s['peak_bytes'])}" if s.get("fits") is not None
              else f"{escape(s['stage'])} (no estimate)" for s in stages]
-    head = (f"<b>Memory</b> (estimated before loading): peak {_gb(report.get('peak_bytes', 0))} of "
+    peak = report.get("peak_bytes")
+    head = (f"<b>Memory</b> (estimated before loading): peak {_gb(peak) if peak is not None else 'unknown'} of "
             f"{_gb(report.get('available_bytes', 0))} {where} available")
     if report.get("fits"):
         return f"{head} — fits. {' · '.join(parts)}"
+    if report.get("fits") is None:  # unknown is not "fits": say what could not be estimated
+        why = escape(report.get("unknown") or "a stage could not be estimated")
+        return f"{head} — <span style='color:#8a6d00'>unknown</span>: {why} {' · '.join(parts)}"
     refusal = escape(report.get("refusal") or "a stage does not fit")
     return f"{head} — <span style='color:#b00020'>does not fit</span>: {refusal}"

@@ -19,6 +19,9 @@ def test_memory_summary_lines() -> None:
     assert "eval (no estimate)" in line
     refused = memory_summary({**report, "fits": False, "refusal": "stage teacher_sft needs <a lot>"})
     assert "does not fit" in refused and "&lt;a lot&gt;" in refused  # the engine's sentence, escaped
+    unknown = memory_summary({**report, "fits": None, "peak_bytes": None,
+                              "unknown": "the memory of stage eval cannot be estimated (offline)"})
+    assert "peak unknown" in unknown and "— fits" not in unknown and "cannot be estimated (offline)" in unknown
 
 
 def test_review_page_shows_the_engines_estimate(window, qtbot, monkeypatch) -> None:
