@@ -20,20 +20,29 @@ class StatusData(TypedDict):
     count: NotRequired[int]
 
 
+class SweepPoint(TypedDict):
+    index: int  # 0-based place of the learning rate being trained in the sweep
+    count: int  # how many rates the sweep trains
+    learning_rate: float
+
+
 class ProgressData(TypedDict):
     stage: str
     step: int
     total: int
-    fraction: float
+    fraction: float  # of this training (of this sweep point's, in a sweep)
     elapsed_s: float
     eta_s: float | None
     unit: str
+    sweep: NotRequired[SweepPoint]  # while a learning-rate sweep trains one of its rates
+    part: NotRequired[dict[str, int]]  # {index (0-based), count}: one of the stage's parts (the evaluated models)
 
 
 class MetricData(TypedDict):
     stage: str
     step: int
     values: dict[str, float | None]  # metric name (engine.contract.metric_names) → value; non-finite → None
+    sweep: NotRequired[SweepPoint]  # a sweep point's curves restart at step 1: they are a series of their own
 
 
 class LogData(TypedDict):

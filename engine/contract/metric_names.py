@@ -28,6 +28,8 @@ METRICS: dict[str, str] = {
     "eval/rougeL": "ROUGE-L F1 on the held-out split",
     "eval/retention": "a student's score ÷ its teacher's",
     "perf/tokens_per_s": "training throughput",
+    "sweep/eval_loss": "a learning-rate sweep: each rate's validation loss (the stage's objective, which picks the rate)",
+    "sweep/eval_ce": "a learning-rate sweep: each rate's validation cross-entropy",
 }
 
 # Trainer/TRL log keys → the protocol's metric names (DESIGN.md: grouped by prefix).
@@ -82,6 +84,7 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
     ("throughput", "Tokens / s"),
     ("grad", "Gradient norm"),
     ("eval", "Evaluation"),
+    ("sweep", "Learning-rate sweep (validation)"),
     ("other", "Other"),
 )
 
@@ -89,6 +92,8 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
 def metric_group(name: str) -> str:
     """The plot a metric belongs to, from its name's prefix (train/loss, kd/ce, grpo/reward/format, ...)."""
     leaf = name.rsplit("/", 1)[-1]
+    if name.startswith("sweep/"):
+        return "sweep"  # one point per learning rate (x: the rate), after a sweep's trainings
     if "loss" in leaf or leaf in ("ce", "divergence", "kd_divergence"):
         return "loss"  # eval/ce and eval/kd_loss (validation) belong next to the training loss
     if name.startswith(("eval/", "quant/")) or name.endswith(("_before", "_after")):

@@ -164,14 +164,22 @@ class EventWriter:
             except OSError:
                 self._mirror_file = None
 
-    def metric(self, stage: str, step: int, values: dict) -> Event:
-        return self.emit("metric", stage=stage, step=step, values=_finite(values))
+    def metric(self, stage: str, step: int, values: dict, sweep: dict | None = None) -> Event:
+        """``sweep`` (index, count, learning_rate) tags the curves of one learning rate of a sweep."""
+        extra = {"sweep": sweep} if sweep else {}
+        return self.emit("metric", stage=stage, step=step, values=_finite(values), **extra)
 
-    def progress(self, stage: str, step: int, total: int, elapsed_s: float, unit: str = "step") -> Event:
+    def progress(self, stage: str, step: int, total: int, elapsed_s: float, unit: str = "step",
+                 sweep: dict | None = None, part: dict | None = None) -> Event:
+        """``sweep`` (a learning rate of a sweep) or ``part`` (index, count: one of the stage's parts, e.g. the
+        evaluation's models) say which share of the stage this progress is of."""
         fraction = step / total if total else 0.0
         eta = elapsed_s * (total - step) / step if step and total else None
+        extra = {"sweep": sweep} if sweep else {}
+        extra.update({"part": part} if part else {})
         return self.emit("progress", stage=stage, step=step, total=total, fraction=round(fraction, 4),
-                         elapsed_s=round(elapsed_s, 2), eta_s=None if eta is None else round(eta, 1), unit=unit)
+                         elapsed_s=round(elapsed_s, 2), eta_s=None if eta is None else round(eta, 1), unit=unit,
+                         **extra)
 
     def log(self, message: str, level: str = "info") -> Event:
         return self.emit("log", level=level, message=message)

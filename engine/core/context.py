@@ -36,6 +36,7 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"
     cache: dict[str, Any] = field(default_factory=dict)  # shared across stages of one process (data, etc.)
+    sweep: dict | None = None  # {index, count, learning_rate} while a learning-rate sweep trains one of its rates
 
     @property
     def output_dir(self) -> Path:

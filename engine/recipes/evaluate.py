@@ -42,8 +42,9 @@ def run_stage(ctx: RunContext) -> StageResult:
         model, tokenizer = load_model(spec, ctx.device), load_tokenizer(spec)
         started = time.monotonic()
 
-        def on_progress(done: int, total: int, _display=display, _start=started) -> None:
-            ctx.events.progress(f"{stage.name}:{_display}", done, total, time.monotonic() - _start, unit="answer")
+        def on_progress(done: int, total: int, _display=display, _start=started, _index=index) -> None:
+            ctx.events.progress(f"{stage.name}:{_display}", done, total, time.monotonic() - _start, unit="answer",
+                                part={"index": _index, "count": len(models)})
             ctx.check_cancel()
 
         scores, predictions = evaluate_model(model, tokenizer, records, ctx.spec.data.preset, stage.generation,

@@ -73,7 +73,8 @@ class EventsCallback(TrainerCallback):
         now = time.monotonic()
         if now - self._last_progress >= self.progress_interval_s or state.global_step >= state.max_steps:
             self._last_progress = now
-            self.ctx.events.progress(self.ctx.stage.name, state.global_step, state.max_steps, now - self._start)
+            self.ctx.events.progress(self.ctx.stage.name, state.global_step, state.max_steps, now - self._start,
+                                     sweep=self.ctx.sweep)
         # any_rank: under several processes every rank must stop at the same step (engine/runner/launch.py)
         if any_rank(self.ctx.cancel.is_set()) and not self.cancelled:
             self.cancelled = True
@@ -97,7 +98,7 @@ class EventsCallback(TrainerCallback):
             self._last_tokens = (tokens, now)
         if values:
             self.history.append({"step": state.global_step, **values})
-            self.ctx.events.metric(self.ctx.stage.name, state.global_step, values)
+            self.ctx.events.metric(self.ctx.stage.name, state.global_step, values, sweep=self.ctx.sweep)
 
 
     def on_save(self, args, state, control, model=None, **kwargs):

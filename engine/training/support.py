@@ -209,9 +209,17 @@ def train_with_sweep(ctx: RunContext, train: TrainSpec,
         if trainer.eval_dataset is not None:
             summary = {k: v for k, v in validation_scores(trainer).items() if k != "loss"}
         return model, summary
+    try:
+        return _sweep(ctx, rates, fit)
+    finally:
+        ctx.sweep = None  # the stage's later events (and the next stage's) belong to no sweep point
+
+
+def _sweep(ctx: RunContext, rates: list[float], fit: Callable[[float, Path], tuple[Any, Any]]) -> tuple[Any, dict]:
     results, best = [], None
     for i, lr in enumerate(rates):
         ctx.events.log(f"sweep {i + 1}/{len(rates)}: learning rate {lr:g}")
+        ctx.sweep = {"index": i, "count": len(rates), "learning_rate": lr}  # tags this rate's metrics and progress
         heartbeat.phase(f"sweep {i + 1}/{len(rates)} (learning rate {lr:g}): loading the model")
         try:
             trainer, model = fit(lr, ctx.checkpoint_dir / f"lr-{lr:g}")

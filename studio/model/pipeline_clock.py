@@ -19,6 +19,26 @@ def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def stage_share(data: dict, part: dict | None = None) -> dict:
+    """A progress event as a share of its whole stage. A stage done in parts — a learning-rate sweep's rates
+    (``sweep``), the evaluation's models (``part``) — reports each part's own 0→1; over the stage it is
+    (index + fraction) / count, and the ETA adds the parts still to come at this part's projected duration.
+    The result keeps the part's own step/total and says which part it is (``part``)."""
+    part = part or data.get("part")
+    index, count = (part.get("index"), part.get("count")) if isinstance(part, dict) else (None, None)
+    fraction = _number(data.get("fraction"))
+    if not isinstance(index, int) or not isinstance(count, int) or not 0 <= index < count or fraction is None:
+        return dict(data)
+    fraction = min(max(fraction, 0.0), 1.0)
+    out = {**data, "fraction": (index + fraction) / count, "part": {"index": index, "count": count}}
+    if "learning_rate" in part:
+        out["sweep"] = part
+    eta, elapsed = _number(data.get("eta_s")), _number(data.get("elapsed_s"))
+    if eta is not None and elapsed is not None:
+        out["eta_s"] = eta + (count - index - 1) * (elapsed + eta)
+    return out
+
+
 @dataclass
 class PipelineClock:
     index: int = 0  # 1-based place of the current stage; 0 before the first stage started
@@ -51,9 +71,13 @@ class PipelineClock:
         self.stage_fraction, self.stage_eta, self.finished = 0.0, None, False
 
     def on_progress(self, data: dict, time: float) -> None:
+        """``data`` as :func:`stage_share` left it. A sub-phase ("stage:phase") moves the run's bar only when it
+        says which part of the stage it is (the evaluation's models do): a phase of unknown share could send the
+        bar backwards."""
         self.last_time = max(self.last_time, time)
-        if str(data.get("stage", "")) != self.stage:
-            return  # a sub-phase ("stage:phase") or a stage this clock did not see start
+        stage = str(data.get("stage", ""))
+        if stage != self.stage and not (stage.startswith(self.stage + ":") and "part" in data and self.stage):
+            return  # a sub-phase of unknown share, or a stage this clock did not see start
         fraction = _number(data.get("fraction"))
         self.stage_fraction = min(max(fraction, 0.0), 1.0) if fraction is not None else self.stage_fraction
         self.stage_eta = _number(data.get("eta_s"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -16,7 +17,7 @@ import numpy as np
 
 from engine.contract.metric_names import metric_group
 from engine.contract.protocol import FINAL_STATES, Event, read_events
-from studio.model.pipeline_clock import PipelineClock
+from studio.model.pipeline_clock import PipelineClock, stage_share
 
 
 def ema_chunked(y: np.ndarray, weight: float, prev: float) -> np.ndarray:
@@ -105,6 +106,23 @@ class MetricSeries:
         return float(xs[i]), float(self._y[i])
 
 
+SWEEP_X = "sweep/learning_rate"  # the x of a sweep's summary points
+
+
+def sweep_rate(sweep: object) -> float | None:
+    """The learning rate of an event's ``sweep`` point, or None when it is no (well-formed) sweep point."""
+    rate = sweep.get("learning_rate") if isinstance(sweep, dict) else None
+    return float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else None
+
+
+def sweep_key(stage: str, sweep: dict) -> str:
+    """The series name of one learning rate of a stage's sweep: its own colour and legend entry."""
+    return f"{stage} (lr {sweep_rate(sweep):g})"
+
+
+SWEEP_LOG = re.compile(r"^sweep (\d+)/(\d+): learning rate (\S+)$")  # engines that did not tag their events
+
+
 class MetricStore:
     """Curves keyed by label (``[run · ]stage · metric``), each tagged with its plot group."""
 
@@ -116,7 +134,15 @@ class MetricStore:
         # attempt are a learning-rate sweep's next trial, across attempts a resume from an earlier checkpoint
         self.attempt = 0
 
-    def add(self, stage: str, step: float, values: dict, prefix: str = "") -> None:
+    def add(self, stage: str, step: float, values: dict, prefix: str = "", sweep: dict | None = None) -> None:
+        """Append one metric event's values. A sweep's summary (``sweep/*`` with ``sweep/learning_rate``) is one
+        point per learning rate, the rate as x; a sweep point's curves (``sweep``) are series of their own, so
+        that the second rate's steps do not run back into the first's."""
+        if isinstance(values.get(SWEEP_X), (int, float)):
+            step = float(values[SWEEP_X])
+            values = {k: v for k, v in values.items() if k != SWEEP_X}
+        elif sweep_rate(sweep) is not None:
+            stage = sweep_key(stage, sweep)
         for name, value in values.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue  # null (NaN on the engine side) and non-numbers are not plotted
@@ -171,6 +197,7 @@ class RunState:
     last_seq: int = 0  # the highest event seq folded in (a view catching up from events.jsonl skips the rest)
     log_total: int = 0  # lines ever added (the deque forgets old ones; views append the new ones)
     pipeline: PipelineClock = field(default_factory=PipelineClock)  # whole-run progress and ETA
+    sweep: dict = field(default_factory=dict)  # the sweep point running now, as logged (older engines)
 
     def add_log(self, line: str) -> None:
         self.log.append(line)
@@ -197,26 +224,32 @@ class RunState:
             self.metrics.attempt += 1
             self.pipeline.on_hello(event.time)
             self.last_error = self.error_detail = ""
-            self.progress = {}
+            self.progress, self.sweep = {}, {}
         elif event.type == "status":
             self.state = d.get("state", self.state)
+            if isinstance(d.get("index"), int) and d.get("stage") != self.progress.get("stage"):
+                self.progress = {}  # a new stage: the last one's "12/12 · 100 %" is not this one's
+                self.sweep = {}
             self.stage = d.get("stage") or self.stage
             self.message = d.get("message", "")
             self.pipeline.on_status(d, event.time)
         elif event.type == "progress":
-            self.progress = dict(d)
+            self.progress = stage_share(d, d.get("sweep") or self._logged_sweep(d.get("stage", "")))
             self.stage = d.get("stage") or self.stage
-            self.pipeline.on_progress(d, event.time)
+            self.pipeline.on_progress(self.progress, event.time)
         elif event.type == "metric" and d.get("model"):
             pass  # one model's final scores (the evaluate stage): the evaluation table shows them, not a curve
         elif event.type == "metric":
-            self.metrics.add(d.get("stage", ""), d.get("step", 0), d.get("values", {}), prefix)
+            stage = d.get("stage", "")
+            self.metrics.add(stage, d.get("step", 0), d.get("values", {}), prefix,
+                             d.get("sweep") or self._logged_sweep(stage))
         elif event.type == "sample":
             self.samples.append(Sample(d.get("stage", ""), int(d.get("step", 0)), str(d.get("prompt", "")),
                                        str(d.get("completion", "")), dict(d.get("rewards") or {}),
                                        str(d.get("model", "")), str(d.get("reference") or "")))
         elif event.type == "log":
             self.add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
+            self._note_sweep(str(d.get("message", "")))
         elif event.type == "artifact":
             self.artifacts.append(dict(d))
         elif event.type == "error":
@@ -227,6 +260,21 @@ class RunState:
             self.state = d.get("status", "finished")
             self.summary = dict(d.get("summary", {}))
             self.pipeline.on_done(self.state, event.time)
+
+    def _note_sweep(self, message: str) -> None:
+        """An engine that did not tag its events with their sweep point still logged "sweep 2/3: learning rate
+        0.002" before each rate's training: the point of the stage running now."""
+        match = SWEEP_LOG.match(message)
+        if match:
+            try:
+                rate = float(match[3])
+            except ValueError:
+                return
+            self.sweep = {"stage": self.stage, "index": int(match[1]) - 1, "count": int(match[2]),
+                          "learning_rate": rate}
+
+    def _logged_sweep(self, stage: str) -> dict | None:
+        return self.sweep if self.sweep and self.sweep.get("stage") == stage else None
 
     def fail(self, message: str) -> None:
         """The engine died without a ``done`` event."""

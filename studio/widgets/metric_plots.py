@@ -25,6 +25,7 @@ GROUP_TITLES = dict(METRIC_GROUPS)
 GROUP_ORDER = [key for key, _ in METRIC_GROUPS]
 
 HOVER_HINT = "Hover over a plot to read its values."
+SWEEP_SYMBOLS = ("o", "s", "t", "d")  # each sweep metric its own marker: the colours are the runs' and stages'
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
 
@@ -132,8 +133,8 @@ class MetricPlots(QWidget):
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
             plot.showGrid(x=True, y=True, alpha=0.15)
-            plot.setLabel("bottom", "step")
-            plot.setLogMode(False, self.log_y)
+            plot.setLabel("bottom", "learning rate" if group == "sweep" else "step")
+            plot.setLogMode(group == "sweep", self.log_y)  # a sweep's rates span decades
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
             line.hide()
             plot.addItem(line, ignoreBounds=True)
@@ -164,11 +165,13 @@ class MetricPlots(QWidget):
             raw_color = pg.mkColor(color)
             raw_color.setAlpha(60)
             raw = plot.plot(pen=pg.mkPen(raw_color, width=1))
-            smooth = plot.plot(pen=pg.mkPen(color, width=2, style=style), name=label)
-            if group == "eval":  # a score or two per stage: points, not lines
-                smooth.setSymbol("o")
-                smooth.setSymbolSize(7)
+            # a sweep's rates are separate trainings: points side by side, no line between them
+            smooth = plot.plot(pen=None if group == "sweep" else pg.mkPen(color, width=2, style=style), name=label)
+            if group in ("eval", "sweep") or metric.startswith("eval/"):  # a few points per stage: markers
+                smooth.setSymbol(SWEEP_SYMBOLS[len(self._curves) % len(SWEEP_SYMBOLS)] if group == "sweep" else "o")
+                smooth.setSymbolSize(9 if group == "sweep" else 7)
                 smooth.setSymbolBrush(pg.mkBrush(color))
+                smooth.setSymbolPen(pg.mkPen(color))
             for item in (raw, smooth):
                 item.setDownsampling(auto=True, method="peak")
                 item.setClipToView(True)
@@ -204,9 +207,15 @@ class MetricPlots(QWidget):
             else:
                 raw.hide()
                 smooth.setData(x, series.y, skipFiniteCheck=True)
+            if series.size == 1 and smooth.opts.get("symbol") is None:  # one point draws nothing without a marker
+                smooth.setSymbol("o")
+                smooth.setSymbolSize(7)
+                smooth.setSymbolBrush(pg.mkBrush(smooth.opts["pen"].color()))
             self._drawn[label] = series.version
         for group in {self.store.groups[label] for label in changed}:
             self._fit_flat_range(group)
+            if group == "sweep":
+                self._label_rates()
         if changed:
             self._apply_visibility()
         if changed:
@@ -235,6 +244,17 @@ class MetricPlots(QWidget):
                 plot.setYRange(low - half, low + half, padding=0)
         else:
             plot.enableAutoRange(axis="y")
+
+    def _label_rates(self) -> None:
+        """The sweep plot's x ticks are the rates tried, written as they were given (5e-4, not 10^-3.3)."""
+        rates = sorted({float(x) for label in self.store.labels_in("sweep") for x in self.store.series[label].x
+                        if x > 0})
+        if rates:
+            ticks = [(float(np.log10(rate)), f"{rate:g}") for rate in rates]
+            self._plots["sweep"].getAxis("bottom").setTicks([ticks, []])
+            low, high = ticks[0][0], ticks[-1][0]
+            pad = max(0.25 * (high - low), 0.3)  # points side by side, off the plot's edges
+            self._plots["sweep"].setXRange(low - pad, high + pad, padding=0)
 
     def _apply_visibility(self) -> None:
         """Curves whose run · stage or metric is ticked off in the legend are hidden."""
@@ -271,8 +291,8 @@ class MetricPlots(QWidget):
 
     def _on_log_toggled(self, checked: bool) -> None:
         self.log_y = checked
-        for plot in self._plots.values():
-            plot.setLogMode(False, checked)
+        for group, plot in self._plots.items():
+            plot.setLogMode(group == "sweep", checked)
 
     def _on_scene_mouse_moved(self, pos: QPointF) -> None:
         for group, plot in self._plots.items():
@@ -283,7 +303,7 @@ class MetricPlots(QWidget):
             x = plot.vb.mapSceneToView(pos).x()
             line.setPos(x)
             line.show()
-            self.readout.setText(self.readout_at(group, x))
+            self.readout.setText(self.readout_at(group, 10 ** x if group == "sweep" else x))  # log10 axis
 
     def readout_at(self, group: str, x: float) -> str:
         """'step N — label: value, ...' for the points of a group's curves nearest to x."""
@@ -295,4 +315,4 @@ class MetricPlots(QWidget):
                 parts.append(f"{label}: {point[1]:.4g}")
         if not parts:
             return ""
-        return f"step {step:g} — " + "   ".join(parts)
+        return f"{'learning rate' if group == 'sweep' else 'step'} {step:g} — " + "   ".join(parts)

@@ -101,3 +101,28 @@ def test_a_sweep_keeps_going_past_a_diverging_rate_and_fails_only_if_all_do(tmp_
 
     with pytest.raises(Diverged, match="every learning rate of the sweep diverged"):
         train_with_sweep(ctx, ctx.stage.train, always)
+
+
+def test_a_sweep_tags_each_rates_metrics_and_progress_and_forgets_the_tag_after(tmp_path):
+    """Each rate's curves restart at step 1: the events say which rate they belong to (the studio draws one
+    series per rate and counts every rate in the run's progress)."""
+    ctx = _ctx(tmp_path, {"stages": [{"kind": "sft", "name": "s", "train": {"sweep_learning_rates": [5e-4, 2e-3]}}]})
+    events = []
+    ctx.events.listeners.append(events.append)
+    callback = EventsCallback(ctx, progress_interval_s=0.0)
+
+    def fit(lr, folder):
+        callback.on_step_end(types.SimpleNamespace(), _state(1),
+                            types.SimpleNamespace(should_save=False, should_evaluate=False))
+        callback.on_log(types.SimpleNamespace(learning_rate=lr), _state(1), None, logs={"loss": 2.0})
+        trainer = types.SimpleNamespace(eval_dataset=[1], evaluate=lambda: {"eval_loss": 1.0 + lr})
+        return trainer, f"model@{lr}"
+
+    train_with_sweep(ctx, ctx.stage.train, fit)
+    tagged = [(e.type, e.data.get("sweep")) for e in events if e.type in ("metric", "progress")]
+    assert tagged[:2] == [("progress", {"index": 0, "count": 2, "learning_rate": 5e-4}),
+                          ("metric", {"index": 0, "count": 2, "learning_rate": 5e-4})]
+    assert ("metric", {"index": 1, "count": 2, "learning_rate": 2e-3}) in tagged
+    summary = [e.data for e in events if e.type == "metric" and "sweep/learning_rate" in e.data["values"]]
+    assert [d["values"]["sweep/learning_rate"] for d in summary] == [5e-4, 2e-3] and "sweep" not in summary[0]
+    assert ctx.sweep is None
