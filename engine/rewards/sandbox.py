@@ -4,32 +4,48 @@ enforces.
 Each program runs in its own ``python -I -S`` process (isolated mode: no user site, no ``PYTHON*`` variables, no
 site-packages) in a new session/process group, from a fresh temporary working directory that is removed
 afterwards, with an almost empty environment (no inherited secrets), stdin fed from a file and stdout/stderr
-written to size-capped files. The bootstrap inside the child, before the program starts, in this order:
+written to size-capped files. Where the engine is root, the program runs as ``nobody`` (``sandbox_user``), so it
+owns nothing outside its folder; where nobody cannot run the interpreter (one installed under /root) it runs as
+root without capabilities, and a warning says so. The bootstrap inside the child, before the program starts, in
+this order:
 
-* sets ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and files), ``RLIMIT_NOFILE``,
+* sets ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and each file), ``RLIMIT_NOFILE``,
   ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC``;
 * confines itself in the kernel (``engine.rewards.sandbox_kernel``): no_new_privs and no capabilities (root too),
   Landlock (read/execute only the interpreter and system libraries, read/write only the work folder, no TCP,
   no signals or abstract sockets outside), a seccomp filter (no sockets, io_uring, setsid/setpgid, ptrace,
-  and no fork when one process is allowed). The kernel resolves every path, so ``dir_fd``-relative calls,
-  symlinks, renames, ``/proc/<ppid>`` and raw syscalls through ctypes meet the same rules. If confinement
+  no fork when one process is allowed, and no metadata changes: chmod, chown, utime, extended attributes and
+  ACLs, inode flags — Landlock has no rights for those). The kernel resolves every path, so ``dir_fd``-relative
+  calls, symlinks, renames, ``/proc/<ppid>`` and raw syscalls through ctypes meet the same rules. If confinement
   fails the program does not run;
 * installs an audit hook (``sys.addaudithook``) as a last layer: it refuses writes and reads outside the work
   folder, process creation, sockets, ``ctypes`` and introspection of itself, and ends the program with
-  ``REFUSED_EXIT``. It runs in the interpreter it polices, so alone it is not a boundary.
+  ``REFUSED_EXIT``. It runs in the interpreter it polices, so alone it is not a boundary, and nothing depends on
+  it: the tests run every attack with it off.
 
 Where the kernel has no Landlock, ``bwrap`` (bubblewrap, when installed) provides the boundary instead: new
 user/pid/net/ipc namespaces and a filesystem of read-only binds plus the work folder; the seccomp filter and the
 audit hook still apply. ``mechanism()`` says which one runs; with neither ("none") only the audit hook and the
 limits are left, and the GRPO stage refuses code rewards unless ``grpo.allow_unsandboxed_code`` is set.
 
+What is not covered: under Landlock the program still sees the host's file tree. ``os.stat``, ``os.path.exists``
+and ``os.readlink`` reveal whether a path exists, its size, times, mode and owner, and where a link points, for
+every path its user may traverse (Landlock has no right for stat; as nobody, folders like /root stay closed).
+Contents, listings and extended attributes stay unread. bubblewrap's fresh mount namespace hides
+the host instead: only the read-only binds and the work folder exist there.
+
 The engine kills the whole process group on timeout and again after every run; since the program cannot leave
-its group (seccomp), no child or daemon outlives the check.
+its group (seccomp), no child or daemon outlives the check. Meanwhile it measures the work folder every
+``_DISK_POLL_S`` and stops a program whose folder passes ``disk_mb`` or ``_MAX_ENTRIES`` entries (RLIMIT_FSIZE
+caps each file, not their number). Afterwards the folder is removed whatever the program did to it
+(``engine.rewards.sandbox_files``: iterative, descriptor-relative, permissions restored), and the reward never
+raises.
 """
 from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -41,6 +57,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from engine.rewards.sandbox_files import remove_tree, usage
 from engine.rewards.sandbox_kernel import landlock_abi
 
 log = logging.getLogger(__name__)
@@ -51,6 +68,8 @@ MEMORY_EXIT = 98  # exit code of a program that ran out of its address space
 MECHANISMS = ("landlock", "bwrap", "none")
 _STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
 _KERNEL = str(Path(__file__).with_name("sandbox_kernel.py"))
+_DISK_POLL_S = 0.05  # how often the engine measures a running program's folder
+_MAX_ENTRIES = 10_000  # files and folders a program may make (empty files cost inodes, not bytes)
 
 # Runs inside the child: limits, the kernel confinement, the audit hook, then the program. argv: see _command.
 _BOOTSTRAP = r'''
@@ -65,9 +84,9 @@ def _setup():
             resource.setrlimit(what, (soft, hard))
         except (ValueError, OSError):
             pass
-    with open(program, encoding="utf-8") as f:
-        source = f.read()
     os.chdir(work)
+    with open(os.path.join("..", os.path.basename(program)), encoding="utf-8") as f:  # relative: no right needed
+        source = f.read()                                                              # on the folders above
     try:  # the kernel boundary; the program never runs without it
         with open(kernel, encoding="utf-8") as f:
             confinement = {"__name__": "_sandbox_kernel"}
@@ -244,47 +263,118 @@ def _read_capped(path: Path, limit: int) -> str:
         return f.read(limit).decode("utf-8", "replace")
 
 
-def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
-                output_kb: int = 256, file_mb: int = 4, max_processes: int = 1,
-                _audit: bool = True, _mechanism: str | None = None) -> SandboxResult:
-    """Run ``code`` with ``stdin``; never raises for anything the program does (see the module docstring).
-    ``_audit=False`` drops the audit hook and ``_mechanism`` picks the boundary instead of ``mechanism()``; only
-    tests use them, to check each layer on its own."""
-    mode = _mechanism or mechanism()
-    root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
+_PROBE = "import json, math, collections\nopen('probe.txt', 'w').write('ok')\nprint(open('probe.txt').read())\n"
+_USERS: dict[tuple[str, str], tuple[int, int] | None] = {}
+
+
+def _unprivileged_ids() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def sandbox_user(mode: str) -> tuple[int, int] | None:
+    """(uid, gid) programs run as: ``nobody`` where the engine is root and a probe program works as nobody with
+    ``mode``; None (the engine's own user) otherwise. As nobody a program owns nothing outside its folder, so no
+    owner-only operation (chmod, utime, ACLs, chattr) can succeed there even past the seccomp filter. The probe
+    fails where nobody cannot run the interpreter (one under /root, a private temporary folder): then programs run
+    as root without capabilities, and the filter alone denies those operations; a warning says so once."""
+    key = (mode, tempfile.gettempdir())
+    if key not in _USERS:
+        _USERS[key] = None
+        if os.geteuid() == 0:
+            ids = _unprivileged_ids()
+            probe = _run(_PROBE, "", mode=mode, user=ids, audit=True, timeout_s=30.0, cpu_s=10, memory_mb=256,
+                         output_kb=16, file_mb=1, disk_mb=4, max_processes=1)
+            if probe.ok and probe.stdout.strip() == "ok":
+                _USERS[key] = ids
+            else:
+                log.warning("code sandbox (%s): programs run as root without capabilities, not as the unprivileged "
+                            "user %d, who cannot run %s here (%s); install Python where other users can read it",
+                            mode, ids[0], sys.executable, (probe.stderr.strip().splitlines() or ["no output"])[-1])
+    return _USERS[key]
+
+
+def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) -> Path:
+    """The program's files: ``root`` (private to the engine but passable) holds the program, its stdin and its
+    output files; ``root/work`` is the program's folder, owned by ``user`` where there is one."""
     work = root / "work"
     work.mkdir()
-    program, stdin_file, out_file, err_file = (root / n for n in ("program.py", "stdin", "stdout", "stderr"))
-    program.write_text(code, encoding="utf-8")
-    stdin_file.write_text(stdin, encoding="utf-8")
-    env = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
-    # FSIZE caps stdout too (the program dies with SIGXFSZ past it): output can never flood memory or disk.
-    file_mb = max(file_mb, output_kb // 1024 + 1)
-    start = time.monotonic()
-    timed_out = False
+    (root / "program.py").write_text(code, encoding="utf-8")
+    (root / "stdin").write_text(stdin, encoding="utf-8")
+    if user is not None:  # nobody reads the program (0644) through the passable root (0711) and owns its folder
+        os.chmod(root, 0o711)
+        os.chmod(root / "program.py", 0o644)
+        os.chown(work, *user)
+    return work
+
+
+def _wait(proc: subprocess.Popen, work: Path, timeout_s: float, disk_bytes: int) -> str:
+    """Wait for the program; "timeout", "output" (its folder grew past ``disk_bytes`` or ``_MAX_ENTRIES`` entries:
+    RLIMIT_FSIZE caps each file, this caps them all; checked every ``_DISK_POLL_S``) or ""."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(min(_DISK_POLL_S, left), 0.001))
+            return ""
+        except subprocess.TimeoutExpired:
+            if left <= _DISK_POLL_S:
+                return "timeout"
+        size, entries = usage(str(work), _MAX_ENTRIES)
+        if size > disk_bytes or entries > _MAX_ENTRIES:
+            return "output"
+
+
+def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audit: bool, timeout_s: float,
+         cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int, max_processes: int) -> SandboxResult:
+    start, root = time.monotonic(), None
     try:
-        with open(stdin_file, "rb") as fin, open(out_file, "wb") as fout, open(err_file, "wb") as ferr:
-            proc = subprocess.Popen(_command(work, program, cpu_s, memory_mb, file_mb, max_processes, _audit,
-                                             mode),
+        root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
+        work = _prepare(root, code, stdin, user)
+        env = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
+        ids = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
+        with open(root / "stdin", "rb") as fin, open(root / "stdout", "wb") as fout, \
+                open(root / "stderr", "wb") as ferr:
+            proc = subprocess.Popen(_command(work, root / "program.py", cpu_s, memory_mb, file_mb, max_processes,
+                                             audit, mode),
                                     stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, **ids)
             try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_group(proc.pid)  # also after a normal exit: children left in the group die with it
-            proc.wait()
+                stopped = _wait(proc, work, timeout_s, disk_mb * 2**20)
+            finally:
+                _kill_group(proc.pid)  # also after a normal exit: children left in the group die with it
+                proc.wait()
         duration = time.monotonic() - start
-        stdout = _read_capped(out_file, output_kb * 1024)
-        stderr = _read_capped(err_file, 16 * 1024)
-        returncode = None if timed_out else proc.returncode
-        return SandboxResult(stdout, stderr, returncode, timed_out, _reason(returncode, timed_out, stderr),
-                             round(duration, 3))
+        stdout = _read_capped(root / "stdout", output_kb * 1024)
+        stderr = _read_capped(root / "stderr", 16 * 1024)
+        timed_out = stopped == "timeout"
+        returncode = None if stopped else proc.returncode
+        return SandboxResult(stdout, stderr, returncode, timed_out,
+                             stopped or _reason(returncode, timed_out, stderr), round(duration, 3))
     except OSError as exc:  # e.g. no more processes or disk: one failed test, never the run
         log.warning("sandbox could not run a program: %s", exc)
         return SandboxResult("", str(exc), None, False, "error", round(time.monotonic() - start, 3))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if root is not None:
+            remove_tree(str(root))  # whatever the program did to its folder; never raises
+
+
+def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: int = 2, memory_mb: int = 256,
+                output_kb: int = 256, file_mb: int = 4, disk_mb: int = 32, max_processes: int = 1,
+                _audit: bool = True, _mechanism: str | None = None) -> SandboxResult:
+    """Run ``code`` with ``stdin``; never raises for anything the program does (see the module docstring).
+    ``file_mb`` caps each file the program writes, ``disk_mb`` its whole folder. ``_audit=False`` drops the audit
+    hook and ``_mechanism`` picks the boundary instead of ``mechanism()``; only tests use them, to check each
+    layer on its own."""
+    mode = _mechanism or mechanism()
+    # FSIZE caps stdout too (the program dies with SIGXFSZ past it): output can never flood memory or disk.
+    file_mb = max(file_mb, output_kb // 1024 + 1)
+    return _run(code, stdin, mode=mode, user=sandbox_user(mode), audit=_audit, timeout_s=timeout_s, cpu_s=cpu_s,
+                memory_mb=memory_mb, output_kb=output_kb, file_mb=file_mb, disk_mb=max(disk_mb, file_mb),
+                max_processes=max_processes)
 
 
 def normalize_output(text: str) -> str:

@@ -18,7 +18,11 @@ Why each layer — the kernel resolves every path and checks every syscall, so d
 * **seccomp**: no sockets of any kind (UDP and unix sockets are outside Landlock's network rules), no io_uring
   (its operations bypass syscall filters), no leaving the process group (``setsid``/``setpgid``: the engine
   kills the whole group after each program, so no daemon outlives the check), no ptrace, namespaces, bpf or
-  keyrings; with one process allowed, no fork/spawn (root is exempt from ``RLIMIT_NPROC``).
+  keyrings; with one process allowed, no fork/spawn (root is exempt from ``RLIMIT_NPROC``). No metadata changes
+  anywhere: the chmod, chown, utime and xattr families (ACLs are xattrs), the inode-flag ioctls and
+  ``file_setattr`` answer EPERM, since Landlock has no right for them and a program running as a file's owner
+  (root without capabilities still owns root's files) passes every permission check for them; reading xattrs
+  answers ENOTSUP. ``stat`` is not filtered: the interpreter needs it for every import.
 """
 from __future__ import annotations
 
@@ -49,17 +53,44 @@ _ARCH = {
     "x86_64": dict(audit=0xC000003E, capset=126, socket=41, io_uring_setup=425, io_uring_enter=426,
                    io_uring_register=427, setsid=112, setpgid=109, ptrace=101, process_vm_readv=310,
                    process_vm_writev=311, unshare=272, setns=308, bpf=321, perf_event_open=298, userfaultfd=323,
-                   keyctl=250, add_key=248, request_key=249, clone=56, clone3=435, fork=57, vfork=58),
+                   keyctl=250, add_key=248, request_key=249, clone=56, clone3=435, fork=57, vfork=58, ioctl=16,
+                   chmod=90, fchmod=91, fchmodat=268, chown=92, fchown=93, lchown=94, fchownat=260, utime=132,
+                   utimes=235, futimesat=261, utimensat=280, setxattr=188, lsetxattr=189, fsetxattr=190,
+                   removexattr=197, lremovexattr=198, fremovexattr=199, getxattr=191, lgetxattr=192,
+                   fgetxattr=193, listxattr=194, llistxattr=195, flistxattr=196),
     "aarch64": dict(audit=0xC00000B7, capset=91, socket=198, io_uring_setup=425, io_uring_enter=426,
                     io_uring_register=427, setsid=157, setpgid=154, ptrace=117, process_vm_readv=270,
                     process_vm_writev=271, unshare=97, setns=268, bpf=280, perf_event_open=241, userfaultfd=282,
-                    keyctl=219, add_key=217, request_key=218, clone=220, clone3=435, fork=None, vfork=None),
+                    keyctl=219, add_key=217, request_key=218, clone=220, clone3=435, fork=None, vfork=None, ioctl=29,
+                    chmod=None, fchmod=52, fchmodat=53, chown=None, fchown=55, lchown=None, fchownat=54, utime=None,
+                    utimes=None, futimesat=None, utimensat=88, setxattr=5, lsetxattr=6, fsetxattr=7, removexattr=14,
+                    lremovexattr=15, fremovexattr=16, getxattr=8, lgetxattr=9, fgetxattr=10, listxattr=11,
+                    llistxattr=12, flistxattr=13),
 }
+# Numbers from 424 on are the same on every architecture (the unified table).
+for _table in _ARCH.values():
+    _table.update(fchmodat2=452, setxattrat=463, getxattrat=464, listxattrat=465, removexattrat=466,
+                  file_getattr=468, file_setattr=469)
 _DENIED = {"socket": errno.EACCES, "io_uring_setup": errno.ENOSYS, "io_uring_enter": errno.ENOSYS,
            "io_uring_register": errno.ENOSYS, "setsid": errno.EPERM, "setpgid": errno.EPERM, "ptrace": errno.EPERM,
            "process_vm_readv": errno.EPERM, "process_vm_writev": errno.EPERM, "unshare": errno.EPERM,
            "setns": errno.EPERM, "bpf": errno.EPERM, "perf_event_open": errno.EPERM, "userfaultfd": errno.EPERM,
            "keyctl": errno.EPERM, "add_key": errno.EPERM, "request_key": errno.EPERM}
+# Metadata: Landlock has no right for modes, owners, times or extended attributes (ACLs are xattrs), and a program
+# running as the files' owner (root without capabilities is still their owner) passes every DAC check for them. A
+# program that only writes files in its own folder needs none of these; shutil.copy (copymode) is the one casualty.
+_DENIED.update(dict.fromkeys(("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+                              "utime", "utimes", "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr",
+                              "removexattr", "lremovexattr", "fremovexattr", "setxattrat", "removexattrat",
+                              "file_setattr"), errno.EPERM))
+# Reading xattrs would leak ACLs and labels of files the program may not read; "not supported" is what a
+# filesystem without xattrs answers, which programs already handle.
+_DENIED.update(dict.fromkeys(("getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
+                              "getxattrat", "listxattrat", "file_getattr"), errno.ENOTSUP))
+# ioctl commands that change inode flags (chattr: no-dump, no-atime, …) or the generation: owner-only checks too.
+# The kernel compares the command as a 32-bit value, as the filter does.
+# FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS, FS_IOC_FSSETXATTR, FS_IOC_SETVERSION, FS_IOC32_SETVERSION:
+_DENIED_IOCTLS = (0x40086602, 0x40046602, 0x401C5820, 0x40087602, 0x40047602)
 # clone3 passes its flags in memory a filter cannot read: ENOSYS makes glibc fall back to clone, whose flags it can.
 _NO_FORK = {"fork": errno.EAGAIN, "vfork": errno.EAGAIN, "clone3": errno.ENOSYS}
 
@@ -152,6 +183,12 @@ def _filter(arch: dict, single_process: bool) -> list[tuple[int, int, int, int]]
     for name, code in denied.items():
         if arch.get(name) is not None:
             prog += [(jeq, 0, 1, arch[name]), (ret, 0, 0, _RET_ERRNO | code)]
+    # ioctl: compare its command (args[1], low word) with each denied one; other ioctls pass on to ALLOW.
+    count = len(_DENIED_IOCTLS)
+    prog += [(jeq, 0, count + 2, arch["ioctl"]), (ld, 0, 0, 24)]
+    prog += [(jeq, count - 1 - i, 0, cmd) if i < count - 1 else (jeq, 0, 1, cmd)
+             for i, cmd in enumerate(_DENIED_IOCTLS)]
+    prog += [(ret, 0, 0, _RET_ERRNO | errno.EPERM), (ld, 0, 0, 0)]
     if single_process:  # clone without CLONE_THREAD is a fork; threads stay allowed
         prog += [(jeq, 0, 3, arch["clone"]), (ld, 0, 0, 16), (jset, 1, 0, _CLONE_THREAD),
                  (ret, 0, 0, _RET_ERRNO | errno.EAGAIN)]

@@ -3,7 +3,6 @@ the kernel boundary contains every known class of escape, also with the audit ho
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,9 +18,11 @@ import pytest
 from engine.rewards import sandbox
 from engine.core.context import EngineError
 from engine.contract.spec import GRPOSpec, RewardSpec, SpecError
-from engine.rewards.functions import check_code_sandbox, make_code_tests, validate_rewards
+from engine.rewards.functions import check_code_sandbox, validate_rewards
 from engine.rewards.sandbox import REFUSED_EXIT, SandboxResult, normalize_output, run_program, run_tests
 from engine.rewards.sandbox_kernel import landlock_abi
+from tests.engine.sandbox_helpers import mechanisms as _mechanisms, reward as _reward, \
+    sandbox_processes as _sandbox_processes
 
 SUM_PROGRAM = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
 
@@ -31,16 +32,6 @@ def _own_temp_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """This test's sandboxes live under a folder of their own, so that ``_sandbox_processes`` sees only them (other
     engines on the machine may run sandboxes at the same time)."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("sandboxes")))
-
-
-def _sandbox_processes() -> list[psutil.Process]:
-    root = tempfile.gettempdir()
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = proc.info.get("cmdline") or []
-        if proc.info.get("status") != psutil.STATUS_ZOMBIE and any(root in part for part in cmdline):
-            found.append(proc)
-    return found
 
 
 def test_correct_program_passes_all_tests() -> None:
@@ -166,25 +157,10 @@ def test_sandbox_never_raises_for_bad_programs() -> None:
 # leave nothing behind, and through the code_tests reward with every layer, where it must earn nothing. Every
 # attack prints "ok" (the expected output) once it got through, so an escape would also earn the reward.
 
-def _mechanisms() -> list:
-    params = [pytest.param("landlock", marks=pytest.mark.skipif(
-        landlock_abi() < 1, reason="needs a kernel with Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)"))]
-    bwrap_reason = "needs bubblewrap: apt-get install bubblewrap" if not shutil.which("bwrap") else \
-        "bubblewrap cannot create namespaces here (user namespaces disabled?)"
-    params.append(pytest.param("bwrap", marks=pytest.mark.skipif(
-        not (shutil.which("bwrap") and sandbox._bwrap_works()), reason=bwrap_reason)))
-    return params
-
-
 @pytest.fixture(params=_mechanisms())
 def boundary(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sandbox, "mechanism", lambda: request.param)  # the reward path uses the same boundary
     return request.param
-
-
-def _reward(code: str) -> float:
-    completion = f"<think>solve it</think>\n```python\n{code}```\n"
-    return make_code_tests()([""], [completion], tests=[[{"input": "", "output": "ok"}]])[0]
 
 
 def _contained(code: str, boundary: str, **limits: int) -> SandboxResult:

@@ -1,0 +1,130 @@
+"""The sandboxed program's work folder, from the engine's side: how much it holds while the program runs, and its
+removal afterwards, whatever the program did to it.
+
+Both walk the tree iteratively and descriptor-relative: one open folder at a time, down by name and back up by
+``..``, with a stack of names instead of a call stack. So a 1,500-level tree raises no ``RecursionError`` (as
+``shutil.rmtree`` did), needs no more open files than a flat one, and never builds a path longer than ``PATH_MAX``.
+Entries are inspected without following symbolic links, so a link the program planted never leads the engine out.
+
+Removal first gives every folder back its owner's rwx (a program may have made a folder unreadable or read-only;
+for a non-root engine the folder is its own, so it may). It runs once the program's process group is dead, so
+nothing changes the tree under it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OWNER_RWX = stat.S_IRWXU
+
+
+def _enter(parent_fd: int, name: str, fix_modes: bool) -> int:
+    """Open the subfolder ``name`` of ``parent_fd`` (known to be a folder, not a link) for listing."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except PermissionError:
+        if not fix_modes:
+            raise
+        # chmod 0 by the program: give the owner its rights back. The caller saw a folder with lstat and nothing
+        # runs in the sandbox any more, so this chmod (which would follow a link) meets that same folder.
+        os.chmod(name, _OWNER_RWX, dir_fd=parent_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    if fix_modes and os.fstat(fd).st_mode & _OWNER_RWX != _OWNER_RWX:
+        try:  # a read-only folder (r-x): its entries cannot be unlinked until it is writable again
+            os.fchmod(fd, _OWNER_RWX)
+        except OSError:
+            pass  # root needs no rights; anyone else gets the unlink error below, with the path
+    return fd
+
+
+def _walk(path: str, visit: Callable[[int], list[str]], leave: Callable[[int, str], None] | None = None,
+          fix_modes: bool = False) -> None:
+    """Depth-first over the folder ``path``: ``visit(fd)`` handles one folder's entries and returns the names of
+    its subfolders to descend into; ``leave(parent_fd, name)`` runs once a folder is done (post-order)."""
+    parent, base = os.path.split(os.path.abspath(path))
+    top = os.open(parent, _DIR_FLAGS)
+    fd: int | None = None
+    try:
+        fd = _enter(top, base, fix_modes)
+        names, pending = [base], [visit(fd)]
+        while names:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = _enter(fd, name, fix_modes)
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(visit(fd))
+                continue
+            done = names.pop()
+            pending.pop()
+            up = os.open("..", _DIR_FLAGS, dir_fd=fd) if names else None
+            os.close(fd)
+            fd = up
+            if leave is not None:
+                leave(top if up is None else up, done)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        os.close(top)
+
+
+def _entries(fd: int) -> list[tuple[str, bool]]:
+    with os.scandir(fd) as found:  # listed before anything is unlinked: no entry is skipped
+        return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in found]
+
+
+def remove_tree(path: str) -> bool:
+    """Remove the folder ``path`` and everything in it (links are removed, never followed). Never raises: returns
+    False and logs a warning with the reason where something could not be removed."""
+    def visit(fd: int) -> list[str]:
+        folders = []
+        for name, is_dir in _entries(fd):
+            if is_dir:
+                folders.append(name)
+            else:
+                os.unlink(name, dir_fd=fd)
+        return folders
+
+    try:
+        _walk(path, visit, lambda parent_fd, name: os.rmdir(name, dir_fd=parent_fd), fix_modes=True)
+        return True
+    except FileNotFoundError:
+        return not os.path.lexists(path)
+    except Exception as exc:  # the reward must never raise for what a program left behind: say so instead
+        log.warning("could not remove the sandbox folder %s (%s: %s); delete it by hand", path,
+                    type(exc).__name__, exc)
+        return False
+
+
+def usage(path: str, max_entries: int) -> tuple[int, int]:
+    """(bytes of disk the folder ``path`` takes, number of entries), counted up to ``max_entries`` entries (then the
+    walk stops early: the caller only compares with its caps). A program changing the tree meanwhile can make the
+    walk miss or recount a part, never leave the folder's parent (renames cannot leave the sandbox)."""
+    total, count = 0, 0
+
+    def visit(fd: int) -> list[str]:
+        nonlocal total, count
+        folders = []
+        for name, is_dir in _entries(fd):
+            count += 1
+            if count > max_entries:
+                return []
+            try:
+                total += os.stat(name, dir_fd=fd, follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue  # removed meanwhile
+            if is_dir:
+                folders.append(name)
+        return folders
+
+    try:
+        _walk(path, visit)
+    except OSError:
+        pass  # a folder that vanished or closed mid-walk: what was counted stands
+    return total, count
