@@ -165,6 +165,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_tokenizer(info):
+    """The inspected model with its tokenizer's vocabulary digest (the wizard's KD pairing); without it when the
+    tokenizer cannot be read (the run's preflight then says why)."""
+    from engine.contract.spec import ModelSpec
+    from engine.core.context import EngineError
+    from engine.models.loading import load_tokenizer
+    from engine.models.pairing import with_tokenizer
+
+    try:
+        return with_tokenizer(info, load_tokenizer(ModelSpec(source=info.source)))
+    except (EngineError, OSError, ValueError) as exc:
+        logging.getLogger(__name__).info("no tokenizer for %s: %s", info.source, exc)
+        return info
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.core.context import EngineError
     from engine.models.loading import inspect_model
@@ -173,6 +188,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_model(args.source)
     except EngineError as exc:
         return fail(str(exc))
+    info = _with_tokenizer(info)
     print(info.to_json())  # noqa: T201 - machine-readable output (engine.contract.model_info)
     return 0
 

@@ -21,6 +21,10 @@ class ModelInfo:
     dtype: str = ""
     tie_word_embeddings: bool = False
     note: str = ""  # what the answer could not check (e.g. offline: sizes from the published config, no weights)
+    # the tokenizer's real vocabulary (GGUF placeholder padding left out): its size and a hash of its
+    # token → id table, so two models' vocabularies are compared without shipping them (kd_pairing)
+    tokenizer_tokens: int | None = None
+    vocab_digest: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -50,17 +54,44 @@ def format_count(n: Any) -> str:
     return str(int(n))
 
 
+@dataclass(frozen=True)
+class KDPairing:
+    """What a teacher/student pair allows, decided from their tokenizers and configs (no weights)."""
+
+    kind: str  # same | placeholder | different | unknown
+    methods: tuple[str, ...]  # the distill.method values the pair supports
+    reason: str  # one sentence for the method page and the run's log
+
+
+ALL_KD = ("token", "sequence", "on_policy", "cross_tokenizer")
+
+
+def kd_pairing(teacher: ModelInfo | None, student: ModelInfo | None) -> KDPairing:
+    """Same vocabulary → token KD as the paper; the same real tokens with placeholder rows (a GGUF teacher) →
+    token KD too; different tokenizers → cross-tokenizer KD (ULD) or sequence-level KD."""
+    if not teacher or not student or not teacher.vocab_digest or not student.vocab_digest:
+        return KDPairing("unknown", ALL_KD, "The tokenizers have not been read yet: the pair is checked when the "
+                         "run starts (Read model info tells now).")
+    tv, sv = teacher.tokenizer_tokens, student.tokenizer_tokens
+    if teacher.vocab_digest == student.vocab_digest:
+        if teacher.vocab_size == student.vocab_size:
+            return KDPairing("same", ALL_KD, f"Same tokenizer ({tv} tokens): token-level KD compares the two "
+                             "distributions token by token (the paper's joint loss).")
+        return KDPairing("placeholder", ALL_KD, f"Same {tv} tokens, with placeholder rows padding one model's "
+                         f"vocabulary ({teacher.vocab_size} vs {student.vocab_size} rows): token-level KD maps "
+                         "every real token one to one.")
+    return KDPairing("different", ("cross_tokenizer", "sequence"),
+                     f"Different tokenizers (teacher {tv} tokens, student {sv}, numbered differently): token "
+                     "distributions cannot be compared token by token, so use cross-tokenizer KD (ULD: sorted "
+                     "probabilities compared by rank, positions aligned by character offsets) or sequence-level "
+                     "KD (the student learns the teacher's generated answers).")
+
+
 def kd_compatibility(teacher: ModelInfo | None, student: ModelInfo | None) -> str:
-    """Whether token-level KD is possible (it needs one vocabulary), as a sentence for the models page."""
+    """What the pair allows, as a sentence for the models page ("" until both are read)."""
     if not teacher or not student:
         return ""
-    tv, sv = teacher.vocab_size, student.vocab_size
-    if tv is None or sv is None:
-        return "Vocabulary sizes unknown: token-level KD will be checked when the run starts."
-    if tv == sv:
-        return f"Same vocabulary ({tv} tokens): token-level KD (the paper's joint loss) is possible."
-    return (f"Different vocabularies (teacher {tv}, student {sv}): token-level KD is not possible; "
-            "use sequence-level KD, which learns from the teacher's generated answers.")
+    return kd_pairing(teacher, student).reason
 
 
 def missing_local_source(source: str) -> str:

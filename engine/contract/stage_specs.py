@@ -29,7 +29,10 @@ class TeacherCacheSpec:
 @dataclass
 class DistillSpec:
     method: str = option("token", "token: the paper's joint loss on teacher logits; sequence: learn from answers "
-                         "the teacher generated; on_policy: GKD, the student generates and the teacher scores.")
+                         "the teacher generated; on_policy: GKD, the student generates and the teacher scores; "
+                         "cross_tokenizer: teacher and student tokenize differently, α·CE + (1−α)·ULD (their "
+                         "sorted top-k probabilities compared by rank, aligned by character offsets; the "
+                         "teacher runs once, its targets kept like teacher_cache's).")
     alpha: float = option(0.5, "Weight of the cross-entropy on references; 1 − alpha weighs the divergence.")
     temperature: float = option(1.0, high=1000.0, help="Softmax temperature T of both distributions; the "
                                 "divergence is scaled by T².")

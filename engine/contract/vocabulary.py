@@ -13,7 +13,7 @@ DATA_FORMATS = FORMATS  # one home: engine/contract/data/chat.py
 DEMO_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.category == "demo")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 QUANT_TYPES = ("nf4", "fp4")
-KD_METHODS = ("token", "sequence", "on_policy")
+KD_METHODS = ("token", "sequence", "on_policy", "cross_tokenizer")
 REWARDS = ("format_strict", "format_lenient", "reasoning_structure", "length", "answer_correct", "code_tests")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 # dtypes weights are computed in (4-bit matmuls de-quantize to one of these); "auto" picks one by device

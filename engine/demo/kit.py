@@ -4,6 +4,8 @@
 
     tokenizer/          the trimmed Qwen2.5 tokenizer (+ qwen_ids.json: new id → Qwen2.5 id)
     teacher/ student/   random-init tiny Qwen2 models saved with their tokenizer (AutoModel/AutoTokenizer load them)
+    teacher_bpe/        the teacher's architecture with a DIFFERENT tokenizer (a BPE trained on the demo text,
+                        engine/demo/other_tokenizer.py): ``demo:teacher_bpe``, for cross-tokenizer KD
     data/instructions.jsonl  data/reasoning.jsonl   generated records (canonical schema)
     kit.json            version, seed, sizes, parameter counts, build time
 
@@ -26,7 +28,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 KIT_VERSION = "v1"
-KIT_FORMAT = 5  # bump when the contents change so old kits are rebuilt
+KIT_FORMAT = 6  # bump when the contents change so old kits are rebuilt
 SEED = 1234
 N_INSTRUCTIONS = 3000
 N_REASONING = 2000
@@ -50,13 +52,15 @@ class DemoKit:
     tokenizer_dir: Path
     teacher_dir: Path
     student_dir: Path
+    teacher_bpe_dir: Path
     instructions_file: Path
     reasoning_file: Path
 
     @classmethod
     def at(cls, root: Path) -> DemoKit:
         return cls(root=root, tokenizer_dir=root / "tokenizer", teacher_dir=root / "teacher",
-                   student_dir=root / "student", instructions_file=root / "data" / "instructions.jsonl",
+                   student_dir=root / "student", teacher_bpe_dir=root / "teacher_bpe",
+                   instructions_file=root / "data" / "instructions.jsonl",
                    reasoning_file=root / "data" / "reasoning.jsonl")
 
     @property
@@ -151,6 +155,20 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _build_bpe_teacher(kit: DemoKit, records: list[dict]) -> int:
+    """The second teacher: the teacher's size, a BPE tokenizer of its own (cross-tokenizer KD); its parameters."""
+    from engine.demo.models import build_tiny_model, count_parameters, padded_vocab_size
+    from engine.demo.other_tokenizer import train_other_tokenizer
+
+    tokenizer = train_other_tokenizer(coverage_texts(records))
+    model = build_tiny_model("teacher", padded_vocab_size(len(tokenizer)), SEED + 2,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(kit.teacher_bpe_dir)
+    tokenizer.save_pretrained(kit.teacher_bpe_dir)
+    return count_parameters(model)
+
+
 def _build(root: Path) -> None:
     """Generate data, trim the tokenizer to it, build and save both models, then stamp kit.json."""
     from engine.demo.models import build_tiny_model, count_parameters, padded_vocab_size
@@ -176,6 +194,7 @@ def _build(root: Path) -> None:
         model.save_pretrained(folder)
         save_tokenizer(tokenizer, folder)
         params[role] = count_parameters(model)
+    params["teacher_bpe"] = _build_bpe_teacher(kit, instructions + reasoning)
     _write_jsonl(kit.instructions_file, instructions)
     _write_jsonl(kit.reasoning_file, reasoning)
     info = {"format": KIT_FORMAT, "version": KIT_VERSION, "seed": SEED, "tokenizer": "Qwen2.5 (trimmed)",

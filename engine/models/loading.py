@@ -76,12 +76,14 @@ def resolve_source(source: str) -> ResolvedSource:
 def _resolve(source: str) -> ResolvedSource:
     if source.startswith(DEMO_PREFIX):
         role = source[len(DEMO_PREFIX):]
-        if role not in ("teacher", "student"):
-            raise EngineError(f"unknown demo model {source!r}; use demo:teacher or demo:student.")
+        if role not in ("teacher", "student", "teacher_bpe"):
+            raise EngineError(f"unknown demo model {source!r}; use demo:teacher, demo:student or "
+                              "demo:teacher_bpe (a teacher with another tokenizer).")
         from engine.demo.kit import ensure_demo_kit
 
         kit = ensure_demo_kit()
-        return ResolvedSource("demo", str(kit.teacher_dir if role == "teacher" else kit.student_dir))
+        folders = {"teacher": kit.teacher_dir, "student": kit.student_dir, "teacher_bpe": kit.teacher_bpe_dir}
+        return ResolvedSource("demo", str(folders[role]))
     try:
         path = Path(source).expanduser()
     except RuntimeError:  # ~someone who has no home here: the text is the path

@@ -213,7 +213,7 @@ def stage_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, i
         d = dims_of(_base_spec(spec, stage.model)[0].source)
         dist = stage.distill
         gen_tokens = stage.generation.batch_size * (data.max_length + dist.max_new_tokens)
-        if dist.method == "token" and dist.teacher_cache.enabled:
+        if (dist.method == "token" and dist.teacher_cache.enabled) or dist.method == "cross_tokenizer":
             train = {**_training(spec, stage, device, dims_of, tokens),
                      "loss": chunk(dist.chunk_size, d.vocab, "cached")}
             build = _teacher(spec, stage, device, dims_of, dist.teacher_cache.batch_size * data.max_length)

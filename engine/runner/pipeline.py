@@ -50,7 +50,8 @@ def check_report_to(spec: RunSpec) -> None:
 def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> None:
     """Everything checkable before a run folder exists: models exist, data parses, token-level KD is possible,
     each recipe's own validation. Raises EngineError with the sentence to show; nothing is created."""
-    from engine.models.loading import check_source, check_token_kd_compatible, load_tokenizer
+    from engine.models.loading import check_source
+    from engine.models.pairing import check_method, pair_models
 
     check_report_to(spec)
 
@@ -75,10 +76,10 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
             from engine.training.precision import resolve_precision
 
             resolve_precision(stage.train.precision, device, f"{stage.name}.train.precision")
-        if stage.kind == "distill" and stage.distill.method != "sequence":
+        if stage.kind == "distill":  # what the pair allows, from tokenizers and configs: said, then enforced
             teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
-            check_token_kd_compatible(load_tokenizer(ctx.model_spec(teacher_ref)),
-                                      load_tokenizer(ctx.model_spec(student_ref)))
+            check_method(stage.name, stage.distill.method,  # the stage logs the pair's reason when it starts
+                         pair_models(ctx.model_spec(teacher_ref), ctx.model_spec(student_ref)))
         validate = getattr(recipe_for(stage.kind), "validate", None)
         if validate is not None:
             validate(ctx)

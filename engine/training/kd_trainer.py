@@ -171,7 +171,15 @@ class KDTrainer(_HiddenStateLossTrainer):
 
             if "row" not in inputs:
                 raise ValueError("cached teacher targets need a 'row' column in the dataset (with_row_numbers).")
-            idx, t_lp, t_tail = self.teacher_targets.batch(inputs["row"].tolist())
+            rows = inputs["row"].tolist()
+            idx, t_lp, t_tail = self.teacher_targets.batch(rows)
+            if s.method == "cross_tokenizer":  # another tokenizer: ULD on the aligned targets
+                from engine.training.uld_loss import cached_uld_loss
+
+                return cached_uld_loss(student_hidden, unwrap_peft(student).get_output_embeddings(), labels, t_lp,
+                                       t_tail, self.teacher_targets.valid_batch(rows), alpha=s.alpha,
+                                       temperature=s.temperature, chunk_size=s.chunk_size,
+                                       num_items_in_batch=num_items_in_batch)
             return cached_kd_loss(student_hidden, unwrap_peft(student).get_output_embeddings(), labels, idx,
                                   t_lp, t_tail, alpha=s.alpha, temperature=s.temperature, divergence=s.divergence,
                                   beta=s.jsd_beta, chunk_size=s.chunk_size, num_items_in_batch=num_items_in_batch)

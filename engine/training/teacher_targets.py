@@ -50,6 +50,7 @@ class TeacherTargets:
     indices: np.ndarray
     logprobs: np.ndarray
     tail: np.ndarray
+    valid: np.ndarray | None = None  # cross-tokenizer targets: bool [N], False where no teacher position matches
 
     @property
     def top_k(self) -> int:
@@ -61,6 +62,13 @@ class TeacherTargets:
         pick = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, dtype=np.int64)
         return (torch.from_numpy(np.asarray(self.indices[pick], dtype=np.int64)),
                 torch.from_numpy(np.asarray(self.logprobs[pick])), torch.from_numpy(np.asarray(self.tail[pick])))
+
+    def valid_batch(self, rows: list[int]) -> torch.Tensor | None:
+        """Which of the rows' positions have a teacher target ([N] bool), or None when all do."""
+        if self.valid is None:
+            return None
+        spans = [np.arange(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
+        return torch.from_numpy(np.asarray(self.valid[np.concatenate(spans)] if spans else np.zeros(0, bool)))
 
 
 def store_dir() -> Path:
@@ -119,7 +127,8 @@ def cache_key(parts: dict) -> str:
 
 _PART_NAMES = {"teacher": "another teacher (or other teacher weights)", "data": "other data",
                "template": "another chat template", "max_length": "another data.max_length",
-               "top_k": "another top_k", "temperature": "another temperature", "format": "another engine version"}
+               "top_k": "another top_k", "temperature": "another temperature", "format": "another engine version",
+               "teacher_rows": "another teacher tokenization (tokenizer or chat template)"}
 
 
 def open_targets(folder: Path, parts: dict) -> TeacherTargets:
@@ -134,6 +143,8 @@ def open_targets(folder: Path, parts: dict) -> TeacherTargets:
         raise EngineError(f"distill.teacher_cache.path: {folder} was built for {_PART_NAMES[differs]} than this "
                           f"stage uses; leave the path empty to build a matching cache.")
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("offsets", "indices", "logprobs", "tail")}
+    if (folder / "valid.npy").exists():
+        arrays["valid"] = np.load(folder / "valid.npy", mmap_mode="r")
     return TeacherTargets(root=folder, meta=meta, **arrays)
 
 
@@ -205,10 +216,13 @@ def build_targets(teacher: Any, rows: list[dict], out: Path, *, top_k: int, temp
 
 
 def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_teacher: Any,
-                   pad_id: int, template: str) -> TeacherTargets:
+                   pad_id: int, template: str, *, extra_parts: dict | None = None, build: Any = None,
+                   root: Path | None = None) -> TeacherTargets:
     """The cached targets for ``datasets`` (rows numbered across them in order), built now if missing.
 
     ``load_teacher()`` is called only when the cache has to be built; the teacher is dropped afterwards.
+    ``build(teacher, folder, on_batch)`` replaces the plain build (cross-tokenizer targets, whose key gets
+    ``extra_parts``); ``root`` replaces the run store's folder.
     """
     d = ctx.stage.distill
     settings = d.teacher_cache
@@ -217,10 +231,11 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
     with heartbeat.activity("hashing the teacher's weights and the data (the teacher-targets cache key)"):
         parts = key_parts(teacher_spec, datasets, settings.top_k, d.temperature, ctx.spec.data.max_length,
                           template)
+    parts.update(extra_parts or {})
     key = cache_key(parts)
     if settings.path:
         return open_targets(Path(settings.path).expanduser(), parts)
-    folder = store_dir() / key
+    folder = (root or store_dir()) / key
     if (folder / "meta.json").exists():
         ctx.events.log(f"{ctx.stage.name}: teacher targets read from the cache {key} (the teacher is not loaded)")
         return open_targets(folder, parts)
@@ -238,8 +253,12 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
 
     try:
         with heartbeat.activity(f"building teacher targets for {len(rows)} sequences"):
-            build_targets(teacher, rows, tmp, top_k=settings.top_k, temperature=d.temperature,
-                          batch_size=settings.batch_size, device=ctx.device, pad_id=pad_id, on_batch=on_batch)
+            if build is not None:
+                build(teacher, tmp, on_batch)
+            else:
+                build_targets(teacher, rows, tmp, top_k=settings.top_k, temperature=d.temperature,
+                              batch_size=settings.batch_size, device=ctx.device, pad_id=pad_id,
+                              on_batch=on_batch)
         meta = {"key": key, "parts": parts, "rows": len(rows), "built_s": round(time.monotonic() - started, 2)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         try:

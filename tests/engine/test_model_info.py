@@ -29,5 +29,7 @@ def test_inspect_counts_parameters_and_round_trips_through_json(tmp_path):
 def test_model_info_reads_older_and_newer_engines():
     assert ModelInfo.from_dict({"architecture": "X", "future_key": 1}).architecture == "X"
     assert ModelInfo.from_dict({}).describe().startswith("unknown architecture")
-    assert "possible" in kd_compatibility(ModelInfo(vocab_size=10), ModelInfo(vocab_size=10))
-    assert "sequence-level" in kd_compatibility(ModelInfo(vocab_size=10), ModelInfo(vocab_size=12))
+    assert "token-level KD" in kd_compatibility(ModelInfo(vocab_size=10, vocab_digest="a"),
+                                                ModelInfo(vocab_size=10, vocab_digest="a"))
+    assert "sequence-level" in kd_compatibility(ModelInfo(vocab_size=10, vocab_digest="a"),
+                                                ModelInfo(vocab_size=12, vocab_digest="b"))

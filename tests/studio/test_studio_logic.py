@@ -85,8 +85,10 @@ def test_learning_rate_lists_and_refusals():
 
 
 def test_compatibility_and_scores_sentences():
-    assert "possible" in kd_compatibility(ModelInfo("t", vocab_size=10), ModelInfo("s", vocab_size=10))
-    assert "sequence-level" in kd_compatibility(ModelInfo("t", vocab_size=10), ModelInfo("s", vocab_size=12))
+    assert "token-level KD" in kd_compatibility(ModelInfo("t", vocab_size=10, vocab_digest="a"),
+                                                ModelInfo("s", vocab_size=10, vocab_digest="a"))
+    assert "sequence-level" in kd_compatibility(ModelInfo("t", vocab_size=10, vocab_digest="a"),
+                                                ModelInfo("s", vocab_size=12, vocab_digest="b"))
     text = key_scores({"eval/kd_student/rougeL": 0.5, "eval/kd_student/retention": 0.9, "note": "x"})
     assert text == "kd_student retention 90.0 %, kd_student rougeL 0.500"
     grpo = {"grpo/grpo/rougeL_after": 0.394, "grpo/grpo/rougeL_before": 0.374, "grpo/grpo/correct_before": 0.267,
