@@ -50,19 +50,30 @@ class TerminalProgress:
             sys.stderr.write("\n")
 
 
+def _obey(line: str | bytes, cancel: threading.Event) -> None:
+    """One stdin line: ``cancel`` sets the event; anything else is logged and ignored (the run goes on)."""
+    try:
+        command = parse_command(line)
+    except ProtocolError as exc:
+        log.warning("ignored stdin line: %s", exc)
+        return
+    if command["type"] == "cancel":
+        log.info("cancel requested")
+        cancel.set()
+
+
 def listen_for_cancel(cancel: threading.Event) -> None:
     """Read commands from stdin on a daemon thread; ``cancel`` stops the run at the next step."""
 
     def reader() -> None:
-        for line in sys.stdin:
-            try:
-                command = parse_command(line)
-            except ProtocolError as exc:
-                log.warning("ignored stdin line: %s", exc)
-                continue
-            if command["type"] == "cancel":
-                log.info("cancel requested")
-                cancel.set()
+        # raw bytes, decoded line by line: one line that is not UTF-8 must not end the loop (a text stream would
+        # raise UnicodeDecodeError out of the for), nor may any other bad line, so the next cancel is obeyed
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        try:
+            for line in stream:
+                _obey(line, cancel)
+        except (OSError, ValueError) as exc:  # stdin closed under us: nothing more will come
+            log.warning("stdin unreadable (%s); Ctrl-C still cancels", exc)
 
     if sys.stdin is not None and not sys.stdin.closed:
         threading.Thread(target=reader, name="stdin-commands", daemon=True).start()

@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -70,11 +71,22 @@ def _execute(spec: RunSpec, resume_id: str | None, store: RunStore, lock: RunLoc
             lock.release()
 
 
+def _is_special(path: Path) -> bool:
+    """Whether something other than a regular file or a link (refused on its own) stands at ``path``."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False  # missing: the engine makes it
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+
+
 def _last_seq(events_file: Path) -> int:
-    """The last sequence number in a run's events.jsonl (0 when there is none or it cannot be read)."""
+    """The last sequence number in a run's events.jsonl, over its valid lines (bad ones are skipped with a
+    warning by read_events); 0 when there is none. A file that cannot be read at all (a FIFO in its place,
+    no permission) is not silently restarted at 0: the OSError says which file."""
     try:
         return max((e.seq for _, e in read_events(events_file)), default=0)
-    except OSError:
+    except FileNotFoundError:
         return 0
 
 
@@ -156,6 +168,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if linked:  # the store never reads or appends through a link out of a run folder: say so before any work
             return fail(f"{linked[0]} is a symbolic link; the engine reads and writes only the run's own files, "
                          "so remove the link (or replace it with the file itself).")
+        special = next((p for p in (paths.spec, paths.events, paths.lock, paths.info, paths.eval_json)
+                        if _is_special(p)), None)
+        if special is not None:  # a FIFO would hang the replay, a device feed it forever: refuse, open nothing
+            return fail(f"{special} is not a regular file (a folder, FIFO or device stands in its place); the "
+                        "engine reads and writes only plain files in a run, so remove it (or put the file back).")
         if not _is_child():
             lock = RunLock(paths).acquire()  # refused at once, before any model is loaded, if an engine runs it
         spec_file = paths.spec

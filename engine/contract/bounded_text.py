@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.contract.errors import SpecError
+from engine.contract.safe_json import shorten
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of settings; anything near a megabyte is not one
 MAX_YAML_NODES = 20_000  # values after alias expansion (a real spec has a few hundred)
@@ -63,10 +64,20 @@ def parse_bounded(text: str, *, json_format: bool = False) -> Any:
 
 
 def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=lambda name: float(name))  # NaN/Infinity reach the field check
+    try:  # NaN/Infinity reach the field check, which names the field
+        return json.loads(text, parse_constant=lambda name: float(name), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(f"line {exc.lineno}: invalid JSON ({exc.msg}).") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object, refusing a key given twice as the YAML loader does (json keeps the last one silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise SpecError(f"the setting {shorten(key, 60)!r} is given twice in one object; keep one.")
+        seen[key] = value
+    return seen
 
 
 def _parse_yaml(text: str) -> Any:
@@ -151,7 +162,7 @@ def _bounded_loader() -> type:
             counts = collections.Counter(k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode))
             duplicates = sorted(k for k, n in counts.items() if n > 1)
             if duplicates:
-                raise SpecError(f"line {node.start_mark.line + 1}: the setting {duplicates[0]!r} is given twice; "
+                raise SpecError(f"line {node.start_mark.line + 1}: the setting {shorten(duplicates[0], 60)!r} is given twice; "
                                 "keep one.")
             return super().construct_mapping(node, deep=deep)
 

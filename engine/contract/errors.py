@@ -2,6 +2,8 @@
 prints it (exit 2) and sends it as an ``error`` event, never a traceback."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class SpecError(ValueError):
     """A spec value is invalid; the message is one sentence naming the field and what to do."""
@@ -44,3 +46,39 @@ class RunLocked(StoreError):
 
 class Diverged(EngineError):
     """Training produced a non-finite loss or weights: the stage fails, its last good checkpoint is kept."""
+
+
+# ---- echoing what a user gave, in every error sentence -------------------------------------------------
+
+def unencodable(text: str) -> int | None:
+    """The index of the first character of ``text`` that UTF-8 cannot encode (a lone surrogate such as
+    ``"\\ud800"``, which JSON escapes and Python strings allow but no tokenizer or file takes), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``value`` as text of at most ``limit`` characters (middle cut, with the length said), for echoing what a
+    user gave in an error sentence: a 10,000-character name must not become a 10,000-character error line."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except ValueError:  # an int of more than 4,300 digits has no str() (Python's own limit)
+        text = f"<a {type(value).__name__} too long to show>"
+    if unencodable(text) is not None:  # a lone surrogate would make the error line itself unprintable
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 24, 8)
+    return f"{text[:keep - keep // 4]}…[{len(text):,} chars]…{text[len(text) - keep // 4:]}"
+
+
+def echo(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters by :func:`shorten`: the one way an error sentence quotes a
+    value it was given (a stage name, a column, a setting), however long that value is."""
+    try:
+        return shorten(repr(value), limit)
+    except ValueError:  # repr of an int of more than 4,300 digits
+        return shorten(value, limit)

@@ -28,6 +28,7 @@ from typing import IO, Any, Callable, Iterator
 
 from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
 from engine.contract.events import PAYLOADS
+from engine.contract.safe_json import JSONProblem, safe_json_loads, shorten
 from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stderr_to,  # noqa: F401 (re-exported)
                                      protocol_stream, reopen_closed_std_streams)
 
@@ -35,6 +36,8 @@ PROTOCOL_VERSION = 1
 EVENT_TYPES = tuple(PAYLOADS)
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
+MAX_SEQ = 2**63 - 1  # what SQLite and every reader of a seq can hold
+MAX_TIME = 1e11  # seconds since 1970: year 5138; a larger stamp is not a time this engine wrote
 
 
 
@@ -57,17 +60,33 @@ class Event:
             return json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False)
 
     @classmethod
-    def from_json(cls, line: str) -> "Event":
+    def from_json(cls, line: str | bytes) -> "Event":
+        """An event from one JSON line; ProtocolError (a short reason) for anything that is not one, field types
+        included: a replayed or resumed events file may hold any bytes, and one bad line must stay one line."""
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"not a JSON line ({exc.msg} at column {exc.colno}).") from None
+            obj = safe_json_loads(line)
+        except JSONProblem as exc:
+            raise ProtocolError(f"the line {exc}.") from None
         if not isinstance(obj, dict) or obj.get("type") not in EVENT_TYPES:
-            raise ProtocolError(f"not an event: {line[:80]!r}.")
-        if not isinstance(obj.get("data", {}), dict):
+            raise ProtocolError(f"not an event: {shorten(line, 80)!r}.")
+        data = obj.get("data", {})
+        if not isinstance(data, dict):
             raise ProtocolError("event data must be an object.")
-        return cls(type=obj["type"], data=obj.get("data", {}), run_id=str(obj.get("run_id", "")),
-                   seq=int(obj.get("seq", 0)), time=float(obj.get("time", 0.0)), v=int(obj.get("v", 1)))
+        seq, stamp, version = obj.get("seq", 0), obj.get("time", 0.0), obj.get("v", PROTOCOL_VERSION)
+        if not _whole(seq, MAX_SEQ):
+            raise ProtocolError(f"event seq must be a whole number from 0 to {MAX_SEQ}, got {shorten(seq, 40)!r}.")
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not 0 <= stamp < MAX_TIME:
+            raise ProtocolError(f"event time must be seconds since 1970, got {shorten(stamp, 40)!r}.")
+        if not _whole(version, 1 << 16):
+            raise ProtocolError(f"event v must be a protocol version number, got {shorten(version, 40)!r}.")
+        run_id = obj.get("run_id", "")
+        if not isinstance(run_id, str):
+            raise ProtocolError(f"event run_id must be text, got {shorten(run_id, 40)!r}.")
+        return cls(type=obj["type"], data=data, run_id=run_id, seq=seq, time=float(stamp), v=version)
+
+
+def _whole(value: Any, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
 def _jsonable(value: Any) -> Any:
@@ -219,10 +238,12 @@ def open_mirror(path: Path) -> IO[str]:
     """events.jsonl opened for appending: never through a symbolic link (O_NOFOLLOW), and with a torn last line
     (a crash or a full disk mid-write) cut off first, so the next event starts on a line of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_NONBLOCK", 0), 0o644)  # a device in its place must not block the open
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "events file is not a regular file", str(path))
+        os.set_blocking(fd, True)
         _repair_torn_line(fd)
         os.lseek(fd, 0, os.SEEK_END)
         return os.fdopen(fd, "a", encoding="utf-8")
@@ -257,40 +278,68 @@ def hello(writer: EventWriter, command: str, version: str) -> Event:
 
 def read_events(path: Path, start: int = 0) -> Iterator[tuple[int, Event]]:
     """Events of an events.jsonl from byte offset ``start``, with the offset after each; a trailing partial
-    line (a run still writing) is left for the next read."""
-    with open(path, "rb", opener=_nofollow) as f:
+    line (a run still writing) is left for the next read. Every line is checked on its own (JSON, types of
+    seq/time/type/data): a bad one is skipped with a warning, never fatal for a replay or a resume. Anything
+    but a regular file (a FIFO, a device, a folder) is refused with OSError before a byte is read, so a
+    replay or a resume never blocks on one."""
+    skipped, first = 0, ""
+    with open_regular(path) as f:
         f.seek(start)
         offset = start
         for raw in f:
             if not raw.endswith(b"\n"):
                 break
-            offset += len(raw)
+            where, offset = offset, offset + len(raw)
             try:
-                yield offset, Event.from_json(raw.decode("utf-8"))
-            except (ProtocolError, UnicodeDecodeError):
-                continue  # a corrupt line is skipped, never fatal for a replay
+                event = Event.from_json(raw)
+            except ProtocolError as exc:  # a corrupt line is skipped
+                skipped, first = skipped + 1, first or f"at byte {where}: {exc}"
+                continue
+            yield offset, event
+    if skipped:
+        logging.getLogger(__name__).warning("%s: skipped %d unreadable event line(s) (the first %s)", path,
+                                            skipped, shorten(first, 200))
 
 
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading in binary, refusing a symbolic link (O_NOFOLLOW: ELOOP) and anything but a
+    regular file (EINVAL) — opened with O_NONBLOCK first, so a FIFO put in a file's place cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"{what} stands where a file should be", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def parse_command(line: str) -> dict:
-    """A stdin command as a dict with at least ``type``; ProtocolError says what is wrong with the line."""
+def parse_command(line: str | bytes) -> dict:
+    """A stdin command as a dict with at least ``type``; ProtocolError says what is wrong with the line (any
+    parse failure: bad JSON, a 5,000-digit number, 50,000-deep nesting, NaN, bytes that are not UTF-8)."""
+    if isinstance(line, (bytes, bytearray)):  # a reader of raw stdin: its bytes need not be UTF-8
+        try:
+            line = bytes(line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"command is not UTF-8 text (byte {exc.start}); send one JSON object a line, "
+                                "encoded as UTF-8.") from None
     line = line.strip()
     if not line:
         raise ProtocolError("empty command line.")
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"command is not JSON ({exc.msg} at column {exc.colno}).") from None
-    except RecursionError:  # '[[[[…' a hundred thousand deep: the decoder's recursion, not the reader's death
-        raise ProtocolError("command is nested too deeply to be a command; send one flat JSON object a line.") \
-            from None
+        obj = safe_json_loads(line, allow_nan=True)  # NaN reaches the field checks, which name the field
+    except JSONProblem as exc:
+        raise ProtocolError(f"command {exc}; send one flat JSON object a line.") from None
     if not isinstance(obj, dict):
         raise ProtocolError("command must be a JSON object with a 'type'.")
     if obj.get("type") not in COMMAND_TYPES:
-        raise ProtocolError(f"unknown command type {obj.get('type')!r}; expected one of {', '.join(COMMAND_TYPES)}.")
+        raise ProtocolError(f"unknown command type {shorten(obj.get('type'), 40)!r}; expected one of "
+                            f"{', '.join(COMMAND_TYPES)}.")
     return obj
 
 

@@ -24,6 +24,7 @@ except ImportError:  # Windows: no flock; the pid in run.json is the only livene
 
 MAX_RUN_FILE_BYTES = 16 << 20  # run.json, spec.yaml, eval files: small text; anything larger is not ours
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def json_safe(value: Any) -> Any:
@@ -40,7 +41,7 @@ def json_safe(value: Any) -> Any:
 def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:
     """A run file's text, refusing a symbolic link (it could point anywhere) and anything but a small regular
     file. Raises OSError (FileNotFoundError, ELOOP for a link) or UnicodeDecodeError."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         if not _is_regular(fd):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -108,7 +109,7 @@ def _overwrite_in_place(path: Path, data: bytes) -> bool:
 def _compact(data: bytes) -> bytes:
     try:
         return json.dumps(json.loads(data), separators=(",", ":")).encode("utf-8")
-    except ValueError:
+    except (ValueError, RecursionError):  # our own text: this is only a fallback, never a reason to fail
         return data
 
 
@@ -121,7 +122,12 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
+        if not _is_regular(fd):  # a FIFO or device in its place: flock on it proves nothing
+            os.close(fd)
+            raise StoreError(f"{self.paths.lock} is not a regular file; remove it (the engine makes a new lock "
+                             "file) and try again.")
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -152,9 +158,13 @@ class RunLock:
         if fcntl is None:
             return None
         try:
-            fd = os.open(paths.lock, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO put in the lock's place for reading would wait for a writer forever
+            fd = os.open(paths.lock, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return None
+        if not _is_regular(fd):
+            os.close(fd)
+            return None  # not a lock this store made: nobody holds it
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -38,7 +39,9 @@ from typing import Any
 
 from engine.contract.run_files import (  # noqa: F401 - re-exported for the store's users
     _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, json_safe, read_inside, write_atomic)
-from engine.contract.run_status import engine_alive, pid_alive, run_status  # noqa: F401 - pid_alive re-exported
+from engine.contract.run_status import (  # noqa: F401 - pid_alive re-exported
+    STORED_STATES, engine_alive, pid_alive, run_status)
+from engine.contract.safe_json import safe_json_loads, shorten
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ APP_NAME = "compression-studio"
 HOME_ENV = "COMPRESSION_STUDIO_HOME"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9-]{1,32}-[0-9a-f]{4}")  # what new_run_id() makes, nothing else
 RUN_ID_EXAMPLE = "20261201-124500-my-run-1a2b"
+MAX_TIME = 1e11  # seconds since 1970 (year 5138): a larger time stamp was not written by this store
 
 
 def data_dir() -> Path:
@@ -138,10 +142,10 @@ class RunPaths:
 
     def _read_eval(self) -> dict:
         try:
-            current = json.loads(read_inside(self.eval_json))
+            current = safe_json_loads(read_inside(self.eval_json))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # JSONProblem is a ValueError
             log.warning("eval.json of run %s is unreadable (%s); starting it afresh", self.id, exc)
             return {}
         return current if isinstance(current, dict) else {}
@@ -270,8 +274,7 @@ class RunStore:
         """The folders of an existing run; RunNotFound (a sentence) for anything that is not one of this store's
         run ids, for a run folder that is a symbolic link, and for a folder without run.json."""
         if not is_run_id(run_id):
-            shown = str(run_id) if len(str(run_id)) <= 80 else str(run_id)[:77] + "..."
-            raise RunNotFound(f"{shown!r} is not a run id (run ids look like {RUN_ID_EXAMPLE}); "
+            raise RunNotFound(f"{shorten(run_id, 80)!r} is not a run id (run ids look like {RUN_ID_EXAMPLE}); "
                               "`compression-engine runs` lists them.")
         paths = RunPaths(self.runs_dir / run_id)
         if paths.root.is_symlink() or not paths.root.is_dir() or paths.info.is_symlink() or not paths.info.exists():
@@ -281,10 +284,11 @@ class RunStore:
     def _read_info(self, paths: RunPaths) -> dict:
         """run.json of a run; StoreError (a sentence) when it is damaged."""
         try:
-            info = json.loads(read_inside(paths.info))
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"run {paths.id} is damaged: its run.json cannot be read ({exc}); delete the run or "
-                             "repair the file.") from None
+            info = safe_json_loads(read_inside(paths.info))
+        except (OSError, ValueError) as exc:  # a FIFO or folder in its place, bad UTF-8, JSON that is not data
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else shorten(exc, 160)
+            raise StoreError(f"run {paths.id} is damaged: its run.json cannot be read ({reason}); delete the run "
+                             "or repair the file.") from None
         if not isinstance(info, dict):
             raise StoreError(f"run {paths.id} is damaged: its run.json holds no settings; delete the run.")
         return info
@@ -293,7 +297,7 @@ class RunStore:
         paths = self.paths(run_id)
         info = self._read_info(paths)
         if "scores" in changes:
-            changes["scores"] = {**(info.get("scores") or {}), **changes["scores"]}
+            changes["scores"] = {**clean_scores(info.get("scores"), run_id), **changes["scores"]}
         info.update(changes, updated=time.time())
         record = self._record(info, paths)  # a record that cannot be made is not written
         self._write(paths, info)
@@ -308,13 +312,24 @@ class RunStore:
         return self._record(self._read_info(paths), paths)
 
     def _record(self, info: dict, paths: RunPaths) -> RunRecord:
-        try:
-            return RunRecord(id=paths.id, name=str(info["name"]), status=str(info["status"]),
-                             stage=str(info.get("stage") or ""), created=float(info["created"]),
-                             updated=float(info.get("updated") or info["created"]), pid=int(info.get("pid") or 0),
-                             scores=dict(info.get("scores") or {}), path=paths.root)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"run {paths.id} is damaged: its run.json lacks {exc}; delete the run.") from None
+        """The record run.json describes, every field checked (the file may have been edited or damaged);
+        StoreError (a sentence naming the field) when one is unusable. Unusable scores are dropped, not fatal."""
+        status = info.get("status")
+        if status not in STORED_STATES:
+            raise StoreError(f"run {paths.id} is damaged: its run.json has status {shorten(status, 40)!r}, not one "
+                             f"of {', '.join(STORED_STATES)}; delete the run or repair the file.")
+        created = _time_field(info.get("created"))
+        updated = _time_field(info.get("updated") or created)
+        pid = info.get("pid") or 0
+        for name, ok in (("name", isinstance(info.get("name"), str)), ("created", created is not None),
+                         ("updated", updated is not None), ("stage", isinstance(info.get("stage") or "", str)),
+                         ("pid", isinstance(pid, int) and not isinstance(pid, bool) and 0 <= pid < 2**31)):
+            if not ok:
+                raise StoreError(f"run {paths.id} is damaged: its run.json has no usable {name} "
+                                 f"({shorten(info.get(name), 40)!r}); delete the run or repair the file.")
+        return RunRecord(id=paths.id, name=info["name"], status=status, stage=info.get("stage") or "",
+                         created=created, updated=updated, pid=pid, scores=clean_scores(info.get("scores"), paths.id),
+                         path=paths.root)
 
     def _run_folders(self) -> dict[str, float]:
         """Run folders on disk (real folders named like a run id, with a run.json) → their run.json's mtime."""
@@ -345,19 +360,14 @@ class RunStore:
         indexed; folders missing from it (copied in, index lost) or changed behind its back are read again, and
         a run whose run.json is damaged is listed with status "damaged"."""
         rows = self._index("SELECT id, name, status, stage, created, updated, pid, scores FROM runs")
-        indexed = {}
-        for r in rows:
-            try:
-                indexed[r[0]] = RunRecord(id=r[0], name=r[1], status=r[2], stage=r[3], created=float(r[4]),
-                                          updated=float(r[5]), pid=int(r[6] or 0),
-                                          scores=json.loads(r[7] or "{}"), path=self.runs_dir / r[0])
-            except (TypeError, ValueError):
-                continue
+        indexed = {record.id: record for record in map(self._index_record, rows) if record is not None}
         on_disk = self._run_folders()
         records = []
         for run_id, mtime in on_disk.items():
             known = indexed.get(run_id)
-            if known is not None and mtime <= known.updated + 2:  # written by us when it was indexed
+            # the index answers only for a run.json written when the row was (its mtime next to the row's time):
+            # a row whose time is wrong, in the future included, never outranks the file
+            if known is not None and abs(mtime - known.updated) <= 2:
                 records.append(known)
                 continue
             record = self._read_record(run_id)
@@ -368,6 +378,22 @@ class RunStore:
         if gone:
             self._index("DELETE FROM runs WHERE id = ?", [(i,) for i in gone], many=True)
         return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def _index_record(self, row: Any) -> RunRecord | None:
+        """A record from an index row, or None when any field is not what the store writes (the index is a
+        cache that anything may have damaged: such a row is read again from its run.json)."""
+        try:
+            run_id, name, status, stage, created, updated, pid, scores = row
+            scores = safe_json_loads(scores) if isinstance(scores, str) else None
+        except (TypeError, ValueError):
+            return None
+        created, updated = _time_field(created), _time_field(updated)
+        if not (is_run_id(run_id) and isinstance(name, str) and status in STORED_STATES and isinstance(stage, str)
+                and created is not None and updated is not None and isinstance(scores, dict)
+                and isinstance(pid, int) and 0 <= pid < 2**31):
+            return None
+        return RunRecord(id=run_id, name=name, status=status, stage=stage, created=created, updated=updated,
+                         pid=pid, scores=clean_scores(scores, run_id), path=self.runs_dir / run_id)
 
     def delete(self, run_id: str) -> None:
         """Delete a run's folder; refused (StoreError, a sentence) while an engine writes it."""
@@ -383,6 +409,37 @@ class RunStore:
             raise RunLocked(f"run {run_id} is still running (pid {record.pid}); cancel it first.")
         self._index("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(paths.root)  # never follows a link inside the folder (fd-based on Linux)
+
+
+def _time_field(value: Any) -> float | None:
+    """A time stamp (seconds since 1970) from run.json or the index, or None when it is not a plausible one."""
+    value = _finite(value)
+    return value if value is not None and 0 <= value < MAX_TIME else None
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float when it is a JSON number (not true/false), else None (10**400 included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def clean_scores(scores: Any, run_id: str) -> dict[str, float]:
+    """The scores that are scores (text names, finite numbers); anything else is dropped with a warning, so one
+    bad value in run.json or the index never breaks a listing that formats them."""
+    if not isinstance(scores, dict):
+        if scores is not None:
+            log.warning("run %s: scores is %s, not an object of numbers; ignored", run_id, type(scores).__name__)
+        return {}
+    clean = {k: _finite(v) for k, v in scores.items() if isinstance(k, str)}
+    clean = {k: v for k, v in clean.items() if v is not None}
+    if len(clean) < len(scores):
+        log.warning("run %s: %d score(s) are not finite numbers; ignored", run_id, len(scores) - len(clean))
+    return clean
 
 
 def _row(record: RunRecord) -> tuple:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.contract.bounded_text import MAX_SPEC_BYTES, parse_bounded, read_spec_file  # noqa: F401
-from engine.contract.errors import SpecError  # noqa: F401 (re-exported)
+from engine.contract.errors import SpecError, echo  # noqa: F401 (SpecError re-exported)
 from engine.contract.spec_fields import (DEFAULT_HIGH, SEED_HIGH, STEPS_HIGH, TOKENS_HIGH, build,  # noqa: F401
                                          check_choice, check_finite, check_fraction, check_numbers,
                                          check_positive, check_value, fail, field_help, nested, option, to_dict,
@@ -78,16 +78,16 @@ class DataSpec:
         if self.preset == "local" and not str(self.path).strip():
             fail("data.path", "is empty; the local preset needs the path of a JSONL, JSON, CSV or Parquet file.")
         if self.preset == "hub" and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(self.hub_id).strip()):
-            fail("data.hub_id", f"{self.hub_id!r} is not a hub data set id; the hub preset needs one like "
+            fail("data.hub_id", f"{echo(self.hub_id)} is not a hub data set id; the hub preset needs one like "
                   "tatsu-lab/alpaca.")
         check_choice("data.format", self.format, DATA_FORMATS)
         if not str(self.split).strip():
             fail("data.split", "is empty; name the split to read, e.g. train.")
         if not isinstance(self.columns, dict):
-            fail("data.columns", f"must map canonical names to column names, got {self.columns!r}.")
+            fail("data.columns", f"must map canonical names to column names, got {echo(self.columns)}.")
         if not isinstance(self.roles, dict) or any(v not in ("user", "assistant", "system")
                                                    for v in self.roles.values()):
-            fail("data.roles", f"must map role names in the data to user, assistant or system, got {self.roles!r}.")
+            fail("data.roles", f"must map role names in the data to user, assistant or system, got {echo(self.roles)}.")
         check_positive("data.max_samples", self.max_samples, allow_zero=True)
         check_positive("data.seed", self.seed, allow_zero=True)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
@@ -97,7 +97,7 @@ class DataSpec:
         if self.validation_fraction + self.test_fraction >= 1:
             fail("data.test_fraction", "validation_fraction + test_fraction must leave records for training.")
         if not isinstance(self.max_length, int) or self.max_length < 16:
-            fail("data.max_length", f"must be an integer ≥ 16, got {self.max_length!r}.")
+            fail("data.max_length", f"must be an integer ≥ 16, got {echo(self.max_length)}.")
 
 
 @dataclass
@@ -199,7 +199,7 @@ class StageSpec:
             self.name = self.kind
         # the name becomes a folder name (models/<name>): never '.', '..' or a hidden or over-long name
         if not isinstance(self.name, str) or not re.fullmatch(_NAME_PATTERN, self.name):
-            fail("stage.name", f"{self.name!r} must start with a letter, digit or '_', use only letters, digits, "
+            fail("stage.name", f"{echo(self.name)} must start with a letter, digit or '_', use only letters, digits, "
                   "'_', '.' and '-', and have at most 64 characters.")
         if not isinstance(self.models, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                         for k, v in self.models.items()):
@@ -207,12 +207,12 @@ class StageSpec:
                   "{teacher: teacher_sft}.")
         for display in self.models:  # a display name becomes a file name (predictions-<name>.jsonl) too
             if not re.fullmatch(_NAME_PATTERN, display):
-                fail(f"{self.name}.models", f"display name {display!r} must start with a letter, digit or '_', use "
+                fail(f"{self.name}.models", f"display name {echo(display)} must start with a letter, digit or '_', use "
                       "only letters, digits, '_', '.' and '-', and have at most 64 characters.")
         for key, cls in _STAGE_SUBSPECS.items():
             setattr(self, key, nested(cls, getattr(self, key), f"{self.name}.{key}"))
         if self.kind == "evaluate" and self.models and self.reference not in self.models:
-            fail(f"{self.name}.reference", f"{self.reference!r} is not one of the evaluated models "
+            fail(f"{self.name}.reference", f"{echo(self.reference)} is not one of the evaluated models "
                   f"({', '.join(self.models)}).")
         check_positive(f"{self.name}.max_eval_samples", self.max_eval_samples, allow_zero=True)
         check_fraction(f"{self.name}.references", self.references, open_low=True)
@@ -246,7 +246,7 @@ class RunSpec:
     def __post_init__(self) -> None:
         check_numbers(self, "")
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
-            fail("name", f"must be a short text (1 to 200 characters), got {str(self.name)[:40]!r}.")
+            fail("name", f"must be a short text (1 to 200 characters), got {echo(self.name, 40)}.")
         for key, cls in (("teacher", ModelSpec), ("student", ModelSpec), ("data", DataSpec)):
             setattr(self, key, nested(cls, getattr(self, key), key))
         if not isinstance(self.stages, list):
@@ -261,12 +261,12 @@ class RunSpec:
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to] if self.report_to not in ("", "none") else []
         if not isinstance(self.report_to, list):
-            fail("report_to", f"must be a list of tracker names, got {self.report_to!r}.")
+            fail("report_to", f"must be a list of tracker names, got {echo(self.report_to)}.")
         for name in self.report_to:
             check_choice("report_to", name, tuple(REPORT_TO))
         if (self.distributed not in DISTRIBUTED_STRATEGIES
                 and not str(self.distributed).startswith(DISTRIBUTED_CONFIG_PREFIX)):
-            fail("distributed", f"{self.distributed!r} is not one of {', '.join(DISTRIBUTED_STRATEGIES)} or "
+            fail("distributed", f"{echo(self.distributed)} is not one of {', '.join(DISTRIBUTED_STRATEGIES)} or "
                  f"{DISTRIBUTED_CONFIG_PREFIX}PATH.")
         self._check_references()
 
@@ -282,7 +282,7 @@ class RunSpec:
                 refs.update({f"models.{k}": v for k, v in stage.models.items()})
             for where, ref in refs.items():
                 if ref not in known and not _looks_like_path(ref):
-                    fail(f"{stage.name}.{where}", f"{ref!r} is neither teacher, student, an earlier stage "
+                    fail(f"{stage.name}.{where}", f"{echo(ref)} is neither teacher, student, an earlier stage "
                           f"({', '.join(sorted(known - set(BASE_MODELS))) or 'none yet'}) nor a model folder.")
             known.add(stage.name)
 

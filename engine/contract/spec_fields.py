@@ -10,7 +10,7 @@ import re
 from dataclasses import field
 from typing import Any
 
-from engine.contract.errors import SpecError
+from engine.contract.errors import SpecError, echo, shorten
 
 # Numbers no setting needs to exceed (exactly representable in a double, fits torch's int64 and SQLite).
 DEFAULT_HIGH = 2 ** 53
@@ -55,7 +55,8 @@ def default_of(cls: type, name: str) -> Any:
 
 
 def fail(where: str, message: str) -> None:
-    raise SpecError(f"{where}: {message}")
+    """Refuse a value: ``where`` (which may hold a user's stage name) is cut like every echoed value."""
+    raise SpecError(f"{shorten(where, 80)}: {message}")
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
@@ -130,13 +131,13 @@ def nested(cls: type, value: Any, where: str) -> Any:
 
 def check_choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        fail(where, f"{value!r} is not one of {', '.join(choices)}.")
+        fail(where, f"{echo(value)} is not one of {', '.join(choices)}.")
 
 
 def check_finite(where: str, value: Any) -> None:
     """A real, finite number (NaN compares false with everything, so it would pass any range check)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        fail(where, f"expected a number, got {value!r}.")
+        fail(where, f"expected a number, got {echo(value)}.")
     if not math.isfinite(value):
         fail(where, f"must be a finite number, got {value}.")
 
@@ -166,7 +167,7 @@ def build(cls: type, values: Any, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(k) for k in set(values) - names)
     if unknown:
-        raise SpecError(f"{where}: unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
+        raise SpecError(f"{shorten(where, 80)}: unknown setting {echo(unknown[0])}; known settings are {', '.join(sorted(names))}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {k: check_value(f"{where}.{k}" if where != "spec" else k, fields[k], v) for k, v in values.items()}
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from engine.contract.spec_fields import (STEPS_HIGH, TOKENS_HIGH, build, check_choice, check_finite, check_fraction,
                                          check_numbers, check_positive, fail, nested, option)
 from engine.contract.vocabulary import COMPUTE_DTYPES, DIVERGENCES, GGUF_FORMATS, KD_METHODS, QUANT_TYPES, REWARDS
+from engine.contract.errors import echo
 
 @dataclass
 class TeacherCacheSpec:
@@ -131,10 +132,10 @@ class GRPOSpec:
                 or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= TOKENS_HIGH
                            for n in self.length_range)
                 or not self.length_range[0] <= self.length_range[1]):
-            fail("grpo.length_range", f"must be [low, high] with 0 < low ≤ high, got {self.length_range!r}.")
+            fail("grpo.length_range", f"must be [low, high] with 0 < low ≤ high, got {echo(self.length_range)}.")
         check_positive("grpo.sample_every", self.sample_every)
         if not isinstance(self.allow_unsandboxed_code, bool):
-            fail("grpo.allow_unsandboxed_code", f"must be true or false, got {self.allow_unsandboxed_code!r}.")
+            fail("grpo.allow_unsandboxed_code", f"must be true or false, got {echo(self.allow_unsandboxed_code)}.")
 
 
 @dataclass

@@ -14,6 +14,8 @@ import random
 import time
 from typing import Any
 
+from engine.contract.protocol import open_regular
+from engine.contract.safe_json import JSONProblem, safe_json_loads
 from engine.training.callbacks import EventsCallback
 from engine.models.cards import base_model_id
 from engine.core.context import RunContext, StageResult
@@ -141,9 +143,14 @@ def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teac
     cache = ctx.work_dir / "teacher_answers.jsonl"
     answers: dict[str, str] = {}
     if cache.exists():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
+        with open_regular(cache) as lines:  # a FIFO in its place is refused (OSError), never waited on
+            rows = list(lines)
+        for line in rows:
+            try:  # a torn or damaged line (a crash mid-write, even mid-character) costs one answer, made again
+                row = safe_json_loads(line) if line.strip() else None
+            except JSONProblem:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("answer"), str):
                 answers[row["id"]] = row["answer"]
     todo = [r for r in records if r["id"] not in answers]
     if not todo:

@@ -27,6 +27,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from engine.contract.safe_json import JSONProblem, safe_json_loads
 from engine.core.context import EngineError
 from engine.rewards.sandbox import run_tests
 from engine.contract.spec import REWARDS, RewardSpec
@@ -193,8 +194,13 @@ def make_answer_correct() -> RewardFunction:
 
 def make_code_tests(timeout_s: float = 2.0, memory_mb: int = 256, workers: int = 2) -> RewardFunction:
     def score(text: str, tests: Any) -> float | None:
-        if isinstance(tests, str):
-            tests = json.loads(tests) if tests.strip() else None  # rows keep tests as JSON text
+        if isinstance(tests, str):  # rows keep tests as JSON text; text that is not (any more) scores nothing
+            try:
+                tests = safe_json_loads(tests) if tests.strip() else None
+            except JSONProblem:
+                return None
+            if not isinstance(tests, list):
+                return None
         if not tests:
             return None  # no tests: this reward does not apply (e.g. a word problem)
         program = extract_program(text)

@@ -14,7 +14,9 @@ from typing import Any
 from engine.core import heartbeat
 from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
+from engine.contract.errors import shorten
 from engine.contract.run_status import STAGE_DONE_FILE
+from engine.contract.safe_json import safe_json_loads
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
 from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
 from engine.core.ranks import any_rank, is_main_process, run_stage_on_ranks
@@ -27,6 +29,20 @@ NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a 
 
 def _done_marker(paths: RunPaths, stage: StageSpec):
     return paths.stage_dir(stage.name) / STAGE_DONE_FILE
+
+
+def _read_marker(marker: Any, events: EventWriter) -> dict | None:
+    """A finished stage's record, or None (the stage runs again) when its marker cannot be trusted: not JSON
+    data, not an object, a link or a FIFO in its place. Running a stage again is always safe; trusting a damaged
+    marker would skip it on a lie."""
+    try:
+        record = safe_json_loads(read_inside(marker))
+    except (OSError, ValueError) as exc:
+        record = exc
+    if isinstance(record, dict):
+        return record
+    events.log(f"{marker} is damaged ({shorten(record, 120)}); running that stage again", level="warning")
+    return None
 
 
 def _needs_data(stage: StageSpec) -> bool:
@@ -106,9 +122,10 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
         for index, stage in enumerate(spec.stages):
             stage_name = stage.name
             marker = _done_marker(paths, stage)
-            if marker.exists():
+            done = _read_marker(marker, events) if marker.exists() or marker.is_symlink() else None
+            if done is not None:
                 events.log(f"stage {stage.name} already finished; skipping it")
-                summary["stages"][stage.name] = json.loads(read_inside(marker))
+                summary["stages"][stage.name] = done
                 continue
             if any_rank(cancel.is_set()):  # rank-aware (engine/runner/launch.py): all processes stop at the same stage
                 raise StageCancelled(stage.name)

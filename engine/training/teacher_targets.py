@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.contract.run_files import read_inside
+from engine.contract.safe_json import safe_json_loads
 from engine.core.context import EngineError
 from engine.contract.spec import ModelSpec
 
@@ -134,12 +136,15 @@ _PART_NAMES = {"teacher": "another teacher (or other teacher weights)", "data": 
 def open_targets(folder: Path, parts: dict) -> TeacherTargets:
     """Open a cache folder, refusing it unless it was built for exactly ``parts``."""
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = safe_json_loads(read_inside(folder / "meta.json"))  # a FIFO in its place is refused, not read
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json holds no object")
+    except (OSError, ValueError):  # JSONProblem is a ValueError: huge numbers, deep nesting, NaN, bad UTF-8
         raise EngineError(f"distill.teacher_cache.path: {folder} is not a teacher-targets cache (no readable "
                           "meta.json); leave the path empty to build one.") from None
     if meta.get("key") != cache_key(parts):
-        differs = next((k for k in _PART_NAMES if meta.get("parts", {}).get(k) != parts.get(k)), "format")
+        built = meta.get("parts") if isinstance(meta.get("parts"), dict) else {}
+        differs = next((k for k in _PART_NAMES if built.get(k) != parts.get(k)), "format")
         raise EngineError(f"distill.teacher_cache.path: {folder} was built for {_PART_NAMES[differs]} than this "
                           f"stage uses; leave the path empty to build a matching cache.")
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("offsets", "indices", "logprobs", "tail")}
@@ -151,8 +156,10 @@ def open_targets(folder: Path, parts: dict) -> TeacherTargets:
 def check_cache_settings(folder: Path, ctx: Any, teacher_spec: ModelSpec | None) -> None:
     """Preflight: the named cache exists and was built with this stage's k, temperature, length and teacher."""
     try:
-        parts = json.loads((folder / "meta.json").read_text(encoding="utf-8"))["parts"]
-    except (OSError, ValueError, KeyError):
+        parts = safe_json_loads(read_inside(folder / "meta.json"))["parts"]
+        if not isinstance(parts, dict):
+            raise ValueError("parts is not an object")
+    except (OSError, ValueError, KeyError, TypeError):
         raise EngineError(f"distill.teacher_cache.path: {folder} is not a teacher-targets cache (no readable "
                           "meta.json); leave the path empty to build one.") from None
     d = ctx.stage.distill

@@ -67,7 +67,7 @@ def service(tmp_path_factory):
 
 def test_bad_lines_and_unknown_models_get_errors(service):
     service.send("this is not json")
-    assert "not JSON" in service.wait_for(is_("error"))["data"]["message"]
+    assert "not valid JSON" in service.wait_for(is_("error"))["data"]["message"]
     service.send({"type": "generate", "request_id": "x", "model": "nobody", "messages": MESSAGES})
     error = service.wait_for(is_("error", request_id="x"))
     assert "'nobody' is not loaded" in error["data"]["message"]
@@ -119,7 +119,7 @@ def test_stop_ends_a_generation_while_input_is_still_read(service):
                                "seed": 3}})
     service.wait_for(is_("token", request_id="long"))
     service.send("{broken")  # handled while the generation runs: the reader never blocks
-    assert "not JSON" in service.wait_for(is_("error"))["data"]["message"]
+    assert "not valid JSON" in service.wait_for(is_("error"))["data"]["message"]
     assert not any(e["type"] == "done" and e["data"]["request_id"] == "long" for e in service.seen)
     service.send({"type": "stop", "request_id": "long"})
     done = service.wait_for(is_("done", request_id="long"))["data"]

@@ -231,7 +231,7 @@ def _gen(request_id: str, sampling=None, messages=None, model: object = "s") -> 
 
 
 CHAT_CASES = [
-    ("not json\n", "command is not JSON"),
+    ("not json\n", "command is not valid JSON"),
     ("[1, 2]\n", "must be a JSON object"),
     ('{"type": "frobnicate"}\n', "unknown command type 'frobnicate'"),
     ('{"type": ["load"]}\n', "unknown command type"),

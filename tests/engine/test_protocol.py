@@ -41,7 +41,7 @@ def test_replay_resumes_from_an_offset_and_skips_a_partial_line(tmp_path):
 
 def test_commands_parse_and_bad_lines_say_why():
     assert parse_command(command_line("cancel")) == {"type": "cancel"}
-    with pytest.raises(ProtocolError, match="not JSON"):
+    with pytest.raises(ProtocolError, match="command is not valid JSON"):
         parse_command("{cancel")
     with pytest.raises(ProtocolError, match="unknown command"):
         parse_command('{"type": "explode"}')

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.contract.errors import echo
+
 FORMATS = ("auto", "columns", "alpaca", "sharegpt", "messages")
 ALPACA_COLUMNS = {"instruction": "instruction", "context": "input", "response": "output"}
 CHAT_COLUMNS = {"sharegpt": "conversations", "messages": "messages"}
@@ -54,18 +56,18 @@ def normalise_turns(turns: Any, fmt: str, roles: Mapping[str, str] | None = None
     """[{role, content}] with roles mapped to system/user/assistant; ChatProblem says which turn is wrong."""
     column = CHAT_COLUMNS[fmt]
     if not isinstance(turns, list) or not turns:
-        raise ChatProblem(f"{column} must be a non-empty list of turns, got {str(turns)[:40]!r}.")
+        raise ChatProblem(f"{column} must be a non-empty list of turns, got {echo(turns, 40)}.")
     role_key, text_key = ("from", "value") if fmt == "sharegpt" else ("role", "content")
     mapping = {**KNOWN_ROLES, **{str(k).lower(): v for k, v in (roles or {}).items()}}
     out = []
     for i, turn in enumerate(turns):
         where = f"{column}[{i}]"
         if not isinstance(turn, Mapping) or role_key not in turn or text_key not in turn:
-            raise ChatProblem(f"{where} must be an object with {role_key} and {text_key}, got {str(turn)[:60]!r}.")
+            raise ChatProblem(f"{where} must be an object with {role_key} and {text_key}, got {echo(turn)}.")
         raw = str(turn[role_key])
         role = mapping.get(raw.lower())
         if role not in ROLES:
-            raise ChatProblem(f"{where} has role {raw!r}; map it to user, assistant or system in data.roles, e.g. "
+            raise ChatProblem(f"{where} has role {echo(raw)}; map it to user, assistant or system in data.roles, e.g. "
                               f"{{{raw}: user}}.")
         out.append({"role": role, "content": _content(turn[text_key], where)})
     return out

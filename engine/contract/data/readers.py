@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from engine.contract.data.records import RecordProblem
 from engine.contract.errors import FileProblem  # noqa: F401 (re-exported)
+from engine.contract.safe_json import MAX_JSON_DEPTH, JSONProblem, safe_json_loads, too_deep
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -49,13 +51,13 @@ def _refuse_one_object(path: Path) -> None:
     """A .json file that is one object spread over several lines (``{"data": [...]}``) is neither a list nor
     JSON lines: say so, and where its rows probably are, instead of "line 1 is not valid JSON"."""
     try:
-        json.loads(_first_line(path))
+        safe_json_loads(_first_line(path))
         return  # the first line is a whole object: JSON lines
-    except (ValueError, RecursionError):
+    except JSONProblem:
         pass
     try:
-        whole = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, RecursionError):
+        whole = safe_json_loads(path.read_text(encoding="utf-8-sig"))
+    except JSONProblem:
         return  # broken JSON lines: the reader names the line
     if isinstance(whole, dict):
         lists = [key for key, value in whole.items() if isinstance(value, list)]
@@ -91,21 +93,16 @@ def _jsonl(path: Path) -> Iterator[Row]:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, RecordProblem(f"not valid JSON ({exc.msg} at column {exc.colno}); fix the line or "
-                                           f"remove it.")
-            except RecursionError:  # '[[[[…' thousands deep: no record is nested like that
-                yield where, RecordProblem("nested too deeply to be a record; fix the line or remove it.")
-            except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's own limit)
-                yield where, RecordProblem(f"cannot be read ({exc}); fix the line or remove it.")
+            try:  # 5,000-digit numbers, 50,000-deep nesting, NaN: each one line's problem, never the reader's
+                yield where, safe_json_loads(line)
+            except JSONProblem as exc:
+                yield where, RecordProblem(f"{exc.bare}; fix the line or remove it.")
 
 
 def _json_list(path: Path) -> Iterator[Row]:
     """Walk a top-level JSON list element by element so each object keeps the line it starts on."""
     text = path.read_text(encoding="utf-8-sig")
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)  # no NaN/inf in data
     pos = _skip_space(text, 0)
     if pos >= len(text) or text[pos] != "[":
         raise FileProblem(f"{path}: a .json data file must hold a list of objects ([{{...}}, ...]) or one object "
@@ -126,6 +123,9 @@ def _json_list(path: Path) -> Iterator[Row]:
         except ValueError as exc:  # not a JSONDecodeError: an integer of more than 4,300 digits
             yield f"{path}:{line}", RecordProblem(f"cannot be read ({exc}); fix the file from here on.")
             return
+        if too_deep(value, MAX_JSON_DEPTH):
+            yield f"{path}:{line}", RecordProblem("nested too deeply to be a record; fix the file from here on.")
+            return
         yield f"{path}:{line}", value
         pos = _skip_space(text, pos)
         if pos < len(text) and text[pos] == ",":
@@ -136,6 +136,17 @@ def _json_list(path: Path) -> Iterator[Row]:
             line = text.count("\n", 0, pos) + 1
             yield f"{path}:{line}", RecordProblem("expected ',' or ']' after an object; fix the list from here on.")
             return
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
 
 
 def _skip_space(text: str, pos: int) -> int:

@@ -17,13 +17,13 @@ callers prefix it with ``FILE:LINE``. Stdlib only: the studio imports this modul
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from engine.contract.data.chat import (ALPACA_COLUMNS, CHAT_COLUMNS, ChatProblem, chat_fields, detect_format,
                                          normalise_turns)
-from engine.contract.errors import RecordProblem  # noqa: F401 (re-exported)
+from engine.contract.errors import RecordProblem, echo  # noqa: F401 (RecordProblem re-exported)
+from engine.contract.safe_json import JSONProblem, safe_json_loads
 
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
                     "reasoning", "messages")
@@ -46,12 +46,12 @@ def merge_mapping(base: Mapping[str, ColumnRef], overrides: Mapping[str, Any] | 
     merged = dict(base)
     for name, column in (overrides or {}).items():
         if name not in CANONICAL_FIELDS:
-            raise RecordProblem(f"data.columns: {name!r} is not a canonical field; use one of "
+            raise RecordProblem(f"data.columns: {echo(name)} is not a canonical field; use one of "
                                 f"{', '.join(CANONICAL_FIELDS)} as keys (values are your file's column names).")
         if isinstance(column, list):
             column = tuple(column)
         if not (isinstance(column, str) and column) and not (isinstance(column, tuple) and column):
-            raise RecordProblem(f"data.columns.{name}: give the name of a column in your file, got {column!r}.")
+            raise RecordProblem(f"data.columns.{name}: give the name of a column in your file, got {echo(column)}.")
         merged[name] = column
     return merged
 
@@ -85,7 +85,7 @@ def _text(name: str, value: Any, *, numbers_ok: bool = False) -> str | None:
         return value
     if numbers_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise RecordProblem(f"{name} must be text, got {_type_name(value)} ({str(value)[:40]!r}); store it as a "
+    raise RecordProblem(f"{name} must be text, got {_type_name(value)} ({echo(value, 40)}); store it as a "
                         f"string or map another column to {name} in data.columns.")
 
 
@@ -94,17 +94,17 @@ def parse_tests(value: Any) -> list[dict] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise RecordProblem("tests is not valid JSON; write it as a list like "
+        try:  # a cell of any text: 5,000-digit numbers and 50,000-deep nesting are this row's problem
+            value = safe_json_loads(value)
+        except JSONProblem as exc:
+            raise RecordProblem(f"tests {exc}; write it as a list like "
                                 '[{"input": "1 2", "output": "3"}].') from None
     if not isinstance(value, list):
         raise RecordProblem(f"tests must be a list of {{input, output}} pairs, got {_type_name(value)}.")
     tests = []
     for i, case in enumerate(value):
         if not isinstance(case, Mapping) or "input" not in case or "output" not in case:
-            raise RecordProblem(f"tests[{i}] must be an object with input and output, got {str(case)[:60]!r}.")
+            raise RecordProblem(f"tests[{i}] must be an object with input and output, got {echo(case)}.")
         tests.append({"input": _text(f"tests[{i}].input", case["input"], numbers_ok=True) or "",
                       "output": _text(f"tests[{i}].output", case["output"], numbers_ok=True) or ""})
     return tests or None
@@ -173,7 +173,7 @@ def canonical_record(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], *
     _, language = pick(row, mapping.get("language"))
     language = (_text("language", language) or "").strip().lower() or default_language
     if not language.replace("-", "").isalpha() or len(language) > 8:
-        raise RecordProblem(f"language {language!r} is not a language code; use en or es.")
+        raise RecordProblem(f"language {echo(language)} is not a language code; use en or es.")
     record["language"] = language
     _, tests = pick(row, mapping.get("tests"))
     record["tests"] = parse_tests(tests)
