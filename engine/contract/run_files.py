@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import math
 import os
 import secrets
@@ -22,6 +23,7 @@ try:
 except ImportError:  # Windows: no flock; the pid in run.json is the only liveness signal there
     fcntl = None  # type: ignore[assignment]
 
+MAX_TIME = 1e11  # seconds since 1970 (year 5138): a larger time stamp was not written by this store
 MAX_RUN_FILE_BYTES = 16 << 20  # run.json, spec.yaml, eval files: small text; anything larger is not ours
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -36,6 +38,37 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def time_field(value: Any) -> float | None:
+    """A time stamp (seconds since 1970) from run.json or the index, or None when it is not a plausible one."""
+    value = _finite(value)
+    return value if value is not None and 0 <= value < MAX_TIME else None
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float when it is a JSON number (not true/false), else None (10**400 included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def clean_scores(scores: Any, run_id: str) -> dict[str, float]:
+    """The scores that are scores (text names, finite numbers); anything else is dropped with a warning, so one
+    bad value in run.json or the index never breaks a listing that formats them."""
+    if not isinstance(scores, dict):
+        if scores is not None:
+            logging.getLogger(__name__).warning("run %s: scores is %s, not an object of numbers; ignored", run_id, type(scores).__name__)
+        return {}
+    clean = {k: _finite(v) for k, v in scores.items() if isinstance(k, str)}
+    clean = {k: v for k, v in clean.items() if v is not None}
+    if len(clean) < len(scores):
+        logging.getLogger(__name__).warning("run %s: %d score(s) are not finite numbers; ignored", run_id, len(scores) - len(clean))
+    return clean
 
 
 def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:

@@ -25,7 +25,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -38,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.contract.run_files import (  # noqa: F401 - re-exported for the store's users
-    _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, json_safe, read_inside, write_atomic)
+    _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, clean_scores, json_safe, read_inside, time_field,
+    write_atomic)
 from engine.contract.run_status import (  # noqa: F401 - pid_alive re-exported
     STORED_STATES, engine_alive, pid_alive, run_status)
 from engine.contract.safe_json import safe_json_loads, shorten
@@ -49,7 +49,6 @@ APP_NAME = "compression-studio"
 HOME_ENV = "COMPRESSION_STUDIO_HOME"
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9-]{1,32}-[0-9a-f]{4}")  # what new_run_id() makes, nothing else
 RUN_ID_EXAMPLE = "20261201-124500-my-run-1a2b"
-MAX_TIME = 1e11  # seconds since 1970 (year 5138): a larger time stamp was not written by this store
 
 
 def data_dir() -> Path:
@@ -318,8 +317,8 @@ class RunStore:
         if status not in STORED_STATES:
             raise StoreError(f"run {paths.id} is damaged: its run.json has status {shorten(status, 40)!r}, not one "
                              f"of {', '.join(STORED_STATES)}; delete the run or repair the file.")
-        created = _time_field(info.get("created"))
-        updated = _time_field(info.get("updated") or created)
+        created = time_field(info.get("created"))
+        updated = time_field(info.get("updated") or created)
         pid = info.get("pid") or 0
         for name, ok in (("name", isinstance(info.get("name"), str)), ("created", created is not None),
                          ("updated", updated is not None), ("stage", isinstance(info.get("stage") or "", str)),
@@ -387,7 +386,7 @@ class RunStore:
             scores = safe_json_loads(scores) if isinstance(scores, str) else None
         except (TypeError, ValueError):
             return None
-        created, updated = _time_field(created), _time_field(updated)
+        created, updated = time_field(created), time_field(updated)
         if not (is_run_id(run_id) and isinstance(name, str) and status in STORED_STATES and isinstance(stage, str)
                 and created is not None and updated is not None and isinstance(scores, dict)
                 and isinstance(pid, int) and 0 <= pid < 2**31):
@@ -409,37 +408,6 @@ class RunStore:
             raise RunLocked(f"run {run_id} is still running (pid {record.pid}); cancel it first.")
         self._index("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(paths.root)  # never follows a link inside the folder (fd-based on Linux)
-
-
-def _time_field(value: Any) -> float | None:
-    """A time stamp (seconds since 1970) from run.json or the index, or None when it is not a plausible one."""
-    value = _finite(value)
-    return value if value is not None and 0 <= value < MAX_TIME else None
-
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float when it is a JSON number (not true/false), else None (10**400 included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def clean_scores(scores: Any, run_id: str) -> dict[str, float]:
-    """The scores that are scores (text names, finite numbers); anything else is dropped with a warning, so one
-    bad value in run.json or the index never breaks a listing that formats them."""
-    if not isinstance(scores, dict):
-        if scores is not None:
-            log.warning("run %s: scores is %s, not an object of numbers; ignored", run_id, type(scores).__name__)
-        return {}
-    clean = {k: _finite(v) for k, v in scores.items() if isinstance(k, str)}
-    clean = {k: v for k, v in clean.items() if v is not None}
-    if len(clean) < len(scores):
-        log.warning("run %s: %d score(s) are not finite numbers; ignored", run_id, len(scores) - len(clean))
-    return clean
 
 
 def _row(record: RunRecord) -> tuple:
