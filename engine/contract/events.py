@@ -18,6 +18,7 @@ class StatusData(TypedDict):
     message: str
     index: NotRequired[int]  # the stage's place in the pipeline, 1-based, on the status that starts a stage
     count: NotRequired[int]
+    plan: NotRequired[list[dict[str, Any]]]  # every stage's {stage, kind, model, steps}, on the status that starts one
 
 
 class SweepPoint(TypedDict):

@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a plan the estimate refuses
 
 
+def stage_plan(spec: RunSpec) -> list[dict]:
+    """What each stage will do as far as the spec says — its kind, the base model it trains (teacher, student)
+    and its optimizer steps (×the sweep's rates; None when epochs decide) — so that a reader can weigh the stages
+    still to come by their work instead of counting them as equal shares (the studio's whole-run ETA)."""
+    plan = []
+    for stage in spec.stages:
+        rates = max(1, len(stage.train.sweep_learning_rates or []))
+        plan.append({"stage": stage.name, "kind": stage.kind, "model": base_model_of(spec, stage.model),
+                     "steps": stage.train.max_steps * rates if stage.train.max_steps > 0 else None})
+    return plan
+
+
 def _done_marker(paths: RunPaths, stage: StageSpec):
     return paths.stage_dir(stage.name) / STAGE_DONE_FILE
 
@@ -131,7 +143,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
                 raise StageCancelled(stage.name)
             store.update(paths.id, stage=stage.name)
             events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
-                          index=index + 1, count=len(spec.stages))
+                          index=index + 1, count=len(spec.stages), plan=stage_plan(spec))
             # Rank-aware (engine/runner/launch.py): under several processes, evaluate/quantize run on rank 0 only.
             # never 5 s without an event while the stage runs: heartbeats name what runs (engine/core/heartbeat.py)
             heartbeat.attach(events, stage.name, f"stage {index + 1}/{len(spec.stages)} ({stage.kind})")

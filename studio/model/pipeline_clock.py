@@ -1,11 +1,15 @@
 """Whole-pipeline progress and ETA of a run, folded from its status and progress events — plain Python, no Qt.
 
 The engine announces each stage with a status event that carries its place (``index``/``count``; runs written
-before that only say "stage 2/4: sft" in the message) and reports progress within the stage (``fraction``,
-``eta_s``). Every stage counts as an equal share of the run. A stage's sub-phases (``student_kd:teacher``, the
-evaluation's ``eval:teacher``) do not move the run's bar, which therefore never runs backwards. The ETA is the
-current stage's own ETA plus the stages still to come at the mean duration of the stages finished so far (before
-any finished: at the current stage's projected duration) — a rough figure, and shown as one.
+before that only say "stage 2/4: sft" in the message) and the plan of every stage (kind, the base model it
+trains, its optimizer steps), and reports progress within the stage (``fraction``, ``eta_s``). The run's bar gives
+every stage an equal share; a stage done in parts (a sweep's rates, the evaluation's models) moves it part by part,
+other sub-phases (``student_kd:teacher``) do not, so it never runs backwards. The ETA is measured, then weighed:
+the current stage's own ETA, plus each training stage still to come at its planned steps × the seconds per step
+measured for the model it trains (the teacher's steps cost more than the student's) — or, for a model not yet
+measured, any measured rate. Stages the plan cannot weigh (evaluation, quantization, export) count at the mean
+duration of such stages finished so far, else are named as not included. Runs without a plan fall back to the
+stages' mean duration. A rough figure, and shown as one.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 STAGE_OF = re.compile(r"stage (\d+)/(\d+)")
+TRAINING_KINDS = ("sft", "distill", "grpo")  # stages whose cost is their optimizer steps
 
 
 def _number(value) -> float | None:
@@ -39,6 +44,10 @@ def stage_share(data: dict, part: dict | None = None) -> dict:
     return out
 
 
+def _rate_key(entry: dict) -> str:
+    return f"{entry.get('kind', '')} {entry.get('model', '')}"
+
+
 @dataclass
 class PipelineClock:
     index: int = 0  # 1-based place of the current stage; 0 before the first stage started
@@ -50,6 +59,8 @@ class PipelineClock:
     stage_eta: float | None = None
     durations: dict[str, float] = field(default_factory=dict)  # stages that finished, in seconds
     finished: bool = False
+    plan: list[dict] = field(default_factory=list)  # the engine's plan: {stage, kind, model, steps} per stage
+    step_seconds: dict[str, float] = field(default_factory=dict)  # "kind model" → seconds per training step
 
     def on_hello(self, time: float) -> None:
         """A (re)start of the engine: the stage that was running when the last attempt ended did not finish."""
@@ -65,6 +76,8 @@ class PipelineClock:
                 return  # "training for 40 steps", "cancelling", …: not the start of a stage
             index, count = int(match[1]), int(match[2])
         stage = str(data.get("stage", ""))
+        if isinstance(data.get("plan"), list) and all(isinstance(p, dict) for p in data["plan"]):
+            self.plan = list(data["plan"])
         if self.stage and self.started is not None and stage != self.stage:
             self.durations[self.stage] = time - self.started
         self.index, self.count, self.stage, self.started = index, count, stage, time
@@ -81,6 +94,10 @@ class PipelineClock:
         fraction = _number(data.get("fraction"))
         self.stage_fraction = min(max(fraction, 0.0), 1.0) if fraction is not None else self.stage_fraction
         self.stage_eta = _number(data.get("eta_s"))
+        step, elapsed = _number(data.get("step")), _number(data.get("elapsed_s"))
+        entry = self._planned(self.stage)
+        if stage == self.stage and data.get("unit", "step") == "step" and step and elapsed and entry:
+            self.step_seconds[_rate_key(entry)] = elapsed / step
 
     def on_done(self, state: str, time: float) -> None:
         self.last_time = max(self.last_time, time)
@@ -98,6 +115,15 @@ class PipelineClock:
             return None
         return min(1.0, (self.index - 1 + self.stage_fraction) / self.count)
 
+    def _rate(self, entry: dict, fallback: float) -> float:
+        """Seconds per step of a planned stage: measured for the same kind and model (a GRPO step generates, a
+        KD step runs the teacher too), else for the same model, else ``fallback``."""
+        same_model = [v for k, v in self.step_seconds.items() if k.split(" ", 1)[1] == str(entry.get("model", ""))]
+        return self.step_seconds.get(_rate_key(entry)) or (max(same_model) if same_model else fallback)
+
+    def _planned(self, stage: str) -> dict | None:
+        return next((p for p in self.plan if p.get("stage") == stage), None)
+
     @property
     def eta_s(self) -> float | None:
         """Seconds to the end of the run (rough), or None when nothing is known to estimate it from."""
@@ -110,5 +136,33 @@ class PipelineClock:
             current = max(mean - elapsed, 0.0)
         if current is None:
             return None
+        to_come = self._to_come()
+        if to_come is not None:
+            return current + to_come[0]
         per_stage = mean if mean is not None else elapsed + current
         return current + (self.count - self.index) * per_stage
+
+    @property
+    def not_included(self) -> list[str]:
+        """Stages to come that the ETA could not weigh (their cost is not in the plan nor measured yet)."""
+        to_come = self._to_come()
+        return to_come[1] if to_come is not None else []
+
+    def _to_come(self) -> tuple[float, list[str]] | None:
+        """(seconds, stages not weighed) for the stages after the current one, from the plan and the measured
+        rates; None without a plan or a measured rate (then the stages' mean duration stands in)."""
+        if len(self.plan) != self.count or not self.step_seconds:
+            return None
+        any_rate = sum(self.step_seconds.values()) / len(self.step_seconds)
+        kinds = {p.get("stage"): p.get("kind") for p in self.plan}
+        other = [d for name, d in self.durations.items() if kinds.get(name) not in TRAINING_KINDS]
+        seconds, unweighed = 0.0, []
+        for entry in self.plan[self.index:]:
+            steps = _number(entry.get("steps"))
+            if entry.get("kind") in TRAINING_KINDS and steps:
+                seconds += steps * self._rate(entry, any_rate)
+            elif other:
+                seconds += sum(other) / len(other)
+            else:
+                unweighed.append(str(entry.get("stage", "")))
+        return seconds, unweighed

@@ -35,8 +35,9 @@ class ProgressPanel(QWidget):
         self.run_bar = QProgressBar()
         self.run_bar.setRange(0, 1000)
         self.run_bar.setTextVisible(True)
-        self.run_bar.setToolTip("Every stage counts as an equal share of the run; the ETA adds the stages still "
-                                "to come at the mean duration of the stages finished so far (a rough figure).")
+        self.run_bar.setToolTip("Every stage counts as an equal share of the run. The ETA adds to this stage's "
+                                "own the training stages still to come, at their planned steps × the seconds per "
+                                "step measured for their model; stages it cannot time yet are named after it.")
         self.run_eta_label = QLabel("")
         self.run_eta_label.setObjectName("etaLabel")
         layout = QGridLayout(self)
@@ -80,8 +81,9 @@ class ProgressPanel(QWidget):
         if state.done:
             self.run_eta_label.setText(state.state)
         elif clock.count:
-            eta = clock.eta_s
-            self.run_eta_label.setText("ETA ≈ " + format_eta(eta) if eta is not None else "ETA after the first stage")
+            eta, left_out = clock.eta_s, clock.not_included
+            text = "ETA ≈ " + format_eta(eta) if eta is not None else "ETA after the first stage"
+            self.run_eta_label.setText(text + (f" + {', '.join(left_out)}" if eta is not None and left_out else ""))
         else:
             self.run_eta_label.setText("")
 

@@ -36,6 +36,13 @@ def test_demo_events_arrive_in_order_with_their_fields(quick_demo):
     assert all(v >= 0 for v in kd_losses)
     progress = [e["data"] for e in quick_demo if e["type"] == "progress"]
     assert progress and all(0 <= p["fraction"] <= 1 for p in progress)
+    # the studio's whole-run ETA weighs the stages by the plan; its bar moves model by model in the evaluation
+    starts = [e["data"] for e in quick_demo if e["type"] == "status" and "index" in e["data"]]
+    assert [(p["stage"], p["model"], p["steps"]) for p in starts[0]["plan"]] == [
+        ("teacher_sft", "teacher", 4), ("student_sft", "student", 4), ("student_kd", "student", 4),
+        ("eval", "student", None)]
+    parts = {(p["stage"], p["part"]["index"], p["part"]["count"]) for p in progress if "part" in p}
+    assert {index for _stage, index, _count in parts} == {0, 1, 2} and {c for *_, c in parts} == {3}
     from engine.contract.events import missing_keys  # every event carries its type's payload (the contract)
 
     assert {(e["type"], tuple(missing_keys(e["type"], e["data"]))) for e in quick_demo

@@ -117,3 +117,44 @@ def test_plots_draw_each_rate_apart_the_summary_per_rate_and_single_points_with_
     assert plots._curves["kd · eval/kd_loss"][1].opts["symbol"] is not None
     assert plots._curves["s (lr 0.002) · eval/ce"][1].opts["symbol"] is not None
     assert plots.readout_at("sweep", 2.1e-3).startswith("learning rate 0.002 — ")
+
+
+DEMO_PLAN = [{"stage": "teacher_sft", "kind": "sft", "model": "teacher", "steps": 1200},
+             {"stage": "student_sft", "kind": "sft", "model": "student", "steps": 600},
+             {"stage": "student_kd", "kind": "distill", "model": "student", "steps": 600},
+             {"stage": "eval", "kind": "evaluate", "model": "student", "steps": None}]
+
+
+def _start(state: RunState, index: int, time: float) -> None:
+    stage = DEMO_PLAN[index - 1]
+    state.apply(Event("status", {"state": "running", "stage": stage["stage"], "message": "", "index": index,
+                                 "count": 4, "plan": DEMO_PLAN}, "r", index * 100, time))
+
+
+def _progress(state: RunState, stage: str, step: int, total: int, per_step: float, time: float) -> None:
+    state.apply(Event("progress", {"stage": stage, "step": step, "total": total, "fraction": step / total,
+                                   "elapsed_s": step * per_step, "eta_s": (total - step) * per_step,
+                                   "unit": "step"}, "r", int(time) + 1000, time))
+
+
+def test_the_run_eta_weighs_the_stages_to_come_by_their_steps_and_measured_rates():
+    """The demo as bench/RESULTS.md measured it: teacher SFT 1,200 steps at 0.207 s, student SFT 600 at 0.058 s,
+    KD 600 steps, a short evaluation. Counting stages as equal shares said 3 × the teacher's 248 s more."""
+    state = RunState()
+    state.apply(Event("hello", {}, "r", 1, 0.0))
+    _start(state, 1, 0.0)
+    _progress(state, "teacher_sft", 100, 1200, 0.207, 20.7)
+    clock = state.pipeline
+    # the teacher's 1,100 steps left, then 1,200 student steps at the only rate measured yet (the teacher's)
+    assert clock.eta_s == pytest.approx(1100 * 0.207 + 1200 * 0.207)
+    assert clock.not_included == ["eval"]  # named beside the ETA, never silently 0
+    _start(state, 2, 248.0)
+    _progress(state, "student_sft", 60, 600, 0.058, 248.0 + 3.48)
+    assert clock.eta_s == pytest.approx(540 * 0.058 + 600 * 0.058)  # the student's own rate now
+    _start(state, 3, 283.0)
+    _start(state, 4, 359.0)  # KD done: the evaluation's parts time themselves
+    state.apply(Event("progress", {"stage": "eval:teacher", "step": 100, "total": 200, "fraction": 0.5,
+                                   "elapsed_s": 1.0, "eta_s": 1.0, "unit": "answer", "part": {"index": 0, "count": 3}},
+                      "r", 5000, 360.0))
+    assert clock.eta_s == pytest.approx(1.0 + 2 * 2.0) and clock.not_included == []
+    assert clock.fraction == pytest.approx((3 + 0.5 / 3) / 4)
