@@ -19,6 +19,7 @@ from engine.models.cards import model_card  # noqa: F401  (re-exported: recipes 
 from engine.core.context import EngineError
 from engine.contract.model_info import ModelInfo
 from engine.contract.spec import LoraSpec, ModelSpec
+from engine.models.source_checks import brief
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _resolve(source: str) -> ResolvedSource:
 
 def _hub_error(source: str, exc: Exception) -> EngineError:
     return EngineError(f"cannot load {source!r} from the Hugging Face hub ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:160]}); without network, download it elsewhere and give its "
+                       f"{brief(exc, 160)}); without network, download it elsewhere and give its "
                        "local folder instead.")
 
 
@@ -149,10 +150,11 @@ def load_tokenizer(spec: ModelSpec) -> Any:
     location, extra = resolved.from_pretrained_args()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, revision=spec.revision or None, **extra)
-    except (OSError, ValueError) as exc:
-        if resolved.kind == "hub":
+    except Exception as exc:  # noqa: BLE001 - damaged tokenizer files raise anything (KeyError, TypeError, …)
+        if resolved.kind == "hub" and isinstance(exc, (OSError, ValueError)):
             raise _hub_error(spec.source, exc) from None
-        raise EngineError(f"cannot read the tokenizer of {spec.source}: {str(exc).splitlines()[0][:200]}") from None
+        raise EngineError(f"cannot read the tokenizer of {spec.source} ({brief(exc, 200)}); check its tokenizer "
+                          "files or save the tokenizer again.") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; the mask hides it from the loss
     return tokenizer
@@ -213,11 +215,16 @@ def _load_model(spec: ModelSpec, resolved: ResolvedSource, location: str, extra:
     except (OSError, ValueError) as exc:
         if resolved.kind == "hub":
             raise _hub_error(spec.source, exc) from None
-        raise EngineError(f"cannot load the model {spec.source}: {str(exc).splitlines()[0][:200]}") from None
+        raise EngineError(f"cannot load the model {spec.source} ({brief(exc, 200)}); check the folder or save the "
+                          "model again.") from None
     except _DAMAGED_WEIGHTS as exc:  # a weight file cut short or overwritten: the user's to fix, not a crash
-        raise EngineError(f"cannot read the weights of {spec.source} ({type(exc).__name__}: "
-                          f"{(str(exc).splitlines() or [''])[0][:160]}); the files are damaged or cut short, so "
-                          "save or download the model again.") from None
+        raise EngineError(f"cannot read the weights of {spec.source} ({type(exc).__name__}: {brief(exc, 160)}); "
+                          "the files are damaged or cut short, so save or download the model again.") from None
+    except RuntimeError as exc:  # stored shapes the config does not describe ("look at the above report!")
+        if "mismatch" not in str(exc) and "ignore_mismatched_sizes" not in str(exc):
+            raise
+        raise EngineError(f"the weights of {spec.source} do not have the shapes its config.json describes; put back "
+                          "the config.json saved with these weights, or save the model again.") from None
     if qconfig is None:
         model.to(device)
     if not trainable:
@@ -256,9 +263,8 @@ def load_config(source: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - a damaged config.json raises anything (TypeError on null, …)
         if resolved.kind == "hub" and isinstance(exc, (OSError, ValueError)):
             raise _hub_error(source, exc) from None
-        raise EngineError(f"cannot read the config of {source} ({type(exc).__name__}: "
-                          f"{(str(exc).splitlines() or [''])[0][:200]}); re-save the model with save_pretrained.") \
-            from None
+        raise EngineError(f"cannot read the config of {source} ({type(exc).__name__}: {brief(exc, 200)}); check "
+                          "its config.json or re-save the model with save_pretrained.") from None
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -266,24 +272,18 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 def check_source(source: str) -> None:
     """A model source is usable before any run folder exists: it resolves, its config reads as a known
-    architecture, and a local folder carries its tokenizer (all without reading weights)."""
+    architecture, and a local folder carries a tokenizer that loads and weights whose stored shapes agree with
+    the config (engine/models/source_checks.py; headers only, no weights read)."""
     load_config(source)
     resolved = resolve_source(source)
     if resolved.kind in ("folder", "demo") and not any((Path(resolved.location) / name).is_file()
                                                        for name in _TOKENIZER_FILES):
         raise EngineError(f"{resolved.location} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save the "
                           "tokenizer next to the model (tokenizer.save_pretrained(folder)).")
-    if resolved.kind == "folder":
-        from safetensors import safe_open
+    if resolved.kind == "folder":  # tokenizer files, JSON files and tensor shapes, file by file (no weights)
+        from engine.models.source_checks import check_folder
 
-        for shard in sorted(Path(resolved.location).glob("*.safetensors")):
-            try:
-                with safe_open(str(shard), framework="pt"):  # the header only, checked against the file size
-                    pass
-            except _DAMAGED_WEIGHTS + (OSError,) as exc:
-                raise EngineError(f"cannot read the weights of {source} ({shard.name}: "
-                                  f"{(str(exc).splitlines() or [''])[0][:160]}); the files are damaged or cut "
-                                  "short, so save or download the model again.") from None
+        check_folder(source, Path(resolved.location), load_config(source))
 
 
 def inspect_model(source: str) -> ModelInfo:
@@ -306,8 +306,8 @@ def inspect_model(source: str) -> ModelInfo:
             model = AutoModelForCausalLM.from_config(config)
     except Exception as exc:  # noqa: BLE001 - a config with impossible sizes (0 heads, -1 tokens…)
         raise EngineError(f"the config of {source} does not describe a model transformers can build "
-                          f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); check its "
-                          "config.json or re-save the model.") from None
+                          f"({type(exc).__name__}: {brief(exc, 200)}); check its config.json or re-save the "
+                          "model.") from None
     parameters = sum(p.numel() for p in model.parameters())
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelInfo(source=source, architecture=type(model).__name__,
