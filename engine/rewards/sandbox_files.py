@@ -104,7 +104,8 @@ def remove_tree(path: str) -> bool:
 
 def usage(path: str, max_entries: int) -> tuple[int, int]:
     """(bytes of disk the folder ``path`` takes, number of entries), counted up to ``max_entries`` entries (then the
-    walk stops early: the caller only compares with its caps). A program changing the tree meanwhile can make the
+    walk stops early: the caller only compares with its caps); a folder the engine may not read counts as past
+    ``max_entries``. A program changing the tree meanwhile can make the
     walk miss or recount a part, never leave the folder's parent (renames cannot leave the sandbox)."""
     total, count = 0, 0
 
@@ -125,6 +126,8 @@ def usage(path: str, max_entries: int) -> tuple[int, int]:
 
     try:
         _walk(path, visit)
+    except PermissionError:  # a folder the program made unreadable to the engine hides what it holds: over the caps
+        return total, max_entries + 1
     except OSError:
-        pass  # a folder that vanished or closed mid-walk: what was counted stands
+        pass  # a folder that vanished mid-walk: what was counted stands
     return total, count
