@@ -135,6 +135,8 @@ class MetricPlots(QWidget):
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setLabel("bottom", "learning rate" if group == "sweep" else "step")
             plot.setLogMode(group == "sweep", self.log_y)  # a sweep's rates span decades
+            if group == "sweep":
+                plot.getAxis("bottom").enableAutoSIPrefix(False)  # the ticks are the rates: no "(×0.001)"
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
             line.hide()
             plot.addItem(line, ignoreBounds=True)
