@@ -2,7 +2,8 @@
 
 With ``$COMPRESSION_STUDIO_STATE_FILE`` set, the app rewrites that file (atomically) every 300 ms: the page, the
 focused widget, the screen rectangles of the controls a test clicks (so xdotool can aim at them), the monitor's
-badge, bars, buttons and curve sizes, and any open dialog's buttons. It reads widgets only; it changes nothing.
+badge, bars, buttons and curve sizes, the arena's run and model lists, and any open dialog's buttons. It reads
+widgets only; it changes nothing.
 """
 from __future__ import annotations
 
@@ -54,6 +55,22 @@ def _monitor(window) -> dict | None:
             "resume": rect(monitor.resume_button), "cancel": rect(monitor.cancel_button)}
 
 
+def _arena(window) -> dict | None:
+    """The arena's run list and each visible pane's picker, load state and error (None until it is mounted)."""
+    arena = window.chat
+    if not hasattr(arena, "run_combo"):
+        return None
+    panes = []
+    for state in arena.session.panes:
+        pane = arena.panes[state.key]
+        if pane.isVisible():
+            combo = pane.model_combo
+            panes.append({"text": combo.currentText(), "items": [combo.itemText(i) for i in range(combo.count())],
+                          "combo": rect(combo), "load": rect(pane.load_button), "state": state.load_state,
+                          "error": pane.error_label.text() if pane.error_label.isVisible() else ""})
+    return {"runs": [arena.run_combo.itemText(i) for i in range(arena.run_combo.count())], "panes": panes}
+
+
 def _dialog() -> dict | None:
     modal = QApplication.activeModalWidget()
     if modal is None:
@@ -73,7 +90,7 @@ def visible_state(window) -> dict:
                       "recent": window.start_page.recent.text()},
             "wizard": {"name": rect(wizard.name), "name_text": wizard.name.text(),
                        "name_focused": focus is wizard.name},
-            "monitor": _monitor(window), "dialog": _dialog()}
+            "monitor": _monitor(window), "arena": _arena(window), "dialog": _dialog()}
 
 
 def install(window, path: str | Path, interval_ms: int = 300) -> QTimer:
