@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write the .gguf files and the Modelfile into")
     p.add_argument("--name", help="file name stem (default: the model folder's name)")
     p.add_argument("--no-modelfile", action="store_true", help="skip the Ollama Modelfile")
+    p.add_argument("--overwrite", action="store_true", help="replace .gguf files or a Modelfile of the same names "
+                   "already in --out (without it such a file is refused before any work, and never touched)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list, show or delete runs")

@@ -11,6 +11,7 @@ from engine import __version__
 from engine.contract.protocol import (
     EventWriter,
     hello,
+    io_sentence,
 )
 from engine.contract.runs import RunStore, StoreError, read_inside
 from engine.contract.spec import RunSpec, SpecError, build, load_spec
@@ -90,13 +91,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     import time
 
     from engine.core.context import EngineError, StageCancelled
-    from engine.export.gguf import check_exportable, check_output, export_gguf
+    from engine.export.gguf import check_exportable, check_output, check_targets, export_gguf
 
     formats = [f.strip() for value in (args.format or [EXPORT_DEFAULT_FORMAT]) for f in value.split(",") if f.strip()]
-    try:  # a bad source, architecture or format is refused before anything is said or written
+    overwrite = bool(getattr(args, "overwrite", False))
+    try:  # a bad source, architecture, format, --out or a file already there is refused before anything is said
         check_output(Path(args.out), args.name or "")
         source = _export_source(args.source)
         check_exportable(source, formats)
+        check_targets(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
+                      overwrite=overwrite)
     except (EngineError, SpecError) as exc:
         return fail(str(exc))
     events = EventWriter()
@@ -113,13 +117,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         events.status("running", "export", f"exporting {source} to GGUF ({', '.join(formats)})")
         result = export_gguf(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
-                             on_progress=on_progress)
-    except StageCancelled:
+                             on_progress=on_progress, overwrite=overwrite)
+    except StageCancelled:  # export_gguf removed its own partial files, and only those
+        events.status("cancelled", "export", "cancelled; no file was written")
         events.emit("done", status="cancelled", summary={})
         return 3
     except Exception as exc:  # any failure is one error event; export_gguf removed its files
-        log.exception("export failed")
-        message = str(exc) if isinstance(exc, EngineError) else f"export failed: {type(exc).__name__}: {exc}"
+        if isinstance(exc, EngineError):
+            message = str(exc)
+        elif isinstance(exc, OSError):  # a full disk, a folder gone: a sentence, the trace only with --verbose
+            log.debug("export failed", exc_info=True)
+            message = f"export failed: {io_sentence(exc)}"
+        else:
+            log.exception("export failed")
+            message = f"export failed: {type(exc).__name__}: {exc}"
         events.error(message, stage="export")
         events.emit("done", status="failed", summary={})
         return 1

@@ -14,12 +14,12 @@ gguf-py can only *de*-quantize the k-quants, so Q4_K_M comes from llama.cpp's ow
 ``llama_model_quantize``, reached through llama-cpp-python (an optional extra: it compiles llama.cpp when
 installed). Without it a q4_k_m request is refused with a sentence that offers q4_0 or q8_0.
 
-Every file is written under a ``.partial`` name and renamed when complete; on any failure the files this
-export created are removed again, so nothing half-written is ever left behind.
+Every file is written under a hidden temporary name of its own and all are renamed when complete; a file the
+user already has under a target name is refused up front (or replaced only with ``overwrite``), and on any
+failure or cancel only this export's own files are removed (engine/export/output_files.py).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from engine.contract.vocabulary import GGUF_FORMATS as FORMATS
+from engine.contract.errors import echo, shorten
+from engine.contract.safe_json import safe_json_loads
 from engine.core.context import EngineError
 from engine.export.llama_cpp_quantize import LLAMA_CPP_INSTALL, llama_cpp_available, quantize_with_llama_cpp
+from engine.export.output_files import StagedFiles, probe_writable, refuse_existing
 from engine.export.ollama_modelfile import chatml_stop_tokens, default_system_prompt, modelfile_text
 
 log = logging.getLogger(__name__)
@@ -57,9 +60,10 @@ def read_config(model_dir: Path) -> dict:
         raise EngineError(f"{model_dir} is not a model folder (it has no config.json); export a folder saved "
                           "with save_pretrained, such as a run's models/<stage>.")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 (UnicodeDecodeError)
-        raise EngineError(f"{config_path} cannot be read as JSON ({exc}); re-save the model.") from None
+        config = safe_json_loads(config_path.read_bytes())
+    except (OSError, ValueError) as exc:  # JSONProblem: not JSON, not UTF-8, huge numbers, deep nesting
+        raise EngineError(f"{config_path} cannot be read as JSON ({shorten(exc, 160)}); re-save the model.") \
+            from None
     if not isinstance(config, dict):
         raise EngineError(f"{config_path} holds {type(config).__name__} instead of a JSON object of settings; "
                           "re-save the model with save_pretrained.")
@@ -82,8 +86,22 @@ def check_output(out_dir: Path, name: str) -> None:
         where = f"--out {out_dir}" if existing == out_dir else f"{existing} (in --out {out_dir})"
         raise EngineError(f"{where} is a file; give a folder for the .gguf files (it is created if missing).")
     if name and not re.fullmatch(r"[\w][\w.+-]{0,127}", name):
-        raise EngineError(f"--name {name!r} must be a plain file name stem (letters, digits, '_', '.', '+', '-'; "
-                          "no folders), e.g. my-model.")
+        raise EngineError(f"--name {echo(name)} must be a plain file name stem (letters, digits, '_', '.', '+', "
+                          "'-'; no folders), e.g. my-model.")
+    probe_writable(out_dir)  # /proc/…, a read-only disk, no permission: a sentence now, not a traceback later
+
+
+def export_name(model_dir: Path, name: str = "") -> str:
+    """The file name stem: the one given, else the model folder's name made safe."""
+    return name or re.sub(r"[^\w.+-]", "_", Path(model_dir).name).lstrip(".") or "model"
+
+
+def check_targets(model_dir: Path, out_dir: Path, formats: list[str], *, name: str = "", ollama: bool = True,
+                  overwrite: bool = False) -> None:
+    """Refuse (EngineError) when a file this export would write is already there, unless ``overwrite``."""
+    stem = export_name(model_dir, name)
+    names = [f"{stem}-{fmt}.gguf" for fmt in dict.fromkeys(formats)] + (["Modelfile"] if ollama else [])
+    refuse_existing([Path(out_dir) / n for n in names], overwrite)
 
 
 def check_formats(formats: list[str]) -> None:
@@ -263,71 +281,64 @@ def _generation_eos(model_dir: Path, config: dict) -> dict:
     <|im_end|> and <|endoftext|>)."""
     gen = Path(model_dir) / "generation_config.json"
     if gen.is_file():
-        eos = json.loads(gen.read_text(encoding="utf-8")).get("eos_token_id")
+        try:
+            eos = safe_json_loads(gen.read_bytes()).get("eos_token_id")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise EngineError(f"{gen} cannot be read as JSON settings ({shorten(exc, 160)}); re-save the "
+                              "model.") from None
         if eos is not None:
             return {**config, "eos_token_id": eos}
     return config
 
 
 def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str = "", ollama: bool = True,
-                on_progress: Progress | None = None) -> ExportResult:
-    """Convert ``model_dir`` into one GGUF per format (plus a Modelfile) in ``out_dir``; all or nothing."""
+                on_progress: Progress | None = None, overwrite: bool = False) -> ExportResult:
+    """Convert ``model_dir`` into one GGUF per format (plus a Modelfile) in ``out_dir``; all or nothing. A file
+    already at a target name is refused up front unless ``overwrite``; every file is written under a temporary
+    name of its own and renamed only when all are complete, so a failure or cancel removes only this export's
+    files (engine/export/output_files.py)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     formats = list(dict.fromkeys(formats))
     config = check_exportable(model_dir, formats)
-    name = name or re.sub(r"[^\w.+-]", "_", model_dir.name).lstrip(".") or "model"
+    name = export_name(model_dir, name)
     check_output(out_dir, name)
+    check_targets(model_dir, out_dir, formats, name=name, ollama=ollama, overwrite=overwrite)
+    finals = {fmt: f"{name}-{fmt}.gguf" for fmt in formats}
     # q4_k_m is quantized by llama.cpp from an f16 file: a requested one, or a hidden intermediate
     direct = [f for f in formats if f != "q4_k_m"]
     if "q4_k_m" in formats and "f16" not in direct:
         direct.insert(0, "f16")
     n_tensors = sum(1 for _ in _tensor_names(model_dir, config))
     progress = _Ticker(n_tensors * len(direct) + ("q4_k_m" in formats), on_progress)
-    created_dir = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temporary: list[Path] = []  # deleted whatever happens
-    written: list[Path] = []  # deleted on failure
-    files: dict[str, Path] = {}
+    staged = StagedFiles(out_dir, overwrite)
     try:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         tokens, types = vocab_tokens(tokenizer, model_dir, config["vocab_size"])
-        template = None
+        template, written = None, {}
         for fmt in direct:
-            final = out_dir / (f"{name}-{fmt}.gguf" if fmt in formats else f".{name}-{fmt}.tmp.gguf")
-            partial = final.with_name(final.name + ".partial")
-            temporary.append(partial)
-            template = _write_direct(model_dir, config, fmt, name, (tokens, types), partial,
+            written[fmt] = staged.temp(f"{name}-{fmt}.gguf")
+            template = _write_direct(model_dir, config, fmt, name, (tokens, types), written[fmt],
                                      lambda f=fmt: progress.tick(f"writing {f}"))
-            os.replace(partial, final)
-            (written if fmt in formats else temporary).append(final)
-            files[fmt] = final
         if "q4_k_m" in formats:
-            final = out_dir / f"{name}-q4_k_m.gguf"
-            partial = final.with_name(final.name + ".partial")
-            temporary.append(partial)
-            quantize_with_llama_cpp(files["f16"], partial, "q4_k_m")
-            os.replace(partial, final)
-            written.append(final)
-            files["q4_k_m"] = final
+            written["q4_k_m"] = staged.temp(finals["q4_k_m"])
+            quantize_with_llama_cpp(written["f16"], written["q4_k_m"], "q4_k_m")
             progress.tick("quantizing q4_k_m")
-        files = {f: files[f] for f in formats}
-        modelfile = None
+        commits = {written[fmt]: finals[fmt] for fmt in formats}
         if ollama:
             stops = chatml_stop_tokens(_generation_eos(model_dir, config), tokens)
-            text = modelfile_text(_smallest(files).name, template, stops, default_system_prompt(tokenizer))
-            modelfile = _write_atomic(out_dir / "Modelfile", text, temporary)
-        if modelfile:
-            written.append(modelfile)
+            text = modelfile_text(finals[_smallest(formats)], template, stops, default_system_prompt(tokenizer))
+            modelfile_tmp = staged.temp("Modelfile")
+            modelfile_tmp.write_text(text, encoding="utf-8")
+            commits[modelfile_tmp] = "Modelfile"
+        claimed = staged.commit(commits)  # only now are the final names taken
     except BaseException:
-        for path in temporary + written:
-            path.unlink(missing_ok=True)
-        if created_dir and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        staged.discard()
         raise
-    for path in temporary:
-        path.unlink(missing_ok=True)
+    staged.discard(finals_too=False)  # the hidden f16 a q4_k_m was made from
+    files = {fmt: claimed[written[fmt]] for fmt in formats}
+    modelfile = out_dir / "Modelfile" if ollama else None
     return ExportResult(files=files, modelfile=modelfile, sizes={f: p.stat().st_size for f, p in files.items()})
 
 
@@ -341,17 +352,9 @@ class _Ticker:
             self.on_progress(phase, self.done, self.total)
 
 
-def _smallest(files: dict[str, Path]) -> Path:
-    """The file the Modelfile points at: the most compressed one exported (what Ollama users pull)."""
-    return next(files[f] for f in ("q4_k_m", "q4_0", "q8_0", "f16") if f in files)
-
-
-def _write_atomic(path: Path, text: str, temporary: list[Path]) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    temporary.append(partial)
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-    return path
+def _smallest(formats: list[str]) -> str:
+    """The format the Modelfile points at: the most compressed one exported (what Ollama users pull)."""
+    return next(f for f in ("q4_k_m", "q4_0", "q8_0", "f16") if f in formats)
 
 
 def _tensor_names(model_dir: Path, config: dict) -> Iterator[str]:

@@ -58,8 +58,9 @@ def run_stage(ctx: RunContext) -> StageResult:
     # files named after the run and the stage or base model ("demo-kd-student-q8_0.gguf"); a folder by its name
     named = stage.model in BASE_MODELS or stage.model in {s.name for s in ctx.spec.stages}
     name = f"{ctx.spec.name}-{stage.model}" if named else folder.name
+    # overwrite: models/<stage> belongs to this run (a resumed stage replaces its earlier attempt's files)
     result = export_gguf(folder, ctx.output_dir, settings.formats, name=name, ollama=settings.ollama,
-                         on_progress=on_progress)
+                         on_progress=on_progress, overwrite=True)
     for fmt, path in result.files.items():
         ctx.events.emit("artifact", stage=stage.name, kind="gguf", format=fmt, path=str(path),
                         bytes=result.sizes[fmt])

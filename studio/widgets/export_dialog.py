@@ -56,6 +56,10 @@ class ExportDialog(QDialog):
             self.format_boxes[fmt].setChecked(True)
         self.modelfile_box = QCheckBox("Write an Ollama Modelfile (ollama create NAME -f Modelfile)")
         self.modelfile_box.setChecked(True)
+        # off by default: the engine refuses to replace a file already in the folder unless asked to
+        self.overwrite_box = QCheckBox("Replace files of the same names already in the folder")
+        self.overwrite_box.setToolTip("Without this, an export that would overwrite a .gguf file or Modelfile "
+                                      "already there is refused before any work, and the file is left alone.")
         self.out_edit = QLineEdit(str(Path(record.path) / "gguf"))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse_clicked)
@@ -81,6 +85,7 @@ class ExportDialog(QDialog):
         out_row.addWidget(browse)
         form.addRow("Folder", out_row)
         form.addRow("", self.modelfile_box)
+        form.addRow("", self.overwrite_box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.progress)
@@ -92,7 +97,8 @@ class ExportDialog(QDialog):
         formats = [fmt for fmt, box in self.format_boxes.items() if box.isChecked()]
         args = ["export", f"{self.record.id}:{self.model_combo.currentText()}", "--format", ",".join(formats),
                 "--out", self.out_edit.text().strip(), "--name", f"{self.record.name}-{self.model_combo.currentText()}"]
-        return args + ([] if self.modelfile_box.isChecked() else ["--no-modelfile"])
+        return args + ([] if self.modelfile_box.isChecked() else ["--no-modelfile"]) + \
+            (["--overwrite"] if self.overwrite_box.isChecked() else [])
 
     def _on_browse_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into", self.out_edit.text())

@@ -335,3 +335,99 @@ def test_cli_source_can_name_a_stage_of_a_stored_run(exported, tmp_path, monkeyp
     with pytest.raises(SpecError, match="run id"):
         _export_source("not-a-run:kd_student")
     assert not (tmp_path / "out").exists()
+
+
+# ---- the user's own files (issue #19, item 3): never overwritten without consent, never removed -------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _users_folder(root: Path) -> Path:
+    """An --out folder holding the user's own files, two of them named like this export's files would be."""
+    out = root / "mine"
+    out.mkdir()
+    (out / "s1-f16.gguf").write_bytes(b"the user's own model")
+    (out / "Modelfile").write_text("FROM ./mine.gguf\n")
+    (out / "s1-f16.gguf.partial").write_bytes(b"also the user's")  # the old partial name: not ours either
+    return out
+
+
+def test_a_file_already_there_is_refused_before_any_work(exported, tmp_path):
+    out = _users_folder(tmp_path)
+    before = _snapshot(out)
+    for ollama in (True, False):
+        with pytest.raises(EngineError, match="s1-f16.gguf already exists and this export did not write it.*"
+                                              "--overwrite"):
+            export_gguf(exported[0], out, ["f16"], name="s1", ollama=ollama)
+    with pytest.raises(EngineError, match="Modelfile already exists"):
+        export_gguf(exported[0], out, ["q8_0"], name="s1")
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_cancel_past_half_way_removes_only_the_exports_own_files(exported, tmp_path, overwrite):
+    from engine.core.context import StageCancelled
+
+    out = _users_folder(tmp_path)
+    before = _snapshot(out)
+    seen = []
+
+    def cancel_past_half(phase: str, done: int, total: int) -> None:
+        seen.append(done / total)
+        if done / total > 0.5:
+            raise StageCancelled("export")
+
+    # with overwrite the user's s1-f16.gguf and Modelfile are targets; without it, other names are
+    with pytest.raises(StageCancelled):
+        export_gguf(exported[0], out, ["f16", "q8_0"], name="s1" if overwrite else "s2", overwrite=overwrite,
+                    ollama=overwrite, on_progress=cancel_past_half)
+    assert max(seen) > 0.5 and _snapshot(out) == before  # the f16 file was complete when the cancel came
+
+
+def test_a_name_taken_while_the_export_ran_is_left_alone(exported, tmp_path):
+    out = tmp_path / "out"
+
+    def user_saves_meanwhile(phase: str, done: int, total: int) -> None:
+        if done == total and not (out / "s3-q8_0.gguf").exists():
+            (out / "s3-q8_0.gguf").write_bytes(b"saved meanwhile")
+
+    with pytest.raises(EngineError, match="appeared while the export ran"):
+        export_gguf(exported[0], out, ["q8_0"], name="s3", on_progress=user_saves_meanwhile)
+    assert _snapshot(out) == {"s3-q8_0.gguf": b"saved meanwhile"}
+
+
+def test_overwrite_replaces_the_users_file_only_at_the_end(exported, tmp_path):
+    out = _users_folder(tmp_path)
+    result = export_gguf(exported[0], out, ["f16"], name="s1", overwrite=True)
+    assert (out / "s1-f16.gguf").read_bytes()[:4] == b"GGUF" and result.modelfile.read_text().startswith("#")
+    assert sorted(_snapshot(out)) == ["Modelfile", "s1-f16.gguf", "s1-f16.gguf.partial"]
+
+
+def test_cli_refuses_a_users_file_and_an_unwritable_out_in_one_sentence(exported, tmp_path):
+    out = _users_folder(tmp_path)
+    before = _snapshot(out)
+    for args, sentence in (((str(out), "--name", "s1"), "s1-f16.gguf already exists and this export did not "
+                                                          "write it"),
+                           (("/proc/evil",), "--out /proc/evil: cannot create or write files there"),
+                           ((str(out / "s1-f16.gguf" / "sub"),), "is a file; give a folder")):
+        done = _cli(str(exported[0]), "--format", "f16", "--out", *args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.count("\n") == 1 and sentence in done.stderr, done.stderr
+        assert [json.loads(line)["type"] for line in done.stdout.splitlines()] == ["error"]
+    assert _snapshot(out) == before and not Path("/proc/evil").exists()
+
+
+def test_cli_obeys_a_cancel_after_bad_lines_and_keeps_the_users_file(exported, tmp_path):
+    out = _users_folder(tmp_path)
+    before = _snapshot(out)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    stdin = b"".join([b'{"type": "cancel", "n": 1' + b"0" * 5000 + b"}\n", b"[" * 50_000 + b"\n",
+                      b"\xff\xfe\n", b'{"type": "cancel"}\n'])
+    done = subprocess.run([sys.executable, "-m", "engine", "export", str(exported[0]), "--format", "f16,q8_0",
+                           "--out", str(out), "--name", "s1", "--overwrite"], input=stdin, capture_output=True,
+                          env=env, timeout=300, check=False)
+    assert done.returncode == 3, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["type"] == "done" and events[-1]["data"]["status"] == "cancelled"
+    assert _snapshot(out) == before and b"Traceback" not in done.stderr

@@ -41,6 +41,9 @@ def test_export_dialog_runs_the_engine_export_of_the_selected_run(qtbot, home, f
     dialog.out_edit.setText(str(out))
     assert dialog.arguments() == ["export", f"{paths.id}:kd_student", "--format", "f16,q8_0,q4_k_m", "--out",
                                   str(out), "--name", "kd-kd_student", "--no-modelfile"]
+    dialog.overwrite_box.setChecked(True)  # off by default: the engine never replaces a file unasked
+    assert dialog.arguments()[-1] == "--overwrite"
+    dialog.overwrite_box.setChecked(False)
     with qtbot.waitSignal(dialog.export_button.clicked, timeout=1000):
         dialog.export_button.click()
     qtbot.waitUntil(lambda: dialog.client is not None and dialog.client.terminal, timeout=20000)
