@@ -38,7 +38,7 @@ def _runners(before: str | None) -> dict[str, Callable[[str, str], object]]:
         old = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = old  # dataclasses look their module up there
         spec.loader.exec_module(old)
-        runners["before (audit hook only)"] = lambda code, stdin: old.run_program(code, stdin)
+        runners["before (--before)"] = lambda code, stdin: old.run_program(code, stdin)
     for mode in sandbox.MECHANISMS:
         if mode == "landlock" and sandbox.landlock_abi() < 1 or mode == "bwrap" and not sandbox._bwrap_works():
             continue

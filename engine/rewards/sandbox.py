@@ -35,8 +35,8 @@ Contents, listings and extended attributes stay unread. bubblewrap's fresh mount
 the host instead: only the read-only binds and the work folder exist there.
 
 The engine kills the whole process group on timeout and again after every run; since the program cannot leave
-its group (seccomp), no child or daemon outlives the check. Meanwhile it measures the work folder every
-``_DISK_POLL_S`` and stops a program whose folder passes ``disk_mb`` or ``_MAX_ENTRIES`` entries (RLIMIT_FSIZE
+its group (seccomp), no child or daemon outlives the check. Meanwhile it measures the work folder
+(``sandbox_files.watch``) and stops a program whose folder passes ``disk_mb`` or 10,000 entries (RLIMIT_FSIZE
 caps each file, not their number). Afterwards the folder is removed whatever the program did to it
 (``engine.rewards.sandbox_files``: iterative, descriptor-relative, permissions restored), and the reward never
 raises.
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from engine.rewards.sandbox_files import remove_tree, usage
+from engine.rewards.sandbox_files import remove_tree, watch
 from engine.rewards.sandbox_kernel import landlock_abi
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ MEMORY_EXIT = 98  # exit code of a program that ran out of its address space
 MECHANISMS = ("landlock", "bwrap", "none")
 _STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
 _KERNEL = str(Path(__file__).with_name("sandbox_kernel.py"))
-_DISK_POLL_S = 0.05  # how often the engine measures a running program's folder
-_MAX_ENTRIES = 10_000  # files and folders a program may make (empty files cost inodes, not bytes)
 
 # Runs inside the child: limits, the kernel confinement, the audit hook, then the program. argv: see _command.
 _BOOTSTRAP = r'''
@@ -311,23 +309,6 @@ def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) ->
     return work
 
 
-def _wait(proc: subprocess.Popen, work: Path, timeout_s: float, disk_bytes: int) -> str:
-    """Wait for the program; "timeout", "output" (its folder grew past ``disk_bytes`` or ``_MAX_ENTRIES`` entries:
-    RLIMIT_FSIZE caps each file, this caps them all; checked every ``_DISK_POLL_S``) or ""."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(min(_DISK_POLL_S, left), 0.001))
-            return ""
-        except subprocess.TimeoutExpired:
-            if left <= _DISK_POLL_S:
-                return "timeout"
-        size, entries = usage(str(work), _MAX_ENTRIES)
-        if size > disk_bytes or entries > _MAX_ENTRIES:
-            return "output"
-
-
 def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audit: bool, timeout_s: float,
          cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int, max_processes: int) -> SandboxResult:
     start, root = time.monotonic(), None
@@ -343,7 +324,7 @@ def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audi
                                     stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     start_new_session=True, close_fds=True, **ids)
             try:
-                stopped = _wait(proc, work, timeout_s, disk_mb * 2**20)
+                stopped = watch(proc, work, timeout_s, disk_mb * 2**20)
             finally:
                 _kill_group(proc.pid)  # also after a normal exit: children left in the group die with it
                 proc.wait()

@@ -1,5 +1,5 @@
-"""The sandboxed program's work folder, from the engine's side: how much it holds while the program runs, and its
-removal afterwards, whatever the program did to it.
+"""The sandboxed program's work folder, from the engine's side: how much it holds while the program runs (``watch``
+stops a program past its caps), and its removal afterwards, whatever the program did to it.
 
 Both walk the tree iteratively and descriptor-relative: one open folder at a time, down by name and back up by
 ``..``, with a stack of names instead of a call stack. So a 1,500-level tree raises no ``RecursionError`` (as
@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
+import subprocess
+import time
+from pathlib import Path
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+DISK_POLL_S = 0.05  # how often the engine measures a running program's folder
+MAX_ENTRIES = 10_000  # files and folders a program may make (empty files cost inodes, not bytes)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OWNER_RWX = stat.S_IRWXU
 
@@ -131,3 +137,38 @@ def usage(path: str, max_entries: int) -> tuple[int, int]:
     except OSError:
         pass  # a folder that vanished mid-walk: what was counted stands
     return total, count
+
+
+def _exited(proc: subprocess.Popen, pidfd: int | None, seconds: float) -> bool:
+    """Whether the program ended within ``seconds``; a pidfd wakes the moment it does (Popen.wait's timed wait
+    polls with growing sleeps, which would add up to tens of milliseconds to every program)."""
+    if pidfd is None:
+        try:
+            proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    return bool(select.select([pidfd], [], [], seconds)[0])
+
+
+def watch(proc: subprocess.Popen, work: Path, timeout_s: float, disk_bytes: int) -> str:
+    """Wait for the program; "timeout", "output" (its folder grew past ``disk_bytes`` or ``MAX_ENTRIES`` entries:
+    RLIMIT_FSIZE caps each file, this caps them all; checked every ``DISK_POLL_S``) or ""."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # before Linux 5.3
+        pidfd = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if _exited(proc, pidfd, max(min(DISK_POLL_S, left), 0.001)):
+                return ""
+            if left <= DISK_POLL_S:
+                return "timeout"
+            size, entries = usage(str(work), MAX_ENTRIES)
+            if size > disk_bytes or entries > MAX_ENTRIES:
+                return "output"
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
