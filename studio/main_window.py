@@ -65,7 +65,6 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.store = store or RunStore()
         self.sessions: list[RunSession] = []
         self._init_closing()
-        install_wheel_guard()  # before any field is polished: the wheel edits only a focused field
         self.setWindowTitle("Compression Studio")
         self.resize(initial_size(self.screen().availableGeometry().size() if self.screen() else None))
         self._build()
@@ -74,6 +73,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.watcher.runs_changed.connect(self._on_watcher_runs_changed)
         self.watcher.status_changed.connect(self._on_watcher_status_changed)
         install_enter_filter()  # Enter presses the focused button on every page
+        install_wheel_guard(self)  # the wheel edits only a focused field, on every page and dialog
         self.refresh_model_lists(force=True)  # the wizard's model sources name the runs' models
         self.reattach_live_runs()
         self.start_page.show_recent(*self.watcher.scanner.count())

@@ -4,8 +4,9 @@ Qt's spin boxes, combo boxes and sliders take the wheel whenever the pointer is 
 it (``Qt.WheelFocus``): scrolling a long settings page silently changed Precision and Batch size. One
 application-wide event filter fixes every such field at once, present and future, in every page and dialog:
 
-- when a field is polished (before it first shows) a ``WheelFocus`` policy becomes ``StrongFocus`` (Tab and clicks
-  still focus it; Qt gives wheel focus before any event filter runs, so the policy is the only place to stop it);
+- a field's ``WheelFocus`` policy becomes ``StrongFocus`` — for the fields of the built window when the filter is
+  installed, for any later one when it is polished (before it first shows) — Tab and clicks still focus it; Qt
+  gives wheel focus before any event filter runs, so the policy is the only place to stop it;
 - a wheel event over a field without focus is not delivered to it: it goes to the nearest scrolling ancestor's
   viewport, which scrolls the page as if the pointer were over empty space.
 
@@ -44,6 +45,10 @@ class WheelOnlyWithFocus(QObject):
     """The application-wide filter (see the module docstring)."""
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        # every event of the application passes here: the receiver's type check goes first (reading event.type()
+        # builds a Python enum, dearer still)
+        if not isinstance(watched, GUARDED):
+            return False
         kind = event.type()
         if kind == QEvent.Type.Polish and guarded(watched):
             if watched.focusPolicy() == Qt.FocusPolicy.WheelFocus:
@@ -65,9 +70,21 @@ class WheelOnlyWithFocus(QObject):
         return True
 
 
-def install_wheel_guard(app: QApplication | None = None) -> WheelOnlyWithFocus:
-    """Install the filter once per application; returns it."""
+def _strong_focus(root: QWidget) -> None:
+    """The policy change for fields that exist (and may be polished) before the filter was installed."""
+    for kind in GUARDED:
+        for widget in root.findChildren(kind):
+            if guarded(widget) and widget.focusPolicy() == Qt.FocusPolicy.WheelFocus:
+                widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+
+def install_wheel_guard(root: QWidget | None = None, app: QApplication | None = None) -> WheelOnlyWithFocus:
+    """Install the filter once per application (fields created later get their policy when polished) and give
+    the fields under ``root`` theirs now; returns the filter. Installing it once the window is built spares the
+    thousands of events of building it a call into Python each."""
     app = app or QApplication.instance()
+    if root is not None:
+        _strong_focus(root)
     existing = getattr(app, "_studio_wheel_guard", None)
     if existing is not None:
         return existing

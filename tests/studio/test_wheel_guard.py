@@ -69,7 +69,7 @@ def test_wheel_over_unfocused_settings_fields_scrolls_the_page(window, qtbot):
 
 
 def test_wheel_guard_covers_sliders_and_fields_outside_a_scroll_area(qtbot):
-    install_wheel_guard()
+    install_wheel_guard()  # before these fields exist: they get their policy when polished
     outer = QScrollArea()
     inner = QWidget()
     column = QVBoxLayout(inner)
