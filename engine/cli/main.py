@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a spec (YAML or JSON); JSON-line events on stdout")
     p.add_argument("spec", nargs="?", help="the run spec file")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a cancelled or interrupted run where it stopped")
+    p.add_argument("--check", action="store_true", help="check the spec against its models and data (everything "
+                   "checked before a run's first step) and exit: 0 when it would start, 2 with the reason")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the embedded demo: teacher SFT → student SFT → KD → evaluation, offline")

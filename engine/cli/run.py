@@ -41,17 +41,10 @@ def execute(spec: RunSpec, *, resume_id: str | None = None, store: RunStore | No
 
 def _execute(spec: RunSpec, resume_id: str | None, store: RunStore, lock: RunLock | None) -> int:
     from engine.core.context import EngineError
-    from engine.models.loading import pick_device
-    from engine.runner.pipeline import preflight, run_pipeline
+    from engine.runner.pipeline import run_pipeline
 
-    cache: dict = {}
     try:
-        device = pick_device(spec.device)
-        if device == "cpu" and spec.cpu_threads:
-            import torch
-
-            torch.set_num_threads(spec.cpu_threads)
-        preflight(spec, device, EventWriter(stream=io.StringIO()), cache)  # nothing to say yet
+        device, cache = checked(spec)
     except EngineError as exc:
         return fail(str(exc))
     if resume_id:
@@ -78,6 +71,34 @@ def _is_special(path: Path) -> bool:
     except OSError:
         return False  # missing: the engine makes it
     return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+
+
+def checked(spec: RunSpec) -> tuple[str, dict]:
+    """The device and what preflight loaded, once everything checkable before the first step holds; raises
+    EngineError with the sentence otherwise (nothing is created)."""
+    from engine.models.loading import pick_device
+    from engine.runner.pipeline import preflight
+
+    cache: dict = {}
+    device = pick_device(spec.device)
+    if device == "cpu" and spec.cpu_threads:
+        import torch
+
+        torch.set_num_threads(spec.cpu_threads)
+    preflight(spec, device, EventWriter(stream=io.StringIO()), cache)  # nothing to say yet
+    return device, cache
+
+
+def _check_only(spec: RunSpec) -> int:
+    """``run --check``: the verdict of the pre-run check alone (the launcher of several processes asks for it)."""
+    from engine.core.context import EngineError
+
+    try:
+        checked(spec)
+    except EngineError as exc:
+        return fail(str(exc))
+    log.info("%s: the spec, its models and its data pass every check made before a run starts", spec.name)
+    return 0
 
 
 def _last_seq(events_file: Path) -> int:
@@ -153,6 +174,8 @@ def _escaped(exc: Exception, paths, store: RunStore, events: EventWriter) -> str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.check and not args.spec:
+        return fail("run --check needs a spec file (compression-engine run --check SPEC.yaml).")
     if args.resume and args.spec:  # the spec would be silently ignored: the run's own spec.yaml is resumed
         return fail(f"give either a spec file or --resume {args.resume}, not both; a resumed run keeps its own "
                      "spec.")
@@ -185,6 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec = load_spec(spec_file)
         except SpecError as exc:
             return fail(str(exc))
+        if args.check:
+            return _check_only(spec)
         if spec.processes > 1 and not _is_child():
             from engine.runner.launch import launch_distributed
 

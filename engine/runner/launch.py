@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CHILD_ENV = "COMPRESSION_ENGINE_CHILD"
 STRATEGY_ENV = "COMPRESSION_DISTRIBUTED"
 CANCEL_FILE = "cancel"
+LAUNCHER_LOG = "launcher.log"  # the accelerate launcher's stderr, kept in the run folder
 _STRATEGY_FLAGS = {
     "ddp": ["--multi_gpu"],  # torchrun-style DDP; the children pick NCCL on GPUs, gloo on CPUs
     "fsdp": ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy",
@@ -138,6 +139,7 @@ class _Relay:
         self.hello = False
         self.final: str | None = None
         self.last_seq = 0
+        self.error: str | None = None  # rank 0's first error sentence: the one line a failure is summed up by
         self._refusals: set[str] = set()
 
     def line(self, raw: str) -> None:
@@ -154,6 +156,8 @@ class _Relay:
         self.last_seq = max(self.last_seq, event.seq)
         if event.type == "done":
             self.final = event.data.get("status", "failed")
+        if event.type == "error" and self.error is None:
+            self.error = str(event.data.get("message", ""))
         try:
             self.out.write(raw if raw.endswith("\n") else raw + "\n")
             self.out.flush()
@@ -199,6 +203,9 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
     out = out or protocol_stream()  # the real stdout: cli.main() claimed it for events, sys.stdout is stderr now
     store = store or RunStore()
     spec = load_spec(spec_file)
+    refused = check_before_launch(spec_file, spec, processes, out)
+    if refused:
+        return refused
     paths = store.paths(resume_id) if resume_id else store.create(spec.name, dump_spec(spec))
     # One writer per run: the launcher holds the run's lock for all its children (cmd_run already holds it
     # for a resume); the children, started with CHILD_ENV, never take it.
@@ -213,10 +220,6 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
 def _launch(spec: Any, paths: RunPaths, store: RunStore, processes: int, resume_id: str | None, out: IO[str],
             lock: RunLock | None) -> int:
     (paths.root / CANCEL_FILE).unlink(missing_ok=True)  # a resumed run must not stop at once
-    gpus = visible_gpus() if spec.device != "cpu" else 0
-    if 0 < gpus < processes:  # two ranks on one GPU fail deep inside NCCL; say it plainly instead
-        return _refuse(paths, store, resume_id, lock, f"processes: {processes} needs {processes} GPUs, but this "
-                       f"machine has {gpus}; lower processes to {gpus} or set device: cpu.", out)
     try:
         cmd = accelerate_command(paths.id, processes, strategy_of(spec))
     except ValueError as exc:
@@ -224,27 +227,80 @@ def _launch(spec: Any, paths: RunPaths, store: RunStore, processes: int, resume_
     log.info("launching %d processes: %s", processes, " ".join(cmd))
     env = {**os.environ, CHILD_ENV: "1", "PYTHONUNBUFFERED": "1"}
     # Own session: a terminal Ctrl-C reaches only this parent, which turns it into a clean cancel.
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
-                            start_new_session=True)
-    _forward_cancel(paths.root / CANCEL_FILE, proc)
-    relay = _Relay(out)
-    for raw in proc.stdout:
-        relay.line(raw)
-    code = proc.wait()
+    # The launcher's own stderr (torch's ChildFailedError report, accelerate's notes) goes to a file in the run:
+    # a failure is told by rank 0's error event, in one sentence, not by a traceback per rank.
+    launcher_log = paths.root / LAUNCHER_LOG
+    with open(launcher_log, "a", encoding="utf-8") as errors:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                bufsize=1, env=env, start_new_session=True)
+        _forward_cancel(paths.root / CANCEL_FILE, proc)
+        relay = _Relay(out)
+        for raw in proc.stdout:
+            relay.line(raw)
+        code = proc.wait()
     if relay.final:
+        if relay.final == "failed" and relay.error:
+            log.error("%s", relay.error)  # once, from rank 0; the other ranks' reports are in launcher.log
         return FINAL_EXIT.get(relay.final, 1)
     if not relay.hello:
+        said = _first_error_line(launcher_log)  # a child's refusal before the run began, said once
+        if said:
+            log.error("%s", said)
         return _refuse(paths, store, resume_id, lock, "" if code == 2 else
-                       f"the engine processes exited (code {code}) before the run started; see the log above.",
-                       out, code=code or 2)
+                       f"the engine processes exited (code {code}) before the run started"
+                       f"{': ' + said if said else ''}.", out, code=code or 2)
     # The children died mid-run (killed, out of memory, a crash in a collective): say so once, as rank 0 would.
     events = EventWriter(paths.id, out, mirror=paths.events, start_seq=relay.last_seq)
-    events.error(f"the engine processes stopped (exit code {code}) before the run finished; "
+    events.error(f"the engine processes stopped (exit code {code}) before the run finished"
+                 f"{' (' + relay.error + ')' if relay.error else ''}; their report is in {launcher_log}; "
                  f"resume with compression-engine run --resume {paths.id}")
     store.update(paths.id, status="failed")
     events.emit("done", status="failed", summary={})
     events.close()
     return 1
+
+
+def _first_error_line(path: Path) -> str:
+    """The first ``error: …`` sentence a child wrote to stderr (each rank writes the same one), without it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("error: "):
+                    return line[len("error: "):].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine_capacity(spec: Any) -> tuple[int, str]:
+    """How many processes this machine can run for ``spec``: one per visible GPU, else one per CPU core the
+    process may use (gloo ranks beyond the cores only wait for each other)."""
+    gpus = visible_gpus() if spec.device != "cpu" else 0
+    if gpus:
+        return gpus, "GPUs"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores, "CPU cores"
+
+
+def check_before_launch(spec_file: str | Path, spec: Any, processes: int, out: IO[str]) -> int:
+    """Everything a single-process run checks before its first step, checked once here before any rank starts
+    (``compression-engine run --check`` in a short-lived process, so this parent stays free of torch and of a
+    CUDA context), then ``processes`` against the machine. Returns 0, or the exit code after one sentence."""
+    env = {k: v for k, v in os.environ.items() if k != CHILD_ENV}
+    checked = subprocess.run([sys.executable, "-m", "engine", "run", "--check", str(spec_file)], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    if checked.returncode != 0:  # its sentence went to stderr; its error event is passed on as it came
+        for raw in checked.stdout.splitlines():
+            _Relay(out).line(raw)
+        return checked.returncode
+    capacity, what = machine_capacity(spec)
+    if processes > capacity:  # two ranks on one GPU fail deep inside NCCL; more gloo ranks than cores crawl
+        message = (f"processes: {processes} needs {processes} {what}, but this machine has {capacity}; lower "
+                   f"processes to {capacity}{' or set device: cpu' if what == 'GPUs' else ''}.")
+        log.error("%s", message)
+        EventWriter(stream=out).error(message)
+        return 2
+    return 0
 
 
 def _refuse(paths: RunPaths, store: RunStore, resume_id: str | None, lock: RunLock | None, message: str,

@@ -296,6 +296,7 @@ def test_a_multi_process_run_is_locked_by_its_launcher_alone(tmp_path, monkeypat
         def wait(self):
             return 0
 
+    monkeypatch.setattr(launch, "check_before_launch", lambda *args: 0)  # the pre-launch check: its own test
     monkeypatch.setattr(launch.subprocess, "Popen", Children)
     monkeypatch.setattr(launch, "_forward_cancel", lambda *args: None)
     assert launch.launch_distributed(spec, 2, store=store, out=out) == 0

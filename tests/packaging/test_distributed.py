@@ -171,6 +171,7 @@ def test_rank_helpers_outside_a_process_group(monkeypatch, tmp_path):
 
 def test_more_processes_than_gpus_is_refused_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(launch, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.replace("device: cpu", "device: auto"))
     store, out = RunStore(tmp_path / "home"), io.StringIO()
