@@ -110,7 +110,8 @@ def _setup():
     path_events = {"os.remove": 1, "os.rename": 2, "os.replace": 2, "os.mkdir": 1, "os.rmdir": 1,
                    "os.chmod": 1, "os.chown": 1, "os.link": 2, "os.symlink": 2, "os.truncate": 1,
                    "os.utime": 1, "os.chdir": 1, "os.chroot": 1, "os.mkfifo": 1, "os.mknod": 1,
-                   "os.listdir": 1, "os.scandir": 1, "shutil.rmtree": 1, "shutil.copyfile": 2, "shutil.move": 2}
+                   "os.listdir": 1, "os.scandir": 1, "shutil.rmtree": 1, "shutil.copyfile": 2, "shutil.move": 2,
+                   "os.setxattr": 1, "os.removexattr": 1, "os.getxattr": 1, "os.listxattr": 1}
 
     def refuse(event, detail):
         write(2, f"sandbox: refused {event} {detail!r}\n".encode("utf-8", "replace"))
@@ -285,7 +286,7 @@ def sandbox_user(mode: str) -> tuple[int, int] | None:
         if os.geteuid() == 0:
             ids = _unprivileged_ids()
             probe = _run(_PROBE, "", mode=mode, user=ids, audit=True, timeout_s=30.0, cpu_s=10, memory_mb=256,
-                         output_kb=16, file_mb=1, disk_mb=4, max_processes=1)
+                         output_kb=16, file_mb=1, disk_mb=4, max_processes=1, quiet=True)
             if probe.ok and probe.stdout.strip() == "ok":
                 _USERS[key] = ids
             else:
@@ -310,7 +311,8 @@ def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) ->
 
 
 def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audit: bool, timeout_s: float,
-         cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int, max_processes: int) -> SandboxResult:
+         cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int, max_processes: int,
+         quiet: bool = False) -> SandboxResult:
     start, root = time.monotonic(), None
     try:
         root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
@@ -336,7 +338,7 @@ def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audi
         return SandboxResult(stdout, stderr, returncode, timed_out,
                              stopped or _reason(returncode, timed_out, stderr), round(duration, 3))
     except OSError as exc:  # e.g. no more processes or disk: one failed test, never the run
-        log.warning("sandbox could not run a program: %s", exc)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "sandbox could not run a program: %s", exc)
         return SandboxResult("", str(exc), None, False, "error", round(time.monotonic() - start, 3))
     finally:
         if root is not None:

@@ -182,6 +182,15 @@ def test_the_seccomp_filter_alone_denies_every_metadata_call(outside: Path) -> N
     assert _state(victim) == before
 
 
+def test_the_audit_hook_refuses_extended_attributes_outside_too(outside: Path) -> None:
+    """The last layer knows the xattr events as well (the filter already denies the calls)."""
+    for attack in ("user attribute", "removexattr"):
+        result = run_program(_attack(attack, outside))
+        assert result.killed_reason == "refused" and "os." in result.stderr, result.stderr
+    assert run_program("import os\nopen('f', 'w').close()\nprint(os.listxattr('f'))\n").stderr.endswith(
+        "Operation not supported: 'f'\n")  # inside: the hook lets it through, the filter answers
+
+
 def test_a_program_in_its_own_folder_still_writes_and_earns(boundary: str) -> None:
     code = ("import os, tempfile\nos.makedirs('a/b', exist_ok=True)\nopen('a/b/f.txt', 'w').write('x')\n"
             "with tempfile.TemporaryDirectory() as t:\n    open(os.path.join(t, 'g'), 'w').write('y')\n"
