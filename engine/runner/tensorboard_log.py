@@ -3,7 +3,8 @@ training loss, KD's cross-entropy and divergence, GRPO's per-reward means and KL
 scores, quantization ratios — lands in TensorBoard under the protocol's metric names (``train/loss``,
 ``grpo/reward/answer_correct``, ``eval/rougeL`` …), not only what a Trainer logs.
 
-Layout: ``runs/<id>/tensorboard/<stage>/`` (one TensorBoard "run" per stage, as stages restart their step count),
+Layout: ``runs/<id>/tensorboard/<stage>/`` (one TensorBoard "run" per stage, as stages restart their step count;
+``<stage>/lr-<rate>/`` per learning rate of a sweep, for the same reason),
 and ``tensorboard/<stage>/<model>/`` for per-model evaluation scores; GRPO samples are written as text. Open it
 with ``tensorboard --logdir <run folder>/tensorboard``.
 
@@ -26,6 +27,14 @@ FLUSH_SECS = 2  # TensorBoard reads new points as they are flushed; a run is wat
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "_"
+
+
+def _sweep_part(data: dict) -> str:
+    """``lr-0.0005`` for a learning-rate sweep's point: each rate's steps restart at 1, so each is a TensorBoard
+    run (a folder) of its own, as each stage is."""
+    sweep = data.get("sweep")
+    rate = sweep.get("learning_rate") if isinstance(sweep, dict) else None
+    return f"lr-{rate:g}" if isinstance(rate, (int, float)) and not isinstance(rate, bool) else ""
 
 
 class TensorBoardLog:
@@ -54,7 +63,7 @@ class TensorBoardLog:
         try:
             with self._lock:
                 if event.type == "metric":
-                    writer = self._writer(data.get("stage", ""), data.get("model", ""))
+                    writer = self._writer(data.get("stage", ""), data.get("model", ""), _sweep_part(data))
                     step = int(data.get("step") or 0)
                     for tag, value in (data.get("values") or {}).items():
                         if isinstance(value, (int, float)) and not isinstance(value, bool):

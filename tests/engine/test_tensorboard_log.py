@@ -67,3 +67,17 @@ def test_report_to_reaches_the_trainer_without_a_second_tensorboard(tmp_path: Pa
                          events=EventWriter("t", stream=io.StringIO()), device="cpu")
         args = training_arguments(ctx, spec.stages[0].train, 1e-3, tmp_path)
         assert args.report_to == expected and args.run_name == "r-s"
+
+
+def test_each_rate_of_a_sweep_is_a_tensorboard_run_of_its_own(tmp_path: Path) -> None:
+    events = EventWriter("run", stream=io.StringIO())
+    board = attach(events, tmp_path / "tensorboard")
+    for rate in (5e-4, 2e-3):
+        for step in (1, 2):
+            events.metric("s", step, {"train/loss": step + rate}, sweep={"index": 0, "count": 2, "learning_rate": rate})
+    events.metric("s", 1, {"sweep/eval_loss": 3.0, "sweep/learning_rate": 2e-3})
+    board.close()
+    assert _scalars(tmp_path / "tensorboard" / "s" / "lr-0.0005")["train/loss"] == [(1, pytest.approx(1.0005)),
+                                                                          (2, pytest.approx(2.0005))]
+    assert [s for s, _ in _scalars(tmp_path / "tensorboard" / "s" / "lr-0.002")["train/loss"]] == [1, 2]
+    assert "train/loss" not in _scalars(tmp_path / "tensorboard" / "s")  # the summary only
