@@ -155,10 +155,14 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-        if not _is_regular(fd):  # a FIFO or device in its place: flock on it proves nothing
-            os.close(fd)
+        try:
+            fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except IsADirectoryError:
+            fd = None
+        if fd is None or not _is_regular(fd):  # a folder, FIFO or device in its place: flock on it proves nothing
+            if fd is not None:
+                os.close(fd)
             raise StoreError(f"{self.paths.lock} is not a regular file; remove it (the engine makes a new lock "
                              "file) and try again.")
         if fcntl is not None:

@@ -25,11 +25,13 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -41,7 +43,7 @@ from engine.contract.run_files import (  # noqa: F401 - re-exported for the stor
     write_atomic)
 from engine.contract.run_status import (  # noqa: F401 - pid_alive re-exported
     STORED_STATES, engine_alive, pid_alive, run_status)
-from engine.contract.safe_json import safe_json_loads, shorten
+from engine.contract.safe_json import safe_json_loads, shorten, unencodable
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +322,8 @@ class RunStore:
         created = time_field(info.get("created"))
         updated = time_field(info.get("updated") or created)
         pid = info.get("pid") or 0
-        for name, ok in (("name", isinstance(info.get("name"), str)), ("created", created is not None),
-                         ("updated", updated is not None), ("stage", isinstance(info.get("stage") or "", str)),
+        for name, ok in (("name", _text(info.get("name"))), ("created", created is not None),
+                         ("updated", updated is not None), ("stage", _text(info.get("stage") or "")),
                          ("pid", isinstance(pid, int) and not isinstance(pid, bool) and 0 <= pid < 2**31)):
             if not ok:
                 raise StoreError(f"run {paths.id} is damaged: its run.json has no usable {name} "
@@ -331,13 +333,16 @@ class RunStore:
                          path=paths.root)
 
     def _run_folders(self) -> dict[str, float]:
-        """Run folders on disk (real folders named like a run id, with a run.json) → their run.json's mtime."""
+        """Run folders on disk (real folders named like a run id, with a run.json) → their run.json's mtime;
+        infinity for a run.json that is not a regular file (a FIFO, a folder), so no index row answers for it."""
         found = {}
         for folder in self.runs_dir.iterdir():
             if is_run_id(folder.name) and not folder.is_symlink():
-                mtime = _mtime(folder / "run.json")
-                if mtime:
-                    found[folder.name] = mtime
+                try:
+                    st = (folder / "run.json").lstat()
+                except OSError:
+                    continue
+                found[folder.name] = st.st_mtime if stat.S_ISREG(st.st_mode) else math.inf
         return found
 
     def _read_record(self, run_id: str) -> RunRecord:
@@ -387,7 +392,7 @@ class RunStore:
         except (TypeError, ValueError):
             return None
         created, updated = time_field(created), time_field(updated)
-        if not (is_run_id(run_id) and isinstance(name, str) and status in STORED_STATES and isinstance(stage, str)
+        if not (is_run_id(run_id) and _text(name) and status in STORED_STATES and _text(stage)
                 and created is not None and updated is not None and isinstance(scores, dict)
                 and isinstance(pid, int) and 0 <= pid < 2**31):
             return None
@@ -408,6 +413,11 @@ class RunStore:
             raise RunLocked(f"run {run_id} is still running (pid {record.pid}); cancel it first.")
         self._index("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(paths.root)  # never follows a link inside the folder (fd-based on Linux)
+
+
+def _text(value: Any) -> bool:
+    """Text the index and every screen can hold (a lone surrogate from a "\\ud800" escape cannot be stored)."""
+    return isinstance(value, str) and unencodable(value) is None
 
 
 def _row(record: RunRecord) -> tuple:
