@@ -70,6 +70,8 @@ class ProgressPanel(QWidget):
             self.eta_label.setText(state.state)
         elif p:
             self.eta_label.setText(f"elapsed {format_eta(p.get('elapsed_s'))}  ·  ETA {format_eta(p.get('eta_s'))}")
+        elif state.stage and state.state == "running":
+            self.eta_label.setText("starting…")  # a new stage loads its model and data before its first step
         else:
             self.eta_label.setText("waiting for the engine…")
         self._show_run(state, clock)

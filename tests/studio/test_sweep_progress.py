@@ -159,3 +159,22 @@ def test_the_run_eta_weighs_the_stages_to_come_by_their_steps_and_measured_rates
                       "r", 5000, 360.0))
     assert clock.eta_s == pytest.approx(1.0 + 2 * 2.0) and clock.not_included == []
     assert clock.fraction == pytest.approx((3 + 0.5 / 3) / 4)
+
+
+def test_the_stage_bar_starts_afresh_and_names_the_sweep_point(qtbot):
+    from studio.widgets.run_panels import ProgressPanel
+
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    state = RunState()
+    for event in _sweep_events(True)[:4]:
+        state.apply(event)
+    panel.show_state(state)
+    assert panel.bar.format().startswith("learning rate 0.0005 (1/2)  ·  1/3 steps")
+    assert panel.bar.value() == round(1000 / 6)  # one step of three, of the first of two rates
+    state.apply(Event("progress", {"stage": "s", "step": 3, "total": 3, "fraction": 1.0, "elapsed_s": 3.0,
+                                   "eta_s": 0.0}, "r", 50, 50.0))
+    state.apply(Event("status", {"state": "running", "stage": "t", "message": "", "index": 2, "count": 2}, "r", 51,
+                      50.0))
+    panel.show_state(state)
+    assert panel.bar.value() == 0 and "3/3" not in panel.bar.format() and panel.eta_label.text() == "starting…"
