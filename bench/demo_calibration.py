@@ -45,7 +45,7 @@ from rouge_score import rouge_scorer
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from engine.demo.kit import ensure_demo_kit  # noqa: E402
+from engine.demo.kit import ensure_demo_kit
 
 logger = logging.getLogger("demo_calibration")
 

@@ -3,7 +3,8 @@ random weights) — per precision, a token-KD step's tokens/s, MFU and peak memo
 cached top-k targets, and the teacher-cache build's throughput.
 
 A step is what KDTrainer does: both backbones, the joint loss from hidden states in chunks
-(engine.training.losses.chunked_kd_loss live; engine.training.chunked_losses.cached_kd_loss from the cache), backward, AdamW.
+(engine.training.losses.chunked_kd_loss live; engine.training.chunked_losses.cached_kd_loss from the cache), backward,
+AdamW.
 MFU = model FLOPs per second / the GPU's dense bf16 peak, with model FLOPs = 6·N_student·tokens (forward and
 backward) + 2·N_teacher·tokens (the teacher's forward, live only); attention FLOPs left out (short sequences).
 
@@ -42,7 +43,7 @@ def configs(tiny: bool) -> tuple[dict, dict]:
     return teacher, student
 
 
-def build(config: dict, dtype: torch.dtype, device: str, seed: int):  # noqa: ANN201
+def build(config: dict, dtype: torch.dtype, device: str, seed: int):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
@@ -87,13 +88,13 @@ def run(precision: str, args: argparse.Namespace, device: str) -> list[dict]:
     amp = torch.autocast(device_type=device, dtype=autocast) if autocast else torch.autocast(device, enabled=False)
 
     # the cache for this batch: teacher forward + top-k per response token (what build_targets does per batch)
-    def build_cache():  # noqa: ANN202
+    def build_cache():
         with torch.no_grad(), amp:
             hidden = last_hidden_state(teacher, ids, mask)[:, :-1][labels[:, 1:] != -100]
             parts = [teacher_topk(head_t(hidden[i:i + 256]), args.top_k) for i in range(0, hidden.size(0), 256)]
         return tuple(torch.cat(p) for p in zip(*parts))
 
-    def step(cached) -> None:  # noqa: ANN001
+    def step(cached) -> None:
         with amp:
             hs = last_hidden_state(student, ids, mask)
             if cached is None:
@@ -164,11 +165,12 @@ def main() -> None:
             sys.stdout.write(json.dumps(row) + "\n")
         if device == "cuda":
             torch.cuda.empty_cache()
-    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731 - a one-line formatter
     lines = [f"# GPU KD benchmark (bench/gpu_kd.py){' — tiny check' if args.tiny else ''}", "",
              f"- Machine: {machine}; torch {torch.__version__}",
              f"- Command: `python bench/gpu_kd.py {' '.join(sys.argv[1:])}`",
-             f"- Work: teacher {'tiny' if args.tiny else 'Qwen2.5-3B'} / student {'tiny' if args.tiny else 'Qwen2.5-0.5B'} "
+             f"- Work: teacher {'tiny' if args.tiny else 'Qwen2.5-3B'} / "
+             f"student {'tiny' if args.tiny else 'Qwen2.5-0.5B'} "
              f"(random weights, vocabulary 151,936), batch {args.batch} x {args.seq} (half response), top-k "
              f"{args.top_k}, chunk {args.chunk}, checkpointing {args.checkpointing}.", "",
              "| precision | what | step (s) | tokens/s | MFU | peak (GB) |", "|---|---|---:|---:|---:|---:|"]

@@ -234,7 +234,7 @@ def summary_markdown(bench: dict) -> str:
             ("tests_passed", "tests passed"), ("format", "strict format"), ("rougeL", "ROUGE-L")]
     keys += [(k, k.replace("correct/", "correct: ")) for k in sorted(bench["cold_start"]) if k.startswith("correct/")]
     control = bench.get("sft_control", {})
-    head = "| held-out (n = %d, greedy) | KD student | cold start | SFT control | " % bench["held_out"]
+    head = f"| held-out (n = {bench['held_out']:d}, greedy) | KD student | cold start | SFT control | "
     head += " | ".join(f"GRPO seed {r['seed']}" for r in runs) + " | GRPO mean ± sd |"
     lines = [head, "|" + "---|" * (5 + len(runs))]
     for key, name in keys:

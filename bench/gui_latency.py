@@ -4,7 +4,7 @@
    first event-loop iteration after the main window is shown (wall time includes the interpreter's start).
 2. Longest event-loop stall while a run streams metrics fast: the fake engine (tests/studio/fake_engine.py, same
    protocol as the real one) emits BATCH metric events per step; a 5 ms QTimer records the gaps between its ticks.
-3. Delay from a metric line leaving the engine (its ``sent_at`` wall-clock stamp) to the point being drawn
+3. Delay from a metric line leaving the engine (its envelope's ``time`` stamp) to the point being drawn
    (the plot's ``curves_drawn`` signal), for every point.
 4. One refresh of 8 curves × 100,000 points (downsampling + clip to view), and a full repaint of the window.
 
@@ -79,8 +79,8 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
         last[0], last[1] = now, cpu
 
     def on_event(event) -> None:
-        if event.type == "metric" and "sent_at" in event.data:
-            sent[float(event.data["step"])] = event.data["sent_at"]
+        if event.type == "metric":
+            sent[float(event.data["step"])] = event.time  # the envelope's wall-clock stamp (1 ms resolution)
 
     def on_drawn(_count: int) -> None:
         series = window.monitor.plots.store.series.get("student_kd · kd/ce")
@@ -109,8 +109,9 @@ def measure_streaming(steps: int, batch: int, delay: float) -> dict:
     events = session.state.events_seen
     points = session.state.metrics.series["student_kd · kd/ce"].size
     first_second = next((i for i, t in enumerate(itertools.accumulate(gaps[1:])) if t > 1.0), 0)
-    return {"gaps": gaps[1:], "works": works[1:], "works_after_1s": works[1:][first_second:], "latencies": latencies, "events": events, "elapsed": elapsed, "points": points,
-            "state": session.state.state, "window": window, "app": app}
+    return {"gaps": gaps[1:], "works": works[1:], "works_after_1s": works[1:][first_second:], "latencies": latencies,
+            "events": events, "elapsed": elapsed, "points": points, "state": session.state.state, "window": window,
+            "app": app}
 
 
 def measure_big_redraw(window, app, curves: int = 8, points: int = 100_000) -> tuple[float, float]:

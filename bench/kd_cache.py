@@ -12,7 +12,8 @@ Side by side in one run, each variant in a fresh subprocess (so its peak memory 
 
 Models: tiny Qwen2 with random weights at the real vocabulary, tied embeddings: student 128 wide / 2 layers,
 teacher 768 wide / 3 layers, so that a teacher forward costs what it costs relative to a student training step
-in the paper's 3B -> 0.5B pair (about 2x; see STUDENT, TEACHER). Data: 3 batches of 4 x 256 tokens, the second half of each row the response. A step is
+in the paper's 3B -> 0.5B pair (about 2x; see STUDENT, TEACHER). Data: 3 batches of 4 x 256 tokens, the second half of
+each row the response. A step is
 training_step + AdamW step; step time is the median after one warm-up step; memory is the peak RSS (1 ms
 sampling) above the RSS before the step ("step"), and above the RSS right after the imports ("total": weights,
 optimizer state and the step).
@@ -36,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from kd_step import PeakRSS, _machine, _revision  # noqa: E402
+from kd_step import PeakRSS, _machine, _revision  # noqa: E402 - after the sys.path lines above
 
 VARIANTS = ("sft_default", "sft_chunked", "build", "kd_live", "kd_cached", "sweep_live", "sweep_cached")
 VOCAB, BATCH, SEQ, PROMPT, BATCHES, TOP_K = 151_936, 4, 256, 128, 3, 64
@@ -48,7 +49,7 @@ STUDENT, TEACHER = (128, 2), (768, 3)
 logger = logging.getLogger("bench.kd_cache")
 
 
-def _model(hidden: int, layers: int, seed: int):  # noqa: ANN202
+def _model(hidden: int, layers: int, seed: int):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -68,7 +69,7 @@ def _rows() -> list[dict]:
             for i, r in enumerate(ids)]
 
 
-def _args(lr: float = 1e-4):  # noqa: ANN202
+def _args(lr: float = 1e-4):
     from transformers import TrainingArguments
 
     return TrainingArguments(output_dir="/tmp/kd_cache_bench_out", report_to="none", use_cpu=True,
@@ -76,7 +77,7 @@ def _args(lr: float = 1e-4):  # noqa: ANN202
                              disable_tqdm=True, remove_unused_columns=False)
 
 
-def _targets(folder: Path):  # noqa: ANN202
+def _targets(folder: Path):
     from engine.training.teacher_targets import TeacherTargets
 
     import numpy as np
@@ -85,7 +86,7 @@ def _targets(folder: Path):  # noqa: ANN202
     return TeacherTargets(root=folder, meta={}, **arrays)
 
 
-def _trainer(variant: str, lr: float, cache: Path, teacher=None):  # noqa: ANN001, ANN202
+def _trainer(variant: str, lr: float, cache: Path, teacher=None):
     from transformers import Trainer
 
     from engine.contract.spec import DistillSpec
@@ -102,7 +103,7 @@ def _trainer(variant: str, lr: float, cache: Path, teacher=None):  # noqa: ANN00
     return KDTrainer(model=student, kd_settings=settings, teacher_targets=_targets(cache), args=_args(lr))
 
 
-def _steps(trainer, batches: list[dict], sampler: PeakRSS) -> tuple[list[float], float]:  # noqa: ANN001
+def _steps(trainer, batches: list[dict], sampler: PeakRSS) -> tuple[list[float], float]:
     """Warm-up on the first batch, then one timed step per batch; returns (times, step peak above pre-step)."""
     trainer.current_gradient_accumulation_steps = 1
     model, optimizer = trainer.model, trainer.create_optimizer()

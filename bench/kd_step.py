@@ -63,10 +63,10 @@ class PeakRSS:
         self._thread.join()
 
 
-def _models(torch, widths: dict):  # noqa: ANN001, ANN202
+def _models(torch, widths: dict):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    def build(hidden: int, layers: int, seed: int):  # noqa: ANN202
+    def build(hidden: int, layers: int, seed: int):
         torch.manual_seed(seed)
         cfg = Qwen2Config(
             vocab_size=VOCAB, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
@@ -78,7 +78,7 @@ def _models(torch, widths: dict):  # noqa: ANN001, ANN202
     return build(widths["student"], 2, 0), build(widths["teacher"], 2, 1)
 
 
-def _batch(torch) -> dict:  # noqa: ANN001
+def _batch(torch) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, VOCAB, (BATCH, SEQ), generator=g)
     labels = ids.clone()
@@ -86,7 +86,7 @@ def _batch(torch) -> dict:  # noqa: ANN001
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
-def _tokenizer():  # noqa: ANN202
+def _tokenizer():
     """A stand-in tokenizer (TRL trainers insist on one); the batch is already token ids."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
@@ -101,7 +101,7 @@ def _common_args() -> dict:
                 gradient_checkpointing=False)
 
 
-def _trainer(variant: str, student, teacher, batch: dict, chunk_size: int):  # noqa: ANN001, ANN202
+def _trainer(variant: str, student, teacher, batch: dict, chunk_size: int):
     """The trainer of a variant and the inputs its training_step takes."""
     import torch
     from datasets import Dataset
@@ -120,7 +120,7 @@ def _trainer(variant: str, student, teacher, batch: dict, chunk_size: int):  # n
                          args=TrainingArguments(**_common_args())), batch
     if variant == "kd_naive":
         class NaiveKDTrainer(KDTrainer):
-            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
                 with torch.no_grad():
                     t_logits = self.teacher_model(input_ids=inputs["input_ids"],

@@ -65,18 +65,18 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.parallel) as pool:
         scores = list(pool.map(lambda job: run_copy(job[2], home), jobs))
-    print("| references | seed | teacher | SFT student | KD student | KD − SFT |")  # noqa: T201 - the report
-    print("|---|---|---|---|---|---|")  # noqa: T201
+    print("| references | seed | teacher | SFT student | KD student | KD − SFT |")  # the report
+    print("|---|---|---|---|---|---|")
     for fraction in args.references:
         gaps = []
         for (r, seed, _), s in zip(jobs, scores):
             if r != fraction:
                 continue
             gaps.append(s["kd_student"] - s["sft_student"])
-            print(f"| {r:g} | {seed} | {s['teacher']:.4f} | {s['sft_student']:.4f} | {s['kd_student']:.4f} "  # noqa: T201
+            print(f"| {r:g} | {seed} | {s['teacher']:.4f} | {s['sft_student']:.4f} | {s['kd_student']:.4f} "
                   f"| {gaps[-1]:+.4f} |")
         spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-        print(f"| {fraction:g} | mean ± sd | | | | {statistics.mean(gaps):+.4f} ± {spread:.4f} |")  # noqa: T201
+        print(f"| {fraction:g} | mean ± sd | | | | {statistics.mean(gaps):+.4f} ± {spread:.4f} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from kd_step import PeakRSS, _machine, _revision  # noqa: E402
+from kd_step import PeakRSS, _machine, _revision  # noqa: E402 - after the sys.path lines above
 
 VOCAB, BATCH, SEQ, PROMPT = 151_936, 4, 256, 128
 STUDENT = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4)
@@ -38,14 +38,14 @@ CASES = {
 logger = logging.getLogger("bench.memory_check")
 
 
-def _config(dims: dict):  # noqa: ANN202
+def _config(dims: dict):
     from transformers import Qwen2Config
 
     return Qwen2Config(vocab_size=VOCAB, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=SEQ,
                        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, **dims)
 
 
-def _spec(case: str, folders: dict[str, Path]):  # noqa: ANN202
+def _spec(case: str, folders: dict[str, Path]):
     from engine.contract.spec import RunSpec, build
 
     stage = {"name": "stage", "model": "student", "teacher": "teacher",

@@ -10,7 +10,8 @@ Two models:
    untrained demo kit student otherwise, said so in the results): the same numbers plus ROUGE-L on the demo's
    held-out split before and after quantization, and the retention.
 
-Every speed/memory number is measured in a fresh subprocess per model (engine.quantization.report.measure_in_subprocess).
+Every speed/memory number is measured in a fresh subprocess per model
+(engine.quantization.report.measure_in_subprocess).
 
 Run:  python bench/quant_bench.py [--student RUN_MODEL_DIR] [--samples 100] [--out bench/RESULTS_quant.md]
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# the E402s below: imported after the sys.path line that makes the repository importable
 from engine.models import memory  # noqa: E402
 from engine.quantization.report import quantization_report, report_markdown  # noqa: E402
 from engine.quantization.four_bit import quantize_model  # noqa: E402

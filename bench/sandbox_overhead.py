@@ -1,7 +1,8 @@
 """Per-program cost of the code sandbox: each kernel boundary against the audit-hook-only sandbox it replaced.
 
 Runs the test suite's ordinary programs (sum of stdin, standard-library imports, writing in the work folder)
-through ``engine.rewards.sandbox.run_program`` with every mechanism, interleaved so that machine load hits all alike, and
+through ``engine.rewards.sandbox.run_program`` with every mechanism, interleaved so that machine load hits all alike,
+and
 — with ``--before FILE`` (e.g. ``git show 0228a7c:engine/rewards/sandbox.py > /tmp/sandbox_before.py``) — through the
 previous sandbox module. Prints the median wall milliseconds per program run and, in brackets, the median CPU
 milliseconds of the child processes (steadier on a loaded machine). Run by hand:
@@ -17,7 +18,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from engine.rewards import sandbox
 

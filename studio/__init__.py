@@ -1,7 +1,8 @@
 """Compression Studio's desktop app (PySide6 + pyqtgraph).
 
 The studio only presents: every run happens in an engine process (``python -m engine``) that it talks to over
-the JSON-lines protocol. It imports nothing heavier than ``engine.contract.spec``, ``engine.contract.protocol``, ``engine.contract.runs``
+the JSON-lines protocol. It imports nothing heavier than ``engine.contract.spec``, ``engine.contract.protocol``,
+``engine.contract.runs``
 and ``engine.contract.data.preview`` (all stdlib-only), so the window opens fast and survives any engine crash.
 """
 from __future__ import annotations

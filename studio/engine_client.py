@@ -277,7 +277,8 @@ class RunFollower(RunSource):
         count = 0
         deadline = time.perf_counter() + budget_s
         if self.events_path.exists():
-            for self.offset, event in read_events(self.events_path, self.offset):
+            for offset, event in read_events(self.events_path, self.offset):
+                self.offset = offset  # advanced line by line: a dispatch that raises resumes after its event
                 self._dispatch(event)
                 count += 1
                 if time.perf_counter() > deadline and not self.terminal:
@@ -285,7 +286,8 @@ class RunFollower(RunSource):
                     return count
         if not self.terminal and not pid_alive(self.pid):
             # one last read: the engine may have written its last lines just before exiting
-            for self.offset, event in read_events(self.events_path, self.offset):
+            for offset, event in read_events(self.events_path, self.offset):
+                self.offset = offset  # advanced line by line: a dispatch that raises resumes after its event
                 self._dispatch(event)
             self._end_failed(self.last_error or "the engine process ended without finishing the run")
         if self.terminal:

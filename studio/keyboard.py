@@ -3,7 +3,7 @@
 visible focus ring (a ``QFocusFrame`` styled in studio.qss) follows the keyboard focus across fields."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QKeyEvent
@@ -18,7 +18,7 @@ class EnterPressesFocusedButton(QObject):
     """Application-wide: Enter on a focused push or tool button clicks it, like Space. Check boxes and radio
     buttons are left alone (Enter there belongs to the dialog's default button)."""
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
         if event.type() != QEvent.Type.KeyPress or not isinstance(watched, QAbstractButton):
             return False
         key_event: QKeyEvent = event  # type: ignore[assignment]
@@ -82,7 +82,7 @@ class EnterSends(QObject):
         self._edit, self._send, self._can_send = edit, send, can_send
         edit.installEventFilter(self)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
         if event.type() != QEvent.Type.KeyPress or event.key() not in _ENTER:
             return False
         modifiers = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier

@@ -187,7 +187,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         elif PAGES[row] == "Monitor":
             self.monitor  # noqa: B018 - built on first use
         elif PAGES[row] == "History":
-            self.history  # noqa: B018
+            self.history  # noqa: B018 - built on first use
         self.stack.setCurrentIndex(row)
         if not self.nav.hasFocus():  # Up/Down in the page list keep the focus there
             page = self.stack.currentWidget()

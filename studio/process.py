@@ -127,9 +127,6 @@ class ChildProcess(QObject):
         if self.running:
             self.qprocess.kill()
 
-    def read_all(self) -> str:
-        """What is left unread (for short-lived children read once at the end)."""
-        return bytes(self.qprocess.readAll()).decode("utf-8", errors="replace")
 
     def _schedule(self, ms: int, how: str) -> None:
         timer = QTimer(self)

@@ -38,7 +38,7 @@ class RunSession(QObject):
 
     @classmethod
     def from_events(cls, title: str, events_path: Path, parent: QObject | None = None,
-                    interrupted: bool = False) -> "RunSession":
+                    interrupted: bool = False) -> RunSession:
         """A run reopened from its events.jsonl; ``interrupted``: its engine died without saying so."""
         session = cls(title, None, RunState(), parent)
         session.events_path = Path(events_path)
@@ -71,7 +71,8 @@ class RunSession(QObject):
         if path is None or not path.exists():
             return 0
         count = 0
-        for self.offset, event in read_events(path, self.offset or 0):
+        for offset, event in read_events(path, self.offset or 0):
+            self.offset = offset
             if event.seq > self.state.last_seq:
                 self.state.apply(event)
                 count += 1

@@ -44,7 +44,7 @@ def _scroll_area_of(widget: QWidget) -> QAbstractScrollArea | None:
 class WheelOnlyWithFocus(QObject):
     """The application-wide filter (see the module docstring)."""
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
         # every event of the application passes here: the receiver's type check goes first (reading event.type()
         # builds a Python enum, dearer still)
         if not isinstance(watched, GUARDED):

@@ -3,7 +3,7 @@ follows it again at its next start; the engine outlives the app) or cancels it â
 engines have saved their checkpoint and stopped, so the run ends "cancelled", not "interrupted"."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QCloseEvent

@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
+# Every event any EventWriter emits during the tests — the pipeline's stages, the chat service, the CLI's tools and
+# the studio's stand-ins, here or in a child process (they inherit the environment) — must carry exactly its
+# type's declared keys (engine/contract/events.py): an undeclared key fails the test that emitted it.
+os.environ["COMPRESSION_STRICT_EVENTS"] = "1"
 
 # Debian packages of the system libraries QtGui links against (ldd of libQt6Gui.so.6 in the PySide6 wheel).
 QT_PACKAGES = "libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3"
@@ -21,7 +25,7 @@ QT_PACKAGES = "libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-
 
 def _qt_problem() -> str | None:
     try:
-        import PySide6.QtGui  # noqa: F401
+        import PySide6.QtGui  # noqa: F401 - imported only to see whether Qt's libraries load
     except ImportError as exc:
         return f"needs Qt's system libraries ({exc}): apt-get install {QT_PACKAGES}"
     return None

@@ -65,7 +65,7 @@ def _fake_runs(window, steps: int, runs: int = 2) -> None:
     os.environ.update(FAKE_ENGINE_STEPS=str(steps), FAKE_ENGINE_DELAY="0")
     for _ in range(runs):
         session = window.run_spec_file(spec)
-        wait_for(lambda: not session.live, 60)
+        wait_for(lambda session=session: not session.live, 60)
 
 
 def render_all(out_dir: Path, home: Path | None = None, use_real_engine: bool = False,

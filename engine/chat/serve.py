@@ -12,6 +12,7 @@ from typing import IO
 from engine.chat.service import ChatService
 from engine.chat.requests import parse_preload
 from engine.contract.protocol import EventWriter, ProtocolError, hello, parse_command
+from engine.contract.vocabulary import DEVICES
 
 log = logging.getLogger(__name__)
 _EOF = object()  # the reader thread's last word: stdin ended
@@ -30,8 +31,8 @@ def _read_lines(stream: IO[str] | None, inbox: queue.Queue) -> None:
 def _import_eagerly() -> None:
     """transformers resolves its names lazily and that is not thread-safe: two loads starting together in two
     threads can fail with ImportError, so the names the workers use are imported once, here."""
-    import torch  # noqa: F401
-    from transformers import (  # noqa: F401
+    import torch  # noqa: F401 - imported for its side effect (see the docstring)
+    from transformers import (  # noqa: F401 - imported for its side effect
         AutoModelForCausalLM,
         AutoTokenizer,
         StoppingCriteria,
@@ -39,8 +40,8 @@ def _import_eagerly() -> None:
         TextIteratorStreamer,
     )
 
-    import engine.models.memory  # noqa: F401
-    import engine.models.loading  # noqa: F401
+    import engine.models.memory
+    import engine.models.loading  # noqa: F401 - imported for its side effect
 
 
 def serve(stdin: IO[str], writer: EventWriter, device: str = "auto", preload: list[tuple[str, str]] = ()) -> int:
@@ -65,7 +66,7 @@ def serve(stdin: IO[str], writer: EventWriter, device: str = "auto", preload: li
         try:
             if not service.handle(command):
                 break
-        except Exception as exc:  # noqa: BLE001 - the service never dies of one command
+        except Exception as exc:  # the service never dies of one command
             log.debug("command failed", exc_info=True)
             service._error(f"bad {command.get('type')} command: {type(exc).__name__}: {exc}", command)
     service.shutdown()  # quit or EOF: stop generations, wait briefly for the workers
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None, stdin: IO[str] | None = None, stdout: IO
                                      description="Load models once and stream their answers as JSON lines.")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE",
                         help="preload a model (repeatable), e.g. student=demo:student")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default=DEVICES[0], choices=DEVICES)
     args = parser.parse_args(argv)
     try:
         preload = parse_preload(args.model)

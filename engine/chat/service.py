@@ -301,7 +301,7 @@ class ChatService:
                     result["ids"] = loaded.model.generate(
                         **inputs, **sampling["kwargs"], streamer=streamer, pad_token_id=pad,
                         stopping_criteria=StoppingCriteriaList([_stop_criteria(req.stop, stamps)]))
-            except Exception as exc:  # re-raised in the request thread, after unblocking the streamer
+            except Exception as exc:  # noqa: BLE001 - re-raised in the request thread, after unblocking the streamer
                 result["error"] = exc
                 streamer.end()
 

@@ -1,1 +1,2 @@
-"""The compression-engine command line: parse and dispatch (main), shared plumbing (common), run/demo, and the tools around runs."""
+"""The compression-engine command line: parse and dispatch (main), shared plumbing (common), run/demo, and the tools
+around runs."""

@@ -17,7 +17,7 @@ from engine.contract.protocol import (
 from engine.contract.runs import StoreError
 from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec, RunSpec, StageSpec
 from engine.contract.spec_fields import default_of, field_help
-from engine.contract.vocabulary import DEVICES, GGUF_FORMATS, QUANT_TYPES
+from engine.contract.vocabulary import COMPUTE_DTYPES, DEVICES, GGUF_FORMATS, QUANT_TYPES
 from engine.models import out_of_memory
 
 from engine.cli.common import fail, setup_logging
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="4-bit post-training quantization with a before/after report")
     p.add_argument("source", help="model folder, hub id, .gguf file or demo:student")
     p.add_argument("--quant-type", choices=QUANT_TYPES, **from_spec(QuantizeSpec, "quant_type"))
-    p.add_argument("--compute-dtype", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES,
                    **from_spec(QuantizeSpec, "compute_dtype"))
     p.add_argument("--no-report", action="store_true", help="skip the size/speed/quality report")
     p.add_argument("--data", default=default_of(DataSpec, "preset"),
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return _out_of_memory(exc, args.command)
         log.debug("I/O error", exc_info=True)
         return fail(io_sentence(exc), code=1)
-    except Exception as exc:  # noqa: BLE001 - a bug: one sentence here, the trace only with --verbose
+    except Exception as exc:  # a bug: one sentence here, the trace only with --verbose
         if out_of_memory.is_out_of_memory(exc):  # not a bug, and a MemoryError's own text is empty
             return _out_of_memory(exc, args.command)
         log.debug("internal error", exc_info=True)

@@ -163,10 +163,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return fail(f"`runs {args.action}` needs a run id; `compression-engine runs` lists them.")
     if args.action == "delete":
         store.delete(args.run_id)  # StoreError (not an id, no such run, still running): a sentence
-        print(f"deleted {args.run_id}")  # noqa: T201
+        print(f"deleted {args.run_id}")  # noqa: T201 - the command's output
         return 0
     record = store.get(args.run_id)
-    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2, default=str))  # noqa: T201
+    print(json.dumps({**record.__dict__, "path": str(record.path)}, indent=2, default=str))  # noqa: T201 - output
     try:
         print(read_inside(record.path / "eval.md"))  # noqa: T201 - never through a link out of the run
     except FileNotFoundError:

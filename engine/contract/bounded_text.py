@@ -162,7 +162,8 @@ def _bounded_loader() -> type:
             counts = collections.Counter(k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode))
             duplicates = sorted(k for k, n in counts.items() if n > 1)
             if duplicates:
-                raise SpecError(f"line {node.start_mark.line + 1}: the setting {shorten(duplicates[0], 60)!r} is given twice; "
+                raise SpecError(f"line {node.start_mark.line + 1}: the setting {shorten(duplicates[0], 60)!r} is "
+                                "given twice; "
                                 "keep one.")
             return super().construct_mapping(node, deep=deep)
 

@@ -1,43 +1,54 @@
-"""Metric names: the one table of what the engine emits and how the studio groups and draws it.
+"""Metric names: the constants the engine emits and the rules by which the studio groups and draws them.
 
-Names are grouped by prefix (``train/loss``, ``train/lr``, ``kd/ce``, ``kd/divergence``, ``grpo/reward``,
-``grpo/reward/<function>``, ``grpo/kl``, ``grpo/completion_length``, ``eval/ce``, ``eval/kd_loss``,
-``eval/rougeL``, ``eval/retention``, ``perf/tokens_per_s``). The engine renames trainer logs with
-:func:`rename_metrics`; the studio plots each name in :func:`metric_group`'s plot and smooths only
-:data:`NOISY_GROUPS`. TensorBoard tags are the same names. Stdlib only.
+Names are grouped by prefix (``train/``, ``kd/``, ``grpo/``, ``eval/``, ``perf/``, ``sweep/``, ``quant/``). The
+engine emits the constants below (or renames trainer logs to them with :func:`rename_metrics`); the studio plots
+each name in :func:`metric_group`'s plot and smooths only :data:`NOISY_GROUPS`. TensorBoard tags are the same
+names. A new metric: a constant here, emitted by its recipe; its plot follows from its prefix. Stdlib only.
 """
 from __future__ import annotations
 
 import re
 
-# What each well-known metric means (the README and tooltips read it; names not listed pass through as they are).
-METRICS: dict[str, str] = {
-    "train/loss": "the training loss of the stage (SFT: cross-entropy; KD: the joint loss)",
-    "train/lr": "the learning rate (a schedule: never smoothed)",
-    "train/grad_norm": "the gradient norm before clipping",
-    "kd/ce": "KD: cross-entropy on the reference answer",
-    "kd/divergence": "KD: the divergence between teacher and student (scaled by T²)",
-    "grpo/reward": "GRPO: the weighted total reward",
-    "grpo/reward_std": "GRPO: the reward's spread within a group",
-    "grpo/kl": "GRPO: KL divergence from the reference model",
-    "grpo/completion_length": "GRPO: mean completion length in tokens",
-    "grpo/entropy": "GRPO: mean token entropy of the completions",
-    "eval/ce": "validation cross-entropy on response tokens (comparable between SFT and KD)",
-    "eval/kd_loss": "KD: the joint loss on the validation split",
-    "eval/kd_divergence": "KD: the divergence on the validation split",
-    "eval/rougeL": "ROUGE-L F1 on the held-out split",
-    "eval/retention": "a student's score ÷ its teacher's",
-    "perf/tokens_per_s": "training throughput",
-    "sweep/eval_loss": "a learning-rate sweep: each rate's validation loss (the stage's objective, which picks the rate)",
-    "sweep/eval_ce": "a learning-rate sweep: each rate's validation cross-entropy",
-}
+TRAIN_LOSS = "train/loss"  # the stage's training objective (SFT: cross-entropy; token KD: the joint loss)
+TRAIN_LR = "train/lr"  # the learning rate (a schedule: never smoothed)
+TRAIN_GRAD_NORM = "train/grad_norm"  # the gradient norm before clipping
+KD_CE = "kd/ce"  # token KD: cross-entropy on the reference answers (per response token)
+KD_DIVERGENCE = "kd/divergence"  # token KD: D(teacher ‖ student) per response token, before the (1−α)·T² weight
+GRPO_REWARD = "grpo/reward"  # GRPO: the weighted total reward
+GRPO_REWARD_STD = "grpo/reward_std"  # GRPO: the reward's spread within a group
+GRPO_KL = "grpo/kl"  # GRPO: KL divergence from the reference model (logged by TRL when β > 0)
+GRPO_COMPLETION_LENGTH = "grpo/completion_length"  # GRPO: mean completion length in tokens
+GRPO_ENTROPY = "grpo/entropy"  # GRPO: mean token entropy of the completions
+EVAL_CE = "eval/ce"  # validation cross-entropy on response tokens (comparable between every stage and model)
+EVAL_KD_LOSS = "eval/kd_loss"  # token KD: the joint loss on the validation split
+EVAL_KD_DIVERGENCE = "eval/kd_divergence"  # token KD: the divergence on the validation split
+EVAL_ROUGE_L = "eval/rougeL"  # ROUGE-L F1 on the held-out split
+EVAL_EXACT_MATCH = "eval/exact_match"  # exact match on the held-out split
+EVAL_RETENTION = "eval/retention"  # a model's ROUGE-L ÷ the reference model's (the paper's retention)
+PERF_TOKENS_PER_S = "perf/tokens_per_s"  # training throughput
+# a learning-rate sweep, one point per rate: its validation objective (which picks the rate), its validation
+# cross-entropy, and the rate itself
+SWEEP_EVAL_LOSS = "sweep/eval_loss"
+SWEEP_EVAL_CE = "sweep/eval_ce"
+SWEEP_LEARNING_RATE = "sweep/learning_rate"
 
-# Trainer/TRL log keys → the protocol's metric names (DESIGN.md: grouped by prefix).
+
+def grpo_reward(function: str) -> str:
+    """One reward function's mean reward: ``grpo/reward/<function>``."""
+    return f"{GRPO_REWARD}/{function}"
+
+
+def grpo_held_out(score: str, when: str) -> str:
+    """GRPO's held-out score before or after training: ``grpo/<score>_<when>`` (correct_before, rougeL_after…)."""
+    return f"grpo/{score}_{when}"
+
+
+# Trainer/TRL log keys → the protocol's metric names.
 TRAINER_RENAMES = {
-    "loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm",
-    "reward": "grpo/reward", "reward_std": "grpo/reward_std", "kl": "grpo/kl",
-    "completions/mean_length": "grpo/completion_length", "completion_length": "grpo/completion_length",
-    "entropy": "grpo/entropy",
+    "loss": TRAIN_LOSS, "learning_rate": TRAIN_LR, "grad_norm": TRAIN_GRAD_NORM,
+    "reward": GRPO_REWARD, "reward_std": GRPO_REWARD_STD, "kl": GRPO_KL,
+    "completions/mean_length": GRPO_COMPLETION_LENGTH, "completion_length": GRPO_COMPLETION_LENGTH,
+    "entropy": GRPO_ENTROPY,
 }
 _REWARD_KEY = re.compile(r"^rewards/(?P<name>[^/]+)/mean$")
 _SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -66,7 +77,7 @@ def rename_metrics(logs: dict) -> dict:
         if key in TRAINER_RENAMES:
             out[TRAINER_RENAMES[key]] = float(value)
         elif match:
-            out[f"grpo/reward/{match['name']}"] = float(value)
+            out[grpo_reward(match["name"])] = float(value)
         elif key.startswith("eval_"):
             out["eval/" + key[5:]] = float(value)
         elif "/" in key and not key.startswith(("rewards/", "completions/", "sampling/", "clip_ratio")):
@@ -117,7 +128,3 @@ def metric_group(name: str) -> str:
 
 NOISY_GROUPS = ("loss", "reward", "kl", "length")  # per-step values that scatter: smoothing helps reading them
 
-
-def is_noisy(name: str) -> bool:
-    """Smooth noisy training series only: never a schedule (the learning rate), never an evaluation point."""
-    return metric_group(name) in NOISY_GROUPS and not name.startswith("eval/")

@@ -30,7 +30,7 @@ class ModelInfo:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         """Tolerant of keys it does not know (a newer engine) and of missing ones (an older one)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

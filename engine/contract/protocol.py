@@ -24,10 +24,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
+from collections.abc import Callable, Iterator
 
-from engine.contract.errors import ProtocolError  # noqa: F401 (re-exported)
-from engine.contract.events import PAYLOADS
+from engine.contract.errors import ProtocolError  # re-exported
+from engine.contract.events import PAYLOADS, STRICT_ENV, payload_problems
 from engine.contract.safe_json import JSONProblem, safe_json_loads, shorten
 from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stderr_to,  # noqa: F401 (re-exported)
                                      protocol_stream, reopen_closed_std_streams)
@@ -60,7 +61,7 @@ class Event:
             return json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False)
 
     @classmethod
-    def from_json(cls, line: str | bytes) -> "Event":
+    def from_json(cls, line: str | bytes) -> Event:
         """An event from one JSON line; ProtocolError (a short reason) for anything that is not one, field types
         included: a replayed or resumed events file may hold any bytes, and one bad line must stay one line."""
         try:
@@ -148,6 +149,8 @@ class EventWriter:
     def emit(self, type_: str, **data: Any) -> Event:
         if type_ not in EVENT_TYPES:
             raise ProtocolError(f"unknown event type {type_!r}.")
+        if os.environ.get(STRICT_ENV) == "1" and (problem := payload_problems(type_, data, required=False)):
+            raise ProtocolError(problem)  # the test suite's check that every event keeps the contract
         with self._lock:
             self._seq += 1
             event = Event(type=type_, data=data, run_id=self.run_id, seq=self._seq, time=round(time.time(), 3))
@@ -168,16 +171,18 @@ class EventWriter:
         """Append to events.jsonl; a failing disk (full, gone) must not turn an event into a crash: the line
         still goes to stdout, and the mirror is retried at the next event (a half-written line is repaired by
         the next writer)."""
+        mirror = self._mirror_file
+        assert mirror is not None and self.mirror is not None  # emit() calls this only with a mirror open
         try:
-            self._mirror_file.write(line + "\n")
-            self._mirror_file.flush()
+            mirror.write(line + "\n")
+            mirror.flush()
         except OSError as exc:
             if not self.mirror_failed:
                 logging.getLogger(__name__).warning("cannot append to %s (%s); events go to stdout only",
                                                     self.mirror, exc.strerror or exc)
             self.mirror_failed = True
             with contextlib.suppress(OSError, ValueError):
-                self._mirror_file.close()
+                mirror.close()
             try:
                 self._mirror_file = open_mirror(self.mirror)
             except OSError:
@@ -230,7 +235,8 @@ def io_sentence(exc: BaseException) -> str:
         return f"a symbolic link stands where a run file should be{where}; the engine never writes through links " \
                "in a run folder, so remove the link and try again."
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"no permission{where} ({exc.strerror}); fix the permissions of that file or folder and try again."
+        return (f"no permission{where} ({getattr(exc, 'strerror', '')}); fix the permissions of that file or folder "
+                "and try again.")
     return f"{getattr(exc, 'strerror', None) or text}{where}; check the disk and the folder, then try again."
 
 

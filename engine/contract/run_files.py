@@ -62,12 +62,14 @@ def clean_scores(scores: Any, run_id: str) -> dict[str, float]:
     bad value in run.json or the index never breaks a listing that formats them."""
     if not isinstance(scores, dict):
         if scores is not None:
-            logging.getLogger(__name__).warning("run %s: scores is %s, not an object of numbers; ignored", run_id, type(scores).__name__)
+            logging.getLogger(__name__).warning("run %s: scores is %s, not an object of numbers; ignored", run_id,
+                                                type(scores).__name__)
         return {}
-    clean = {k: _finite(v) for k, v in scores.items() if isinstance(k, str)}
-    clean = {k: v for k, v in clean.items() if v is not None}
+    numbers = {k: _finite(v) for k, v in scores.items() if isinstance(k, str)}
+    clean = {k: v for k, v in numbers.items() if v is not None}
     if len(clean) < len(scores):
-        logging.getLogger(__name__).warning("run %s: %d score(s) are not finite numbers; ignored", run_id, len(scores) - len(clean))
+        logging.getLogger(__name__).warning("run %s: %d score(s) are not finite numbers; ignored", run_id,
+                                            len(scores) - len(clean))
     return clean
 
 

@@ -75,8 +75,9 @@ def checkpoints(folder: str | Path) -> list[Path]:
         entries = list(Path(folder).iterdir())
     except OSError:
         return []
-    found = [p for p in entries if CHECKPOINT.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
-    return sorted(found, key=lambda p: int(CHECKPOINT.fullmatch(p.name)[1]))
+    numbered = [(int(m[1]), p) for p in entries if (m := CHECKPOINT.fullmatch(p.name)) and p.is_dir()
+                and not p.is_symlink()]
+    return [p for _, p in sorted(numbered)]
 
 
 def is_complete(checkpoint: Path, marked_anywhere: bool) -> bool:

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.contract.run_files import (  # noqa: F401 - re-exported for the store's users
+from engine.contract.run_files import (  # re-exported for the store's users
     _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, clean_scores, json_safe, read_inside, time_field,
     write_atomic)
 from engine.contract.run_status import (  # noqa: F401 - pid_alive re-exported
@@ -328,6 +328,7 @@ class RunStore:
             if not ok:
                 raise StoreError(f"run {paths.id} is damaged: its run.json has no usable {name} "
                                  f"({shorten(info.get(name), 40)!r}); delete the run or repair the file.")
+        assert created is not None and updated is not None  # checked just above, for the type checker
         return RunRecord(id=paths.id, name=info["name"], status=status, stage=info.get("stage") or "",
                          created=created, updated=updated, pid=pid, scores=clean_scores(info.get("scores"), paths.id),
                          path=paths.root)

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# The F401s below: re-exported names; spec.py is the contract's front door for the studio and the engine.
 from engine.contract.bounded_text import MAX_SPEC_BYTES, parse_bounded, read_spec_file  # noqa: F401
-from engine.contract.errors import SpecError, echo  # noqa: F401 (SpecError re-exported)
+from engine.contract.errors import SpecError, echo  # SpecError re-exported
 from engine.contract.spec_fields import (DEFAULT_HIGH, SEED_HIGH, STEPS_HIGH, TOKENS_HIGH, build,  # noqa: F401
                                          check_choice, check_finite, check_fraction, check_numbers,
                                          check_positive, check_value, fail, field_help, nested, option, to_dict,

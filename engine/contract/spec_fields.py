@@ -167,7 +167,8 @@ def build(cls: type, values: Any, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(k) for k in set(values) - names)
     if unknown:
-        raise SpecError(f"{shorten(where, 80)}: unknown setting {echo(unknown[0])}; known settings are {', '.join(sorted(names))}.")
+        raise SpecError(f"{shorten(where, 80)}: unknown setting {echo(unknown[0])}; known settings are "
+                        f"{', '.join(sorted(names))}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {k: check_value(f"{where}.{k}" if where != "spec" else k, fields[k], v) for k, v in values.items()}
     try:

@@ -109,6 +109,7 @@ def reopen_closed_std_streams() -> None:
                 os.dup2(opened, fd)
                 os.close(opened)
         if getattr(sys, name) is None:
+            # no `with` (SIM115): sys.stdin/stdout/stderr own the stream for the process's life
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False,  # noqa: SIM115
                                     buffering=-1 if fd == 0 else 1))
 
@@ -122,11 +123,13 @@ def claim_stdout() -> IO[str]:
         sys.stdout.flush()
         fd = os.dup(1)
         os.dup2(2, 1)
-        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore
+        # a SurvivingStream quacks like IO[str] (write, flush, fileno…) without inheriting from it
+        _protocol_stream = SurvivingStream(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))  # type: ignore[assignment]
         if not isinstance(sys.stderr, SurvivingStream):
-            sys.stderr = SurvivingStream(sys.stderr, also_fds=(1,))  # type: ignore[assignment]  # fd 1 is a copy
+            sys.stderr = SurvivingStream(sys.stderr, also_fds=(1,))  # fd 1 is a copy
         sys.stdout = sys.stderr
         watch_readers([_protocol_stream, sys.stderr])  # type: ignore[list-item]
+    assert _protocol_stream is not None  # set above, never unset
     return _protocol_stream
 
 

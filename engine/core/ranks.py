@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 RANK_ZERO_KINDS = ("evaluate", "quantize", "export")  # stages that run once, on rank 0, while the other ranks wait
 T = TypeVar("T")

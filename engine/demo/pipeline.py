@@ -18,9 +18,9 @@ DEMO_EVAL_SAMPLES = 200
 # here: a teacher step took 0.21 s on one thread, 0.8 s on two while another process used a core).
 DEMO_CPU_THREADS = 1
 # The students see the references of only 10 % of the training prompts; the teacher (fine-tuned on all of them)
-# answers the rest, which only distillation can use — the case DESIGN.md names where distillation genuinely
-# helps. With every reference in hand the demo's 0.5 M student learns all its 1.9 M teacher knows, and KD lost
-# to SFT (0.484 vs 0.518); at 10 % KD won on 3 of 3 seeds by +3.8 ± 1.4 ROUGE-L points (bench/RESULTS.md).
+# answers the rest, which only distillation can use — a case where distillation genuinely helps. With every
+# reference in hand the demo's 0.5 M student learns all its 1.9 M teacher knows, and KD lost to SFT (0.484 vs
+# 0.518); at 10 % KD won on 3 of 3 seeds by +3.8 ± 1.4 ROUGE-L points (bench/RESULTS.md).
 DEMO_STUDENT_REFERENCES = 0.1
 
 

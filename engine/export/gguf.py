@@ -21,7 +21,6 @@ failure or cancel only this export's own files are removed (engine/export/output
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -144,7 +143,7 @@ def _iter_weights(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
 
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            for name in f.keys():  # safe_open is not a mapping
                 yield name, f.get_tensor(name).float().numpy()
 
 
@@ -362,6 +361,6 @@ def _tensor_names(model_dir: Path, config: dict) -> Iterator[str]:
 
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            for key in f.keys():  # safe_open is not a mapping
                 if not (config.get("tie_word_embeddings") and key == "lm_head.weight"):
                     yield key

@@ -1,1 +1,2 @@
-"""Models and memory: loading/saving (hub ids, folders, GGUF, demo kit), GGUF unpacking, memory estimates and the per-stage memory plan, model cards."""
+"""Models and memory: loading/saving (hub ids, folders, GGUF, demo kit), GGUF unpacking, memory estimates and the
+per-stage memory plan, model cards."""

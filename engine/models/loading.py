@@ -235,10 +235,6 @@ def _load_model(spec: ModelSpec, resolved: ResolvedSource, location: str, extra:
     return model
 
 
-def load_model_and_tokenizer(spec: ModelSpec, device: str, *, trainable: bool = False) -> tuple[Any, Any]:
-    return load_model(spec, device, trainable=trainable), load_tokenizer(spec)
-
-
 def apply_lora(model: Any, lora: LoraSpec) -> Any:
     """Wrap ``model`` with LoRA adapters (peft); only the adapters train."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -109,7 +109,7 @@ def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device
         model = AutoModelForCausalLM.from_pretrained(location, quantization_config=qconfig, dtype=dtype,
                                                      device_map={"": device}, revision=spec.revision or None,
                                                      **extra)
-    except Exception as exc:  # safetensors, bitsandbytes and config errors have no common base class
+    except Exception as exc:  # noqa: BLE001 - safetensors, bitsandbytes and config errors have no common base class
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise EngineError(f"bitsandbytes cannot quantize {spec.source}: {first}") from None
     if count_4bit_layers(model) == 0:

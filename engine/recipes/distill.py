@@ -23,6 +23,7 @@ from engine.training_data.collate import pad_collator
 from engine.training.kd_trainer import KDTrainer
 from engine.models.loading import load_model, load_tokenizer
 from engine.recipes.common import save_stage_model, train_sft
+from engine.contract.metric_names import EVAL_CE
 from engine.contract.spec import GenerationSpec, to_dict
 from engine.training.support import (labelled_split, load_trainable, run_trainer, sft_datasets, stage_splits,
                              train_with_sweep, training_arguments)
@@ -244,6 +245,6 @@ def _validation_ce(ctx: RunContext, model: Any, tokenizer: Any, step: int) -> di
     ce = response_cross_entropy(model, validation, tokenizer.pad_token_id, ctx.stage.train.batch_size, ctx.device)
     if ce is None:
         return {}
-    ctx.events.metric(ctx.stage.name, step, {"eval/ce": ce})
-    return {"eval/ce": ce}
+    ctx.events.metric(ctx.stage.name, step, {EVAL_CE: ce})
+    return {EVAL_CE: ce}
 

@@ -9,6 +9,7 @@ import time
 
 from engine.core.context import EngineError, RunContext, StageResult
 from engine.evaluation.generation import evaluate_model
+from engine.contract.metric_names import EVAL_CE, EVAL_EXACT_MATCH, EVAL_RETENTION, EVAL_ROUGE_L
 from engine.evaluation.scores import retention
 from engine.models.loading import load_model, load_tokenizer
 from engine.contract.runs import write_atomic
@@ -64,10 +65,10 @@ def run_stage(ctx: RunContext) -> StageResult:
         for key in HEADLINE:
             scores[f"retention_{key}"] = retention(scores.get(key), results[reference].get(key))
         scores["retention"] = scores["retention_rougeL"]
-        values = {"eval/rougeL": scores["rougeL"], "eval/exact_match": scores["exact_match"],
-                  "eval/retention": scores["retention"]}
+        values = {EVAL_ROUGE_L: scores["rougeL"], EVAL_EXACT_MATCH: scores["exact_match"],
+                  EVAL_RETENTION: scores["retention"]}
         if scores.get("ce") is not None:
-            values["eval/ce"] = scores["ce"]
+            values[EVAL_CE] = scores["ce"]
         ctx.events.emit("metric", stage=stage.name, step=0, model=display, values=values)
     report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
     ctx.paths.merge_eval(report)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+from engine.contract.metric_names import grpo_held_out
 from engine.core.context import EngineError, RunContext, StageResult
 from engine.rewards.functions import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
                             make_answer_correct, make_code_tests, make_format_strict, reward_weights,
@@ -285,4 +287,4 @@ def _percent(value: float | None) -> str:
 
 
 def _eval_metrics(scores: dict, when: str) -> dict:
-    return {f"grpo/{key}_{when}": float(scores[key]) for key in ("correct", "format", "rougeL")}
+    return {grpo_held_out(key, when): float(scores[key]) for key in ("correct", "format", "rougeL")}

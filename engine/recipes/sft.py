@@ -1,6 +1,7 @@
 """Supervised fine-tuning: the teacher on the task (the paper's first step), and the student-only baseline the
 paper compares distillation against. Cross-entropy on response tokens, on the stock transformers Trainer with the
-loss computed in chunks from the hidden states (engine/training/chunked_losses.py: equal loss and gradients, no full-batch
+loss computed in chunks from the hidden states (engine/training/chunked_losses.py: equal loss and gradients, no
+full-batch
 logits)."""
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ else whitespace-separated words.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from engine.contract.safe_json import JSONProblem, safe_json_loads
 from engine.core.context import EngineError

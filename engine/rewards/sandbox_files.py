@@ -102,7 +102,7 @@ def remove_tree(path: str) -> bool:
         return True
     except FileNotFoundError:
         return not os.path.lexists(path)
-    except Exception as exc:  # the reward must never raise for what a program left behind: say so instead
+    except Exception as exc:  # noqa: BLE001 - the reward must never raise for what a program left behind: say so instead
         log.warning("could not remove the sandbox folder %s (%s: %s); delete it by hand", path,
                     type(exc).__name__, exc)
         return False

@@ -1,1 +1,2 @@
-"""Running a spec: the stage pipeline, multi-process launch, what a recipe is handed, heartbeats and TensorBoard logging."""
+"""Running a spec: the stage pipeline, multi-process launch, what a recipe is handed, heartbeats and TensorBoard
+logging."""

@@ -53,7 +53,7 @@ FINAL_EXIT = {"finished": 0, "cancelled": 3}  # the same exit codes as a single-
 class _FollowerStore(RunStore):
     """The run store as the non-main ranks see it: readable, but their updates are dropped (rank 0 owns run.json)."""
 
-    def __init__(self, store: RunStore) -> None:  # noqa: D107 - share the real store's folders, skip its setup
+    def __init__(self, store: RunStore) -> None:  # share the real store's folders, skip its setup
         self.root, self.runs_dir, self.index_path = store.root, store.runs_dir, store.index_path
         self._index_ok = store._index_ok
 

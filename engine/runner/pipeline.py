@@ -148,7 +148,7 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             # never 5 s without an event while the stage runs: heartbeats name what runs (engine/core/heartbeat.py)
             heartbeat.attach(events, stage.name, f"stage {index + 1}/{len(spec.stages)} ({stage.kind})")
             result: StageResult | None = run_stage_on_ranks(
-                stage.kind, lambda: recipe_for(stage.kind).run_stage(ctx_for(stage)))
+                stage.kind, lambda stage=stage: recipe_for(stage.kind).run_stage(ctx_for(stage)))
             if result is None:
                 continue
             record = {"kind": stage.kind, "scores": result.scores,

@@ -93,7 +93,8 @@ class TensorBoardLog:
 
 
 def attach(events: Any, folder: Path) -> TensorBoardLog | None:
-    """Add a TensorBoardLog writing under ``folder`` (a run's ``tensorboard/``) to an EventWriter; None (and a log line) when the
+    """Add a TensorBoardLog writing under ``folder`` (a run's ``tensorboard/``) to an EventWriter; None (and a log
+    line) when the
     tensorboard package is missing, as the run does not depend on it."""
     try:
         import torch.utils.tensorboard  # noqa: F401  (imports the tensorboard package)

@@ -5,7 +5,6 @@ complete (a ``complete`` file written last), which is all a resume will start fr
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -14,9 +13,9 @@ from transformers import TrainerCallback
 
 from engine.core import heartbeat
 from engine.core.context import Diverged, RunContext
-from engine.contract.metric_names import rename_metrics
+from engine.contract.metric_names import PERF_TOKENS_PER_S, rename_metrics
 from engine.contract.run_status import CHECKPOINT as _CHECKPOINT
-from engine.contract.run_status import COMPLETE_MARKER, checkpoints, complete_checkpoints, is_complete  # noqa: F401
+from engine.contract.run_status import COMPLETE_MARKER, checkpoints, complete_checkpoints, is_complete
 from engine.contract.runs import write_atomic
 from engine.core.ranks import any_rank, is_main_process
 
@@ -94,7 +93,7 @@ class EventsCallback(TrainerCallback):
         now = time.monotonic()
         seen, since = self._last_tokens
         if tokens > seen and now > since:
-            values["perf/tokens_per_s"] = (tokens - seen) / (now - since)
+            values[PERF_TOKENS_PER_S] = (tokens - seen) / (now - since)
             self._last_tokens = (tokens, now)
         if values:
             self.history.append({"step": state.global_step, **values})

@@ -3,7 +3,8 @@ cached top-k teacher targets (offline KD, as DistillKit does).
 
 Both never hold the ``[tokens, vocab]`` logits of a whole batch: each chunk of response positions is projected
 through the LM head, its loss and its gradient with respect to those logits are formed in the same pass, and the
-gradient is folded back into the hidden states and the head at once (the idea of :func:`engine.training.losses.chunked_kd_loss`).
+gradient is folded back into the hidden states and the head at once (the idea of
+:func:`engine.training.losses.chunked_kd_loss`).
 Prompt and padding positions are never projected at all.
 
 **Top-k + tail.** A cached teacher keeps, per response token, its k most likely tokens ``S`` with their
@@ -24,7 +25,6 @@ vocabulary (tests/engine/test_chunked_losses.py checks both numerically).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +65,6 @@ def topk_tail_divergence(student_logits: Tensor, idx: Tensor, t_lp: Tensor, t_ta
     s_lp = F.log_softmax(student_logits.float() / temperature, dim=-1)  # [N, V]
     t_b = torch.cat([t_lp.float(), t_tail.float().clamp_min(LOG_FLOOR).unsqueeze(-1)], dim=-1)  # [N, k+1]
     return _divergence_from_log_probs(t_b, _student_buckets(s_lp, idx.long()), kind, beta)
-
-
-ChunkFn = Callable[[Tensor, int, int, bool], tuple[Tensor, Tensor, Tensor, "Tensor | None"]]
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, Trainer
 
 from engine.contract.spec import DistillSpec
 from engine.models.hidden_states import last_hidden_state, unwrap_peft
+from engine.contract.metric_names import KD_CE, KD_DIVERGENCE
 from engine.training.losses import IGNORE_INDEX, chunked_kd_loss
 from engine.training_data.collate import pad_collator
 
@@ -211,8 +212,8 @@ class KDTrainer(_HiddenStateLossTrainer):
             ce_sum, div_sum, n_tokens = sums.tolist()
             if n_tokens > 0:
                 prefix = "eval_" if is_eval else ""
-                logs[f"{prefix}kd/ce"] = ce_sum / n_tokens
-                logs[f"{prefix}kd/divergence"] = div_sum / n_tokens
+                logs[f"{prefix}{KD_CE}"] = ce_sum / n_tokens
+                logs[f"{prefix}{KD_DIVERGENCE}"] = div_sum / n_tokens
             self._kd_sums[mode] = [0.0, 0.0, 0.0]
         super().log(logs, start_time)
 

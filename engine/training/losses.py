@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.contract.stage_specs import DistillSpec
-from engine.training_data.formatting import IGNORE_INDEX  # noqa: F401 (re-exported to the loss modules)
+from engine.training_data.formatting import IGNORE_INDEX  # re-exported to the loss modules
 
 DivergenceKind = str  # one of engine.contract.vocabulary.DIVERGENCES (the spec's vocabulary, one home)
 KD = DistillSpec()  # the default of every KD setting below (alpha, T, divergence, beta, top-k), one home

@@ -11,12 +11,14 @@ import math
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from engine.core import heartbeat
 from engine.training.callbacks import EventsCallback, drop_incomplete_checkpoints, last_checkpoint
 from engine.core.context import Diverged, EngineError, RunContext, StageCancelled
 from engine.core.ranks import is_main_process, wait_for_everyone
+from engine.contract.metric_names import EVAL_CE, EVAL_KD_LOSS, SWEEP_EVAL_CE, SWEEP_EVAL_LOSS, SWEEP_LEARNING_RATE
 from engine.contract.runs import json_safe, write_atomic
 from engine.contract.spec import ModelSpec, TrainSpec
 
@@ -192,9 +194,9 @@ def validation_scores(trainer: Any) -> dict[str, float]:
         raise EngineError("a learning-rate sweep needs a validation split; set data.validation_fraction > 0.")
     metrics = trainer.evaluate()
     if "eval_kd/ce" in metrics:  # KDTrainer: eval_loss is the joint loss, its CE part is logged beside it
-        return {"eval/ce": float(metrics["eval_kd/ce"]), "eval/kd_loss": float(metrics["eval_loss"]),
+        return {EVAL_CE: float(metrics["eval_kd/ce"]), EVAL_KD_LOSS: float(metrics["eval_loss"]),
                 "loss": float(metrics["eval_loss"])}
-    return {"eval/ce": float(metrics["eval_loss"]), "loss": float(metrics["eval_loss"])}
+    return {EVAL_CE: float(metrics["eval_loss"]), "loss": float(metrics["eval_loss"])}
 
 
 def train_with_sweep(ctx: RunContext, train: TrainSpec,
@@ -232,8 +234,8 @@ def _sweep(ctx: RunContext, rates: list[float], fit: Callable[[float, Path], tup
         scores = validation_scores(trainer)
         loss = scores.pop("loss")
         results.append({"learning_rate": lr, "eval_loss": loss, **{k.replace("/", "_"): v for k, v in scores.items()}})
-        ctx.events.metric(ctx.stage.name, i, {"sweep/eval_loss": loss, "sweep/eval_ce": scores["eval/ce"],
-                                              "sweep/learning_rate": lr})
+        ctx.events.metric(ctx.stage.name, i, {SWEEP_EVAL_LOSS: loss, SWEEP_EVAL_CE: scores[EVAL_CE],
+                                              SWEEP_LEARNING_RATE: lr})
         if best is None or loss < best[0] or math.isnan(best[0]):
             best = (loss, lr, model, scores)
         else:
@@ -246,7 +248,7 @@ def _sweep(ctx: RunContext, rates: list[float], fit: Callable[[float, Path], tup
                        f"({', '.join(f'{r:g}' for r in rates)}); try smaller ones.")
     loss, lr, model, scores = best
     ctx.events.log(f"sweep: best learning rate {lr:g} (validation loss {loss:.4f}, cross-entropy "
-                   f"{scores['eval/ce']:.4f})")
+                   f"{scores[EVAL_CE]:.4f})")
     write_atomic(ctx.work_dir / "sweep.json", json.dumps(json_safe({"results": results, "best": lr}), indent=2))
     return model, {"sweep": results, "best_learning_rate": lr, **scores}
 

@@ -173,11 +173,6 @@ def check_cache_settings(folder: Path, ctx: Any, teacher_spec: ModelSpec | None)
                               "stage uses; leave the path empty to build a matching cache.")
 
 
-def response_counts(dataset: Any) -> list[int]:
-    """Response positions per row (labels after the causal shift that are not -100)."""
-    return [sum(1 for t in labels[1:] if t != -100) for labels in dataset["labels"]]
-
-
 def build_targets(teacher: Any, rows: list[dict], out: Path, *, top_k: int, temperature: float, batch_size: int,
                   device: str, pad_id: int, on_batch: Any = None, chunk_size: int = 256) -> None:
     """Run the teacher once over ``rows`` (longest first) and write its targets into folder ``out``."""
@@ -281,6 +276,7 @@ def with_row_numbers(datasets: list[Any]) -> list[Any]:
     """Each dataset with a ``row`` column numbering its rows across all of them (the targets' row index)."""
     numbered, first = [], 0
     for dataset in datasets:
-        numbered.append(None if dataset is None else dataset.add_column("row", list(range(first, first + len(dataset)))))
+        rows = None if dataset is None else list(range(first, first + len(dataset)))
+        numbered.append(None if dataset is None else dataset.add_column("row", rows))
         first += 0 if dataset is None else len(dataset)
     return numbered

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.training.chunked_losses import LOG_FLOOR, _ce_terms, _ChunkedHeadLoss, _norm, _response_hidden
-from engine.training.losses import _head_params
+from engine.training.losses import KD, _check_args, _head_params, joint_weights
 
 
 def uld_reference(student_probs: Tensor, teacher_probs: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def teacher_buckets(t_lp: Tensor, t_tail: Tensor) -> tuple[Tensor, Tensor]:
     return t_top, t_tail.float().exp().masked_fill(t_tail.float() <= LOG_FLOOR, 0.0)
 
 
-def uld_topk(student_logits: Tensor, t_lp: Tensor, t_tail: Tensor, temperature: float = 1.0) -> Tensor:
+def uld_topk(student_logits: Tensor, t_lp: Tensor, t_tail: Tensor, temperature: float = KD.temperature) -> Tensor:
     """ULD_k per position between full student logits [N, V] and cached teacher targets (top-k log-probs
     [N, k], tail log-mass [N], as :func:`engine.training.chunked_losses.teacher_topk` makes them) -> [N]."""
     z = student_logits.float() / temperature
@@ -84,7 +84,7 @@ def _uld_terms(z: Tensor, t_top: Tensor, t_tail: Tensor, want_grad: bool) -> tup
 
 
 def cached_uld_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, t_lp: Tensor, t_tail: Tensor,
-                    valid: Tensor | None = None, *, alpha: float = 0.5, temperature: float = 1.0,
+                    valid: Tensor | None = None, *, alpha: float = KD.alpha, temperature: float = KD.temperature,
                     chunk_size: int = 256, num_items_in_batch: int | Tensor | None = None
                     ) -> tuple[Tensor, Tensor, Tensor]:
     """The joint loss ``alpha·CE + (1−alpha)·ULD_k`` against the teacher's cached, aligned targets.
@@ -99,8 +99,7 @@ def cached_uld_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, t_
     Returns:
         (loss, ce, div): loss differentiable; ce and div detached per-token means for logging.
     """
-    if temperature <= 0:
-        raise ValueError(f"The temperature must be positive, got {temperature}.")
+    _check_args(KD.divergence, temperature, KD.jsd_beta, 0)  # the spec's check of the temperature
     ws, bs = _head_params(head)
     hs, targets = _response_hidden(hidden, labels)
     n = targets.numel()
@@ -111,7 +110,7 @@ def cached_uld_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, t_
         zero = hidden.sum() * 0.0 + ws.sum() * 0.0
         return zero, zero.detach(), zero.detach()
     norm = _norm(num_items_in_batch, n)
-    ce_coef, div_coef = alpha / norm, (1.0 - alpha) / norm
+    ce_coef, div_coef = joint_weights(alpha, 1.0, norm)  # the joint weights without the T² factor (see above)
     t_top, t_tail_p = (x.to(hs.device) for x in teacher_buckets(t_lp, t_tail))
     weight = (torch.ones(n) if valid is None else valid.float()).to(hs.device)  # [N]
 

@@ -1,7 +1,8 @@
 """Batches for training and scoring: right-padded ids, attention mask and labels (-100 where no loss is taken)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -26,7 +27,8 @@ def pad_collator(pad_id: int, pad_to_multiple_of: int | None = None) -> Callable
             batch["attention_mask"].append(mask + [0] * gap)
             batch["labels"].append(labels + [IGNORE_INDEX] * gap)
         out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}  # each [B, L]
-        if "row" in rows[0]:  # the row numbers cached teacher targets are looked up by (engine/training/teacher_targets.py)
+        # the row numbers cached teacher targets are looked up by (engine/training/teacher_targets.py)
+        if "row" in rows[0]:
             out["row"] = torch.tensor([r["row"] for r in rows], dtype=torch.long)  # [B]
         return out
 

@@ -11,7 +11,8 @@ prompt alone leaves fewer than ``min(len(response), max_length // 4)`` tokens fo
 from the left (its start is dropped, the end — the question's last words and the assistant header — kept) so
 that this many response tokens still fit and every example teaches something.
 
-Chat records (multi-turn) get the loss on every assistant turn. The conversation is rendered turn by turn with the model's chat template: for the k-th answer, the template of
+Chat records (multi-turn) get the loss on every assistant turn. The conversation is rendered turn by turn with the
+model's chat template: for the k-th answer, the template of
 the turns before it (with the generation prompt) must extend what was rendered so far; the answer (its text and
 end-of-turn token, as :func:`completion_text` finds it) is labelled, everything else
 (system prompt, user turns, role headers) gets −100. A template that rewrites earlier turns (e.g. one that drops

@@ -17,7 +17,6 @@ from studio.arena.catalog import ModelChoice, precision_text, size_text
 from studio.arena.scores import ScoreBook, ScoreRequest
 
 LETTERS = "ABCDEFGH"
-LOAD_STATES = ("empty", "loading", "loaded", "failed")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 

@@ -176,7 +176,7 @@ class ArenaWidget(QWidget):
         """Stop the chat service (quit, then terminate, then kill)."""
         self.client.close(wait_ms=wait_ms)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+    def closeEvent(self, event: QCloseEvent) -> None:  # Qt's name
         self.shutdown()
         super().closeEvent(event)
 

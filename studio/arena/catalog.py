@@ -119,7 +119,7 @@ def _spec_of(run_path: Path) -> Any:
         from engine.contract.spec import load_spec
 
         return load_spec(run_path / "spec.yaml")
-    except Exception as exc:  # SpecError, YAML errors, a missing file: all mean "no spec"
+    except Exception as exc:  # noqa: BLE001 - SpecError, YAML errors, a missing file: all mean "no spec"
         log.info("cannot read the spec of %s: %s", run_path, exc)
         return None
 
@@ -169,13 +169,14 @@ def list_runs(store: Any | None) -> list:
         return []
     try:
         return store.list()
-    except Exception as exc:  # an unreadable index must not break the views that list models
+    except Exception as exc:  # noqa: BLE001 - an unreadable index must not break the views that list models
         log.warning("cannot list runs: %s", exc)
         return []
 
 
 def catalog(store: Any | None) -> list[ModelChoice]:
-    """Every model of every run in ``store`` (an engine.contract.runs.RunStore; newest run first), then the demo models."""
+    """Every model of every run in ``store`` (an engine.contract.runs.RunStore; newest run first), then the demo
+    models."""
     choices: list[ModelChoice] = []
     for record in list_runs(store):
         choices.extend(run_choices(Path(record.path), record.name, record.id))

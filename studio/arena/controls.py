@@ -174,7 +174,7 @@ class VoteBar(QWidget):
         for letter in LETTERS[:3]:
             button = QPushButton(letter)
             button.setFixedWidth(44)
-            button.clicked.connect(lambda _checked=False, l=letter: self.vote_cast.emit(l))
+            button.clicked.connect(lambda _checked=False, chosen=letter: self.vote_cast.emit(chosen))
             self.buttons[letter] = button
             row.addWidget(button)
         self.tie_button = QPushButton("Tie")

@@ -13,7 +13,8 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from engine.contract.vocabulary import DEMO_PRESETS
 
@@ -89,7 +90,7 @@ def _spec_data(run_path: Path) -> Any:
         from engine.contract.spec import load_spec
 
         return load_spec(run_path / "spec.yaml").data
-    except Exception as exc:  # no readable spec: no presets from it
+    except Exception as exc:  # noqa: BLE001 - no readable spec: no presets from it
         log.info("no spec data for presets in %s: %s", run_path, exc)
         return None
 
@@ -139,7 +140,3 @@ def prompt_presets(run_path: str | Path | None = None, *, limit: int = 25, seed:
         candidates = random.Random(seed).sample(candidates, limit)
     return candidates
 
-
-def random_preset(presets: list[Preset], rng: Any = None) -> Preset | None:
-    """One preset at random (the "surprise me" button)."""
-    return (rng or random).choice(presets) if presets else None

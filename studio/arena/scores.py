@@ -1,4 +1,5 @@
-"""ROUGE-L in the arena is the engine's own (engine.evaluation.scores, stemmed, as in the evaluation tab), asked of the chat
+"""ROUGE-L in the arena is the engine's own (engine.evaluation.scores, stemmed, as in the evaluation tab), asked of the
+chat
 service: this book remembers the scores it got, queues the ones still to ask and matches answers to questions.
 Stdlib only; the session owns one."""
 from __future__ import annotations

@@ -74,7 +74,8 @@ class RunTail:
         """Fold in the events appended since the last read; returns how many."""
         count = 0
         if self.path.exists():
-            for self.offset, event in read_events(self.path, self.offset):
+            for offset, event in read_events(self.path, self.offset):
+                self.offset = offset
                 self.state.apply(event, self.prefix)
                 count += 1
         return count
@@ -102,11 +103,6 @@ class OverlayCurves:
                         self.store.groups[label] = tail.state.metrics.groups[label]
             self.store.version += 1
         return bool(read)
-
-
-def overlay_store(records: list[RunRecord]) -> MetricStore:
-    """The curves of the runs, as :class:`OverlayCurves` reads them once."""
-    return OverlayCurves(records).store
 
 
 def resume_point(record: RunRecord) -> bool:

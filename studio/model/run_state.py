@@ -10,13 +10,12 @@ import collections
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from engine.contract.metric_names import metric_group
-from engine.contract.protocol import FINAL_STATES, Event, read_events
+from engine.contract.protocol import FINAL_STATES, Event
 from studio.model.pipeline_clock import PipelineClock, stage_share
 
 
@@ -282,15 +281,6 @@ class RunState:
         self.last_error = self.last_error or message
         if message != self.last_error:
             self.add_log(f"[error] {message}")
-
-
-def replay(events_path: Path, prefix: str = "") -> RunState:
-    """A finished (or running) run rebuilt from its events.jsonl."""
-    state = RunState()
-    if Path(events_path).exists():
-        for _, event in read_events(Path(events_path)):
-            state.apply(event, prefix)
-    return state
 
 
 def format_eta(seconds: float | None) -> str:

@@ -56,7 +56,7 @@ class StudioPage(QWizardPage):
         """Why the page cannot be left right now ('' when it can); pages with live checks override it."""
         return ""
 
-    def isComplete(self) -> bool:  # noqa: N802 (Qt's name)
+    def isComplete(self) -> bool:  # Qt's name
         return not self.problem()
 
     def recheck(self) -> None:

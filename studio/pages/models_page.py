@@ -2,7 +2,7 @@
 what ``engine inspect`` can tell about them without loading weights."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -153,7 +153,7 @@ class ModelsPage(StudioPage):
         for box in self._boxes().values():
             box.set_run_models(models)
 
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def showEvent(self, event) -> None:  # Qt's name
         self.refresh_run_models()  # runs may have finished since the page was last on screen
         super().showEvent(event)
 

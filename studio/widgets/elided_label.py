@@ -31,16 +31,16 @@ class ElidedLabel(QLabel):
     def is_elided(self) -> bool:
         return self.text() != self._full
 
-    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name): room for the whole text when the layout has it
+    def sizeHint(self) -> QSize:  # (Qt's name): room for the whole text when the layout has it
         metrics = self.fontMetrics()
         margins = self.contentsMargins()
         return QSize(metrics.horizontalAdvance(self._full) + margins.left() + margins.right() + 4,
                      super().sizeHint().height())
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return QSize(self.fontMetrics().averageCharWidth() * self._minimum_chars, super().minimumSizeHint().height())
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._elide()
 

@@ -6,7 +6,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
@@ -36,7 +36,7 @@ def open_folder(path: Path) -> bool:
     """Open a folder in the desktop's file manager; False when none could be started."""
     opener = {"darwin": "open", "win32": "explorer"}.get(sys.platform, "xdg-open")
     try:
-        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603 - a folder we own
+        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # a folder we own
                          stderr=subprocess.DEVNULL)
     except OSError as exc:
         log.warning("cannot open %s: %s", path, exc)

@@ -35,7 +35,7 @@ class _TimedCanvas(pg.GraphicsLayoutWidget):
 
     last_paint_s = 0.0
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event) -> None:  # Qt's name
         start = time.perf_counter()
         super().paintEvent(event)
         self.last_paint_s = time.perf_counter() - start

@@ -1,8 +1,8 @@
 """The 4-bit report of a run's quantize stage(s) — size, memory, speed, ROUGE-L and retention — as a table.
 
-It presents the ``quantization`` section of the run's eval.json exactly as the engine wrote it (engine/quant_report
-``quantization_report``: original vs 4-bit side by side, their ratios and the score retention); the same numbers
-as the table in eval.md and the model card.
+It presents the ``quantization`` section of the run's eval.json exactly as the engine wrote it
+(engine/quantization/report.py, ``quantization_report``: original vs 4-bit side by side, their ratios and the score
+retention); the same numbers as the table in eval.md and the model card.
 """
 from __future__ import annotations
 

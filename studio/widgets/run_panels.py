@@ -61,7 +61,8 @@ class ProgressPanel(QWidget):
         if isinstance(p.get("part"), dict):  # a stage in parts: the bar is the whole stage's share
             index, count = p["part"]["index"] + 1, p["part"]["count"]
             rate = p.get("sweep", {}).get("learning_rate") if isinstance(p.get("sweep"), dict) else None
-            part = f"learning rate {rate:g} ({index}/{count})  ·  " if rate is not None else f"part {index}/{count}  ·  "
+            part = (f"learning rate {rate:g} ({index}/{count})  ·  " if rate is not None
+                    else f"part {index}/{count}  ·  ")
         if p.get("total"):
             self.bar.setFormat(f"{part}{p.get('step', 0)}/{p.get('total')} {p.get('unit', 'step')}s  ·  %p%")
         else:

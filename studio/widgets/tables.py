@@ -12,14 +12,14 @@ class FittedTable(QTableWidget):
 
     most_rows = 12
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+    def sizeHint(self) -> QSize:  # Qt's name
         hint = super().sizeHint()
         rows = sum(self.rowHeight(r) for r in range(min(self.rowCount(), self.most_rows)))
         scroll = self.horizontalScrollBar().sizeHint().height() if self.horizontalScrollBar().isVisible() else 0
         return QSize(hint.width(), self.horizontalHeader().sizeHint().height() + rows + 2 * self.frameWidth()
                      + scroll + 2)
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return QSize(super().minimumSizeHint().width(), min(self.sizeHint().height(), 120))
 
 

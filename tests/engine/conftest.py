@@ -5,7 +5,7 @@ import pytest
 
 
 @pytest.fixture
-def one_thread():  # noqa: ANN201
+def one_thread():
     """Tiny tensors gain nothing from threads, and on a busy 2-core machine thread contention slows them badly."""
     import torch
 

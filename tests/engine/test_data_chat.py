@@ -17,7 +17,7 @@ from engine.training_data.formatting import IGNORE_INDEX, encode_example, prompt
 from engine.contract.spec import DataSpec, SpecError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_helpers import tiny_tokenizer, write_jsonl  # noqa: E402
+from data_helpers import tiny_tokenizer, write_jsonl
 
 DOLLY = [json.loads(line) for line in
          (Path(__file__).parent / "fixtures" / "dolly_en_sample.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -133,7 +133,8 @@ def test_any_hub_data_set_with_config_split_and_mapping(monkeypatch: pytest.Monk
     assert chats.calls == [("HuggingFaceH4/no_robots", "default", "train_sft[:2]")]
     assert len(records) == 2 and records[1]["response"] == DOLLY[3]["response"]
 
-    pairs = _FakeHub({"prompt": [r["instruction"] for r in DOLLY[:3]], "completion": [r["response"] for r in DOLLY[:3]]})
+    pairs = _FakeHub({"prompt": [r["instruction"] for r in DOLLY[:3]],
+                      "completion": [r["response"] for r in DOLLY[:3]]})
     monkeypatch.setattr(datasets, "load_dataset", pairs)
     with pytest.raises(EngineError) as info:
         load_records(DataSpec(preset="hub", hub_id="someone/pairs"))

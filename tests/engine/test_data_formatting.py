@@ -1,4 +1,5 @@
-"""engine.training_data.formatting: prompts from preset templates, chat-template SFT examples with the loss on the response
+"""engine.training_data.formatting: prompts from preset templates, chat-template SFT examples with the loss on the
+response
 only, truncation rules, and the plain fallback for tokenizers without a chat template."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from engine.training_data.formatting import prompt_messages, prompt_texts, token
 from engine.training_data.formatting import FALLBACK_PROMPT, IGNORE_INDEX, encode_example, truncate_pair
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_helpers import record, tiny_tokenizer  # noqa: E402
+from data_helpers import record, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

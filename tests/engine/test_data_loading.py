@@ -19,7 +19,7 @@ from engine.contract.data.records import CANONICAL_FIELDS
 from engine.contract.spec import DataSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_helpers import write_jsonl  # noqa: E402
+from data_helpers import write_jsonl
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dolly_en_sample.jsonl"
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,8 @@ def test_codeforces_mapping_splits_reasoning_and_solution(tmp_path):
              "output_format": "Their sum.", "note": None, "contest_type": "CF", "finish_reason": "stop",
              "examples": [{"input": "1 2", "output": "3"}, {"input": "5 5", "output": "10"}],
              "prompt": "You will be given a competitive programming problem...",
-             "generation": "<think>\nRead a and b, print a+b.\n</think>\n\n```python\nprint(sum(map(int, input().split())))\n```"},
+             "generation": "<think>\nRead a and b, print a+b.\n</think>\n\n"
+                           "```python\nprint(sum(map(int, input().split())))\n```"},
             {"id": "1/B", "title": "Cut", "description": "x", "input_format": "", "output_format": "",
              "contest_type": "CF", "finish_reason": "length", "examples": [], "prompt": "p",
              "generation": "<think> never ends"}]

@@ -77,7 +77,8 @@ def test_preview_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": None}]),
+    pq.write_table(pa.Table.from_pylist([{"instruction": "a", "response": "b"},
+                                         {"instruction": "c", "response": None}]),
                    tmp_path / "d.parquet")
     preview = preview_file(tmp_path / "d.parquet")
     assert len(preview.rows) == 1

@@ -1,4 +1,5 @@
-"""engine.evaluation.generation with a tiny random Qwen2: order and count of answers, greedy determinism, batching equal to
+"""engine.evaluation.generation with a tiny random Qwen2: order and count of answers, greedy determinism, batching
+equal to
 one-by-one generation (left padding right), stop tokens, progress calls, and evaluate_model's scores."""
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from engine.evaluation.scores import score_predictions
 from engine.contract.spec import GenerationSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_helpers import record, tiny_qwen2, tiny_tokenizer  # noqa: E402
+from data_helpers import record, tiny_qwen2, tiny_tokenizer
 
 QUESTIONS = ["What is the capital of France?", "Fix the bug", "the cat sat on the mat and the cat sat again",
              "El niño comió pan", "Name 3 numbers", "def add(a, b):"]

@@ -176,7 +176,8 @@ def test_llama_cpp_itself_tokenizes_and_answers_like_the_source(exported, one_th
         child = subprocess.run([sys.executable, "-c", _LLAMA_CHILD, str(result.files[fmt]), json.dumps(texts),
                                 json.dumps([len(answer) for _, answer in refs])],
                                capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert child.returncode == 0, f"llama.cpp on the {fmt} file exited with {child.returncode}: {child.stderr[-1500:]}"
+        assert child.returncode == 0, (f"llama.cpp on the {fmt} file exited with {child.returncode}: "
+                                       f"{child.stderr[-1500:]}")
         for got, (ref_ids, ref_answer) in zip(json.loads(child.stdout.strip().splitlines()[-1]), refs):
             assert got["ids"] == ref_ids
             if fmt == "f16":

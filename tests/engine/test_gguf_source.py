@@ -25,7 +25,7 @@ from engine.core.context import EngineError
 from engine.contract.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model, write_gguf  # noqa: E402
+from quant_helpers import make_tiny_model, write_gguf
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 

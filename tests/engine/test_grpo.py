@@ -71,7 +71,7 @@ def _ctx(spec: RunSpec, root: Path | None) -> tuple[RunContext, io.StringIO]:
     return ctx, stream
 
 
-def _reload_the_saved_model(model_dir: Path, tmp_path: Path, home: Path):  # noqa: ANN202
+def _reload_the_saved_model(model_dir: Path, tmp_path: Path, home: Path):
     """The saved model, checked to travel: generation cache back on, a card naming the model without this machine's
     paths."""
     from transformers import AutoModelForCausalLM

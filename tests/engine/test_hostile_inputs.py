@@ -143,7 +143,7 @@ def test_damaged_weights_are_refused_before_a_run_and_a_sentence_when_loading(tm
     from engine.contract.spec import ModelSpec
     from engine.models.loading import check_source, load_model
 
-    from quant_helpers import make_tiny_model  # noqa: I001 (tests/engine on the path)
+    from quant_helpers import make_tiny_model  # tests/engine on the path
 
     cut, zeros = make_tiny_model(tmp_path / "cut"), make_tiny_model(tmp_path / "zeros")
     weights = (cut / "model.safetensors").read_bytes()

@@ -47,7 +47,7 @@ class _Recorder(TrainerCallback):
     def __init__(self) -> None:
         self.logs: list[dict[str, float]] = []
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args, state, control, logs=None, **kwargs):
         self.logs.append(dict(logs or {}))
 
 

@@ -18,7 +18,7 @@ from engine.contract.runs import RunStore
 from engine.contract.spec import RunSpec, build
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 

@@ -1,4 +1,5 @@
-"""Tests of engine.training.losses: divergences against their formulas and TRL, the joint loss, and the chunked version."""
+"""Tests of engine.training.losses: divergences against their formulas and TRL, the joint loss, and the chunked
+version."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from engine.models import memory
 from engine.core.context import EngineError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 QWEN05 = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
               intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True)

@@ -20,7 +20,7 @@ from engine.models.loading import check_source, load_model
 from engine.models.source_checks import brief
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from engine.contract.model_info import ModelInfo, kd_compatibility
 from engine.models.loading import inspect_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_helpers import tiny_qwen2, tiny_tokenizer  # noqa: E402
+from data_helpers import tiny_qwen2, tiny_tokenizer
 
 
 def test_inspect_counts_parameters_and_round_trips_through_json(tmp_path):

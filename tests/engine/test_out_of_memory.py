@@ -21,7 +21,7 @@ from engine.contract.spec import RunSpec, build
 from engine.models import out_of_memory
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_ALLOC = ("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you tried to "

@@ -16,7 +16,7 @@ from engine.contract.protocol import EventWriter
 from engine.contract.spec import RunSpec, SpecError, build
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -109,3 +110,19 @@ def test_the_engine_outlives_a_reader_that_closed_its_pipes(tmp_path):
     log = (tmp_path / "engine.log").read_text()
     assert "step 49" in log and "a library's print 49" in log
     assert "a C library's line" in log and "and one to fd 1" in log  # diverted before anyone wrote
+
+
+def test_event_payloads_are_closed_under_the_suites_strict_check(monkeypatch):
+    """tests/conftest.py turns the check on for every writer: an undeclared key is refused by name, declared
+    optional ones (the evaluation's model and reference) pass."""
+    from engine.contract.events import STRICT_ENV, payload_problems
+
+    assert os.environ.get(STRICT_ENV) == "1"
+    writer = EventWriter("r", io.StringIO())
+    writer.emit("sample", stage="eval", step=0, prompt="p", completion="c", model="kd", reference="r", rewards={})
+    writer.emit("metric", stage="eval", step=0, model="kd", values={"eval/rougeL": 0.5})
+    with pytest.raises(ProtocolError, match="undeclared colour"):
+        writer.emit("metric", stage="s", step=1, values={}, colour="red")
+    assert "lacks prompt" in payload_problems("sample", {"stage": "s", "step": 0, "completion": "c"})
+    monkeypatch.delenv(STRICT_ENV)
+    writer.emit("metric", stage="s", step=1, values={}, colour="red")  # outside the tests: written as it is

@@ -18,7 +18,7 @@ from engine.quantization.four_bit import count_4bit_layers, quantize_and_save, q
 from engine.contract.spec import GenerationSpec, QuantizeSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model, write_gguf  # noqa: E402
+from quant_helpers import make_tiny_model, write_gguf
 
 PROMPT_IDS = [[5, 17, 42, 99, 3, 250, 7, 64]]
 NEW_TOKENS = 12

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from engine.core.context import EngineError
-from engine.rewards.functions import (answers_match, build_reward_functions, extract_program, length_score, reward_weights,
+from engine.rewards.functions import (answers_match, build_reward_functions, extract_program, length_score,
+reward_weights,
                             validate_rewards)
 from engine.contract.spec import GRPOSpec, RewardSpec
 

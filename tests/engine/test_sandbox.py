@@ -241,7 +241,7 @@ def test_raw_syscalls_through_ctypes_meet_the_same_rules(boundary: str, tmp_path
     if nr is None:
         pytest.skip(f"no syscall numbers for {os.uname().machine} in this test")
     head = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            f"def check(r):\n    assert r >= 0, os.strerror(ctypes.get_errno())\n    return r\n")
+            "def check(r):\n    assert r >= 0, os.strerror(ctypes.get_errno())\n    return r\n")
     _contained(head + f"fd = check(libc.syscall({nr[0]}, -100, {str(tmp_path / 'raw.txt')!r}.encode(), "
                f"os.O_WRONLY | os.O_CREAT, 0o644))\nos.write(fd, b'x')\nprint('ok')\n", boundary)
     _contained(head + f"check(libc.syscall({nr[0]}, -100, b'/etc/shadow', os.O_RDONLY))\nprint('ok')\n", boundary)

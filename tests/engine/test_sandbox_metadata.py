@@ -155,7 +155,8 @@ if os.uname().machine == "x86_64":
                   "setxattrat": lambda: raw(463, -100, victim.encode(), 0, b"user.x", None, 0),
                   "removexattrat": lambda: raw(466, -100, victim.encode(), 0, b"user.keep"),
                   "file_setattr": lambda: raw(469, -100, victim.encode(), None, 0, 0),
-                  "utimes": lambda: raw(235, victim.encode(), None), "futimesat": lambda: raw(261, -100, victim.encode(), None)})
+                  "utimes": lambda: raw(235, victim.encode(), None),
+                  "futimesat": lambda: raw(261, -100, victim.encode(), None)})
 for name, call in calls.items():
     try:
         call()

@@ -51,14 +51,14 @@ def test_every_numeric_field_is_found():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_every_numeric_field_refuses_non_finite_values(bad):
-    for cls, name, path in NUMERIC:
+    for _cls, name, path in NUMERIC:
         with pytest.raises(SpecError, match=f"{name}: must be a finite number") as info:
             build(RunSpec, _spec_with(path, bad), "spec")
         assert "\n" not in str(info.value)
 
 
 def test_every_numeric_field_refuses_wrong_types_and_absurd_sizes():
-    for cls, name, path in NUMERIC:
+    for _cls, name, path in NUMERIC:
         for bad in ([1, 2], {"a": 1}, "many", True):
             with pytest.raises(SpecError, match=f"{name}: expected (an integer|a number)"):
                 build(RunSpec, _spec_with(path, bad), "spec")

@@ -41,3 +41,16 @@ def test_validation_cross_entropy_has_one_name_in_sft_and_kd():
     assert rename_metrics({"eval_loss": 3.0, "eval_runtime": 1.0}) == {"eval/ce": 3.0, "eval/runtime": 1.0}
     kd = rename_metrics({"eval_loss": 3.0, "eval_kd/ce": 2.5, "eval_kd/divergence": 3.5})
     assert kd == {"eval/ce": 2.5, "eval/kd_loss": 3.0, "eval/kd_divergence": 3.5}
+
+
+def test_every_metric_name_constant_has_a_plot_and_trainer_logs_become_them():
+    from engine.contract import metric_names as m
+
+    names = {v for k, v in vars(m).items() if k.isupper() and isinstance(v, str) and "/" in v}
+    assert {m.TRAIN_LOSS, m.KD_DIVERGENCE, m.EVAL_ROUGE_L, m.PERF_TOKENS_PER_S} <= names
+    assert {n: m.metric_group(n) for n in (m.KD_CE, m.KD_DIVERGENCE, m.EVAL_CE, m.TRAIN_LR, m.GRPO_KL)} == {
+        m.KD_CE: "loss", m.KD_DIVERGENCE: "loss", m.EVAL_CE: "loss", m.TRAIN_LR: "lr", m.GRPO_KL: "kl"}
+    assert not hasattr(m, "METRICS")  # the unread table that mis-described kd/divergence is gone
+    assert rename_metrics({"loss": 1.0, "rewards/format_strict/mean": 0.5, "kl": 0.1}) == {
+        m.TRAIN_LOSS: 1.0, m.grpo_reward("format_strict"): 0.5, m.GRPO_KL: 0.1}
+    assert m.metric_group(m.grpo_held_out("correct", "after")) == "eval"

@@ -118,7 +118,7 @@ def test_choice_is_remembered_and_tried_first(tmp_path, monkeypatch):
 def test_installer_runs_a_plan_and_reports_progress(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
     lines = PIP_TRANSCRIPT.splitlines()
-    script = "import time\nfor line in %r:\n    print(line, flush=True)\n    time.sleep(0.005)\n" % lines
+    script = f"import time\nfor line in {lines!r}:\n    print(line, flush=True)\n    time.sleep(0.005)\n"
     steps = [ee.Step(title, [sys.executable, "-c", script], 0.5, 5) for title in ("one", "two")]
     installer = dialogs.EngineEnvInstaller(steps, tmp_path / "env")
     fractions = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.contract.protocol import EventWriter, ProtocolError, hello, parse_command  # noqa: E402
+from engine.contract.protocol import EventWriter, ProtocolError, hello, parse_command
 
 DELAY = float(__import__("os").environ.get("FAKE_CHAT_DELAY", "0.03"))
 

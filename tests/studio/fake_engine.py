@@ -69,7 +69,7 @@ def train_stage(events: EventWriter, stage, cancel: threading.Event, crash_at: i
                 values.update({"grpo/reward": min(1.0, x / STEPS), "grpo/reward/format_strict": 0.9,
                                "grpo/kl": 0.01 * x})
             values["perf/tokens_per_s"] = 1200.0 + step
-            events.emit("metric", stage=stage.name, step=x, values=values, sent_at=time.time())
+            events.emit("metric", stage=stage.name, step=x, values=values)
         events.progress(stage.name, step, STEPS, time.time() - start)
         if paths is not None and step == STEPS // 2:
             checkpoint = paths.checkpoints(stage.name) / f"checkpoint-{step}"
@@ -188,7 +188,8 @@ def main(argv: list[str]) -> int:
                           "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
                           "dtype": "float32"}))
         return 0
-    if command == "preflight":  # the memory plan's shape (engine/models/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets room
+    # the memory plan's shape (engine/models/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets the room
+    if command == "preflight":
         room = float(os.environ.get("FAKE_ENGINE_MEMORY_GB", "24")) * 1e9
         stages = [{"stage": "teacher_sft", "kind": "sft", "peak_bytes": int(30e9), "fits": 30e9 <= room,
                    "parts": {"weights": int(6e9), "optimizer": int(24e9)}}]

@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import sys  # noqa: E402
+import sys
 
-import pytest  # noqa: E402
+import pytest
 
-from studio.arena.arena_widget import ArenaWidget  # noqa: E402
-from studio.arena.catalog import ModelChoice  # noqa: E402
-from studio.arena.chat_client import engine_chat_command  # noqa: E402
+from studio.arena.arena_widget import ArenaWidget
+from studio.arena.catalog import ModelChoice
+from studio.arena.chat_client import engine_chat_command
 
 SERVICE = engine_chat_command(sys.executable)  # the command the studio itself uses
 

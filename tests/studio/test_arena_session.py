@@ -1,4 +1,5 @@
-"""The arena's Qt-free logic: ROUGE-L asked of the engine (engine.evaluation.scores answers here), turns and scores, blind
+"""The arena's Qt-free logic: ROUGE-L asked of the engine (engine.evaluation.scores answers here), turns and scores,
+blind
 rounds and votes, export, presets from a run's held-out data, the model catalog, and that importing the arena
 pulls in no torch."""
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _session_with_two_answers() -> tuple[ArenaSession, list[tuple[str, str, list
     session.on_loaded("pane1", {"parameters": 3_100_000, "dtype": "torch.float32", "quantized": False})
     session.on_loaded("pane2", {"parameters": 400_000, "dtype": "torch.float32", "quantized": True})
     requests = session.start_turn("What is 2 + 3?")
-    for (key, request_id, _), text in zip(requests, ("2 + 3 = 5.", "2 + 3 is 5.")):
+    for (_key, request_id, _), text in zip(requests, ("2 + 3 = 5.", "2 + 3 is 5.")):
         for piece in text.split(" "):
             session.on_token(request_id, piece + " ")
         session.on_done(request_id, {"status": "finished", "completion_tokens": 4, "ttft_s": 0.1,

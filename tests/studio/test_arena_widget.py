@@ -7,24 +7,24 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import json  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import random
+import sys
+from pathlib import Path
 
-import pytest  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
+import pytest
+from PySide6.QtCore import Qt
 
-from studio.arena import prompt_presets as presets_mod  # noqa: E402
-from studio.arena.arena_widget import ArenaWidget  # noqa: E402
-from studio.arena.catalog import ModelChoice  # noqa: E402
+from studio.arena import prompt_presets as presets_mod
+from studio.arena.arena_widget import ArenaWidget
+from studio.arena.catalog import ModelChoice
 
 FAKE_CHAT = [sys.executable, str(Path(__file__).with_name("fake_chat.py"))]
 TEACHER = ModelChoice(label="teacher", source="demo:teacher", role="teacher")
 STUDENT = ModelChoice(label="student", source="demo:student", role="student")
 PROMPT = "What is 17 + 25? Explain briefly."
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_chat import SCRIPT, lcs_rouge_l  # noqa: E402
+from fake_chat import SCRIPT, lcs_rouge_l  # noqa: E402 - after the sys.path line above
 
 TEACHER_ANSWER, STUDENT_ANSWER, _ = SCRIPT[PROMPT.lower()]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_e2e_x11 import REPO, XCB_LIBS, Desktop, _require  # noqa: E402 - the same desktop, app and state file
+from test_e2e_x11 import REPO, XCB_LIBS, Desktop, _require  # the same desktop, app and state file
 
 pytestmark = pytest.mark.timeout(300)
 SPEC = """name: e2e-sweep

@@ -11,11 +11,11 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_arena_session import _fake_run  # noqa: E402 - a run folder as the engine leaves it
+from test_arena_session import _fake_run  # a run folder as the engine leaves it
 
-from engine.contract.runs import RunStore  # noqa: E402
-from studio.arena import catalog  # noqa: E402
-from studio.arena.arena_widget import ArenaWidget  # noqa: E402
+from engine.contract.runs import RunStore
+from studio.arena import catalog
+from studio.arena.arena_widget import ArenaWidget
 
 FAKE_CHAT = [sys.executable, str(Path(__file__).with_name("fake_chat.py"))]
 

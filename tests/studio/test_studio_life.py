@@ -261,7 +261,7 @@ def test_a_cancelled_run_resumes_as_the_cancel_tooltip_promises(window, qtbot, t
     monkeypatch.setenv("FAKE_ENGINE_STEPS", "40")
     monkeypatch.setenv("FAKE_ENGINE_DELAY", "0.03")
     session = window.run_spec_file(spec_file(tmp_path, name="stopped"))
-    series = lambda: session.state.metrics.series.get("student_sft · train/loss")  # noqa: E731
+    series = lambda: session.state.metrics.series.get("student_sft · train/loss")  # noqa: E731 - a probe
     qtbot.waitUntil(lambda: series() is not None and series().size > 22, timeout=15000)  # past checkpoint-20
     monitor = window.monitor
     assert "Resume" in monitor.cancel_button.toolTip()

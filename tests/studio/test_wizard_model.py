@@ -106,4 +106,5 @@ def test_updated_keeps_what_it_is_not_given_and_refuses_with_the_field():
         updated(WizardChoices().distill, {"alpha": 1.5}, "distill")
     with pytest.raises(SpecError, match="unknown setting 'nope'"):
         updated(base, {"nope": 1}, "data")
-    assert to_dict(updated(TrainSpec(), {"lora": {"r": 4}}, "train"))["lora"] == to_dict(TrainSpec(lora={"r": 4}))["lora"]
+    lora = to_dict(updated(TrainSpec(), {"lora": {"r": 4}}, "train"))["lora"]
+    assert lora == to_dict(TrainSpec(lora={"r": 4}))["lora"]

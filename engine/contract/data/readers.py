@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.contract.data.records import RecordProblem
-from engine.contract.errors import FileProblem  # noqa: F401 (re-exported)
+from engine.contract.errors import FileProblem  # re-exported
 from engine.contract.safe_json import MAX_JSON_DEPTH, JSONProblem, safe_json_loads, too_deep
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -191,7 +191,7 @@ def _parquet(path: Path) -> Iterator[Row]:
                           f"the file to JSONL.") from None
     try:
         table = pq.ParquetFile(str(path))
-    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError types
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own ArrowInvalid / OSError types
         raise FileProblem(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:120]}).") from None
     number = 0
     for batch in table.iter_batches(batch_size=1024):

@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.contract.data.chat import (ALPACA_COLUMNS, CHAT_COLUMNS, ChatProblem, chat_fields, detect_format,
                                          normalise_turns)
-from engine.contract.errors import RecordProblem, echo  # noqa: F401 (RecordProblem re-exported)
+from engine.contract.errors import RecordProblem, echo  # RecordProblem re-exported
 from engine.contract.safe_json import JSONProblem, safe_json_loads
 
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
@@ -30,7 +30,6 @@ CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "lan
 REQUIRED_FIELDS = ("instruction", "response")
 # The fields a user maps a file's columns to (the wizard's mapping table, the spec's data.columns).
 MAPPABLE_FIELDS = ("instruction", "response", "context", "category", "answer", "tests")
-TEXT_FIELDS = ("instruction", "context", "response", "category", "answer", "reasoning")
 
 ColumnRef = str | tuple[str, ...]
 
@@ -140,7 +139,8 @@ def _chat_fields(row: Mapping[str, Any], mapping: Mapping[str, ColumnRef], fmt: 
     found, turns = pick(row, candidates)
     if not found:
         raise RecordProblem(f"no column {' or '.join(candidates)} with the conversation (columns here: "
-                            f"{', '.join(list(row)[:12]) or 'none'}); map one to messages (in a spec data.columns, e.g. "
+                            f"{', '.join(list(row)[:12]) or 'none'}); map one to messages (in a spec "
+                            "data.columns, e.g. "
                             "{messages: <your column>}; in the wizard its column mapping).")
     try:
         return chat_fields(normalise_turns(turns, fmt, roles))
