@@ -7,7 +7,8 @@ every stage an equal share; a stage done in parts (a sweep's rates, the evaluati
 other sub-phases (``student_kd:teacher``) do not, so it never runs backwards. The ETA is measured, then weighed:
 the current stage's own ETA, plus each training stage still to come at its planned steps × the seconds per step
 measured for the model it trains (the teacher's steps cost more than the student's) — or, for a model not yet
-measured, any measured rate. Stages the plan cannot weigh (evaluation, quantization, export) count at the mean
+measured, any measured rate (before a stage's first step, its own planned steps count too, after the ETA of the
+sub-phase it starts with, like KD's teacher answers). Stages the plan cannot weigh (evaluation, quantization, export) count at the mean
 duration of such stages finished so far, else are named as not included. Runs without a plan fall back to the
 stages' mean duration. A rough figure, and shown as one.
 """
@@ -61,11 +62,12 @@ class PipelineClock:
     finished: bool = False
     plan: list[dict] = field(default_factory=list)  # the engine's plan: {stage, kind, model, steps} per stage
     step_seconds: dict[str, float] = field(default_factory=dict)  # "kind model" → seconds per training step
+    phase_eta: float | None = None  # a sub-phase's own ETA before the stage's steps begin (KD's teacher answers)
 
     def on_hello(self, time: float) -> None:
         """A (re)start of the engine: the stage that was running when the last attempt ended did not finish."""
         self.stage, self.started, self.last_time = "", None, time
-        self.stage_fraction, self.stage_eta, self.finished = 0.0, None, False
+        self.stage_fraction, self.stage_eta, self.finished, self.phase_eta = 0.0, None, False, None
 
     def on_status(self, data: dict, time: float) -> None:
         self.last_time = max(self.last_time, time)
@@ -81,7 +83,7 @@ class PipelineClock:
         if self.stage and self.started is not None and stage != self.stage:
             self.durations[self.stage] = time - self.started
         self.index, self.count, self.stage, self.started = index, count, stage, time
-        self.stage_fraction, self.stage_eta, self.finished = 0.0, None, False
+        self.stage_fraction, self.stage_eta, self.finished, self.phase_eta = 0.0, None, False, None
 
     def on_progress(self, data: dict, time: float) -> None:
         """``data`` as :func:`stage_share` left it. A sub-phase ("stage:phase") moves the run's bar only when it
@@ -89,8 +91,11 @@ class PipelineClock:
         bar backwards."""
         self.last_time = max(self.last_time, time)
         stage = str(data.get("stage", ""))
+        if self.stage and stage.startswith(self.stage + ":") and "part" not in data:
+            self.phase_eta = _number(data.get("eta_s"))  # the ETA counts it; the bar cannot (unknown share)
+            return
         if stage != self.stage and not (stage.startswith(self.stage + ":") and "part" in data and self.stage):
-            return  # a sub-phase of unknown share, or a stage this clock did not see start
+            return  # a stage this clock did not see start
         fraction = _number(data.get("fraction"))
         self.stage_fraction = min(max(fraction, 0.0), 1.0) if fraction is not None else self.stage_fraction
         self.stage_eta = _number(data.get("eta_s"))
@@ -121,6 +126,13 @@ class PipelineClock:
         same_model = [v for k, v in self.step_seconds.items() if k.split(" ", 1)[1] == str(entry.get("model", ""))]
         return self.step_seconds.get(_rate_key(entry)) or (max(same_model) if same_model else fallback)
 
+    def _stage_seconds(self, entry: dict) -> float | None:
+        """A planned training stage's seconds at the measured rates; None when it cannot be weighed."""
+        steps = _number(entry.get("steps"))
+        if entry.get("kind") not in TRAINING_KINDS or not steps or not self.step_seconds:
+            return None
+        return steps * self._rate(entry, sum(self.step_seconds.values()) / len(self.step_seconds))
+
     def _planned(self, stage: str) -> dict | None:
         return next((p for p in self.plan if p.get("stage") == stage), None)
 
@@ -132,6 +144,9 @@ class PipelineClock:
         elapsed = max(self.last_time - self.started, 0.0)
         mean = sum(self.durations.values()) / len(self.durations) if self.durations else None
         current = self.stage_eta
+        if current is None:  # before the stage's first step: its planned steps (after its sub-phase, if any)
+            planned = self._stage_seconds(self._planned(self.stage) or {})
+            current = None if planned is None else planned + (self.phase_eta or 0.0)
         if current is None and mean is not None:
             current = max(mean - elapsed, 0.0)
         if current is None:
@@ -153,14 +168,13 @@ class PipelineClock:
         rates; None without a plan or a measured rate (then the stages' mean duration stands in)."""
         if len(self.plan) != self.count or not self.step_seconds:
             return None
-        any_rate = sum(self.step_seconds.values()) / len(self.step_seconds)
         kinds = {p.get("stage"): p.get("kind") for p in self.plan}
         other = [d for name, d in self.durations.items() if kinds.get(name) not in TRAINING_KINDS]
         seconds, unweighed = 0.0, []
         for entry in self.plan[self.index:]:
-            steps = _number(entry.get("steps"))
-            if entry.get("kind") in TRAINING_KINDS and steps:
-                seconds += steps * self._rate(entry, any_rate)
+            planned = self._stage_seconds(entry)
+            if planned is not None:
+                seconds += planned
             elif other:
                 seconds += sum(other) / len(other)
             else:

@@ -178,3 +178,17 @@ def test_the_stage_bar_starts_afresh_and_names_the_sweep_point(qtbot):
                       50.0))
     panel.show_state(state)
     assert panel.bar.value() == 0 and "3/3" not in panel.bar.format() and panel.eta_label.text() == "starting…"
+
+
+def test_before_a_stages_first_step_the_eta_counts_its_planned_steps_and_its_sub_phase():
+    """KD starts with the teacher answering prompts (a sub-phase with its own ETA), then trains its steps."""
+    state = RunState()
+    state.apply(Event("hello", {}, "r", 1, 0.0))
+    _start(state, 2, 0.0)
+    _progress(state, "student_sft", 600, 600, 0.058, 34.8)
+    _start(state, 3, 35.0)
+    clock = state.pipeline
+    assert clock.eta_s == pytest.approx(600 * 0.058)  # KD's 600 steps at the student's rate; eval not timed
+    state.apply(Event("progress", {"stage": "student_kd:teacher", "step": 500, "total": 2295, "fraction": 0.22,
+                                   "elapsed_s": 10.0, "eta_s": 36.0, "unit": "answer"}, "r", 7000, 45.0))
+    assert clock.eta_s == pytest.approx(36.0 + 600 * 0.058) and clock.fraction == pytest.approx(0.5)
