@@ -8,9 +8,9 @@ other sub-phases (``student_kd:teacher``) do not, so it never runs backwards. Th
 the current stage's own ETA, plus each training stage still to come at its planned steps × the seconds per step
 measured for the model it trains (the teacher's steps cost more than the student's) — or, for a model not yet
 measured, any measured rate (before a stage's first step, its own planned steps count too, after the ETA of the
-sub-phase it starts with, like KD's teacher answers). Stages the plan cannot weigh (evaluation, quantization, export) count at the mean
-duration of such stages finished so far, else are named as not included. Runs without a plan fall back to the
-stages' mean duration. A rough figure, and shown as one.
+sub-phase it starts with, like KD's teacher answers). Stages the plan cannot weigh (evaluation, quantization,
+export) count at the mean duration of such stages finished so far, else are named as not included. Runs without a
+plan fall back to the stages' mean duration. A rough figure, and shown as one.
 """
 from __future__ import annotations
 
