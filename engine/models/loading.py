@@ -329,11 +329,11 @@ def _stored_dtype(source: str, config: Any) -> str:
 
 
 def _published_config(source: str) -> Any:
-    """The transformers config of a hub id among the paper's models (engine/models/memory_plan.py's table), or
+    """The transformers config of a hub id among the paper's models (engine/models/known_configs.py), or
     None for any other source."""
     from transformers import AutoConfig
 
-    from engine.models.memory_plan import KNOWN_CONFIGS, known_config_name
+    from engine.models.known_configs import KNOWN_CONFIGS, known_config_name
 
     name = known_config_name(source)
     if name is None:
