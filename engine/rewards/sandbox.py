@@ -234,11 +234,36 @@ def _command(work: Path, program: Path, cpu_s: int, memory_mb: int, file_mb: int
     return _bwrap_argv(work, [program, Path(_KERNEL)]) + child if mode == "bwrap" else child
 
 
-def _kill_group(pgid: int) -> None:
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies do not count: an init that reaps no orphans,
+    as in some containers, leaves them in the group for good)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after "(comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _end_group(proc: subprocess.Popen, settle_s: float = 1.0) -> None:
+    """SIGKILL the program's process group (also after a normal exit: children left in the group die with it),
+    reap the program, then wait up to ``settle_s`` until no member runs (bubblewrap's inner process dies with its
+    pid namespace a moment after the outer one)."""
+    deadline = time.monotonic() + settle_s
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    proc.wait()
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.002)
 
 
 def _reason(returncode: int | None, timed_out: bool, stderr: str) -> str:
@@ -328,8 +353,7 @@ def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audi
             try:
                 stopped = watch(proc, work, timeout_s, disk_mb * 2**20)
             finally:
-                _kill_group(proc.pid)  # also after a normal exit: children left in the group die with it
-                proc.wait()
+                _end_group(proc)
         duration = time.monotonic() - start
         stdout = _read_capped(root / "stdout", output_kb * 1024)
         stderr = _read_capped(root / "stderr", 16 * 1024)
