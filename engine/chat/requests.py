@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.contract.errors import echo, unencodable
 from engine.core.context import EngineError
 
 
 def check_messages(messages: Any) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise EngineError("generate needs 'messages': a non-empty list of {role, content} objects.")
-    for m in messages:
+    for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or \
                 m.get("role") not in ("system", "user", "assistant"):
             raise EngineError("each message must be an object with role system, user or assistant and a text "
                               "content.")
+        at = unencodable(m["content"])
+        if at is not None:  # "\\ud800" is valid JSON; the tokenizer would fail on it with a cryptic TypeError
+            raise EngineError(f"messages[{i}].content holds a character that is not text ({m['content'][at]!a} at "
+                              f"character {at + 1}, a lone surrogate from a \\u escape); send UTF-8 text.")
     return messages
 
 
@@ -26,8 +31,8 @@ SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
 def text_field(command: dict, key: str, kind: str) -> str:
     """A command's name-like field (model, request_id) as non-empty text, or the sentence saying it is not."""
     value = command.get(key)
-    if not isinstance(value, str) or not value:
-        raise EngineError(f"{kind} needs {key!r}: a non-empty string, got {json.dumps(value)[:60]}.")
+    if not isinstance(value, str) or not value or unencodable(value) is not None:
+        raise EngineError(f"{kind} needs {key!r}: a non-empty string of text, got {echo(value)}.")
     return value
 
 

@@ -7,7 +7,9 @@ import signal
 import sys
 import threading
 
+from engine.contract.errors import shorten
 from engine.contract.protocol import (
+    MAX_ERROR_CHARS,
     EventWriter,
     ProtocolError,
     parse_command,
@@ -26,6 +28,7 @@ def setup_logging(verbose: bool) -> None:
 
 def fail(message: str, code: int = 2) -> int:
     """A user error: one sentence on stderr and one error event on stdout, nothing else touched."""
+    message = shorten(message, MAX_ERROR_CHARS)  # a sentence that echoes a 10,000-character value is cut
     print(f"error: {message}", file=sys.stderr)  # noqa: T201 - the user's terminal, not a log
     try:
         EventWriter().error(message)

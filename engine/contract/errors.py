@@ -66,7 +66,8 @@ def shorten(value: Any, limit: int = 80) -> str:
     try:
         text = value if isinstance(value, str) else str(value)
     except ValueError:  # an int of more than 4,300 digits has no str() (Python's own limit)
-        text = f"<a {type(value).__name__} too long to show>"
+        digits = int(value.bit_length() * 0.30103) + 1 if isinstance(value, int) else 0
+        text = f"<a {digits:,}-digit number>" if digits else f"<a {type(value).__name__} too long to show>"
     if unencodable(text) is not None:  # a lone surrogate would make the error line itself unprintable
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= limit:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from engine.contract.errors import ProtocolError  # re-exported
 from engine.contract.events import PAYLOADS, STRICT_ENV, payload_problems
-from engine.contract.safe_json import JSONProblem, safe_json_loads, shorten
+from engine.contract.safe_json import JSONProblem, safe_json_loads, shorten, unencodable
 from engine.contract.streams import (SurvivingStream, claim_stdout, divert_stderr_to,  # noqa: F401 (re-exported)
                                      protocol_stream, reopen_closed_std_streams)
 
@@ -37,6 +37,7 @@ PROTOCOL_VERSION = 1
 EVENT_TYPES = tuple(PAYLOADS)
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
+MAX_ERROR_CHARS = 1000  # an error sentence longer than this echoes something it should have cut
 MAX_SEQ = 2**63 - 1  # what SQLite and every reader of a seq can hold
 MAX_TIME = 1e11  # seconds since 1970: year 5138; a larger stamp is not a time this engine wrote
 
@@ -56,9 +57,12 @@ class Event:
         obj = {"v": self.v, "type": self.type, "run_id": self.run_id, "seq": self.seq, "time": self.time,
                "data": self.data}
         try:
-            return json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False)
+            line = json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False)
         except (ValueError, TypeError, RecursionError):  # a non-finite number somewhere (a summary, a sample)
-            return json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False)
+            line = json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False)
+        if unencodable(line) is not None:  # a lone surrogate echoed from input: \\ud800 escapes stay valid JSON
+            line = json.dumps(_json_safe(obj), ensure_ascii=True, default=str, allow_nan=False)
+        return line
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -212,7 +216,8 @@ class EventWriter:
         return self.emit("status", state=state, stage=stage, message=message, **place)
 
     def error(self, message: str, stage: str = "", detail: str = "") -> Event:
-        return self.emit("error", message=message, stage=stage, detail=detail)
+        # the last guard for a sentence that echoes a huge value: its start and its advice (the end) are kept
+        return self.emit("error", message=shorten(message, MAX_ERROR_CHARS), stage=stage, detail=detail)
 
     def close(self) -> None:
         if self._mirror_file:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.contract.errors import echo
+from engine.contract.errors import echo, shorten, unencodable
 
 FORMATS = ("auto", "columns", "alpaca", "sharegpt", "messages")
 ALPACA_COLUMNS = {"instruction": "instruction", "context": "input", "response": "output"}
@@ -43,11 +43,14 @@ def detect_format(keys: Any, declared: str = "auto") -> str:
 
 def _content(value: Any, where: str) -> str:
     """A turn's text; OpenAI content parts ([{type: text, text}]) are joined."""
-    if isinstance(value, str):
-        return value
     if isinstance(value, list) and all(isinstance(p, Mapping) for p in value):
-        texts = [str(p.get("text", "")) for p in value if p.get("type", "text") == "text"]
-        return "".join(texts)
+        value = "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+    if isinstance(value, str):
+        at = unencodable(value)
+        if at is not None:  # a lone surrogate ("\\ud800"): valid JSON, but no tokenizer takes it
+            raise ChatProblem(f"{where} content holds a character that is not text ({value[at]!a} at character "
+                              f"{at + 1}, a lone surrogate from a \\u escape); fix the text or remove this row.")
+        return value
     raise ChatProblem(f"{where} content must be text, got {type(value).__name__}; store each turn's text as a "
                       "string.")
 
@@ -64,11 +67,11 @@ def normalise_turns(turns: Any, fmt: str, roles: Mapping[str, str] | None = None
         where = f"{column}[{i}]"
         if not isinstance(turn, Mapping) or role_key not in turn or text_key not in turn:
             raise ChatProblem(f"{where} must be an object with {role_key} and {text_key}, got {echo(turn)}.")
-        raw = str(turn[role_key])
+        raw = str(turn[role_key]).encode("utf-8", "backslashreplace").decode("utf-8")  # only compared, echoed
         role = mapping.get(raw.lower())
         if role not in ROLES:
             raise ChatProblem(f"{where} has role {echo(raw)}; map it to user, assistant or system in data.roles, e.g. "
-                              f"{{{raw}: user}}.")
+                              f"{{{shorten(raw, 40)}: user}}.")
         out.append({"role": role, "content": _content(turn[text_key], where)})
     return out
 

@@ -23,7 +23,7 @@ from typing import Any
 from engine.contract.data.chat import (ALPACA_COLUMNS, CHAT_COLUMNS, ChatProblem, chat_fields, detect_format,
                                          normalise_turns)
 from engine.contract.errors import RecordProblem, echo  # RecordProblem re-exported
-from engine.contract.safe_json import JSONProblem, safe_json_loads
+from engine.contract.safe_json import JSONProblem, safe_json_loads, unencodable
 
 CANONICAL_FIELDS = ("id", "instruction", "context", "response", "category", "language", "answer", "tests",
                     "reasoning", "messages")
@@ -81,11 +81,22 @@ def _text(name: str, value: Any, *, numbers_ok: bool = False) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return encodable(name, value)
     if numbers_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise RecordProblem(f"{name} must be text, got {_type_name(value)} ({echo(value, 40)}); store it as a "
                         f"string or map another column to {name} in data.columns.")
+
+
+def encodable(name: str, text: str) -> str:
+    """``text`` if UTF-8 can encode it; RecordProblem naming the field otherwise. A lone surrogate ("\\ud800" in
+    a JSON file) is valid JSON and a valid Python string, but no tokenizer or file takes it: refused here, at
+    the data check, instead of as a tokenizer TypeError in the middle of training."""
+    at = unencodable(text)
+    if at is not None:
+        raise RecordProblem(f"{name} holds a character that is not text ({text[at]!a} at character {at + 1}, a "
+                            "lone surrogate from a \\u escape); fix the text or remove this row.")
+    return text
 
 
 def parse_tests(value: Any) -> list[dict] | None:
