@@ -1,5 +1,5 @@
-"""The chat service's requests checked before any work: name-like fields, messages, sampling settings, and
-the size of a score. Each refusal is an EngineError whose text becomes the ``error`` event (engine/chat/service.py)."""
+"""The chat service's requests checked before any work: every field's JSON type (:func:`check_fields`),
+name-like fields, messages, sampling settings, and the size of a score. Each refusal is an EngineError whose text becomes the ``error`` event (engine/chat/service.py)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +27,57 @@ def check_messages(messages: Any) -> list[dict]:
 SCORE_MAX_PAIRS = 4_000_000  # ROUGE-L's LCS table: a few seconds in pure Python
 SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
 
+# Every field of every command and the JSON type it must have: a value of another type is refused with the
+# field's name (bool("false") is True, int("5") hides a client bug, 5.5 tokens is not a count), and a field the
+# command does not have is refused too (a misspelt one would be silently ignored). None: the field may be null.
+TEXT, WHOLE, NUMBER, BOOL, LIST, OBJECT = "text", "a whole number", "a number", "true or false", "a list", "an object"
+COMMAND_FIELDS: dict[str, dict[str, tuple]] = {
+    "load": {"model": (TEXT,), "source": (TEXT,), "load_in_4bit": (BOOL,)},
+    "generate": {"request_id": (TEXT,), "model": (TEXT,), "messages": (LIST,), "sampling": (OBJECT, None)},
+    "stop": {"request_id": (TEXT, None)},
+    "unload": {"model": (TEXT,)},
+    "score": {"id": (TEXT,), "prediction": (TEXT,), "reference": (TEXT,)},
+    "quit": {},
+}
+SAMPLING_FIELDS: dict[str, tuple] = {"max_new_tokens": (WHOLE,), "greedy": (BOOL,), "temperature": (NUMBER,),
+                                     "top_p": (NUMBER,), "seed": (WHOLE, None)}
+
+
+def _is(value: Any, kind: str | None) -> bool:
+    if kind is None:
+        return value is None
+    if kind == BOOL:
+        return isinstance(value, bool)
+    if kind == WHOLE:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, {TEXT: str, LIST: list, OBJECT: dict}[kind])
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the client sent it, short; text is marked as such ("false" is not false)."""
+    text = json.dumps(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} (text)" if isinstance(value, str) else text
+
+
+def check_fields(command: dict, fields: dict[str, tuple] | None = None, where: str = "") -> None:
+    """Each field of a command (or of its ``sampling`` object) has its declared JSON type; no unknown field."""
+    kind = command.get("type", "")
+    fields = COMMAND_FIELDS.get(kind, {}) if fields is None else fields
+    where = where or str(kind)
+    for key, value in command.items():
+        if key == "type" and not where.endswith("sampling"):
+            continue
+        allowed = fields.get(key)
+        if allowed is None:
+            known = ", ".join(fields) or "none"
+            raise EngineError(f"{where} has no field {json.dumps(key)[:40]}; its fields are {known}.")
+        if not any(_is(value, k) for k in allowed):
+            words = " or ".join("null" if k is None else k for k in allowed)
+            raise EngineError(f"{where}.{key} must be {words}, got {_shown(value)}.")
+
 
 def text_field(command: dict, key: str, kind: str) -> str:
     """A command's name-like field (model, request_id) as non-empty text, or the sentence saying it is not."""
@@ -43,10 +94,11 @@ def sampling_kwargs(sampling: Any) -> dict:
     if not isinstance(sampling, (dict, type(None))):
         raise EngineError("'sampling' must be an object such as {\"greedy\": true, \"max_new_tokens\": 128}.")
     sampling = dict(sampling or {})
-    seed = sampling.pop("seed", None)
-    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
     if unknown:  # a misspelt setting must not be silently ignored (the answer would not be what was asked)
         raise EngineError(f"unknown sampling setting {unknown[0]!r}; use {', '.join(SAMPLING_KEYS)} or seed.")
+    check_fields(sampling, SAMPLING_FIELDS, "generate.sampling")  # "greedy": "false" is text, not false
+    seed = sampling.pop("seed", None)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise EngineError(f"sampling.seed must be a whole number from 0 to 2**63-1, got {json.dumps(seed)[:40]}.")
     try:

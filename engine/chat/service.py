@@ -30,7 +30,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.chat.prompt_limits import CHARS_PER_TOKEN, PromptLimits, check_characters, fit_answer, limits_of
 from engine.chat.requests import (
+    check_fields,
     check_messages,
     load_fields,
     sampling_kwargs,
@@ -52,6 +54,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     device: str
+    # how long a prompt may be (engine/chat/prompt_limits.py)
+    limits: PromptLimits = field(default_factory=lambda: PromptLimits(None, CHARS_PER_TOKEN))
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
 
 
@@ -75,6 +79,27 @@ def _stop_criteria(event: threading.Event, stamps: list[float]) -> Any:
             return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return _Stop()
+
+
+def _failure(what: str, exc: BaseException, doing: str) -> str:
+    """One sentence for a failed load or generation: out of memory says what ran out (the service goes on,
+    with the failed work's memory released); anything else quotes its cause, cut at a word."""
+    from engine.models import out_of_memory
+    from engine.models.source_checks import brief
+
+    if out_of_memory.is_out_of_memory(exc):
+        out_of_memory.release(exc)
+        return out_of_memory.sentence(exc, doing) + " Unload a model or use a shorter prompt."
+    return f"{what}: {type(exc).__name__}: {brief(exc, 200)}"
+
+
+def _wait_unless_stopped(wait: Any, req: Request, poll_s: float = 0.1) -> bool:
+    """Call ``wait(timeout)`` until it returns True (then True) or the request is stopped (then False): a stop
+    sent while a request waits for its model ends it at once, not after the wait."""
+    while not wait(poll_s):
+        if req.stop.is_set():
+            return False
+    return True
 
 
 def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
@@ -102,15 +127,16 @@ class ChatService:
     def handle(self, command: dict) -> bool:
         """Run one parsed command; False once the service should quit."""
         kind = command["type"]
-        if kind == "quit":
-            return False
         handler = {"load": self._on_load, "generate": self._on_generate, "stop": self._on_stop,
-                   "unload": self._on_unload, "score": self._on_score}.get(kind)
-        if handler is None:
+                   "unload": self._on_unload, "score": self._on_score, "quit": None}.get(kind, False)
+        if handler is False:
             self._error(f"the chat service does not handle {kind!r} commands; use load, generate, stop, unload, "
                         "score or quit.", command)
             return True
         try:
+            check_fields(command)  # every field's JSON type, before the handler reads any of them
+            if handler is None:
+                return False  # quit
             handler(command)
         except EngineError as exc:
             self._error(str(exc), command)
@@ -161,7 +187,7 @@ class ChatService:
             self._error(str(exc), command)
         except Exception as exc:  # a model that breaks while loading must not take the service down
             log.debug("loading %s failed", source, exc_info=True)
-            self._error(f"cannot load {source}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", command)
+            self._error(_failure(f"cannot load {source}", exc, f"loading {source}"), command)
         finally:
             with self._lock:
                 self.loading.pop(name).set()
@@ -214,7 +240,7 @@ class ChatService:
                          memory_bytes=int(model.get_memory_footprint()), quantized=quantized,
                          estimate_bytes=estimate, load_s=round(elapsed, 3),
                          chat_template=bool(getattr(tokenizer, "chat_template", None)))
-        return LoadedModel(name, source, model, tokenizer, device)
+        return LoadedModel(name, source, model, tokenizer, device, limits_of(model, tokenizer))
 
     def _on_unload(self, command: dict) -> None:
         name = text_field(command, "model", "unload")
@@ -254,7 +280,7 @@ class ChatService:
         req.thread = self._spawn(self._generate, req, messages, sampling, command)
 
     def _on_stop(self, command: dict) -> None:
-        request_id = text_field(command, "request_id", "stop") if command.get("request_id") else None
+        request_id = text_field(command, "request_id", "stop") if command.get("request_id") is not None else None
         if request_id:
             req = self.requests.get(request_id)
             if req is None:
@@ -267,20 +293,31 @@ class ChatService:
     def _generate(self, req: Request, messages: list[dict], sampling: dict, command: dict) -> None:
         try:
             pending = self.loading.get(req.model)
-            if pending is not None:
-                pending.wait()  # a generate sent right after its load waits for the model
+            if pending is not None and not _wait_unless_stopped(pending.wait, req):
+                return self._stopped_before_start(req)  # a generate sent right after its load waits for it
             loaded = self.models.get(req.model)
             if loaded is None:
                 raise EngineError(f"model {req.model!r} is not loaded (its load failed or it was unloaded).")
-            with loaded.lock:
+            check_characters(loaded.limits, messages, req.model)  # before any tokenizing: a 1 MB prompt is refused
+            if not _wait_unless_stopped(lambda t: loaded.lock.acquire(timeout=t), req):
+                return self._stopped_before_start(req)  # queued behind another answer of this model
+            try:
+                if req.stop.is_set():  # stopped while it waited: no prefill for an answer nobody wants
+                    return self._stopped_before_start(req)
                 self.writer.emit("done", **self._stream(loaded, req, messages, sampling))
+            finally:
+                loaded.lock.release()
         except EngineError as exc:
             self._error(str(exc), command)
         except Exception as exc:
             log.debug("generation %s failed", req.request_id, exc_info=True)
-            self._error(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", command)
+            self._error(_failure("generation failed", exc, f"generating with {req.model!r}"), command)
         finally:
             self.requests.pop(req.request_id, None)
+
+    def _stopped_before_start(self, req: Request) -> None:
+        self.writer.emit("done", request_id=req.request_id, model=req.model, status="stopped", prompt_tokens=0,
+                         completion_tokens=0, ttft_s=None, tokens_per_s=None, text="")
 
     def _stream(self, loaded: LoadedModel, req: Request, messages: list[dict], sampling: dict) -> dict:
         """Generate in a worker thread and forward each decoded piece as a ``token`` event."""
@@ -290,6 +327,12 @@ class ChatService:
         tokenizer = loaded.tokenizer
         inputs = tokenizer(render_prompt(tokenizer, messages), return_tensors="pt",
                            add_special_tokens=False).to(loaded.device)
+        # inputs["input_ids"]: (1, prompt_len); the prompt must fit the context, the answer is cut to what is left
+        wanted = sampling["kwargs"]["max_new_tokens"]
+        allowed, warning = fit_answer(loaded.limits, int(inputs["input_ids"].shape[1]), wanted, loaded.name)
+        if warning:
+            self.writer.emit("log", level="warning", message=warning, request_id=req.request_id, model=loaded.name)
+        sampling = {**sampling, "kwargs": {**sampling["kwargs"], "max_new_tokens": allowed}}
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         stamps: list[float] = []
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -117,7 +117,7 @@ def _safetensors_shapes(source: str, shard: Path) -> dict[str, tuple[int, ...]]:
 
     try:
         with safe_open(str(shard), framework="pt") as f:  # the header only, checked against the file size
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise EngineError(f"cannot read the weights of {source} ({shard.name}: {brief(exc, 160)}); the files are "
                           "damaged or cut short, so save or download the model again.") from None
@@ -171,7 +171,7 @@ def check_weight_shapes(source: str, folder: Path, config: Any) -> None:
                               "different models: put back the config.json saved with these weights, or save the "
                               "model again.")
     _check_layers(folder, config, stored)
-    missing = [sorted(g)[0] for g in groups if not g & set(stored)]
+    missing = [min(g) for g in groups if not g & set(stored)]
     if missing:
         raise EngineError(f"the weights in {folder} lack {len(missing)} tensor(s) that config.json describes (e.g. "
                           f"{missing[0]}); they would start from random values, so save or download the model "

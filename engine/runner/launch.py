@@ -288,7 +288,7 @@ def check_before_launch(spec_file: str | Path, spec: Any, processes: int, out: I
     CUDA context), then ``processes`` against the machine. Returns 0, or the exit code after one sentence."""
     env = {k: v for k, v in os.environ.items() if k != CHILD_ENV}
     checked = subprocess.run([sys.executable, "-m", "engine", "run", "--check", str(spec_file)], env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, check=False)
     if checked.returncode != 0:  # its sentence went to stderr; its error event is passed on as it came
         for raw in checked.stdout.splitlines():
             _Relay(out).line(raw)

@@ -89,7 +89,7 @@ def test_score_is_the_evaluations_rouge_l(service):
     value = service.wait_for(is_("score", id="s2"))["data"]["rougeL"]
     assert value == pytest.approx(rouge_l("El niño comió", "el niño comió pan")) == pytest.approx(2 * 3 / 7)
     service.send({"type": "score", "id": "s3", "prediction": 5, "reference": "x"})
-    assert "needs text" in service.wait_for(is_("error"))["data"]["message"]
+    assert "score.prediction must be text, got 5." in service.wait_for(is_("error"))["data"]["message"]
 
 
 def test_two_models_stream_concurrently(service):
