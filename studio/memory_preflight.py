@@ -2,9 +2,9 @@
 configs (no weights read; engine/models/memory_plan.py), for the review page — the GUI never imports torch."""
 from __future__ import annotations
 
-import json
-
 from PySide6.QtCore import QObject, Signal
+
+from engine.contract.safe_json import safe_json_loads
 
 from studio.engine_client import EngineLauncher
 from studio.process import ChildProcess, process_environment
@@ -49,7 +49,7 @@ class MemoryPreflight(QObject):
             report = None
             for line in out:
                 try:
-                    obj = json.loads(line)
+                    obj = safe_json_loads(line, allow_nan=True)
                 except ValueError:
                     continue
                 if isinstance(obj, dict) and "stages" in obj:

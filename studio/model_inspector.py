@@ -2,11 +2,11 @@
 from its config (no weights), for the wizard's models page — the GUI never imports transformers."""
 from __future__ import annotations
 
-import json
 
 from PySide6.QtCore import QObject, Signal
 
 from engine.contract.model_info import ModelInfo
+from engine.contract.safe_json import safe_json_loads
 from studio.engine_client import EngineLauncher
 from studio.process import ChildProcess, process_environment
 
@@ -41,7 +41,7 @@ class ModelInspector(QObject):
         info, message = None, ""
         for line in out:
             try:
-                obj = json.loads(line)
+                obj = safe_json_loads(line, allow_nan=True)
             except ValueError:
                 continue
             if isinstance(obj, dict) and obj.get("type") == "error":

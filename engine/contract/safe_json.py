@@ -16,8 +16,11 @@ Stdlib only: part of the contract the studio imports.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from typing import Any
 
 from engine.contract.errors import ProtocolError, shorten, unencodable  # noqa: F401 (re-exported)
@@ -105,3 +108,22 @@ def too_deep(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+MAX_JSON_FILE_BYTES = 16 << 20  # run.json, eval.json, settings, a model's config.json: small text
+
+
+def load_json_file(path: str | os.PathLike, *, limit: int = MAX_JSON_FILE_BYTES, follow_links: bool = True) -> Any:
+    """The data in a small JSON file. OSError when it cannot be opened or is not a regular file (a FIFO or
+    device in its place is refused at once: opened with O_NONBLOCK, never waited on), JSONProblem (a ValueError)
+    for anything in it that is not plain data, or more than ``limit`` bytes. ``follow_links=False`` for files
+    inside a run folder, which never lead out of it."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0)))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise JSONProblem(f"is larger than {limit // 1024} KiB, too large to be this kind of file")
+    return safe_json_loads(data)

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.contract.safe_json import load_json_file
 from engine.core.context import EngineError
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ def file_sha256(path: Path) -> str:
     index_path = cache_root() / "index.json"
     stamp = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = load_json_file(index_path, limit=64 << 20)
     except (OSError, ValueError):
         index = {}
-    if stamp in index:
+    if not isinstance(index, dict):  # a damaged cache index is a cache miss, never a failure
+        index = {}
+    if isinstance(index.get(stamp), str):
         return index[stamp]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -253,6 +256,7 @@ def _unpack(path: Path, target: Path, info: dict) -> None:
 def source_info(folder: Path) -> dict:
     """What the cache recorded about the GGUF a folder was unpacked from (file, bytes, tensor types), or {}."""
     try:
-        return json.loads((Path(folder) / COMPLETE).read_text(encoding="utf-8"))
+        info = load_json_file(Path(folder) / COMPLETE)
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}

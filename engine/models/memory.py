@@ -22,11 +22,11 @@ measured; 4-bit 0.99 GB vs 0.96 GB).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from engine.contract.safe_json import load_json_file
 from engine.core.context import EngineError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _config_dict(config_or_dir: Any) -> dict:
     elif isinstance(config_or_dir, (str, Path)):
         path = Path(config_or_dir).expanduser()
         if path.is_dir() and (path / "config.json").is_file():
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            config = load_json_file(path / "config.json")  # JSONProblem (a ValueError) for what is not data
             if not isinstance(config, dict):
                 raise ValueError(f"{path / 'config.json'} holds {type(config).__name__}, not a JSON object")
         else:

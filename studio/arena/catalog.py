@@ -12,6 +12,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from engine.contract.safe_json import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,10 @@ def describe_folder(folder: Path) -> dict[str, Any]:
     """What config.json and the weight headers say about a model folder (no weights loaded)."""
     info: dict[str, Any] = {}
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = load_json_file(folder / "config.json")
     except (OSError, ValueError):
+        return info
+    if not isinstance(config, dict):
         return info
     qconfig = config.get("quantization_config") or {}
     info["quantized"] = bool(qconfig.get("load_in_4bit") or qconfig.get("_load_in_4bit"))

@@ -17,6 +17,7 @@ from typing import Any
 from collections.abc import Iterator
 
 from engine.contract.vocabulary import DEMO_PRESETS
+from engine.contract.safe_json import safe_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _jsonl(path: Path) -> Iterator[dict]:
             if index >= MAX_SCAN:
                 return
             try:
-                obj = json.loads(line)
+                obj = safe_json_loads(line)
             except ValueError:
                 continue
             if isinstance(obj, dict):

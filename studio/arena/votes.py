@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from engine.contract.safe_json import safe_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def read_votes(path: Path) -> list[dict]:
     votes = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
+            record = safe_json_loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and isinstance(record.get("models"), dict):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.contract.runs import APP_NAME, HOME_ENV
+from engine.contract.safe_json import load_json_file
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "studio-settings.json"
@@ -54,7 +55,7 @@ def load_settings(path: Path | None = None) -> StudioSettings:
     """Settings from disk; unknown keys are ignored and a broken file falls back to the defaults."""
     path = path or settings_path()
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = load_json_file(path)
     except FileNotFoundError:
         return StudioSettings()
     except (OSError, ValueError) as exc:

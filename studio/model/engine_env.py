@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 
 from engine.contract.runs import data_dir
+from engine.contract.safe_json import load_json_file, safe_json_loads
 
 TORCH_VERSION = "2.13.0"  # the version pyproject pins; the CUDA and CPU builds share it
 PACKAGE = "compression-studio"
@@ -130,7 +131,7 @@ def probe_argv(python: str | Path) -> list[str]:
 def parse_probe(python: str | Path, stdout: str, stderr: str = "") -> EngineEnv:
     env = EngineEnv(python=Path(python))
     try:
-        info = json.loads(stdout.strip().splitlines()[-1])
+        info = safe_json_loads(stdout.strip().splitlines()[-1], allow_nan=True)
     except (ValueError, IndexError):
         env.problem = f"{python} is not a working Python ({stderr.strip()[-200:]})"
         return env
@@ -160,8 +161,8 @@ def env_python(env_dir: Path) -> Path:
 def chosen_python() -> Path | None:
     """The interpreter the user picked (or the installer made), remembered in the data directory."""
     try:
-        value = json.loads((data_dir() / CONFIG_FILE).read_text(encoding="utf-8")).get("python")
-    except (OSError, ValueError):
+        value = load_json_file(data_dir() / CONFIG_FILE).get("python")
+    except (OSError, ValueError, AttributeError):
         return None
     return Path(value) if value else None
 

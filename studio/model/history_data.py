@@ -1,13 +1,13 @@
 """What the run history shows, computed from the run store — plain Python, no Qt."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from engine.contract.run_status import LIVE_STATES, RESUMABLE_STATES, has_resume_point
 from engine.contract.runs import RunRecord, RunStore
 from engine.contract.protocol import read_events
+from engine.contract.safe_json import load_json_file
 from studio.model.run_state import MetricStore, RunState
 
 
@@ -40,7 +40,7 @@ def key_scores(scores: dict, limit: int = 3) -> str:
 def read_eval(record: RunRecord) -> dict | None:
     path = Path(record.path) / "eval.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return load_json_file(path, follow_links=False) if path.exists() else None  # a FIFO: refused
     except (OSError, ValueError):
         return None
 

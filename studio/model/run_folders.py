@@ -8,13 +8,13 @@ included) and cannot overflow.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.contract.run_status import LIVE_STATES, run_status
+from engine.contract.safe_json import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class RunFolderScanner:
             self.shown.pop(run_id, None)
             return
         try:
-            info = json.loads((self.runs_dir / run_id / "run.json").read_text(encoding="utf-8"))
+            info = load_json_file(self.runs_dir / run_id / "run.json", follow_links=False)  # never blocks
             self.statuses[run_id] = (str(info.get("name", run_id)), str(info.get("status", "")),
                                      int(info.get("pid", 0) or 0))
         except (OSError, ValueError) as exc:  # written by rename, so only a foreign file can be torn

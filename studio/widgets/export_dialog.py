@@ -7,7 +7,6 @@ of torch and transformers.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from engine.contract.runs import RunRecord
+from engine.contract.safe_json import load_json_file
 from engine.contract.stage_specs import ExportSpec
 from engine.contract.vocabulary import GGUF_FORMAT_NOTES
 from studio.engine_client import EngineClient, EngineLauncher
@@ -30,9 +30,11 @@ def exportable_models(record: RunRecord) -> list[tuple[str, Path]]:
     found = []
     for folder in sorted(models.iterdir()) if models.is_dir() else []:
         try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            config = load_json_file(folder / "config.json")
         except (OSError, ValueError):
             continue  # not a model folder (a GGUF export, a partial save)
+        if not isinstance(config, dict):
+            continue
         if not config.get("quantization_config"):  # a 4-bit model: GGUF is made from full precision
             found.append((folder.name, folder))
     return found

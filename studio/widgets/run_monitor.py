@@ -5,7 +5,6 @@ restart, finished runs reopened from the history) can be switched with the selec
 """
 from __future__ import annotations
 
-import json
 import logging
 
 from PySide6.QtCore import QTimer, Signal
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSiz
 
 from engine.contract.errors import StoreError
 from engine.contract.runs import RunStore
+from engine.contract.safe_json import load_json_file
 from studio.model.history_data import resume_point
 from studio.run_session import RunSession
 from studio.widgets.metric_plots import MetricPlots
@@ -194,7 +194,7 @@ def load_eval_report(run_id: str, store: RunStore | None = None) -> dict | None:
     """A run's eval.json, or None when it has none (or it cannot be read)."""
     try:
         path = (store or RunStore()).paths(run_id).eval_json
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return load_json_file(path, follow_links=False) if path.exists() else None
     except (KeyError, OSError, ValueError, StoreError) as exc:
         log.info("no evaluation for %s: %s", run_id, exc)
         return None

@@ -167,3 +167,23 @@ def _listen(monkeypatch, common, lines: list[bytes]) -> threading.Event:
     cancel = threading.Event()
     common.listen_for_cancel(cancel)
     return cancel
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_json_files_read_by_the_studio_and_the_model_helpers(name, tmp_path):
+    """The studio's readers of run files, settings and model configs all go through load_json_file."""
+    import os
+
+    from engine.contract.safe_json import load_json_file
+    from studio.model.app_settings import StudioSettings, load_settings
+
+    path = tmp_path / "settings.json"
+    path.write_text('{"a": %s}' % HOSTILE[name])
+    with pytest.raises(JSONProblem):
+        load_json_file(path)
+    assert load_settings(path) == StudioSettings()  # falls back to the defaults, with a warning
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        load_json_file(fifo)  # O_NONBLOCK: refused at once, never waited on
+    assert load_settings(fifo) == StudioSettings()
