@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.contract.vocabulary import KD_METHODS
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -63,7 +65,7 @@ class KDPairing:
     reason: str  # one sentence for the method page and the run's log
 
 
-ALL_KD = ("token", "sequence", "on_policy", "cross_tokenizer")
+ALL_KD = KD_METHODS  # every distill.method (engine/contract/vocabulary.py)
 
 
 def kd_pairing(teacher: ModelInfo | None, student: ModelInfo | None) -> KDPairing:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.contract.vocabulary import GGUF_FORMATS
 from engine.core.context import EngineError
 from engine.export.gguf import export_gguf
 from engine.export.llama_cpp_quantize import llama_cpp_available
@@ -53,7 +54,7 @@ def exported(tmp_path_factory):
     """The source folder and one export of every format this machine can write."""
     root = tmp_path_factory.mktemp("gguf")
     source = _build_source(root / "src")
-    formats = ["f16", "q8_0", "q4_0"] + (["q4_k_m"] if llama_cpp_available() else [])
+    formats = [f for f in GGUF_FORMATS if f != "q4_k_m" or llama_cpp_available()]
     steps = []
     result = export_gguf(source, root / "out", formats, name="tiny", on_progress=lambda *a: steps.append(a))
     return source, result, steps

@@ -4,13 +4,12 @@ from __future__ import annotations
 import pytest
 
 from engine.core.context import EngineError
-from engine.rewards.functions import (answers_match, build_reward_functions, extract_program, length_score,
-reward_weights,
-                            validate_rewards)
+from engine.rewards.functions import (NEEDS_ANSWER_TAG, answers_match, build_reward_functions, extract_program,
+                                    length_score, reward_weights, validate_rewards)
 from engine.contract.spec import GRPOSpec, RewardSpec
+from engine.contract.vocabulary import REWARDS
 
-ALL = [RewardSpec(name, 1.0) for name in ("format_strict", "format_lenient", "reasoning_structure", "length",
-                                          "answer_correct", "code_tests")]
+ALL = [RewardSpec(name, 1.0) for name in REWARDS]
 GOOD = "<think>\nTom has 33 books. He buys 50 more.\n33 + 50 = 83.\n</think>\n<answer>\n83\n</answer>"
 EMPTY_TAGS = "<think></think><answer></answer>"
 TAGS_NO_ANSWER = "<think>\nTom has 33 books and buys 50 more.\n</think>\n<answer>  </answer>"
@@ -35,7 +34,7 @@ def test_functions_are_named_after_their_reward() -> None:
 
 def test_tags_without_an_answer_earn_nothing() -> None:
     r = _rewards([EMPTY_TAGS, TAGS_NO_ANSWER, SHORT_THINK])
-    for name in ("format_strict", "format_lenient", "reasoning_structure", "answer_correct"):
+    for name in NEEDS_ANSWER_TAG:
         assert r[name][:2] == [0.0, 0.0], name
     # an answer behind trivially short reasoning: correct, but no format or structure credit
     assert r["answer_correct"][2] == 1.0
