@@ -1,5 +1,6 @@
 """The chat service's requests checked before any work: every field's JSON type (:func:`check_fields`),
-name-like fields, messages, sampling settings, and the size of a score. Each refusal is an EngineError whose text becomes the ``error`` event (engine/chat/service.py)."""
+name-like fields, messages, sampling settings, and the size of a score. Each refusal is an EngineError whose text
+becomes the ``error`` event (engine/chat/service.py)."""
 from __future__ import annotations
 
 import json

@@ -117,7 +117,7 @@ def _safetensors_shapes(source: str, shard: Path) -> dict[str, tuple[int, ...]]:
 
     try:
         with safe_open(str(shard), framework="pt") as f:  # the header only, checked against the file size
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # safe_open is not a dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise EngineError(f"cannot read the weights of {source} ({shard.name}: {brief(exc, 160)}); the files are "
                           "damaged or cut short, so save or download the model again.") from None

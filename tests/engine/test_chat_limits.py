@@ -16,7 +16,7 @@ from engine.chat.service import ChatService
 from engine.contract.protocol import EventWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -92,7 +92,8 @@ def test_a_megabyte_prompt_is_refused_before_it_is_tokenized(chat, monkeypatch):
     loaded = chat.service.models["full"]
     calls = []
     real = type(loaded.tokenizer).__call__
-    monkeypatch.setattr(type(loaded.tokenizer), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(type(loaded.tokenizer), "__call__",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     started = time.monotonic()
     chat.send({"type": "generate", "request_id": "huge", "model": "full",
                "messages": [{"role": "user", "content": "x" * 1_000_000}]})
