@@ -44,6 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = {"preset": args.data, "path": args.data_path or "", "test_fraction": args.test_fraction}
         stage = {"kind": "evaluate", "name": "eval", "models": models,
                  "reference": args.reference or next(iter(models)), "max_eval_samples": args.max_samples,
+                 "eval_minutes": args.max_minutes,
                  "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
         spec = build(RunSpec, {"name": args.name, "data": data, "stages": [stage], "device": args.device})
     except SpecError as exc:
@@ -56,7 +57,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         stage = {"kind": "quantize", "name": "quantize", "model": "student",
                  "quantize": {"quant_type": args.quant_type, "compute_dtype": args.compute_dtype,
                               "report": not args.no_report},
-                 "max_eval_samples": args.max_samples,
+                 "max_eval_samples": args.max_samples, "eval_minutes": args.max_minutes,
                  "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
         spec = build(RunSpec, {"name": args.name, "student": {"source": args.source},
                                "data": {"preset": args.data, "path": args.data_path or "",

@@ -25,6 +25,8 @@ EVAL_KD_DIVERGENCE = "eval/kd_divergence"  # token KD: the divergence on the val
 EVAL_ROUGE_L = "eval/rougeL"  # ROUGE-L F1 on the held-out split
 EVAL_EXACT_MATCH = "eval/exact_match"  # exact match on the held-out split
 EVAL_RETENTION = "eval/retention"  # a model's ROUGE-L ÷ the reference model's (the paper's retention)
+EVAL_PARAMETERS = "eval/parameters"  # a model's parameter count, sent as soon as the evaluation loads it
+EVAL_WEIGHT_BYTES = "eval/weight_bytes"  # the bytes its weights occupy in memory, sent at the same moment
 PERF_TOKENS_PER_S = "perf/tokens_per_s"  # training throughput
 # a learning-rate sweep, one point per rate: its validation objective (which picks the rate), its validation
 # cross-entropy, and the rate itself

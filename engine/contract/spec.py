@@ -189,6 +189,10 @@ class StageSpec:
     generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings (evaluation, "
                                         "sequence-level KD).")
     max_eval_samples: int = option(200, high=10 ** 9, help="Evaluate: at most this many held-out records (0 = all).")
+    eval_minutes: float = option(0.0, high=10 ** 6, help="Evaluate and the 4-bit report: minutes the held-out "
+                                 "answers may take; fewer samples are used where the device is too slow for "
+                                 "max_eval_samples (the events and the report say so). 0 = sized to the device: "
+                                 "10 minutes on a CPU, no limit on a GPU.")
     references: float = option(1.0, "Fraction of training records whose reference answers this stage may use "
                                "(a seeded choice, the same records in every stage). Distillation has the "
                                "teacher answer the others; SFT simply has fewer examples.")
@@ -216,6 +220,7 @@ class StageSpec:
             fail(f"{self.name}.reference", f"{echo(self.reference)} is not one of the evaluated models "
                   f"({', '.join(self.models)}).")
         check_positive(f"{self.name}.max_eval_samples", self.max_eval_samples, allow_zero=True)
+        check_positive(f"{self.name}.eval_minutes", self.eval_minutes, allow_zero=True)
         check_fraction(f"{self.name}.references", self.references, open_low=True)
 
 

@@ -115,8 +115,34 @@ def evaluate_model(model: Any, tokenizer: Any, records: list[dict], preset: str 
     p = get_preset(preset)
     predictions = generate_answers(model, tokenizer, prompt_texts(tokenizer, records, p), gen, device,
                                    on_progress=on_progress)
-    scored = [strip_code_fence(x) for x in predictions] if p.code else predictions
-    return score_predictions(records, scored), predictions
+    return score_answers(records, predictions, p), predictions
+
+
+def score_answers(records: list[dict], predictions: list[str], preset: str | Preset) -> dict:
+    """:func:`engine.evaluation.scores.score_predictions` of answers already generated (code presets: without
+    a surrounding code fence)."""
+    scored = [strip_code_fence(x) for x in predictions] if get_preset(preset).code else predictions
+    return score_predictions(records, scored)
+
+
+def answerer(model: Any, tokenizer: Any, preset: str | Preset, gen: GenerationSpec, device: str,
+             on_progress: Progress | None = None) -> Callable[[list[dict]], list[str]]:
+    """``answer(records) -> answers`` for one loaded model, called in parts (the probe, then the rest:
+    engine/evaluation/budget.py); ``on_progress(done, None)`` counts answers across all the parts."""
+    done = [0]
+
+    def answer(records: list[dict]) -> list[str]:
+        first = done[0]
+
+        def step(n: int, _total: int) -> None:
+            done[0] = first + n
+            if on_progress is not None:
+                on_progress(done[0], None)
+
+        return generate_answers(model, tokenizer, prompt_texts(tokenizer, records, preset), gen, device,
+                                on_progress=step)
+
+    return answer
 
 
 @torch.inference_mode()

@@ -72,12 +72,8 @@ def storage_dtype(location: str, extra: dict, fallback: Any) -> Any:
 
     totals: dict[str, int] = {}
     for file in sorted(Path(location).glob("*.safetensors")) if Path(location).is_dir() else []:
-        with open(file, "rb") as f:  # the header only: 8 bytes of length, then JSON
-            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        for name, info in header.items():
-            if name != "__metadata__" and info.get("dtype") in _SAFETENSORS_DTYPES:
-                start, end = info["data_offsets"]
-                totals[info["dtype"]] = totals.get(info["dtype"], 0) + end - start
+        for dtype, size in _header_dtypes(file).items():
+            totals[dtype] = totals.get(dtype, 0) + size
     if totals:
         return getattr(torch, _SAFETENSORS_DTYPES[max(totals, key=totals.get)])
     try:
@@ -89,6 +85,24 @@ def storage_dtype(location: str, extra: dict, fallback: Any) -> Any:
     named = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     named = str(named).replace("torch.", "") if named else ""
     return getattr(torch, named) if named in _SAFETENSORS_DTYPES.values() else fallback
+
+
+def _header_dtypes(file: Path) -> dict[str, int]:
+    """Bytes per float dtype from one safetensors header; {} for a damaged file (the load says what is wrong)."""
+    totals: dict[str, int] = {}
+    try:
+        with open(file, "rb") as f:  # the header only: 8 bytes of length, then JSON
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(file.stat().st_size - 8, 100 << 20):  # a length no header has: not safetensors
+                return {}
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name != "__metadata__" and info.get("dtype") in _SAFETENSORS_DTYPES:
+                start, end = info["data_offsets"]
+                totals[info["dtype"]] = totals.get(info["dtype"], 0) + int(end) - int(start)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, struct.error):
+        return {}
+    return totals
 
 
 def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device: str, dtype: Any) -> Any:

@@ -187,47 +187,121 @@ def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 4) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
 
-def quantization_report(original_dir: str | Path, quantized_dir: str | Path, records: list[dict], preset: str,
-                        gen: GenerationSpec, device: str, *, measure: bool = True,
-                        on_progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Original vs 4-bit side by side: disk, linear-layer bytes, RSS, load time, TTFT, tokens/s, scores and
-    retention (4-bit ÷ original). ``on_progress(phase, done, total)`` is called between the steps."""
+PARTS = ("size", "speed and memory", "quality")  # in the order they are measured; report["measured"] lists them
+
+
+def size_report(original_dir: str | Path, quantized_dir: str | Path, device: str, preset: str) -> dict:
+    """The part known at once, from the files alone: sizes on disk, linear-layer and 16/32-bit bytes (what the
+    weights occupy once loaded), layer counts, and the GGUF file a source was unpacked from."""
     sides: dict[str, dict] = {}
     for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
-        sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder)}
+        sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder),
+                       "full_precision_bytes": full_precision_bytes(folder)}
     sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
         linear_weight_bytes(original_dir, quantized_dir)
     sides["quantized"].update(layer_counts(quantized_dir))
-    for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
-        sides[name]["full_precision_bytes"] = full_precision_bytes(folder)
-    steps = [(n, "measure") for n in sides if measure] + [(n, "evaluate") for n in sides if records]
-    for i, (name, what) in enumerate(steps):
-        if on_progress:
-            on_progress(f"{what} {name}", i, len(steps))
-        if what == "measure":
-            prompt = MEASURE_PROMPT if not records else records[0].get("instruction") or MEASURE_PROMPT
-            sides[name].update(measure_in_subprocess(sides[name]["path"], device, prompt))
-        else:
-            scores, preds = evaluate_folder(sides[name]["path"], records, preset, gen, device)
-            sides[name]["scores"] = headline_scores(scores)
-            sides[name]["scores_detail"] = scores
-            sides[name]["examples"] = [{"prompt": r.get("instruction", ""), "reference": r.get("response", ""),
-                                        "prediction": p} for r, p in list(zip(records, preds))[:3]]
-    if on_progress:
-        on_progress("done", len(steps), len(steps))
-    o, q = sides["original"], sides["quantized"]
-    ratios = {key: _ratio(q.get(key), o.get(key)) for key in ("disk_bytes", "linear_bytes", "rss_bytes", "load_s",
-                                                                 "ttft_s", "tokens_per_s", "cpu_s_per_token")}
-    retention = {k: _ratio(v, o.get("scores", {}).get(k)) for k, v in q.get("scores", {}).items()}
-    report = {"device": device, "samples": len(records), "preset": preset, "original": o, "quantized": q,
-              "ratios": ratios, "retention": retention}
+    report = {"device": device, "samples": 0, "preset": preset, "original": sides["original"],
+              "quantized": sides["quantized"], "ratios": {}, "retention": {}, "measured": ["size"],
+              "state": "measuring"}
     from engine.models.gguf_source import source_info
 
     gguf = source_info(original_dir)  # the original was unpacked from a GGUF file: compare with the file too
     if gguf:
         report["gguf"] = {"file": gguf.get("file"), "bytes": gguf.get("bytes"), "types": gguf.get("types", {})}
-        ratios["gguf_bytes"] = _ratio(q.get("disk_bytes"), gguf.get("bytes"))
+    _update_ratios(report)
     return report
+
+
+def _update_ratios(report: dict) -> None:
+    o, q = report["original"], report["quantized"]
+    report["ratios"] = {key: _ratio(q.get(key), o.get(key)) for key in (
+        "disk_bytes", "linear_bytes", "rss_bytes", "load_s", "ttft_s", "tokens_per_s", "cpu_s_per_token")}
+    report["retention"] = {k: _ratio(v, o.get("scores", {}).get(k)) for k, v in q.get("scores", {}).items()}
+    if report.get("gguf"):
+        report["ratios"]["gguf_bytes"] = _ratio(q.get("disk_bytes"), report["gguf"].get("bytes"))
+
+
+def quantization_report(original_dir: str | Path, quantized_dir: str | Path, records: list[dict], preset: str,
+                        gen: GenerationSpec, device: str, *, measure: bool = True,
+                        on_progress: Callable[[str, int, int], None] | None = None,
+                        publish: Callable[[dict], None] | None = None, budget: float | None = None,
+                        announce: Callable[[Any], None] | None = None,
+                        on_answer: Callable[[int, int], None] | None = None) -> dict:
+    """Original vs 4-bit side by side, in the order things become known, each part ``publish``ed (the report
+    so far) as soon as it is measured: sizes (at once, from the files), memory and speed (one fresh subprocess
+    per model), quality (ROUGE-L and retention on the same held-out records; their number sized to ``budget``
+    seconds after timing the first answers, the plan ``announce``d before the long part). A cancel raised from
+    a callback leaves the last published report complete for what it lists in ``measured``.
+    ``on_progress(phase, done, total)`` is called between the steps, ``on_answer(done, total)`` per batch."""
+    report = size_report(original_dir, quantized_dir, device, preset)
+    publish = publish or (lambda r: None)
+    publish(report)
+    steps = (2 if measure else 0) + (1 if records else 0)
+    done = 0
+    for name in ("original", "quantized") if measure else ():
+        if on_progress:
+            on_progress(f"measure {name}", done, steps)
+        prompt = MEASURE_PROMPT if not records else records[0].get("instruction") or MEASURE_PROMPT
+        report[name].update(measure_in_subprocess(report[name]["path"], device, prompt))
+        done += 1
+    if measure:
+        report["measured"].append("speed and memory")
+        _update_ratios(report)
+        publish(report)
+    if records:
+        if on_progress:
+            on_progress("evaluate both models", done, steps)
+        _quality(report, records, preset, gen, device, budget, announce or (lambda plan: None), on_answer,
+                 publish)
+        done += 1
+    if on_progress:
+        on_progress("done", done, steps)
+    report["state"] = "complete"
+    return report
+
+
+def _quality(report: dict, records: list[dict], preset: str, gen: GenerationSpec, device: str,
+             budget: float | None, announce: Callable[[Any], None],
+             on_answer: Callable[[int, int], None] | None, publish: Callable[[dict], None]) -> None:
+    """Both models answer the same held-out records: the original first (its first answers timed to size the
+    sample count), then the 4-bit model; scores, retention and examples go into ``report``."""
+    from engine.evaluation.budget import answer_in_two_parts
+    from engine.evaluation.generation import answerer, score_answers
+
+    planned = [len(records) * 2]
+
+    def on_plan(plan: Any) -> None:
+        planned[0] = plan.chosen * 2
+        report.update(samples=plan.chosen, samples_asked=plan.asked, quality_plan=plan.sentence(2, device),
+                      quality_eta_s=round(plan.eta_s, 1))
+        publish(report)
+        announce(plan)
+
+    chosen: list[dict] = records
+    for offset, name in enumerate(("original", "quantized")):
+        model, tokenizer = _load_folder(report[name]["path"], device)
+        first = offset * len(chosen)
+
+        def step(n: int, _total: Any, _first: int = first) -> None:
+            if on_answer:
+                on_answer(_first + n, planned[0])
+
+        answer = answerer(model, tokenizer, preset, gen, device, on_progress=step)
+        try:
+            if name == "original":
+                chosen, preds = answer_in_two_parts(answer, records, 2, budget, on_plan)
+            else:
+                preds = answer(chosen)
+        finally:
+            del model, answer
+            gc.collect()
+        scores = score_answers(chosen, preds, preset)
+        report[name]["scores"], report[name]["scores_detail"] = headline_scores(scores), scores
+        report[name]["examples"] = [{"prompt": r.get("instruction", ""), "reference": r.get("response", ""),
+                                     "prediction": p} for r, p in list(zip(chosen, preds))[:3]]
+    report["measured"].append("quality")
+    _update_ratios(report)
+    publish(report)
 
 
 def full_precision_bytes(folder: str | Path) -> int:
@@ -248,7 +322,7 @@ def _fmt(n: Any, digits: int = 3) -> str:
 
 def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
     """The report as a markdown table (appended to the run's eval.md and quoted in the model card)."""
-    o, q, r = report["original"], report["quantized"], report["ratios"]
+    o, q, r = report["original"], report["quantized"], report.get("ratios") or {}
     rows = [("size on disk", fmt_mb(o.get("disk_bytes")), fmt_mb(q.get("disk_bytes")), r.get("disk_bytes")),
             ("linear-layer weights", fmt_mb(o.get("linear_bytes")), fmt_mb(q.get("linear_bytes")),
              r.get("linear_bytes")),
@@ -272,8 +346,15 @@ def report_markdown(report: dict, title: str = "4-bit quantization") -> str:
     kept = q.get("layers_full_precision", 0)
     layers = f"{q.get('layers_4bit', '?')} linear layers in 4 bits" + (
         f", {kept} kept in full precision (widths bitsandbytes' CPU kernel cannot run)" if kept else "")
-    lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report['samples']}; {layers}.", "",
-             "| | original | 4-bit | 4-bit ÷ original |", "|---|---|---|---|"]
+    lines = [f"## {title}", "", f"Device: {report['device']}; held-out samples: {report.get('samples', 0)}; "
+             f"{layers}.", ""]
+    if report.get("quality_plan"):
+        lines += [report["quality_plan"] + ".", ""]
+    missing = [part for part in PARTS if part not in report.get("measured", PARTS)]
+    if missing:  # a cancelled (or still running) report says which of its parts are measured
+        lines += [f"Measured: {', '.join(report.get('measured', []))}; not measured: {', '.join(missing)}"
+                  f"{' (cancelled)' if report.get('state') == 'cancelled' else ''}.", ""]
+    lines += ["| | original | 4-bit | 4-bit ÷ original |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {_fmt(d)} |" for a, b, c, d in rows]
     return "\n".join(lines) + "\n"
 

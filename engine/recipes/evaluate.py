@@ -7,9 +7,9 @@ import gc
 import json
 import time
 
-from engine.core.context import EngineError, RunContext, StageResult
-from engine.evaluation.generation import evaluate_model
-from engine.contract.metric_names import EVAL_CE, EVAL_EXACT_MATCH, EVAL_RETENTION, EVAL_ROUGE_L
+from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
+from engine.contract.metric_names import (EVAL_CE, EVAL_EXACT_MATCH, EVAL_PARAMETERS, EVAL_RETENTION, EVAL_ROUGE_L,
+                                          EVAL_WEIGHT_BYTES)
 from engine.evaluation.scores import retention
 from engine.models.loading import load_model, load_tokenizer
 from engine.contract.runs import write_atomic
@@ -31,53 +31,113 @@ def _test_records(ctx: RunContext) -> list[dict]:
 
 
 def run_stage(ctx: RunContext) -> StageResult:
+    """Each model answers the same held-out records. Its size comes first (at load); the first model's first
+    answers are timed to size the sample count to the device (engine/evaluation/budget.py) and to announce the
+    ETA; eval.json is rewritten after each model, so a cancel keeps the models already measured."""
     stage = ctx.stage
     models = stage.models or {stage.model: stage.model}
     records = _test_records(ctx)
     results: dict[str, dict] = {}
-    for index, (display, ref) in enumerate(models.items()):
-        ctx.check_cancel()
-        spec = ctx.model_spec(ref)
-        ctx.events.status("running", stage.name, f"evaluating {display} ({index + 1}/{len(models)}) on "
-                          f"{len(records)} held-out records")
-        model, tokenizer = load_model(spec, ctx.device), load_tokenizer(spec)
-        started = time.monotonic()
-
-        def on_progress(done: int, total: int, _display=display, _start=started, _index=index) -> None:
-            ctx.events.progress(f"{stage.name}:{_display}", done, total, time.monotonic() - _start, unit="answer",
-                                part={"index": _index, "count": len(models)})
+    sizes: dict[str, dict] = {}
+    try:
+        for index, (display, ref) in enumerate(models.items()):
             ctx.check_cancel()
+            spec = ctx.model_spec(ref)
+            ctx.events.status("running", stage.name, f"evaluating {display} ({index + 1}/{len(models)}) on "
+                              f"{len(records)} held-out records")
+            model, tokenizer = load_model(spec, ctx.device), load_tokenizer(spec)
+            sizes[display] = _size_of(ctx, display, model)
+            _publish(ctx, results, sizes, records, models, "measuring")
+            started = time.monotonic()
+            records, scores, predictions = _answer(ctx, display, model, tokenizer, records, (index, len(models)))
+            scores["ce"] = _response_ce(ctx, model, tokenizer, records)
+            scores["seconds"] = round(time.monotonic() - started, 2)
+            scores["source"] = spec.source
+            results[display] = scores
+            _write_predictions(ctx, display, records, predictions)
+            for record, prediction in list(zip(records, predictions))[:3]:
+                ctx.events.emit("sample", stage=stage.name, step=0, model=display, prompt=record["instruction"],
+                                completion=prediction, reference=record["response"], rewards={})
+            del model, tokenizer
+            gc.collect()
+            _publish(ctx, results, sizes, records, models, "measuring")
+    except StageCancelled:
+        if results:  # the models already measured stay in eval.json and eval.md, the others are named
+            _publish(ctx, results, sizes, records, models, "cancelled", final=True)
+        raise
+    report = _publish(ctx, results, sizes, records, models, "complete", final=True)
+    headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
+    headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
+                     if name != report["reference"] and s["retention"] is not None})
+    return StageResult(scores=headline, summary=report)
 
-        scores, predictions = evaluate_model(model, tokenizer, records, ctx.spec.data.preset, stage.generation,
-                                             ctx.device, on_progress=on_progress)
-        scores["ce"] = _response_ce(ctx, model, tokenizer, records)
-        scores["seconds"] = round(time.monotonic() - started, 2)
-        scores["source"] = spec.source
-        results[display] = scores
-        _write_predictions(ctx, display, records, predictions)
-        for record, prediction in list(zip(records, predictions))[:3]:
-            ctx.events.emit("sample", stage=stage.name, step=0, model=display, prompt=record["instruction"],
-                            completion=prediction, reference=record["response"], rewards={})
-        del model, tokenizer
-        gc.collect()
-    reference = stage.reference if stage.reference in results else next(iter(results))
+
+def _size_of(ctx: RunContext, display: str, model) -> dict:
+    """The model's parameters and the bytes its weights occupy in memory, sent at once as a metric event."""
+    size = {"parameters": sum(p.numel() for p in model.parameters()),
+            "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+    ctx.events.emit("metric", stage=ctx.stage.name, step=0, model=display,
+                    values={EVAL_PARAMETERS: size["parameters"], EVAL_WEIGHT_BYTES: size["weight_bytes"]})
+    return size
+
+
+def _answer(ctx: RunContext, display: str, model, tokenizer, records: list[dict],
+            part: tuple[int, int]) -> tuple[list[dict], dict, list[str]]:
+    """(records answered, scores, answers) of model ``part`` = (index, count): the first model times its first
+    answers and sizes the sample count for every model (said before the long part starts); the others answer
+    the same records."""
+    from engine.evaluation.budget import answer_in_two_parts, budget_s
+    from engine.evaluation.generation import answerer, score_answers
+
+    stage, started, total = ctx.stage, time.monotonic(), [len(records)]
+    (index, models) = part
+
+    def on_progress(done: int, _total) -> None:
+        ctx.events.progress(f"{stage.name}:{display}", done, total[0], time.monotonic() - started, unit="answer",
+                            part={"index": index, "count": models})
+        ctx.check_cancel()
+
+    def announce(plan) -> None:
+        total[0] = plan.chosen
+        ctx.events.status("running", stage.name, plan.sentence(models, ctx.device))
+        if plan.scaled:
+            ctx.events.log(f"{stage.name}: {plan.sentence(models, ctx.device)}", "warning")
+        ctx.cache[f"plan:{stage.name}"] = plan.sentence(models, ctx.device)
+
+    answer = answerer(model, tokenizer, ctx.spec.data.preset, stage.generation, ctx.device, on_progress)
+    if index == 0:
+        records, predictions = answer_in_two_parts(answer, records, models,
+                                                   budget_s(stage.eval_minutes, ctx.device), announce)
+    else:
+        predictions = answer(records)
+    return records, score_answers(records, predictions, ctx.spec.data.preset), predictions
+
+
+def _publish(ctx: RunContext, results: dict, sizes: dict, records: list[dict], models: dict, state: str,
+             final: bool = False) -> dict:
+    """eval.json as measured so far (``evaluation_state``: measuring, cancelled or complete, and the models not
+    yet measured); ``final``: retention, the metric events and eval.md too."""
+    stage = ctx.stage
+    reference = stage.reference if stage.reference in results else next(iter(results), stage.reference)
     for display, scores in results.items():
         for key in HEADLINE:
             scores[f"retention_{key}"] = retention(scores.get(key), results[reference].get(key))
         scores["retention"] = scores["retention_rougeL"]
-        values = {EVAL_ROUGE_L: scores["rougeL"], EVAL_EXACT_MATCH: scores["exact_match"],
-                  EVAL_RETENTION: scores["retention"]}
-        if scores.get("ce") is not None:
-            values[EVAL_CE] = scores["ce"]
-        ctx.events.emit("metric", stage=stage.name, step=0, model=display, values=values)
-    report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results}
+    report = {"reference": reference, "n": len(records), "data": ctx.spec.data.preset, "models": results,
+              "sizes": sizes, "evaluation_state": state, "models_pending": [m for m in models if m not in results]}
+    if ctx.cache.get(f"plan:{stage.name}"):
+        report["samples_plan"] = ctx.cache[f"plan:{stage.name}"]
     ctx.paths.merge_eval(report)
-    write_atomic(ctx.paths.eval_md, markdown_table(report))
+    if final:
+        for display, scores in results.items():
+            values = {EVAL_ROUGE_L: scores["rougeL"], EVAL_EXACT_MATCH: scores["exact_match"],
+                      EVAL_RETENTION: scores["retention"]}
+            if scores.get("ce") is not None:
+                values[EVAL_CE] = scores["ce"]
+            ctx.events.emit("metric", stage=stage.name, step=0, model=display, values=values)
+        write_atomic(ctx.paths.eval_md, markdown_table(report))
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
-    headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
-    headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
-                     if name != reference and s["retention"] is not None})
-    return StageResult(scores=headline, summary=report)
+    return report
 
 
 def _response_ce(ctx: RunContext, model, tokenizer, records: list[dict]) -> float | None:
@@ -110,7 +170,13 @@ def markdown_table(report: dict) -> str:
     """The side-by-side table: one row per model, then ROUGE-L per category."""
     models = report["models"]
     lines = [f"# Evaluation on {report['n']} held-out `{report['data']}` records", "",
-             f"Retention is each model's score ÷ the reference model's (`{report['reference']}`).", "",
+             f"Retention is each model's score ÷ the reference model's (`{report['reference']}`).", ""]
+    if report.get("samples_plan"):
+        lines += [report["samples_plan"] + ".", ""]
+    if report.get("models_pending"):  # a cancelled evaluation: which models were not measured
+        lines += [f"Not measured ({report.get('evaluation_state', 'cancelled')}): "
+                  f"{', '.join(report['models_pending'])}.", ""]
+    lines += [
              "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) | CE (response tokens) |",
              "|---|---|---|---|---|---|"]
     for name, s in models.items():

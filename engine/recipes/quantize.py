@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.core.context import RunContext, StageResult
+from engine.core.context import RunContext, StageCancelled, StageResult
 from engine.contract.runs import write_atomic
 from engine.contract.spec import ModelSpec, to_dict
 
@@ -39,14 +39,14 @@ def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
 
 
 def _scores(report: dict) -> dict[str, float]:
-    """Headline numbers for the run index: quant/<metric>_retention and quant/<size>_ratio."""
+    """Headline numbers for the run index, as far as measured: quant/<metric>_retention, quant/<size>_ratio."""
     scores: dict[str, float] = {}
     for key, value in report.get("retention", {}).items():
         if value is not None:
             scores[f"quant/{key}_retention"] = value
     for key, name in (("disk_bytes", "size_ratio"), ("linear_bytes", "linear_ratio"), ("rss_bytes", "memory_ratio"),
                       ("tokens_per_s", "speed_ratio"), ("gguf_bytes", "gguf_size_ratio")):
-        if report["ratios"].get(key) is not None:
+        if report.get("ratios", {}).get(key) is not None:
             scores[f"quant/{name}"] = report["ratios"][key]
     for key, value in report["quantized"].get("scores", {}).items():
         scores[f"quant/{key}"] = value
@@ -63,40 +63,72 @@ def _test_records(ctx: RunContext) -> list[dict]:
 
 def run_stage(ctx: RunContext) -> StageResult:
     from engine.models.cards import dataset_ids
-    from engine.quantization.report import quantization_report, report_markdown
     from engine.quantization.four_bit import model_card_text, quantize_model
 
     stage, q = ctx.stage, ctx.stage.quantize
     spec = ctx.model_spec(stage.model)
     start = time.perf_counter()
-    total = 4 if q.report else 1
-    ctx.events.progress(stage.name, 0, total, 0.0, unit="phase")
+    ctx.events.progress(stage.name, 0, 4 if q.report else 1, 0.0, unit="phase")
     ctx.events.log(f"{stage.name}: quantizing {spec.source} to 4-bit {q.quant_type} on {ctx.device}")
     out = quantize_model(spec, ctx.output_dir, q, ctx.device)
     ctx.events.emit("artifact", stage=stage.name, kind="model", path=str(out))
-    ctx.events.progress(stage.name, 1, total, time.perf_counter() - start, unit="phase")
+    ctx.events.progress(stage.name, 1, 4 if q.report else 1, time.perf_counter() - start, unit="phase")
     if not q.report:
         return StageResult(model_dir=out, summary={"quantize": to_dict(q)})
     ctx.check_cancel()
-    original = _original_folder(ctx, spec)
-    records = _test_records(ctx)
-
-    def on_progress(phase: str, done: int, steps: int) -> None:
-        ctx.check_cancel()
-        ctx.events.log(f"{stage.name}: {phase}")
-        ctx.events.progress(stage.name, 1 + round(3 * done / max(steps, 1)), total, time.perf_counter() - start,
-                            unit="phase")
-
-    report = quantization_report(original, out, records, ctx.spec.data.preset, stage.generation, ctx.device,
-                                 on_progress=on_progress)
-    report["settings"] = to_dict(q)
-    report["source"] = spec.source
-    markdown = report_markdown(report, f"4-bit quantization ({stage.name}: {spec.source})")
-    ctx.paths.add_stage_report("quantization", stage.name, report, "\n" + markdown)
-    ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
-    scores = _scores(report)
-    ctx.events.metric(stage.name, 0, scores)
+    report, markdown, scores = _report(ctx, spec, out, start)
     card = model_card_text(spec.source, q, scores, kept=report["quantized"].get("layers_full_precision", 0),
                            datasets=dataset_ids(ctx.spec.data))
     write_atomic(out / "README.md", card + "\n" + markdown)
     return StageResult(model_dir=out, scores=scores, summary={"quantize": to_dict(q), "report": report["ratios"]})
+
+
+def _report(ctx: RunContext, spec: ModelSpec, out: Path, start: float) -> tuple[dict, str, dict]:
+    """The before/after report, published part by part (eval.json, an ``eval`` artifact and the scores known so
+    far as a metric event): sizes at once, then memory and speed, then quality with its plan and ETA announced
+    before it starts. A cancel keeps the parts already measured (the report says which) and stops the stage."""
+    from engine.evaluation.budget import budget_s
+    from engine.quantization.report import quantization_report, report_markdown
+
+    stage = ctx.stage
+    title = f"4-bit quantization ({stage.name}: {spec.source})"
+    latest: dict = {}
+
+    def publish(report: dict, markdown: str = "") -> None:
+        report.update(settings=to_dict(stage.quantize), source=spec.source)
+        latest["report"] = report
+        ctx.paths.add_stage_report("quantization", stage.name, report, markdown)
+        ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
+        ctx.events.metric(stage.name, 0, _scores(report))
+        ctx.events.log(f"{stage.name}: measured {', '.join(report['measured'])}")
+
+    def on_progress(phase: str, done: int, steps: int) -> None:
+        ctx.check_cancel()
+        ctx.events.progress(stage.name, 1 + round(3 * done / max(steps, 1)), 4, time.perf_counter() - start,
+                            unit="phase")
+
+    def announce(plan) -> None:  # before the long part: how many answers, about how long, and any scaling
+        ctx.events.status("running", stage.name, plan.sentence(2, ctx.device))
+        if plan.scaled:
+            ctx.events.log(f"{stage.name}: {plan.sentence(2, ctx.device)}", "warning")
+
+    answers_started = time.perf_counter()
+
+    def on_answer(done: int, total: int) -> None:
+        ctx.events.progress(f"{stage.name}:answers", done, total, time.perf_counter() - answers_started,
+                            unit="answer")
+        ctx.check_cancel()
+
+    try:
+        report = quantization_report(_original_folder(ctx, spec), out, _test_records(ctx), ctx.spec.data.preset,
+                                     stage.generation, ctx.device, on_progress=on_progress, publish=publish,
+                                     budget=budget_s(stage.eval_minutes, ctx.device), announce=announce,
+                                     on_answer=on_answer)
+    except StageCancelled:
+        if "report" in latest:  # what was measured stays, marked as such, in eval.json and eval.md
+            latest["report"]["state"] = "cancelled"
+            publish(latest["report"], "\n" + report_markdown(latest["report"], title))
+        raise
+    markdown = report_markdown(report, title)
+    publish(report, "\n" + markdown)
+    return report, markdown, _scores(report)

@@ -18,6 +18,7 @@ MEASURED_ROWS = (("size on disk", "disk_bytes", "mb"), ("linear-layer weights", 
                  ("decode tokens/s", "tokens_per_s", "1"), ("decode CPU seconds per token", "cpu_s_per_token", "4"))
 SCORE_NAMES = {"rougeL": "ROUGE-L", "exact_match": "exact match", "answer_accuracy": "answer accuracy"}
 HEADERS = ("", "original", "4-bit", "4-bit ÷ original")
+REPORT_PARTS = ("size", "speed and memory", "quality")  # engine/quantization/report.py PARTS, in its order
 
 
 def _number(value) -> float | None:
@@ -56,8 +57,23 @@ def report_caption(stage: str, report: dict) -> str:
         f", {kept} kept in full precision" if kept else "")
     settings = report.get("settings") or {}
     kind = settings.get("quant_type", "")
-    return (f"4-bit quantization{f' ({kind})' if kind else ''} · {stage}: {report.get('source', '')} · device "
-            f"{report.get('device', '?')} · {report.get('samples', 0)} held-out samples · {layers}")
+    caption = (f"4-bit quantization{f' ({kind})' if kind else ''} · {stage}: {report.get('source', '')} · device "
+               f"{report.get('device', '?')} · {report.get('samples', 0)} held-out samples · {layers}")
+    return caption + "".join(f"\n{line}" for line in report_status(report))
+
+
+def report_status(report: dict) -> list[str]:
+    """What the engine's report says of itself: the quality part's plan (sample count sized to the device, its
+    ETA) and, while it is measured or after a cancel, which parts are known and which are not."""
+    lines = [str(report["quality_plan"])] if report.get("quality_plan") else []
+    measured = report.get("measured")
+    if isinstance(measured, list):  # reports written before parts were published have no such list
+        missing = [part for part in REPORT_PARTS if part not in measured]
+        if missing:
+            state = report.get("state", "measuring")
+            how = "not measured (cancelled)" if state == "cancelled" else "still being measured"
+            lines.append(f"measured: {', '.join(map(str, measured)) or 'nothing yet'}; {how}: {', '.join(missing)}")
+    return lines
 
 
 class QuantReportTable(QWidget):

@@ -169,8 +169,12 @@ class RunMonitor(QWidget):
         self.progress.show_state(state)
         self.log_view.show_state(state)
         self.samples.show_state(state)
-        if state.done and state.run_id and self._eval_loaded_for != (state.run_id, state.events_seen):
-            self._eval_loaded_for = (state.run_id, state.events_seen)  # a resumed run's report is new
+        # the report as far as it is measured: each 'eval' artifact (sizes, memory, quality, one model) says
+        # eval.json changed while the run goes on; once it is over, a resumed run's report is new
+        evals = sum(1 for a in state.artifacts if a.get("kind") == "eval")
+        key = (state.run_id, state.events_seen if state.done else evals)
+        if state.run_id and (state.done or evals) and self._eval_loaded_for != key:
+            self._eval_loaded_for = key
             self.eval_table.show_report(load_eval_report(state.run_id, self.store))
 
     def _show_resume(self, session: RunSession) -> None:

@@ -237,8 +237,14 @@ class EvalTable(QWidget):
                     item.setBackground(_retention_color(scores["retention"]))
                 self.table.setItem(row, col, item)
         fit_height(self.table)
-        self.caption.setText(caption or f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s "
-                             "score.")
+        status = [str((report or {}).get("samples_plan") or "")]
+        pending = (report or {}).get("models_pending") or []
+        if pending:  # measured so far, or cancelled: the rows are the models already measured
+            state = (report or {}).get("evaluation_state")
+            status.append(f"not measured ({'cancelled' if state == 'cancelled' else 'still running'}): "
+                          f"{', '.join(map(str, pending))}")
+        self.caption.setText((caption or f"Held-out evaluation; retention = score ÷ {reference or 'reference'}'s "
+                              "score.") + "".join(f"\n{line}" for line in status if line))
 
     def _show_grpo(self, stages: dict) -> None:
         """One row per GRPO stage and moment (before / after): correctness first, the rest after it."""

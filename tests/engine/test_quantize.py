@@ -224,6 +224,14 @@ def test_quantize_stage_writes_its_report_into_the_run(tiny, tmp_path, monkeypat
     assert "## Scores" in (result.model_dir / "README.md").read_text()
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     kinds = [e["data"].get("kind") for e in events if e["type"] == "artifact"]
-    assert kinds == ["model", "eval"] and events[-1]["type"] == "metric"
-    progress = [e["data"]["step"] for e in events if e["type"] == "progress"]
+    assert kinds == ["model"] + ["eval"] * 5  # sizes, speed and memory, the plan, quality, the final table
+    progress = [e["data"]["step"] for e in events if e["type"] == "progress" and e["data"]["unit"] == "phase"]
     assert progress[0] == 0 and progress[-1] == 4 and progress == sorted(progress)
+    # size first and at once: the first report (right after the model) has sizes and no measurement yet
+    first_metric = next(e["data"]["values"] for e in events if e["type"] == "metric")
+    assert "quant/size_ratio" in first_metric and "quant/memory_ratio" not in first_metric
+    plan = next(e["data"]["message"] for e in events if e["type"] == "status")
+    assert plan.startswith("quality: 3 held-out samples × 2 model(s), about ") and "s per answer on cpu" in plan
+    answers = [e["data"] for e in events if e["type"] == "progress" and e["data"]["unit"] == "answer"]
+    assert answers[-1]["step"] == answers[-1]["total"] == 6
+    assert report["measured"] == ["size", "speed and memory", "quality"] and report["state"] == "complete"

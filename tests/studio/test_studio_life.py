@@ -175,6 +175,33 @@ def test_the_4bit_report_in_the_evaluation_table(qtbot):
     assert not quant.has_report and table.caption.text() == "No evaluation yet."
 
 
+def test_a_partial_4bit_report_shows_what_is_known(qtbot):
+    """Issue 22: sizes are published at once, quality later (or never, after a cancel): the table shows the
+    rows already measured and the caption says which parts are still to come or were not measured."""
+    from studio.widgets.run_panels import EvalTable
+
+    full = _quant_report()["quantization"]["quantize"]
+    sizes_only = {k: v for k, v in full.items() if k not in ("retention", "ratios")}
+    sizes_only["original"] = {k: full["original"][k] for k in ("disk_bytes", "linear_bytes")}
+    sizes_only["quantized"] = {k: full["quantized"][k] for k in ("disk_bytes", "linear_bytes",
+                                                                 "layers_4bit")}
+    sizes_only.update(measured=["size"], state="measuring", ratios={"disk_bytes": 0.484},
+                      quality_plan="quality: 8 of 200 held-out samples × 2 model(s), about 9 min")
+    table = EvalTable()
+    qtbot.addWidget(table)
+    table.show_report({"quantization": {"quantize": copy.deepcopy(sizes_only)}})
+    quant = table.quant
+    labels = [quant.cell(r, 0) for r in range(quant.table.rowCount())]
+    assert labels == ["size on disk", "linear-layer weights"] and quant.cell(0, 3) == "0.484"
+    assert "still being measured: speed and memory, quality" in quant.caption.text()
+    assert "quality: 8 of 200 held-out samples" in quant.caption.text()
+    table.show_report({"quantization": {"quantize": {**sizes_only, "state": "cancelled"}}})
+    assert "not measured (cancelled): speed and memory, quality" in table.quant.caption.text()
+    table.show_report({"models": {"teacher": {"rougeL": 0.5, "exact_match": 0.1, "retention": 1.0}},
+                       "reference": "teacher", "models_pending": ["kd"], "evaluation_state": "cancelled"})
+    assert table.table.rowCount() == 1 and "not measured (cancelled): kd" in table.caption.text()
+
+
 def test_a_quantization_run_shows_its_report_in_monitor_and_history(window, qtbot, tmp_path):
     store = RunStore()
     paths = store.create("quant", "name: quant\n")
