@@ -174,7 +174,8 @@ def _escaped(exc: Exception, paths, store: RunStore, events: EventWriter) -> str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.check and not args.spec:
+    check = getattr(args, "check", False)  # callers in-process (tests, tools) build a Namespace without --check
+    if check and not args.spec:
         return fail("run --check needs a spec file (compression-engine run --check SPEC.yaml).")
     if args.resume and args.spec:  # the spec would be silently ignored: the run's own spec.yaml is resumed
         return fail(f"give either a spec file or --resume {args.resume}, not both; a resumed run keeps its own "
@@ -208,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec = load_spec(spec_file)
         except SpecError as exc:
             return fail(str(exc))
-        if args.check:
+        if check:
             return _check_only(spec)
         if spec.processes > 1 and not _is_child():
             from engine.runner.launch import launch_distributed
