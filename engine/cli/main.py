@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded demo: teacher SFT → student SFT → KD → evaluation, offline")
     p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
     p.add_argument("--print-spec", action="store_true", help="print the demo spec (YAML) and exit")
+    p.add_argument("--cross-tokenizer", action="store_true",
+                   help="the teacher with another tokenizer (demo:teacher_bpe): SFT vs sequence-level vs "
+                   "cross-tokenizer KD")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval", help="evaluate models on held-out data: ROUGE-L, exact match, retention")

@@ -222,9 +222,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo.pipeline import demo_spec
+    from engine.demo.pipeline import cross_tokenizer_demo_spec, demo_spec
 
-    spec = demo_spec(quick=args.quick)
+    make = cross_tokenizer_demo_spec if getattr(args, "cross_tokenizer", False) else demo_spec
+    spec = make(quick=args.quick)
     if args.print_spec:
         sys.stderr.write(dump_spec(spec))
         return 0

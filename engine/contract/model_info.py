@@ -77,8 +77,8 @@ def kd_pairing(teacher: ModelInfo | None, student: ModelInfo | None) -> KDPairin
     tv, sv = teacher.tokenizer_tokens, student.tokenizer_tokens
     if teacher.vocab_digest == student.vocab_digest:
         if teacher.vocab_size == student.vocab_size:
-            return KDPairing("same", ALL_KD, f"Same tokenizer ({tv} tokens): token-level KD compares the two "
-                             "distributions token by token (the paper's joint loss).")
+            return KDPairing("same", ALL_KD, f"Same vocabulary ({tv} tokens, one tokenizer): token-level KD "
+                             "compares the two distributions token by token (the paper's joint loss).")
         return KDPairing("placeholder", ALL_KD, f"Same {tv} tokens, with placeholder rows padding one model's "
                          f"vocabulary ({teacher.vocab_size} vs {student.vocab_size} rows): token-level KD maps "
                          "every real token one to one.")

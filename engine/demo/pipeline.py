@@ -1,12 +1,13 @@
 """The demo pipeline's spec: teacher SFT → student SFT baseline → token-level KD → evaluation on the demo kit,
-with the students holding references for a tenth of the prompts (the teacher answers the rest for KD).
+with the students holding references for a tenth of the prompts (the teacher answers the rest for KD); and its
+cross-tokenizer variant (a teacher with another tokenizer; SFT vs sequence-level vs cross-tokenizer KD).
 
 Stdlib only, so the studio can show and launch exactly what ``compression-engine demo`` runs. The numbers come
 from the demo kit's calibration (bench/demo_calibration.py; results in bench/RESULTS.md).
 """
 from __future__ import annotations
 
-from engine.contract.spec import RunSpec, build
+from engine.contract.spec import RunSpec, build, to_dict
 
 # Per stage: (learning rate, optimizer steps). Student SFT and KD get the same steps: a fair comparison.
 DEMO_SCHEDULE = {"teacher_sft": (2e-3, 1200), "student_sft": (3e-3, 600), "student_kd": (3e-3, 600)}
@@ -49,3 +50,26 @@ def demo_spec(*, quick: bool = False, seed: int = 0) -> RunSpec:
                            "teacher": {"source": "demo:teacher"}, "student": {"source": "demo:student"},
                            "data": {"preset": "demo", "max_length": DEMO_MAX_LENGTH, "seed": seed,
                                     "max_samples": 300 if quick else 0}})
+
+
+def cross_tokenizer_demo_spec(*, quick: bool = False, seed: int = 0) -> RunSpec:
+    """The demo with a teacher that tokenizes differently (demo:teacher_bpe, a BPE trained on the demo text, and
+    Zephyr chat markers) and three students made at equal student compute (the same steps, batch and
+    references): SFT only, sequence-level KD (the teacher's answers) and cross-tokenizer KD (ULD on the teacher's
+    cached top-64 probabilities, aligned by character offsets). ``compression-engine demo --cross-tokenizer``;
+    bench/cross_tokenizer_demo.py runs it over seeds."""
+    spec = demo_spec(quick=quick, seed=seed)
+    stages = to_dict(spec)["stages"]
+    teacher_sft, student_sft, token_kd, evaluate = stages
+    sequence_kd = {**token_kd, "name": "student_seq_kd",
+                   "distill": {**token_kd["distill"], "method": "sequence", "max_new_tokens": DEMO_MAX_NEW_TOKENS}}
+    cross_kd = {**token_kd, "name": "student_xtok_kd",
+                "distill": {**token_kd["distill"], "method": "cross_tokenizer",
+                            "teacher_cache": {**token_kd["distill"]["teacher_cache"], "enabled": True}}}
+    evaluate["models"] = {"teacher": "teacher_sft", "sft_student": "student_sft", "seq_kd_student": "student_seq_kd",
+                          "xtok_kd_student": "student_xtok_kd"}
+    data = to_dict(spec)
+    data.update({"name": "demo-cross-tokenizer-quick" if quick else "demo-cross-tokenizer",
+                 "teacher": {"source": "demo:teacher_bpe"},
+                 "stages": [teacher_sft, student_sft, sequence_kd, cross_kd, evaluate]})
+    return build(RunSpec, data)

@@ -33,11 +33,14 @@ METHODS: dict[str, str] = {
     "token_kd": "Knowledge distillation — the paper's joint loss on the teacher's token distributions",
     "sequence_kd": "Sequence-level KD — the student learns from answers the teacher generated",
     "on_policy_kd": "On-policy KD (GKD) — the student generates, the teacher scores every token",
+    "cross_tokenizer_kd": "Cross-tokenizer KD — any teacher with any student: their sorted probabilities "
+                          "compared by rank (ULD)",
     "grpo": "Chain-of-thought GRPO — reinforce the student with format and correctness rewards",
     "quantize": "4-bit quantization — NF4 post-training quantization with a before/after report",
     "pipeline": "The whole pipeline — teacher SFT → SFT baseline → KD → GRPO → 4-bit → evaluation",
 }
-KD_METHOD = {"token_kd": "token", "sequence_kd": "sequence", "on_policy_kd": "on_policy"}
+KD_METHOD = {"token_kd": "token", "sequence_kd": "sequence", "on_policy_kd": "on_policy",
+             "cross_tokenizer_kd": "cross_tokenizer"}
 DATA_PRESET_LABELS: dict[str, str] = {  # the presets' own titles (engine/contract/data/presets.py)
     name: f"{p.title} · {p.hub_id}" if p.hub_id else p.title for name, p in PRESETS.items()}
 DATA_FORMAT_LABELS: dict[str, str] = {

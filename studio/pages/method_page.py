@@ -1,5 +1,7 @@
-"""Wizard page 3: what to do — SFT, one of the three distillation methods, GRPO, 4-bit quantization, or the whole
-pipeline — with each method's own knobs (divergence, α, temperature; rewards and their weights; 4-bit format)."""
+"""Wizard page 3: what to do — SFT, one of the four distillation methods, GRPO, 4-bit quantization, or the whole
+pipeline — with each method's own knobs (divergence, α, temperature; rewards and their weights; 4-bit format).
+The distillation methods offered are those the teacher/student pair allows (same vocabulary or not), with the
+reason shown above the knobs."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
@@ -52,6 +54,10 @@ class MethodPage(StudioPage):
         self.buttons["token_kd"].setChecked(True)
         self.group.buttonToggled.connect(self._on_method_toggled)
         self.body.addLayout(methods)
+        self.pairing = QLabel("")  # what the teacher/student pair allows, and why (engine.contract.model_info)
+        self.pairing.setObjectName("hint")
+        self.pairing.setWordWrap(True)
+        self.body.addWidget(self.pairing)
         row = QHBoxLayout()
         row.addWidget(self._build_kd_box())
         row.addWidget(self._build_grpo_box())
@@ -119,6 +125,20 @@ class MethodPage(StudioPage):
         form.addRow("Format", self.quant_type)
         form.addRow(self.double_quant)
         return self.quant_box
+
+    def initializePage(self) -> None:  # noqa: N802 (Qt's name)
+        """Offer the distillation methods the pair allows, with the reason (read on the models page)."""
+        models_page = getattr(self.wizard(), "models_page", None)
+        if models_page is not None:
+            self.show_pairing(models_page.pairing())
+
+    def show_pairing(self, pairing) -> None:
+        self.pairing.setText(pairing.reason)
+        for key, kd in KD_METHOD.items():
+            self.buttons[key].setEnabled(kd in pairing.methods)
+        self.buttons["pipeline"].setEnabled("token" in pairing.methods)  # its KD stage is token-level
+        if not self.buttons[self.method()].isEnabled():
+            self.set_method(next(k for k, kd in KD_METHOD.items() if kd == pairing.methods[0]))
 
     def method(self) -> str:
         return next(k for k, b in self.buttons.items() if b.isChecked())

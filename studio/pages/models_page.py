@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from PySide6.QtCore import Qt
 
-from engine.contract.model_info import ModelInfo, kd_compatibility, missing_local_source
+from engine.contract.model_info import KDPairing, ModelInfo, kd_compatibility, kd_pairing, missing_local_source
 from engine.contract.spec import DTYPES, ModelSpec, RunSpec, SpecError, build, updated
 from studio.arena.catalog import ModelChoice
 from studio.pages.common import StudioPage, tip
@@ -189,6 +189,10 @@ class ModelsPage(StudioPage):
                 box.show_info(info.describe())
                 self._info[role] = info
         self.compat.setText(kd_compatibility(self._info.get("teacher"), self._info.get("student")))
+
+    def pairing(self) -> KDPairing:
+        """What the inspected teacher/student pair allows for distillation (unknown until both are read)."""
+        return kd_pairing(self._info.get("teacher"), self._info.get("student"))
 
     def _on_inspector_failed(self, source: str, message: str) -> None:
         for box in self._boxes().values():

@@ -86,3 +86,11 @@ def test_demo_bpe_teacher_distils_into_the_qwen_student(tmp_path, monkeypatch, c
     assert len(targets) == 1 and (targets[0] / "valid.npy").exists()
     card = (run / "models" / "kd" / "README.md").read_text(encoding="utf-8")
     assert "Cross-tokenizer knowledge distillation" in card
+
+
+def test_demo_cross_tokenizer_variant_prints_its_spec(capsys) -> None:
+    from engine.cli.run import cmd_demo
+
+    assert cmd_demo(argparse.Namespace(quick=True, print_spec=True, cross_tokenizer=True)) == 0
+    text = capsys.readouterr().err
+    assert "demo:teacher_bpe" in text and "method: cross_tokenizer" in text and "method: sequence" in text

@@ -186,7 +186,8 @@ def main(argv: list[str]) -> int:
         small = "student" in source
         print(json.dumps({"architecture": "Qwen2ForCausalLM", "parameters": 500_000 if small else 3_500_000,
                           "vocab_size": 4096, "hidden_size": 64 if small else 128, "layers": 2 if small else 4,
-                          "dtype": "float32"}))
+                          "dtype": "float32", "tokenizer_tokens": 4000,
+                          "vocab_digest": "bpe" if source.endswith("_bpe") else "qwen"}))
         return 0
     # the memory plan's shape (engine/models/memory_plan.py); FAKE_ENGINE_MEMORY_GB sets the room
     if command == "preflight":
