@@ -66,7 +66,7 @@ def safe_json_loads(data: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, uniqu
             data = bytes(data).decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise JSONProblem(f"is not UTF-8 text (byte {exc.start})") from None
-    decoder = _decoder(_unique_object if unique_keys else None, allow_nan)
+    decoder = _DECODERS[bool(unique_keys), bool(allow_nan)]
     try:
         value = decoder.decode(data)
     except JSONProblem:
@@ -91,22 +91,23 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict:
     return seen
 
 
+_DECODERS = {(unique, nan): _decoder(_unique_object if unique else None, nan)  # built once: they hold no state
+             for unique in (False, True) for nan in (False, True)}
+
+
 def too_deep(value: Any, limit: int) -> bool:
     """Whether ``value`` nests lists/objects more than ``limit`` levels (iteratively: deep input must not
-    exhaust the stack of the check meant to catch it)."""
+    exhaust the stack of the check meant to catch it). Only containers are visited: cheap on flat data."""
+    if not isinstance(value, (dict, list)):
+        return False
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children: Any
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
     return False
 
 
