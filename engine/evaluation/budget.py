@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEVICE_BUDGET_MINUTES = {"cpu": 10.0}  # default budget by device type; absent: no limit (a GPU answers fast)
 PROBE_ANSWERS = 2  # answers timed before the sample count is chosen

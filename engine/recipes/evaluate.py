@@ -119,7 +119,7 @@ def _publish(ctx: RunContext, results: dict, sizes: dict, records: list[dict], m
     yet measured); ``final``: retention, the metric events and eval.md too."""
     stage = ctx.stage
     reference = stage.reference if stage.reference in results else next(iter(results), stage.reference)
-    for display, scores in results.items():
+    for scores in results.values():
         for key in HEADLINE:
             scores[f"retention_{key}"] = retention(scores.get(key), results[reference].get(key))
         scores["retention"] = scores["retention_rougeL"]

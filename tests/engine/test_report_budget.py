@@ -14,7 +14,7 @@ from engine.contract.spec import GenerationSpec, QuantizeSpec
 from engine.evaluation.budget import MIN_SAMPLES, PROBE_ANSWERS, budget_s, plan_samples
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import make_tiny_model  # noqa: E402
+from quant_helpers import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORDS = ("foxes", "dogs", "models", "bits", "Paris", "code", "numbers", "weights", "cats", "trees", "rain", "salt")
