@@ -94,3 +94,30 @@ def test_demo_cross_tokenizer_variant_prints_its_spec(capsys) -> None:
     assert cmd_demo(argparse.Namespace(quick=True, print_spec=True, cross_tokenizer=True)) == 0
     text = capsys.readouterr().err
     assert "demo:teacher_bpe" in text and "method: cross_tokenizer" in text and "method: sequence" in text
+
+
+def test_gguf_teacher_with_another_tokenizer_uses_the_cache(tmp_path, monkeypatch, capsys, caplog) -> None:
+    """A GGUF teacher (the BPE teacher written as llama.cpp's converter does) pairs by its own tokenizer read from
+    the file, and its aligned targets go to the run store's cache (teacher_cache.enabled), keyed by its weights."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from quant_helpers import write_gguf
+
+    from engine.demo.kit import ensure_demo_kit
+
+    home = tmp_path / "home"
+    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(home))
+    caplog.set_level(logging.INFO, logger="engine")
+    gguf = write_gguf(ensure_demo_kit().teacher_bpe_dir, tmp_path / "bpe-teacher.gguf")
+    spec = tmp_path / "spec.yaml"
+    text = (SPEC % "cross_tokenizer").replace("demo:teacher_bpe", str(gguf)).replace("top_k: 16", "top_k: 16, "
+                                                                                       "enabled: true")
+    spec.write_text(text, encoding="utf-8")
+    code, events, logs = _run(spec, capsys, caplog)
+    assert code == 0, logs[-3000:]
+    assert any("Different tokenizers" in e["data"]["message"] for e in events if e["type"] == "log")
+    caches = list((home / "teacher-targets").iterdir())
+    assert len(caches) == 1 and (caches[0] / "valid.npy").exists()
+    assert json.loads((caches[0] / "meta.json").read_text())["parts"]["alignment"] == "char-start-v1"
