@@ -10,8 +10,10 @@ write to the descriptor directly (some abort on EPIPE) and the interpreter's fin
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -54,7 +56,14 @@ class SurvivingStream:
             path = str(target or self.fallback or os.devnull)
             try:
                 # never through a link planted in the run folder (the store follows no links out of a run)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                # and never blocking on a FIFO put in its place (O_NONBLOCK; anything but a regular file or
+                # /dev/null is refused): the run goes on, its log goes nowhere
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0), 0o644)
+                if not stat.S_ISREG(os.fstat(fd).st_mode) and path != os.devnull:
+                    os.close(fd)
+                    raise OSError(errno.EINVAL, "not a regular file", path)
+                os.set_blocking(fd, True)
                 for target_fd in (self._stream.fileno(), *self.also_fds):
                     os.dup2(fd, target_fd)
                 os.close(fd)

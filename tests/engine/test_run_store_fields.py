@@ -192,3 +192,14 @@ def test_resume_refuses_a_fifo_in_place_of_a_run_file(run, name):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{name} is not a regular file" in done.stderr and done.stderr.count("\n") == 1
     assert [json.loads(line)["type"] for line in done.stdout.splitlines()] == ["error"]
+
+
+def test_a_fifo_in_place_of_engine_log_never_blocks_the_diverted_stream(tmp_path):
+    from engine.contract.streams import SurvivingStream
+
+    os.mkfifo(tmp_path / "engine.log")
+    read_end, write_end = os.pipe()
+    stream = SurvivingStream(os.fdopen(write_end, "w", buffering=1), fallback=tmp_path / "engine.log")
+    os.close(read_end)  # the studio went away: the stream diverts to engine.log, a FIFO nobody reads
+    _within(5, stream.write, "after the reader left\n")
+    assert stream.diverted  # to /dev/null instead; the run goes on
