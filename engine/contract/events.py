@@ -71,6 +71,7 @@ class LogData(TypedDict):
     message: str
     model: NotRequired[str]  # chat service: the model the line is about
     action: NotRequired[str]  # chat service: what happened to it (unloaded)
+    request_id: NotRequired[str]  # chat service: the request a warning is about (its answer was shortened)
 
 
 class SampleData(TypedDict):
