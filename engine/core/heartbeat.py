@@ -6,9 +6,10 @@ One watchdog thread per process watches the attached event writer (:func:`attach
 stage and by the commands that run work outside a pipeline). Whenever the writer has emitted nothing for
 :data:`INTERVAL_S` seconds, the watchdog emits ``status(running, stage, "<what> (<n> s)")`` naming what runs now:
 the innermost open :func:`activity` (``with activity("loading the teacher"):``), else the stage's current
-:func:`phase` (set as code enters it: "training step 3/10, micro-batch 2/4", "saving checkpoint-3"), with how long
-it has been running. Any other event resets the clock, so a chatty stage sees no heartbeats at all. Without an
-attached writer (tests, library use) activities and phases cost nothing.
+:func:`phase` (set as code enters it: "training step 3/10, micro-batch 2/4", "saving checkpoint-3") and where
+inside it the work is (:func:`detail`: "teacher forward", "loss chunk 3/8"), with how long it has been running.
+Any other event resets the clock, so a chatty stage sees no heartbeats at all. Without an attached writer
+(tests, library use) activities and phases cost nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 INTERVAL_S = 5.0  # at most this long without an event (the promise to the user is 10 s; half leaves slack)
 
 _lock = threading.Lock()
-_target: dict[str, Any] = {"events": None, "stage": "", "phase": ("", 0.0)}
+_target: dict[str, Any] = {"events": None, "stage": "", "phase": ("", 0.0), "detail": ""}
 _open: list[tuple[str, float]] = []  # (what, started) of the open activities, innermost last
 _thread: threading.Thread | None = None
 
@@ -32,7 +33,7 @@ def attach(events: Any, stage: str, what: str = "") -> None:
     global _thread
     with _lock:
         default = f"stage {stage}" if stage else ""
-        _target.update(events=events, stage=stage, phase=(what or default, time.monotonic()))
+        _target.update(events=events, stage=stage, phase=(what or default, time.monotonic()), detail="")
         if events is not None and (_thread is None or not _thread.is_alive()):
             _thread = threading.Thread(target=_watch, name="heartbeat", daemon=True)
             _thread.start()
@@ -43,6 +44,14 @@ def phase(what: str) -> None:
     with _lock:
         if _target["phase"][0] != what:
             _target["phase"] = (what, time.monotonic())
+            _target["detail"] = ""
+
+
+def detail(what: str) -> None:
+    """Where inside the current phase the work is ("teacher forward", "loss chunk 3/8"): said after the phase,
+    whose clock keeps running; cleared by the next :func:`phase`."""
+    with _lock:
+        _target["detail"] = what
 
 
 def current() -> str:
@@ -102,6 +111,8 @@ def _watch() -> None:
                 continue
             beaten = now
             what, started = _open[-1] if _open else _target["phase"]
+            if not _open and _target.get("detail"):
+                what = f"{what}: {_target['detail']}"
             try:
                 events.status("running", _target["stage"], f"{what} ({now - started:.0f} s)")
             except Exception:  # noqa: BLE001 - a heartbeat must never take the engine down

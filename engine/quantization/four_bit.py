@@ -146,8 +146,11 @@ def quantize_and_save(source: str | Path | ModelSpec, out_dir: str | Path, q: Qu
     tokenizer) — the in-memory model may be used once the folder is written."""
     from engine.models.loading import save_model
 
+    from engine.core import heartbeat
+
     spec = _spec_of(source)
-    model, tokenizer = quantize_in_memory(spec, q, device, for_saving=True)
+    with heartbeat.activity(f"quantizing {spec.source} to 4-bit {q.quant_type}"):
+        model, tokenizer = quantize_in_memory(spec, q, device, for_saving=True)
     kept = len(kept_linears(model.config.quantization_config))
     out = save_model(model, tokenizer, Path(out_dir), model_card_text(spec.source, q, kept=kept))
     log.info("saved the 4-bit model to %s", out)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from engine.core import heartbeat
 from engine.core.context import EngineError
 from engine.quantization.four_bit import kept_linears
 from engine.contract.spec import GenerationSpec
@@ -242,7 +243,8 @@ def quantization_report(original_dir: str | Path, quantized_dir: str | Path, rec
         if on_progress:
             on_progress(f"measure {name}", done, steps)
         prompt = MEASURE_PROMPT if not records else records[0].get("instruction") or MEASURE_PROMPT
-        report[name].update(measure_in_subprocess(report[name]["path"], device, prompt))
+        with heartbeat.activity(f"measuring memory and speed of the {name} model in a fresh process"):
+            report[name].update(measure_in_subprocess(report[name]["path"], device, prompt))
         done += 1
     if measure:
         report["measured"].append("speed and memory")

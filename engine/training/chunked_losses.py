@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.core import heartbeat
 from engine.training.losses import (IGNORE_INDEX, KD, _check_args, _divergence_from_log_probs, _effective_kind,
                                     _head_params, joint_weights)
 
@@ -83,8 +84,10 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         grad_bs = torch.zeros_like(bs, dtype=cdtype) if need_bs else None  # [V]
         sums = torch.zeros(3, dtype=cdtype, device=hs.device)  # loss, ce, div
         want = need_hs or need_ws or need_bs
+        chunks = -(-hs.size(0) // chunk_size)
         for start in range(0, hs.size(0), chunk_size):
             end = min(start + chunk_size, hs.size(0))
+            heartbeat.detail(f"loss chunk {start // chunk_size + 1}/{chunks}")  # progress inside a slow step
             hs_c = hs[start:end].to(ws.dtype)  # [C, H]
             zs = F.linear(hs_c, ws, bs).to(cdtype)  # [C, V]
             loss, ce, div, grad = chunk_fn(zs, start, end, want)
@@ -108,6 +111,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_ce, _grad_div):  # type: ignore[override]
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
         ctx.grads = None
+        heartbeat.detail("backward pass")  # autograd continues through the model from here
         return (*grads, None, None, None)
 
 

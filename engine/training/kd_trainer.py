@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
 from engine.contract.spec import DistillSpec
+from engine.core import heartbeat
 from engine.models.hidden_states import last_hidden_state, unwrap_peft
 from engine.contract.metric_names import KD_CE, KD_DIVERGENCE
 from engine.training.losses import IGNORE_INDEX, chunked_kd_loss
@@ -165,9 +166,11 @@ class KDTrainer(_HiddenStateLossTrainer):
         self, student: nn.Module, inputs: dict[str, Tensor], num_items_in_batch: Tensor | int | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]  # each [B, L]
+        heartbeat.detail("student forward")  # what a slow step is busy with, if the heartbeat has to speak
         student_hidden = last_hidden_state(student, ids, mask)  # [B, L, H]
         s = self.kd_settings
         if self.teacher_targets is not None:
+            heartbeat.detail("reading the cached teacher targets")
             from engine.training.chunked_losses import cached_kd_loss
 
             if "row" not in inputs:
@@ -184,6 +187,7 @@ class KDTrainer(_HiddenStateLossTrainer):
             return cached_kd_loss(student_hidden, unwrap_peft(student).get_output_embeddings(), labels, idx,
                                   t_lp, t_tail, alpha=s.alpha, temperature=s.temperature, divergence=s.divergence,
                                   beta=s.jsd_beta, chunk_size=s.chunk_size, num_items_in_batch=num_items_in_batch)
+        heartbeat.detail("teacher forward")
         with torch.no_grad():
             teacher_hidden = last_hidden_state(self.teacher_model, ids, mask)  # [B, L, Ht]
         return chunked_kd_loss(

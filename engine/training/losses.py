@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.contract.stage_specs import DistillSpec
+from engine.core import heartbeat
 from engine.training_data.formatting import IGNORE_INDEX  # re-exported to the loss modules
 
 DivergenceKind = str  # one of engine.contract.vocabulary.DIVERGENCES (the spec's vocabulary, one home)
@@ -298,7 +299,9 @@ class _FusedChunkedKD(torch.autograd.Function):
         size = settings["chunk_size"]
         full_vocab = not 0 < settings["top_k"] < ws.size(0)
         terms = _kl_chunk_terms if full_vocab and settings["kind"] != "jsd" else _chunk_terms
+        chunks = -(-hs.size(0) // size)
         for start in range(0, hs.size(0), size):
+            heartbeat.detail(f"loss chunk {start // size + 1}/{chunks}")  # progress inside a slow step
             hs_c = hs[start : start + size].to(ws.dtype)  # [C, H]
             # logits in the heads' own dtype, as the models compute them, upcast for the softmaxes
             zs = F.linear(hs_c, ws, bs).to(cdtype)  # [C, V]
@@ -328,6 +331,7 @@ class _FusedChunkedKD(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_ce, _grad_div):  # type: ignore[override]
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
         ctx.grads = None
+        heartbeat.detail("backward pass")  # autograd continues through the model from here
         return (*grads, None, None, None, None, None)
 
 

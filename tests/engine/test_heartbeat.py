@@ -34,6 +34,13 @@ def test_status_events_while_an_activity_runs_then_the_phase_and_none_after_deta
     time.sleep(0.6)
     after = beats()[len(during):]  # the activity is over, the stage is not: the watchdog names the phase
     assert after and all(e["message"].startswith("training step 2/5, micro-batch 1/4 (") for e in after)
+    heartbeat.detail("loss chunk 3/8")  # where inside the phase: said after it, on the phase's clock
+    time.sleep(0.6)
+    inside = beats()[len(during) + len(after):]
+    assert inside and inside[-1]["message"].startswith("training step 2/5, micro-batch 1/4: loss chunk 3/8 (")
+    heartbeat.phase("saving checkpoint-2")
+    time.sleep(0.4)
+    assert beats()[-1]["message"].startswith("saving checkpoint-2 (")  # a new phase clears the detail
     heartbeat.attach(None, "")
     count = len(beats())
     time.sleep(0.6)
