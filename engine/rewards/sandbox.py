@@ -17,7 +17,7 @@ this order:
   no fork when one process is allowed, and no metadata changes: chmod, chown, utime, extended attributes and
   ACLs, inode flags — Landlock has no rights for those). The kernel resolves every path, so ``dir_fd``-relative
   calls, symlinks, renames, ``/proc/<ppid>`` and raw syscalls through ctypes meet the same rules. If confinement
-  fails the program does not run;
+  fails the program does not run (``engine.rewards.sandbox_child`` holds this bootstrap);
 * installs an audit hook (``sys.addaudithook``) as a last layer: it refuses writes and reads outside the work
   folder, process creation, sockets, ``ctypes`` and introspection of itself, and ends the program with
   ``REFUSED_EXIT``. It runs in the interpreter it polices, so alone it is not a boundary, and nothing depends on
@@ -28,11 +28,14 @@ user/pid/net/ipc namespaces and a filesystem of read-only binds plus the work fo
 audit hook still apply. ``mechanism()`` says which one runs; with neither ("none") only the audit hook and the
 limits are left, and the GRPO stage refuses code rewards unless ``grpo.allow_unsandboxed_code`` is set.
 
-What is not covered: under Landlock the program still sees the host's file tree. ``os.stat``, ``os.path.exists``
-and ``os.readlink`` reveal whether a path exists, its size, times, mode and owner, and where a link points, for
-every path its user may traverse (Landlock has no right for stat; as nobody, folders like /root stay closed).
-Contents, listings and extended attributes stay unread. bubblewrap's fresh mount namespace hides
-the host instead: only the read-only binds and the work folder exist there.
+The host's file tree: Landlock has no right for ``stat``, so under Landlock alone ``os.stat``, ``exists`` and
+``readlink`` would reveal which paths exist, their sizes, times, modes and owners. So the program also gets a
+user and mount namespace of its own whose root holds only the interpreter, the system libraries and its work
+folder (``sandbox_kernel.hide_host``; bubblewrap does the same by itself). ``hides_host`` says whether that works
+here (it needs user namespaces; a probe checks once). Where it does not, a warning says so: the program can then
+stat any path its user may traverse (as nobody, not inside folders like /root), but still read, list or change
+none of them. What stays visible either way: the paths leading to the interpreter's folders, and the kernel's
+own view (``os.uname``, ``os.cpu_count``, its limits).
 
 The engine kills the whole process group on timeout and again after every run; since the program cannot leave
 its group (seccomp), no child or daemon outlives the check. Meanwhile it measures the work folder
@@ -57,6 +60,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from engine.rewards.sandbox_child import BOOTSTRAP
 from engine.rewards.sandbox_files import remove_tree, watch
 from engine.rewards.sandbox_kernel import landlock_abi
 
@@ -68,99 +72,6 @@ MEMORY_EXIT = 98  # exit code of a program that ran out of its address space
 MECHANISMS = ("landlock", "bwrap", "none")
 _STDLIB = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
 _KERNEL = str(Path(__file__).with_name("sandbox_kernel.py"))
-
-# Runs inside the child: limits, the kernel confinement, the audit hook, then the program. argv: see _command.
-_BOOTSTRAP = r'''
-import os, sys, resource
-def _setup():
-    cpu, mem, fsize, nproc, audit = (int(x) for x in sys.argv[1:6])
-    mode, work, program, stdlib, kernel, readable = sys.argv[6:12]
-    for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
-                             (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64),
-                             (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NPROC, nproc, nproc)):
-        try:
-            resource.setrlimit(what, (soft, hard))
-        except (ValueError, OSError):
-            pass
-    os.chdir(work)
-    with open(os.path.join("..", os.path.basename(program)), encoding="utf-8") as f:  # relative: no right needed
-        source = f.read()                                                              # on the folders above
-    try:  # the kernel boundary; the program never runs without it
-        with open(kernel, encoding="utf-8") as f:
-            confinement = {"__name__": "_sandbox_kernel"}
-            exec(compile(f.read(), kernel, "exec"), confinement)
-        confinement["confine"](readable.split(os.pathsep), [work, "/dev/null"], single_process=nproc <= 1,
-                               landlock=mode == "landlock")
-    except Exception as exc:
-        if mode != "none":  # "none" was chosen knowing there is no boundary: seccomp alone is best effort
-            os.write(2, f"sandbox: could not confine the program: {exc}\n".encode("utf-8", "replace"))
-            os._exit(96)
-    for name in [m for m in sys.modules if m.split(".")[0] in ("ctypes", "_ctypes")]:
-        del sys.modules[name]  # so that the program's own import of ctypes meets the audit hook
-    exit_, write = os._exit, os.write
-    realpath, join, getcwd, fspath = os.path.realpath, os.path.join, os.getcwd, os.fspath
-    readable = (stdlib + os.sep, "/dev/null", "/dev/urandom")
-    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-    forbidden = ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.kill",
-                 "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.", "socket.", "gc.get_referrers",
-                 "gc.get_referents", "gc.get_objects", "sys.addaudithook", "os.setuid", "os.setgid",
-                 "resource.setrlimit", "resource.prlimit")
-    blocked_modules = {"ctypes", "_ctypes", "_posixsubprocess", "_socket", "socket", "subprocess",
-                       "multiprocessing", "_multiprocessing", "pty", "resource"}
-    path_events = {"os.remove": 1, "os.rename": 2, "os.replace": 2, "os.mkdir": 1, "os.rmdir": 1,
-                   "os.chmod": 1, "os.chown": 1, "os.link": 2, "os.symlink": 2, "os.truncate": 1,
-                   "os.utime": 1, "os.chdir": 1, "os.chroot": 1, "os.mkfifo": 1, "os.mknod": 1,
-                   "os.listdir": 1, "os.scandir": 1, "shutil.rmtree": 1, "shutil.copyfile": 2, "shutil.move": 2,
-                   "os.setxattr": 1, "os.removexattr": 1, "os.getxattr": 1, "os.listxattr": 1}
-
-    def refuse(event, detail):
-        write(2, f"sandbox: refused {event} {detail!r}\n".encode("utf-8", "replace"))
-        exit_(97)
-
-    def inside(path):
-        if isinstance(path, int) or path is None:
-            return True  # an already open descriptor / dir_fd-relative call on one
-        full = realpath(join(getcwd(), fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)))
-        return full == work or full.startswith(work + os.sep)
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None))[:3]
-            if isinstance(path, int) or inside(path):
-                return
-            wants_write = bool((flags or 0) & writing) or any(c in str(mode or "") for c in "wax+")
-            full = realpath(fspath(path) if not isinstance(path, bytes) else os.fsdecode(path))
-            if wants_write or not (full.startswith(readable[0]) or full in readable[1:]):
-                refuse(event, path)
-        elif event.startswith(forbidden):
-            refuse(event, args[:1] if args else "")
-        elif event == "import" and args and str(args[0]).split(".")[0] in blocked_modules:
-            refuse(event, args[0])
-        elif event == "object.__setattr__" and len(args) > 1 and args[1] in ("__code__", "__globals__"):
-            refuse(event, args[1])
-        elif event in path_events:
-            for path in args[:path_events[event]]:
-                if event in ("os.listdir", "os.scandir") and path is not None and not isinstance(path, int) \
-                        and realpath(fspath(path)).startswith(readable[0]):
-                    continue  # the import system lists standard-library folders
-                if not inside(path):
-                    refuse(event, path)
-
-    if audit:
-        sys.addaudithook(hook)
-    return source
-_source = _setup()
-del _setup
-_main = type(sys)("__main__")
-sys.modules["__main__"] = _main
-sys.argv = ["main.py"]
-try:
-    exec(compile(_source, "<program>", "exec"), _main.__dict__)
-except MemoryError:
-    sys.stderr.write("MemoryError\n")
-    os._exit(98)
-'''
-
 
 @dataclass
 class SandboxResult:
@@ -227,10 +138,10 @@ def _bwrap_argv(work: Path, files: list[Path]) -> list[str]:
 
 
 def _command(work: Path, program: Path, cpu_s: int, memory_mb: int, file_mb: int, max_processes: int,
-             audit: bool, mode: str) -> list:
-    child = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
+             audit: bool, mode: str, new_root: Path | None) -> list:
+    child = [sys.executable, "-I", "-S", "-B", "-c", BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
              str(file_mb * 2**20), str(max_processes), str(int(audit)), mode, str(work), str(program), _STDLIB,
-             _KERNEL, os.pathsep.join(read_only_paths())]
+             _KERNEL, os.pathsep.join(read_only_paths()), str(new_root or "")]
     return _bwrap_argv(work, [program, Path(_KERNEL)]) + child if mode == "bwrap" else child
 
 
@@ -288,7 +199,8 @@ def _read_capped(path: Path, limit: int) -> str:
 
 
 _PROBE = "import json, math, collections\nopen('probe.txt', 'w').write('ok')\nprint(open('probe.txt').read())\n"
-_USERS: dict[tuple[str, str], tuple[int, int] | None] = {}
+_HIDDEN_PROBE = "import os, json\nprint(os.path.exists('/etc/passwd') or os.path.exists('/proc/self'))\n"
+_SETUPS: dict[tuple[str, str], tuple[tuple[int, int] | None, bool]] = {}
 
 
 def _unprivileged_ids() -> tuple[int, int]:
@@ -299,33 +211,63 @@ def _unprivileged_ids() -> tuple[int, int]:
         return 65534, 65534
 
 
+def _probe(code: str, mode: str, user: tuple[int, int] | None, hide: bool) -> SandboxResult:
+    return _run(code, "", mode=mode, user=user, hide=hide, audit=True, timeout_s=30.0, cpu_s=10, memory_mb=256,
+                output_kb=16, file_mb=1, disk_mb=4, max_processes=1, quiet=True)
+
+
+def _last_line(result: SandboxResult) -> str:
+    return (result.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+def _setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
+    """(``sandbox_user``, ``hides_host``) for ``mode``, probed once per boundary and temporary folder."""
+    key = (mode, tempfile.gettempdir())
+    if key not in _SETUPS:
+        user = None
+        if os.geteuid() == 0:
+            probe = _probe(_PROBE, mode, _unprivileged_ids(), hide=False)
+            if probe.ok and probe.stdout.strip() == "ok":
+                user = _unprivileged_ids()
+            else:
+                log.warning("code sandbox (%s): programs run as root without capabilities, not as the unprivileged "
+                            "user %d, who cannot run %s here (%s); install Python where other users can read it",
+                            mode, _unprivileged_ids()[0], sys.executable, _last_line(probe))
+        hide = mode == "bwrap"
+        if mode == "landlock":
+            probe = _probe(_HIDDEN_PROBE, mode, user, hide=True)
+            hide = probe.ok and probe.stdout.strip() == "False"
+            if not hide:
+                log.warning("code sandbox (landlock): programs can see which paths exist on this machine, with their "
+                            "sizes and times (stat), since they cannot get a root folder of their own here (%s; "
+                            "user namespaces disabled?); they still cannot read or change them", _last_line(probe))
+        _SETUPS[key] = (user, hide)
+    return _SETUPS[key]
+
+
 def sandbox_user(mode: str) -> tuple[int, int] | None:
     """(uid, gid) programs run as: ``nobody`` where the engine is root and a probe program works as nobody with
     ``mode``; None (the engine's own user) otherwise. As nobody a program owns nothing outside its folder, so no
     owner-only operation (chmod, utime, ACLs, chattr) can succeed there even past the seccomp filter. The probe
     fails where nobody cannot run the interpreter (one under /root, a private temporary folder): then programs run
     as root without capabilities, and the filter alone denies those operations; a warning says so once."""
-    key = (mode, tempfile.gettempdir())
-    if key not in _USERS:
-        _USERS[key] = None
-        if os.geteuid() == 0:
-            ids = _unprivileged_ids()
-            probe = _run(_PROBE, "", mode=mode, user=ids, audit=True, timeout_s=30.0, cpu_s=10, memory_mb=256,
-                         output_kb=16, file_mb=1, disk_mb=4, max_processes=1, quiet=True)
-            if probe.ok and probe.stdout.strip() == "ok":
-                _USERS[key] = ids
-            else:
-                log.warning("code sandbox (%s): programs run as root without capabilities, not as the unprivileged "
-                            "user %d, who cannot run %s here (%s); install Python where other users can read it",
-                            mode, ids[0], sys.executable, (probe.stderr.strip().splitlines() or ["no output"])[-1])
-    return _USERS[key]
+    return _setup(mode)[0]
+
+
+def hides_host(mode: str) -> bool:
+    """Whether programs see only their own root folder (the interpreter, system libraries and their work folder):
+    always with bubblewrap; with Landlock where a probe program could get a user and mount namespace of its own
+    (``sandbox_kernel.hide_host``); a warning says so once where not."""
+    return _setup(mode)[1]
 
 
 def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) -> Path:
-    """The program's files: ``root`` (private to the engine but passable) holds the program, its stdin and its
-    output files; ``root/work`` is the program's folder, owned by ``user`` where there is one."""
+    """The program's files: ``root`` (private to the engine but passable) holds the program, its stdin, its
+    output files and the empty ``new-root`` the program's own root may be built on; ``root/work`` is the program's
+    folder, owned by ``user`` where there is one."""
     work = root / "work"
     work.mkdir()
+    (root / "new-root").mkdir(mode=0o755)
     (root / "program.py").write_text(code, encoding="utf-8")
     (root / "stdin").write_text(stdin, encoding="utf-8")
     if user is not None:  # nobody reads the program (0644) through the passable root (0711) and owns its folder
@@ -335,9 +277,9 @@ def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) ->
     return work
 
 
-def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audit: bool, timeout_s: float,
-         cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int, max_processes: int,
-         quiet: bool = False) -> SandboxResult:
+def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, hide: bool, audit: bool,
+         timeout_s: float, cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int,
+         max_processes: int, quiet: bool = False) -> SandboxResult:
     start, root = time.monotonic(), None
     try:
         root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
@@ -347,7 +289,7 @@ def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, audi
         with open(root / "stdin", "rb") as fin, open(root / "stdout", "wb") as fout, \
                 open(root / "stderr", "wb") as ferr:
             proc = subprocess.Popen(_command(work, root / "program.py", cpu_s, memory_mb, file_mb, max_processes,
-                                             audit, mode),
+                                             audit, mode, root / "new-root" if hide and mode == "landlock" else None),
                                     stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     start_new_session=True, close_fds=True, **ids)
             try:
@@ -379,7 +321,8 @@ def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: in
     mode = _mechanism or mechanism()
     # FSIZE caps stdout too (the program dies with SIGXFSZ past it): output can never flood memory or disk.
     file_mb = max(file_mb, output_kb // 1024 + 1)
-    return _run(code, stdin, mode=mode, user=sandbox_user(mode), audit=_audit, timeout_s=timeout_s, cpu_s=cpu_s,
+    user, hide = _setup(mode)
+    return _run(code, stdin, mode=mode, user=user, hide=hide, audit=_audit, timeout_s=timeout_s, cpu_s=cpu_s,
                 memory_mb=memory_mb, output_kb=output_kb, file_mb=file_mb, disk_mb=max(disk_mb, file_mb),
                 max_processes=max_processes)
 

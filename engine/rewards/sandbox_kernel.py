@@ -23,6 +23,8 @@ Why each layer — the kernel resolves every path and checks every syscall, so d
   ``file_setattr`` answer EPERM, since Landlock has no right for them and a program running as a file's owner
   (root without capabilities still owns root's files) passes every permission check for them; reading xattrs
   answers ENOTSUP. ``stat`` is not filtered: the interpreter needs it for every import.
+* **its own root** (``hide_host``, where user namespaces allow): a fresh tmpfs with binds of only what the program
+  may read and its folder, so that ``stat`` on any other path finds nothing (Landlock has no right for stat).
 """
 from __future__ import annotations
 
@@ -207,13 +209,68 @@ def install_seccomp(arch: dict, single_process: bool) -> None:
                          ctypes.c_ulong(0), ctypes.c_ulong(0)), "seccomp")
 
 
-def confine(read_paths: list[str], rw_paths: list[str], *, single_process: bool, landlock: bool) -> str:
-    """All layers, in the only order that works: privileges first (restrict_self needs no_new_privs), Landlock,
-    then seccomp (which forbids nothing Landlock needs). Raises OSError; the caller must then not run the program.
-    Returns a short description of what was applied."""
+_CLONE_NEWUSER, _CLONE_NEWNS = 0x10000000, 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 2, 4, 4096, 16384, 1 << 18, 2
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+
+
+def _encoded(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc().mount(_encoded(source), _encoded(target), _encoded(fstype), ctypes.c_ulong(flags),
+                         _encoded(data)), f"mount {target}")
+
+
+def hide_host(read_paths: list[str], rw_paths: list[str], new_root: str) -> None:
+    """A user and mount namespace of our own whose root is a fresh tmpfs (mounted on the empty folder
+    ``new_root``) holding only binds of ``read_paths`` and ``rw_paths`` at their usual places (links are copied as
+    links): the rest of the host's tree no longer exists for the program, so ``stat`` cannot probe it. Access
+    rights stay with Landlock. Raises OSError (no user namespaces, …)."""
+    libc, uid, gid = _libc(), os.geteuid(), os.getegid()
+    _check(libc.unshare(ctypes.c_int(_CLONE_NEWUSER | _CLONE_NEWNS)), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates back to the host
+    _mount("tmpfs", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+    for path in list(dict.fromkeys(read_paths + rw_paths)):
+        target = new_root + path
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                os.symlink(os.readlink(path), target)
+            continue
+        if not os.path.exists(path) or os.path.lexists(target) and not os.path.isdir(target):
+            continue
+        if os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()  # a file to bind the file onto
+        _mount(path, target, None, _MS_BIND | _MS_REC)
+    cwd = os.getcwd()
+    os.mkdir(new_root + "/.old")
+    _check(libc.syscall(ctypes.c_long(_PIVOT_ROOT[os.uname().machine]), new_root.encode(),
+                        (new_root + "/.old").encode()), "pivot_root")
+    os.chdir("/")
+    _check(libc.umount2(b"/.old", ctypes.c_int(_MNT_DETACH)), "umount the host's root")
+    os.rmdir("/.old")
+    os.chdir(cwd)
+
+
+def confine(read_paths: list[str], rw_paths: list[str], *, single_process: bool, landlock: bool,
+            new_root: str | None = None) -> str:
+    """All layers, in the only order that works: the host's tree hidden first where ``new_root`` is given (it needs
+    the capabilities a new user namespace grants), then privileges (restrict_self needs no_new_privs), Landlock,
+    then seccomp (which forbids nothing Landlock needs, and forbids unshare). Raises OSError; the caller must then
+    not run the program. Returns a short description of what was applied."""
     arch = _ARCH.get(os.uname().machine)
     if arch is None:
         raise OSError(errno.ENOTSUP, f"no seccomp table for {os.uname().machine}")
+    if new_root:
+        hide_host(read_paths, rw_paths, new_root)
     drop_privileges(arch)
     abi = restrict_landlock(read_paths, rw_paths) if landlock else 0
     install_seccomp(arch, single_process)

@@ -218,7 +218,7 @@ def test_a_root_engine_runs_programs_as_nobody(boundary: str, outside: Path) -> 
     """The engine is root; its interpreter (the system python3 here: the test venv's may sit under /root, where
     nobody cannot reach it) is usable by nobody, so programs run as nobody and own nothing outside their folder."""
     script = (f"import sys\nsys.path.insert(0, {str(REPO)!r})\nfrom engine.rewards import sandbox\n"
-              f"print(sandbox.sandbox_user({boundary!r}))\n"
+              f"print(sandbox.sandbox_user({boundary!r}), sandbox.hides_host({boundary!r}))\n"
               f"print(sandbox.run_program(\"import os\\nopen('f', 'w').write('x')\\nprint(os.getuid(), os.getgid(), "
               f"os.getgroups(), os.stat('f').st_uid)\", _mechanism={boundary!r}).stdout)\n"
               f"print(sandbox.run_program({_attack('ACL on a file', outside)!r}, _audit=False, "
@@ -227,14 +227,15 @@ def test_a_root_engine_runs_programs_as_nobody(boundary: str, outside: Path) -> 
     out = subprocess.run([_SYSTEM_PYTHON, "-c", script], capture_output=True, text=True, timeout=120, check=False,
                          env={"TMPDIR": "/tmp"})
     lines = out.stdout.splitlines()
-    assert lines[:2] == ["(65534, 65534)", "65534 65534 [] 65534"], out.stdout + out.stderr
+    assert lines[:2] == ["(65534, 65534) True", "65534 65534 [] 65534"], out.stdout + out.stderr
     assert "Operation not permitted" in out.stdout and _state(outside / "victim.txt") == before
 
 
-def test_the_user_probe_says_why_programs_stay_root(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_user_probe_says_why_programs_stay_root(caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the engine is root but nobody cannot run its interpreter, the programs run as root without
     capabilities (the filter denies metadata calls) and a warning names the reason; as non-root: no switch."""
-    sandbox._USERS.clear()
+    monkeypatch.setattr(sandbox, "_SETUPS", {})
     with caplog.at_level(logging.WARNING, logger="engine.rewards.sandbox"):
         user = sandbox.sandbox_user(sandbox.mechanism())
     if os.geteuid() != 0:
@@ -244,3 +245,34 @@ def test_the_user_probe_says_why_programs_stay_root(caplog: pytest.LogCaptureFix
     else:
         assert user == sandbox._unprivileged_ids()
         assert run_program("import os\nprint(os.getuid())\n").stdout.strip() == str(user[0])
+
+
+def test_the_hosts_tree_is_hidden(boundary: str, tmp_path: Path) -> None:
+    """stat, exists and readlink find nothing of the host but the interpreter's files and the program's folder:
+    bubblewrap and, under Landlock, a user and mount namespace of the program's own with a fresh root."""
+    if not sandbox.hides_host(boundary):
+        pytest.skip("this machine gives programs no namespace of their own (user namespaces disabled?): the host's "
+                    "paths stay visible to stat, as the engine's warning says")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x" * 1234)
+    (tmp_path / "link").symlink_to(secret)
+    probes = [str(secret), str(tmp_path), "/etc/passwd", "/proc/self", str(REPO / "studio")]
+    code = (f"import os\nprint([os.path.lexists(p) for p in {probes!r}])\n"
+            f"for probe in (lambda: os.stat({str(secret)!r}).st_size,\n"
+            f"              lambda: os.readlink({str(tmp_path / 'link')!r})):\n"
+            "    try:\n        print(probe())\n    except OSError as exc:\n        print(type(exc).__name__)\n"
+            "print(os.path.exists('.'), os.path.exists(os.__file__))\n")
+    result = run_program(code, _audit=False, _mechanism=boundary)
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == [str([False] * len(probes)), "FileNotFoundError", "FileNotFoundError",
+                                          "True True"]
+
+
+def test_where_the_host_cannot_be_hidden_a_warning_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sandbox, "_SETUPS", {})
+    monkeypatch.setattr(sandbox, "_HIDDEN_PROBE", "print(True)\n")  # as if /etc/passwd were still there
+    with caplog.at_level(logging.WARNING, logger="engine.rewards.sandbox"):
+        assert sandbox.hides_host("landlock") is False
+    assert any("can see which paths exist" in r.getMessage() for r in caplog.records)
+    assert sandbox.hides_host("bwrap") is True  # bubblewrap's own mount namespace
