@@ -89,7 +89,7 @@ def _failure(what: str, exc: BaseException, doing: str) -> str:
 
     if out_of_memory.is_out_of_memory(exc):
         out_of_memory.release(exc)
-        return out_of_memory.sentence(exc, doing) + " Unload a model or use a shorter prompt."
+        return out_of_memory.sentence(exc, doing, "unload a model, use a shorter prompt or close other programs")
     return f"{what}: {type(exc).__name__}: {brief(exc, 200)}"
 
 

@@ -51,13 +51,13 @@ def release(exc: BaseException) -> None:
         pass
 
 
-def what_ran_out(exc: BaseException) -> str:
-    """"GPU memory", "Apple GPU memory", the address-space limit, or the machine's memory."""
+def what_ran_out(exc: BaseException) -> tuple[str, str]:
+    """("GPU memory" | "Apple GPU memory" | "memory", a note naming the address-space limit when one is set)."""
     text = str(exc)[:2000]
     if "CUDA" in text or "cuda" in type(exc).__module__:
-        return "GPU memory"
+        return "GPU memory", ""
     if "MPS" in text:
-        return "Apple GPU memory"
+        return "Apple GPU memory", ""
     try:
         import resource  # POSIX only
 
@@ -67,8 +67,8 @@ def what_ran_out(exc: BaseException) -> str:
     if soft != unlimited:
         from engine.models.memory import format_bytes
 
-        return f"memory (this process may use at most {format_bytes(soft)} of address space: ulimit -v)"
-    return "memory"
+        return "memory", f"this process may use at most {format_bytes(soft)} of address space: ulimit -v"
+    return "memory", ""
 
 
 def asked_for(exc: BaseException) -> str:
@@ -84,9 +84,13 @@ def asked_for(exc: BaseException) -> str:
     return amount
 
 
+GENERIC_ADVICE = "use a smaller model, shorter sequences (data.max_length) or a smaller batch"
+
+
 def advice(spec: Any, stage: Any, device: str) -> str:
     """The preflight's cheapest change that lowers this stage's estimated peak, as a clause; a generic one when
-    there is none or the estimate itself cannot be made."""
+    there is none or the estimate itself cannot be made. Worked out before the run (:func:`advice_by_stage`):
+    once memory has run out, building even a model on the meta device may fail again."""
     try:
         from engine.models.memory_plan import lowering_change
 
@@ -96,18 +100,23 @@ def advice(spec: Any, stage: Any, device: str) -> str:
         change = None
     if change:
         return f"the cheapest change that lowers its peak is {change}"
-    return "use a smaller model, shorter sequences (data.max_length) or a smaller batch"
+    return GENERIC_ADVICE
 
 
-def sentence(exc: BaseException, where: str, spec: Any = None, stage: Any = None, device: str = "cpu",
-             run_id: str = "") -> str:
-    """One sentence: what ran out, where, how much was asked for, and what to change."""
+def advice_by_stage(spec: Any, device: str) -> dict[str, str]:
+    """Each stage's advice, worked out while memory is plentiful (the pipeline's preflight keeps it)."""
+    return {stage.name: advice(spec, stage, device) for stage in spec.stages}
+
+
+def sentence(exc: BaseException, where: str, hint: str = "", run_id: str = "") -> str:
+    """One sentence: what ran out, where, how much was asked for, and what to change (``hint``, from
+    :func:`advice`; without one, the generic advice of a process that is not a run)."""
     asked = asked_for(exc)
-    head = f"{where} ran out of {what_ran_out(exc)}" + (f" (it asked for {asked} more)" if asked else "")
-    if spec is None or stage is None:
-        hint, retry = "close other programs or use a smaller model", ""
-    else:
-        hint, retry = advice(spec, stage, device), ", or start a new run with that change"
+    what, limit = what_ran_out(exc)
+    notes = "; ".join(n for n in (f"it asked for {asked} more" if asked else "", limit) if n)
+    head = f"{where} ran out of {what}" + (f" ({notes})" if notes else "")
+    retry = ", or start a new run with that change" if hint.startswith("the cheapest change") else ""
+    hint = hint or "close other programs or use a smaller model"
     if run_id:
         return (f"{head}; {hint}. The run stopped as failed and keeps its last checkpoint: free memory (close other "
                 f"programs) and resume with compression-engine run --resume {run_id}{retry}.")

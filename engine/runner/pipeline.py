@@ -24,6 +24,7 @@ from engine.models import out_of_memory
 from engine.recipes import recipe_for
 
 log = logging.getLogger(__name__)
+MEMORY_ADVICE = "memory_advice"  # cache key: each stage's cheapest memory change (engine/models/out_of_memory.py)
 NO_MEMORY_CHECK_ENV = "COMPRESSION_ENGINE_NO_MEMORY_CHECK"  # set to 1 to run a plan the estimate refuses
 
 
@@ -115,6 +116,8 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
         from engine.models.memory_plan import check_plan
 
         check_plan(spec, device)  # last: from configs only, before any weight is read
+        # What to say if memory runs out anyway, worked out now: afterwards even the estimate may not fit.
+        cache[MEMORY_ADVICE] = out_of_memory.advice_by_stage(spec, device)
 
 
 def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: RunStore,
@@ -170,8 +173,9 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
     except Exception as exc:  # noqa: BLE001 - any crash becomes one error event, the trace goes to stderr
         status = "failed"
         if out_of_memory.is_out_of_memory(exc):
+            hint = cache.get(MEMORY_ADVICE, {}).get(stage_name) or ""
             cache.clear()  # models and data a later stage would reuse: the run is over, reporting needs room
-            _report_out_of_memory(exc, spec, stage_name, events, paths, device)
+            _report_out_of_memory(exc, spec, stage_name, events, paths, device, hint)
         else:
             _report_crash(exc, stage_name, events, paths)
     summary["elapsed_s"] = round(time.time() - started, 1)
@@ -182,12 +186,14 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
 
 
 def _report_out_of_memory(exc: BaseException, spec: RunSpec, stage_name: str, events: EventWriter,
-                          paths: RunPaths, device: str) -> None:
+                          paths: RunPaths, device: str, hint: str) -> None:
     """One sentence for memory that ran out: the frames holding the tensors are released first (a MemoryError
     would otherwise strike again while the message is built), no traceback (it is not a bug)."""
     out_of_memory.release(exc)
     stage = next((s for s in spec.stages if s.name == stage_name), None)
-    message = out_of_memory.sentence(exc, f"stage {stage_name or 'setup'}", spec, stage, device, paths.id)
+    if not hint and stage is not None:  # not worked out in preflight (memory check off): try it now
+        hint = out_of_memory.advice(spec, stage, device)
+    message = out_of_memory.sentence(exc, f"stage {stage_name or 'setup'}", hint, paths.id)
     log.error("%s", message)
     events.error(message, stage=stage_name)
 

@@ -110,11 +110,13 @@ def run_stage(ctx):
         chunks.append(bytearray(64 << 20))
 pipeline.recipe_for = lambda kind: types.SimpleNamespace(run_stage=run_stage)
 from engine.models.memory_plan import check_plan
+from engine.models.out_of_memory import advice_by_stage
 check_plan(spec, "cpu")  # as preflight does before any stage: torch and the model classes are loaded by now
+cache = {pipeline.MEMORY_ADVICE: advice_by_stage(spec, "cpu")}  # and, like preflight, what to say if memory runs out
 used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (used + (512 << 20), resource.RLIM_INFINITY))
 status = pipeline.run_pipeline(spec, paths, EventWriter(paths.id, stream=sys.stdout, mirror=paths.events), store,
-                               threading.Event(), "cpu")
+                               threading.Event(), "cpu", cache)
 print(json.dumps({"final": status, "recorded": store.get(paths.id).status}))
 """
 
@@ -129,5 +131,7 @@ def test_a_real_address_space_limit_ends_the_run_failed(tmp_path):
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[-1] == {"final": "failed", "recorded": "failed"}, done.stderr[-2000:]
     error = next(e for e in lines if e.get("type") == "error")["data"]["message"]
-    assert error.startswith("stage s ran out of memory (this process may use at most"), error
+    assert error.startswith("stage s ran out of memory ("), error
+    assert "this process may use at most" in error and "ulimit -v" in error
+    assert "the cheapest change that lowers its peak is train.gradient_checkpointing: true" in error
     assert "Traceback" not in done.stderr
