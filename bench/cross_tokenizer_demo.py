@@ -44,9 +44,14 @@ def first_run(home: Path, spec_file: Path) -> Path:
     return max((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
 
 
+def copy_of(run: Path, seed: int) -> Path:
+    """The seed's copy of ``run``: a valid run id (the last 4 hex digits are the run's tag), a000 + seed."""
+    return run.with_name(f"{run.name[:-4]}{0xA000 + seed:04x}")
+
+
 def prepare(run: Path, seed: int) -> Path:
     """A copy of ``run`` with its trained teacher and the teacher's answers, for seed ``seed``."""
-    copy = run.with_name(f"{run.name}-s{seed}")
+    copy = copy_of(run, seed)
     shutil.rmtree(copy, ignore_errors=True)
     for part in ("models/teacher_sft", "work/teacher_sft"):
         shutil.copytree(run / part, copy / part)
@@ -83,7 +88,7 @@ def main() -> None:
     home = run.parent.parent
 
     def resume(seed: int) -> dict:
-        copy = run.with_name(f"{run.name}-s{seed}")
+        copy = copy_of(run, seed)
         if not (copy / "eval.json").exists():
             copy = prepare(run, seed)
             subprocess.run([sys.executable, "-m", "engine", "run", "--resume", copy.name], env=_env(home),
