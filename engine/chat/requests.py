@@ -53,7 +53,9 @@ def _is(value: Any, kind: str | None) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == NUMBER:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {TEXT: str, LIST: list, OBJECT: dict}[kind])
+    if kind == TEXT:  # a lone surrogate ("\\ud800" in the JSON) is not text any tokenizer or path takes
+        return isinstance(value, str) and unencodable(value) is None
+    return isinstance(value, {LIST: list, OBJECT: dict}[kind])
 
 
 def _shown(value: Any) -> str:

@@ -150,3 +150,15 @@ def test_duplicate_keys_are_refused_in_json_and_yaml_specs(tmp_path, suffix, tex
     spec.write_text(text)
     with pytest.raises(SpecError, match="is given twice"):
         load_spec(spec)
+
+
+@pytest.mark.parametrize("command", [
+    {"type": "load", "model": "m", "source": LONE},
+    {"type": "score", "id": "s", "prediction": LONE, "reference": "x"},
+    {"type": "unload", "model": LONE},
+])
+def test_every_text_field_of_a_chat_command_refuses_a_lone_surrogate(command):
+    from engine.chat.requests import check_fields
+
+    with pytest.raises(EngineError, match="must be text"):
+        check_fields(command)
