@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return fail(f"{linked[0]} is a symbolic link; the engine reads and writes only the run's own files, "
                          "so remove the link (or replace it with the file itself).")
         special = next((p for p in (paths.spec, paths.events, paths.lock, paths.info, paths.eval_json,
-                                    paths.root / "engine.log")
+                                    paths.eval_md, paths.root / "engine.log", paths.root / "launcher.log")
                         if _is_special(p)), None)
         if special is not None:  # a FIFO would hang the replay, a device feed it forever: refuse, open nothing
             return fail(f"{special} is not a regular file (a folder, FIFO or device stands in its place); the "

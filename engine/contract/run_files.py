@@ -88,6 +88,17 @@ def read_inside(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> str:
     return data.decode("utf-8")
 
 
+def append_inside(path: Path, text: str) -> None:
+    """Append ``text`` to a run file, never through a link and never blocking on a FIFO in its place (O_NONBLOCK;
+    anything but a regular file is refused with OSError EINVAL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        if not _is_regular(fd):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        f.write(text)
+
+
 def _is_regular(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
 

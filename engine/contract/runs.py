@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.contract.run_files import (  # re-exported for the store's users
-    _NOFOLLOW, RunLock, RunLocked, RunNotFound, StoreError, clean_scores, json_safe, read_inside, time_field,
+    RunLock, RunLocked, RunNotFound, StoreError, append_inside, clean_scores, json_safe, read_inside, time_field,
     write_atomic)
 from engine.contract.run_status import (  # noqa: F401 - pid_alive re-exported
     STORED_STATES, engine_alive, pid_alive, run_status)
@@ -137,9 +137,7 @@ class RunPaths:
         current = self._read_eval()
         current.setdefault(section, {})[stage] = report
         self._write_eval(current)
-        fd = os.open(self.eval_md, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
-        with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(markdown)
+        append_inside(self.eval_md, markdown)
 
     def _read_eval(self) -> dict:
         try:

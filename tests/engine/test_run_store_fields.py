@@ -176,13 +176,16 @@ def test_special_files_in_place_of_run_files_are_refused_without_blocking(run, k
     assert _within(5, RunLock.holder, paths) is None
     with pytest.raises(StoreError, match="is not a regular file"):
         _within(5, RunLock(paths).acquire)
+    _special(paths.eval_md, kind)
+    with pytest.raises(OSError):
+        _within(5, paths.add_stage_report, "models", "s", {"a": 1}, "| a |\n")
     _special(paths.info, kind)
     with pytest.raises(StoreError, match="is damaged"):
         _within(5, store.get, paths.id)
     assert [r.status for r in _within(5, store.list)] == ["damaged"]
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "lock", "spec.yaml"])
+@pytest.mark.parametrize("name", ["events.jsonl", "lock", "spec.yaml", "eval.md", "engine.log"])
 def test_resume_refuses_a_fifo_in_place_of_a_run_file(run, name):
     store, paths = run
     _special(paths.root / name, "fifo")
