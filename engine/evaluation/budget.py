@@ -34,6 +34,7 @@ class SamplePlan:
     per_answer_s: float  # measured on the probe
     eta_s: float  # expected time of all remaining answers, every model
     budget_s: float | None
+    measured_on: str = f"the first {PROBE_ANSWERS}"  # which answers the rate was measured on
 
     @property
     def scaled(self) -> bool:
@@ -41,7 +42,7 @@ class SamplePlan:
 
     def sentence(self, models: int, device: str) -> str:
         """What the plan does, for an event and the report."""
-        each = f"{self.per_answer_s:.1f} s per answer on {device}, measured on the first {PROBE_ANSWERS}"
+        each = f"{self.per_answer_s:.1f} s per answer on {device}, measured on {self.measured_on}"
         if not self.scaled:
             return f"quality: {self.chosen} held-out samples × {models} model(s), about {_duration(self.eta_s)} " \
                    f"({each})"
@@ -51,14 +52,17 @@ class SamplePlan:
                 "budget for this device — set eval_minutes (--max-minutes) to use more")
 
 
-def plan_samples(asked: int, probe_s: float, probed: int, models: int, budget: float | None) -> SamplePlan:
+def plan_samples(asked: int, probe_s: float, probed: int, models: int, budget: float | None,
+                 done: int | None = None) -> SamplePlan:
     """The sample count that fits ``budget`` seconds for ``models`` models, given ``probed`` answers that took
-    ``probe_s`` seconds (those answers are kept: the first model need not repeat them)."""
+    ``probe_s`` seconds; ``done`` answers (default: the probed ones) are kept and never asked again."""
     per = probe_s / max(probed, 1)
+    done = probed if done is None else done
     chosen = asked
     if budget is not None and per * asked * models > budget:
         chosen = max(min(asked, MIN_SAMPLES), min(asked, math.floor(budget / (per * models))))
-    eta = per * (chosen * models - probed)
+    chosen = max(chosen, min(done, asked))  # answers already generated are used, not thrown away
+    eta = per * (chosen * models - done)
     return SamplePlan(asked=asked, chosen=chosen, per_answer_s=per, eta_s=max(eta, 0.0), budget_s=budget)
 
 
@@ -77,11 +81,23 @@ def _duration(seconds: float) -> str:
 
 
 def answer_in_two_parts(answer: Callable[[list[dict]], list[str]], records: list[dict], models: int,
-                        budget: float | None, announce: Callable[[SamplePlan], Any]) -> tuple[list[dict], list[str]]:
+                        budget: float | None, announce: Callable[[SamplePlan], Any],
+                        batch_size: int = 0) -> tuple[list[dict], list[str]]:
     """The first model's answers: the probe, the plan (``announce``d before the long part starts), then the rest
-    of the chosen records. Returns (the chosen records, their answers)."""
+    of the chosen records. A couple of answers in a batch of their own cost more each than answers in a full
+    batch, so the first full batch after the probe is timed too and the plan revised (and announced again)
+    when its rate changes the count. Returns (the chosen records, their answers)."""
     plan, answers = probe_and_plan(answer, records, models, budget)
     announce(plan)
-    chosen = records[:plan.chosen]
-    rest = chosen[len(answers):]
-    return chosen, answers[:plan.chosen] + (answer(rest) if rest else [])
+    following = records[len(answers):min(plan.chosen, len(answers) + batch_size)]
+    if len(following) > PROBE_ANSWERS:  # a batch large enough to say more than the probe did
+        started = time.perf_counter()
+        answers = answers + answer(following)
+        revised = plan_samples(len(records), time.perf_counter() - started, len(following), models, budget,
+                               done=len(answers))
+        revised.measured_on = f"a batch of {len(following)}"
+        if revised.chosen != plan.chosen:
+            plan = revised
+            announce(plan)
+    rest = records[len(answers):plan.chosen]
+    return records[:plan.chosen], answers[:plan.chosen] + (answer(rest) if rest else [])

@@ -291,7 +291,7 @@ def _quality(report: dict, records: list[dict], preset: str, gen: GenerationSpec
         answer = answerer(model, tokenizer, preset, gen, device, on_progress=step)
         try:
             if name == "original":
-                chosen, preds = answer_in_two_parts(answer, records, 2, budget, on_plan)
+                chosen, preds = answer_in_two_parts(answer, records, 2, budget, on_plan, gen.batch_size)
             else:
                 preds = answer(chosen)
         finally:

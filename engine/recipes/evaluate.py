@@ -106,8 +106,8 @@ def _answer(ctx: RunContext, display: str, model, tokenizer, records: list[dict]
 
     answer = answerer(model, tokenizer, ctx.spec.data.preset, stage.generation, ctx.device, on_progress)
     if index == 0:
-        records, predictions = answer_in_two_parts(answer, records, models,
-                                                   budget_s(stage.eval_minutes, ctx.device), announce)
+        records, predictions = answer_in_two_parts(answer, records, models, budget_s(stage.eval_minutes, ctx.device),
+                                                   announce, stage.generation.batch_size)
     else:
         predictions = answer(records)
     return records, score_answers(records, predictions, ctx.spec.data.preset), predictions

@@ -39,6 +39,28 @@ def test_the_sample_count_fits_the_budget_and_the_plan_says_so():
     assert plan_samples(200, 40.0, 2, 2, None).chosen == 200  # no budget (a GPU): what was asked
 
 
+def test_the_first_full_batch_revises_a_plan_the_probe_made_too_cautious(monkeypatch):
+    """Two answers alone cost more each than sixteen in a batch (measured here on the demo student: 8.1 s vs
+    2.0 s per answer): the plan is revised after the first full batch and announced again."""
+    from engine.evaluation import budget
+
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    calls, plans = [], []
+
+    def answer(records):  # a batch costs 1 s plus 0.1 s per answer
+        calls.append(len(records))
+        clock[0] += 1.0 + 0.1 * len(records)
+        return [r["id"] for r in records]
+
+    records = [{"id": i} for i in range(200)]
+    chosen, answers = budget.answer_in_two_parts(answer, records, 2, 60.0, plans.append, batch_size=16)
+    assert [p.chosen for p in plans] == [50, 184]  # 0.6 s per answer alone, 0.1625 s in a batch of 16
+    assert plans[1].measured_on == "a batch of 16" and "measured on a batch of 16" in plans[1].sentence(2, "cpu")
+    assert calls == [2, 16, 166] and answers == list(range(184)) and chosen == records[:184]
+    assert plans[1].eta_s == pytest.approx(0.1625 * (184 * 2 - 18))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
