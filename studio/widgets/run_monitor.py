@@ -5,13 +5,15 @@ restart, finished runs reopened from the history) can be switched with the selec
 """
 from __future__ import annotations
 
+import html
 import logging
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QTabWidget, QVBoxLayout,
                                QWidget)
 
 from engine.contract.errors import StoreError
+from engine.contract.run_status import ENDED_STATES
 from engine.contract.runs import RunStore
 from engine.contract.safe_json import load_json_file
 from studio.model.history_data import resume_point
@@ -19,11 +21,13 @@ from studio.run_session import RunSession
 from studio.widgets.metric_plots import MetricPlots
 from studio.widgets.history import RESUME_TIP
 from studio.widgets.elided_label import ElidedLabel
-from studio.widgets.run_panels import EvalTable, LogView, ProgressPanel, SamplesPanel
+from studio.model.log_fold import read_tail
+from studio.widgets.log_panel import LogPanel
+from studio.widgets.run_panels import EvalTable, ProgressPanel, SamplesPanel
 
 log = logging.getLogger(__name__)
 STATE_LABELS = {"starting": "starting", "running": "running", "cancelling": "cancelling…",
-                "finished": "finished", "cancelled": "cancelled", "failed": "failed"}
+                "finished": "finished", "cancelled": "cancelled", "failed": "failed", "interrupted": "interrupted"}
 
 
 class RunMonitor(QWidget):
@@ -39,6 +43,8 @@ class RunMonitor(QWidget):
         self.session: RunSession | None = None
         self._eval_loaded_for: tuple = ()
         self._resume_checked_for: tuple = ()
+        self._stored_status = ""  # the contract's status of the run on disk (engine/contract/run_status.py)
+        self._last_words_for: tuple = ()
         self._full_title = ""
         self._build()
         self._timer = QTimer(self)
@@ -82,10 +88,12 @@ class RunMonitor(QWidget):
         self.error_banner = QLabel("")
         self.error_banner.setObjectName("errorBanner")
         self.error_banner.setWordWrap(True)
+        self.error_banner.setTextFormat(Qt.TextFormat.RichText)  # a link to the Log tab
+        self.error_banner.linkActivated.connect(lambda _link: self.tabs.setCurrentWidget(self.log_view))
         self.error_banner.hide()
         self.progress = ProgressPanel()
         self.plots = MetricPlots()
-        self.log_view = LogView()
+        self.log_view = LogPanel()
         self.samples = SamplesPanel()
         self.eval_table = EvalTable()
         self.tabs = QTabWidget()
@@ -122,7 +130,8 @@ class RunMonitor(QWidget):
         self.plots.set_store(self.session.state.metrics)
         self.log_view.reset()
         self.samples.reset()
-        self._eval_loaded_for = self._resume_checked_for = ()
+        self._eval_loaded_for = self._resume_checked_for = self._last_words_for = ()
+        self._stored_status = ""
         self.eval_table.show_report(None)
         self.refresh()
 
@@ -152,18 +161,19 @@ class RunMonitor(QWidget):
             return
         state = session.state
         self._set_title(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
-        self.badge.setText(STATE_LABELS.get(state.state, state.state))
-        self.badge.setProperty("state", state.state)
+        self._show_resume(session)
+        status = self._status(session)
+        self.badge.setText(STATE_LABELS.get(status, status))
+        self.badge.setProperty("state", status)
         self.badge.style().unpolish(self.badge)
         self.badge.style().polish(self.badge)
         self.cancel_button.setEnabled(session.live and state.state != "cancelling")
         self.cancel_button.setVisible(session.live)  # its place goes to Resume once the run is over
-        self._show_resume(session)
-        if state.state == "failed":
-            hint = "  Resume continues it from its last checkpoint." if self.resume_button.isVisibleTo(self) else ""
-            reason = (state.last_error or "the engine stopped").rstrip().rstrip(".")  # the engine's own full stop
-            self.error_banner.setText(f"The run failed: {reason}.  The log has the engine's last words.{hint}")
-            self.error_banner.show()
+        if session.live:
+            self.log_view.last_words_from = None  # a resumed engine may die again with new last words
+        if status in ("failed", "interrupted"):
+            self._show_last_words(session)
+            self._show_failure(status, state.last_error)
         else:
             self.error_banner.hide()
         self.progress.show_state(state)
@@ -177,6 +187,39 @@ class RunMonitor(QWidget):
             self._eval_loaded_for = key
             self.eval_table.show_report(load_eval_report(state.run_id, self.store))
 
+    def _status(self, session: RunSession) -> str:
+        """The run's status as the history shows it: once its engine is gone, the contract's verdict on the run
+        folder (a killed engine's run is "interrupted" in both places), else what the events said."""
+        if not session.live and self._stored_status in ENDED_STATES:
+            return self._stored_status
+        return session.state.state
+
+    def _show_failure(self, status: str, last_error: str) -> None:
+        hint = "  Resume continues it from its last checkpoint." if self.resume_button.isVisibleTo(self) else ""
+        reason = html.escape((last_error or "the engine stopped").rstrip().rstrip("."))  # the engine's own stop
+        where = (f" (the end of {html.escape(str(self.log_view.last_words_from))})"
+                 if self.log_view.last_words_from else "")
+        verb = "was interrupted" if status == "interrupted" else "failed"
+        self.error_banner.setText(f"The run {verb}: {reason}.  The <a href='log'>Log tab</a> has the engine's "
+                                  f"last words{where}.{hint}")
+        self.error_banner.show()
+
+    def _show_last_words(self, session: RunSession) -> None:
+        """Once per run and event count: the tail of runs/<id>/engine.log, the stderr the engine wrote while no
+        studio read it (a followed run, a studio restart), which the events do not carry."""
+        state = session.state
+        key = (state.run_id, state.events_seen)
+        if not state.run_id or session.live or key == self._last_words_for:
+            return
+        self._last_words_for = key
+        try:
+            path = (self.store or RunStore()).paths(state.run_id).root / "engine.log"
+        except (KeyError, OSError, ValueError, StoreError):
+            return
+        lines = read_tail(path) if path != self.log_view.last_words_from else []
+        if lines:  # none: the studio read the engine's stderr itself and the log already ends with it
+            self.log_view.show_last_words(path, lines)
+
     def _show_resume(self, session: RunSession) -> None:
         """Resume for a failed or cancelled run (an interrupted one is failed here) with a resume point; the
         folder is looked at once per state, not on every refresh."""
@@ -185,10 +228,13 @@ class RunMonitor(QWidget):
         if key == self._resume_checked_for:
             return
         self._resume_checked_for = key
+        self._stored_status = ""
         can = False
         if state.run_id and not session.live and state.state in ("failed", "cancelled"):
             try:
-                can = resume_point((self.store or RunStore()).get(state.run_id))
+                record = (self.store or RunStore()).get(state.run_id)
+                self._stored_status = record.current_status()
+                can = resume_point(record)
             except (KeyError, OSError, ValueError, StoreError):  # a damaged run.json: no Resume
                 can = False
         self.resume_button.setVisible(can)

@@ -1,15 +1,15 @@
-"""Small presenters of a run: progress with ETA, the engine log, GRPO sample completions, the evaluation table.
+"""Small presenters of a run: progress with ETA, GRPO sample completions, the evaluation table.
 
 Each one is updated from a :class:`~studio.model.run_state.RunState` (by the monitor's refresh timer) or from a plain
-dict (eval.json); none of them computes anything the engine did not report.
+dict (eval.json); none of them computes anything the engine did not report. The log is studio/widgets/log_panel.py.
 """
 from __future__ import annotations
 
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QTextCursor
-from PySide6.QtWidgets import (QGridLayout, QLabel, QPlainTextEdit, QProgressBar, QTableWidgetItem, QTextBrowser,
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (QGridLayout, QLabel, QProgressBar, QTableWidgetItem, QTextBrowser,
                                QVBoxLayout, QWidget)
 
 from studio.model.run_state import RunState, Sample, format_eta
@@ -89,36 +89,6 @@ class ProgressPanel(QWidget):
             self.run_eta_label.setText(text + (f" + {', '.join(left_out)}" if eta is not None and left_out else ""))
         else:
             self.run_eta_label.setText("")
-
-
-class LogView(QPlainTextEdit):
-    """The engine's stderr and log events; bounded, appended in batches."""
-
-    def __init__(self, parent: QWidget | None = None, max_lines: int = 5000) -> None:
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setMaximumBlockCount(max_lines)
-        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.seen = 0
-
-    def show_state(self, state: RunState) -> None:
-        lines = state.new_log_lines(self.seen)
-        self.seen = state.log_total
-        if lines:
-            self.appendPlainText("\n".join(lines))  # one append per refresh, not per line
-            if not self.textCursor().hasSelection():
-                # the cursor at the start of the last line, not its end: a log appended while its tab was
-                # hidden would otherwise open scrolled to the right, every line cut at its start
-                cursor = self.textCursor()
-                cursor.movePosition(QTextCursor.MoveOperation.End)
-                cursor.movePosition(QTextCursor.MoveOperation.StartOfBlock)
-                self.setTextCursor(cursor)
-
-    def reset(self) -> None:
-        self.clear()
-        self.horizontalScrollBar().setValue(0)
-        self.seen = 0
 
 
 class SamplesPanel(QTextBrowser):

@@ -45,7 +45,7 @@ def test_log_filled_while_its_tab_was_hidden_opens_at_the_start_of_its_lines(qtb
     from PySide6.QtWidgets import QLabel, QTabWidget
 
     from studio.model.run_state import RunState
-    from studio.widgets.run_panels import LogView
+    from studio.widgets.log_panel import LogView
 
     tabs = QTabWidget()
     qtbot.addWidget(tabs)
@@ -78,7 +78,7 @@ def test_failure_banner_has_one_full_stop(qtbot):
     monitor.add_session(RunSession("kd", state=state))
     monitor.refresh()
     text = monitor.error_banner.text()
-    assert "hub id.  The log" in text and ".." not in text
+    assert "hub id.  The <a href='log'>Log tab</a> has the engine's last words." in text and ".." not in text
 
 
 def test_per_model_final_scores_are_a_table_not_a_vertical_line_in_the_loss_plot():

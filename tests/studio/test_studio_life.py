@@ -31,7 +31,9 @@ def test_resume_from_the_monitor_ends_finished_with_one_curve(window, qtbot, tmp
     session = _crashed_run(window, qtbot, tmp_path, monkeypatch)
     monitor = window.monitor
     monitor.refresh()
-    assert monitor.resume_button.isVisibleTo(monitor) and monitor.badge.text() == "failed"
+    # one status everywhere: the engine died without saying so, and the monitor says what the history says
+    assert monitor.resume_button.isVisibleTo(monitor) and monitor.badge.text() == "interrupted"
+    assert "The run was interrupted" in monitor.error_banner.text()
     x_before = list(session.state.metrics.series["student_sft · train/loss"].x)
     assert x_before == list(range(1, 8))  # crashed at step 8, after the checkpoint of step 6
     qtbot.mouseClick(monitor.resume_button, qtbot_left())
@@ -316,3 +318,32 @@ def test_only_a_finished_stage_or_a_complete_checkpoint_is_a_resume_point(tmp_pa
     assert resumable(record)
     finished = store.update(paths.id, status="finished")
     assert not resumable(finished) and "Re-run" in resume_refusal(finished)
+
+
+def test_a_crashed_run_shows_one_status_and_the_engines_last_words_from_engine_log(window, qtbot, tmp_path,
+                                                                                 monkeypatch, fake_launcher):
+    from studio.main_window import MainWindow
+    from studio.model.app_settings import StudioSettings
+
+    session = _crashed_run(window, qtbot, tmp_path, monkeypatch)
+    engine_log = RunStore().paths(session.run_id).root / "engine.log"
+    # what a followed engine wrote after the studio stopped reading its stderr: progress, a warning, its death
+    engine_log.write_text("Map:  50%|#####     | 6/12 [00:01<00:01, 5.0 examples/s]\r"
+                          "Map: 100%|##########| 12/12 [00:02<00:00, 5.0 examples/s]\n"
+                          "/venv/transformers/trainer.py:42: FutureWarning: `tokenizer` is deprecated\n"
+                          "  warnings.warn(\n"
+                          "Traceback (most recent call last):\nRuntimeError: CUDA error: out of memory (last words)\n")
+    window.close()
+    restarted = MainWindow(StudioSettings(), fake_launcher)
+    qtbot.addWidget(restarted)
+    monitor, history = restarted.monitor, restarted.history
+    monitor.refresh()
+    history.records = []
+    history.refresh()
+    history.select_run(session.run_id)
+    assert monitor.badge.text() == history.table.item(0, 1).text() == "interrupted"
+    text = monitor.log_view.view.toPlainText()
+    assert "RuntimeError: CUDA error: out of memory (last words)" in text
+    assert str(engine_log) in monitor.error_banner.text()
+    assert text.count("Map:") == 1 and "12/12" in text and "6/12" not in text  # one progress line, the newest
+    assert "FutureWarning" not in text and monitor.log_view.warnings_button.text() == "▸ 1 library warning"
