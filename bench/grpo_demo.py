@@ -126,13 +126,13 @@ def curve_ends(events: list[dict], window: int) -> dict:
 
 def grpo_spec(args: argparse.Namespace, start: Path, seed: int):
     """The GRPO run: correctness rewards first, small gated shaping rewards, from the cold start."""
-    from engine.contract.spec import DataSpec, GenerationSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+    from engine.contract.spec import DataSpec, GenerationSpec, GRPOSpec, GRPOStage, RewardSpec, RunSpec, TrainSpec
 
     rewards = [RewardSpec("answer_correct", 1.0), RewardSpec("code_tests", 1.0), RewardSpec("format_strict", 0.1),
                RewardSpec("reasoning_structure", 0.1), RewardSpec("length", 0.05)]
     return RunSpec(name=f"grpo-bench-seed{seed}", data=DataSpec(preset="demo_reasoning", **SPLIT), device="cpu",
                    cpu_threads=args.threads,
-                   stages=[StageSpec(kind="grpo", name="grpo", model=str(start), max_eval_samples=0,
+                   stages=[GRPOStage(name="grpo", model=str(start), max_eval_samples=0,
                                      generation=GenerationSpec(batch_size=32),
                                      train=TrainSpec(learning_rate=args.grpo_lr, max_steps=args.grpo_steps,
                                                      batch_size=args.generations * args.prompts_per_step,
@@ -147,13 +147,13 @@ def grpo_spec(args: argparse.Namespace, start: Path, seed: int):
 def cold_start(args: argparse.Namespace, start: Path, records: list[dict], name: str, epochs: float) -> Path:
     """SFT of the start model on the CoT-formatted traces of ``--references`` of the training records (the same
     split as the GRPO run)."""
-    from engine.contract.spec import DataSpec, GRPOSpec, RunSpec, StageSpec, TrainSpec
+    from engine.contract.spec import DataSpec, GRPOSpec, RunSpec, SFTStage, TrainSpec
 
     cot = write_cot_data(records, GRPOSpec().template, args.out / "reasoning_cot.jsonl")
     spec = RunSpec(name=f"grpo-bench-{name}", data=DataSpec(preset="local", path=str(cot), **SPLIT), device="cpu",
-                   stages=[StageSpec(kind="sft", name=name, model=str(start), references=args.references,
-                                     train=TrainSpec(learning_rate=args.sft_lr, epochs=epochs, batch_size=16,
-                                                     logging_steps=50, save_steps=10_000, seed=0))])
+                   stages=[SFTStage(name=name, model=str(start), references=args.references,
+                                    train=TrainSpec(learning_rate=args.sft_lr, epochs=epochs, batch_size=16,
+                                                    logging_steps=50, save_steps=10_000, seed=0))])
     run(spec, args.out / name)
     return args.out / name / "models" / name
 

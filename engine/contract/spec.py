@@ -11,25 +11,29 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 # The F401s below: re-exported names; spec.py is the contract's front door for the studio and the engine.
 from engine.contract.bounded_text import MAX_SPEC_BYTES, parse_bounded, read_spec_file  # noqa: F401
 from engine.contract.errors import SpecError, echo  # SpecError re-exported
 from engine.contract.spec_fields import (DEFAULT_HIGH, SEED_HIGH, STEPS_HIGH, TOKENS_HIGH, build,  # noqa: F401
-                                         check_choice, check_finite, check_fraction, check_numbers,
+                                         changed_only, check_choice, check_finite, check_fraction, check_numbers,
                                          check_positive, check_value, fail, field_help, nested, option, to_dict,
                                          updated)
-from engine.contract.stage_specs import (DistillSpec, ExportSpec, GenerationSpec, GRPOSpec,  # noqa: F401
-                                         QuantizeSpec, RewardSpec, TeacherCacheSpec)
+from engine.contract.stage_kinds import STAGE_KIND_TABLE, STAGE_KINDS, build_stage, stage_kind  # noqa: F401
+from engine.contract.stage_specs import (DistillSpec, ExportSpec, GenerationSpec, GRPOSpec, LoraSpec,  # noqa: F401
+                                         QuantizeSpec, RewardSpec, TeacherCacheSpec, TrainSpec)
+from engine.contract.stages import (DistillStage, EvaluateStage, ExportStage, GRPOStage,  # noqa: F401
+                                    QuantizeStage, SFTStage, StageSpec)
 from engine.contract.vocabulary import (BASE_MODELS, DATA_FORMATS, DATA_PRESETS, DEVICES, DIVERGENCES,  # noqa: F401
                                         DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES, DTYPES, GGUF_FORMATS,
-                                        KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS,
-                                        STAGE_KINDS)
+                                        KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS)
 
 
 @dataclass
 class ModelSpec:
+    ALWAYS_WRITTEN: ClassVar[tuple[str, ...]] = ("source",)  # dump_spec keeps these
     source: str = option("demo:teacher", "Where the model comes from: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local "
                          "folder, a .gguf file, or demo:teacher / demo:student for the embedded demo kit.")
     dtype: str = option("auto", "Weights dtype for inference (a frozen teacher, evaluation, chat): auto (bfloat16 on "
@@ -48,6 +52,7 @@ class ModelSpec:
 
 @dataclass
 class DataSpec:
+    ALWAYS_WRITTEN: ClassVar[tuple[str, ...]] = ("preset",)  # dump_spec keeps these
     preset: str = option("demo", "Data set: demo, demo_reasoning, dolly_en, dolly_es, bugnet, pytorrent, "
                          "codeforces_cot, local (a JSONL/JSON/CSV/Parquet file given in path), or hub (any data set "
                          "on the Hugging Face hub, given in hub_id).")
@@ -102,134 +107,9 @@ class DataSpec:
 
 
 @dataclass
-class LoraSpec:
-    enabled: bool = option(False, "Train LoRA adapters (peft) instead of all weights.")
-    r: int = option(16, "LoRA rank.", high=65536)
-    alpha: int = option(32, "LoRA scaling alpha.", high=10 ** 6)
-    dropout: float = option(0.05, "LoRA dropout.")
-    target_modules: str = option("all-linear", "Modules to adapt: all-linear, or a comma-separated list of names.")
-    quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits (NF4) and train LoRA adapters on it "
-                                  "(implies enabled); on save the adapters are merged into a full-precision copy "
-                                  "of the base.")
-
-    def __post_init__(self) -> None:
-        check_numbers(self, "lora")
-        check_positive("lora.r", self.r)
-        check_positive("lora.alpha", self.alpha)
-        check_fraction("lora.dropout", self.dropout, open_high=True)
-
-
-@dataclass
-class TrainSpec:
-    learning_rate: float = option(1e-3, "Peak learning rate (AdamW).", high=1.0,
-                                  hint="a learning rate above 1 makes every weight diverge; typical values are "
-                                  "1e-5 to 1e-3")
-    sweep_learning_rates: list = option([], "Learning-rate sweep: one model per value; the best on validation "
-                                        "loss is kept. Empty for a single run at learning_rate.")
-    epochs: float = option(1.0, high=10 ** 6, help="Passes over the training split (ignored when max_steps > 0).")
-    max_steps: int = option(0, high=STEPS_HIGH, help="Stop after this many optimizer steps (0 = use epochs).")
-    batch_size: int = option(8, high=1 << 16, help="Sequences per device per step.")
-    gradient_accumulation: int = option(1, high=1 << 16, help="Steps to accumulate before each optimizer update.")
-    warmup_ratio: float = option(0.05, "Fraction of steps spent warming the learning rate up.")
-    weight_decay: float = option(0.0, "AdamW weight decay.", high=10.0)
-    scheduler: str = option(SCHEDULERS[0], "Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
-    logging_steps: int = option(5, high=STEPS_HIGH, help="Emit training metrics every this many steps.")
-    save_steps: int = option(100, high=STEPS_HIGH, help="Save a resumable checkpoint every this many steps.")
-    gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
-    precision: str = option("auto", "Training precision: auto (fp32 weights with bf16 autocast on a GPU that "
-                            "supports it, fp16 autocast with loss scaling on one that does not, fp32 on the CPU), "
-                            "bf16-mixed, fp16-mixed (CUDA only), bf16-pure (bf16 weights: saves memory but small "
-                            "updates round away; only by explicit choice) or fp32.")
-    lora: LoraSpec = option(default_factory=LoraSpec, help="LoRA settings.")
-    seed: int = option(0, high=SEED_HIGH, help="Seed of initialisation-free randomness (data order, dropout).")
-
-    def __post_init__(self) -> None:
-        check_numbers(self, "train")
-        self.lora = nested(LoraSpec, self.lora, "train.lora")
-        check_positive("train.learning_rate", self.learning_rate, high=1.0)
-        if not isinstance(self.sweep_learning_rates, list):
-            fail("train.sweep_learning_rates", "must be a list of learning rates.")
-        for i, lr in enumerate(self.sweep_learning_rates):
-            check_positive(f"train.sweep_learning_rates[{i}]", lr, high=1.0)
-        check_positive("train.seed", self.seed, allow_zero=True)
-        check_positive("train.epochs", self.epochs)
-        check_positive("train.max_steps", self.max_steps, allow_zero=True)
-        check_positive("train.batch_size", self.batch_size)
-        check_positive("train.gradient_accumulation", self.gradient_accumulation)
-        check_fraction("train.warmup_ratio", self.warmup_ratio, open_high=True)
-        check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
-        check_choice("train.precision", self.precision, PRECISIONS)
-        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
-        check_positive("train.logging_steps", self.logging_steps)
-        check_positive("train.save_steps", self.save_steps)
-
-
-
-
-_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"  # stage and display names: they become file names
-
-
-@dataclass
-class StageSpec:
-    """One step of the pipeline. ``model`` and ``teacher`` name a base model (teacher, student) or an earlier
-    stage, whose output model they then use; ``models`` (evaluate) maps display names to such references."""
-
-    kind: str = option("sft", "What the stage does: " + ", ".join(STAGE_KINDS) + ".")
-    name: str = option("", "Unique name of the stage; its output model is saved under models/<name>.")
-    model: str = option("student", "The model this stage trains, quantizes or exports: teacher, student, an "
-                        "earlier stage's name or a model folder.")
-    teacher: str = option("teacher", "Distillation: the teacher model (teacher or an earlier stage's name).")
-    models: dict = option({}, "Evaluate: display name → model reference, e.g. {teacher: teacher_sft}.")
-    reference: str = option("teacher", "Evaluate: the display name that retention is measured against.")
-    train: TrainSpec = option(default_factory=TrainSpec, help="Optimisation settings.")
-    distill: DistillSpec = option(default_factory=DistillSpec, help="Distillation settings.")
-    grpo: GRPOSpec = option(default_factory=GRPOSpec, help="GRPO settings.")
-    quantize: QuantizeSpec = option(default_factory=QuantizeSpec, help="Quantization settings.")
-    export: ExportSpec = option(default_factory=ExportSpec, help="GGUF export settings.")
-    generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings (evaluation, "
-                                        "sequence-level KD).")
-    max_eval_samples: int = option(200, high=10 ** 9, help="Evaluate: at most this many held-out records (0 = all).")
-    eval_minutes: float = option(0.0, high=10 ** 6, help="Evaluate and the 4-bit report: minutes the held-out "
-                                 "answers may take; fewer samples are used where the device is too slow for "
-                                 "max_eval_samples (the events and the report say so). 0 = sized to the device: "
-                                 "10 minutes on a CPU, no limit on a GPU.")
-    references: float = option(1.0, "Fraction of training records whose reference answers this stage may use "
-                               "(a seeded choice, the same records in every stage). Distillation has the "
-                               "teacher answer the others; SFT simply has fewer examples.")
-
-    def __post_init__(self) -> None:
-        check_choice("stage.kind", self.kind, STAGE_KINDS)
-        check_numbers(self, self.name if isinstance(self.name, str) and self.name else "stage")
-        if not self.name:
-            self.name = self.kind
-        # the name becomes a folder name (models/<name>): never '.', '..' or a hidden or over-long name
-        if not isinstance(self.name, str) or not re.fullmatch(_NAME_PATTERN, self.name):
-            fail("stage.name", f"{echo(self.name)} must start with a letter, digit or '_', use only letters, digits, "
-                  "'_', '.' and '-', and have at most 64 characters.")
-        if not isinstance(self.models, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                        for k, v in self.models.items()):
-            fail(f"{self.name}.models", "must map display names to model references (text), e.g. "
-                  "{teacher: teacher_sft}.")
-        for display in self.models:  # a display name becomes a file name (predictions-<name>.jsonl) too
-            if not re.fullmatch(_NAME_PATTERN, display):
-                fail(f"{self.name}.models", f"display name {echo(display)} must start with a letter, digit or '_', use "
-                      "only letters, digits, '_', '.' and '-', and have at most 64 characters.")
-        for key, cls in _STAGE_SUBSPECS.items():
-            setattr(self, key, nested(cls, getattr(self, key), f"{self.name}.{key}"))
-        if self.kind == "evaluate" and self.models and self.reference not in self.models:
-            fail(f"{self.name}.reference", f"{echo(self.reference)} is not one of the evaluated models "
-                  f"({', '.join(self.models)}).")
-        check_positive(f"{self.name}.max_eval_samples", self.max_eval_samples, allow_zero=True)
-        check_positive(f"{self.name}.eval_minutes", self.eval_minutes, allow_zero=True)
-        check_fraction(f"{self.name}.references", self.references, open_low=True)
-
-
-_STAGE_SUBSPECS = {"train": TrainSpec, "distill": DistillSpec, "grpo": GRPOSpec, "quantize": QuantizeSpec,
-                   "export": ExportSpec, "generation": GenerationSpec}
-
-
-@dataclass
 class RunSpec:
+    # dump_spec keeps these even at their defaults: a spec file always says its models, data and stages
+    ALWAYS_WRITTEN: ClassVar[tuple[str, ...]] = ("name", "teacher", "student", "data", "stages")
     name: str = option("run", "A short name for the run (shown in the run history).")
     teacher: ModelSpec = option(default_factory=lambda: ModelSpec("demo:teacher"), help="The large model.")
     student: ModelSpec = option(default_factory=lambda: ModelSpec("demo:student"), help="The small model.")
@@ -257,8 +137,7 @@ class RunSpec:
             setattr(self, key, nested(cls, getattr(self, key), key))
         if not isinstance(self.stages, list):
             fail("stages", "must be a list of stages.")
-        self.stages = [s if isinstance(s, StageSpec) else build(StageSpec, s, f"stages[{i}]")
-                       for i, s in enumerate(self.stages)]
+        self.stages = [build_stage(s, f"stages[{i}]") for i, s in enumerate(self.stages)]
         if not self.stages:
             fail("stages", "is empty; add at least one stage (sft, distill, grpo, quantize, evaluate or export).")
         check_choice("device", self.device, DEVICES)
@@ -281,11 +160,7 @@ class RunSpec:
         for stage in self.stages:
             if stage.name in known:
                 fail(f"stages.{stage.name}", "names a stage like an earlier stage or a base model; rename it.")
-            refs = {"model": stage.model}
-            if stage.kind == "distill":
-                refs["teacher"] = stage.teacher
-            if stage.kind == "evaluate":
-                refs.update({f"models.{k}": v for k, v in stage.models.items()})
+            refs = stage.model_refs()
             for where, ref in refs.items():
                 if ref not in known and not _looks_like_path(ref):
                     fail(f"{stage.name}.{where}", f"{echo(ref)} is neither teacher, student, an earlier stage "
@@ -323,14 +198,17 @@ def parse_spec_text(text: str, *, json_format: bool = False) -> dict:
 
 
 def dump_spec(spec: RunSpec, path: str | Path | None = None) -> str:
-    """YAML text of a spec (written to ``path`` when given; .json paths get JSON)."""
-    data = to_dict(spec)
+    """YAML text of a spec (written to ``path`` when given; .json paths get JSON): what differs from the
+    defaults, and each stage's kind and name, so that it is about the size of what was written; loading it
+    gives the same spec back."""
+    data = changed_only(spec)
     if path is not None and Path(path).suffix.lower() == ".json":
         text = json.dumps(data, indent=2)
     else:
         import yaml
 
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        # flow style for blocks of plain values ({learning_rate: 2.0e-05, epochs: 3.0}): a spec reads as written
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=110)
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text

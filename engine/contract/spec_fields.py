@@ -165,6 +165,11 @@ def build(cls: type, values: Any, where: str = "") -> Any:
     if not isinstance(values, dict):
         raise SpecError(f"{where}: expected a mapping of settings, got {type(values).__name__}.")
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for f in dataclasses.fields(cls):  # a fixed field (a stage class's kind) may be written, as what it is
+        if not f.init and f.name in values:
+            if values[f.name] != f.default:
+                raise SpecError(f"{where}.{f.name}: is {f.default!r} for {cls.__name__}, got {values[f.name]!r}.")
+            values = {k: v for k, v in values.items() if k != f.name}
     unknown = sorted(str(k) for k in set(values) - names)
     if unknown:
         raise SpecError(f"{shorten(where, 80)}: unknown setting {echo(unknown[0])}; known settings are "
@@ -181,6 +186,45 @@ def build(cls: type, values: Any, where: str = "") -> Any:
 def to_dict(spec: Any) -> dict:
     """Plain-data form of a spec, ready for YAML or JSON."""
     return dataclasses.asdict(spec)
+
+
+def changed_only(spec: Any, base: Any = None) -> dict:
+    """Plain-data form of a spec without the settings that hold their defaults (a block of nothing but defaults
+    is left out whole), so that a dumped spec is about the size of what was written; building the result gives
+    ``spec`` back. ``base`` is the default to compare against (the field's default for a nested block; else the
+    class built with no arguments, or its fields' defaults). A class's ``ALWAYS_WRITTEN`` fields are kept."""
+    if base is None:
+        try:
+            base = type(spec)()
+        except (SpecError, TypeError):  # a class with no valid default (a run needs stages): its fields' defaults
+            base = None
+    keep = getattr(type(spec), "ALWAYS_WRITTEN", ())
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        default = getattr(base, f.name) if base is not None else _field_default(f)
+        if dataclasses.is_dataclass(value):
+            plain = changed_only(value, default if type(default) is type(value) else None)
+            if plain or f.name in keep:
+                out[f.name] = plain
+        elif isinstance(value, list) and any(dataclasses.is_dataclass(v) for v in value):
+            if f.name in keep or _plain(value) != _plain(default):
+                out[f.name] = [changed_only(v) if hasattr(type(v), "ALWAYS_WRITTEN") else _plain(v) for v in value]
+        elif f.name in keep or _plain(value) != _plain(default):
+            out[f.name] = _plain(value)
+    return out
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def updated(spec: Any, values: dict, where: str = "") -> Any:

@@ -1,13 +1,80 @@
-"""The settings of what each stage kind does — distillation (and its teacher-targets cache), generation, GRPO and
-its rewards, 4-bit quantization, GGUF export — each validated once, in its ``__post_init__``. Stdlib only."""
+"""The settings blocks stages are made of — training (and its LoRA), distillation (and its teacher-targets cache),
+generation, GRPO and its rewards, 4-bit quantization, GGUF export — each validated once, in its
+``__post_init__``. Which kind of stage holds which block is said by the stage classes (``stages.py``). Stdlib
+only."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from engine.contract.spec_fields import (STEPS_HIGH, TOKENS_HIGH, build, check_choice, check_finite, check_fraction,
-                                         check_numbers, check_positive, fail, nested, option)
-from engine.contract.vocabulary import COMPUTE_DTYPES, DIVERGENCES, GGUF_FORMATS, KD_METHODS, QUANT_TYPES, REWARDS
+from engine.contract.spec_fields import (SEED_HIGH, STEPS_HIGH, TOKENS_HIGH, build, check_choice, check_finite,
+                                         check_fraction, check_numbers, check_positive, fail, nested, option)
+from engine.contract.vocabulary import (COMPUTE_DTYPES, DIVERGENCES, GGUF_FORMATS, KD_METHODS, PRECISIONS,
+                                        QUANT_TYPES, REWARDS, SCHEDULERS)
 from engine.contract.errors import echo
+
+@dataclass
+class LoraSpec:
+    enabled: bool = option(False, "Train LoRA adapters (peft) instead of all weights.")
+    r: int = option(16, "LoRA rank.", high=65536)
+    alpha: int = option(32, "LoRA scaling alpha.", high=10 ** 6)
+    dropout: float = option(0.05, "LoRA dropout.")
+    target_modules: str = option("all-linear", "Modules to adapt: all-linear, or a comma-separated list of names.")
+    quantized_base: bool = option(False, "QLoRA: load the base model in 4 bits (NF4) and train LoRA adapters on it "
+                                  "(implies enabled); on save the adapters are merged into a full-precision copy "
+                                  "of the base.")
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "lora")
+        check_positive("lora.r", self.r)
+        check_positive("lora.alpha", self.alpha)
+        check_fraction("lora.dropout", self.dropout, open_high=True)
+
+
+@dataclass
+class TrainSpec:
+    learning_rate: float = option(1e-3, "Peak learning rate (AdamW).", high=1.0,
+                                  hint="a learning rate above 1 makes every weight diverge; typical values are "
+                                  "1e-5 to 1e-3")
+    sweep_learning_rates: list = option([], "Learning-rate sweep: one model per value; the best on validation "
+                                        "loss is kept. Empty for a single run at learning_rate.")
+    epochs: float = option(1.0, high=10 ** 6, help="Passes over the training split (ignored when max_steps > 0).")
+    max_steps: int = option(0, high=STEPS_HIGH, help="Stop after this many optimizer steps (0 = use epochs).")
+    batch_size: int = option(8, high=1 << 16, help="Sequences per device per step.")
+    gradient_accumulation: int = option(1, high=1 << 16, help="Steps to accumulate before each optimizer update.")
+    warmup_ratio: float = option(0.05, "Fraction of steps spent warming the learning rate up.")
+    weight_decay: float = option(0.0, "AdamW weight decay.", high=10.0)
+    scheduler: str = option(SCHEDULERS[0], "Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
+    logging_steps: int = option(5, high=STEPS_HIGH, help="Emit training metrics every this many steps.")
+    save_steps: int = option(100, high=STEPS_HIGH, help="Save a resumable checkpoint every this many steps.")
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory.")
+    precision: str = option("auto", "Training precision: auto (fp32 weights with bf16 autocast on a GPU that "
+                            "supports it, fp16 autocast with loss scaling on one that does not, fp32 on the CPU), "
+                            "bf16-mixed, fp16-mixed (CUDA only), bf16-pure (bf16 weights: saves memory but small "
+                            "updates round away; only by explicit choice) or fp32.")
+    lora: LoraSpec = option(default_factory=LoraSpec, help="LoRA settings.")
+    seed: int = option(0, high=SEED_HIGH, help="Seed of initialisation-free randomness (data order, dropout).")
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "train")
+        self.lora = nested(LoraSpec, self.lora, "train.lora")
+        check_positive("train.learning_rate", self.learning_rate, high=1.0)
+        if not isinstance(self.sweep_learning_rates, list):
+            fail("train.sweep_learning_rates", "must be a list of learning rates.")
+        for i, lr in enumerate(self.sweep_learning_rates):
+            check_positive(f"train.sweep_learning_rates[{i}]", lr, high=1.0)
+        check_positive("train.seed", self.seed, allow_zero=True)
+        check_positive("train.epochs", self.epochs)
+        check_positive("train.max_steps", self.max_steps, allow_zero=True)
+        check_positive("train.batch_size", self.batch_size)
+        check_positive("train.gradient_accumulation", self.gradient_accumulation)
+        check_fraction("train.warmup_ratio", self.warmup_ratio, open_high=True)
+        check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.scheduler", self.scheduler, SCHEDULERS)
+        check_positive("train.logging_steps", self.logging_steps)
+        check_positive("train.save_steps", self.save_steps)
+
 
 @dataclass
 class TeacherCacheSpec:
@@ -62,6 +129,34 @@ class DistillSpec:
         check_positive("distill.chunk_size", self.chunk_size)
         check_fraction("distill.sequence_mix", self.sequence_mix)
         check_positive("distill.max_new_tokens", self.max_new_tokens)
+        self._refuse_ignored_knobs()
+
+    def _refuse_ignored_knobs(self) -> None:
+        """A knob the chosen method does not read must hold its default: a spec never says something that does
+        not happen (alpha weighs the token-level and cross-tokenizer joint losses only; sequence-level KD is plain
+        cross-entropy on the teacher's answers, GKD has its own loss)."""
+        used = KD_METHOD_KNOBS[self.method]
+        for f in dataclasses.fields(self):
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if f.name not in used and f.name != "method" and getattr(self, f.name) != default:
+                users = [m for m, knobs in KD_METHOD_KNOBS.items() if f.name in knobs]
+                fail(f"distill.{f.name}", f"is ignored by {KD_METHOD_WORDS[self.method]} (method: {self.method}); "
+                      f"only {' and '.join(users)} KD reads it, so remove it or change the method.")
+
+
+# The distillation knobs each method reads (engine/recipes/distill.py, engine/training/kd_trainer.py,
+# engine/training/cross_tokenizer.py); the others must keep their defaults. max_new_tokens: sequence and on-policy
+# KD generate answers; token and cross-tokenizer KD have the teacher answer the prompts whose references a stage
+# may not use (references < 1).
+KD_METHOD_KNOBS: dict[str, frozenset[str]] = {
+    "token": frozenset({"alpha", "temperature", "divergence", "jsd_beta", "top_k", "chunk_size", "max_new_tokens",
+                        "teacher_cache"}),
+    "sequence": frozenset({"sequence_mix", "max_new_tokens"}),
+    "on_policy": frozenset({"temperature", "divergence", "jsd_beta", "max_new_tokens"}),
+    "cross_tokenizer": frozenset({"alpha", "temperature", "chunk_size", "max_new_tokens", "teacher_cache"}),
+}
+KD_METHOD_WORDS = {"token": "token-level KD", "sequence": "sequence-level KD", "on_policy": "on-policy KD (GKD)",
+                   "cross_tokenizer": "cross-tokenizer KD"}
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Every choice list of a spec in one place — presets, data formats, divergences, KD methods, rewards, devices,
-dtypes, precisions, schedulers, distributed strategies, experiment trackers, GGUF formats, stage kinds — read by
-the spec's checks, the wizard's lists, the command line's choices and the engine alike. Add a choice here (and
+dtypes, precisions, schedulers, distributed strategies, experiment trackers, GGUF formats — read by the
+spec's checks, the wizard's lists, the command line's choices and the engine alike (the stage kinds are a table
+of their own: stage_kinds.py). Add a choice here (and
 its implementation where it is used); never write a list of them again elsewhere. Stdlib only."""
 from __future__ import annotations
 
@@ -34,4 +35,3 @@ REPORT_TO = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow",
 GGUF_FORMAT_NOTES = {"f16": "full quality, 2 bytes per weight", "q8_0": "8-bit, near-lossless",
                      "q4_0": "4-bit, no extra package", "q4_k_m": "4-bit k-quant; needs llama-cpp-python"}
 GGUF_FORMATS = tuple(GGUF_FORMAT_NOTES)
-STAGE_KINDS = ("sft", "distill", "grpo", "quantize", "evaluate", "export")

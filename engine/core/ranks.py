@@ -9,7 +9,8 @@ import sys
 from typing import Any, TypeVar
 from collections.abc import Callable
 
-RANK_ZERO_KINDS = ("evaluate", "quantize", "export")  # stages that run once, on rank 0, while the other ranks wait
+from engine.contract.stage_kinds import stage_kind
+
 T = TypeVar("T")
 
 
@@ -59,8 +60,9 @@ def any_rank(flag: bool) -> bool:
 
 def run_stage_on_ranks(kind: str, run: Callable[[], T]) -> T | None:
     """Run one pipeline stage the rank-aware way: training stages on every rank (the trainer shards the data),
-    evaluation and quantization once on rank 0. Every rank then waits at one barrier, so the next stage finds
-    the model rank 0 saved. Returns None on the ranks that skipped the stage."""
-    result = run() if kind not in RANK_ZERO_KINDS or is_main_process() else None
+    the kinds the contract's table marks ``rank_zero_only`` (evaluation, quantization, export) once on rank 0.
+    Every rank then waits at one barrier, so the next stage finds the model rank 0 saved. Returns None on the
+    ranks that skipped the stage."""
+    result = run() if not stage_kind(kind).rank_zero_only or is_main_process() else None
     wait_for_everyone()
     return result

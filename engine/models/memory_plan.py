@@ -27,9 +27,10 @@ import dataclasses
 import logging
 from typing import Any
 
+from engine.contract.stage_kinds import stage_kind
+from engine.core.context import EngineError
 from engine.models import memory
 from engine.models.known_configs import KNOWN_CONFIGS, known_config_name  # the table moved; its readers here stay
-from engine.core.context import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -179,55 +180,81 @@ def _teacher(spec: Any, stage: Any, device: str, dims_of: Any, tokens: int, gen:
     return {"teacher": _weights(d, w, teacher_spec.load_in_4bit) + forward + _kv_cache(d, 1, gen, w)}
 
 
+def _chunk(stage: Any, data: Any, n: int, vocab: int, kind: str = "live") -> int:
+    """The chunked losses' fp32 [chunk, V] buffers for ``n``-token chunks of the stage's batch."""
+    return CHUNK_COPIES[kind] * min(n, stage.train.batch_size * data.max_length) * vocab * 4
+
+
+def _sft_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    tokens = stage.train.batch_size * spec.data.max_length
+    d = dims_of(_base_spec(spec, stage.model)[0].source)
+    return {**_training(spec, stage, device, dims_of, tokens), "loss": _chunk(stage, spec.data, 256, d.vocab, "sft")}
+
+
+def _distill_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    data, dist = spec.data, stage.distill
+    tokens = stage.train.batch_size * data.max_length
+    d = dims_of(_base_spec(spec, stage.model)[0].source)
+    gen_tokens = stage.generation.batch_size * (data.max_length + dist.max_new_tokens)
+    if (dist.method == "token" and dist.teacher_cache.enabled) or dist.method == "cross_tokenizer":
+        train = {**_training(spec, stage, device, dims_of, tokens),
+                 "loss": _chunk(stage, data, dist.chunk_size, d.vocab, "cached")}
+        build = _teacher(spec, stage, device, dims_of, dist.teacher_cache.batch_size * data.max_length)
+        build["loss"] = 3 * 256 * d.vocab * 4
+        answers = _teacher(spec, stage, device, dims_of, 0, gen_tokens) if stage.references < 1 else {}
+        return max((train, build, answers), key=lambda p: sum(p.values()))
+    if dist.method == "sequence":
+        return _sft_parts(spec, stage, device, dims_of)
+    parts = {**_training(spec, stage, device, dims_of, tokens), "loss": _chunk(stage, data, dist.chunk_size, d.vocab)}
+    extra = gen_tokens if dist.method == "on_policy" or stage.references < 1 else 0
+    return {**parts, **_teacher(spec, stage, device, dims_of, tokens, extra)}
+
+
+def _grpo_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    g, batch = stage.grpo, stage.train.batch_size
+    d = dims_of(_base_spec(spec, stage.model)[0].source)
+    seq = spec.data.max_length + g.max_completion_length
+    parts = _training(spec, stage, device, dims_of, batch * seq)
+    act = _widths(spec, stage, _base_spec(spec, stage.model)[0], device)[1]
+    parts["loss"] = LOGIT_COPIES * batch * g.max_completion_length * d.vocab * 4
+    parts["kv_cache"] = _kv_cache(d, batch, seq, act)
+    if g.beta > 0:
+        parts["reference"] = d.params * act
+    return parts
+
+
+def _quantize_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    config = config_of(_base_spec(spec, stage.model)[0].source)
+    return {"weights": memory.estimate_model_bytes(config, "bfloat16")
+            + memory.estimate_model_bytes(config, "bfloat16", True)}
+
+
+def _inference_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    """One frozen model at a time, answering a batch (its weights and KV cache)."""
+    sizes = []
+    for ref in (getattr(stage, "models", None) or {stage.model: stage.model}).values():
+        model_spec, _ = _base_spec(spec, ref)
+        d, w, gen = dims_of(model_spec.source), _frozen_width(model_spec, device), stage.generation
+        sizes.append(_weights(d, w, model_spec.load_in_4bit)
+                     + _kv_cache(d, gen.batch_size, spec.data.max_length + gen.max_new_tokens, w))
+    return {"weights": max(sizes)}
+
+
+def _weights_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
+    """A model read to be written out again (GGUF export): its weights, nothing generated."""
+    model_spec, _ = _base_spec(spec, stage.model)
+    return {"weights": _weights(dims_of(model_spec.source), _frozen_width(model_spec, device),
+                                model_spec.load_in_4bit)}
+
+
+# the estimate of each entry the contract's stage-kind table names (StageKind.memory)
+ESTIMATES = {"sft": _sft_parts, "distill": _distill_parts, "grpo": _grpo_parts, "quantize": _quantize_parts,
+             "inference": _inference_parts, "weights": _weights_parts}
+
+
 def stage_parts(spec: Any, stage: Any, device: str, dims_of: Any) -> dict[str, int]:
     """Bytes by part at the stage's peak (before slack and the CUDA context)."""
-    data, kind = spec.data, stage.kind
-    tokens = stage.train.batch_size * data.max_length
-    chunk = lambda n, v, kind="live": CHUNK_COPIES[kind] * min(n, tokens) * v * 4  # noqa: E731 - fp32 buffers
-    if kind == "sft":
-        d = dims_of(_base_spec(spec, stage.model)[0].source)
-        return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab, "sft")}
-    if kind == "distill":
-        d = dims_of(_base_spec(spec, stage.model)[0].source)
-        dist = stage.distill
-        gen_tokens = stage.generation.batch_size * (data.max_length + dist.max_new_tokens)
-        if (dist.method == "token" and dist.teacher_cache.enabled) or dist.method == "cross_tokenizer":
-            train = {**_training(spec, stage, device, dims_of, tokens),
-                     "loss": chunk(dist.chunk_size, d.vocab, "cached")}
-            build = _teacher(spec, stage, device, dims_of, dist.teacher_cache.batch_size * data.max_length)
-            build["loss"] = 3 * 256 * d.vocab * 4
-            answers = _teacher(spec, stage, device, dims_of, 0, gen_tokens) if stage.references < 1 else {}
-            return max((train, build, answers), key=lambda p: sum(p.values()))
-        if dist.method == "sequence":
-            return {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(256, d.vocab, "sft")}
-        parts = {**_training(spec, stage, device, dims_of, tokens), "loss": chunk(dist.chunk_size, d.vocab)}
-        extra = gen_tokens if dist.method == "on_policy" or stage.references < 1 else 0
-        return {**parts, **_teacher(spec, stage, device, dims_of, tokens, extra)}
-    if kind == "grpo":
-        g = stage.grpo
-        d = dims_of(_base_spec(spec, stage.model)[0].source)
-        seq = data.max_length + g.max_completion_length
-        parts = _training(spec, stage, device, dims_of, stage.train.batch_size * seq)
-        act = _widths(spec, stage, _base_spec(spec, stage.model)[0], device)[1]
-        parts["loss"] = LOGIT_COPIES * stage.train.batch_size * g.max_completion_length * d.vocab * 4
-        parts["kv_cache"] = _kv_cache(d, stage.train.batch_size, seq, act)
-        if g.beta > 0:
-            parts["reference"] = d.params * act
-        return parts
-    if kind == "quantize":
-        model_spec, _ = _base_spec(spec, stage.model)
-        config = config_of(model_spec.source)
-        return {"weights": memory.estimate_model_bytes(config, "bfloat16")
-                + memory.estimate_model_bytes(config, "bfloat16", True)}
-    sizes = []  # evaluate: one model at a time
-    for ref in (stage.models or {stage.model: stage.model}).values():
-        model_spec, _ = _base_spec(spec, ref)
-        d = dims_of(model_spec.source)
-        w = _frozen_width(model_spec, device)
-        gen = stage.generation
-        sizes.append(_weights(d, w, model_spec.load_in_4bit)
-                     + _kv_cache(d, gen.batch_size, data.max_length + gen.max_new_tokens, w))
-    return {"weights": max(sizes)}
+    return ESTIMATES[stage_kind(stage).memory](spec, stage, device, dims_of)
 
 
 def _dims_cache() -> Any:
@@ -249,8 +276,9 @@ def stage_peak(spec: Any, stage: Any, device: str, dims_of: Any = None) -> tuple
 
 def _changes(spec: Any, stage: Any) -> list[tuple[str, Any]]:
     """Changes that lower a stage's peak, cheapest first (least effect on the result), each (text, apply)."""
-    t, out = stage.train, []
-    trains = stage.kind in ("sft", "distill", "grpo")
+    out: list[tuple[str, Any]] = []
+    trains = stage_kind(stage).trains
+    t = stage.train if trains else None
     if trains and not t.gradient_checkpointing:
         out.append(("train.gradient_checkpointing: true", lambda s, st: setattr(st.train, "gradient_checkpointing",
                                                                                 True)))

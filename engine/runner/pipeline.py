@@ -18,7 +18,9 @@ from engine.contract.errors import shorten
 from engine.contract.run_status import STAGE_DONE_FILE
 from engine.contract.safe_json import safe_json_loads
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
-from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, StageSpec, base_model_of
+from engine.contract.spec import BASE_MODELS, REPORT_TO, RunSpec, base_model_of
+from engine.contract.stage_kinds import stage_kind
+from engine.contract.stages import DistillStage, ExportStage, QuantizeStage, StageSpec
 from engine.core.ranks import any_rank, is_main_process, run_stage_on_ranks
 from engine.models import out_of_memory
 from engine.recipes import recipe_for
@@ -34,9 +36,10 @@ def stage_plan(spec: RunSpec) -> list[dict]:
     still to come by their work instead of counting them as equal shares (the studio's whole-run ETA)."""
     plan = []
     for stage in spec.stages:
-        rates = max(1, len(stage.train.sweep_learning_rates or []))
+        train = stage.train if stage_kind(stage).trains else None  # the others have no optimizer steps
+        rates = max(1, len(train.sweep_learning_rates or [])) if train else 1
         plan.append({"stage": stage.name, "kind": stage.kind, "model": base_model_of(spec, stage.model),
-                     "steps": stage.train.max_steps * rates if stage.train.max_steps > 0 else None})
+                     "steps": train.max_steps * rates if train and train.max_steps > 0 else None})
     return plan
 
 
@@ -60,9 +63,9 @@ def _read_marker(marker: Any, events: EventWriter) -> dict | None:
 
 def _needs_data(stage: StageSpec) -> bool:
     """Training and evaluation read the data set; a quantize stage only for its report; an export never."""
-    if stage.kind == "quantize":
+    if isinstance(stage, QuantizeStage):
         return stage.quantize.report
-    return stage.kind != "export"
+    return not isinstance(stage, ExportStage)
 
 
 def check_report_to(spec: RunSpec) -> None:
@@ -89,10 +92,7 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
 
     refs = set()
     for stage in spec.stages:
-        refs.add(base_model_of(spec, stage.model))
-        if stage.kind == "distill":
-            refs.add(base_model_of(spec, stage.teacher))
-        refs.update(base_model_of(spec, r) for r in stage.models.values())
+        refs.update(base_model_of(spec, r) for r in stage.model_refs().values())
     for ref in sorted(refs):
         check_source(getattr(spec, ref).source if ref in BASE_MODELS else ref)  # config and tokenizer, no weights
     if any(_needs_data(s) for s in spec.stages):
@@ -101,11 +101,11 @@ def preflight(spec: RunSpec, device: str, events: EventWriter, cache: dict) -> N
         stage_splits(ctx_for(spec.stages[0]))  # a malformed record stops the run here, before any training
     for stage in spec.stages:
         ctx = ctx_for(stage)
-        if stage.kind in ("sft", "distill", "grpo"):  # a precision the device cannot do fails here, not mid-run
+        if stage_kind(stage).trains:  # a precision the device cannot do fails here, not mid-run
             from engine.training.precision import resolve_precision
 
             resolve_precision(stage.train.precision, device, f"{stage.name}.train.precision")
-        if stage.kind == "distill":  # what the pair allows, from tokenizers and configs: said, then enforced
+        if isinstance(stage, DistillStage):  # what the pair allows, from tokenizers and configs: said, then enforced
             teacher_ref, student_ref = base_model_of(spec, stage.teacher), base_model_of(spec, stage.model)
             check_method(stage.name, stage.distill.method,  # the stage logs the pair's reason when it starts
                          pair_models(ctx.model_spec(teacher_ref), ctx.model_spec(student_ref)))
@@ -147,7 +147,8 @@ def run_pipeline(spec: RunSpec, paths: RunPaths, events: EventWriter, store: Run
             store.update(paths.id, stage=stage.name)
             events.status("running", stage.name, f"stage {index + 1}/{len(spec.stages)}: {stage.kind}",
                           index=index + 1, count=len(spec.stages), plan=stage_plan(spec))
-            # Rank-aware (engine/runner/launch.py): under several processes, evaluate/quantize run on rank 0 only.
+            # Rank-aware (engine/runner/launch.py): under several processes, the kinds the contract's table marks
+            # rank_zero_only (evaluate, quantize, export) run on rank 0 only.
             # never 5 s without an event while the stage runs: heartbeats name what runs (engine/core/heartbeat.py)
             heartbeat.attach(events, stage.name, f"stage {index + 1}/{len(spec.stages)} ({stage.kind})")
             result: StageResult | None = run_stage_on_ranks(

@@ -24,8 +24,10 @@ from engine.contract.spec import (
     SpecError,
     TrainSpec,
     build,
+    stage_kind,
     to_dict,
 )
+from engine.contract.stage_specs import KD_METHOD_KNOBS
 
 METHODS: dict[str, str] = {
     "teacher_sft": "Teacher SFT — fine-tune the large model on the task",
@@ -102,7 +104,7 @@ def parse_learning_rates(text: str) -> list[float]:
 
 def _stage(kind: str, name: str, choices: WizardChoices, **managed) -> dict:
     stage = {**choices.stage_extra.get(name, {}), "kind": kind, "name": name, **managed}
-    if kind in ("sft", "distill", "grpo"):
+    if stage_kind(kind).trains:
         stage["train"] = to_dict(choices.train_for(name))  # a copy: stages never share a settings object
     if kind in ("sft", "distill") and managed.get("model") == "student":
         stage["references"] = choices.student_references  # the same seeded records for SFT and KD students
@@ -118,8 +120,15 @@ def _kd_stages(choices: WizardChoices, kd_method: str) -> list[dict]:
     if choices.with_baseline:
         stages.append(_stage("sft", "student_sft", choices, model="student"))
     stages.append(_stage("distill", "student_kd", choices, model="student", teacher=teacher,
-                         distill={**to_dict(choices.distill), "method": kd_method}))
+                         distill=distill_settings(choices.distill, kd_method)))
     return stages
+
+
+def distill_settings(distill: DistillSpec, kd_method: str, values: dict | None = None) -> dict:
+    """The distill block of a KD method: the settings that method reads, from ``distill`` and then ``values``
+    (the page's); those it ignores are left at their defaults, as the spec requires."""
+    knobs = KD_METHOD_KNOBS[kd_method]
+    return {**{k: v for k, v in {**to_dict(distill), **(values or {})}.items() if k in knobs}, "method": kd_method}
 
 
 def _eval_stage(choices: WizardChoices, stages: list[dict]) -> dict | None:
@@ -156,6 +165,13 @@ def stage_dicts(choices: WizardChoices) -> list[dict]:
     if choices.with_eval and m not in ("quantize",):
         stages.append(_eval_stage(choices, stages))
     return stages
+
+
+def method_blocks(method: str) -> set[str]:
+    """The settings blocks the method page shows for a wizard method: those of the stage kinds its pipeline
+    runs whose wizard page (the contract's stage-kind table) is the method page."""
+    kinds = {s["kind"] for s in stage_dicts(WizardChoices(method=method, with_eval=False))}
+    return {stage_kind(k).settings for k in kinds if stage_kind(k).wizard_page == "method"}
 
 
 def train_values(train: dict, lr_text: str) -> dict:
@@ -197,7 +213,7 @@ def choices_from_spec(spec: RunSpec) -> WizardChoices:
     spec = copy.deepcopy(spec)  # the choices own their sub-specs: editing them never changes the spec given
     stages = {stage.name: stage for stage in spec.stages}
     plain = {name: to_dict(stage) for name, stage in stages.items()}
-    trains = {name: stages[name].train for name in TRAIN_STAGES if name in stages}
+    trains = {name: stages[name].train for name in TRAIN_STAGES if name in stages and stage_kind(stages[name]).trains}
     first = next(iter(trains.values()), None) or TrainSpec(**DEFAULT_TRAIN)
     student = next((s for s in spec.stages if s.kind in ("sft", "distill") and s.model == "student"), None)
     run = to_dict(spec)
@@ -208,12 +224,10 @@ def choices_from_spec(spec: RunSpec) -> WizardChoices:
         same_train=all(t == first for t in trains.values()), stage_train=trains, device=spec.device,
         student_references=student.references if student else 1.0, stage_extra=plain,
         run_extra={k: run[k] for k in ("processes", "distributed", "cpu_threads")})
-    if "student_kd" in stages:
-        choices.distill = stages["student_kd"].distill
-    if "grpo" in stages:
-        choices.grpo = stages["grpo"].grpo
-    if "quantize" in stages:
-        choices.quantize = stages["quantize"].quantize
+    for stage in spec.stages:  # the blocks the method page edits (distill, grpo, quantize), by the kinds' table
+        row = stage_kind(stage)
+        if row.wizard_page == "method":
+            setattr(choices, row.settings, getattr(stage, row.settings))
     if "eval" in stages:
         choices.max_eval_samples = stages["eval"].max_eval_samples
     return choices

@@ -29,9 +29,11 @@ from engine.contract.spec import (
     QuantizeSpec,
     RewardSpec,
     SpecError,
+    build,
     updated,
 )
-from studio.model.wizard_model import KD_METHOD, METHODS
+from engine.contract.stage_specs import KD_METHOD_KNOBS
+from studio.model.wizard_model import KD_METHOD, METHODS, distill_settings, method_blocks
 from studio.pages.common import StudioPage, tip
 
 # The spec's defaults are the page's defaults: one home for each knob.
@@ -146,15 +148,25 @@ class MethodPage(StudioPage):
     def set_method(self, key: str) -> None:
         self.buttons[key].setChecked(True)
 
+    def _kd_method(self) -> str:
+        return KD_METHOD.get(self.method(), "token")  # the whole pipeline distils token by token
+
     def _on_method_toggled(self, *_: object) -> None:
-        m = self.method()
-        self.kd_box.setEnabled(m in KD_METHOD or m == "pipeline")
-        self.grpo_box.setEnabled(m in ("grpo", "pipeline"))
-        self.quant_box.setEnabled(m in ("quantize", "pipeline"))
+        blocks = method_blocks(self.method())  # which stage kinds the method runs, per the contract's table
+        self.kd_box.setEnabled("distill" in blocks)
+        self.grpo_box.setEnabled("grpo" in blocks)
+        self.quant_box.setEnabled("quantize" in blocks)
+        knobs = KD_METHOD_KNOBS[self._kd_method()]  # e.g. sequence-level KD reads no α: its box is off
+        for name, widget in (("divergence", self.divergence), ("alpha", self.alpha),
+                             ("temperature", self.temperature)):
+            widget.setEnabled(name in knobs)
 
     def values(self) -> tuple[dict, dict, dict]:
-        distill = {"divergence": self.divergence.currentText(), "alpha": round(self.alpha.value(), 4),
-                   "temperature": round(self.temperature.value(), 4)}
+        """The boxes' settings; of the distillation knobs only those the chosen KD method reads."""
+        knobs = KD_METHOD_KNOBS[self._kd_method()]
+        distill = {k: v for k, v in (("divergence", self.divergence.currentText()),
+                                     ("alpha", round(self.alpha.value(), 4)),
+                                     ("temperature", round(self.temperature.value(), 4))) if k in knobs}
         rewards = [{"name": n, "weight": round(self.reward_weights[n].value(), 4)}
                    for n, check in self.reward_checks.items() if check.isChecked()]
         grpo = {"rewards": rewards, "num_generations": self.num_generations.value()}
@@ -167,7 +179,10 @@ class MethodPage(StudioPage):
         for key, values, box in zip(("distill", "grpo", "quantize"), self.values(),
                                     (self.kd_box, self.grpo_box, self.quant_box)):
             try:
-                built[key] = updated(getattr(c, key), values, key)
+                if key == "distill":  # the method follows the page; knobs it ignores fall back to defaults
+                    built[key] = build(DistillSpec, distill_settings(c.distill, self._kd_method(), values), key)
+                else:
+                    built[key] = updated(getattr(c, key), values, key)
             except SpecError as exc:
                 if box.isEnabled():
                     return self.refuse(exc)

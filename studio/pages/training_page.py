@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QTabWidget, QWidget)
 
-from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSpec, SpecError, StageSpec, TrainSpec,
+from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSpec, SFTStage, SpecError, TrainSpec,
                                   build, to_dict, updated)
 from engine.contract.spec_fields import default_of
 from studio.pages.common import StudioPage, tip
@@ -57,10 +57,10 @@ class SettingsPage(StudioPage):
         box = QGroupBox("Every stage")
         self.max_length = spin(DataSpec, "max_length", 0, 131_072)
         self.logging_steps = spin(TrainSpec, "logging_steps", -1, 100_000)
-        self.student_references = tip(QDoubleSpinBox(), StageSpec, "references")
+        self.student_references = tip(QDoubleSpinBox(), SFTStage, "references")
         self.student_references.setRange(-1, 1)  # the spec says what is impossible
         self.student_references.setSingleStep(0.05)
-        self.student_references.setValue(default_of(StageSpec, "references"))
+        self.student_references.setValue(default_of(SFTStage, "references"))
         self.device = tip(QComboBox(), RunSpec, "device")
         self.device.addItems(DEVICES)
         self.precision = tip(QComboBox(), TrainSpec, "precision")
@@ -177,8 +177,7 @@ class SettingsPage(StudioPage):
                 return f"{TRAIN_STAGES[name]}: {problem}"
         try:
             updated(self.choices.data, {"max_length": self.max_length.value()}, "data")
-            build(StageSpec, {"kind": "sft", "name": "student",
-                              "references": round(self.student_references.value(), 4)}, "stage")
+            build(SFTStage, {"name": "student", "references": round(self.student_references.value(), 4)}, "stage")
         except SpecError as exc:
             return str(exc)
         return ""
@@ -193,7 +192,7 @@ class SettingsPage(StudioPage):
                 train, stage_train = c.train, self.stage_trains(c.stage_train)
             data = updated(c.data, {"max_length": self.max_length.value()}, "data")
             references = round(self.student_references.value(), 4)
-            build(StageSpec, {"kind": "sft", "name": "student", "references": references}, "stage")
+            build(SFTStage, {"name": "student", "references": references}, "stage")
         except SpecError as exc:
             return self.refuse(exc)
         c.train, c.stage_train, c.same_train = train, stage_train, self.same_for_all.isChecked()

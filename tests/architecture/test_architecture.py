@@ -28,11 +28,12 @@ def test_import_contracts_hold():
 
 
 def test_every_stage_kind_has_a_recipe():
-    from engine.contract.spec import STAGE_KINDS
+    from engine.contract.stage_kinds import STAGE_KIND_TABLE
     from engine.recipes import recipe_for
 
-    for kind in STAGE_KINDS:
+    for kind, row in STAGE_KIND_TABLE.items():
         assert callable(recipe_for(kind).run_stage), kind
+        assert recipe_for(kind).__name__ == f"engine.recipes.{row.recipe}"
     with pytest.raises(KeyError):
         recipe_for("no-such-kind")
 

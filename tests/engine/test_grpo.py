@@ -15,7 +15,7 @@ from engine.core.context import EngineError, RunContext
 from engine.contract.protocol import EventWriter
 from engine.recipes import grpo
 from engine.contract.runs import RunPaths
-from engine.contract.spec import DataSpec, GRPOSpec, RewardSpec, RunSpec, StageSpec, TrainSpec
+from engine.contract.spec import DataSpec, GRPOSpec, GRPOStage, RewardSpec, RunSpec, TrainSpec
 
 REWARDS = [RewardSpec("format_lenient", 0.2), RewardSpec("length", 0.5), RewardSpec("answer_correct", 1.0)]
 
@@ -56,7 +56,7 @@ def _spec(model: str, *, data: DataSpec | None = None, steps: int = 2, **grpo_se
                     rewards=[RewardSpec(r.name, r.weight) for r in REWARDS],
                     length_range=[4, 12])
     settings.update(grpo_settings)
-    stage = StageSpec(kind="grpo", name="grpo", model=model, max_eval_samples=4,
+    stage = GRPOStage(name="grpo", model=model, max_eval_samples=4,
                       train=TrainSpec(max_steps=steps, batch_size=8, learning_rate=3e-3, logging_steps=1,
                                       warmup_ratio=0.0, scheduler="constant"),
                       grpo=GRPOSpec(**settings))

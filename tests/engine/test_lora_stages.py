@@ -29,8 +29,8 @@ QLORA = {**LORA, "quantized_base": True}
 
 
 def _stage(kind: str, name: str, model: str, lora: dict, **extra) -> dict:
-    return {"kind": kind, "name": name, "model": model, "train": {**TRAIN, "lora": lora},
-            "generation": {"max_new_tokens": 6, "batch_size": 8}, **extra}
+    generation = {} if kind == "sft" else {"generation": {"max_new_tokens": 6, "batch_size": 8}}  # sft generates nothing
+    return {"kind": kind, "name": name, "model": model, "train": {**TRAIN, "lora": lora}, **generation, **extra}
 
 
 def _ends_early(folder: Path) -> Path:

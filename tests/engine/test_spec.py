@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from engine.demo.pipeline import demo_spec
-from engine.contract.spec import (DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
+from engine.contract.spec import (STAGE_KIND_TABLE, DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, TrainSpec, build,
                          dump_spec, field_help, load_spec)
 
 BASE = {"name": "t", "stages": [{"kind": "sft", "name": "teacher_sft", "model": "teacher"}]}
@@ -25,7 +25,8 @@ def test_demo_spec_round_trips_through_yaml_and_json(tmp_path):
         assert load_spec(path) == spec
 
 
-@pytest.mark.parametrize("cls", [RunSpec, DataSpec, TrainSpec, DistillSpec, GRPOSpec, StageSpec])
+@pytest.mark.parametrize("cls", [RunSpec, DataSpec, TrainSpec, DistillSpec, GRPOSpec]
+                         + [row.stage_class for row in STAGE_KIND_TABLE.values()])
 def test_every_field_has_help_text(cls):
     for f in dataclasses.fields(cls):
         assert field_help(cls, f.name).strip(), f"{cls.__name__}.{f.name} has no help"
@@ -45,7 +46,7 @@ def test_every_field_has_help_text(cls):
     ({"kind": "grpo", "grpo": {"num_generations": 1}}, "grpo.num_generations"),
     ({"kind": "grpo", "grpo": {"template": "no slot"}}, "grpo.template"),
     ({"kind": "grpo", "grpo": {"rewards": [{"name": "vibes"}]}}, "reward.name"),
-    ({"kind": "bake"}, "stage.kind"),
+    ({"kind": "bake"}, "stages[0].kind"),
     ({"train": {"learnig_rate": 1e-3}}, "learnig_rate"),
 ])
 def test_bad_stage_values_name_their_field(stage_patch, field_name):

@@ -8,14 +8,16 @@ import os
 
 import pytest
 
-from engine.contract.spec import (MAX_SPEC_BYTES, GRPOSpec, RunSpec, SpecError, StageSpec, TrainSpec, build,
+from engine.contract.spec import (MAX_SPEC_BYTES, STAGE_KIND_TABLE, GRPOSpec, RunSpec, SpecError, TrainSpec, build,
                          check_value, load_spec, option, parse_spec_text)
 
 
 def _numeric_fields() -> list[tuple[type, str, tuple]]:
     """(class, field, path from the spec's root) of every int/float field of every spec class, found by walking
-    the spec's nested settings (so fields other slices add are covered too)."""
-    out, todo = [], [(RunSpec, ()), (StageSpec, ("stages", 0))]
+    the spec's nested settings of every stage kind's class (so fields other slices add are covered too); a
+    stage's path starts ("stages", 0, kind)."""
+    out = []
+    todo = [(RunSpec, ())] + [(row.stage_class, ("stages", 0, kind)) for kind, row in STAGE_KIND_TABLE.items()]
     while todo:
         cls, path = todo.pop()
         for f in dataclasses.fields(cls):
@@ -32,10 +34,11 @@ NUMERIC = _numeric_fields()
 
 def _spec_with(path: tuple, value) -> dict:
     """A minimal spec mapping with ``value`` at ``path``."""
-    stage: dict = {"kind": "grpo" if "grpo" in path else "sft", "name": "s"}
+    in_stage = path[:2] == ("stages", 0)
+    stage: dict = {"kind": path[2] if in_stage else "sft", "name": "s"}
     spec: dict = {"name": "x", "stages": [stage]}
-    node = stage if path[:2] == ("stages", 0) else spec
-    keys = path[2:] if node is stage else path
+    node = stage if in_stage else spec
+    keys = path[3:] if in_stage else path
     for key in keys[:-1]:
         node = node.setdefault(key, {})
     node[keys[-1]] = value
@@ -69,9 +72,9 @@ def test_every_numeric_field_refuses_wrong_types_and_absurd_sizes():
 @pytest.mark.parametrize("value", [10, 1.5, 1e300])
 def test_a_learning_rate_above_one_is_refused_with_a_reason(value):
     with pytest.raises(SpecError, match=r"learning_rate: .* too large \(at most 1\); a learning rate above 1"):
-        build(RunSpec, _spec_with(("stages", 0, "train", "learning_rate"), value), "spec")
+        build(RunSpec, _spec_with(("stages", 0, "sft", "train", "learning_rate"), value), "spec")
     with pytest.raises(SpecError, match="sweep_learning_rates"):
-        build(RunSpec, _spec_with(("stages", 0, "train", "sweep_learning_rates"), [1e-3, value]), "spec")
+        build(RunSpec, _spec_with(("stages", 0, "sft", "train", "sweep_learning_rates"), [1e-3, value]), "spec")
     with pytest.raises(SpecError, match="learning_rate"):
         TrainSpec(learning_rate=value)  # built in code, too
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.contract.protocol import EventWriter
-from engine.contract.spec import RunSpec, SpecError, StageSpec
+from engine.contract.spec import RunSpec, SFTStage, SpecError
 from engine.runner.tensorboard_log import attach
 
 
@@ -49,7 +49,7 @@ def test_metric_and_sample_events_land_in_tensorboard(tmp_path: Path) -> None:
 
 
 def test_report_to_names_known_trackers() -> None:
-    stage = StageSpec(kind="sft")
+    stage = SFTStage()
     assert RunSpec(stages=[stage], report_to=["tensorboard", "wandb"]).report_to == ["tensorboard", "wandb"]
     assert RunSpec(stages=[stage], report_to="none").report_to == []
     with pytest.raises(SpecError, match="report_to: 'tensorbored' is not one of tensorboard, wandb"):
@@ -62,7 +62,7 @@ def test_report_to_reaches_the_trainer_without_a_second_tensorboard(tmp_path: Pa
     from engine.training.support import training_arguments
 
     for report_to, expected in ((["tensorboard"], []), (["wandb", "tensorboard"], ["wandb"])):
-        spec = RunSpec(name="r", stages=[StageSpec(kind="sft", name="s")], report_to=report_to, device="cpu")
+        spec = RunSpec(name="r", stages=[SFTStage(name="s")], report_to=report_to, device="cpu")
         ctx = RunContext(spec=spec, stage=spec.stages[0], paths=None,
                          events=EventWriter("t", stream=io.StringIO()), device="cpu")
         args = training_arguments(ctx, spec.stages[0].train, 1e-3, tmp_path)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.contract.spec import StageSpec, TrainSpec, field_help, load_spec
+from engine.contract.spec import SFTStage, TrainSpec, field_help, load_spec
 
 pytestmark = pytest.mark.usefixtures("home")
 
@@ -71,7 +71,7 @@ def test_walk_the_wizard_writes_the_spec(wizard, window, tmp_path, qtbot):
     assert spec.data.preset == "local" and spec.data.path == str(data) and spec.data.max_length == 128
     assert spec.data.columns == {"instruction": "prompt", "response": "output"}
     assert spec.stage("eval").models == {"teacher": "teacher_sft", "kd_student": "student_kd"}
-    assert "sweep_learning_rates:\n    - 0.0001\n    - 0.0003" in review.yaml.toPlainText()
+    assert "sweep_learning_rates: [0.0001, 0.0003]" in review.yaml.toPlainText()
     saved = review.save_spec(tmp_path / "copy.json")
     assert load_spec(saved) == spec
     with qtbot.waitSignal(window.run_launched, timeout=5000):
@@ -97,7 +97,7 @@ def test_settings_page_refuses_impossible_values(wizard):
     assert not page.validatePage() and "student.references" in page.error_label.text()
     page.student_references.setValue(0.1)
     assert page.validatePage() and page.error_label.isHidden()
-    assert page.student_references.toolTip() == field_help(StageSpec, "references")
+    assert page.student_references.toolTip() == field_help(SFTStage, "references")
 
 
 def test_method_page_refuses_alpha_outside_zero_one(wizard):

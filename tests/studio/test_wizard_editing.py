@@ -105,17 +105,17 @@ def test_yaml_edits_flow_back_into_the_pages(wizard, qtbot):
         wizard.next()
     review = wizard.review_page
     text = review.yaml.toPlainText()
-    assert "alpha: 0.5" in text and "name: my-run" in text
-    review.yaml.setPlainText(text.replace("name: my-run", "name: edited-run", 1).replace("alpha: 0.5", "alpha: 0.2"))
+    assert "name: my-run" in text and "alpha" not in text  # the defaults are left out: the spec reads as written
+    text = text.replace("  teacher: teacher_sft\n", "  teacher: teacher_sft\n  distill: {alpha: 0.2}\n", 1)
+    review.yaml.setPlainText(text.replace("name: my-run", "name: edited-run", 1))
     assert review.apply_yaml() and review.isComplete()
     assert wizard.models_page.name.text() == "edited-run"
     assert wizard.method_page.alpha.value() == pytest.approx(0.2)
     assert load_spec(review.spec_path).stage("student_kd").distill.alpha == 0.2  # the command's file follows
     # a refusal: the spec's own sentence with its line; Launch is off until it is fixed
     lines = review.yaml.toPlainText().splitlines()
-    kd = lines.index("  name: student_kd")
-    at = next(i for i, line in enumerate(lines) if "temperature: 1.0" in line and i > kd)  # its distill's
-    lines[at] = lines[at].replace("1.0", "-2")
+    at = next(i for i, line in enumerate(lines) if "alpha: 0.2" in line)  # student_kd's distill block
+    lines[at] = lines[at].replace("alpha: 0.2", "alpha: 0.2, temperature: -2")
     review.yaml.setPlainText("\n".join(lines))
     assert not review.apply_yaml() and not review.isComplete()
     assert f"line {at + 1}: distill.temperature: must be > 0, got -2" in review.error_label.text()
@@ -162,7 +162,7 @@ def test_open_spec_fills_the_wizard(window, wizard, tmp_path):
     warnings = []
     window.warn = lambda title, text: warnings.append(text)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(path.read_text().replace("device: auto", "device: toaster"))
+    bad.write_text(path.read_text() + "device: toaster\n")  # auto, the default, is not written
     assert not window.open_spec(bad)
     assert warnings == [f"{bad}: device: 'toaster' is not one of auto, cuda, mps, cpu."]
     assert wizard.models_page.name.text() == "from-a-file"  # nothing was changed
