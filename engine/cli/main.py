@@ -15,7 +15,7 @@ from engine.contract.protocol import (
     reopen_closed_std_streams,
 )
 from engine.contract.runs import StoreError
-from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec, RunSpec, StageSpec
+from engine.contract.spec import DataSpec, EvaluateStage, GenerationSpec, QuantizeSpec, QuantizeStage, RunSpec
 from engine.contract.spec_fields import default_of, field_help
 from engine.contract.vocabulary import COMPUTE_DTYPES, DEVICES, GGUF_FORMATS, QUANT_TYPES
 from engine.models import out_of_memory
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", **from_spec(DataSpec, "preset"))
     p.add_argument("--data-path", help="local data file (for --data local, or a local copy of a preset)")
     p.add_argument("--test-fraction", type=float, **from_spec(DataSpec, "test_fraction"))
-    p.add_argument("--max-samples", type=int, **from_spec(StageSpec, "max_eval_samples"))
-    p.add_argument("--max-minutes", type=float, **from_spec(StageSpec, "eval_minutes"))
+    p.add_argument("--max-samples", type=int, **from_spec(EvaluateStage, "max_eval_samples"))
+    p.add_argument("--max-minutes", type=float, **from_spec(EvaluateStage, "eval_minutes"))
     p.add_argument("--max-new-tokens", type=int, **from_spec(GenerationSpec, "max_new_tokens"))
     p.add_argument("--batch-size", type=int, **from_spec(GenerationSpec, "batch_size"))
     p.add_argument("--device", **from_spec(RunSpec, "device"))
@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data preset for the quality part of the report")
     p.add_argument("--data-path", help="local data file")
     p.add_argument("--test-fraction", type=float, **from_spec(DataSpec, "test_fraction"))
-    p.add_argument("--max-samples", type=int, **from_spec(StageSpec, "max_eval_samples"))
-    p.add_argument("--max-minutes", type=float, **from_spec(StageSpec, "eval_minutes"))
+    p.add_argument("--max-samples", type=int, **from_spec(QuantizeStage, "max_eval_samples"))
+    p.add_argument("--max-minutes", type=float, **from_spec(QuantizeStage, "eval_minutes"))
     p.add_argument("--max-new-tokens", type=int, **from_spec(GenerationSpec, "max_new_tokens"))
     p.add_argument("--batch-size", type=int, **from_spec(GenerationSpec, "batch_size"))
     p.add_argument("--device", **from_spec(RunSpec, "device"))

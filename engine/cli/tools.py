@@ -242,7 +242,8 @@ def _say_offline(spec: RunSpec, report: dict) -> None:
 
     from engine.models.hub_access import known_offline, offline_reason, unreadable_hub_ids
 
-    sources = sorted({spec.teacher.source, spec.student.source} | {r for s in spec.stages for r in s.models.values()})
+    sources = sorted({spec.teacher.source, spec.student.source}
+                     | {r for s in spec.stages for r in s.model_refs().values()})
     hub_ids = [s for s in sources if re.fullmatch(r"[\w.-]+/[\w.-]+", s) and not Path(s).expanduser().exists()]
     if hub_ids and (known_offline() or offline_reason()):
         report["offline"] = known_offline()

@@ -141,7 +141,8 @@ class DistillSpec:
             if f.name not in used and f.name != "method" and getattr(self, f.name) != default:
                 users = [m for m, knobs in KD_METHOD_KNOBS.items() if f.name in knobs]
                 fail(f"distill.{f.name}", f"is ignored by {KD_METHOD_WORDS[self.method]} (method: {self.method}); "
-                      f"only {' and '.join(users)} KD reads it, so remove it or change the method.")
+                      f"only {' and '.join(users)} KD read{'s' if len(users) == 1 else ''} it, so remove it or change "
+                      "the method.")
 
 
 # The distillation knobs each method reads (engine/recipes/distill.py, engine/training/kd_trainer.py,

@@ -65,10 +65,11 @@ def test_scalar_settings_of_other_kinds_are_refused_by_name(stage, field):
         _run({"name": "s", **stage})
 
 
-@pytest.mark.parametrize("method", [m for m in KD_METHODS if m != "token"])
+@pytest.mark.parametrize("method", [m for m in KD_METHODS if "alpha" not in KD_METHOD_KNOBS[m]])
 def test_alpha_is_refused_where_the_kd_method_ignores_it(method):
-    with pytest.raises(SpecError, match=rf"distill\.alpha: is ignored by .*\(method: {method}\); only token KD "
-                                        "reads it"):
+    assert method in ("sequence", "on_policy")  # the joint losses (token, cross_tokenizer) weigh CE by alpha
+    with pytest.raises(SpecError, match=rf"distill\.alpha: is ignored by .*\(method: {method}\); only token and "
+                                        "cross_tokenizer KD read it"):
         _run({"kind": "distill", "distill": {"method": method, "alpha": 0.7}})
     stage = _run({"kind": "distill", "distill": {"method": method, "alpha": 0.5}}).stages[0]  # the default: fine
     assert stage.distill.method == method
