@@ -5,6 +5,7 @@ maps its rows."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from engine.contract.data.presets import PRESETS
-from engine.contract.spec import DataSpec, load_spec
+from engine.contract.spec import STAGE_KIND_TABLE, DataSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -98,8 +99,13 @@ def _tiny_spec(example: Path, models: dict[str, Path], out: Path) -> Path:
                         test_fraction=0.25)
     spec["device"], spec["cpu_threads"] = "cpu", 1
     for stage in spec["stages"]:
-        stage.setdefault("train", {}).update(max_steps=1, batch_size=2, gradient_accumulation=1, logging_steps=1)
-        stage.update(max_eval_samples=2, generation={"max_new_tokens": 4, "batch_size": 2})
+        fields = {f.name for f in dataclasses.fields(STAGE_KIND_TABLE[stage["kind"]].stage_class)}  # its own only
+        if "train" in fields:
+            stage.setdefault("train", {}).update(max_steps=1, batch_size=2, gradient_accumulation=1, logging_steps=1)
+        if "max_eval_samples" in fields:
+            stage["max_eval_samples"] = 2
+        if "generation" in fields:
+            stage["generation"] = {"max_new_tokens": 4, "batch_size": 2}
         if stage["kind"] == "quantize" and example.stem != "quantize_4bit":
             stage["quantize"]["report"] = False  # the report is exercised once, by quantize_4bit
         if stage["kind"] == "grpo":
