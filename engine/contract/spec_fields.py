@@ -199,7 +199,7 @@ def changed_only(spec: Any, base: Any = None) -> dict:
         except (SpecError, TypeError):  # a class with no valid default (a run needs stages): its fields' defaults
             base = None
     keep = getattr(type(spec), "ALWAYS_WRITTEN", ())
-    out = {}
+    out: dict[str, Any] = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         default = getattr(base, f.name) if base is not None else _field_default(f)
@@ -220,7 +220,7 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
         return [_plain(v) for v in value]

@@ -20,7 +20,7 @@ from engine.contract.stages import (DistillStage, EvaluateStage, ExportStage, GR
 
 @dataclass(frozen=True)
 class StageKind:
-    stage_class: type  # the StageSpec subclass holding this kind's settings
+    stage_class: type[StageSpec]  # the StageSpec subclass holding this kind's settings
     recipe: str  # module engine.recipes.<recipe> with run_stage(ctx) (and optionally validate(ctx))
     trains: bool  # updates weights: runs on every rank, resolves train.precision, gets the training page's tab
     rank_zero_only: bool  # runs once, on rank 0, while the other ranks wait at the barrier
@@ -46,7 +46,7 @@ STAGE_KIND_TABLE: dict[str, StageKind] = {
 STAGE_KINDS = tuple(STAGE_KIND_TABLE)
 
 # every setting a stage can have → the classes that have it (a stage holding another kind's setting is refused)
-_HOLDERS: dict[str, list[type]] = {}
+_HOLDERS: dict[str, list[type[StageSpec]]] = {}
 for _row in STAGE_KIND_TABLE.values():
     for _field in dataclasses.fields(_row.stage_class):
         _HOLDERS.setdefault(_field.name, []).append(_row.stage_class)

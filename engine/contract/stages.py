@@ -197,7 +197,7 @@ def _is_default(cls: type, key: str, value: Any) -> bool:
     return value == default
 
 
-def read_stage(cls: type, values: dict, where: str, others: dict[str, list[type]]) -> StageSpec:
+def read_stage(cls: type[StageSpec], values: dict, where: str, others: dict[str, list[type[StageSpec]]]) -> StageSpec:
     """Stage ``cls`` from a spec file's mapping. ``others`` names, for every setting some stage class has, the
     classes that have it: a setting only other kinds have is refused by name, or, holding exactly the default (as
     specs written before the stages had classes of their own do), dropped with one warning naming what is

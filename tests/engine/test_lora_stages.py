@@ -29,7 +29,8 @@ QLORA = {**LORA, "quantized_base": True}
 
 
 def _stage(kind: str, name: str, model: str, lora: dict, **extra) -> dict:
-    generation = {} if kind == "sft" else {"generation": {"max_new_tokens": 6, "batch_size": 8}}  # sft generates nothing
+    # an sft stage generates nothing: it has no generation block
+    generation = {} if kind == "sft" else {"generation": {"max_new_tokens": 6, "batch_size": 8}}
     return {"kind": kind, "name": name, "model": model, "train": {**TRAIN, "lora": lora}, **generation, **extra}
 
 

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from engine.demo.pipeline import demo_spec
-from engine.contract.spec import (STAGE_KIND_TABLE, DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, TrainSpec, build,
-                         dump_spec, field_help, load_spec)
+from engine.contract.spec import (STAGE_KIND_TABLE, DataSpec, DistillSpec, GRPOSpec, RunSpec, SpecError, TrainSpec,
+                                  build, dump_spec, field_help, load_spec)
 
 BASE = {"name": "t", "stages": [{"kind": "sft", "name": "teacher_sft", "model": "teacher"}]}
 
