@@ -10,7 +10,8 @@ root without capabilities, and a warning says so. The bootstrap inside the child
 this order:
 
 * sets ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and each file), ``RLIMIT_NOFILE``,
-  ``RLIMIT_CORE`` = 0 and ``RLIMIT_NPROC``;
+  ``RLIMIT_CORE`` = 0 and, where several processes are allowed, ``RLIMIT_NPROC`` (with one, seccomp refuses forks
+  and threads stay allowed);
 * confines itself in the kernel (``engine.rewards.sandbox_kernel``): no_new_privs and no capabilities (root too),
   Landlock (read/execute only the interpreter and system libraries, read/write only the work folder, no TCP,
   no signals or abstract sockets outside), a seccomp filter (no sockets, io_uring, setsid/setpgid, ptrace,
@@ -54,6 +55,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import sysconfig
 from dataclasses import dataclass
@@ -201,6 +203,7 @@ def _read_capped(path: Path, limit: int) -> str:
 _PROBE = "import json, math, collections\nopen('probe.txt', 'w').write('ok')\nprint(open('probe.txt').read())\n"
 _HIDDEN_PROBE = "import os, json\nprint(os.path.exists('/etc/passwd') or os.path.exists('/proc/self'))\n"
 _SETUPS: dict[tuple[str, str], tuple[tuple[int, int] | None, bool]] = {}
+_SETUP_LOCK = threading.Lock()
 
 
 def _unprivileged_ids() -> tuple[int, int]:
@@ -223,26 +226,32 @@ def _last_line(result: SandboxResult) -> str:
 def _setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
     """(``sandbox_user``, ``hides_host``) for ``mode``, probed once per boundary and temporary folder."""
     key = (mode, tempfile.gettempdir())
-    if key not in _SETUPS:
-        user = None
-        if os.geteuid() == 0:
-            probe = _probe(_PROBE, mode, _unprivileged_ids(), hide=False)
-            if probe.ok and probe.stdout.strip() == "ok":
-                user = _unprivileged_ids()
-            else:
-                log.warning("code sandbox (%s): programs run as root without capabilities, not as the unprivileged "
-                            "user %d, who cannot run %s here (%s); install Python where other users can read it",
-                            mode, _unprivileged_ids()[0], sys.executable, _last_line(probe))
-        hide = mode == "bwrap"
-        if mode == "landlock":
-            probe = _probe(_HIDDEN_PROBE, mode, user, hide=True)
-            hide = probe.ok and probe.stdout.strip() == "False"
-            if not hide:
-                log.warning("code sandbox (landlock): programs can see which paths exist on this machine, with their "
-                            "sizes and times (stat), since they cannot get a root folder of their own here (%s; "
-                            "user namespaces disabled?); they still cannot read or change them", _last_line(probe))
-        _SETUPS[key] = (user, hide)
+    with _SETUP_LOCK:  # the code reward runs programs from several threads: probe once, warn once
+        if key not in _SETUPS:
+            _SETUPS[key] = _probe_setup(mode)
     return _SETUPS[key]
+
+
+def _probe_setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
+    """Probe which user programs run as and whether they get a root folder of their own (see the two below)."""
+    user = None
+    if os.geteuid() == 0:
+        probe = _probe(_PROBE, mode, _unprivileged_ids(), hide=False)
+        if probe.ok and probe.stdout.strip() == "ok":
+            user = _unprivileged_ids()
+        else:
+            log.warning("code sandbox (%s): programs run as root without capabilities, not as the unprivileged "
+                        "user %d, who cannot run %s here (%s); install Python where other users can read it",
+                        mode, _unprivileged_ids()[0], sys.executable, _last_line(probe))
+    hide = mode == "bwrap"
+    if mode == "landlock":
+        probe = _probe(_HIDDEN_PROBE, mode, user, hide=True)
+        hide = probe.ok and probe.stdout.strip() == "False"
+        if not hide:
+            log.warning("code sandbox (landlock): programs can see which paths exist on this machine, with their "
+                        "sizes and times (stat), since they cannot get a root folder of their own here (%s; "
+                        "user namespaces disabled?); they still cannot read or change them", _last_line(probe))
+    return user, hide
 
 
 def sandbox_user(mode: str) -> tuple[int, int] | None:

@@ -14,9 +14,12 @@ import os, sys, resource
 def _setup():
     cpu, mem, fsize, nproc, audit = (int(x) for x in sys.argv[1:6])
     mode, work, program, stdlib, kernel, readable, new_root = sys.argv[6:13]
-    for what, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
-                             (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64),
-                             (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NPROC, nproc, nproc)):
+    limits = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
+              (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64), (resource.RLIMIT_CORE, 0, 0)]
+    # NPROC counts every process and thread of the user: with one process allowed the seccomp filter already
+    # refuses forks, and a limit of 1 would refuse threads too (the big-stack thread many solutions recurse in).
+    limits += [(resource.RLIMIT_NPROC, nproc, nproc)] if nproc > 1 else []
+    for what, soft, hard in limits:
         try:
             resource.setrlimit(what, (soft, hard))
         except (ValueError, OSError):

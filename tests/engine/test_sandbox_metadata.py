@@ -192,6 +192,18 @@ def test_the_audit_hook_refuses_extended_attributes_outside_too(outside: Path) -
         "Operation not supported: 'f'\n")  # inside: the hook lets it through, the filter answers
 
 
+THREADED = ("import sys, threading\nsys.setrecursionlimit(10 ** 6)\nthreading.stack_size(64 * 2 ** 20)\n"
+            "def depth(n):\n    return n if n == 0 else 1 + depth(n - 1)\n"
+            "t = threading.Thread(target=lambda: print('ok' if depth(20000) == 20000 else 'no'))\nt.start()\nt.join()\n")
+
+
+def test_a_program_may_recurse_in_a_big_stack_thread(boundary: str) -> None:
+    """The usual trick for deep recursion: threads stay allowed with one process, whoever the program runs as."""
+    result = run_program(THREADED, _audit=False, _mechanism=boundary)
+    assert result.ok and result.stdout == "ok\n", result.stderr
+    assert reward(THREADED) == 1.0
+
+
 def test_a_program_in_its_own_folder_still_writes_and_earns(boundary: str) -> None:
     code = ("import os, tempfile\nos.makedirs('a/b', exist_ok=True)\nopen('a/b/f.txt', 'w').write('x')\n"
             "with tempfile.TemporaryDirectory() as t:\n    open(os.path.join(t, 'g'), 'w').write('y')\n"
@@ -222,13 +234,15 @@ def test_a_root_engine_runs_programs_as_nobody(boundary: str, outside: Path) -> 
               f"print(sandbox.run_program(\"import os\\nopen('f', 'w').write('x')\\nprint(os.getuid(), os.getgid(), "
               f"os.getgroups(), os.stat('f').st_uid)\", _mechanism={boundary!r}).stdout)\n"
               f"print(sandbox.run_program({_attack('ACL on a file', outside)!r}, _audit=False, "
-              f"_mechanism={boundary!r}).stderr)\n")
+              f"_mechanism={boundary!r}).stderr)\n"
+              f"print(sandbox.run_program({THREADED!r}, _mechanism={boundary!r}).stdout.strip())\n")
     before = _state(outside / "victim.txt")
     out = subprocess.run([_SYSTEM_PYTHON, "-c", script], capture_output=True, text=True, timeout=120, check=False,
                          env={"TMPDIR": "/tmp"})
     lines = out.stdout.splitlines()
     assert lines[:2] == ["(65534, 65534) True", "65534 65534 [] 65534"], out.stdout + out.stderr
     assert "Operation not permitted" in out.stdout and _state(outside / "victim.txt") == before
+    assert lines[-1] == "ok"  # threads work as nobody too
 
 
 def test_the_user_probe_says_why_programs_stay_root(caplog: pytest.LogCaptureFixture,
