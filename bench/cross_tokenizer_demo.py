@@ -104,18 +104,18 @@ def main() -> None:
         while not (run / "eval.json").exists():
             time.sleep(10)
     results = {0: scores_of(run), **dict(zip(others, scores))}
-    print(f"{time.monotonic() - started:.0f} s; run {run.name}")  # noqa: T201 - the report
-    print("| seed | teacher | SFT | sequence KD | cross-tokenizer KD | seq − SFT | xtok − SFT |")  # noqa: T201
-    print("|---|---|---|---|---|---|---|")  # noqa: T201
+    print(f"{time.monotonic() - started:.0f} s; run {run.name}")  # the report
+    print("| seed | teacher | SFT | sequence KD | cross-tokenizer KD | seq − SFT | xtok − SFT |")
+    print("|---|---|---|---|---|---|---|")
     gaps: dict[str, list[float]] = {"seq": [], "xtok": []}
     for seed, s in sorted(results.items()):
         gaps["seq"].append(s["seq_kd_student"] - s["sft_student"])
         gaps["xtok"].append(s["xtok_kd_student"] - s["sft_student"])
-        print(f"| {seed} | {s['teacher']:.4f} | {s['sft_student']:.4f} | {s['seq_kd_student']:.4f} | "  # noqa: T201
+        print(f"| {seed} | {s['teacher']:.4f} | {s['sft_student']:.4f} | {s['seq_kd_student']:.4f} | "
               f"{s['xtok_kd_student']:.4f} | {gaps['seq'][-1]:+.4f} | {gaps['xtok'][-1]:+.4f} |")
     sd = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in gaps.items()}
     means = {name: statistics.mean(r[name] for r in results.values()) for name in STUDENTS}
-    print(f"| mean ± sd | | {means['sft_student']:.4f} | {means['seq_kd_student']:.4f} | "  # noqa: T201
+    print(f"| mean ± sd | | {means['sft_student']:.4f} | {means['seq_kd_student']:.4f} | "
           f"{means['xtok_kd_student']:.4f} | {statistics.mean(gaps['seq']):+.4f} ± {sd['seq']:.4f} | "
           f"{statistics.mean(gaps['xtok']):+.4f} ± {sd['xtok']:.4f} |")
     (args.out / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))

@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.contract.protocol import Event, read_events  # noqa: E402
-from studio.model.run_state import RunState  # noqa: E402
+from engine.contract.protocol import Event, read_events  # noqa: E402 - after the sys.path line above
+from studio.model.run_state import RunState  # noqa: E402 - likewise
 
 MOMENTS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9)  # shares of the run's wall time at which to report
 

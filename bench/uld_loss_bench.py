@@ -74,16 +74,16 @@ def main() -> None:
     parser.add_argument("--variant", choices=("trl", "ours"))
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(one(args.variant, args.batch, args.length)))  # noqa: T201 - read by the parent
+        print(json.dumps(one(args.variant, args.batch, args.length)))  # read by the parent
         return
-    print(f"| variant (B={args.batch}, L={args.length}, V_s={STUDENT_VOCAB:,}, V_t={TEACHER_VOCAB:,}) | "  # noqa: T201
+    print(f"| variant (B={args.batch}, L={args.length}, V_s={STUDENT_VOCAB:,}, V_t={TEACHER_VOCAB:,}) | "
           "fwd+bwd s | peak MB above inputs |")
-    print("|---|---|---|")  # noqa: T201
+    print("|---|---|---|")
     for variant in ("trl", "ours"):
         out = subprocess.run([sys.executable, __file__, "--variant", variant, "--batch", str(args.batch),
                               "--length", str(args.length)], capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {variant} | {row['seconds']:.2f} | {row['peak_mb_above_inputs']:.0f} |")  # noqa: T201
+        print(f"| {variant} | {row['seconds']:.2f} | {row['peak_mb_above_inputs']:.0f} |")
 
 
 if __name__ == "__main__":

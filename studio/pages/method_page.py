@@ -128,7 +128,7 @@ class MethodPage(StudioPage):
         form.addRow(self.double_quant)
         return self.quant_box
 
-    def initializePage(self) -> None:  # noqa: N802 (Qt's name)
+    def initializePage(self) -> None:  # Qt's name
         """Offer the distillation methods the pair allows, with the reason (read on the models page)."""
         models_page = getattr(self.wizard(), "models_page", None)
         if models_page is not None:

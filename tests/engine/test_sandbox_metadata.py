@@ -194,7 +194,8 @@ def test_the_audit_hook_refuses_extended_attributes_outside_too(outside: Path) -
 
 THREADED = ("import sys, threading\nsys.setrecursionlimit(10 ** 6)\nthreading.stack_size(64 * 2 ** 20)\n"
             "def depth(n):\n    return n if n == 0 else 1 + depth(n - 1)\n"
-            "t = threading.Thread(target=lambda: print('ok' if depth(20000) == 20000 else 'no'))\nt.start()\nt.join()\n")
+            "t = threading.Thread(target=lambda: print('ok' if depth(20000) == 20000 else 'no'))\n"
+            "t.start()\nt.join()\n")
 
 
 def test_a_program_may_recurse_in_a_big_stack_thread(boundary: str) -> None:
