@@ -49,6 +49,37 @@ def generation_config(gen: GenerationSpec, pad_id: int, stop_ids: list[int]) -> 
     return GenerationConfig(**kwargs)
 
 
+def context_of(model: Any) -> int | None:
+    """The most positions the model reads (``max_position_embeddings``), None when its config does not say."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    context = getattr(text, "max_position_embeddings", None)
+    return context if isinstance(context, int) and context > 0 else None
+
+
+def fit_to_context(model: Any, encoded: list[list[int]], gen: GenerationSpec) -> tuple[list[list[int]], Any]:
+    """Prompts and answer length that fit the model's context: past it, a model with learned positions fails
+    with an index error and a rotary one answers from positions it never saw. The answer keeps at most half the
+    context; a longer prompt loses its beginning (its end holds the question and the assistant's turn), with
+    one warning saying how many."""
+    import dataclasses
+
+    context = context_of(model)
+    if context is None:
+        return encoded, gen
+    answer = min(gen.max_new_tokens, max(1, context // 2))
+    keep = context - answer
+    cut = sum(len(ids) > keep for ids in encoded)
+    if cut:
+        log.warning("%d of %d prompts are longer than the %d tokens the model's %d-position context leaves beside "
+                    "a %d-token answer; their beginnings were cut", cut, len(encoded), keep, context, answer)
+    if answer < gen.max_new_tokens:
+        log.warning("answers are limited to %d tokens (generation.max_new_tokens is %d): half the model's "
+                    "%d-position context", answer, gen.max_new_tokens, context)
+        gen = dataclasses.replace(gen, max_new_tokens=answer)
+    return [ids[-keep:] if len(ids) > keep else ids for ids in encoded], gen
+
+
 def _left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(r) for r in rows)
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # [B, L]
@@ -68,8 +99,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], gen: Genera
         return []
     stop_ids = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    encoded, gen = fit_to_context(model, [encode_prompt(tokenizer, p) for p in prompts], gen)
     config = generation_config(gen, pad_id, stop_ids)
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: memory peaks early
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
