@@ -197,6 +197,7 @@ class RunState:
     log_total: int = 0  # lines ever added (the deque forgets old ones; views append the new ones)
     pipeline: PipelineClock = field(default_factory=PipelineClock)  # whole-run progress and ETA
     sweep: dict = field(default_factory=dict)  # the sweep point running now, as logged (older engines)
+    warnings: list = field(default_factory=list)  # the engine's own warning log events of this attempt, in full
 
     def add_log(self, line: str) -> None:
         self.log.append(line)
@@ -223,7 +224,7 @@ class RunState:
             self.metrics.attempt += 1
             self.pipeline.on_hello(event.time)
             self.last_error = self.error_detail = ""
-            self.progress, self.sweep = {}, {}
+            self.progress, self.sweep, self.warnings = {}, {}, []
         elif event.type == "status":
             self.state = d.get("state", self.state)
             if isinstance(d.get("index"), int) and d.get("stage") != self.progress.get("stage"):
@@ -248,6 +249,8 @@ class RunState:
                                        str(d.get("model", "")), str(d.get("reference") or "")))
         elif event.type == "log":
             self.add_log(f"[{d.get('level', 'info')}] {d.get('message', '')}")
+            if d.get("level") == "warning" and str(d.get("message", "")) not in self.warnings:
+                self.warnings.append(str(d.get("message", "")))  # shown whole above the tabs, not as a cut line
             self._note_sweep(str(d.get("message", "")))
         elif event.type == "artifact":
             self.artifacts.append(dict(d))

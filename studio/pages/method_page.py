@@ -33,12 +33,17 @@ from engine.contract.spec import (
     updated,
 )
 from engine.contract.stage_specs import KD_METHOD_KNOBS
-from studio.model.wizard_model import KD_METHOD, METHODS, distill_settings, method_blocks
+from studio.model.wizard_model import KD_METHOD, METHODS, WIZARD_GRPO_BETA, distill_settings, method_blocks
 from studio.pages.common import StudioPage, tip
 
 # The spec's defaults are the page's defaults: one home for each knob.
 DISTILL, GRPO, QUANTIZE = DistillSpec(), GRPOSpec(), QuantizeSpec()
 DEFAULT_REWARDS = {r.name: r.weight for r in GRPO.rewards}
+GRPO_COLD_START_NOTE = (
+    "GRPO reinforces answers the student already sometimes gets right. A student that never saw the "
+    "<think>…</think><answer>…</answer> template (the demo's, or one straight from distillation) earns reward 0 on "
+    "every completion and learns nothing: start from a model fine-tuned on chain-of-thought examples in that "
+    "template (a cold start, see bench/RESULTS_grpo.md), or pick the whole pipeline.")
 
 
 class MethodPage(StudioPage):
@@ -115,6 +120,17 @@ class MethodPage(StudioPage):
         self.num_generations.setValue(GRPO.num_generations)
         grid.addWidget(tip(QLabel("Group size"), GRPOSpec, "num_generations"), len(REWARDS), 0)
         grid.addWidget(self.num_generations, len(REWARDS), 1)
+        self.beta = tip(QDoubleSpinBox(), GRPOSpec, "beta")
+        self.beta.setDecimals(3)
+        self.beta.setRange(0, 10)
+        self.beta.setSingleStep(0.01)
+        self.beta.setValue(WIZARD_GRPO_BETA)
+        grid.addWidget(tip(QLabel("KL β"), GRPOSpec, "beta"), len(REWARDS) + 1, 0)
+        grid.addWidget(self.beta, len(REWARDS) + 1, 1)
+        self.grpo_note = QLabel(GRPO_COLD_START_NOTE)
+        self.grpo_note.setObjectName("hint")
+        self.grpo_note.setWordWrap(True)
+        grid.addWidget(self.grpo_note, len(REWARDS) + 2, 0, 1, 2)
         return self.grpo_box
 
     def _build_quant_box(self) -> QGroupBox:
@@ -152,14 +168,26 @@ class MethodPage(StudioPage):
         return KD_METHOD.get(self.method(), "token")  # the whole pipeline distils token by token
 
     def _on_method_toggled(self, *_: object) -> None:
-        blocks = method_blocks(self.method())  # which stage kinds the method runs, per the contract's table
-        self.kd_box.setEnabled("distill" in blocks)
-        self.grpo_box.setEnabled("grpo" in blocks)
-        self.quant_box.setEnabled("quantize" in blocks)
+        m = self.method()
+        blocks = method_blocks(m)  # which stage kinds the method runs, per the contract's table
+        label = METHODS[m].split(" — ")[0]
+        for box, title, kind, by in ((self.kd_box, "Distillation", "distill",
+                                      "the distillation methods and the whole pipeline"),
+                                     (self.grpo_box, "GRPO rewards", "grpo", "GRPO and the whole pipeline"),
+                                     (self.quant_box, "4-bit quantization", "quantize",
+                                      "4-bit quantization and the whole pipeline")):
+            # greyed out and saying why: a knob that looks live but does nothing misleads
+            used = kind in blocks
+            box.setEnabled(used)
+            box.setTitle(title if used else f"{title} (not used)")
+            box.setToolTip("" if used else f"Not used by “{label}”: these settings apply to {by}.")
         knobs = KD_METHOD_KNOBS[self._kd_method()]  # e.g. sequence-level KD reads no α: its box is off
         for name, widget in (("divergence", self.divergence), ("alpha", self.alpha),
                              ("temperature", self.temperature)):
             widget.setEnabled(name in knobs)
+        self.with_eval.setEnabled(m != "quantize")
+        self.with_eval.setToolTip("" if m != "quantize" else "4-bit quantization alone ends with its own size and "
+                                  "memory report (the 4-bit pane); the evaluation runs with the other methods.")
 
     def values(self) -> tuple[dict, dict, dict]:
         """The boxes' settings; of the distillation knobs only those the chosen KD method reads."""
@@ -169,7 +197,8 @@ class MethodPage(StudioPage):
                                      ("temperature", round(self.temperature.value(), 4))) if k in knobs}
         rewards = [{"name": n, "weight": round(self.reward_weights[n].value(), 4)}
                    for n, check in self.reward_checks.items() if check.isChecked()]
-        grpo = {"rewards": rewards, "num_generations": self.num_generations.value()}
+        grpo = {"rewards": rewards, "num_generations": self.num_generations.value(),
+                "beta": round(self.beta.value(), 4)}
         quantize = {"quant_type": self.quant_type.currentText(), "double_quant": self.double_quant.isChecked()}
         return distill, grpo, quantize
 
@@ -208,5 +237,6 @@ class MethodPage(StudioPage):
             check.setChecked(name in weights)
             self.reward_weights[name].setValue(weights.get(name, self.reward_weights[name].value()))
         self.num_generations.setValue(c.grpo.num_generations)
+        self.beta.setValue(c.grpo.beta)
         self.quant_type.setCurrentText(c.quantize.quant_type)
         self.double_quant.setChecked(c.quantize.double_quant)

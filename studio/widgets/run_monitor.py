@@ -91,6 +91,11 @@ class RunMonitor(QWidget):
         self.error_banner.setTextFormat(Qt.TextFormat.RichText)  # a link to the Log tab
         self.error_banner.linkActivated.connect(lambda _link: self.tabs.setCurrentWidget(self.log_view))
         self.error_banner.hide()
+        self.warning_banner = QLabel("")  # the engine's warnings in full (a Log line is cut at the tab's width)
+        self.warning_banner.setObjectName("warningBanner")
+        self.warning_banner.setWordWrap(True)
+        self.warning_banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warning_banner.hide()
         self.progress = ProgressPanel()
         self.plots = MetricPlots()
         self.log_view = LogPanel()
@@ -104,6 +109,7 @@ class RunMonitor(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(header)
         layout.addWidget(self.error_banner)
+        layout.addWidget(self.warning_banner)
         layout.addWidget(self.progress)
         layout.addWidget(self.tabs, 1)
         self.refresh()
@@ -176,6 +182,10 @@ class RunMonitor(QWidget):
             self._show_failure(status, state.last_error)
         else:
             self.error_banner.hide()
+        warnings = "\n".join(f"⚠ {text}" for text in state.warnings[-3:])
+        if warnings != self.warning_banner.text():
+            self.warning_banner.setText(warnings)
+            self.warning_banner.setVisible(bool(warnings))
         self.progress.show_state(state)
         self.log_view.show_state(state)
         self.samples.show_state(state)

@@ -27,7 +27,7 @@ from studio.model.wizard_model import (
 
 # What the choices held as plain dicts before they held sub-specs: only what the wizard sets.
 OLD_DICTS = {"teacher": {"source": "demo:teacher"}, "student": {"source": "demo:student"}, "data": {"preset": "demo"},
-             "distill": {"alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"}, "grpo": {},
+             "distill": {"alpha": 0.5, "temperature": 1.0, "divergence": "forward_kl"}, "grpo": {"beta": 0.01},
              "quantize": {}, "train": {"learning_rate": 1e-3, "max_steps": 200, "batch_size": 8}}
 
 

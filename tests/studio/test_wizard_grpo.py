@@ -1,0 +1,64 @@
+"""GRPO from the wizard (issue 20, item 7): a KL curve by default, the evaluation against the student's own start
+(not an untrained teacher), the cold start said plainly on the page, and the engine's warnings shown whole."""
+from __future__ import annotations
+
+import pytest
+
+from engine.contract.protocol import Event
+from studio.model.wizard_model import WIZARD_GRPO_BETA, WizardChoices, build_spec
+
+pytestmark = pytest.mark.usefixtures("home")
+COLD_START_WARNING = ("grpo: the starting model answers none of the 200 held-out prompts in the <think>/<answer> "
+                      "template and gets none right, so GRPO has little to reinforce; train an SFT stage on "
+                      "chain-of-thought examples first (bench/grpo_demo.py's cold start).")
+
+
+def test_the_wizards_grpo_has_a_kl_penalty_and_is_measured_against_its_start():
+    spec = build_spec(WizardChoices(method="grpo"))
+    grpo, evaluate = spec.stages
+    assert grpo.grpo.beta == WIZARD_GRPO_BETA > 0  # TRL logs the KL (grpo/kl) only when β > 0
+    assert evaluate.models == {"student": "student", "grpo_student": "grpo"} and evaluate.reference == "student"
+    pipeline = {s.name: s for s in build_spec(WizardChoices(method="pipeline")).stages}
+    assert pipeline["eval"].reference == "teacher" and pipeline["eval"].models["teacher"] == "teacher_sft"
+    assert pipeline["grpo"].grpo.beta == WIZARD_GRPO_BETA
+
+
+def test_the_method_page_says_what_does_not_apply_and_why_grpo_may_not_learn(window, qtbot):
+    window.go_to("New run")
+    page = window.wizard.method_page
+    page.set_method("grpo")
+    assert not page.kd_box.isEnabled() and page.kd_box.title() == "Distillation (not used)"
+    assert "Not used by “Chain-of-thought GRPO”" in page.kd_box.toolTip()
+    assert not page.quant_box.isEnabled() and page.grpo_box.isEnabled() and page.grpo_box.toolTip() == ""
+    assert "cold start" in page.grpo_note.text() and "reward 0" in page.grpo_note.text()
+    assert page.beta.value() == pytest.approx(WIZARD_GRPO_BETA)
+    page.beta.setValue(0.05)
+    assert page.validatePage() and window.wizard.choices.grpo.beta == pytest.approx(0.05)
+    page.set_method("quantize")
+    assert not page.with_eval.isEnabled() and "4-bit pane" in page.with_eval.toolTip()
+    page.set_method("pipeline")
+    assert all(box.isEnabled() for box in (page.kd_box, page.grpo_box, page.quant_box)) and page.with_eval.isEnabled()
+
+
+def test_an_engine_warning_is_shown_whole_above_the_tabs(qtbot):
+    from studio.model.run_state import RunState
+    from studio.run_session import RunSession
+    from studio.widgets.run_monitor import RunMonitor
+
+    monitor = RunMonitor()
+    qtbot.addWidget(monitor)
+    monitor.resize(700, 500)
+    monitor.show()
+    state = RunState()
+    state.apply(Event("hello", {}, seq=1, run_id="r1"))
+    for seq in (2, 3):  # said twice (a resumed stage): shown once
+        state.apply(Event("log", {"level": "warning", "message": COLD_START_WARNING}, seq=seq, run_id="r1"))
+    state.apply(Event("log", {"level": "info", "message": "grpo: 1700 training prompts"}, seq=4, run_id="r1"))
+    monitor.add_session(RunSession("grpo", state=state))
+    monitor.refresh()
+    banner = monitor.warning_banner
+    assert banner.isVisible() and banner.text() == f"⚠ {COLD_START_WARNING}" and banner.wordWrap()
+    assert banner.width() <= monitor.width() and banner.height() > banner.fontMetrics().height() * 2  # wrapped
+    state.apply(Event("hello", {}, seq=5, run_id="r1"))  # a new attempt starts clean
+    monitor.refresh()
+    assert not banner.isVisible()
