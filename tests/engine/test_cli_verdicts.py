@@ -154,3 +154,25 @@ def test_inspect_gives_one_answer_for_a_gguf_before_and_after_its_unpacking(tmp_
     after = inspect_model(str(gguf))
     assert before == after
     assert before.architecture == "Qwen2ForCausalLM" and before.dtype == "float16"
+
+
+def test_the_command_lines_defaults_and_choices_are_the_specs():
+    """One home for each default and choice: an omitted option means what an omitted spec setting means."""
+    from engine.cli.main import build_parser
+    from engine.contract.spec import DataSpec, GenerationSpec, QuantizeSpec, RunSpec
+    from engine.contract.spec_fields import default_of
+    from engine.contract.vocabulary import COMPUTE_DTYPES, DEVICES, QUANT_TYPES
+
+    parser = build_parser()
+    args = parser.parse_args(["eval", "--model", "a=demo:student"])
+    assert (args.data, args.test_fraction, args.max_new_tokens, args.batch_size, args.device) == (
+        default_of(DataSpec, "preset"), default_of(DataSpec, "test_fraction"),
+        default_of(GenerationSpec, "max_new_tokens"), default_of(GenerationSpec, "batch_size"),
+        default_of(RunSpec, "device"))
+    args = parser.parse_args(["quantize", "demo:student"])
+    assert (args.quant_type, args.compute_dtype) == (QuantizeSpec().quant_type, QuantizeSpec().compute_dtype)
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    options = {a.dest: a for a in sub["quantize"]._actions}
+    assert tuple(options["quant_type"].choices) == QUANT_TYPES
+    assert tuple(options["compute_dtype"].choices) == COMPUTE_DTYPES
+    assert tuple({a.dest: a for a in sub["preflight"]._actions}["device"].choices) == DEVICES

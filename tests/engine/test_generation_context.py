@@ -14,7 +14,7 @@ from engine.contract.spec import GenerationSpec
 from engine.evaluation.generation import generate_answers
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_helpers import tiny_tokenizer  # noqa: E402
+from quant_helpers import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
