@@ -115,10 +115,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise StageCancelled("export")
         events.progress("export", done, total, time.perf_counter() - start, unit="tensor")
 
+    from engine.core import heartbeat
+
     try:
         events.status("running", "export", f"exporting {source} to GGUF ({', '.join(formats)})")
-        result = export_gguf(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
-                             on_progress=on_progress, overwrite=overwrite)
+        # a slow tensor (a large embedding quantized to q4_k_m) must not leave the stream silent: heartbeats
+        heartbeat.attach(events, "export", f"exporting to GGUF ({', '.join(formats)})")
+        try:
+            result = export_gguf(source, Path(args.out), formats, name=args.name or "",
+                                 ollama=not args.no_modelfile, on_progress=on_progress, overwrite=overwrite)
+        finally:
+            heartbeat.attach(None, "")
     except StageCancelled:  # export_gguf removed its own partial files, and only those
         events.status("cancelled", "export", "cancelled; no file was written")
         events.emit("done", status="cancelled", summary={})

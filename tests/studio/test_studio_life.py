@@ -204,6 +204,28 @@ def test_a_partial_4bit_report_shows_what_is_known(qtbot):
     assert table.table.rowCount() == 1 and "not measured (cancelled): kd" in table.caption.text()
 
 
+def test_a_running_quantization_shows_the_part_of_its_report_already_measured(window, qtbot):
+    """The monitor rereads eval.json at each 'eval' artifact while the run goes on, not only at its end."""
+    store = RunStore()
+    paths = store.create("quant-live", "name: quant-live\n")
+    report = _quant_report()
+    quant = report["quantization"]["quantize"]
+    quant.update(measured=["size"], state="measuring", retention={})
+    for side in ("original", "quantized"):
+        quant[side].pop("scores", None)
+    paths.eval_json.write_text(json.dumps(report))
+    paths.events.write_text("".join(e.to_json() + "\n" for e in (
+        Event("hello", {"pid": os.getpid()}, paths.id, 1),
+        Event("status", {"state": "running", "stage": "quantize", "message": "stage 1/1: quantize"}, paths.id, 2),
+        Event("artifact", {"stage": "quantize", "kind": "eval", "path": str(paths.eval_json)}, paths.id, 3))))
+    store.update(paths.id, status="running", pid=os.getpid())  # a live engine (this process) owns it
+    session = window.open_run(store.get(paths.id))
+    qtbot.waitUntil(lambda: session.state.events_seen >= 3, timeout=10000)
+    window.monitor.refresh()
+    assert not session.state.done and window.monitor.eval_table.quant.has_report
+    assert "still being measured: speed and memory, quality" in window.monitor.eval_table.quant.caption.text()
+
+
 def test_a_quantization_run_shows_its_report_in_monitor_and_history(window, qtbot, tmp_path):
     store = RunStore()
     paths = store.create("quant", "name: quant\n")
