@@ -12,6 +12,7 @@ from pathlib import Path
 from engine.core.context import RunContext, StageCancelled, StageResult
 from engine.contract.runs import write_atomic
 from engine.contract.spec import ModelSpec, to_dict
+from engine.contract.vocabulary import COMPUTE_DTYPES
 
 
 def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
@@ -33,7 +34,7 @@ def _original_folder(ctx: RunContext, spec: ModelSpec) -> Path:
         ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to compare against")
         # like with like: the copy keeps the source's storage dtype, not the float32 a CPU load computes in
         stored = str(storage_dtype(resolved.location, {}, None) or "").replace("torch.", "")
-        copy_spec = dataclasses.replace(spec, dtype=stored) if stored in ("float16", "bfloat16", "float32") else spec
+        copy_spec = dataclasses.replace(spec, dtype=stored) if stored in COMPUTE_DTYPES else spec
         save_model(load_model(copy_spec, "cpu"), load_tokenizer(spec), target, f"# Copy of {spec.source}\n")
     return target
 

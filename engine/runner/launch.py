@@ -119,7 +119,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_command(run_id: str, processes: int, strategy: str = "ddp", port: int | None = None) -> list[str]:
+def accelerate_command(run_id: str, processes: int, strategy: str = DISTRIBUTED_STRATEGIES[0],
+                       port: int | None = None) -> list[str]:
     """The ``accelerate launch`` command line that runs the engine on an existing run folder."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
     if strategy.startswith(DISTRIBUTED_CONFIG_PREFIX):
