@@ -80,7 +80,9 @@ class TrainSpec:
 class TeacherCacheSpec:
     enabled: bool = option(False, "Token KD: run the teacher once over the data and keep its top-k log-probabilities "
                            "per response token (plus the rest of its mass as one tail bucket) in the run store; "
-                           "every sweep point, epoch, resume and later run reads them instead of the teacher.")
+                           "every sweep point, epoch, resume and later run reads them instead of the teacher. "
+                           "Cross-tokenizer KD always runs the teacher once; this keeps its targets in the run "
+                           "store for later runs (else in the stage's work folder).")
     top_k: int = option(64, high=1 << 24, help="Teacher probabilities kept per token; the divergence is exact over "
                         "these plus the "
                         "tail bucket.")

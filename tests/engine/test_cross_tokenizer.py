@@ -30,6 +30,27 @@ stages:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(scope="module")
+def built_kit(tmp_path_factory) -> Path:
+    """The demo kit built once for the module (a build takes seconds; each test copies it into its home)."""
+    from engine.demo.kit import ensure_demo_kit
+
+    root = tmp_path_factory.mktemp("kit")
+    ensure_demo_kit(root)
+    return root / "demo-kit"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, built_kit) -> Path:
+    import shutil
+
+    path = tmp_path / "home"
+    shutil.copytree(built_kit, path / "demo-kit")
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(path))
+    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)  # no stdin thread, no SIGINT
+    return path
+
+
 def test_pairing_verdicts_from_vocabulary_digests() -> None:
     same = kd_pairing(ModelInfo(vocab_size=64, tokenizer_tokens=60, vocab_digest="a"),
                       ModelInfo(vocab_size=64, tokenizer_tokens=60, vocab_digest="a"))
@@ -51,6 +72,25 @@ def test_alignment_picks_the_teacher_token_holding_the_first_character() -> None
     assert align_row([-5, 0], [0, 3], 2, 2, False) == [0, 0]  # template text before the response: first token
 
 
+def test_identical_tokenizers_align_each_token_with_itself(home) -> None:
+    """One tokenizer on both sides: every student response token gets the teacher's prediction at the very same
+    position, so the aligned targets are the token-KD cache's own (and ULD then compares the same positions)."""
+    from engine.demo.kit import ensure_demo_kit
+    from engine.training.cross_tokenizer import teacher_rows
+    from engine.training_data.loading import load_records
+    from engine.contract.spec import DataSpec
+    from transformers import AutoTokenizer
+
+    kit = ensure_demo_kit()
+    qwen, bpe = (AutoTokenizer.from_pretrained(d) for d in (kit.student_dir, kit.teacher_bpe_dir))
+    records = load_records(DataSpec(preset="demo", max_samples=30))
+    rows, maps = teacher_rows(qwen, qwen, records, "demo", 48)  # 48 tokens: some rows are truncated
+    assert all(m == list(range(len(m))) for m in maps) and any(len(r["input_ids"]) == 48 for r in rows)
+    _, maps = teacher_rows(qwen, bpe, records, "demo", 128)  # another tokenizer: monotone, never backwards
+    assert all(all(b >= a for a, b in zip(m, m[1:])) and min(m) >= 0 for m in maps)
+    assert any(len(set(m)) < len(m) for m in maps)  # the BPE teacher has longer tokens: some are shared
+
+
 def _run(spec: Path, capsys, caplog) -> tuple[int, list, str]:
     from engine.cli.run import cmd_run
 
@@ -60,10 +100,7 @@ def _run(spec: Path, capsys, caplog) -> tuple[int, list, str]:
     return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")], err + caplog.text
 
 
-def test_demo_bpe_teacher_distils_into_the_qwen_student(tmp_path, monkeypatch, capsys, caplog) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)
-    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(home))
+def test_demo_bpe_teacher_distils_into_the_qwen_student(tmp_path, home, capsys, caplog) -> None:
     caplog.set_level(logging.INFO, logger="engine")
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC % "token", encoding="utf-8")
@@ -88,7 +125,7 @@ def test_demo_bpe_teacher_distils_into_the_qwen_student(tmp_path, monkeypatch, c
     assert "Cross-tokenizer knowledge distillation" in card
 
 
-def test_demo_cross_tokenizer_variant_prints_its_spec(capsys) -> None:
+def test_demo_cross_tokenizer_variant_prints_its_spec(home, capsys) -> None:
     from engine.cli.run import cmd_demo
 
     assert cmd_demo(argparse.Namespace(quick=True, print_spec=True, cross_tokenizer=True)) == 0
@@ -96,7 +133,7 @@ def test_demo_cross_tokenizer_variant_prints_its_spec(capsys) -> None:
     assert "demo:teacher_bpe" in text and "method: cross_tokenizer" in text and "method: sequence" in text
 
 
-def test_gguf_teacher_with_another_tokenizer_uses_the_cache(tmp_path, monkeypatch, capsys, caplog) -> None:
+def test_gguf_teacher_with_another_tokenizer_uses_the_cache(tmp_path, home, capsys, caplog) -> None:
     """A GGUF teacher (the BPE teacher written as llama.cpp's converter does) pairs by its own tokenizer read from
     the file, and its aligned targets go to the run store's cache (teacher_cache.enabled), keyed by its weights."""
     import sys
@@ -106,9 +143,6 @@ def test_gguf_teacher_with_another_tokenizer_uses_the_cache(tmp_path, monkeypatc
 
     from engine.demo.kit import ensure_demo_kit
 
-    home = tmp_path / "home"
-    monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)
-    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(home))
     caplog.set_level(logging.INFO, logger="engine")
     gguf = write_gguf(ensure_demo_kit().teacher_bpe_dir, tmp_path / "bpe-teacher.gguf")
     spec = tmp_path / "spec.yaml"
