@@ -1,6 +1,7 @@
 """Keyboard behaviour the studio adds to Qt's: Enter presses the focused button anywhere (Qt does that only for
 "auto-default" buttons inside dialogs), Enter sends in a chat box while Shift+Enter starts a new line, and a
-visible focus ring (a ``QFocusFrame`` styled in studio.qss) follows the keyboard focus across fields."""
+visible focus ring (a ``QFocusFrame`` styled in studio.qss) follows the keyboard focus across fields; Enter in a
+file field reads the file instead of leaving the page."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -92,6 +93,23 @@ class EnterSends(QObject):
         if modifiers == Qt.KeyboardModifier.NoModifier:
             if self._can_send():
                 self._send()
+            return True
+        return False
+
+
+class EnterCommits(QObject):
+    """On a line edit whose text names something to read (a file): Enter reads it (``commit``) and stays on the
+    field. QLineEdit passes Enter on, and the wizard's default button took it as Next: the page was left before
+    the file's preview was seen."""
+
+    def __init__(self, edit: QLineEdit, commit: Callable[[], object]) -> None:
+        super().__init__(edit)
+        self._commit = commit
+        edit.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
+        if event.type() == QEvent.Type.KeyPress and event.key() in _ENTER:
+            self._commit()
             return True
         return False
 

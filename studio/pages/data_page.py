@@ -34,6 +34,7 @@ from engine.contract.spec import (
     updated,
 )
 from studio.model.wizard_model import DATA_FORMAT_LABELS, DATA_PRESET_LABELS
+from studio.keyboard import EnterCommits
 from studio.pages.common import StudioPage, tip
 
 NONE = "(none)"
@@ -71,6 +72,7 @@ class DataPage(StudioPage):
         self.path = tip(QLineEdit(), DataSpec, "path")
         self.path.setPlaceholderText("path of a .jsonl, .json, .csv or .parquet file")
         self.path.editingFinished.connect(self._on_path_edited)
+        EnterCommits(self.path, self._on_path_edited)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse_clicked)
         path_row = QHBoxLayout()
@@ -162,10 +164,29 @@ class DataPage(StudioPage):
         self.table.setVisible(local)
         self.hub_row.setVisible(hub)
         self.format.setEnabled(local or hub)
-        self.preview_status.setText("" if local else
-                                    "The engine reads this data set from the hub when the run starts (or the file "
+        if local:  # what the file holds, at once: not only after the path is edited again (or Next, then Back)
+            self._show_local_file()
+            return
+        self.preview_status.setText("The engine reads this data set from the hub when the run starts (or the file "
                                     "above, a local copy of it); a missing column is named then." if hub else
                                     "This preset is read by the engine when the run starts.")
+
+    def _show_local_file(self) -> None:
+        if self.path.text().strip():
+            if self.mapping["instruction"].count() == 1:  # columns not read yet
+                self._on_path_edited()
+            else:
+                self.refresh_preview()
+        else:
+            self.table.setRowCount(0)
+            self._set_status("Choose a file (Browse… or type its path): its first rows and the column mapping "
+                             "show here.", "hint")
+
+    def _set_status(self, text: str, name: str) -> None:
+        self.preview_status.setText(text)
+        self.preview_status.setObjectName(name)
+        self.preview_status.style().unpolish(self.preview_status)
+        self.preview_status.style().polish(self.preview_status)
 
     def _on_browse_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Data file", "", "Data (*.jsonl *.json *.csv *.parquet)")
@@ -216,14 +237,10 @@ class DataPage(StudioPage):
         self.mapping_box.setVisible(not chats)  # a chat file's turns say who speaks: nothing to map
         self._show_rows(preview)
         if preview.errors:
-            self.preview_status.setText("Problems in this file:\n" + "\n".join(preview.errors[:5]))
-            self.preview_status.setObjectName("pageError")
+            self._set_status("Problems in this file:\n" + "\n".join(preview.errors[:5]), "pageError")
         else:
-            self.preview_status.setText(f"{len(preview.rows)} rows previewed of {preview.total_rows_read} read; "
-                                        f"{Path(path).name} looks fine.")
-            self.preview_status.setObjectName("hint")
-        self.preview_status.style().unpolish(self.preview_status)
-        self.preview_status.style().polish(self.preview_status)
+            self._set_status(f"{len(preview.rows)} rows previewed of {preview.total_rows_read} read; "
+                             f"{Path(path).name} looks fine.", "hint")
         return preview
 
     def _show_rows(self, preview: Preview) -> None:

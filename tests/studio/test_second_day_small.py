@@ -1,0 +1,43 @@
+"""Issue 20, item 8: the smaller things a person at the GUI tripped over, each checked on values or geometry."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PySide6.QtCore import Qt
+
+pytestmark = pytest.mark.usefixtures("home")
+
+
+def _data_file(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"Add {i} and 1", "output": str(i + 1)}) for i in range(30)))
+    return path
+
+
+def test_local_file_shows_preview_and_mapping_as_soon_as_it_is_picked(window, tmp_path):
+    window.go_to("New run")
+    window.wizard.next()
+    page = window.wizard.data_page
+    page.set_path(str(_data_file(tmp_path)))  # typed while a preset was chosen: nothing to preview yet
+    assert page.table.rowCount() == 0
+    page.set_preset("local")
+    assert page.table.rowCount() == 20 and page.table.isVisible() and page.mapping_box.isVisible()
+    assert page.columns() == {"instruction": "prompt", "response": "output"}
+    page.set_preset("demo")
+    page.path.clear()
+    page.set_preset("local")
+    assert "Choose a file" in page.preview_status.text()
+
+
+def test_enter_in_the_file_field_reads_the_file_and_stays_on_the_page(window, qtbot, tmp_path):
+    window.go_to("New run")
+    wizard = window.wizard
+    wizard.next()
+    page = wizard.data_page
+    page.set_preset("local")
+    page.path.setFocus()
+    page.path.setText(str(_data_file(tmp_path)))
+    qtbot.keyClick(page.path, Qt.Key.Key_Return)
+    assert wizard.currentPage() is page and page.path.hasFocus()
+    assert page.table.rowCount() == 20
