@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
+from engine.contract.errors import echo
 from engine import __version__
 from engine.contract.protocol import (
     EventWriter,
@@ -31,7 +32,7 @@ def _parse_models(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, source = pair.partition("=")
         if not sep or not name or not source:
-            raise SpecError(f"--model {pair!r}: expected NAME=SOURCE, e.g. teacher=./models/teacher_sft.")
+            raise SpecError(f"--model {echo(pair)}: expected NAME=SOURCE, e.g. teacher=./models/teacher_sft.")
         if name in models:  # the second would silently replace the first
             raise SpecError(f"--model {name}=… is given twice; give each model its own name.")
         models[name] = source

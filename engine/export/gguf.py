@@ -109,7 +109,7 @@ def check_formats(formats: list[str]) -> None:
         raise EngineError(f"no GGUF format given; use one or more of {', '.join(FORMATS)}.")
     for fmt in formats:
         if fmt not in FORMATS:
-            raise EngineError(f"GGUF format {fmt!r} is not one of {', '.join(FORMATS)}.")
+            raise EngineError(f"GGUF format {echo(fmt)} is not one of {', '.join(FORMATS)}.")
     if "q4_k_m" in formats and not llama_cpp_available():
         raise EngineError("q4_k_m needs llama.cpp's quantizer, which is not installed; install it with "
                           f"{LLAMA_CPP_INSTALL}, or export q4_0 or q8_0 instead.")
@@ -171,7 +171,7 @@ def _add_tensors(writer: Any, model_dir: Path, config: dict, fmt: str, on_tensor
             continue  # tied: llama.cpp reuses token_embd, as the converter does
         new_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if new_name is None:
-            raise EngineError(f"{model_dir}: tensor {hf_name!r} has no GGUF name for this architecture; the "
+            raise EngineError(f"{model_dir}: tensor {echo(hf_name)} has no GGUF name for this architecture; the "
                               "model does not match its config.json.")
         qtype = _tensor_type(new_name, data, fmt)
         try:

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from engine.contract.errors import echo
 from engine.contract.stage_kinds import stage_kind
 from engine.core.context import EngineError
 from engine.models import memory
@@ -53,12 +54,12 @@ def config_of(source: str) -> dict:
     except (EngineError, OSError, ValueError) as exc:
         if name in KNOWN_CONFIGS:
             return dict(KNOWN_CONFIGS[name])
-        raise EngineError(f"cannot estimate the memory of {source!r}: its config is unreadable ({exc})") from None
+        raise EngineError(f"cannot estimate the memory of {echo(source)}: its config is unreadable ({exc})") from None
     for key in ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads"):
         value = config.get(key, 1 if key == "num_attention_heads" else None)  # every size the estimate divides by
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise EngineError(f"cannot estimate the memory of {source!r}: its config's {key} is {value!r}, not a "
-                              "positive whole number; check its config.json or re-save the model.")
+            raise EngineError(f"cannot estimate the memory of {echo(source)}: its config's {key} is {echo(value)}, "
+                              "not a positive whole number; check its config.json or re-save the model.")
     return config
 
 

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from collections.abc import Callable
 
+from engine.contract.errors import echo
 from engine.contract.safe_json import JSONProblem, safe_json_loads
 from engine.core.context import EngineError
 from engine.rewards.sandbox import run_tests
@@ -232,7 +233,7 @@ def build_reward_functions(specs: list[RewardSpec], *, length_range: tuple[int, 
     functions = []
     for spec in specs:
         if spec.name not in makers:
-            raise EngineError(f"unknown reward {spec.name!r}; choose from {', '.join(REWARDS)}.")
+            raise EngineError(f"unknown reward {echo(spec.name)}; choose from {', '.join(REWARDS)}.")
         fn = makers[spec.name]()
         fn.__name__ = fn.__qualname__ = spec.name
         functions.append(fn)
@@ -264,7 +265,7 @@ def validate_rewards(specs: list[RewardSpec], template: str, records: list[dict]
     names = [spec.name for spec in specs]
     for name in names:
         if name not in REWARDS:
-            raise EngineError(f"unknown reward {name!r}; choose from {', '.join(REWARDS)}.")
+            raise EngineError(f"unknown reward {echo(name)}; choose from {', '.join(REWARDS)}.")
     if len(set(names)) != len(names):
         raise EngineError("a reward is listed twice in grpo.rewards; give each reward once with its weight.")
     if "{prompt}" not in template:

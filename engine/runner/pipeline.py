@@ -14,7 +14,7 @@ from typing import Any
 from engine.core import heartbeat
 from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.protocol import EventWriter, io_sentence
-from engine.contract.errors import shorten
+from engine.contract.errors import echo, shorten
 from engine.contract.run_status import STAGE_DONE_FILE
 from engine.contract.safe_json import safe_json_loads
 from engine.contract.runs import RunPaths, RunStore, StoreError, json_safe, read_inside, write_atomic
@@ -75,7 +75,7 @@ def check_report_to(spec: RunSpec) -> None:
     for name in spec.report_to:
         if importlib.util.find_spec(name) is None:
             package = REPORT_TO[name]
-            raise EngineError(f"report_to: {name!r} needs the {package} package, which is not installed; run pip "
+            raise EngineError(f"report_to: {echo(name)} needs the {package} package, which is not installed; run pip "
                               f"install {package} in the engine's environment, or remove {name} from report_to.")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.contract.errors import echo
 from engine.core.context import EngineError
 
 PURE_BF16_WARNING = ("train.precision is bf16-pure: the weights themselves are bfloat16, so AdamW updates smaller "
@@ -57,7 +58,7 @@ def resolve_precision(requested: str, device: str, where: str = "train.precision
         name = ("bf16-mixed" if _cuda_bf16() else "fp16-mixed") if kind == "cuda" else "fp32"
         return PrecisionPlan(name, *_PLANS[name])
     if requested not in _PLANS:
-        raise EngineError(f"{where}: {requested!r} is not one of auto, {', '.join(_PLANS)}.")
+        raise EngineError(f"{where}: {echo(requested)} is not one of auto, {', '.join(_PLANS)}.")
     if requested == "fp16-mixed" and kind != "cuda":
         raise EngineError(f"{where} is fp16-mixed, which needs a CUDA GPU (its loss scaler and fp16 kernels), but "
                           f"the run trains on {kind}; use auto, bf16-mixed or fp32.")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.contract.errors import echo
 from engine.core.context import EngineError
 from engine.contract.data.chat import ALPACA_COLUMNS, CHAT_COLUMNS, detect_format
 from engine.contract.data.presets import Preset, preset_for
@@ -48,7 +49,7 @@ def load_records(spec: DataSpec) -> list[dict]:
         except RecordProblem as exc:
             raise EngineError(f"{where}: {exc}") from None
         if record["id"] in seen:
-            raise EngineError(f"{where}: id {record['id']!r} repeats the one at {seen[record['id']]}; ids must be "
+            raise EngineError(f"{where}: id {echo(record['id'])} repeats the one at {seen[record['id']]}; ids must be "
                               f"unique (drop the id column from data.columns to number records automatically).")
         seen[record["id"]] = where
         records.append(record)
@@ -101,7 +102,7 @@ _NETWORK_ERRORS = ("ConnectionError", "Timeout", "OfflineModeIsEnabled", "LocalE
 def offline_message(preset: Preset, exc: BaseException) -> str:
     """The one sentence shown when a hub preset (or the hub data set of data.hub_id) cannot be fetched."""
     who, mapping = (("data.hub_id", "data.columns are") if preset.name == "hub"
-                    else (f"data preset {preset.name!r}", "the preset's column mapping is"))
+                    else (f"data preset {echo(preset.name)}", "the preset's column mapping is"))
     return (f"{who} needs {preset.hub_id} from the Hugging Face hub, which cannot be reached "
             f"({type(exc).__name__}); to use a copy instead, set data.path to a local JSONL, CSV or Parquet file "
             f"of it and {mapping} applied to that file.")
@@ -148,7 +149,7 @@ def _hub_rows(preset: Preset, max_samples: int, check: Callable[[list[str], str]
         if _is_network_error(exc):
             raise EngineError(offline_message(preset, exc)) from None
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise EngineError(f"data preset {preset.name!r}: loading {preset.hub_id} failed ({detail}); set data.path "
+        raise EngineError(f"data preset {echo(preset.name)}: loading {preset.hub_id} failed ({detail}); set data.path "
                           f"to a local copy to use it without the hub.") from None
     label = f"{preset.hub_id} ({preset.config + ', ' if preset.config else ''}{preset.split})"
     check(list(table.column_names or []), label)
