@@ -77,6 +77,16 @@ class ReviewPage(StudioPage):
         self._reparse.setInterval(400)
         self._reparse.timeout.connect(self.apply_yaml)
         self.yaml.textChanged.connect(self._on_yaml_text_changed)
+        # the error line keeps its place, shown or not, three lines high: appearing under the editor while the
+        # person types, it shrank the editor and moved the text under the cursor
+        policy = self.error_label.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.error_label.setSizePolicy(policy)
+        self.error_label.setFixedHeight(self.error_label.fontMetrics().lineSpacing() * 3 + 16)
+
+    def _show_error(self, text: str) -> None:
+        super()._show_error(text)
+        self.error_label.setToolTip(text)  # all of it, where three lines do not hold it
 
     def initializePage(self) -> None:
         self.wizard().setButtonText(self.wizard().WizardButton.FinishButton, "Launch")
@@ -90,14 +100,21 @@ class ReviewPage(StudioPage):
 
     def show_spec(self, spec: RunSpec) -> None:
         """Show a valid spec: its YAML, the command and a one-line summary."""
-        self.spec_path = self._new_spec_path(spec.name)
+        self.spec_path = self._spec_path_for(spec.name)
         self._set_text(dump_spec(spec, self.spec_path))
         self.command.setText(command_for(str(self.spec_path)))
         self._set_spec(spec, "")
 
-    @staticmethod
-    def _new_spec_path(name: str) -> Path:
+    def _spec_path_for(self, name: str) -> Path:
+        """The file the command names: one per wizard session and run name. Each visit of the page used to
+        write a new time-stamped file into specs/; now a visit rewrites this session's file, and a renamed run
+        moves it (a launched run keeps its own copy, runs/<id>/spec.yaml)."""
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+        old = self.spec_path
+        if old is not None and re.fullmatch(re.escape(slug) + r"-\d{8}-\d{6}", old.stem):
+            return old
+        if old is not None:
+            old.unlink(missing_ok=True)  # this page's own file for the old name
         return specs_dir() / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
 
     def _set_text(self, text: str) -> None:
@@ -157,8 +174,9 @@ class ReviewPage(StudioPage):
         self.yaml.setExtraSelections([])
         if text != self._shown_text:
             self.wizard().take_spec(spec)  # the pages follow the edit
-            if self.spec_path is None:  # the pages had no valid spec; the YAML typed here is the first one
-                self.spec_path = self._new_spec_path(spec.name)
+            path = self._spec_path_for(spec.name)  # a name typed here moves the file
+            if path != self.spec_path:
+                self.spec_path = path
                 self.command.setText(command_for(str(self.spec_path)))
             self.spec_path.write_text(text, encoding="utf-8")  # the command names the file as edited
         self._set_spec(spec, "")

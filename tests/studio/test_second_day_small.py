@@ -41,3 +41,27 @@ def test_enter_in_the_file_field_reads_the_file_and_stays_on_the_page(window, qt
     qtbot.keyClick(page.path, Qt.Key.Key_Return)
     assert wizard.currentPage() is page and page.path.hasFocus()
     assert page.table.rowCount() == 20
+
+
+def test_the_review_page_reuses_one_spec_file_and_its_error_line_moves_nothing(window, qtbot):
+    from studio.pages.review_page import specs_dir
+
+    window.go_to("New run")
+    wizard = window.wizard
+    for visit in range(3):  # three visits of the review page, going back to the settings page between them
+        for _ in range(4):
+            wizard.next()
+        assert wizard.currentPage() is wizard.review_page
+        if visit < 2:
+            wizard.back()
+    review = wizard.review_page
+    assert [p.name for p in specs_dir().iterdir()] == [review.spec_path.name]
+    review.yaml.setPlainText(review.yaml.toPlainText().replace("name: my-run", "name: renamed", 1))
+    assert review.apply_yaml()
+    assert [p.name for p in specs_dir().iterdir()] == [review.spec_path.name] and "renamed" in review.spec_path.name
+    qtbot.waitUntil(lambda: review.yaml.height() > 0)
+    before = review.yaml.geometry()
+    review.yaml.setPlainText(review.yaml.toPlainText().replace("name: renamed", "name: [", 1))
+    assert not review.apply_yaml() and review.error_label.isVisible()
+    assert review.yaml.geometry() == before  # the editor under the cursor did not shrink
+    assert review.error_label.toolTip() == review.error_label.text()[3:]
