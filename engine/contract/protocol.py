@@ -38,6 +38,7 @@ EVENT_TYPES = tuple(PAYLOADS)
 FINAL_STATES = ("finished", "cancelled", "failed")
 COMMAND_TYPES = ("cancel", "generate", "stop", "load", "unload", "quit", "score")
 MAX_ERROR_CHARS = 1000  # an error sentence longer than this echoes something it should have cut
+MAX_EVENT_LINE = 16 << 20  # bytes; the largest event (a sample with a long answer) is a few KB
 MAX_SEQ = 2**63 - 1  # what SQLite and every reader of a seq can hold
 MAX_TIME = 1e11  # seconds since 1970: year 5138; a larger stamp is not a time this engine wrote
 
@@ -297,10 +298,20 @@ def read_events(path: Path, start: int = 0) -> Iterator[tuple[int, Event]]:
     with open_regular(path) as f:
         f.seek(start)
         offset = start
-        for raw in f:
+        while raw := f.readline(MAX_EVENT_LINE + 1):
+            where = offset
+            if len(raw) > MAX_EVENT_LINE:  # no event is this long: skip to the line's end without holding it
+                while raw and not raw.endswith(b"\n"):
+                    offset += len(raw)
+                    raw = f.readline(1 << 20)
+                if not raw:
+                    break  # still being written (or torn): left for the next read, as a short partial line is
+                offset += len(raw)
+                skipped, first = skipped + 1, first or f"at byte {where}: a line of more than {MAX_EVENT_LINE:,} bytes"
+                continue
             if not raw.endswith(b"\n"):
                 break
-            where, offset = offset, offset + len(raw)
+            offset += len(raw)
             try:
                 event = Event.from_json(raw)
             except ProtocolError as exc:  # a corrupt line is skipped

@@ -206,3 +206,23 @@ def test_a_fifo_in_place_of_engine_log_never_blocks_the_diverted_stream(tmp_path
     os.close(read_end)  # the studio went away: the stream diverts to engine.log, a FIFO nobody reads
     _within(5, stream.write, "after the reader left\n")
     assert stream.diverted  # to /dev/null instead; the run goes on
+
+
+def test_an_overlong_event_line_is_skipped_without_being_held(tmp_path, monkeypatch):
+    from engine.contract import protocol
+
+    monkeypatch.setattr(protocol, "MAX_EVENT_LINE", 1000)
+    path = tmp_path / "events.jsonl"
+    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path)
+    writer.log("one")
+    writer.close()
+    with open(path, "ab") as f:
+        f.write(b"x" * 5000 + b"\n")
+    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path, start_seq=1)
+    writer.log("two")
+    writer.close()
+    got = list(read_events(path))
+    assert [e.data["message"] for _, e in got] == ["one", "two"] and got[-1][0] == path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"y" * 5000)  # a giant line still being written: left for the next read
+    assert [e.data["message"] for _, e in read_events(path, got[-1][0])] == []
