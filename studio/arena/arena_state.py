@@ -54,16 +54,17 @@ class Turn:
     def is_open(self) -> bool:
         return self.status == "streaming"
 
-    def stats(self, reference: str, *, rouge_digits: int = 2, every_state: bool = False) -> str:
+    def stats(self, reference: str, *, rouge_digits: int = 2, every_state: bool = False, timings: bool = True) -> str:
         """'31 tokens · first token 0.12 s · 35.1 tok/s · ROUGE-L 0.82 vs teacher' (what is known so far). No
         ROUGE-L without a reference name (a blind round would reveal it). A stopped answer says so; with
-        ``every_state`` (the export) any unfinished one does, with its error."""
+        ``every_state`` (the export) any unfinished one does, with its error. Without ``timings`` (a blind round
+        before the reveal) no first-token latency or speed: a 4-bit or a 10× smaller model gives itself away."""
         parts = []
         if self.completion_tokens is not None:
             parts.append(f"{self.completion_tokens} token{'' if self.completion_tokens == 1 else 's'}")
-        if self.ttft_s is not None:
+        if self.ttft_s is not None and timings:
             parts.append(f"first token {self.ttft_s:.2f} s")
-        if self.tokens_per_s is not None:
+        if self.tokens_per_s is not None and timings:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.rouge_l is not None and reference:
             parts.append(f"ROUGE-L {self.rouge_l:.{rouge_digits}f} vs {reference}")

@@ -37,7 +37,7 @@ def _chip(text: str, color: str) -> QLabel:
     return label
 
 
-def turn_html(turn: Turn, reference_name: str, with_stats: bool = True) -> str:
+def turn_html(turn: Turn, reference_name: str, with_stats: bool = True, timings: bool = True) -> str:
     """One exchange as HTML: the user's message in a tinted block, the answer below, its numbers in grey."""
     user = html.escape(turn.user).replace("\n", "<br>")
     answer = html.escape(turn.answer).replace("\n", "<br>")
@@ -49,7 +49,7 @@ def turn_html(turn: Turn, reference_name: str, with_stats: bool = True) -> str:
     parts = [f'<table width="100%" cellpadding="6" style="background:#f1f5f9; border-radius:6px;"><tr><td>'
              f'<span style="color:#57606a; font-size:11px;">YOU</span><br>{user}</td></tr></table>',
              f'<p style="margin-top:6px; margin-bottom:2px;">{answer}</p>']
-    stats = turn.stats(reference_name) if with_stats else ""
+    stats = turn.stats(reference_name, timings=timings) if with_stats else ""
     if stats:
         parts.append(f'<p style="color:#6e7781; font-size:11px; margin-top:0;">{html.escape(stats)}</p>')
     if turn.status == "error":
@@ -65,6 +65,7 @@ class ChatPane(QFrame):
 
     def __init__(self, key: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._blind = False  # a blind round hides the answers' speeds (set by render)
         self.key = key
         self._choices: list[ModelChoice] = []
         self._known_labels: set[str] = set()  # every catalog label offered so far: a vanished one is not a path
@@ -257,6 +258,7 @@ class ChatPane(QFrame):
         self.progress.setValue(int(100 * state.load_fraction))
         self.load_button.setEnabled(not loading and not state.busy)
         self._show_problem(state.error if state.load_state == "failed" else "")
+        self._blind = blind  # the transcript's speeds stay hidden until the reveal (token updates come between)
         self.render_transcript(state, reference_name)
 
     def _render_chips(self, state: PaneState, blind: bool, is_reference: bool) -> None:
@@ -276,7 +278,7 @@ class ChatPane(QFrame):
         at_bottom = bar.value() >= bar.maximum() - 4
         if state.turns:
             last_index = len(state.turns) - 1  # the last answer's numbers are in the footer
-            self.transcript.setHtml("".join(turn_html(t, reference_name, i != last_index)
+            self.transcript.setHtml("".join(turn_html(t, reference_name, i != last_index, not self._blind)
                                             for i, t in enumerate(state.turns)))
         elif state.load_state == "loaded":
             self.transcript.setHtml('<p style="color:#8c959f;">Ready. Type a prompt below.</p>')
@@ -288,5 +290,5 @@ class ChatPane(QFrame):
             self.transcript.moveCursor(QTextCursor.MoveOperation.End)
             bar.setValue(bar.maximum())
         last = state.turns[-1] if state.turns else None
-        self.stats_label.setText(last.stats(reference_name) if last and not last.is_open else
+        self.stats_label.setText(last.stats(reference_name, timings=not self._blind) if last and not last.is_open else
                                  "answering…" if last else "")

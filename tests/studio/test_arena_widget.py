@@ -102,6 +102,9 @@ def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: Aren
     assert titles == ["Model A", "Model B"]
     assert all(arena.panes[k].picker_row.isHidden() for k in ("pane1", "pane2"))
     assert "ROUGE-L" not in arena.panes["pane2"].stats_label.text()  # it would reveal the reference
+    for key in ("pane1", "pane2"):  # speed gives a smaller or 4-bit model away: hidden until the reveal
+        shown = arena.panes[key].stats_label.text() + arena.panes[key].transcript.toPlainText()
+        assert "tokens" in shown and "tok/s" not in shown and "first token" not in shown
     order = arena.session.blind.order
     assert [arena.splitter.indexOf(arena.panes[k]) for k in order] == [0, 1]
     button = arena.vote_bar.buttons["B"]
@@ -119,6 +122,7 @@ def test_blind_mode_hides_names_until_the_vote_and_records_it(qtbot, arena: Aren
     lines = (tmp_path / "home" / "arena_votes.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["models"]["B"] == winner
     assert arena.panes[order[1]].title.full_text() == winner  # names revealed
+    assert "tok/s" in arena.panes[order[1]].stats_label.text()  # and the speeds
     assert "won" in arena.vote_bar.result.text()
     loser = "teacher" if winner == "student" else "student"
     first, second = sorted([winner, loser])
