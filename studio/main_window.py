@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QListWidget, QListWidge
                                QStackedWidget, QWidget)
 
 from engine.contract.runs import RunRecord, RunStore, StoreError
-from engine.contract.spec import SpecError, load_spec
+from engine.contract.spec import SpecError, load_spec, spec_warnings
 from studio.engine_client import EngineClient, EngineLauncher, RunFollower
 from studio.model.history_data import display_status, live_runs
 from studio.keyboard import focus_first_field, install_enter_filter
@@ -253,12 +253,14 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         """Load a spec file into the wizard (every page filled in, the review page shown); a bad file is refused
         with the spec's own sentence and the wizard is left as it was."""
         try:
-            spec = load_spec(path)
+            with spec_warnings() as notes:  # settings an older version wrote, ignored: said on the review page
+                spec = load_spec(path)
         except SpecError as exc:
             self.warn("Cannot open this spec", str(exc))
             return False
         self.go_to("New run")
         self.wizard.open_spec(path, spec)
+        self.wizard.review_page.show_notes(notes)
         return True
 
     def warn(self, title: str, text: str) -> None:

@@ -25,7 +25,7 @@ from engine.contract.stage_kinds import STAGE_KIND_TABLE, STAGE_KINDS, build_sta
 from engine.contract.stage_specs import (DistillSpec, ExportSpec, GenerationSpec, GRPOSpec, LoraSpec,  # noqa: F401
                                          QuantizeSpec, RewardSpec, TeacherCacheSpec, TrainSpec)
 from engine.contract.stages import (DistillStage, EvaluateStage, ExportStage, GRPOStage,  # noqa: F401
-                                    QuantizeStage, SFTStage, StageSpec)
+                                    QuantizeStage, SFTStage, StageSpec, spec_warnings)
 from engine.contract.vocabulary import (BASE_MODELS, DATA_FORMATS, DATA_PRESETS, DEVICES, DIVERGENCES,  # noqa: F401
                                         DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES, DTYPES, GGUF_FORMATS,
                                         KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS)

@@ -10,9 +10,11 @@ per stage naming what is ignored. Which class a kind has is said by ``stage_kind
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -220,3 +222,25 @@ def read_stage(cls: type[StageSpec], values: dict, where: str, others: dict[str,
 
 def _words(kinds: list[str]) -> str:
     return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+
+
+class _Notes(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def spec_warnings() -> Iterator[list[str]]:
+    """The warnings given while specs are read inside the block (settings an older version wrote that are
+    ignored), as sentences, for a reader that shows them to a person rather than to a log."""
+    notes: list[str] = []
+    handler = _Notes(notes)
+    log.addHandler(handler)
+    try:
+        yield notes
+    finally:
+        log.removeHandler(handler)

@@ -64,7 +64,12 @@ class ReviewPage(StudioPage):
         self.memory.setObjectName("memory")
         self.memory.setWordWrap(True)
         self.memory_report: dict | None = None
+        self.notes = QLabel("")  # what reading an opened spec ignored (an older version's default blocks)
+        self.notes.setObjectName("notes")
+        self.notes.setWordWrap(True)
+        self.notes.hide()
         self.body.addWidget(self.summary)
+        self.body.addWidget(self.notes)
         self.body.addWidget(self.memory)
         self.body.addWidget(self.yaml, 1)
         self.body.addLayout(row)
@@ -104,6 +109,11 @@ class ReviewPage(StudioPage):
         self._set_text(dump_spec(spec, self.spec_path))
         self.command.setText(command_for(str(self.spec_path)))
         self._set_spec(spec, "")
+
+    def show_notes(self, notes: list[str]) -> None:
+        """Sentences about the opened file (settings it holds that its stages do not use), or none."""
+        self.notes.setText("\n".join(notes))
+        self.notes.setVisible(bool(notes))
 
     def _spec_path_for(self, name: str) -> Path:
         """The file the command names: one per wizard session and run name. Each visit of the page used to

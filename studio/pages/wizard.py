@@ -118,4 +118,5 @@ class RunWizard(QWizard):
 
     def restart_fresh(self) -> None:
         """Back to the first page, keeping the last choices as a starting point for the next run."""
+        self.review_page.show_notes([])  # they were about a file opened before
         self.restart()

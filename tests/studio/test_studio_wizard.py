@@ -6,6 +6,8 @@ import json
 import pytest
 
 from engine.contract.spec import SFTStage, TrainSpec, field_help, load_spec
+from engine.contract.stage_specs import KD_METHOD_KNOBS
+from studio.model.wizard_model import KD_METHOD, METHODS, WizardChoices, stage_dicts
 
 pytestmark = pytest.mark.usefixtures("home")
 
@@ -108,6 +110,29 @@ def test_method_page_refuses_alpha_outside_zero_one(wizard):
     wizard.next()
     assert wizard.currentPage() is page  # Next refused
     assert "distill.alpha: must lie in [0, 1], got 1.5." in page.error_label.text()
+
+
+def test_method_page_turns_off_what_a_method_does_not_read(wizard):
+    """The boxes follow the stage kinds' table (the kinds a method runs), the distillation knobs the KD method's
+    KD_METHOD_KNOBS: sequence-level KD reads no α, so its box is off and the spec says the default."""
+    wizard.next()
+    wizard.next()
+    page = wizard.method_page
+    page.alpha.setValue(0.3)  # under token KD, the default method
+    for key in METHODS:
+        page.set_method(key)
+        kinds = {s["kind"] for s in stage_dicts(WizardChoices(method=key))}
+        assert page.kd_box.isEnabled() == ("distill" in kinds), key
+        assert page.grpo_box.isEnabled() == ("grpo" in kinds) and page.quant_box.isEnabled() == ("quantize" in kinds)
+        knobs = KD_METHOD_KNOBS[KD_METHOD.get(key, "token")]
+        assert [w.isEnabledTo(page.kd_box) for w in (page.divergence, page.alpha, page.temperature)] == \
+            [k in knobs for k in ("divergence", "alpha", "temperature")], key
+    page.set_method("sequence_kd")
+    wizard.next()
+    wizard.next()
+    spec = load_spec(wizard.review_page.spec_path)
+    kd = spec.stage("student_kd").distill
+    assert (kd.method, kd.alpha) == ("sequence", 0.5)  # the α it does not read is not written (it would be refused)
 
 
 def test_data_page_reports_a_bad_file_at_its_line(wizard, tmp_path):

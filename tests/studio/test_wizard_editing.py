@@ -4,6 +4,7 @@ YAML is editable and flows back into the pages, File → Open spec fills the wiz
 from __future__ import annotations
 
 import pytest
+import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWizard
 
@@ -166,6 +167,30 @@ def test_open_spec_fills_the_wizard(window, wizard, tmp_path):
     assert not window.open_spec(bad)
     assert warnings == [f"{bad}: device: 'toaster' is not one of auto, cuda, mps, cpu."]
     assert wizard.models_page.name.text() == "from-a-file"  # nothing was changed
+
+
+def test_a_spec_written_by_an_older_version_opens_and_says_what_it_ignores(window, wizard, tmp_path):
+    """Older versions dumped every block into every stage; such a file opens, the review page shows the compact
+    spec and one sentence per stage naming what was ignored."""
+    from engine.contract.spec import STAGE_KIND_TABLE, to_dict
+    from engine.demo.pipeline import demo_spec
+
+    spec = demo_spec(quick=True)
+    every: dict = {}
+    for row in STAGE_KIND_TABLE.values():
+        every.update(to_dict(row.stage_class()))
+    old = {**to_dict(spec), "stages": [{**every, **to_dict(s)} for s in spec.stages]}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old, sort_keys=False), encoding="utf-8")
+    assert window.open_spec(path)
+    review = wizard.review_page
+    assert wizard.currentPage() is review and load_spec(review.spec_path) == spec
+    notes = review.notes.text().splitlines()
+    assert review.notes.isVisibleTo(review) and len(notes) == len(spec.stages)
+    assert notes[0].startswith("stage 'teacher_sft' (sft): ignoring ") and "distill" in notes[0]
+    assert "alpha" not in review.yaml.toPlainText()  # the compact spec: what the file meant
+    wizard.restart_fresh()
+    assert review.notes.text() == "" and not review.notes.isVisibleTo(review)
 
 
 def test_precision_and_qlora_reach_the_spec_and_pure_bf16_is_warned(wizard):
