@@ -433,3 +433,24 @@ def test_cli_obeys_a_cancel_after_bad_lines_and_keeps_the_users_file(exported, t
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["type"] == "done" and events[-1]["data"]["status"] == "cancelled"
     assert _snapshot(out) == before and b"Traceback" not in done.stderr
+
+
+def test_a_run_obeys_a_cancel_sent_after_bad_stdin_lines(exported, tmp_path):
+    """The run's cancel listener survives a 5,000-digit number, 50,000-deep nesting and bytes that are not UTF-8
+    on stdin, and the cancel after them still ends the run as cancelled (issue #19, item 4)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: cancelme\nstudent: {{source: {exported[0]}}}\ndevice: cpu\n"
+                    "stages: [{kind: export, name: gguf, model: student, export: {formats: [f16, q8_0]}}]\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "COMPRESSION_STUDIO_HOME": str(tmp_path / "home")}
+    bad = [b'{"type": "cancel", "n": 1' + b"0" * 5000 + b"}\n", b"[" * 50_000 + b"\n", b"\xff\xfe\n"]
+    without = subprocess.run([sys.executable, "-m", "engine", "run", str(spec)], input=b"".join(bad),
+                             capture_output=True, env=env, timeout=300, check=False)
+    assert without.returncode == 0, without.stderr[-3000:]  # the bad lines alone cancel nothing
+    done = subprocess.run([sys.executable, "-m", "engine", "run", str(spec)], input=b"".join(bad) +
+                          b'{"type": "cancel"}\n', capture_output=True, env=env, timeout=300, check=False)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 3 and events[-1]["data"]["status"] == "cancelled", done.stderr[-3000:]
+    from engine.contract.runs import RunStore
+
+    assert [r.status for r in RunStore(tmp_path / "home").list()] == ["cancelled", "finished"]
