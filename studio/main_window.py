@@ -218,6 +218,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
 
     def launch(self, title: str, *args: str) -> RunSession:
         """Start ``python -m engine ARGS`` in a new session shown in the monitor."""
+        title = unique_title(title, [s.title for s in self.sessions])
         client = EngineClient(self.launcher)
         session = self._add_session(RunSession(title, client, parent=self))
         client.start(*args)
@@ -380,3 +381,14 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.launcher.python = settings.engine_python
         self.wizard.default_device = settings.device
         self._save_settings()
+
+
+def unique_title(title: str, taken: list[str]) -> str:
+    """``title``, or ``title #2``, ``#3`` … when a run of this window already has it: two quick demos were both
+    "demo (quick)" in the run selector."""
+    if title not in taken:
+        return title
+    number = 2
+    while f"{title} #{number}" in taken:
+        number += 1
+    return f"{title} #{number}"

@@ -40,6 +40,7 @@ from engine.chat.requests import (
     text_field,
 )
 from engine.core.context import EngineError
+from engine.models.memory import loaded_parameters
 from engine.contract.protocol import EventWriter
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class ChatService:
         self.writer.progress(stage, 2, 2, elapsed)
         quantized = bool(getattr(model, "is_loaded_in_4bit", False))
         self.writer.emit("loaded", model=name, source=source, device=device,
-                         parameters=sum(p.numel() for p in model.parameters()), dtype=str(model.dtype),
+                         parameters=loaded_parameters(model), dtype=str(model.dtype),
                          memory_bytes=int(model.get_memory_footprint()), quantized=quantized,
                          estimate_bytes=estimate, load_s=round(elapsed, 3),
                          chat_template=bool(getattr(tokenizer, "chat_template", None)))

@@ -12,6 +12,7 @@ from engine.contract.metric_names import (EVAL_CE, EVAL_EXACT_MATCH, EVAL_PARAME
                                           EVAL_WEIGHT_BYTES)
 from engine.evaluation.scores import retention
 from engine.models.loading import load_model, load_tokenizer
+from engine.models.memory import loaded_parameters
 from engine.contract.runs import write_atomic
 from engine.training.support import stage_splits
 
@@ -74,7 +75,7 @@ def run_stage(ctx: RunContext) -> StageResult:
 
 def _size_of(ctx: RunContext, display: str, model) -> dict:
     """The model's parameters and the bytes its weights occupy in memory, sent at once as a metric event."""
-    size = {"parameters": sum(p.numel() for p in model.parameters()),
+    size = {"parameters": loaded_parameters(model),  # a 4-bit model's packed weights counted as unpacked
             "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
     ctx.events.emit("metric", stage=ctx.stage.name, step=0, model=display,
                     values={EVAL_PARAMETERS: size["parameters"], EVAL_WEIGHT_BYTES: size["weight_bytes"]})

@@ -65,3 +65,13 @@ def test_the_review_page_reuses_one_spec_file_and_its_error_line_moves_nothing(w
     assert not review.apply_yaml() and review.error_label.isVisible()
     assert review.yaml.geometry() == before  # the editor under the cursor did not shrink
     assert review.error_label.toolTip() == review.error_label.text()[3:]
+
+
+def test_two_quick_demos_get_distinct_names(window, qtbot):
+    from studio.main_window import unique_title
+
+    assert unique_title("demo (quick)", ["demo (quick)", "demo (quick) #2"]) == "demo (quick) #3"
+    first, second = window.start_demo(quick=True), window.start_demo(quick=True)
+    assert (first.title, second.title) == ("demo (quick)", "demo (quick) #2")
+    assert [window.monitor.selector.itemText(i) for i in range(2)] == ["demo (quick)", "demo (quick) #2"]
+    qtbot.waitUntil(lambda: first.state.done and second.state.done, timeout=20000)
