@@ -1,5 +1,6 @@
 """Open runs in TensorBoard: find the ``tensorboard`` command of the engine's environment, start it on a free
-local port (a child process), and open the browser once it answers.
+local port (a child process), and open the browser once it answers (the history shows the address too: a machine
+without a browser opened nothing, silently).
 
 The studio never imports tensorboard (or torch): the engine writes the event files (runs/<id>/tensorboard/), and
 this module only starts the command the engine's environment installed. Several runs open side by side through
@@ -55,6 +56,7 @@ class TensorBoardLauncher(QObject):
         self._python = python
         self.process: ChildProcess | None = None
         self.url = ""
+        self.browser_opened = False  # whether the desktop opened the URL (no browser: the history shows it)
         self._logdirs: dict[str, str] = {}
         self._waited_ms = 0
         self._port = 0
@@ -74,7 +76,8 @@ class TensorBoardLauncher(QObject):
         """Show ``logdirs`` (display name → folder) in TensorBoard, starting it unless it already shows them."""
         wanted = {name: str(folder) for name, folder in logdirs.items()}
         if self._running() and wanted == self._logdirs and self.url:
-            self.open_url(QUrl(self.url))
+            self.browser_opened = bool(self.open_url(QUrl(self.url)))
+            self.opened.emit(self.url)
             return
         exe = self.executable()
         if exe is None:
@@ -101,7 +104,7 @@ class TensorBoardLauncher(QObject):
         if _answers(self._port):
             self._poll.stop()
             self.url = f"http://127.0.0.1:{self._port}/"
-            self.open_url(QUrl(self.url))
+            self.browser_opened = bool(self.open_url(QUrl(self.url)))
             self.opened.emit(self.url)
         elif self._waited_ms >= START_TIMEOUT_MS:
             self.stop()

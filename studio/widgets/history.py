@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QMessageBox, QPushButton,
-                               QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QLineEdit, QMessageBox,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 from PySide6.QtCore import Qt
 
 from engine.contract.runs import RunPaths, RunRecord, RunStore
@@ -106,8 +106,14 @@ class HistoryView(QWidget):
                                                "(several runs side by side) and open it in the browser.")
         # shown only where the engine's environment has the tensorboard command
         self.tensorboard_button.setVisible(self.tensorboard is not None and self.tensorboard.available)
+        self.tensorboard_url = QLineEdit()  # the address, to copy where no browser opened it
+        self.tensorboard_url.setReadOnly(True)
+        self.tensorboard_url.setMinimumWidth(190)
+        self.tensorboard_url.hide()
+        buttons.addWidget(self.tensorboard_url)
         if self.tensorboard is not None:
             self.tensorboard.failed.connect(lambda message: QMessageBox.warning(self, "TensorBoard", message))
+            self.tensorboard.opened.connect(self._on_tensorboard_opened)
         buttons.addStretch(1)
         self._button("Refresh", self.refresh, buttons, "Read the run store again.")
         self.plots = MetricPlots()
@@ -123,7 +129,11 @@ class HistoryView(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(self.details)
-        splitter.setSizes([190, 560])
+        # the list keeps room for five runs at 1024×700 (at 190 px it showed two), the plots take the rest
+        rows = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height() + 5 * rows + 4)
+        splitter.setChildrenCollapsible(False)
+        splitter.setSizes([320, 430])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
         self._update_buttons()
@@ -257,6 +267,14 @@ class HistoryView(QWidget):
         folders = {name: folder for name, folder in folders.items() if folder.is_dir()}
         if folders and self.tensorboard is not None:
             self.tensorboard.open(folders)
+
+    def _on_tensorboard_opened(self, url: str) -> None:
+        self.tensorboard_url.setText(url)
+        self.tensorboard_url.setToolTip("TensorBoard's address: " + (
+            "opened in your browser." if self.tensorboard.browser_opened else
+            "no browser opened it on this machine; copy it (selected: Ctrl+C) into a browser that reaches it."))
+        self.tensorboard_url.show()
+        self.tensorboard_url.selectAll()
 
     def _on_delete_clicked(self) -> None:
         records = self.selected_records()

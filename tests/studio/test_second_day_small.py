@@ -75,3 +75,21 @@ def test_two_quick_demos_get_distinct_names(window, qtbot):
     assert (first.title, second.title) == ("demo (quick)", "demo (quick) #2")
     assert [window.monitor.selector.itemText(i) for i in range(2)] == ["demo (quick)", "demo (quick) #2"]
     qtbot.waitUntil(lambda: first.state.done and second.state.done, timeout=20000)
+
+
+def test_history_shows_five_runs_at_1024_by_700(window, qtbot):
+    from engine.contract.runs import RunStore
+
+    store = RunStore()
+    for i in range(8):
+        store.create(f"run-{i}", "name: x\n")
+    window.resize(1024, 700)
+    window.go_to("History")
+    history = window.history
+    history.records = []
+    history.refresh()
+    qtbot.waitUntil(lambda: history.table.viewport().height() > 0)
+    table = history.table
+    visible = sum(1 for row in range(table.rowCount())
+                  if table.visualRect(table.model().index(row, 0)).bottom() <= table.viewport().height())
+    assert visible >= 5

@@ -58,6 +58,9 @@ def test_opens_the_selected_runs_and_the_browser(qtbot, home, tmp_path, monkeypa
         view.tensorboard_button.click()
     url = blocker.args[0]
     assert url.startswith("http://127.0.0.1:") and urls == [url]
+    # the stand-in browser opened nothing (as on a machine without one): the address is there to copy
+    assert view.tensorboard_url.isVisibleTo(view) and view.tensorboard_url.text() == url
+    assert view.tensorboard_url.selectedText() == url and "no browser opened it" in view.tensorboard_url.toolTip()
     args = json.loads(record.read_text())
     spec = args[args.index("--logdir_spec") + 1].split(",")
     assert sorted(s.split(":", 1)[1] for s in spec) == sorted(str(r.path / "tensorboard") for r in view.records)
