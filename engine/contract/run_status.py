@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,10 +83,26 @@ def checkpoints(folder: str | Path) -> list[Path]:
 
 def is_complete(checkpoint: Path, marked_anywhere: bool) -> bool:
     """Marked complete; checkpoints from before markers existed count when the trainer state, which the
-    trainer writes after weights, optimizer and RNG states, is there."""
+    trainer writes after weights, optimizer and RNG states, is there. A checkpoint holding anything but files
+    and folders (a FIFO, a device) is never complete: loading it would block, or read forever."""
+    if not _plain_tree(checkpoint):
+        return False
     if (checkpoint / COMPLETE_MARKER).is_file():
         return True
     return not marked_anywhere and (checkpoint / "trainer_state.json").is_file()
+
+
+def _plain_tree(folder: Path) -> bool:
+    """Whether every entry under ``folder`` is a regular file, a folder or a link (links are not followed)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                mode = os.lstat(os.path.join(root, name)).st_mode
+            except OSError:
+                return False
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                return False
+    return True
 
 
 def complete_checkpoints(folder: str | Path) -> list[Path]:

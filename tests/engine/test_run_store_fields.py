@@ -226,3 +226,20 @@ def test_an_overlong_event_line_is_skipped_without_being_held(tmp_path, monkeypa
     with open(path, "ab") as f:
         f.write(b"y" * 5000)  # a giant line still being written: left for the next read
     assert [e.data["message"] for _, e in read_events(path, got[-1][0])] == []
+
+
+def test_a_checkpoint_holding_a_fifo_is_never_the_resume_point(tmp_path):
+    from engine.contract.run_status import complete_checkpoints, has_resume_point
+
+    stage = tmp_path / "checkpoints" / "sft"
+    for step in (10, 20):
+        folder = stage / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / "complete").write_text("")
+    (stage / "checkpoint-20" / "trainer_state.json").unlink()
+    os.mkfifo(stage / "checkpoint-20" / "trainer_state.json")  # transformers would wait on it forever
+    assert _within(5, complete_checkpoints, stage) == [stage / "checkpoint-10"]
+    os.unlink(stage / "checkpoint-10" / "complete")
+    os.mkfifo(stage / "checkpoint-10" / "complete")
+    assert _within(5, has_resume_point, tmp_path) is False
