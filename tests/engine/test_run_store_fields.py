@@ -134,7 +134,7 @@ EVENT_DAMAGE = {
 @pytest.mark.parametrize("damage", sorted(EVENT_DAMAGE))
 def test_events_line_by_line_a_bad_line_is_skipped_and_the_sequence_continues(tmp_path, damage, caplog):
     path = tmp_path / "events.jsonl"
-    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path)  # noqa: SIM115 - closed with the process
+    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path)  # closed with the process
     writer.log("one")
     writer.log("two")
     writer.close()
@@ -149,7 +149,7 @@ def test_events_line_by_line_a_bad_line_is_skipped_and_the_sequence_continues(tm
     assert [e.data["message"] for e in events] == ["one", "two"]
     assert "skipped 3 unreadable event line(s)" in caplog.text and len(caplog.text) < 2000
     assert _last_seq(path) == 2
-    resumed = EventWriter("r", stream=open(os.devnull, "w"), mirror=path,  # noqa: SIM115 - as above
+    resumed = EventWriter("r", stream=open(os.devnull, "w"), mirror=path,  # as above
                           start_seq=_last_seq(path))
     resumed.log("three")
     resumed.close()

@@ -43,7 +43,7 @@ def _rows(n: int = 12) -> list[dict]:
 def _ctx(top_k: int, path: str = "", temperature: float = 1.0) -> SimpleNamespace:
     distill = DistillSpec(temperature=temperature, teacher_cache={"enabled": True, "top_k": top_k, "path": path,
                                                                   "batch_size": 5})
-    events = EventWriter(stream=open("/dev/null", "w"))  # noqa: SIM115 - closed with the process
+    events = EventWriter(stream=open("/dev/null", "w"))  # closed with the process
     cancel = threading.Event()
     return SimpleNamespace(stage=SimpleNamespace(name="kd", distill=distill), events=events, device="cpu",
                            spec=SimpleNamespace(data=SimpleNamespace(max_length=64)),

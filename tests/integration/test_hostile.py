@@ -264,7 +264,7 @@ def test_a_live_run_is_neither_resumed_nor_deleted_and_a_crashed_save_does_not_b
     half-written newest checkpoint (a crash mid-save) are repaired or skipped, and the run resumes."""
     spec = _spec(tmp_path, "max_steps: 400, batch_size: 4, logging_steps: 1, save_steps: 1000")
     env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(studio_home), "HF_HUB_OFFLINE": "1"}
-    err_file = open(tmp_path / "stderr.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+    err_file = open(tmp_path / "stderr.log", "w+", encoding="utf-8")  # closed below
     proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(spec)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
     events = []

@@ -55,7 +55,7 @@ class Desktop:
 
     def start_app(self) -> dict:
         self.state_file.unlink(missing_ok=True)
-        log = open(self.tmp / f"app-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp / f"app-{time.monotonic_ns()}.log", "w")  # closed with the process
         self.app = subprocess.Popen([sys.executable, "-m", "studio.app"], env=self.env(), cwd=REPO,
                                     stdout=log, stderr=subprocess.STDOUT)
         state = self.wait(lambda s: s["visible"] and s["monitor"] is not None, 30, "the window")
