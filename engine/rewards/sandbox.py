@@ -5,9 +5,10 @@ Each program runs in its own ``python -I -S`` process (isolated mode: no user si
 site-packages) in a new session/process group, from a fresh temporary working directory that is removed
 afterwards, with an almost empty environment (no inherited secrets), stdin fed from a file and stdout/stderr
 written to size-capped files. Where the engine is root, the program runs as ``nobody`` (``sandbox_user``), so it
-owns nothing outside its folder; where nobody cannot run the interpreter (one installed under /root) it runs as
-root without capabilities, and a warning says so. The bootstrap inside the child, before the program starts, in
-this order:
+owns nothing outside its folder: under Landlock the child becomes nobody itself once its own root folder is built
+(see below), so an interpreter installed under /root works too; bubblewrap starts as nobody where nobody can reach
+the interpreter. Otherwise it runs as root without capabilities, and a warning says so. The bootstrap inside the
+child, before the program starts, in this order:
 
 * sets ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (output and each file), ``RLIMIT_NOFILE``,
   ``RLIMIT_CORE`` = 0 and, where several processes are allowed, ``RLIMIT_NPROC`` (with one, seccomp refuses forks
@@ -140,10 +141,11 @@ def _bwrap_argv(work: Path, files: list[Path]) -> list[str]:
 
 
 def _command(work: Path, program: Path, cpu_s: int, memory_mb: int, file_mb: int, max_processes: int,
-             audit: bool, mode: str, new_root: Path | None) -> list:
+             audit: bool, mode: str, new_root: Path | None, switch_to: tuple[int, int] | None) -> list:
     child = [sys.executable, "-I", "-S", "-B", "-c", BOOTSTRAP, str(int(cpu_s)), str(memory_mb * 2**20),
              str(file_mb * 2**20), str(max_processes), str(int(audit)), mode, str(work), str(program), _STDLIB,
-             _KERNEL, os.pathsep.join(read_only_paths()), str(new_root or "")]
+             _KERNEL, os.pathsep.join(read_only_paths()), str(new_root or ""),
+             "%d:%d" % switch_to if switch_to else ""]
     return _bwrap_argv(work, [program, Path(_KERNEL)]) + child if mode == "bwrap" else child
 
 
@@ -201,8 +203,9 @@ def _read_capped(path: Path, limit: int) -> str:
 
 
 _PROBE = "import json, math, collections\nopen('probe.txt', 'w').write('ok')\nprint(open('probe.txt').read())\n"
-_HIDDEN_PROBE = "import os, json\nprint(os.path.exists('/etc/passwd') or os.path.exists('/proc/self'))\n"
-_SETUPS: dict[tuple[str, str], tuple[tuple[int, int] | None, bool]] = {}
+_HIDDEN_PROBE = "import os, json\nprint(os.path.exists('/etc/passwd') or os.path.exists('/proc/self'), os.getuid())\n"
+_Setup = tuple[tuple[int, int] | None, bool, bool]  # the user, whether the host is hidden, whether the child switches
+_SETUPS: dict[tuple[str, str], _Setup] = {}
 _SETUP_LOCK = threading.Lock()
 
 
@@ -214,17 +217,18 @@ def _unprivileged_ids() -> tuple[int, int]:
         return 65534, 65534
 
 
-def _probe(code: str, mode: str, user: tuple[int, int] | None, hide: bool) -> SandboxResult:
+def _probe(code: str, mode: str, user: tuple[int, int] | None, hide: bool, in_child: bool = False) -> SandboxResult:
     return _run(code, "", mode=mode, user=user, hide=hide, audit=True, timeout_s=30.0, cpu_s=10, memory_mb=256,
-                output_kb=16, file_mb=1, disk_mb=4, max_processes=1, quiet=True)
+                output_kb=16, file_mb=1, disk_mb=4, max_processes=1, quiet=True, user_in_child=in_child)
 
 
 def _last_line(result: SandboxResult) -> str:
     return (result.stderr.strip().splitlines() or ["no output"])[-1]
 
 
-def _setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
-    """(``sandbox_user``, ``hides_host``) for ``mode``, probed once per boundary and temporary folder."""
+def _setup(mode: str) -> _Setup:
+    """(``sandbox_user``, ``hides_host``, whether the child switches to the user itself) for ``mode``, probed once
+    per boundary and temporary folder."""
     key = (mode, tempfile.gettempdir())
     with _SETUP_LOCK:  # the code reward runs programs from several threads: probe once, warn once
         if key not in _SETUPS:
@@ -232,8 +236,16 @@ def _setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
     return _SETUPS[key]
 
 
-def _probe_setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
-    """Probe which user programs run as and whether they get a root folder of their own (see the two below)."""
+def _probe_setup(mode: str) -> _Setup:
+    """Probe which user programs run as and whether they get a root folder of their own (see the two below).
+    Under Landlock a root engine's child first builds its own root, then becomes nobody (``hide_host``): that
+    needs no user namespace and works with an interpreter nobody could not reach on the host."""
+    ids = _unprivileged_ids()
+    if mode == "landlock" and os.geteuid() == 0:
+        probe = _probe(_HIDDEN_PROBE, mode, ids, hide=True, in_child=True)
+        if probe.ok and probe.stdout.split() == ["False", str(ids[0])]:
+            return ids, True, True
+        log.debug("code sandbox: own root as root, then nobody, failed: %s", _last_line(probe))
     user = None
     if os.geteuid() == 0:
         probe = _probe(_PROBE, mode, _unprivileged_ids(), hide=False)
@@ -246,20 +258,21 @@ def _probe_setup(mode: str) -> tuple[tuple[int, int] | None, bool]:
     hide = mode == "bwrap"
     if mode == "landlock":
         probe = _probe(_HIDDEN_PROBE, mode, user, hide=True)
-        hide = probe.ok and probe.stdout.strip() == "False"
+        hide = probe.ok and probe.stdout.split()[:1] == ["False"]
         if not hide:
             log.warning("code sandbox (landlock): programs can see which paths exist on this machine, with their "
                         "sizes and times (stat), since they cannot get a root folder of their own here (%s; "
                         "user namespaces disabled?); they still cannot read or change them", _last_line(probe))
-    return user, hide
+    return user, hide, False
 
 
 def sandbox_user(mode: str) -> tuple[int, int] | None:
     """(uid, gid) programs run as: ``nobody`` where the engine is root and a probe program works as nobody with
     ``mode``; None (the engine's own user) otherwise. As nobody a program owns nothing outside its folder, so no
     owner-only operation (chmod, utime, ACLs, chattr) can succeed there even past the seccomp filter. The probe
-    fails where nobody cannot run the interpreter (one under /root, a private temporary folder): then programs run
-    as root without capabilities, and the filter alone denies those operations; a warning says so once."""
+    fails with bubblewrap where nobody cannot reach the interpreter (one under /root), and under Landlock only where
+    the child cannot build its own root: then programs run as root without capabilities, and the filter alone
+    denies those operations; a warning says so once."""
     return _setup(mode)[0]
 
 
@@ -288,17 +301,18 @@ def _prepare(root: Path, code: str, stdin: str, user: tuple[int, int] | None) ->
 
 def _run(code: str, stdin: str, *, mode: str, user: tuple[int, int] | None, hide: bool, audit: bool,
          timeout_s: float, cpu_s: int, memory_mb: int, output_kb: int, file_mb: int, disk_mb: int,
-         max_processes: int, quiet: bool = False) -> SandboxResult:
+         max_processes: int, quiet: bool = False, user_in_child: bool = False) -> SandboxResult:
     start, root = time.monotonic(), None
     try:
         root = Path(tempfile.mkdtemp(prefix="cs-sandbox-"))
         work = _prepare(root, code, stdin, user)
         env = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
-        ids = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
+        ids = {"user": user[0], "group": user[1], "extra_groups": []} if user and not user_in_child else {}
         with open(root / "stdin", "rb") as fin, open(root / "stdout", "wb") as fout, \
                 open(root / "stderr", "wb") as ferr:
             proc = subprocess.Popen(_command(work, root / "program.py", cpu_s, memory_mb, file_mb, max_processes,
-                                             audit, mode, root / "new-root" if hide and mode == "landlock" else None),
+                                             audit, mode, root / "new-root" if hide and mode == "landlock" else None,
+                                             user if user_in_child else None),
                                     stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env,
                                     start_new_session=True, close_fds=True, **ids)
             try:
@@ -330,10 +344,10 @@ def run_program(code: str, stdin: str = "", *, timeout_s: float = 2.0, cpu_s: in
     mode = _mechanism or mechanism()
     # FSIZE caps stdout too (the program dies with SIGXFSZ past it): output can never flood memory or disk.
     file_mb = max(file_mb, output_kb // 1024 + 1)
-    user, hide = _setup(mode)
+    user, hide, in_child = _setup(mode)
     return _run(code, stdin, mode=mode, user=user, hide=hide, audit=_audit, timeout_s=timeout_s, cpu_s=cpu_s,
                 memory_mb=memory_mb, output_kb=output_kb, file_mb=file_mb, disk_mb=max(disk_mb, file_mb),
-                max_processes=max_processes)
+                max_processes=max_processes, user_in_child=in_child)
 
 
 def normalize_output(text: str) -> str:

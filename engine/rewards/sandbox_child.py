@@ -4,8 +4,8 @@ kernel confinement (``engine.rewards.sandbox_kernel``, executed from its file si
 site-packages), the audit hook, then the program as ``__main__``.
 
 argv: cpu seconds, address-space bytes, file-size bytes, processes, audit (0/1), mechanism, work folder, program
-file, standard library folder, kernel file, readable paths (``os.pathsep``-joined), and the empty folder to build
-the program's own root in (empty: keep the host's tree).
+file, standard library folder, kernel file, readable paths (``os.pathsep``-joined), the empty folder to build
+the program's own root in (empty: keep the host's tree), and "uid:gid" to become once there (empty: stay).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ BOOTSTRAP = r'''
 import os, sys, resource
 def _setup():
     cpu, mem, fsize, nproc, audit = (int(x) for x in sys.argv[1:6])
-    mode, work, program, stdlib, kernel, readable, new_root = sys.argv[6:13]
+    mode, work, program, stdlib, kernel, readable, new_root, switch_to = sys.argv[6:14]
     limits = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
               (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NOFILE, 64, 64), (resource.RLIMIT_CORE, 0, 0)]
     # NPROC counts every process and thread of the user: with one process allowed the seccomp filter already
@@ -32,7 +32,8 @@ def _setup():
             confinement = {"__name__": "_sandbox_kernel"}
             exec(compile(f.read(), kernel, "exec"), confinement)
         confinement["confine"](readable.split(os.pathsep), [work, "/dev/null"], single_process=nproc <= 1,
-                               landlock=mode == "landlock", new_root=new_root or None)
+                               landlock=mode == "landlock", new_root=new_root or None,
+                               switch_to=tuple(map(int, switch_to.split(":"))) if switch_to else None)
     except Exception as exc:
         if mode != "none":  # "none" was chosen knowing there is no boundary: seccomp alone is best effort
             os.write(2, f"sandbox: could not confine the program: {exc}\n".encode("utf-8", "replace"))

@@ -132,7 +132,7 @@ def usage(path: str, max_entries: int) -> tuple[int, int]:
 
     try:
         _walk(path, visit)
-    except PermissionError:  # a folder the program made unreadable to the engine hides what it holds: over the caps
+    except PermissionError:  # a folder the program made unreadable to the engine hides its contents: over the caps
         return total, max_entries + 1
     except OSError:
         pass  # a folder that vanished mid-walk: what was counted stands

@@ -223,16 +223,22 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
                          _encoded(data)), f"mount {target}")
 
 
-def hide_host(read_paths: list[str], rw_paths: list[str], new_root: str) -> None:
+def hide_host(read_paths: list[str], rw_paths: list[str], new_root: str,
+              switch_to: tuple[int, int] | None = None) -> None:
     """A user and mount namespace of our own whose root is a fresh tmpfs (mounted on the empty folder
     ``new_root``) holding only binds of ``read_paths`` and ``rw_paths`` at their usual places (links are copied as
     links): the rest of the host's tree no longer exists for the program, so ``stat`` cannot probe it. Access
-    rights stay with Landlock. Raises OSError (no user namespaces, …)."""
+    rights stay with Landlock. Root (``switch_to`` given) needs only a mount namespace, and becomes ``switch_to``
+    (uid, gid) once the new root is in place: the tmpfs folders leading to the interpreter are open to all, so
+    nobody can run an interpreter installed under /root. Raises OSError (no user namespaces, …)."""
     libc, uid, gid = _libc(), os.geteuid(), os.getegid()
-    _check(libc.unshare(ctypes.c_int(_CLONE_NEWUSER | _CLONE_NEWNS)), "unshare")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
+    if switch_to is None:
+        _check(libc.unshare(ctypes.c_int(_CLONE_NEWUSER | _CLONE_NEWNS)), "unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    else:
+        _check(libc.unshare(ctypes.c_int(_CLONE_NEWNS)), "unshare")
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing below propagates back to the host
     _mount("tmpfs", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
     for path in list(dict.fromkeys(read_paths + rw_paths)):
@@ -258,10 +264,14 @@ def hide_host(read_paths: list[str], rw_paths: list[str], new_root: str) -> None
     _check(libc.umount2(b"/.old", ctypes.c_int(_MNT_DETACH)), "umount the host's root")
     os.rmdir("/.old")
     os.chdir(cwd)
+    if switch_to is not None:
+        os.setgroups([])
+        os.setresgid(switch_to[1], switch_to[1], switch_to[1])
+        os.setresuid(switch_to[0], switch_to[0], switch_to[0])  # clears every capability too
 
 
 def confine(read_paths: list[str], rw_paths: list[str], *, single_process: bool, landlock: bool,
-            new_root: str | None = None) -> str:
+            new_root: str | None = None, switch_to: tuple[int, int] | None = None) -> str:
     """All layers, in the only order that works: the host's tree hidden first where ``new_root`` is given (it needs
     the capabilities a new user namespace grants), then privileges (restrict_self needs no_new_privs), Landlock,
     then seccomp (which forbids nothing Landlock needs, and forbids unshare). Raises OSError; the caller must then
@@ -270,7 +280,7 @@ def confine(read_paths: list[str], rw_paths: list[str], *, single_process: bool,
     if arch is None:
         raise OSError(errno.ENOTSUP, f"no seccomp table for {os.uname().machine}")
     if new_root:
-        hide_host(read_paths, rw_paths, new_root)
+        hide_host(read_paths, rw_paths, new_root, switch_to)
     drop_privileges(arch)
     abi = restrict_landlock(read_paths, rw_paths) if landlock else 0
     install_seccomp(arch, single_process)

@@ -291,3 +291,15 @@ def test_where_the_host_cannot_be_hidden_a_warning_says_so(monkeypatch: pytest.M
         assert sandbox.hides_host("landlock") is False
     assert any("can see which paths exist" in r.getMessage() for r in caplog.records)
     assert sandbox.hides_host("bwrap") is True  # bubblewrap's own mount namespace
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sandbox.landlock_abi() < 1, reason="needs a root test run and Landlock")
+def test_under_landlock_a_root_engine_runs_programs_as_nobody_with_its_own_python() -> None:
+    """The child builds its own root first (tmpfs folders open to all lead to the interpreter), then becomes nobody:
+    this works even where the engine's interpreter sits under /root, as this project's venv may."""
+    if not sandbox.hides_host("landlock"):
+        pytest.skip("the child cannot build its own root here (see the engine's warning)")
+    code = "import os, json\nopen('f', 'w').write('x')\nprint(os.getuid(), os.getgid(), os.stat('f').st_uid)\n"
+    result = run_program(code, _audit=False, _mechanism="landlock")
+    assert result.ok and result.stdout.split() == ["65534", "65534", "65534"], result.stderr
+    assert sandbox.sandbox_user("landlock") == sandbox._unprivileged_ids()
