@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                               QHBoxLayout, QLabel, QLayout, QLineEdit, QProgressBar, QPushButton, QVBoxLayout,
+                               QWidget)
 
 from engine.contract.runs import RunRecord
 from engine.contract.safe_json import load_json_file
@@ -40,6 +42,23 @@ def exportable_models(record: RunRecord) -> list[tuple[str, Path]]:
     return found
 
 
+def format_report(status: str, summary: dict, folder: str, asked: list[str]) -> str:
+    """One line per format asked for: written (file, size), or not written and why. The engine writes the
+    formats it can when one cannot be made (llama.cpp's quantizer absent for q4_k_m) and names those in the done
+    summary's ``skipped`` (format → its sentence, with the install command)."""
+    files, sizes = summary.get("files") or {}, summary.get("bytes") or {}
+    skipped = summary.get("skipped") or {}
+    if not files and not skipped:
+        return f"Export {status}."
+    lines = [f"Written to {folder}:" if files else f"Nothing written to {folder}:"]
+    for fmt in asked or list(files):
+        if fmt in files:
+            lines.append(f"✓ {fmt}: {Path(files[fmt]).name} ({sizes.get(fmt, 0) / 1e6:.1f} MB)")
+        else:
+            lines.append(f"✗ {fmt} not written: {skipped.get(fmt) or 'the engine did not say why'}")
+    return "\n".join(lines)
+
+
 class ExportDialog(QDialog):
     """One export of one run's model; the Export button starts it, Close cancels a running one."""
 
@@ -50,6 +69,7 @@ class ExportDialog(QDialog):
         self.record = record
         self.launcher = launcher or EngineLauncher()
         self.client: EngineClient | None = None
+        self._asked: list[str] = []  # the formats of the export running or last run
         self.model_combo = QComboBox()
         for stage, folder in exportable_models(record):
             self.model_combo.addItem(stage, str(folder))
@@ -75,7 +95,7 @@ class ExportDialog(QDialog):
         self.export_button.setEnabled(self.model_combo.count() > 0)
         self.buttons.rejected.connect(self.reject)
         if not self.model_combo.count():
-            self.status_label.setText("This run saved no full-precision model to export.")
+            self._say("This run saved no full-precision model to export.")
         form = QFormLayout()
         form.addRow("Model", self.model_combo)
         formats = QVBoxLayout()
@@ -89,10 +109,19 @@ class ExportDialog(QDialog):
         form.addRow("", self.modelfile_box)
         form.addRow("", self.overwrite_box)
         layout = QVBoxLayout(self)
+        # the dialog grows with its report: a long failure sentence had squeezed the format boxes to 10 px
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # the commands
         layout.addLayout(form)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
         layout.addWidget(self.buttons)
+
+    def _say(self, text: str) -> None:
+        """Show a status or report; the label keeps the height its wrapped lines need (a top-level layout does
+        not reserve it by itself), so the dialog grows instead of squeezing the format boxes."""
+        self.status_label.setText(text)
+        self.status_label.setMinimumHeight(self.status_label.heightForWidth(max(self.status_label.width(), 200)))
 
     def arguments(self) -> list[str]:
         """The engine command line for the current choices."""
@@ -109,11 +138,12 @@ class ExportDialog(QDialog):
 
     def _on_export_clicked(self) -> None:
         if not any(box.isChecked() for box in self.format_boxes.values()):
-            self.status_label.setText("Choose at least one format.")
+            self._say("Choose at least one format.")
             return
         self.export_button.setEnabled(False)
+        self._asked = [fmt for fmt, box in self.format_boxes.items() if box.isChecked()]
         self.progress.setRange(0, 0)  # busy until the first progress event
-        self.status_label.setText("Exporting…")
+        self._say("Exporting…")
         self.client = EngineClient(self.launcher, self)
         self.client.progress_received.connect(self._on_client_progress)
         self.client.run_finished.connect(self._on_client_finished)
@@ -124,23 +154,19 @@ class ExportDialog(QDialog):
         self.progress.setRange(0, int(data.get("total") or 1))
         self.progress.setValue(int(data.get("step") or 0))
         eta = data.get("eta_s")
-        self.status_label.setText(f"Exporting… {data.get('step')}/{data.get('total')} tensors"
+        self._say(f"Exporting… {data.get('step')}/{data.get('total')} tensors"
                                   + (f", about {eta:.0f} s left" if eta is not None else ""))
 
     def _on_client_finished(self, status: str, summary: dict) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if status == "finished" else 0)
-        files = summary.get("files", {})
-        sizes = summary.get("bytes", {})
-        lines = [f"{Path(path).name} ({sizes.get(fmt, 0) / 1e6:.1f} MB)" for fmt, path in files.items()]
-        self.status_label.setText(f"Written to {self.out_edit.text()}: " + ", ".join(lines) if files
-                                  else f"Export {status}.")
+        self._say(format_report(status, summary, self.out_edit.text(), self._asked))
         self.export_button.setEnabled(True)
 
     def _on_client_failed(self, message: str, _log_tail: str) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.status_label.setText(f"Export failed: {message}")
+        self._say(f"Export failed: {message}")
         self.export_button.setEnabled(True)
 
     def reject(self) -> None:  # Close during an export cancels it (the engine removes its partial files)

@@ -61,3 +61,28 @@ def test_export_is_disabled_for_a_run_with_only_a_4bit_model(qtbot, home):
     qtbot.addWidget(history)
     history.select_run(paths.id)
     assert history.open_button.isEnabled() and not history.export_button.isEnabled()
+
+
+def test_a_long_report_grows_the_dialog_and_each_missing_format_says_why(qtbot, home):
+    from studio.widgets.export_dialog import ExportDialog
+
+    store, paths = _run_with_models(home)
+    dialog = ExportDialog(store.get(paths.id))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    heights = {fmt: box.height() for fmt, box in dialog.format_boxes.items()}
+    install = ("q4_k_m needs llama.cpp's quantizer, which is not installed; install it with "
+               "`pip install llama-cpp-python` (or put llama-quantize on PATH) and export again.")
+    dialog._on_client_failed(install + " " + install, "")
+    qtbot.wait(50)  # the layout settles
+    assert all(box.height() >= box.sizeHint().height() for box in dialog.format_boxes.values())
+    assert {fmt: box.height() for fmt, box in dialog.format_boxes.items()} == heights
+    assert dialog.status_label.height() >= dialog.status_label.heightForWidth(dialog.status_label.width())
+    dialog._asked = ["f16", "q8_0", "q4_k_m"]
+    dialog._on_client_finished("finished", {"files": {"f16": "/x/kd-f16.gguf", "q8_0": "/x/kd-q8_0.gguf"},
+                                            "bytes": {"f16": 2_000_000, "q8_0": 1_000_000},
+                                            "skipped": {"q4_k_m": install}})
+    lines = dialog.status_label.text().splitlines()
+    assert lines[1:] == ["✓ f16: kd-f16.gguf (2.0 MB)", "✓ q8_0: kd-q8_0.gguf (1.0 MB)",
+                         f"✗ q4_k_m not written: {install}"]
