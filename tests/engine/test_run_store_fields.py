@@ -7,6 +7,7 @@ the last good one; nothing blocks on a FIFO."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -213,12 +214,12 @@ def test_an_overlong_event_line_is_skipped_without_being_held(tmp_path, monkeypa
 
     monkeypatch.setattr(protocol, "MAX_EVENT_LINE", 1000)
     path = tmp_path / "events.jsonl"
-    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path)
+    writer = EventWriter("r", stream=io.StringIO(), mirror=path)
     writer.log("one")
     writer.close()
     with open(path, "ab") as f:
         f.write(b"x" * 5000 + b"\n")
-    writer = EventWriter("r", stream=open(os.devnull, "w"), mirror=path, start_seq=1)
+    writer = EventWriter("r", stream=io.StringIO(), mirror=path, start_seq=1)
     writer.log("two")
     writer.close()
     got = list(read_events(path))
