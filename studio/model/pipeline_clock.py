@@ -17,8 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from engine.contract.stage_kinds import STAGE_KIND_TABLE
+
 STAGE_OF = re.compile(r"stage (\d+)/(\d+)")
-TRAINING_KINDS = ("sft", "distill", "grpo")  # stages whose cost is their optimizer steps
+# stages whose cost is their optimizer steps: the kinds that train, by the contract's table
+TRAINING_KINDS = tuple(kind for kind, row in STAGE_KIND_TABLE.items() if row.trains)
 
 
 def _number(value) -> float | None:

@@ -10,6 +10,7 @@ pages do not show so that spec → choices → spec gives the same spec back.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -111,9 +112,14 @@ def _stage(kind: str, name: str, choices: WizardChoices, **managed) -> dict:
     stage = {**choices.stage_extra.get(name, {}), "kind": kind, "name": name, **managed}
     if stage_kind(kind).trains:
         stage["train"] = to_dict(choices.train_for(name))  # a copy: stages never share a settings object
-    if kind in ("sft", "distill") and managed.get("model") == "student":
+    if _holds_references(kind) and managed.get("model") == "student":
         stage["references"] = choices.student_references  # the same seeded records for SFT and KD students
     return stage
+
+
+def _holds_references(kind: str) -> bool:
+    """Whether a kind's stages have ``references`` (the stages that learn from reference answers: SFT, KD)."""
+    return any(f.name == "references" for f in dataclasses.fields(stage_kind(kind).stage_class))
 
 
 def _kd_stages(choices: WizardChoices, kd_method: str) -> list[dict]:
@@ -225,7 +231,7 @@ def choices_from_spec(spec: RunSpec) -> WizardChoices:
     plain = {name: to_dict(stage) for name, stage in stages.items()}
     trains = {name: stages[name].train for name in TRAIN_STAGES if name in stages and stage_kind(stages[name]).trains}
     first = next(iter(trains.values()), None) or TrainSpec(**DEFAULT_TRAIN)
-    student = next((s for s in spec.stages if s.kind in ("sft", "distill") and s.model == "student"), None)
+    student = next((s for s in spec.stages if _holds_references(s.kind) and s.model == "student"), None)
     run = to_dict(spec)
     choices = WizardChoices(
         name=spec.name, teacher=spec.teacher, student=spec.student, data=spec.data, method=method,
