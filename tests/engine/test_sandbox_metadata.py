@@ -303,3 +303,49 @@ def test_under_landlock_a_root_engine_runs_programs_as_nobody_with_its_own_pytho
     result = run_program(code, _audit=False, _mechanism="landlock")
     assert result.ok and result.stdout.split() == ["65534", "65534", "65534"], result.stderr
     assert sandbox.sandbox_user("landlock") == sandbox._unprivileged_ids()
+
+
+_UNPRIVILEGED_ENGINE = r'''
+import os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+tempfile.tempdir = sys.argv[2]
+from engine.rewards import sandbox
+outside = os.path.join(sys.argv[2], "outside")
+os.mkdir(outside, 0o755)
+victim = os.path.join(outside, "victim.txt")
+open(victim, "w").write("keep")
+os.chmod(victim, 0o600)
+readable = sandbox.read_only_paths() + (outside,)
+sandbox.read_only_paths = lambda: readable  # visible to the program, so that only the filter stands in the way
+for mode in sys.argv[3:]:
+    print(mode, sandbox.sandbox_user(mode), sandbox.hides_host(mode))
+    print(sandbox.run_program("import os\nprint(os.path.exists('/etc/passwd'), os.getuid())", _mechanism=mode).stdout.strip())
+    for attack in (f"os.chmod({victim!r}, 0o666)", f"os.setxattr({victim!r}, 'user.x', b'1')",
+                   f"os.utime({victim!r}, (0, 0))"):
+        result = sandbox.run_program(f"import os\n{attack}\nprint('ok')", _audit=False, _mechanism=mode)
+        print(result.stdout.strip() or result.stderr.strip().splitlines()[-1].split(":")[0])
+st = os.stat(victim)
+print(oct(st.st_mode & 0o777), st.st_mtime > 0, os.listxattr(victim), sorted(os.listdir(sys.argv[2])))
+'''
+
+
+@pytest.mark.skipif(not _usable_by_nobody(_SYSTEM_PYTHON),
+                    reason="needs a root test run and a system python3 that user nobody (65534) can run")
+def test_an_unprivileged_engine_guards_its_own_files(tmp_path: Path) -> None:
+    """The engine runs as nobody here, so its programs run as its own user and own what it owns: only the filter
+    keeps them from the engine's files' metadata; its own root comes from an unprivileged user namespace."""
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="cs-engine-"))
+    modes = [m.values[0] for m in mechanisms() if not any(mark.args and mark.args[0] for mark in m.marks)]
+    try:
+        os.chown(base, 65534, 65534)
+        out = subprocess.run([_SYSTEM_PYTHON, "-c", _UNPRIVILEGED_ENGINE, str(REPO), str(base), *modes],
+                             capture_output=True, text=True, timeout=300, check=False, user=65534, group=65534,
+                             extra_groups=[], env={"PATH": "/usr/bin:/bin"})
+        lines = out.stdout.splitlines()
+        assert len(lines) == 5 * len(modes) + 1, out.stdout + out.stderr
+        for i, mode in enumerate(modes):
+            assert lines[5 * i: 5 * i + 5] == [f"{mode} None True", "False 65534", "PermissionError",
+                                               "PermissionError", "PermissionError"], out.stdout + out.stderr
+        assert lines[-1] == "0o600 True [] ['outside']"  # nothing changed, and no sandbox folder left behind
+    finally:
+        shutil.rmtree(base)
