@@ -131,26 +131,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         events.status("cancelled", "export", "cancelled; no file was written")
         events.emit("done", status="cancelled", summary={})
         return 3
-    except Exception as exc:  # any failure is one error event; export_gguf removed its files
-        if isinstance(exc, EngineError):
-            message = str(exc)
-        elif isinstance(exc, OSError):  # a full disk, a folder gone: a sentence, the trace only with --verbose
-            log.debug("export failed", exc_info=True)
-            message = f"export failed: {io_sentence(exc)}"
-        else:
-            log.exception("export failed")
-            message = f"export failed: {type(exc).__name__}: {exc}"
-        events.error(message, stage="export")
+    except Exception as exc:  # noqa: BLE001 - one error event for any failure (_export_failure logs a bug's trace)
+        events.error(_export_failure(exc), stage="export")
         events.emit("done", status="failed", summary={})
         return 1
+    _announce_export(events, result, time.perf_counter() - start)
+    return 0
+
+
+def _export_failure(exc: Exception) -> str:
+    """The sentence for a failed export: the EngineError's own, an I/O failure's (no trace unless --verbose), or
+    the exception's type and text for a bug (its trace logged)."""
+    from engine.core.context import EngineError
+
+    if isinstance(exc, EngineError):
+        return str(exc)
+    if isinstance(exc, OSError):  # a full disk, a folder gone
+        log.debug("export failed", exc_info=True)
+        return f"export failed: {io_sentence(exc)}"
+    log.exception("export failed")
+    return f"export failed: {type(exc).__name__}: {exc}"
+
+
+def _announce_export(events: EventWriter, result, elapsed_s: float) -> None:
+    """One artifact event per file written, then done with the files and their sizes."""
     for fmt, path in result.files.items():
         events.emit("artifact", stage="export", kind="gguf", format=fmt, path=str(path), bytes=result.sizes[fmt])
     if result.modelfile:
         events.emit("artifact", stage="export", kind="modelfile", path=str(result.modelfile))
     events.emit("done", status="finished", summary={"files": {f: str(p) for f, p in result.files.items()},
-                                                    "bytes": result.sizes,
-                                                    "elapsed_s": round(time.perf_counter() - start, 1)})
-    return 0
+                                                    "bytes": result.sizes, "elapsed_s": round(elapsed_s, 1)})
 
 
 def number_text(value: float) -> str:
