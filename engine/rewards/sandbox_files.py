@@ -18,8 +18,8 @@ import select
 import stat
 import subprocess
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def remove_tree(path: str) -> bool:
 def usage(path: str, max_entries: int) -> tuple[int, int]:
     """(bytes of disk the folder ``path`` takes, number of entries), counted up to ``max_entries`` entries (then the
     walk stops early: the caller only compares with its caps); a folder the engine may not read counts as past
-    ``max_entries``. A program changing the tree meanwhile can make the
-    walk miss or recount a part, never leave the folder's parent (renames cannot leave the sandbox)."""
+    ``max_entries``. A program moving folders up while the walk is below them can make it miss, recount or
+    wander a few levels above the folder: the walk only lists and stats, so at worst the count is wrong."""
     total, count = 0, 0
 
     def visit(fd: int) -> list[str]:
