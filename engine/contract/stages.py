@@ -27,8 +27,8 @@ NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"  # stage and display names: t
 _REFERENCES_HELP = ("Fraction of training records whose reference answers this stage may use (a seeded choice, the "
                     "same records in every stage). Distillation has the teacher answer the others; SFT simply has "
                     "fewer examples.")
-_KIND_HELP = ("What the stage does: one of the kinds in engine/contract/stage_kinds.py (sft, distill, grpo, quantize, "
-              "evaluate, export); fixed by the stage's class.")
+_KIND_HELP = ("What the stage does: one of the kinds of the table in engine/contract/stage_kinds.py; fixed by the "
+              "stage's class.")
 _MAX_EVAL_HELP = "At most this many held-out records are evaluated (0 = all)."
 _EVAL_MINUTES_HELP = ("Minutes the held-out answers may take; fewer samples are used where the device is too slow "
                       "for max_eval_samples (the events and the report say so). 0 = sized to the device: 10 minutes "
