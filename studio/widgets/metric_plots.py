@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QFrame, QHBoxLayout, QLabel, QScrollArea, QSlider, QVBoxLayout, QWidget
 
 from engine.contract.metric_names import METRIC_GROUPS
 from studio.model.run_state import MetricStore
@@ -30,15 +30,37 @@ SWEEP_SYMBOLS = ("o", "s", "t", "d")  # each sweep metric its own marker: the co
 pg.setConfigOptions(antialias=False, background="w", foreground="#404040")
 
 
+ROW_HEIGHT = 210  # the least height of a row of plots: below it the canvas scrolls (seven GRPO plots at 1024×700)
+
+
+class StepAxis(pg.AxisItem):
+    """An x axis of training steps: ticks on whole steps only (a 12-step run got 2.5, 7.5 …)."""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802 - pyqtgraph's name
+        # whole steps, about 30 px apart at least (labels do not run together)
+        per_px = max(maxVal - minVal, 1e-9) / max(size, 1.0)
+        levels = [(spacing, offset) for spacing, offset in super().tickSpacing(minVal, maxVal, size)
+                  if spacing >= 1 and float(spacing).is_integer() and spacing / per_px >= 30]
+        if levels:
+            return levels
+        step = next((n for n in (1, 2, 5, 10, 20, 50, 100) if n / per_px >= 30), 100)
+        return [(float(step), 0.0)]
+
+
 class _TimedCanvas(pg.GraphicsLayoutWidget):
     """The plot canvas, timing its own paints so that the refresh rate can adapt to what painting costs."""
 
     last_paint_s = 0.0
+    left = Signal()  # the pointer left the canvas: the hover line goes
 
     def paintEvent(self, event) -> None:  # Qt's name
         start = time.perf_counter()
         super().paintEvent(event)
         self.last_paint_s = time.perf_counter() - start
+
+    def leaveEvent(self, event) -> None:  # Qt's name
+        super().leaveEvent(event)
+        self.left.emit()
 
 
 class MetricPlots(QWidget):
@@ -95,18 +117,24 @@ class MetricPlots(QWidget):
         self.canvas.ci.setSpacing(12)
         self.canvas.setMinimumSize(200, 150)
         self.canvas.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.canvas.left.connect(self._hide_hover)
+        self.scroller = QScrollArea()  # a tall canvas (many plots) scrolls instead of squeezing each plot
+        self.scroller.setWidgetResizable(True)
+        self.scroller.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroller.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroller.setWidget(self.canvas)
         self.legend = PlotLegend()
         self.legend.visibility_changed.connect(self._apply_visibility)
         self.legend.hide()
         row = QHBoxLayout()
         row.addWidget(self.empty_label, 1)
-        row.addWidget(self.canvas, 1)
+        row.addWidget(self.scroller, 1)
         row.addWidget(self.legend)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
         layout.addLayout(row, 1)
-        self.canvas.hide()
+        self.scroller.hide()
 
     # -- data ------------------------------------------------------------------------------------------------
     def set_store(self, store: MetricStore) -> None:
@@ -125,11 +153,15 @@ class MetricPlots(QWidget):
         self._curves.clear()
         self._drawn.clear()
         self._hover_lines.clear()
+        self.canvas.setMinimumHeight(150)
 
     def _plot_for(self, group: str) -> pg.PlotItem:
         plot = self._plots.get(group)
         if plot is None:
-            plot = pg.PlotItem(title=GROUP_TITLES.get(group, group))
+            axes = {} if group == "sweep" else {"bottom": StepAxis("bottom")}
+            plot = pg.PlotItem(title=GROUP_TITLES.get(group, group), axisItems=axes)
+            # tick labels keep their room: shrinking it to the widest label on screen made them vanish
+            plot.getAxis("left").setStyle(autoReduceTextSpace=False, hideOverlappingLabels=False)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
             plot.showGrid(x=True, y=True, alpha=0.15)
@@ -153,6 +185,7 @@ class MetricPlots(QWidget):
         ordered = [g for g in GROUP_ORDER if g in self._plots] + [g for g in self._plots if g not in GROUP_ORDER]
         for i, group in enumerate(ordered):
             self.canvas.ci.addItem(self._plots[group], row=i // 2, col=i % 2)
+        self.canvas.setMinimumHeight(max(150, ROW_HEIGHT * ((len(ordered) + 1) // 2)))
 
     def _curve_for(self, label: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
         curves = self._curves.get(label)
@@ -222,10 +255,10 @@ class MetricPlots(QWidget):
             self._apply_visibility()
         if changed:
             self.empty_label.hide()
-            self.canvas.show()
+            self.scroller.show()
             self.curves_drawn.emit(len(changed))
         elif not self.store.series:
-            self.canvas.hide()
+            self.scroller.hide()
             self.empty_label.show()
         return len(changed)
 
@@ -306,6 +339,10 @@ class MetricPlots(QWidget):
             line.setPos(x)
             line.show()
             self.readout.setText(self.readout_at(group, 10 ** x if group == "sweep" else x))  # log10 axis
+
+    def _hide_hover(self) -> None:
+        for line in self._hover_lines.values():
+            line.hide()
 
     def readout_at(self, group: str, x: float) -> str:
         """'step N — label: value, ...' for the points of a group's curves nearest to x."""

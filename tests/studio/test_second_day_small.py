@@ -93,3 +93,56 @@ def test_history_shows_five_runs_at_1024_by_700(window, qtbot):
     visible = sum(1 for row in range(table.rowCount())
                   if table.visualRect(table.model().index(row, 0)).bottom() <= table.viewport().height())
     assert visible >= 5
+
+
+def _grpo_store(steps: int = 12):
+    from studio.model.run_state import MetricStore
+
+    store = MetricStore()
+    for step in range(1, steps + 1):
+        store.add("grpo", step, {"train/loss": 1 / step, "grpo/reward": 0.1 * step, "grpo/kl": 0.001 * step,
+                                 "train/learning_rate": 1e-4, "grpo/completion_length": 30 + step,
+                                 "perf/tokens_per_s": 100.0, "train/grad_norm": 1.0})
+    store.add("grpo", 0, {"grpo/correct_before": 0.2})
+    store.add("grpo", steps, {"grpo/correct_after": 0.3})
+    return store
+
+
+def test_seven_grpo_plots_stay_readable_at_1024_by_700_and_steps_are_whole(qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    from studio.widgets.metric_plots import MetricPlots
+
+    plots = MetricPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1024 - 180, 700 - 260)  # the monitor's tab at 1024×700 (side bar, header, progress)
+    plots.show()
+    plots.set_store(_grpo_store())
+    QApplication.processEvents()
+    items = list(plots._plots.values())
+    assert len(items) >= 7
+    assert min(item.vb.height() for item in items) >= 100  # they were ~30 px: the canvas scrolls instead
+    assert plots.scroller.verticalScrollBar().maximum() > 0
+    axis = items[0].getAxis("bottom")
+    values = [v for _spacing, level in axis.tickValues(1, 12, 400) for v in level]
+    assert values and all(v == int(v) for v in values)  # no step 2.5 in a 12-step run
+    left = items[0].getAxis("left")
+    assert left.style["autoReduceTextSpace"] is False and left.style["hideOverlappingLabels"] is False
+
+
+def test_the_hover_line_goes_when_the_pointer_leaves(qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtWidgets import QApplication
+
+    from studio.widgets.metric_plots import MetricPlots
+
+    plots = MetricPlots()
+    qtbot.addWidget(plots)
+    plots.resize(800, 600)
+    plots.show()
+    plots.set_store(_grpo_store())
+    group, plot = next(iter(plots._plots.items()))
+    plots._on_scene_mouse_moved(plot.sceneBoundingRect().center())
+    assert plots._hover_lines[group].isVisible()
+    QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))
+    assert not any(line.isVisible() for line in plots._hover_lines.values())
