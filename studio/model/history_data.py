@@ -40,9 +40,10 @@ def key_scores(scores: dict, limit: int = 3) -> str:
 def read_eval(record: RunRecord) -> dict | None:
     path = Path(record.path) / "eval.json"
     try:
-        return load_json_file(path, follow_links=False) if path.exists() else None  # a FIFO: refused
+        report = load_json_file(path, follow_links=False) if path.exists() else None  # a FIFO: refused
     except (OSError, ValueError):
         return None
+    return report if isinstance(report, dict) else None  # a list or a number is no report
 
 
 def compare_reports(named: list[tuple[str, dict | None]]) -> dict | None:

@@ -254,7 +254,8 @@ def load_eval_report(run_id: str, store: RunStore | None = None) -> dict | None:
     """A run's eval.json, or None when it has none (or it cannot be read)."""
     try:
         path = (store or RunStore()).paths(run_id).eval_json
-        return load_json_file(path, follow_links=False) if path.exists() else None
+        report = load_json_file(path, follow_links=False) if path.exists() else None
     except (KeyError, OSError, ValueError, StoreError) as exc:
         log.info("no evaluation for %s: %s", run_id, exc)
         return None
+    return report if isinstance(report, dict) else None

@@ -244,3 +244,27 @@ def test_a_checkpoint_holding_a_fifo_is_never_the_resume_point(tmp_path):
     os.unlink(stage / "checkpoint-10" / "complete")
     os.mkfifo(stage / "checkpoint-10" / "complete")
     assert _within(5, has_resume_point, tmp_path) is False
+
+
+EVAL_DAMAGE = {"huge": '{"models": {"a": 1' + "0" * 5000 + "}}", "deep": "[" * 50_000 + "]" * 50_000,
+               "nan": '{"models": NaN}', "list": "[1, 2]", "bytes": b'{"models": "\xff"}', "torn": '{"models": {'}
+
+
+@pytest.mark.parametrize("damage", sorted(EVAL_DAMAGE))
+def test_eval_json_and_a_stage_marker_damaged_are_started_afresh_or_run_again(run, damage):
+    from engine.contract.run_status import STAGE_DONE_FILE
+    from engine.runner.pipeline import _read_marker
+    from studio.model.history_data import read_eval
+
+    store, paths = run
+    text = EVAL_DAMAGE[damage]
+    raw = text if isinstance(text, bytes) else text.encode()
+    paths.eval_json.write_bytes(raw)
+    assert read_eval(store.get(paths.id)) is None  # the history shows no report, not a crash
+    assert paths.merge_eval({"quantization": {"q": 1}}) == {"quantization": {"q": 1}}  # started afresh
+    marker = paths.stage_dir("s") / STAGE_DONE_FILE
+    marker.parent.mkdir(parents=True)
+    marker.write_bytes(raw)
+    out = io.StringIO()
+    assert _read_marker(marker, EventWriter("r", out)) is None  # the stage runs again
+    assert "is damaged" in out.getvalue() and "running that stage again" in out.getvalue()
