@@ -8,7 +8,6 @@ CSV, with its column mapping); for demo runs, and when no run is chosen, the dem
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 from collections.abc import Iterator
 
 from engine.contract.vocabulary import DEMO_PRESETS
-from engine.contract.safe_json import safe_json_loads
+from engine.contract.safe_json import load_json_file, safe_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,15 @@ def _jsonl(path: Path) -> Iterator[dict]:
 
 
 def _records(path: Path) -> Iterator[dict]:
+    if not path.is_file():  # a FIFO or device named like data would block the arena: only regular files
+        return
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _jsonl(path)
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), [])
+        data = load_json_file(path, limit=256 << 20)  # a data set, not settings: a larger limit
+        rows = data if isinstance(data, list) else next(
+            (v for v in data.values() if isinstance(v, list)), []) if isinstance(data, dict) else []
         yield from (row for row in rows[:MAX_SCAN] if isinstance(row, dict))
     elif suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", newline="") as handle:

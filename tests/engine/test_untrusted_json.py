@@ -187,3 +187,20 @@ def test_json_files_read_by_the_studio_and_the_model_helpers(name, tmp_path):
     with pytest.raises(OSError, match="not a regular file"):
         load_json_file(fifo)  # O_NONBLOCK: refused at once, never waited on
     assert load_settings(fifo) == StudioSettings()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_the_arenas_prompt_presets_skip_what_is_not_data(name, tmp_path):
+    import os
+
+    from engine.contract.spec import DataSpec
+    from studio.arena.prompt_presets import _from_spec_data as presets_from_data
+
+    listed = tmp_path / "d.json"
+    listed.write_text('[{"instruction": "a", "response": %s}]' % HOSTILE[name])
+    assert presets_from_data(DataSpec(preset="local", path=str(listed))) == []
+    lines = tmp_path / "d.jsonl"
+    lines.write_text('{"instruction": "x", "n": %s}\n{"instruction": "kept"}\n' % HOSTILE[name])
+    assert [p.prompt for p in presets_from_data(DataSpec(preset="local", path=str(lines)))] == ["kept"]
+    os.mkfifo(tmp_path / "f.jsonl")
+    assert presets_from_data(DataSpec(preset="local", path=str(tmp_path / "f.jsonl"))) == []
