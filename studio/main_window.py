@@ -26,6 +26,7 @@ from studio.run_watch import FollowsRunFolders, RunWatcher
 from studio.window_close import ClosesWithRunsGoing
 from studio.run_session import RunSession
 from studio.model.app_settings import StudioSettings, load_settings, save_settings
+from studio.widgets.status_bar import StudioStatusBar
 from studio.widgets.preferences_dialog import SettingsDialog, show_about
 from studio.widgets.start_page import StartPage
 
@@ -112,7 +113,8 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         layout.addWidget(self.nav)
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
-        self.statusBar().showMessage(f"Runs in {self.store.root}")
+        self.setStatusBar(StudioStatusBar(self))
+        self.statusBar().place.setText(f"Runs in {self.store.root}")
 
     def _replace_page(self, name: str, widget: QWidget) -> None:
         index = PAGES.index(name)

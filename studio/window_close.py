@@ -42,7 +42,7 @@ class ClosesWithRunsGoing:
                 # quitting now would kill the engines mid-save (the run left "interrupted", not "cancelled"):
                 # close once they have saved their checkpoint and stopped (cancel escalates within seconds)
                 self.statusBar().showMessage("Cancelling: the studio closes once the engine has saved its "
-                                             "checkpoint and stopped…")
+                                             "checkpoint and stopped…", 0)  # until it closes
                 self._close_when_stopped.start()
                 event.ignore()
                 return

@@ -146,3 +146,26 @@ def test_the_hover_line_goes_when_the_pointer_leaves(qtbot):
     assert plots._hover_lines[group].isVisible()
     QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))
     assert not any(line.isVisible() for line in plots._hover_lines.values())
+
+
+def test_status_bar_notes_end_on_time_and_come_back_after_a_menus_tip(window, qtbot):
+    from PySide6.QtGui import QStatusTipEvent
+    from PySide6.QtWidgets import QApplication
+
+    from studio.widgets.status_bar import NOTE_MS
+
+    bar = window.statusBar()
+    assert bar.place.text().startswith("Runs in ") and bar.currentMessage() != bar.place.text()
+    bar.showMessage("Started: demo")
+    assert bar.currentMessage() == "Started: demo" and 5_000 <= NOTE_MS <= 60_000
+    QApplication.sendEvent(window, QStatusTipEvent("Open a run spec"))  # the pointer over a menu entry
+    assert bar.currentMessage() == "Open a run spec"
+    QApplication.sendEvent(window, QStatusTipEvent(""))  # the menu closed
+    qtbot.waitUntil(lambda: bar.currentMessage() == "Started: demo", timeout=1000)
+    bar.showMessage("brief", 150)
+    qtbot.wait(400)
+    assert bar.currentMessage() == ""
+    QApplication.sendEvent(window, QStatusTipEvent("tip"))
+    QApplication.sendEvent(window, QStatusTipEvent(""))
+    qtbot.wait(50)
+    assert bar.currentMessage() == ""  # an expired note does not come back
