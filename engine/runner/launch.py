@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.contract.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
-from engine.contract.runs import RunLock, RunPaths, RunStore
+from engine.contract.runs import RunLock, RunPaths, RunStore, read_inside, write_atomic
 from engine.contract.vocabulary import DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES
 from engine.core.ranks import is_main_process, rank
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CHILD_ENV = "COMPRESSION_ENGINE_CHILD"
 STRATEGY_ENV = "COMPRESSION_DISTRIBUTED"
 CANCEL_FILE = "cancel"
+RANK_ERROR_PREFIX = "rank-error-"  # rank-error-<N>: a silent rank's first error sentence
 LAUNCHER_LOG = "launcher.log"  # the accelerate launcher's stderr, kept in the run folder
 _STRATEGY_FLAGS = {
     "ddp": ["--multi_gpu"],  # torchrun-style DDP; the children pick NCCL on GPUs, gloo on CPUs
@@ -87,7 +88,35 @@ def attach_child(paths: RunPaths, events: EventWriter, store: RunStore,
     if is_main_process():
         return events, store
     events.close()
-    return EventWriter(paths.id, open(os.devnull, "w", encoding="utf-8")), _FollowerStore(store)
+    silent = EventWriter(paths.id, open(os.devnull, "w", encoding="utf-8"))
+    silent.listeners.append(_error_keeper(paths.root / f"{RANK_ERROR_PREFIX}{rank()}"))
+    return silent, _FollowerStore(store)
+
+
+def _error_keeper(path: Path) -> Any:
+    """A listener that keeps a silent rank's first error sentence in the run folder, where the launcher reads it
+    if the run dies before rank 0 could say why (torchrun stops every rank when one fails)."""
+
+    def keep(event: Event) -> None:
+        if event.type == "error" and not path.exists():
+            try:
+                write_atomic(path, str(event.data.get("message", "")))
+            except OSError as exc:
+                log.warning("could not keep rank %d's error in %s: %s", rank(), path, exc)
+
+    return keep
+
+
+def rank_error(root: Path) -> str:
+    """``rank N: <sentence>`` from the first silent rank that kept one, else ""."""
+    for path in sorted(root.glob(f"{RANK_ERROR_PREFIX}*")):
+        try:
+            text = read_inside(path).strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text:
+            return f"rank {path.name[len(RANK_ERROR_PREFIX):]}: {text}"
+    return ""
 
 
 # ---- the parent: start accelerate, relay rank 0's events, forward cancel -----------------------------------
@@ -221,6 +250,8 @@ def launch_distributed(spec_file: str | Path, processes: int, resume_id: str | N
 def _launch(spec: Any, paths: RunPaths, store: RunStore, processes: int, resume_id: str | None, out: IO[str],
             lock: RunLock | None) -> int:
     (paths.root / CANCEL_FILE).unlink(missing_ok=True)  # a resumed run must not stop at once
+    for old in paths.root.glob(f"{RANK_ERROR_PREFIX}*"):  # a resumed run's earlier failures are not this one's
+        old.unlink(missing_ok=True)
     try:
         cmd = accelerate_command(paths.id, processes, strategy_of(spec))
     except ValueError as exc:
@@ -252,8 +283,9 @@ def _launch(spec: Any, paths: RunPaths, store: RunStore, processes: int, resume_
                        f"{': ' + said if said else ''}.", out, code=code or 2)
     # The children died mid-run (killed, out of memory, a crash in a collective): say so once, as rank 0 would.
     events = EventWriter(paths.id, out, mirror=paths.events, start_seq=relay.last_seq)
+    why = relay.error or rank_error(paths.root)
     events.error(f"the engine processes stopped (exit code {code}) before the run finished"
-                 f"{' (' + relay.error + ')' if relay.error else ''}; their report is in {launcher_log}; "
+                 f"{' (' + why + ')' if why else ''}; their report is in {launcher_log}; "
                  f"resume with compression-engine run --resume {paths.id}")
     store.update(paths.id, status="failed")
     events.emit("done", status="failed", summary={})

@@ -113,3 +113,42 @@ def test_a_rank_that_fails_is_one_sentence_and_the_launchers_report_stays_in_the
     [record] = store.list()
     assert "ChildFailedError" in (RunPaths(record.path).root / launch.LAUNCHER_LOG).read_text()
     assert [Event.from_json(line).type for line in out.getvalue().splitlines()] == ["hello", "error", "done"]
+
+
+def test_a_silent_rank_keeps_its_error_and_the_launcher_says_it(tmp_path, monkeypatch):
+    """torchrun stops every rank when rank 1 fails, so rank 0 never says why: rank 1's sentence, kept in the run
+    folder by its silent event writer, is what the launcher reports."""
+    import threading
+
+    from engine.contract.protocol import EventWriter
+
+    store = RunStore(tmp_path / "home")
+    paths = store.create("multi", "name: multi\n")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    events, _ = launch.attach_child(paths, EventWriter(paths.id, io.StringIO()), store, threading.Event())
+    events.error("stage s ran out of memory (it asked for ≈2.1 GB more)")
+    events.error("a later error is not the cause")
+    assert launch.rank_error(paths.root) == "rank 1: stage s ran out of memory (it asked for ≈2.1 GB more)"
+
+    monkeypatch.delenv("RANK")
+    _passed_check(monkeypatch)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: multi\ndevice: cpu\nprocesses: 2\nstages: [{kind: sft, name: s}]\n")
+    out = io.StringIO()
+
+    class Children:  # rank 0 starts the run; rank 1 fails and keeps its sentence; torchrun stops both
+        def __init__(self, cmd, stderr, **kwargs):
+            root = RunPaths(store.runs_dir / cmd[-1]).root
+            (root / f"{launch.RANK_ERROR_PREFIX}1").write_text("stage s: the data file vanished")
+            self.stdout = io.StringIO(Event("hello", {}, run_id=cmd[-1], seq=1).to_json() + "\n")
+            self.pid = os.getpid()
+
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Children)
+    monkeypatch.setattr(launch, "_forward_cancel", lambda *args: None)
+    assert launch.launch_distributed(spec, 2, store=store, out=out) == 1
+    error = [Event.from_json(line) for line in out.getvalue().splitlines()][-2]
+    assert error.type == "error" and "(rank 1: stage s: the data file vanished)" in error.data["message"]
