@@ -7,7 +7,8 @@ the rest), so the students differ only in what they learn from (``compression-en
 
 The first seed runs the whole spec (its teacher SFT is reused); every further seed resumes a copy of that run
 holding only the trained teacher (and the teacher's cached answers when that run has them: they do not depend on
-the student's seed), through the real CLI, two copies at a time. The seed changes the students' data order and initial batches (``train.seed``).
+the student's seed), through the real CLI, two copies at a time; an interrupted copy (or first run) is resumed
+where it stopped. The seed changes the students' data order and initial batches (``train.seed``).
 
     python bench/cross_tokenizer_demo.py --out /tmp/xtok --seeds 0 1 2
 
@@ -90,7 +91,8 @@ def main() -> None:
     def resume(seed: int) -> dict:
         copy = copy_of(run, seed)
         if not (copy / "eval.json").exists():
-            copy = prepare(run, seed)
+            if not (copy / "spec.yaml").exists():  # else an earlier, interrupted copy: resumed where it stopped
+                copy = prepare(run, seed)
             subprocess.run([sys.executable, "-m", "engine", "run", "--resume", copy.name], env=_env(home),
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return scores_of(copy)
@@ -100,9 +102,12 @@ def main() -> None:
     others = [s for s in args.seeds if s != 0]
     with ThreadPoolExecutor(max(args.parallel, 1)) as pool:  # one thread per run: copies share the cores
         scores = list(pool.map(resume, others))
-    if not (run / "eval.json").exists():  # --run given while its own run was still going: wait for it
-        while not (run / "eval.json").exists():
+    if not (run / "eval.json").exists():  # --run given while it was still going, or it stopped: wait, resume
+        while json.loads((run / "run.json").read_text()).get("status") == "running":
             time.sleep(10)
+        if not (run / "eval.json").exists():
+            subprocess.run([sys.executable, "-m", "engine", "run", "--resume", run.name], env=_env(home),
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {0: scores_of(run), **dict(zip(others, scores))}
     print(f"{time.monotonic() - started:.0f} s; run {run.name}")  # the report
     print("| seed | teacher | SFT | sequence KD | cross-tokenizer KD | seq − SFT | xtok − SFT |")

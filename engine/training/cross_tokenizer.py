@@ -111,9 +111,12 @@ def ensure_aligned_targets(ctx: Any, teacher_spec: Any, student_tok: Any, record
     from engine.training.teacher_targets import build_targets, data_identity, ensure_targets
 
     d, data = ctx.stage.distill, ctx.spec.data
+    from engine.core import heartbeat
+
     teacher_tok = load_tokenizer(teacher_spec)
-    rows, maps = teacher_rows(student_tok, teacher_tok, [r for s in record_sets for r in s], data.preset,
-                              data.max_length)
+    records = [r for s in record_sets for r in s]
+    with heartbeat.activity(f"aligning the teacher's and the student's tokenizations of {len(records)} records"):
+        rows, maps = teacher_rows(student_tok, teacher_tok, records, data.preset, data.max_length)
     expected = sum(_response_count(labels) for ds in datasets for labels in ds["labels"])
     if sum(len(m) for m in maps) != expected:
         raise EngineError("cross-tokenizer KD: the student's rows do not match the records they were made from; "
