@@ -195,9 +195,10 @@ def size_report(original_dir: str | Path, quantized_dir: str | Path, device: str
     """The part known at once, from the files alone: sizes on disk, linear-layer and 16/32-bit bytes (what the
     weights occupy once loaded), layer counts, and the GGUF file a source was unpacked from."""
     sides: dict[str, dict] = {}
+    modules = quantized_modules(quantized_dir)
     for name, folder in (("original", original_dir), ("quantized", quantized_dir)):
         sides[name] = {"path": str(folder), "disk_bytes": weight_file_bytes(folder),
-                       "full_precision_bytes": full_precision_bytes(folder)}
+                       "full_precision_bytes": full_precision_bytes(folder, modules)}
     sides["original"]["linear_bytes"], sides["quantized"]["linear_bytes"] = \
         linear_weight_bytes(original_dir, quantized_dir)
     sides["quantized"].update(layer_counts(quantized_dir))
@@ -306,11 +307,18 @@ def _quality(report: dict, records: list[dict], preset: str, gen: GenerationSpec
     publish(report)
 
 
-def full_precision_bytes(folder: str | Path) -> int:
-    """Bytes of the tensors a folder keeps in 16/32 bits: everything but the 4-bit linear layers' packed weights
-    and constants (embeddings, output layer, norms, biases, and linear layers bitsandbytes skipped)."""
+def quantized_modules(quantized_dir: str | Path) -> set[str]:
+    """The linear layers a 4-bit folder stores in 4 bits (those with an ``absmax`` constant)."""
+    return {k[: -len(".weight.absmax")] for k in safetensors_entries(quantized_dir) if k.endswith(".weight.absmax")}
+
+
+def full_precision_bytes(folder: str | Path, modules: set[str] | None = None) -> int:
+    """Bytes of the tensors a folder keeps in 16/32 bits: everything but the weights of the linear layers the
+    4-bit model quantizes (``modules``; default: this folder's own 4-bit layers) — embeddings, output layer,
+    norms, biases, and linear layers bitsandbytes skipped. Given the 4-bit folder's modules, the original's
+    number counts the same tensors (like with like)."""
     entries = safetensors_entries(folder)
-    modules = {k[: -len(".weight.absmax")] for k in entries if k.endswith(".weight.absmax")}
+    modules = quantized_modules(folder) if modules is None else modules
     return sum(b for k, b in entries.items() if not any(k.startswith(f"{m}.weight") for m in modules))
 
 

@@ -78,7 +78,10 @@ def test_a_report_over_budget_uses_fewer_samples_and_publishes_each_part(tiny, t
                                      json.dumps(r))), announce=plans.append,
                                  on_answer=lambda done, total: answered.append((done, total)))
     assert [p["measured"] for p in published] == [["size"], ["size"], ["size", "quality"]]
-    assert published[0]["original"]["disk_bytes"] > published[0]["quantized"]["disk_bytes"] > 0
+    sizes = published[0]
+    assert sizes["original"]["disk_bytes"] > sizes["quantized"]["disk_bytes"] > 0
+    # like with like: the tensors both keep unquantized (a float32 source: the same bytes on both sides)
+    assert sizes["original"]["full_precision_bytes"] == sizes["quantized"]["full_precision_bytes"] > 0
     assert "scores" not in published[1]["original"] and published[1]["samples"] == MIN_SAMPLES
     assert plans[0].asked == len(WORDS) and plans[0].chosen == MIN_SAMPLES
     assert report["samples"] == MIN_SAMPLES and report["samples_asked"] == len(WORDS)
