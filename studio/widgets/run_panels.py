@@ -9,7 +9,7 @@ import html
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import (QGridLayout, QLabel, QProgressBar, QTableWidgetItem, QTextBrowser,
+from PySide6.QtWidgets import (QFrame, QGridLayout, QLabel, QProgressBar, QScrollArea, QTableWidgetItem, QTextBrowser,
                                QVBoxLayout, QWidget)
 
 from studio.model.run_state import RunState, Sample, format_eta
@@ -137,19 +137,24 @@ def _fmt(value) -> str:
     return str(value)
 
 
-class EvalTable(QWidget):
+class EvalTable(QScrollArea):
     """eval.json as tables: one row per model (ROUGE-L, exact match, retention, per-category ROUGE-L), GRPO's
-    before/after scores, and the 4-bit report of a quantize stage."""
+    before/after scores, and the 4-bit report of a quantize stage. The tab scrolls when they do not fit: a table
+    is never squeezed below its rows."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        content = QWidget()
+        self.setWidget(content)
         self.caption = QLabel("No evaluation yet.")
         self.caption.setObjectName("placeholder")
         self.table = read_only_table(0)
         self.grpo_caption = QLabel("Chain-of-thought GRPO: held-out prompts, greedy, before and after the stage")
         self.grpo_table = read_only_table(len(GRPO_COLUMNS) + 1)
         self.grpo_table.setHorizontalHeaderLabels(["stage"] + [name for name, _ in GRPO_COLUMNS])
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.caption)
         layout.addWidget(self.table)

@@ -12,15 +12,30 @@ class FittedTable(QTableWidget):
 
     most_rows = 12
 
+    def _needs_scroll_bar(self) -> bool:
+        """Whether the columns are wider than the table, so a horizontal scroll bar takes a row's worth of the
+        height (asked of the widths, not of the bar's visibility, which follows the layout a moment later: the
+        third row of the evaluation was hidden under the bar)."""
+        return self.horizontalHeader().length() + 2 * self.frameWidth() > self.width()
+
     def sizeHint(self) -> QSize:  # Qt's name
         hint = super().sizeHint()
         rows = sum(self.rowHeight(r) for r in range(min(self.rowCount(), self.most_rows)))
-        scroll = self.horizontalScrollBar().sizeHint().height() if self.horizontalScrollBar().isVisible() else 0
+        scroll = self.horizontalScrollBar().sizeHint().height() if self._needs_scroll_bar() else 0
         return QSize(hint.width(), self.horizontalHeader().sizeHint().height() + rows + 2 * self.frameWidth()
                      + scroll + 2)
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(super().minimumSizeHint().width(), min(self.sizeHint().height(), 120))
+        # a few rows are never squeezed (the tab scrolls instead); a long table may shrink to a scrolling 160 px
+        height = self.sizeHint().height()
+        return QSize(super().minimumSizeHint().width(), height if self.rowCount() <= 4 else min(height, 160))
+
+    def resizeEvent(self, event) -> None:  # Qt's name
+        before = self._needs_scroll_bar() if event.oldSize().width() < 0 else \
+            self.horizontalHeader().length() + 2 * self.frameWidth() > event.oldSize().width()
+        super().resizeEvent(event)
+        if self._needs_scroll_bar() != before:
+            self.updateGeometry()  # the bar comes or goes: the height it needs changes
 
 
 def read_only_table(columns: int) -> FittedTable:

@@ -169,3 +169,23 @@ def test_status_bar_notes_end_on_time_and_come_back_after_a_menus_tip(window, qt
     QApplication.sendEvent(window, QStatusTipEvent(""))
     qtbot.wait(50)
     assert bar.currentMessage() == ""  # an expired note does not come back
+
+
+def test_the_evaluation_tab_shows_every_row_of_a_wide_table(window, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    categories = {c: {"rougeL": 0.3} for c in ("arithmetic", "code", "general", "reasoning", "translation", "words")}
+    report = {"reference": "teacher", "models": {
+        name: {"rougeL": 0.4, "exact_match": 0.1, "retention": 0.9, "ce": 2.0, "per_category": categories}
+        for name in ("teacher", "sft_student", "kd_student")},
+        "grpo": {"grpo": {"before": {"correct": 0.2}, "after": {"correct": 0.3}}}}
+    window.resize(1024, 700)
+    window.go_to("Monitor")
+    monitor = window.monitor
+    monitor.tabs.setCurrentWidget(monitor.eval_table)
+    monitor.eval_table.show_report(report)
+    QApplication.processEvents()
+    table = monitor.eval_table.table
+    qtbot.waitUntil(lambda: table.horizontalScrollBar().isVisible())  # wider than the tab: a scroll bar
+    bottoms = [table.visualRect(table.model().index(row, 0)).bottom() for row in range(3)]
+    assert max(bottoms) <= table.viewport().height()  # the third row is not under the bar
