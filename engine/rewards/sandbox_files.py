@@ -12,6 +12,7 @@ nothing changes the tree under it.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -48,6 +49,11 @@ def _enter(parent_fd: int, name: str, fix_modes: bool) -> int:
     return fd
 
 
+def _inode(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 def _walk(path: str, visit: Callable[[int], list[str]], leave: Callable[[int, str], None] | None = None,
           fix_modes: bool = False) -> None:
     """Depth-first over the folder ``path``: ``visit(fd)`` handles one folder's entries and returns the names of
@@ -57,7 +63,7 @@ def _walk(path: str, visit: Callable[[int], list[str]], leave: Callable[[int, st
     fd: int | None = None
     try:
         fd = _enter(top, base, fix_modes)
-        names, pending = [base], [visit(fd)]
+        names, pending, inodes = [base], [visit(fd)], [_inode(fd)]
         while names:
             if pending[-1]:
                 name = pending[-1].pop()
@@ -65,13 +71,17 @@ def _walk(path: str, visit: Callable[[int], list[str]], leave: Callable[[int, st
                 os.close(fd)
                 fd = child
                 names.append(name)
+                inodes.append(_inode(fd))
                 pending.append(visit(fd))
                 continue
             done = names.pop()
             pending.pop()
+            inodes.pop()
             up = os.open("..", _DIR_FLAGS, dir_fd=fd) if names else None
             os.close(fd)
             fd = up
+            if up is not None and _inode(up) != inodes[-1]:  # a folder moved while the walk was below it
+                raise OSError(errno.ESTALE, f"{path} changed during the walk")
             if leave is not None:
                 leave(top if up is None else up, done)
     finally:
@@ -111,8 +121,8 @@ def remove_tree(path: str) -> bool:
 def usage(path: str, max_entries: int) -> tuple[int, int]:
     """(bytes of disk the folder ``path`` takes, number of entries), counted up to ``max_entries`` entries (then the
     walk stops early: the caller only compares with its caps); a folder the engine may not read counts as past
-    ``max_entries``. A program moving folders up while the walk is below them can make it miss, recount or
-    wander a few levels above the folder: the walk only lists and stats, so at worst the count is wrong."""
+    ``max_entries``. A program moving a folder while the walk is below it ends the walk (it notices that ``..``
+    is no longer where it came from): what was counted stands."""
     total, count = 0, 0
 
     def visit(fd: int) -> list[str]:

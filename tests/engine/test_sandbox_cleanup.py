@@ -18,6 +18,7 @@ import pytest
 
 from engine.rewards import sandbox
 from engine.rewards.sandbox import run_program
+from engine.rewards import sandbox_files
 from engine.rewards.sandbox_files import remove_tree, usage
 from tests.engine.sandbox_helpers import mechanisms, reward, sandbox_processes
 
@@ -160,6 +161,24 @@ def test_what_cannot_be_removed_is_a_warning_not_an_exception(tmp_path: Path, ca
         os.close(fd)
     assert remove_tree(str(tree)) is True and not tree.exists()
     assert remove_tree(str(tree)) is True  # already gone: nothing to do
+
+
+def test_a_walk_never_wanders_above_its_folder_when_the_program_moves_folders(tmp_path: Path) -> None:
+    """The usage walk runs while the program does: a folder moved up under it must not lead ``..`` elsewhere."""
+    folder = tmp_path / "w"
+    (folder / "a" / "b" / "c").mkdir(parents=True)
+    seen: list[list[str]] = []
+
+    def visit(fd: int) -> list[str]:
+        names = sorted(os.listdir(fd))
+        seen.append(names)
+        if names == ["c"]:  # the walk is in a/b: move it to the top, as a program could meanwhile
+            (folder / "a" / "b").rename(folder / "b")
+        return [n for n in names if os.path.isdir(os.path.join(f"/proc/self/fd/{fd}", n))]
+
+    with pytest.raises(OSError, match="changed during the walk"):
+        sandbox_files._walk(str(folder), visit)
+    assert seen == [["a"], ["b"], ["c"], []]  # went down to c, and stopped on the way up
 
 
 def test_usage_counts_every_level(tmp_path: Path) -> None:

@@ -319,7 +319,8 @@ readable = sandbox.read_only_paths() + (outside,)
 sandbox.read_only_paths = lambda: readable  # visible to the program, so that only the filter stands in the way
 for mode in sys.argv[3:]:
     print(mode, sandbox.sandbox_user(mode), sandbox.hides_host(mode))
-    print(sandbox.run_program("import os\nprint(os.path.exists('/etc/passwd'), os.getuid())", _mechanism=mode).stdout.strip())
+    probe = "import os\nprint(os.path.exists('/etc/passwd'), os.getuid())"
+    print(sandbox.run_program(probe, _mechanism=mode).stdout.strip())
     for attack in (f"os.chmod({victim!r}, 0o666)", f"os.setxattr({victim!r}, 'user.x', b'1')",
                    f"os.utime({victim!r}, (0, 0))"):
         result = sandbox.run_program(f"import os\n{attack}\nprint('ok')", _audit=False, _mechanism=mode)
