@@ -32,9 +32,10 @@ limits are left, and the GRPO stage refuses code rewards unless ``grpo.allow_uns
 
 The host's file tree: Landlock has no right for ``stat``, so under Landlock alone ``os.stat``, ``exists`` and
 ``readlink`` would reveal which paths exist, their sizes, times, modes and owners. So the program also gets a
-user and mount namespace of its own whose root holds only the interpreter, the system libraries and its work
-folder (``sandbox_kernel.hide_host``; bubblewrap does the same by itself). ``hides_host`` says whether that works
-here (it needs user namespaces; a probe checks once). Where it does not, a warning says so: the program can then
+mount namespace of its own (in a user namespace of its own where the engine is not root) whose root holds only
+the interpreter, the system libraries and its work folder (``sandbox_kernel.hide_host``; bubblewrap does the same
+by itself). ``hides_host`` says whether that works here (a probe checks once; a non-root engine needs user
+namespaces). Where it does not, a warning says so: the program can then
 stat any path its user may traverse (as nobody, not inside folders like /root), but still read, list or change
 none of them. What stays visible either way: the paths leading to the interpreter's folders, and the kernel's
 own view (``os.uname``, ``os.cpu_count``, its limits).
