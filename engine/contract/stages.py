@@ -211,11 +211,12 @@ def read_stage(cls: type[StageSpec], values: dict, where: str, others: dict[str,
         if not any(_is_default(c, key, values[key]) for c in others[key]):
             what = f"a {key!r} block" if any(key in c.BLOCKS for c in others[key]) else f"{key!r}"
             kinds = [c.kind for c in others[key]]
-            fail(where, f"stage {name!r} ({cls.kind}) has {what}, which only {_words(kinds)} stages use: remove it.")
+            fail(where, f"stage {echo(name)} ({cls.kind}) has {what}, which only {_words(kinds)} stages use: remove "
+                 "it.")
         ignored.append(key)
     if ignored:
-        log.warning("stage %r (%s): ignoring %s, which %s stages do not use (each holds its default, as specs "
-                    "written by earlier versions do); remove %s.", name, cls.kind, ", ".join(ignored), cls.kind,
+        log.warning("stage %s (%s): ignoring %s, which %s stages do not use (each holds its default, as specs "
+                    "written by earlier versions do); remove %s.", echo(name), cls.kind, ", ".join(ignored), cls.kind,
                     "it" if len(ignored) == 1 else "them")
     return build(cls, {k: v for k, v in values.items() if k not in ignored}, where)
 
