@@ -210,3 +210,14 @@ def test_the_memory_plan_reads_the_table(monkeypatch):
     assert all(any("gradient_checkpointing" in text for text, _ in memory_plan._changes(spec, s)) for s in trains)
     evaluate = next(s for s in spec.stages if not stage_kind(s).trains)
     assert not any(text.startswith("train.") for text, _ in memory_plan._changes(spec, evaluate))
+
+
+def test_the_pipeline_counts_optimizer_steps_only_for_the_kinds_that_train():
+    from engine.runner.pipeline import stage_plan
+
+    spec = _run({"kind": "sft", "name": "a", "train": {"max_steps": 5, "sweep_learning_rates": [1e-4, 1e-3]}},
+                {"kind": "evaluate", "name": "e", "model": "a"}, {"kind": "export", "name": "x", "model": "a"})
+    plan = stage_plan(spec)
+    assert [p["steps"] for p in plan] == [10, None, None]
+    assert [p["kind"] for p in plan] == [s.kind for s in spec.stages]
+    assert [stage_kind(s).trains for s in spec.stages] == [True, False, False]
