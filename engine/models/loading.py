@@ -298,9 +298,12 @@ def inspect_model(source: str) -> ModelInfo:
             raise
         note = f"{exc} The sizes shown come from its published config."
     try:
+        named = getattr(config, "architectures", None)
+        if named is not None and not (isinstance(named, list) and all(isinstance(a, str) for a in named)):
+            raise TypeError(f"architectures must be a list of class names, got {str(named)[:60]}")
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
-    except Exception as exc:  # noqa: BLE001 - a config with impossible sizes (0 heads, -1 tokens…)
+    except Exception as exc:  # noqa: BLE001 - a config with impossible sizes (0 heads, -1 tokens…), odd fields
         raise EngineError(f"the config of {source} does not describe a model transformers can build "
                           f"({type(exc).__name__}: {brief(exc, 200)}); check its config.json or re-save the "
                           "model.") from None
