@@ -43,16 +43,26 @@ def _probe(host: str, port: int) -> str | None:
     return result.get("error", f"{host} did not answer within {PROBE_TIMEOUT_S:g} s")
 
 
+def _probe_target() -> tuple[str, int]:
+    """Where a hub request would connect first: the HTTPS proxy when one is set (a machine that reaches the hub
+    only through its proxy is online), else the hub endpoint itself."""
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k)), "")
+    url = urlparse(proxy if "://" in proxy else f"http://{proxy}") if proxy else urlparse(constants.ENDPOINT)
+    default_port = 443 if url.scheme == "https" else 80 if not proxy else 3128
+    return url.hostname or "huggingface.co", url.port or default_port
+
+
 def offline_reason() -> str | None:
     """None when the hub is reachable; otherwise why not (decided and logged once per process)."""
     if "reason" not in _verdict:
         if _flag_set():
             reason: str | None = "HF_HUB_OFFLINE is set"
         else:
-            from huggingface_hub import constants
-
-            url = urlparse(constants.ENDPOINT)
-            reason = _probe(url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+            host, port = _probe_target()
+            reason = _probe(host, port)
         if reason:
             go_offline()
             log.warning("offline (%s): hub models are read from the local Hugging Face cache only", reason)

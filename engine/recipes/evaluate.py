@@ -7,6 +7,7 @@ import gc
 import json
 import time
 
+from engine.core import heartbeat
 from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
 from engine.contract.metric_names import (EVAL_CE, EVAL_EXACT_MATCH, EVAL_PARAMETERS, EVAL_RETENTION, EVAL_ROUGE_L,
                                           EVAL_WEIGHT_BYTES)
@@ -46,11 +47,13 @@ def run_stage(ctx: RunContext) -> StageResult:
             spec = ctx.model_spec(ref)
             ctx.events.status("running", stage.name, f"evaluating {display} ({index + 1}/{len(models)}) on "
                               f"{len(records)} held-out records")
+            heartbeat.phase(f"evaluating {display} ({index + 1}/{len(models)})")
             model, tokenizer = load_model(spec, ctx.device), load_tokenizer(spec)
             sizes[display] = _size_of(ctx, display, model)
             _publish(ctx, results, sizes, records, models, "measuring")
             started = time.monotonic()
             records, scores, predictions = _answer(ctx, display, model, tokenizer, records, (index, len(models)))
+            heartbeat.phase(f"{display}: cross-entropy of the {len(records)} references")
             scores["ce"] = _response_ce(ctx, model, tokenizer, records)
             scores["seconds"] = round(time.monotonic() - started, 2)
             scores["source"] = spec.source

@@ -96,6 +96,8 @@ def test_offline_is_detected_once_by_a_short_probe_and_switches_the_hub_off(monk
     monkeypatch.setattr(hub_access, "_verdict", {})
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     probes = []
     real = hub_access._probe
     monkeypatch.setattr(hub_access, "_probe", lambda *a: probes.append(a) or real(*a))
@@ -105,6 +107,10 @@ def test_offline_is_detected_once_by_a_short_probe_and_switches_the_hub_off(monk
     assert hub_access.offline_reason() == reason and probes == [("127.0.0.1", 9)]  # once per process
     assert constants.HF_HUB_OFFLINE is True and hub_access.known_offline() == reason
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # go_offline set it; monkeypatch restores the original
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:8080")  # behind a proxy, the proxy is what answers
+    assert hub_access._probe_target() == ("proxy.example", 8080)
 
 
 def test_inspect_preflight_and_run_agree_on_a_hub_model_that_is_not_here(monkeypatch, capsys):
