@@ -135,3 +135,47 @@ def test_a_real_address_space_limit_ends_the_run_failed(tmp_path):
     assert "this process may use at most" in error and "ulimit -v" in error
     assert "the cheapest change that lowers its peak is train.gradient_checkpointing: true" in error
     assert "Traceback" not in done.stderr
+
+
+PATCHED_RUN = r"""
+import sys
+import transformers
+from engine.cli.main import main
+
+real = transformers.Trainer.training_step
+def training_step(self, *args, **kwargs):
+    if self.state.global_step == 2:  # the third step: checkpoint-2 is on disk
+        raise MemoryError()
+    return real(self, *args, **kwargs)
+transformers.Trainer.training_step = training_step
+sys.exit(main(["run", sys.argv[1]]))
+"""
+
+
+def test_a_run_out_of_memory_mid_training_resumes_from_its_last_checkpoint(tmp_path):
+    """A MemoryError injected at a real SFT step: exit 1, run.json failed, error then done; ``--resume`` (memory
+    back) continues from checkpoint-2 and finishes."""
+    folder = make_tiny_model(tmp_path / "tiny")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"count to {i}", "response": " ".join(map(str, range(i + 1)))})
+                            + "\n" for i in range(24)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: oom\ndevice: cpu\nstudent: {{source: {json.dumps(str(folder))}}}\n"
+                    f"data: {{preset: local, path: {json.dumps(str(data))}, max_length: 64, test_fraction: 0.2}}\n"
+                    "stages: [{kind: sft, name: s, model: student, train: {max_steps: 4, batch_size: 2, "
+                    "save_steps: 1, logging_steps: 1}}]\n")
+    home = tmp_path / "home"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", COMPRESSION_STUDIO_HOME=str(home))
+    failed = subprocess.run([sys.executable, "-c", PATCHED_RUN, str(spec)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    events = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert [e["type"] for e in events][-2:] == ["error", "done"] and events[-1]["data"]["status"] == "failed"
+    assert events[-2]["data"]["message"].startswith("stage s ran out of memory; the cheapest change")
+    run_id = events[-1]["run_id"]
+    assert json.loads((home / "runs" / run_id / "run.json").read_text())["status"] == "failed"
+    resumed = subprocess.run([sys.executable, "-m", "engine", "run", "--resume", run_id], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logs = [json.loads(line)["data"]["message"] for line in resumed.stdout.splitlines() if '"log"' in line]
+    assert "resuming s from checkpoint-2" in logs
