@@ -211,6 +211,9 @@ def test_leave_running_reopen_kill_and_resume_under_x11(desk):
                       "the killed run with a Resume button")
     assert state["monitor"]["curves"] == _curve_sizes(home, run_id)  # replayed from the start, then followed
     assert state["monitor"]["curves"]["teacher_sft · train/loss"] == 4
+    # one status everywhere (the contract's, as in the history), and the engine's last words from engine.log
+    state = desk.wait(lambda s: s["monitor"]["badge"] == "interrupted" and "engine.log" in s["monitor"]["error"], 10,
+                      "the interrupted badge and the banner pointing at engine.log")
     desk.screenshot("killed")
     desk.click(state["monitor"]["resume"])
     state = desk.wait(lambda s: s["monitor"]["state"] == "finished", 150, "the resumed run to finish")
