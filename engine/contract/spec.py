@@ -139,7 +139,7 @@ class RunSpec:
             fail("stages", "must be a list of stages.")
         self.stages = [build_stage(s, f"stages[{i}]") for i, s in enumerate(self.stages)]
         if not self.stages:
-            fail("stages", "is empty; add at least one stage (sft, distill, grpo, quantize, evaluate or export).")
+            fail("stages", f"is empty; add at least one stage ({', '.join(STAGE_KINDS[:-1])} or {STAGE_KINDS[-1]}).")
         check_choice("device", self.device, DEVICES)
         check_positive("processes", self.processes)
         check_positive("cpu_threads", self.cpu_threads, allow_zero=True)

@@ -8,7 +8,7 @@ import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWizard
 
-from engine.contract.spec import dump_spec, load_spec
+from engine.contract.spec import dump_spec, load_spec, stage_kind
 
 pytestmark = pytest.mark.usefixtures("home")
 NEXT = QWizard.WizardButton.NextButton
@@ -93,7 +93,7 @@ def test_per_stage_settings_reach_the_spec(wizard, qtbot):
     assert wizard.button(NEXT).isEnabled()
     wizard.next()
     spec = load_spec(wizard.review_page.spec_path)
-    trains = {s.name: s.train for s in spec.stages if s.kind in ("sft", "distill", "grpo")}
+    trains = {s.name: s.train for s in spec.stages if stage_kind(s).trains}
     assert (trains["teacher_sft"].learning_rate, trains["teacher_sft"].epochs, trains["teacher_sft"].max_steps) \
         == (1e-4, 3.0, 0)
     assert (trains["student_kd"].learning_rate, trains["student_kd"].scheduler) == (5e-4, "linear")
@@ -205,5 +205,5 @@ def test_precision_and_qlora_reach_the_spec_and_pure_bf16_is_warned(wizard):
     page.qlora.setChecked(True)
     wizard.next()
     spec = load_spec(wizard.review_page.spec_path)
-    trains = [s.train for s in spec.stages if s.kind in ("sft", "distill", "grpo")]
+    trains = [s.train for s in spec.stages if stage_kind(s).trains]
     assert trains and all(t.precision == "bf16-pure" and t.lora.quantized_base for t in trains)

@@ -14,6 +14,7 @@ from engine.contract.spec import (
     TrainSpec,
     build,
     dump_spec,
+    stage_kind,
     to_dict,
     updated,
 )
@@ -36,7 +37,7 @@ def _old_spec(method: str) -> RunSpec:
     stages = []
     for stage in stage_dicts(WizardChoices(method=method)):
         old = dict(stage)
-        if stage["kind"] in ("sft", "distill", "grpo"):
+        if stage_kind(stage["kind"]).trains:
             old["train"] = dict(OLD_DICTS["train"])
         if stage["kind"] == "distill":
             old["distill"] = {**OLD_DICTS["distill"], "method": stage["distill"]["method"]}
@@ -92,7 +93,7 @@ def test_choices_and_specs_never_share_a_settings_object():
     choices.teacher.dtype = "float16"
     assert spec.stage("student_kd").train.learning_rate == 3e-4 and spec.teacher.dtype == "auto"  # ... not the spec's
     built = build_spec(choices)
-    trains = [s.train for s in built.stages if s.kind in ("sft", "distill")]
+    trains = [s.train for s in built.stages if stage_kind(s).trains]
     assert len({id(t) for t in trains}) == len(trains) and all(t is not choices.train for t in trains)
     assert built.teacher is not choices.teacher
 
