@@ -40,10 +40,9 @@ from studio.pages.common import StudioPage, tip
 DISTILL, GRPO, QUANTIZE = DistillSpec(), GRPOSpec(), QuantizeSpec()
 DEFAULT_REWARDS = {r.name: r.weight for r in GRPO.rewards}
 GRPO_COLD_START_NOTE = (
-    "GRPO reinforces answers the student already sometimes gets right. A student that never saw the "
-    "<think>…</think><answer>…</answer> template (the demo's, or one straight from distillation) earns reward 0 on "
-    "every completion and learns nothing: start from a model fine-tuned on chain-of-thought examples in that "
-    "template (a cold start, see bench/RESULTS_grpo.md), or pick the whole pipeline.")
+    "GRPO reinforces answers the student already sometimes gets right: one that never saw the "
+    "<think>…</think><answer>…</answer> template earns reward 0 on every completion and learns nothing. Start it "
+    "from a model fine-tuned on chain-of-thought examples in that template (a cold start; bench/RESULTS_grpo.md).")
 
 
 class MethodPage(StudioPage):
@@ -149,6 +148,19 @@ class MethodPage(StudioPage):
         models_page = getattr(self.wizard(), "models_page", None)
         if models_page is not None:
             self.show_pairing(models_page.pairing())
+        self.show_grpo_start(self.choices.student.source if self.wizard() is not None else "")
+
+    def show_grpo_start(self, student: str) -> None:
+        """The cold-start note, as a warning when GRPO would start from a student known never to have seen the
+        think/answer template (the demo's, a run's SFT/KD student, or the pipeline's own KD student): its rewards
+        would all be 0."""
+        untaught = student == "demo:student" or student.rstrip("/").endswith(("/student_kd", "/student_sft"))
+        warn = self.method() == "pipeline" or (untaught and self.method() == "grpo")
+        self.grpo_note.setText(GRPO_COLD_START_NOTE + (" This run's GRPO starts from such a student (the demo's or a "
+                                                       "distilled one), so it will not learn." if warn else ""))
+        self.grpo_note.setObjectName("hintProblem" if warn else "hint")
+        self.grpo_note.style().unpolish(self.grpo_note)
+        self.grpo_note.style().polish(self.grpo_note)
 
     def show_pairing(self, pairing) -> None:
         self.pairing.setText(pairing.reason)
@@ -185,6 +197,8 @@ class MethodPage(StudioPage):
         for name, widget in (("divergence", self.divergence), ("alpha", self.alpha),
                              ("temperature", self.temperature)):
             widget.setEnabled(name in knobs)
+        if self.wizard() is not None:
+            self.show_grpo_start(self.choices.student.source)
         self.with_eval.setEnabled(m != "quantize")
         self.with_eval.setToolTip("" if m != "quantize" else "4-bit quantization alone ends with its own size and "
                                   "memory report (the 4-bit pane); the evaluation runs with the other methods.")

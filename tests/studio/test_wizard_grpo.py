@@ -31,6 +31,11 @@ def test_the_method_page_says_what_does_not_apply_and_why_grpo_may_not_learn(win
     assert "Not used by “Chain-of-thought GRPO”" in page.kd_box.toolTip()
     assert not page.quant_box.isEnabled() and page.grpo_box.isEnabled() and page.grpo_box.toolTip() == ""
     assert "cold start" in page.grpo_note.text() and "reward 0" in page.grpo_note.text()
+    # the wizard's student is the demo's: said as a warning while GRPO alone is picked
+    assert window.wizard.choices.student.source == "demo:student"
+    assert page.grpo_note.objectName() == "hintProblem" and "will not learn" in page.grpo_note.text()
+    page.show_grpo_start("runs/20261207-x/models/grpo_cold_start")
+    assert page.grpo_note.objectName() == "hint" and "will not learn" not in page.grpo_note.text()
     assert page.beta.value() == pytest.approx(WIZARD_GRPO_BETA)
     page.beta.setValue(0.05)
     assert page.validatePage() and window.wizard.choices.grpo.beta == pytest.approx(0.05)
@@ -38,6 +43,9 @@ def test_the_method_page_says_what_does_not_apply_and_why_grpo_may_not_learn(win
     assert not page.with_eval.isEnabled() and "4-bit pane" in page.with_eval.toolTip()
     page.set_method("pipeline")
     assert all(box.isEnabled() for box in (page.kd_box, page.grpo_box, page.quant_box)) and page.with_eval.isEnabled()
+    assert page.grpo_note.objectName() == "hintProblem"  # its GRPO starts from its KD student: untaught too
+    page.set_method("token_kd")
+    assert page.grpo_note.objectName() == "hint"  # GRPO is not run
 
 
 def test_an_engine_warning_is_shown_whole_above_the_tabs(qtbot):
