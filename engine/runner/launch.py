@@ -88,7 +88,7 @@ def attach_child(paths: RunPaths, events: EventWriter, store: RunStore,
     if is_main_process():
         return events, store
     events.close()
-    silent = EventWriter(paths.id, open(os.devnull, "w", encoding="utf-8"))
+    silent = EventWriter(paths.id, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - lives as long as this rank
     silent.listeners.append(_error_keeper(paths.root / f"{RANK_ERROR_PREFIX}{rank()}"))
     return silent, _FollowerStore(store)
 
