@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.contract.safe_json import load_json_file
 from engine.core.context import EngineError
+from engine.models.source_checks import brief
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def header(path: Path) -> dict:
         reader = GGUFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, struct.error, … for a damaged file
         raise EngineError(f"{path} is not a readable GGUF file ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); it is damaged or cut "
+                          f"{brief(exc, 120) if str(exc) else 'no detail'}); it is damaged or cut "
                           "short, so download or convert it again.") from None
 
     def text(key: str) -> str:
@@ -227,7 +228,7 @@ def _unpack(path: Path, target: Path, info: dict) -> None:
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         except (OSError, ValueError, NotImplementedError, KeyError) as exc:
-            raise EngineError(f"transformers cannot read {path.name}: {str(exc).splitlines()[0][:200]}") from None
+            raise EngineError(f"transformers cannot read {path.name}: {brief(exc, 200)}") from None
         if dtype == torch.float16 and any(p.abs().max() > F16_SAFE_MAX for p in model.parameters()):
             dtype = torch.float32  # a weight beyond float16's range (rare): keep every value exact instead
         model.to(dtype)

@@ -124,8 +124,9 @@ def _load_4bit(spec: ModelSpec, where: tuple[str, dict], q: QuantizeSpec, device
                                                      device_map={"": device}, revision=spec.revision or None,
                                                      **extra)
     except Exception as exc:  # noqa: BLE001 - safetensors, bitsandbytes and config errors have no common base class
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise EngineError(f"bitsandbytes cannot quantize {spec.source}: {first}") from None
+        from engine.models.source_checks import brief
+
+        raise EngineError(f"bitsandbytes cannot quantize {spec.source}: {brief(exc, 200)}") from None
     if count_4bit_layers(model) == 0:
         raise EngineError(f"bitsandbytes found no linear layers it can quantize in {spec.source}; 4-bit "
                           "quantization needs torch.nn.Linear layers with in_features a multiple of 64.")
