@@ -88,21 +88,22 @@ def _export_source(source: str) -> Path:
         raise SpecError(str(exc)) from None
 
 
+EXPORT_PARTIAL = 4  # export's exit code when some asked-for formats were written and others could not be
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """GGUF export with progress events on stdout (engine/export/gguf.py does the work, all or nothing)."""
+    """GGUF export with progress events on stdout (engine/export/gguf.py does the work, all or nothing for the
+    formats this machine can write). A .gguf source is de-quantized once through the engine's GGUF cache.
+    Exit 0: every format written; 4: some written, the others named in a warning and the summary's ``skipped``."""
     import time
 
     from engine.core.context import EngineError, StageCancelled
-    from engine.export.gguf import check_exportable, check_output, check_targets, export_gguf
+    from engine.export.gguf import export_gguf
+    from engine.export.gguf_input import is_gguf, unpacked_source
 
-    formats = [f.strip() for value in (args.format or [EXPORT_DEFAULT_FORMAT]) for f in value.split(",") if f.strip()]
     overwrite = bool(getattr(args, "overwrite", False))
     try:  # a bad source, architecture, format, --out or a file already there is refused before anything is said
-        check_output(Path(args.out), args.name or "")
-        source = _export_source(args.source)
-        check_exportable(source, formats)
-        check_targets(source, Path(args.out), formats, name=args.name or "", ollama=not args.no_modelfile,
-                      overwrite=overwrite)
+        source, formats, skipped, name = _check_export(args, overwrite)
     except (EngineError, SpecError) as exc:
         return fail(str(exc))
     events = EventWriter()
@@ -118,13 +119,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from engine.core import heartbeat
 
+    for sentence in skipped.values():  # said before the work: the person knows at once what will be missing
+        events.log(f"export: {sentence} The other formats are written.", level="warning")
     try:
         events.status("running", "export", f"exporting {source} to GGUF ({', '.join(formats)})")
         # a slow tensor (a large embedding quantized to q4_k_m) must not leave the stream silent: heartbeats
         heartbeat.attach(events, "export", f"exporting to GGUF ({', '.join(formats)})")
         try:
-            result = export_gguf(source, Path(args.out), formats, name=args.name or "",
-                                 ollama=not args.no_modelfile, on_progress=on_progress, overwrite=overwrite)
+            if is_gguf(source):
+                events.log(f"export: reading {source.name} through the GGUF cache (unpacked once, then reused)")
+                source = unpacked_source(source)
+            result = export_gguf(source, Path(args.out), formats, name=name, ollama=not args.no_modelfile,
+                                 on_progress=on_progress, overwrite=overwrite)
         finally:
             heartbeat.attach(None, "")
     except StageCancelled:  # export_gguf removed its own partial files, and only those
@@ -135,8 +141,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         events.error(_export_failure(exc), stage="export")
         events.emit("done", status="failed", summary={})
         return 1
+    result.skipped = {**skipped, **result.skipped}
     _announce_export(events, result, time.perf_counter() - start)
-    return 0
+    return EXPORT_PARTIAL if result.skipped else 0
+
+
+def _check_export(args: argparse.Namespace, overwrite: bool) -> tuple[Path, list[str], dict[str, str], str]:
+    """Everything checkable before the first event: (source, writable formats, skipped formats, file name stem).
+    A GGUF source is checked from its header here; its unpack comes after the first event."""
+    from engine.export.gguf import check_exportable, check_output, check_targets, split_formats
+    from engine.export.gguf_input import check_gguf_source, gguf_export_name, is_gguf
+
+    formats = [f.strip() for value in (args.format or [EXPORT_DEFAULT_FORMAT]) for f in value.split(",") if f.strip()]
+    check_output(Path(args.out), args.name or "")
+    source = _export_source(args.source)
+    formats, skipped = split_formats(list(dict.fromkeys(formats)))
+    if is_gguf(source):
+        check_gguf_source(source)
+        name = gguf_export_name(source, args.name or "")
+    else:
+        check_exportable(source, formats)
+        name = args.name or ""
+    check_targets(source, Path(args.out), formats, name=name, ollama=not args.no_modelfile, overwrite=overwrite)
+    return source, formats, skipped, name
 
 
 def _export_failure(exc: Exception) -> str:
@@ -159,8 +186,11 @@ def _announce_export(events: EventWriter, result, elapsed_s: float) -> None:
         events.emit("artifact", stage="export", kind="gguf", format=fmt, path=str(path), bytes=result.sizes[fmt])
     if result.modelfile:
         events.emit("artifact", stage="export", kind="modelfile", path=str(result.modelfile))
-    events.emit("done", status="finished", summary={"files": {f: str(p) for f, p in result.files.items()},
-                                                    "bytes": result.sizes, "elapsed_s": round(elapsed_s, 1)})
+    summary = {"files": {f: str(p) for f, p in result.files.items()}, "bytes": result.sizes,
+               "elapsed_s": round(elapsed_s, 1)}
+    if result.skipped:  # format → why it was not written and what to install (the studio's export dialog shows it)
+        summary["skipped"] = result.skipped
+    events.emit("done", status="finished", summary=summary)
 
 
 def number_text(value: float) -> str:

@@ -12,7 +12,8 @@ pre-tokenizer, tokens with their types, merges, special ids and the chat templat
 
 gguf-py can only *de*-quantize the k-quants, so Q4_K_M comes from llama.cpp's own quantizer,
 ``llama_model_quantize``, reached through llama-cpp-python (an optional extra: it compiles llama.cpp when
-installed). Without it a q4_k_m request is refused with a sentence that offers q4_0 or q8_0.
+installed). Without it q4_k_m is left out, the other formats asked for are written, and the result names it with
+the install command (``skipped``); asked for alone, it is refused with a sentence that offers q4_0 or q8_0.
 
 Every file is written under a hidden temporary name of its own and all are renamed when complete; a file the
 user already has under a target name is refused up front (or replaced only with ``overwrite``), and on any
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class ExportResult:
     files: dict[str, Path]  # format → .gguf path
     modelfile: Path | None
     sizes: dict[str, int]  # format → bytes
+    skipped: dict[str, str] = field(default_factory=dict)  # format not written → why, and what to install
 
 
 def read_config(model_dir: Path) -> dict:
@@ -103,22 +105,34 @@ def check_targets(model_dir: Path, out_dir: Path, formats: list[str], *, name: s
     refuse_existing([Path(out_dir) / n for n in names], overwrite)
 
 
-def check_formats(formats: list[str]) -> None:
-    """Known formats, and llama.cpp's quantizer installed when a k-quant is asked for."""
+def split_formats(formats: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Known formats split into those this machine can write and those it cannot (format → the sentence saying
+    why and what to install): a missing quantizer costs only its own format. EngineError for an unknown format,
+    or when not one asked-for format can be written."""
     if not formats:
         raise EngineError(f"no GGUF format given; use one or more of {', '.join(FORMATS)}.")
     for fmt in formats:
         if fmt not in FORMATS:
             raise EngineError(f"GGUF format {echo(fmt)} is not one of {', '.join(FORMATS)}.")
+    skipped = {}
     if "q4_k_m" in formats and not llama_cpp_available():
-        raise EngineError("q4_k_m needs llama.cpp's quantizer, which is not installed; install it with "
-                          f"{LLAMA_CPP_INSTALL}, or export q4_0 or q8_0 instead.")
+        skipped["q4_k_m"] = f"q4_k_m needs llama.cpp's quantizer, which is not installed; install it with " \
+                            f"{LLAMA_CPP_INSTALL}."
+    writable = [f for f in dict.fromkeys(formats) if f not in skipped]
+    if not writable:
+        raise EngineError(f"{skipped['q4_k_m'][:-1]}, or export q4_0 or q8_0 instead.")
+    return writable, skipped
+
+
+def check_formats(formats: list[str]) -> dict[str, str]:
+    """Known formats, at least one of them writable here; returns the skipped ones (see :func:`split_formats`)."""
+    return split_formats(formats)[1]
 
 
 def check_exportable(model_dir: Path, formats: list[str]) -> dict:
     """Everything checkable before a byte is written: the folder, the architecture, the weights, the formats
     and the quantizer they need. Returns the config."""
-    check_formats(formats)  # the cheapest check first: a typo in --format is said before the folder is read
+    split_formats(formats)  # the cheapest check first: a typo in --format is said before the folder is read
     config = read_config(model_dir)
     architectures = config.get("architectures")
     check_architecture(str(architectures[0] if isinstance(architectures, list) and architectures
@@ -292,12 +306,14 @@ def _generation_eos(model_dir: Path, config: dict) -> dict:
 
 def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str = "", ollama: bool = True,
                 on_progress: Progress | None = None, overwrite: bool = False) -> ExportResult:
-    """Convert ``model_dir`` into one GGUF per format (plus a Modelfile) in ``out_dir``; all or nothing. A file
+    """Convert ``model_dir`` into one GGUF per format (plus a Modelfile) in ``out_dir``; all or nothing for the
+    formats this machine can write (a format it cannot, q4_k_m without llama.cpp, is left out and named in
+    ``ExportResult.skipped``). A file
     already at a target name is refused up front unless ``overwrite``; every file is written under a temporary
     name of its own and renamed only when all are complete, so a failure or cancel removes only this export's
     files (engine/export/output_files.py)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    formats = list(dict.fromkeys(formats))
+    formats, skipped = split_formats(list(dict.fromkeys(formats)))
     config = check_exportable(model_dir, formats)
     name = export_name(model_dir, name)
     check_output(out_dir, name)
@@ -338,7 +354,8 @@ def export_gguf(model_dir: Path, out_dir: Path, formats: list[str], *, name: str
     staged.discard(finals_too=False)  # the hidden f16 a q4_k_m was made from
     files = {fmt: claimed[written[fmt]] for fmt in formats}
     modelfile = out_dir / "Modelfile" if ollama else None
-    return ExportResult(files=files, modelfile=modelfile, sizes={f: p.stat().st_size for f, p in files.items()})
+    return ExportResult(files=files, modelfile=modelfile, sizes={f: p.stat().st_size for f, p in files.items()},
+                        skipped=skipped)
 
 
 class _Ticker:

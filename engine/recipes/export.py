@@ -2,14 +2,15 @@
 files for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile, into ``models/<stage>/``.
 
 Reads top to bottom: validate (architecture and quantizer, before the run starts) → find a local folder of the
-model → convert (engine/export/gguf.py, all or nothing) → announce each file.
+model (a GGUF source: its unpacked folder) → convert (engine/export/gguf.py, all or nothing for the formats this
+machine can write; a missing quantizer costs only its own format, in a warning) → announce each file.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from engine.core.context import EngineError, RunContext, StageResult
+from engine.core.context import RunContext, StageResult
 from engine.contract.spec import BASE_MODELS, ModelSpec, base_model_of, to_dict
 
 
@@ -22,9 +23,11 @@ def validate(ctx: RunContext) -> None:
     check_formats(ctx.stage.export.formats)
     base = base_model_of(ctx.spec, ctx.stage.model)
     source = getattr(ctx.spec, base).source if base in BASE_MODELS else base
-    if source.lower().endswith(".gguf"):
-        raise EngineError(f"{ctx.stage.name}: {source} is already a GGUF file; give llama.cpp that file, or "
-                          "export a model folder instead.")
+    if source.lower().endswith(".gguf"):  # re-exported from its unpacked folder (engine/export/gguf_input.py)
+        from engine.export.gguf_input import check_gguf_source
+
+        check_gguf_source(Path(source))
+        return
     config = load_config(source)
     check_architecture((config.architectures or [config.model_type])[0], source)
 
@@ -36,6 +39,10 @@ def _local_folder(ctx: RunContext, spec: ModelSpec) -> Path:
     resolved = resolve_source(spec.source)
     if resolved.kind in ("folder", "demo"):
         return Path(resolved.location)
+    if resolved.kind == "gguf":  # de-quantized once through the engine's GGUF cache, reused by later exports
+        from engine.export.gguf_input import unpacked_source
+
+        return unpacked_source(resolved.gguf_path)
     target = ctx.work_dir / "source"
     if not (target / "config.json").exists():
         ctx.events.log(f"{ctx.stage.name}: saving a local copy of {spec.source} to convert")
@@ -66,5 +73,10 @@ def run_stage(ctx: RunContext) -> StageResult:
                         bytes=result.sizes[fmt])
     if result.modelfile:
         ctx.events.emit("artifact", stage=stage.name, kind="modelfile", path=str(result.modelfile))
-    return StageResult(model_dir=None, summary={"export": to_dict(settings), "files": {
-        fmt: str(p) for fmt, p in result.files.items()}, "bytes": result.sizes})
+    for sentence in result.skipped.values():  # the run finishes with the formats it could write, and says so
+        ctx.events.log(f"{stage.name}: {sentence} The other formats were written.", level="warning")
+    summary = {"export": to_dict(settings), "files": {fmt: str(p) for fmt, p in result.files.items()},
+               "bytes": result.sizes}
+    if result.skipped:
+        summary["skipped"] = result.skipped
+    return StageResult(model_dir=None, summary=summary)
