@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.contract.spec import RunSpec, build, dump_spec, to_dict
+from engine.contract.spec import RunSpec, build, dump_spec, load_spec, to_dict
 from engine.demo.pipeline import cross_tokenizer_demo_spec
 
 STUDENTS = ("sft_student", "seq_kd_student", "xtok_kd_student")
@@ -71,6 +71,23 @@ def prepare(run: Path, seed: int) -> Path:
     return copy
 
 
+def alpha_variant(run: Path, seed: int, alpha: float) -> Path:
+    """A copy of a finished seed run whose cross-tokenizer stage (and evaluation) is redone with CE weight
+    ``alpha``; the teacher, the other students and the teacher's answers are kept (tag b000 + seed)."""
+    copy = run.with_name(f"{run.name[:-4]}{0xB000 + seed:04x}")
+    shutil.rmtree(copy, ignore_errors=True)
+    redo = {"models/student_xtok_kd", "work/eval", "eval.json", "eval.md", "lock", "tensorboard", "checkpoints"}
+    shutil.copytree(run, copy, ignore=lambda folder, names: [
+        n for n in names if str(Path(folder, n).relative_to(run)) in redo])
+    (copy / "work" / "student_xtok_kd" / "done.json").unlink()
+    info = json.loads((run / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**info, "id": copy.name, "scores": {}, "status": "cancelled"}))
+    spec = to_dict(load_spec(run / "spec.yaml"))
+    next(st for st in spec["stages"] if st["name"] == "student_xtok_kd")["distill"]["alpha"] = alpha
+    dump_spec(build(RunSpec, spec), copy / "spec.yaml")
+    return copy
+
+
 def scores_of(run: Path) -> dict:
     models = json.loads((run / "eval.json").read_text())["models"]
     return {name: s["rougeL"] for name, s in models.items()}
@@ -83,6 +100,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a cross-tokenizer demo run to reuse as seed 0 (its teacher SFT "
                         "finished; the run itself may still be going)")
     parser.add_argument("--parallel", type=int, default=2, help="seed copies run at once (one thread each)")
+    parser.add_argument("--xtok-alpha", type=float, help="after the seeds: redo only the cross-tokenizer student "
+                        "of every seed with this CE weight α (a variant; the demo's is 0.5)")
     args = parser.parse_args()
     started = time.monotonic()
     run = args.run or first_run(args.out, args.out / "spec.yaml")
@@ -109,6 +128,18 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "engine", "run", "--resume", run.name], env=_env(home),
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {0: scores_of(run), **dict(zip(others, scores))}
+    if args.xtok_alpha is not None:
+        seed_runs = [(run, 0)] + [(copy_of(run, s), s) for s in others]
+
+        def redo(job: tuple[Path, int]) -> dict:
+            copy = alpha_variant(*job, args.xtok_alpha)
+            subprocess.run([sys.executable, "-m", "engine", "run", "--resume", copy.name], env=_env(home),
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return scores_of(copy)
+
+        with ThreadPoolExecutor(max(args.parallel, 1)) as pool:
+            results = dict(zip([0] + others, pool.map(redo, seed_runs)))
+        print(f"cross-tokenizer student with α = {args.xtok_alpha}")  # noqa: T201 - the report
     print(f"{time.monotonic() - started:.0f} s; run {run.name}")  # the report
     print("| seed | teacher | SFT | sequence KD | cross-tokenizer KD | seq − SFT | xtok − SFT |")
     print("|---|---|---|---|---|---|---|")
