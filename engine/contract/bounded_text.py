@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.contract.errors import SpecError
-from engine.contract.safe_json import shorten
+from engine.contract.safe_json import shorten, unencodable
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of settings; anything near a megabyte is not one
 MAX_YAML_NODES = 20_000  # values after alias expansion (a real spec has a few hundred)
@@ -60,6 +60,7 @@ def parse_bounded(text: str, *, json_format: bool = False) -> Any:
         raise SpecError(f"a number in the spec cannot be read ({str(exc).split(';')[0]}); no setting needs one "
                         "that long.") from None
     _check_depth(values, MAX_YAML_DEPTH)
+    _check_text(values)
     return values
 
 
@@ -104,6 +105,23 @@ def _check_depth(value: Any, limit: int) -> None:
             raise SpecError(f"the spec is nested too deeply (more than {limit} levels).")
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, depth + 1) for child in children)
+
+
+def _check_text(value: Any) -> None:
+    """Refuse a string (a value or a key) that UTF-8 cannot encode: a lone surrogate from a ``\\ud800`` escape
+    is valid JSON and YAML, but a run name, path or setting holding one breaks every file and index it reaches."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, where or "the spec"))
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, str) and (at := unencodable(item)) is not None:
+            raise SpecError(f"{shorten(where, 80) or 'the spec'}: holds a character that is not text "
+                            f"({item[at]!a}, a lone surrogate from a \\u escape); write the text itself.")
 
 
 _LOADER: Any = None

@@ -162,3 +162,17 @@ def test_every_text_field_of_a_chat_command_refuses_a_lone_surrogate(command):
 
     with pytest.raises(EngineError, match="must be text"):
         check_fields(command)
+
+
+@pytest.mark.parametrize(("suffix", "text", "where"), [
+    (".json", '{"name": "x\\ud800", "stages": []}', "name"),
+    (".json", '{"name": "x", "data": {"preset": "local", "path": "/d\\udfff.jsonl"}, "stages": []}', "data.path"),
+    (".json", '{"name": "x", "stages": [], "data": {"columns": {"\\ud800": "a"}}}', "data.columns"),
+    (".yaml", 'name: "x\\ud800"\nstages: []\n', "name"),
+])
+def test_a_lone_surrogate_in_a_spec_is_refused_naming_the_setting(tmp_path, suffix, text, where):
+    """Before: accepted, and the run's name then broke the run index (SQLite cannot store it)."""
+    spec = tmp_path / f"s{suffix}"
+    spec.write_text(text)
+    with pytest.raises(SpecError, match=f"{where}: holds a character that is not text"):
+        load_spec(spec)
