@@ -178,6 +178,9 @@ class RunStore:
     # ---- runs ---------------------------------------------------------------------------------------------
 
     def create(self, name: str, spec_text: str) -> RunPaths:
+        if not _text(name) or unencodable(spec_text) is not None:  # nothing is made for a run that cannot be stored
+            raise StoreError(f"the run name {shorten(name, 60)!r} or its spec holds a character that is not text (a "
+                             "lone surrogate); write the text itself.")
         paths = RunPaths(self.runs_dir / new_run_id(name))
         paths.root.mkdir(parents=True)
         write_atomic(paths.spec, spec_text)

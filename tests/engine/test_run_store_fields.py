@@ -268,3 +268,10 @@ def test_eval_json_and_a_stage_marker_damaged_are_started_afresh_or_run_again(ru
     out = io.StringIO()
     assert _read_marker(marker, EventWriter("r", out)) is None  # the stage runs again
     assert "is damaged" in out.getvalue() and "running that stage again" in out.getvalue()
+
+
+def test_a_run_that_cannot_be_stored_is_not_created(tmp_path):
+    store = RunStore(tmp_path / "home")
+    with pytest.raises(StoreError, match="holds a character that is not text"):
+        store.create("x\ud800", "name: x\n")
+    assert list(store.runs_dir.iterdir()) == [] and store.list() == []
