@@ -27,6 +27,10 @@ EVAL_EXACT_MATCH = "eval/exact_match"  # exact match on the held-out split
 EVAL_RETENTION = "eval/retention"  # a model's ROUGE-L ÷ the reference model's (the paper's retention)
 EVAL_PARAMETERS = "eval/parameters"  # a model's parameter count, sent as soon as the evaluation loads it
 EVAL_WEIGHT_BYTES = "eval/weight_bytes"  # the bytes its weights occupy in memory, sent at the same moment
+# a smaller model as the reference model's draft (speculative decoding, engine/evaluation/drafting.py): the share
+# of its draft tokens the reference keeps, and greedy tokens/s with the draft ÷ without it
+EVAL_DRAFT_ACCEPTANCE = "eval/draft_acceptance"
+EVAL_DRAFT_SPEEDUP = "eval/draft_speedup"
 PERF_TOKENS_PER_S = "perf/tokens_per_s"  # training throughput
 # a learning-rate sweep, one point per rate: its validation objective (which picks the rate), its validation
 # cross-entropy, and the rate itself

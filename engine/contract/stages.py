@@ -33,6 +33,9 @@ _MAX_EVAL_HELP = "At most this many held-out records are evaluated (0 = all)."
 _EVAL_MINUTES_HELP = ("Minutes the held-out answers may take; fewer samples are used where the device is too slow "
                       "for max_eval_samples (the events and the report say so). 0 = sized to the device: 10 minutes "
                       "on a CPU, no limit on a GPU.")
+_DRAFT_HELP = ("Held-out prompts on which each model smaller than the reference is measured as the reference's draft "
+               "model (speculative decoding: the share of draft tokens the reference accepts, and the speed-up of "
+               "its greedy decoding). 0 = sized to the device: 8 on a CPU, 32 on a GPU; -1 = not measured.")
 
 
 @dataclass
@@ -154,6 +157,7 @@ class EvaluateStage(StageSpec):
     generation: GenerationSpec = option(default_factory=GenerationSpec, help="Generation settings.")
     max_eval_samples: int = option(200, high=10 ** 9, help=_MAX_EVAL_HELP)
     eval_minutes: float = option(0.0, high=10 ** 6, help=_EVAL_MINUTES_HELP)
+    draft_samples: int = option(0, high=10 ** 6, help=_DRAFT_HELP)
 
     BLOCKS: ClassVar[dict[str, type]] = {"generation": GenerationSpec}
 
@@ -172,6 +176,9 @@ class EvaluateStage(StageSpec):
                   f"({', '.join(self.models)}).")
         check_positive(f"{self.name}.max_eval_samples", self.max_eval_samples, allow_zero=True)
         check_positive(f"{self.name}.eval_minutes", self.eval_minutes, allow_zero=True)
+        if self.draft_samples < -1:
+            fail(f"{self.name}.draft_samples", f"must be -1 (off), 0 (sized to the device) or a count, not "
+                 f"{self.draft_samples}.")
 
     def model_refs(self) -> dict[str, str]:
         return {"model": self.model, **{f"models.{k}": v for k, v in self.models.items()}}

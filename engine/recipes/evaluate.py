@@ -1,6 +1,8 @@
 """Evaluation: every listed model answers the held-out split (greedy by default); ROUGE-L F1, exact match and
-per-category scores for each, and retention = model ÷ reference (the paper's headline number). Writes the
-``models`` part of eval.json, eval.md (a side-by-side table) and each model's predictions."""
+per-category scores for each, and retention = model ÷ reference (the paper's headline number); then each model
+smaller than the reference as the reference's draft model (acceptance and speed-up of greedy decoding,
+engine/evaluation/drafting.py). Writes the ``models`` part of eval.json, eval.md (a side-by-side table) and each
+model's predictions."""
 from __future__ import annotations
 
 import gc
@@ -9,8 +11,8 @@ import time
 
 from engine.core import heartbeat
 from engine.core.context import EngineError, RunContext, StageCancelled, StageResult
-from engine.contract.metric_names import (EVAL_CE, EVAL_EXACT_MATCH, EVAL_PARAMETERS, EVAL_RETENTION, EVAL_ROUGE_L,
-                                          EVAL_WEIGHT_BYTES)
+from engine.contract.metric_names import (EVAL_CE, EVAL_DRAFT_ACCEPTANCE, EVAL_DRAFT_SPEEDUP, EVAL_EXACT_MATCH,
+                                          EVAL_PARAMETERS, EVAL_RETENTION, EVAL_ROUGE_L, EVAL_WEIGHT_BYTES)
 from engine.evaluation.scores import retention
 from engine.models.loading import load_model, load_tokenizer
 from engine.models.memory import loaded_parameters
@@ -65,6 +67,7 @@ def run_stage(ctx: RunContext) -> StageResult:
             del model, tokenizer
             gc.collect()
             _publish(ctx, results, sizes, records, models, "measuring")
+        _measure_drafts(ctx, models, records, results, sizes)
     except StageCancelled:
         if results:  # the models already measured stay in eval.json and eval.md, the others are named
             _publish(ctx, results, sizes, records, models, "cancelled", final=True)
@@ -138,10 +141,70 @@ def _publish(ctx: RunContext, results: dict, sizes: dict, records: list[dict], m
                       EVAL_RETENTION: scores["retention"]}
             if scores.get("ce") is not None:
                 values[EVAL_CE] = scores["ce"]
+            for key, name in (("acceptance", EVAL_DRAFT_ACCEPTANCE), ("speedup", EVAL_DRAFT_SPEEDUP)):
+                if (scores.get("draft") or {}).get(key) is not None:
+                    values[name] = scores["draft"][key]
             ctx.events.emit("metric", stage=stage.name, step=0, model=display, values=values)
         write_atomic(ctx.paths.eval_md, markdown_table(report))
     ctx.events.emit("artifact", stage=stage.name, kind="eval", path=str(ctx.paths.eval_json))
     return report
+
+
+def _draft_candidates(ctx: RunContext, models: dict, results: dict, sizes: dict) -> list[str]:
+    """The measured models smaller than the reference (a draft must be cheaper than the model it drafts for)."""
+    reference = ctx.stage.reference
+    if ctx.stage.draft_samples < 0 or reference not in results or reference not in sizes:
+        return []
+    return [m for m in models if m != reference and m in results and m in sizes
+            and sizes[m]["parameters"] < sizes[reference]["parameters"]]
+
+
+def _measure_drafts(ctx: RunContext, models: dict, records: list[dict], results: dict, sizes: dict) -> None:
+    """Each smaller model as the reference's draft on the first held-out prompts (a count sized to the device):
+    the reference loads once, each draft beside it in turn; eval.json gains each one's ``draft`` entry."""
+    from engine.evaluation.drafting import draft_prompt_count
+    from engine.training_data.formatting import prompt_texts
+
+    stage, drafts = ctx.stage, _draft_candidates(ctx, models, results, sizes)
+    if not drafts:
+        return
+    count = min(len(records), draft_prompt_count(stage.draft_samples, ctx.device))
+    teacher_spec = ctx.model_spec(models[stage.reference])
+    teacher, teacher_tok = load_model(teacher_spec, ctx.device), load_tokenizer(teacher_spec)
+    prompts = prompt_texts(teacher_tok, records[:count], ctx.spec.data.preset)
+    for index, display in enumerate(drafts):
+        ctx.check_cancel()
+        sentence = (f"{display} as {stage.reference}'s draft model ({index + 1}/{len(drafts)}): greedy answers "
+                    f"to {count} held-out prompts with and without it")
+        ctx.events.status("running", stage.name, sentence)
+        heartbeat.phase(sentence)
+        results[display]["draft"] = _measure_draft(ctx, (teacher, teacher_tok), display, models[display], prompts)
+        _publish(ctx, results, sizes, records, models, "measuring")
+    del teacher, teacher_tok
+    gc.collect()
+
+
+def _measure_draft(ctx: RunContext, teacher: tuple, display: str, ref: str, prompts: list[str]) -> dict:
+    """One model as the draft of ``teacher`` = (model, tokenizer): its eval.json ``draft`` entry. Progress is a
+    phase of the stage without a ``part`` (the studio's bar keeps the models' share, the ETA counts it)."""
+    from engine.evaluation.drafting import measure_draft
+
+    stage, spec, started = ctx.stage, ctx.model_spec(ref), time.monotonic()
+    student, student_tok = load_model(spec, ctx.device), load_tokenizer(spec)
+
+    def on_progress(done: int, total: int) -> None:
+        ctx.events.progress(f"{stage.name}:{display}:draft", done, total, time.monotonic() - started,
+                            unit="answer")
+        ctx.check_cancel()
+
+    report = measure_draft(*teacher, student, student_tok, prompts, stage.generation, ctx.device, on_progress)
+    if report.identical < report.prompts:  # greedy assisted decoding should change nothing: say so if it did
+        ctx.events.log(f"{stage.name}: {display} as a draft changed {report.prompts - report.identical} of "
+                       f"{report.prompts} greedy answers of {stage.reference} (rounding in the batched "
+                       "verification step)", "warning")
+    del student, student_tok
+    gc.collect()
+    return report.as_dict()
 
 
 def _response_ce(ctx: RunContext, model, tokenizer, records: list[dict]) -> float | None:
@@ -181,12 +244,21 @@ def markdown_table(report: dict) -> str:
         lines += [f"Not measured ({report.get('evaluation_state', 'cancelled')}): "
                   f"{', '.join(report['models_pending'])}.", ""]
     lines += [
-             "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) | CE (response tokens) |",
-             "|---|---|---|---|---|---|"]
+             "| model | ROUGE-L | exact match | retention (ROUGE-L) | retention (exact) | CE (response tokens) "
+             "| draft acceptance | draft speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, s in models.items():
         ce = f"{s['ce']:.4f}" if isinstance(s.get("ce"), float) else "–"
+        draft = s.get("draft") or {}
+        speedup = f"{draft['speedup']:.2f}×" if isinstance(draft.get("speedup"), float) else "–"
         lines.append(f"| {name} | {s['rougeL']:.4f} | {s['exact_match']:.4f} | {_pct(s.get('retention_rougeL'))} "
-                     f"| {_pct(s.get('retention_exact_match'))} | {ce} |")
+                     f"| {_pct(s.get('retention_exact_match'))} | {ce} | {_pct(draft.get('acceptance'))} "
+                     f"| {speedup} |")
+    if any(s.get("draft") for s in models.values()):
+        first = next(s["draft"] for s in models.values() if s.get("draft"))
+        lines += ["", f"Draft acceptance: the share of a model's draft tokens `{report['reference']}` keeps when the "
+                  f"model drafts for it (speculative decoding, greedy, {first['prompts']} held-out prompts); "
+                  "speed-up: its greedy tokens/s with the draft ÷ without."]
     categories = sorted({c for s in models.values() for c in s.get("per_category", {})})
     if categories:
         lines += ["", "## ROUGE-L by category", "", "| category | " + " | ".join(models) + " |",
