@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "cross-tokenizer KD")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("eval", help="evaluate models on held-out data: ROUGE-L, exact match, retention")
+    p = sub.add_parser("eval", help="evaluate models on held-out data: ROUGE-L, exact match, retention, and each "
+                       "smaller model as the reference's draft (acceptance, speed-up)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", required=True,
                    help="a model to evaluate (repeat); SOURCE is a folder, hub id, .gguf or demo:teacher")
     p.add_argument("--reference", help="the NAME retention is measured against (default: the first)")
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, **from_spec(DataSpec, "test_fraction"))
     p.add_argument("--max-samples", type=int, **from_spec(EvaluateStage, "max_eval_samples"))
     p.add_argument("--max-minutes", type=float, **from_spec(EvaluateStage, "eval_minutes"))
+    p.add_argument("--draft-samples", type=int, **from_spec(EvaluateStage, "draft_samples"))
     p.add_argument("--max-new-tokens", type=int, **from_spec(GenerationSpec, "max_new_tokens"))
     p.add_argument("--batch-size", type=int, **from_spec(GenerationSpec, "batch_size"))
     p.add_argument("--device", **from_spec(RunSpec, "device"))

@@ -45,7 +45,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = {"preset": args.data, "path": args.data_path or "", "test_fraction": args.test_fraction}
         stage = {"kind": "evaluate", "name": "eval", "models": models,
                  "reference": args.reference or next(iter(models)), "max_eval_samples": args.max_samples,
-                 "eval_minutes": args.max_minutes,
+                 "eval_minutes": args.max_minutes, "draft_samples": args.draft_samples,
                  "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}}
         spec = build(RunSpec, {"name": args.name, "data": data, "stages": [stage], "device": args.device})
     except SpecError as exc:

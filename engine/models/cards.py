@@ -1,5 +1,6 @@
 """Model cards that travel: YAML front matter the Hugging Face hub reads (``base_model``, ``library_name``,
-``pipeline_tag``, ``tags``, ``datasets``) and a body with the method, the settings and the key scores.
+``pipeline_tag``, ``tags``, ``datasets``) and a body with the method, the settings and the key scores; an evaluation
+stage later adds (or replaces) an "Evaluation" section: ROUGE-L, retention and the model as its teacher's draft.
 
 Nothing machine-specific goes into a card: ``base_model`` is a hub id (a model trained from an earlier stage's
 folder inherits that folder's ``base_model``), else the file or folder name (local folders, GGUF files), and the
@@ -111,3 +112,47 @@ def model_card(title: str, base: str, how: str, settings: dict, scores: dict | N
               "model = AutoModelForCausalLM.from_pretrained(PATH)", "tokenizer = AutoTokenizer.from_pretrained(PATH)",
               "```", ""]
     return "\n".join(lines)
+
+
+EVALUATION_HEADING = "## Evaluation"
+
+
+def evaluation_section(scores: dict, reference: str, n: int, data: str) -> str:
+    """The card's Evaluation section for one model's eval.json entry (``scores``), measured against ``reference``
+    on ``n`` held-out ``data`` records."""
+    def pct(value: Any) -> str:
+        return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "–"
+
+    rows = [("ROUGE-L", f"{scores['rougeL']:.4f}" if isinstance(scores.get("rougeL"), float) else "–"),
+            ("exact match", f"{scores['exact_match']:.4f}" if isinstance(scores.get("exact_match"), float) else "–"),
+            (f"retention (ROUGE-L ÷ {reference}'s)", pct(scores.get("retention")))]
+    draft = scores.get("draft") or {}
+    if draft:
+        speedup = draft.get("speedup")
+        rows += [(f"draft acceptance (as {reference}'s draft model)", pct(draft.get("acceptance"))),
+                 ("greedy speed-up with it as the draft", f"{speedup:.2f}×" if isinstance(speedup, float) else "–")]
+    lines = [EVALUATION_HEADING, "", f"On {n} held-out `{data}` records.", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    if draft:
+        lines += ["", f"Draft acceptance: the share of this model's draft tokens `{reference}` keeps in speculative "
+                  f"(assisted) greedy decoding, on {draft.get('prompts')} prompts; speed-up: `{reference}`'s "
+                  "tokens/s with this model as its draft ÷ without."]
+    return "\n".join(lines) + "\n"
+
+
+def with_evaluation(card: str, section: str) -> str:
+    """``card`` with its Evaluation section replaced by ``section`` (added before the loading note if absent)."""
+    start = card.find("\n" + EVALUATION_HEADING + "\n")
+    if start >= 0:
+        end = card.find("\n## ", start + 1)
+        tail = card[end + 1:] if end >= 0 else _loading_note(card[start + 1:])
+        return card[:start + 1] + section + ("\n" + tail if tail else "")
+    note = card.find("Load it with plain transformers:")
+    if note < 0:
+        return card.rstrip("\n") + "\n\n" + section
+    return card[:note] + section + "\n" + card[note:]
+
+
+def _loading_note(text: str) -> str:
+    note = text.find("Load it with plain transformers:")
+    return text[note:] if note >= 0 else ""

@@ -73,6 +73,7 @@ def run_stage(ctx: RunContext) -> StageResult:
             _publish(ctx, results, sizes, records, models, "cancelled", final=True)
         raise
     report = _publish(ctx, results, sizes, records, models, "complete", final=True)
+    _update_cards(ctx, models, report)
     headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
     headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
                      if name != report["reference"] and s["retention"] is not None})
@@ -205,6 +206,20 @@ def _measure_draft(ctx: RunContext, teacher: tuple, display: str, ref: str, prom
     del student, student_tok
     gc.collect()
     return report.as_dict()
+
+
+def _update_cards(ctx: RunContext, models: dict, report: dict) -> None:
+    """The model card of each evaluated model this run saved gains an Evaluation section (ROUGE-L, retention,
+    draft acceptance and speed-up); folders from outside the run are never written to."""
+    from engine.models.cards import evaluation_section, with_evaluation
+
+    stages = {s.name for s in ctx.spec.stages}
+    for display, ref in models.items():
+        card = ctx.paths.model(ref) / "README.md" if ref in stages else None
+        if card is None or display not in report["models"] or not card.is_file():
+            continue
+        section = evaluation_section(report["models"][display], report["reference"], report["n"], report["data"])
+        write_atomic(card, with_evaluation(card.read_text(encoding="utf-8", errors="replace"), section))
 
 
 def _response_ce(ctx: RunContext, model, tokenizer, records: list[dict]) -> float | None:

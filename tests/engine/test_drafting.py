@@ -141,23 +141,33 @@ def test_draft_prompt_count_sized_to_the_device():
     assert draft_prompt_count(3, "cpu") == 3
 
 
-def _evaluate_ctx(tmp_path, monkeypatch, **stage):
+def _evaluate_ctx(tmp_path, monkeypatch, student: str = "student", **stage):
+    """An evaluation of the demo teacher and ``student`` (a base model, or ``student_sft``: the demo student saved
+    as that stage's output of the run, with a model card)."""
     import io
+    import shutil
 
     from engine.contract.protocol import EventWriter
     from engine.contract.runs import RunStore
     from engine.contract.spec import RunSpec, build, dump_spec
     from engine.core.context import RunContext
+    from engine.demo.kit import ensure_demo_kit
+    from engine.models.cards import model_card
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    evaluate = {"kind": "evaluate", "name": "eval", "models": {"teacher": "teacher", "student": student},
+                "max_eval_samples": 4, "generation": {"max_new_tokens": 8}, **stage}
+    sft = [{"kind": "sft", "name": "student_sft", "model": "student"}] if student == "student_sft" else []
     spec = build(RunSpec, {"name": "e", "teacher": {"source": "demo:teacher"}, "student": {"source": "demo:student"},
                            "device": "cpu", "data": {"preset": "demo", "max_samples": 60, "test_fraction": 0.2},
-                           "stages": [{"kind": "evaluate", "name": "eval", "models": {"teacher": "teacher",
-                                                                                    "student": "student"},
-                                       "max_eval_samples": 4, "generation": {"max_new_tokens": 8}, **stage}]})
+                           "stages": [*sft, evaluate]})
     paths = RunStore(tmp_path / "runs").create("e", dump_spec(spec))
+    if sft:
+        folder = paths.model("student_sft")
+        shutil.copytree(ensure_demo_kit().student_dir, folder)
+        (folder / "README.md").write_text(model_card("e: student_sft", "demo:student", "SFT.", {}))
     out = io.StringIO()
-    return RunContext(spec, spec.stages[0], paths, EventWriter(stream=out), device="cpu"), out
+    return RunContext(spec, spec.stages[-1], paths, EventWriter(stream=out), device="cpu"), out
 
 
 def test_the_evaluation_measures_each_smaller_model_as_the_reference_draft(tmp_path, monkeypatch):
@@ -165,7 +175,7 @@ def test_the_evaluation_measures_each_smaller_model_as_the_reference_draft(tmp_p
 
     from engine.recipes.evaluate import run_stage
 
-    ctx, out = _evaluate_ctx(tmp_path, monkeypatch, draft_samples=2)
+    ctx, out = _evaluate_ctx(tmp_path, monkeypatch, student="student_sft", draft_samples=2)
     result = run_stage(ctx)
     models = json.loads(ctx.paths.eval_json.read_text())["models"]
     assert "draft" not in models["teacher"]  # the reference drafts for nobody
@@ -180,6 +190,8 @@ def test_the_evaluation_measures_each_smaller_model_as_the_reference_draft(tmp_p
     assert student["eval/draft_speedup"] == draft["speedup"]
     assert "draft acceptance" in ctx.paths.eval_md.read_text()
     assert result.summary["models"]["student"]["draft"] == draft
+    card = (ctx.paths.model("student_sft") / "README.md").read_text()  # the run's own model: its card says it
+    assert f"| draft acceptance (as teacher's draft model) | {100 * draft['acceptance']:.1f} % |" in card
 
 
 def test_draft_samples_minus_one_turns_the_measurement_off(tmp_path, monkeypatch):
@@ -198,3 +210,17 @@ def test_draft_samples_below_minus_one_is_refused_with_the_field_named():
 
     with pytest.raises(SpecError, match="draft_samples"):
         EvaluateStage(name="eval", model="student", draft_samples=-2)
+
+
+def test_the_eval_command_passes_draft_samples_and_refuses_a_bad_one(monkeypatch, capsys):
+    from engine.cli import tools
+    from engine.cli.main import build_parser
+
+    seen = []
+    monkeypatch.setattr(tools, "execute", lambda spec: seen.append(spec) or 0)
+    command = ["eval", "--model", "teacher=demo:teacher", "--model", "student=demo:student", "--draft-samples"]
+    args = build_parser().parse_args(command + ["5"])
+    assert args.func(args) == 0 and seen[0].stages[0].draft_samples == 5
+    args = build_parser().parse_args(command + ["-7"])
+    assert args.func(args) != 0 and not seen[1:]
+    assert "eval.draft_samples: must be -1 (off)" in capsys.readouterr().err

@@ -63,3 +63,21 @@ def test_saved_config_has_the_generation_cache_on(tmp_path: Path, one_thread) ->
     assert GenerationConfig.from_pretrained(out).use_cache is True
     assert AutoModelForCausalLM.from_pretrained(out).config.use_cache is True
     assert front_matter((out / "README.md").read_text())["base_model"] == "compression-studio-demo-student"
+
+
+def test_the_evaluation_section_shows_draft_acceptance_and_is_replaced_not_repeated():
+    from engine.models.cards import evaluation_section, model_card, with_evaluation
+
+    card = model_card("run: kd", "Qwen/Qwen2.5-0.5B-Instruct", "KD.", {}, {"eval/ce": 1.5})
+    scores = {"rougeL": 0.4123, "exact_match": 0.25, "retention": 0.931,
+              "draft": {"acceptance": 0.612, "speedup": 1.314, "prompts": 8}}
+    once = with_evaluation(card, evaluation_section(scores, "teacher", 40, "demo"))
+    assert "| ROUGE-L | 0.4123 |" in once and "| retention (ROUGE-L ÷ teacher's) | 93.1 % |" in once
+    assert "| draft acceptance (as teacher's draft model) | 61.2 % |" in once
+    assert "| greedy speed-up with it as the draft | 1.31× |" in once
+    assert once.index("## Evaluation") < once.index("Load it with plain transformers:")
+    twice = with_evaluation(once, evaluation_section({**scores, "rougeL": 0.5}, "teacher", 40, "demo"))
+    assert twice.count("## Evaluation") == 1 and "| ROUGE-L | 0.5000 |" in twice and "0.4123" not in twice
+    assert twice.count("Load it with plain transformers:") == 1 and "## Scores" in twice
+    plain = evaluation_section({"rougeL": 0.3, "exact_match": 0.0, "retention": None}, "teacher", 5, "demo")
+    assert "draft" not in plain and "| retention (ROUGE-L ÷ teacher's) | – |" in plain
