@@ -86,10 +86,13 @@ class SampleData(TypedDict):
 
 class ArtifactData(TypedDict):
     stage: str
-    kind: str  # model | checkpoint | eval | report | data | gguf | modelfile
+    kind: str  # model | checkpoint | eval | report | data | gguf | modelfile | teacher_targets
     path: str
     format: NotRequired[str]  # gguf: its file type (engine.contract.vocabulary.GGUF_FORMATS)
-    bytes: NotRequired[int]  # gguf: its size
+    bytes: NotRequired[int]  # gguf: its size; teacher_targets: the cache folder's size on disk
+    reused: NotRequired[bool]  # teacher_targets: read from a cache an earlier stage or run built
+    build_s: NotRequired[float]  # teacher_targets: seconds its build took (when it was built, this run or before)
+    rows: NotRequired[int]  # teacher_targets: sequences it holds targets for
 
 
 class ErrorData(TypedDict):

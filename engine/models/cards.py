@@ -22,6 +22,19 @@ STAGE_TAGS = {"sft": ["sft"], "distill": ["distillation", "knowledge-distillatio
               "quantize": ["4-bit", "bitsandbytes", "quantized"]}
 
 
+def adapter_note(lora: Any, quantized: bool) -> tuple[list[str], str]:
+    """The card's tags and sentence for how the weights were trained: QLoRA (adapters on a 4-bit base), LoRA, or
+    nothing for full fine-tuning. A QLoRA model must say QLoRA: its quality and memory are those of a 4-bit base."""
+    if quantized:
+        return ["qlora", "lora", "peft", "4-bit-base"], (
+            f"Trained with QLoRA: LoRA adapters (rank {lora.r}, alpha {lora.alpha}) on the base model loaded in "
+            "4 bits (NF4), then merged into a full-precision copy of the base, so this folder is a plain model.")
+    if lora.enabled:
+        return ["lora", "peft"], (f"Trained with LoRA: adapters (rank {lora.r}, alpha {lora.alpha}) merged into the "
+                                  "weights, so this folder is a plain model.")
+    return [], ""
+
+
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source or Path(source).exists()
 

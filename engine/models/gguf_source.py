@@ -131,8 +131,29 @@ def _check_bounds(path: Path) -> None:
         walk.skip(tensors, 24, "the tensor table")  # name length (8) + dims (4) + type (4) + offset (8)
 
 
+_headers: dict[tuple[str, int, int], dict] = {}  # (path, size, mtime) → header: parsed once per process
+
+
 def header(path: Path) -> dict:
-    """Architecture, tensor types (type → count) and name of a GGUF file, read from its header (memory-mapped)."""
+    """Architecture, tensor types (type → count) and name of a GGUF file, read from its header once per process:
+    every source check of a run (resolve, config, dtype, memory plan) asks again, and a 0.5B file's header walk
+    takes about a second. Keyed by path, size and mtime, so a file replaced on disk is read again."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None  # parse_header says why in its sentence
+    if key is not None and key in _headers:
+        return dict(_headers[key], types=dict(_headers[key]["types"]))
+    info = parse_header(path)
+    if key is not None:
+        _headers[key] = info
+    return dict(info, types=dict(info["types"]))
+
+
+def parse_header(path: Path) -> dict:
+    """The header read from the file (memory-mapped), bounds-checked first; see :func:`header`."""
     from gguf import GGUFReader
 
     try:

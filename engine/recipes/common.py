@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from engine.training.callbacks import EventsCallback, nonfinite_parameter
-from engine.models.cards import STAGE_TAGS, dataset_ids
+from engine.models.cards import STAGE_TAGS, adapter_note, dataset_ids
 from engine.core.context import Diverged, RunContext, StageResult
 from engine.contract.spec import ModelSpec, to_dict
 from engine.training_data.collate import pad_collator
 from engine.training.kd_trainer import ChunkedSFTTrainer
 from engine.models.loading import model_card, save_model
-from engine.training.support import (finish_checkpoints, load_trainable, merged_for_saving, run_trainer, sft_datasets,
-                             train_with_sweep, training_arguments)
+from engine.training.support import (finish_checkpoints, load_trainable, merged_for_saving, quantized_base,
+                                     run_trainer, sft_datasets, train_with_sweep, training_arguments)
 
 
 def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
@@ -46,7 +46,9 @@ def save_stage_model(ctx: RunContext, model: Any, tokenizer: Any, base: ModelSpe
         raise Diverged(f"{ctx.stage.name} diverged: weight {bad} of the trained model is not finite; lower "
                        f"train.learning_rate and start the run again (its last good checkpoint is kept).")
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
-    tags = STAGE_TAGS.get(ctx.stage.kind, []) + (["lora", "peft"] if ctx.stage.train.lora.enabled else [])
+    adapter_tags, adapter_how = adapter_note(ctx.stage.train.lora, quantized_base(ctx, base))
+    tags = STAGE_TAGS.get(ctx.stage.kind, []) + adapter_tags
+    how = f"{how}\n\n{adapter_how}" if adapter_how else how
     card = model_card(f"{ctx.spec.name}: {ctx.stage.name}", base.source, how,
                       {**settings, "data": to_dict(ctx.spec.data)}, scores, tags=tags,
                       datasets=dataset_ids(ctx.spec.data), relation="finetune")

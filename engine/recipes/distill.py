@@ -131,7 +131,14 @@ def _token_level(ctx: RunContext, student_spec, teacher_spec, tokenizer) -> tupl
         run_trainer(ctx, trainer, callback, checkpoint_dir)
         return trainer, trainer.model
 
-    return train_with_sweep(ctx, stage.train, fit)
+    model, summary = train_with_sweep(ctx, stage.train, fit)
+    if targets is not None:  # what the cache saved, after every sweep point read from it
+        from engine.training.teacher_targets import cache_report, report_sentence
+
+        report = cache_report(targets)
+        ctx.events.log(f"{stage.name}: {report_sentence(report)}")
+        summary = {**summary, "teacher_cache": report}
+    return model, summary
 
 
 def teacher_answers(ctx: RunContext, teacher_spec, records: list[dict], get_teacher: Any = None) -> dict[str, str]:

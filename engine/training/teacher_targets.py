@@ -53,6 +53,8 @@ class TeacherTargets:
     logprobs: np.ndarray
     tail: np.ndarray
     valid: np.ndarray | None = None  # cross-tokenizer targets: bool [N], False where no teacher position matches
+    reused: bool = False  # read from a cache an earlier stage, run or sweep built (this stage ran no teacher)
+    served: int = 0  # sequences whose targets were read: each one a teacher forward pass a live teacher makes
 
     @property
     def top_k(self) -> int:
@@ -61,6 +63,7 @@ class TeacherTargets:
     def batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Targets of ``rows`` concatenated in order: ([N, k] int64, [N, k] float32, [N] float32)."""
         spans = [(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
+        self.served += len(rows)
         pick = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, dtype=np.int64)
         return (torch.from_numpy(np.asarray(self.indices[pick], dtype=np.int64)),
                 torch.from_numpy(np.asarray(self.logprobs[pick])), torch.from_numpy(np.asarray(self.tail[pick])))
@@ -236,11 +239,11 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
     parts.update(extra_parts or {})
     key = cache_key(parts)
     if settings.path:
-        return open_targets(Path(settings.path).expanduser(), parts)
+        return _announced(ctx, open_targets(Path(settings.path).expanduser(), parts), reused=True)
     folder = (root or store_dir()) / key
     if (folder / "meta.json").exists():
         ctx.events.log(f"{ctx.stage.name}: teacher targets read from the cache {key} (the teacher is not loaded)")
-        return open_targets(folder, parts)
+        return _announced(ctx, open_targets(folder, parts), reused=True)
     rows = [row for dataset in datasets for row in dataset]
     ctx.events.log(f"{ctx.stage.name}: building teacher targets (top-{settings.top_k} + tail) for {len(rows)} "
                    f"sequences, once; cache {key}")
@@ -269,7 +272,40 @@ def ensure_targets(ctx: Any, teacher_spec: ModelSpec, datasets: list[Any], load_
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return open_targets(folder, parts)
+    return _announced(ctx, open_targets(folder, parts), reused=False)
+
+
+def _announced(ctx: Any, targets: TeacherTargets, *, reused: bool) -> TeacherTargets:
+    """The opened cache, announced as an artifact: reused or built, how long building took, its size on disk."""
+    targets.reused = reused
+    ctx.events.emit("artifact", stage=ctx.stage.name, kind="teacher_targets", path=str(targets.root),
+                    bytes=folder_bytes(targets.root), reused=reused,
+                    build_s=float(targets.meta.get("built_s", 0.0)), rows=int(targets.meta.get("rows", 0)))
+    return targets
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
+def cache_report(targets: TeacherTargets) -> dict:
+    """What the cache saved this stage: reused or built (and how long building took), its size on disk, and the
+    teacher forward passes avoided, counted per sequence: every sequence read from the cache (each sweep point,
+    epoch and evaluation reads its rows again) is one the live teacher would have run, less the ones the build
+    itself ran (none when the cache was reused)."""
+    rows = int(targets.meta.get("rows", len(targets.offsets) - 1))
+    built = 0 if targets.reused else rows
+    return {"key": str(targets.meta.get("key", targets.root.name)), "reused": targets.reused,
+            "build_s": float(targets.meta.get("built_s", 0.0)), "bytes": folder_bytes(targets.root), "rows": rows,
+            "sequences_read": targets.served, "teacher_passes_avoided": max(targets.served - built, 0)}
+
+
+def report_sentence(report: dict) -> str:
+    """The cache's savings in one line for the run monitor's log."""
+    how = "reused (built earlier" if report["reused"] else "built this stage (in"
+    return (f"teacher-targets cache {report['key']}: {how} {report['build_s']:.1f} s), "
+            f"{report['bytes'] / 1e6:.1f} MB on disk, {report['sequences_read']} sequences read from it, "
+            f"{report['teacher_passes_avoided']} teacher forward passes avoided")
 
 
 def with_row_numbers(datasets: list[Any]) -> list[Any]:

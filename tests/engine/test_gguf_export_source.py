@@ -130,3 +130,26 @@ def test_export_stage_takes_a_gguf_source_and_skips_only_q4_k_m(files, tmp_path,
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert any(e["type"] == "log" and e["data"].get("level") == "warning" and "q4_k_m" in e["data"]["message"]
                for e in events)
+
+
+def test_the_gguf_header_is_parsed_once_per_file_not_at_every_source_check(files, tmp_path, monkeypatch):
+    import shutil
+
+    from engine.models import gguf_source
+    from engine.models.loading import check_source, resolve_source
+
+    copy = shutil.copy(files["gguf"], tmp_path / "fresh.gguf")  # a path no earlier test parsed
+    parses = []
+    real = gguf_source.parse_header
+    monkeypatch.setattr(gguf_source, "parse_header", lambda path: parses.append(path) or real(path))
+    for _ in range(3):  # what a run's checks do: resolve, config, the stage checks, the memory plan
+        resolve_source(str(copy))
+        check_source(str(copy))
+        gguf_source.check_supported(copy)
+    assert len(parses) == 1
+    info = gguf_source.header(copy)
+    info["types"]["F32"] = -1  # a caller's change does not reach the cached copy
+    assert gguf_source.header(copy)["types"]["F32"] != -1 and len(parses) == 1
+    os.utime(copy, ns=(1, 1))  # the file changed on disk (mtime): read again
+    gguf_source.header(copy)
+    assert len(parses) == 2

@@ -141,3 +141,14 @@ def test_kd_stages_report_cross_entropy_beside_their_own_loss(run):
     done = json.loads((paths.stage_dir("token_l") / "done.json").read_text())
     assert done["scores"]["eval/ce"] != done["scores"]["eval/kd_loss"]
 
+
+
+def test_cards_say_qlora_or_lora_in_tags_and_prose(run):
+    from engine.models.cards import front_matter
+
+    _, paths, _, _ = run
+    for stage, method in (("sft_q", "QLoRA"), ("token_l", "LoRA"), ("seq_q", "QLoRA"), ("grpo_q", "QLoRA")):
+        card = (paths.model(stage) / "README.md").read_text()
+        tags = front_matter(card)["tags"]
+        assert ("qlora" in tags) == (method == "QLoRA") and "lora" in tags, (stage, tags)
+        assert f"Trained with {method}:" in card, stage

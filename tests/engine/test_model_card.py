@@ -81,3 +81,14 @@ def test_the_evaluation_section_shows_draft_acceptance_and_is_replaced_not_repea
     assert twice.count("Load it with plain transformers:") == 1 and "## Scores" in twice
     plain = evaluation_section({"rougeL": 0.3, "exact_match": 0.0, "retention": None}, "teacher", 5, "demo")
     assert "draft" not in plain and "| retention (ROUGE-L ÷ teacher's) | – |" in plain
+
+
+def test_adapter_note_names_qlora_lora_or_nothing():
+    from engine.contract.spec import LoraSpec
+    from engine.models.cards import adapter_note
+
+    tags, how = adapter_note(LoraSpec(enabled=False, quantized_base=True, r=8, alpha=16), quantized=True)
+    assert tags[0] == "qlora" and "lora" in tags and how.startswith("Trained with QLoRA") and "rank 8" in how
+    tags, how = adapter_note(LoraSpec(enabled=True), quantized=False)
+    assert tags == ["lora", "peft"] and how.startswith("Trained with LoRA:")
+    assert adapter_note(LoraSpec(), quantized=False) == ([], "")

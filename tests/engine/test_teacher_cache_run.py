@@ -36,6 +36,21 @@ def _run(spec: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFix
     return code, events, err + caplog.text
 
 
+def _cache_artifact(events: list) -> dict:
+    found = [e["data"] for e in events if e["type"] == "artifact" and e["data"]["kind"] == "teacher_targets"]
+    assert len(found) == 1
+    return found[0]
+
+
+def _savings(messages: list[str]) -> dict:
+    """The run monitor's line: '… N sequences read from it, M teacher forward passes avoided'."""
+    import re
+
+    line = next(m for m in messages if "teacher forward passes avoided" in m)
+    found = re.search(r"(\d+) sequences read from it, (\d+) teacher forward passes avoided", line)
+    return {"read": int(found[1]), "avoided": int(found[2])}
+
+
 def test_teacher_runs_once_across_a_sweep_and_a_second_run(tmp_path, monkeypatch, capsys, caplog):
     home = tmp_path / "home"
     monkeypatch.setattr("engine.cli.run.listen_for_cancel", lambda cancel: None)  # no stdin thread, no SIGINT hook
@@ -52,12 +67,25 @@ def test_teacher_runs_once_across_a_sweep_and_a_second_run(tmp_path, monkeypatch
     assert logs.count("loaded demo:teacher") == 1 and logs.count("loaded demo:student") == 2
     caches = list((home / "teacher-targets").iterdir())
     assert len(caches) == 1 and json.loads((caches[0] / "meta.json").read_text())["parts"]["top_k"] == 16
+    built = _cache_artifact(events)
+    on_disk = sum(p.stat().st_size for p in caches[0].iterdir())
+    assert built["reused"] is False and built["bytes"] == on_disk and built["build_s"] > 0
+    mtimes = {p.name: p.stat().st_mtime_ns for p in caches[0].iterdir()}
+    first = _savings(messages)
+    # two sweep points × 2 steps × 8 sequences read for training alone; the build ran each of the train and
+    # validation rows once (more than two tiny sweep points read: the first run saves nothing yet)
+    assert first["read"] >= 32 and first["avoided"] == max(first["read"] - built["rows"], 0)
 
     code, events, logs = _run(spec, capsys, caplog)
     assert code == 0, logs[-3000:]
     messages = [e["data"]["message"] for e in events if e["type"] == "log"]
     assert any("read from the cache" in m for m in messages) and not any("building" in m for m in messages)
     assert "loaded demo:teacher" not in logs and logs.count("loaded demo:student") == 2
+    reused = _cache_artifact(events)  # the same folder, untouched: reused, not rebuilt
+    assert reused["reused"] is True and reused["path"] == built["path"] and reused["build_s"] == built["build_s"]
+    assert {p.name: p.stat().st_mtime_ns for p in caches[0].iterdir()} == mtimes
+    second = _savings(messages)
+    assert second["read"] == first["read"] and second["avoided"] == second["read"]  # no teacher pass at all
 
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text((SPEC % f", path: '{caches[0]}'").replace("top_k: 16", "top_k: 32"), encoding="utf-8")
