@@ -143,7 +143,10 @@ def _stream(spec: RunSpec, paths, store: RunStore, last_seq: int, device: str, c
     try:
         status = run_pipeline(spec, paths, events, store, cancel, device, cache)
     except Exception as exc:  # noqa: BLE001 - the pipeline's own handler failed (memory ran out again while
-        status = _escaped(exc, paths, store, events)  # it reported): run.json must still end, never "running"
+        heartbeat.attach(None, "")  # it reported): run.json must still end, never "running"; no beat after it
+        status = _escaped(exc, paths, store, events)
+    finally:
+        heartbeat.attach(None, "")  # whatever ended the run, no heartbeat follows its last event
     if board is not None:
         board.close()
     events.close()
