@@ -77,6 +77,8 @@ def run_stage(ctx: RunContext) -> StageResult:
     headline = {f"{name}/rougeL": s["rougeL"] for name, s in results.items()}
     headline.update({f"{name}/retention": s["retention"] for name, s in results.items()
                      if name != report["reference"] and s["retention"] is not None})
+    headline.update({f"{name}/draft_acceptance": s["draft"]["acceptance"] for name, s in results.items()
+                     if (s.get("draft") or {}).get("acceptance") is not None})
     return StageResult(scores=headline, summary=report)
 
 

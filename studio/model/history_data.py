@@ -21,19 +21,21 @@ def format_time(stamp: float) -> str:
 
 
 def key_scores(scores: dict, limit: int = 3) -> str:
-    """The few scores worth a column: retention first, then GRPO's held-out correctness (after, before), then
-    ROUGE-L, then anything else numeric."""
+    """The few scores worth a column: retention first, then draft acceptance (a student as its teacher's draft),
+    then GRPO's held-out correctness (after, before), then ROUGE-L, then anything else numeric."""
     numeric = {k: v for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def rank(key: str) -> tuple[int, str]:
-        order = 0 if "retention" in key else 1 if "correct_" in key else 2 if "rouge" in key.lower() else 3
+        order = (0 if "retention" in key else 1 if "draft_acceptance" in key else 2 if "correct_" in key
+                 else 3 if "rouge" in key.lower() else 4)
         return order, key
 
     parts = []
     for key in sorted(numeric, key=rank)[:limit]:
         value = numeric[key]
-        short = key.replace("eval/", "").replace("/", " ")
-        parts.append(f"{short} {100 * value:.1f} %" if "retention" in key else f"{short} {value:.3f}")
+        short = key.replace("eval/", "").replace("/", " ").replace("draft_acceptance", "draft acceptance")
+        share = "retention" in key or "draft_acceptance" in key
+        parts.append(f"{short} {100 * value:.1f} %" if share else f"{short} {value:.3f}")
     return ", ".join(parts)
 
 

@@ -184,13 +184,19 @@ class EvalTable(QScrollArea):
                              for c in (m.get("per_category") or {})})
         # the held-out cross-entropy says more than ROUGE-L about barely trained models (a quick run's 0.000s)
         with_ce = any(isinstance(m, dict) and isinstance(m.get("ce"), (int, float)) for m in models.values())
+        # a smaller model as the reference's draft (speculative decoding): acceptance and speed-up beside quality
+        with_draft = any(isinstance(m, dict) and isinstance(m.get("draft"), dict) for m in models.values())
         headers = (["model", "ROUGE-L", "exact match", "retention"] + (["CE"] if with_ce else [])
-                   + [f"ROUGE-L · {c}" for c in categories])
+                   + (list(DRAFT_COLUMNS) if with_draft else []) + [f"ROUGE-L · {c}" for c in categories])
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         if with_ce:
             self.table.horizontalHeaderItem(4).setToolTip("cross-entropy of the reference answers on the held-out "
                                                           "split (lower is better)")
+        if with_draft:
+            for offset, tip in enumerate(DRAFT_COLUMNS.values()):
+                self.table.horizontalHeaderItem(4 + with_ce + offset).setToolTip(
+                    tip.format(reference=reference or "the reference"))
         self.table.setRowCount(len(models))
         for row, (name, scores) in enumerate(models.items()):
             scores = scores if isinstance(scores, dict) else {}
@@ -199,6 +205,8 @@ class EvalTable(QScrollArea):
                      _fmt(scores.get("exact_match")), _percent(scores.get("retention"))]
             if with_ce:
                 cells.append(_fmt(scores.get("ce")))
+            if with_draft:
+                cells += _draft_cells(scores.get("draft"))
             for c in categories:
                 value = per_cat.get(c)
                 cells.append(_fmt(value.get("rougeL") if isinstance(value, dict) else value))
@@ -245,6 +253,22 @@ class EvalTable(QScrollArea):
 #: GRPO's held-out scores (engine/recipes/grpo.py ``score_completions``), as shown in the evaluation tab.
 GRPO_COLUMNS = (("correctness", "correct"), ("answers correct", "answers_correct"),
                 ("tests passed", "tests_passed"), ("strict format", "format"), ("ROUGE-L", "rougeL"))
+
+
+#: the draft columns (engine/evaluation/drafting.py: eval.json's ``draft`` entry) and their tooltips
+DRAFT_COLUMNS = {
+    "draft acceptance": "share of this model's draft tokens {reference} keeps when the model drafts for it "
+                        "(speculative decoding, greedy; higher is better)",
+    "draft speed-up": "{reference}'s greedy tokens/s with this model as its draft ÷ without (above 1× is faster)",
+}
+
+
+def _draft_cells(draft) -> list[str]:
+    if not isinstance(draft, dict):
+        return ["—", "—"]
+    speedup = draft.get("speedup")
+    number = isinstance(speedup, (int, float)) and not isinstance(speedup, bool)
+    return [_percent(draft.get("acceptance")), f"{speedup:.2f}×" if number else "—"]
 
 
 def _percent(value) -> str:

@@ -351,3 +351,21 @@ def test_spec_dialogs_start_where_the_wizard_saves_specs(window, monkeypatch):
     window._on_open_spec_triggered()
     window._on_run_spec_file_triggered()
     assert asked == [str(specs_dir())] * 2
+
+
+def test_eval_table_shows_draft_acceptance_and_speedup_beside_retention(qtbot):
+    from studio.widgets.run_panels import EvalTable
+
+    table = EvalTable()
+    qtbot.addWidget(table)
+    table.show_report({"reference": "teacher", "models": {
+        "teacher": {"rougeL": 0.5, "exact_match": 0.25},
+        "kd_student": {"rougeL": 0.45, "exact_match": 0.2, "retention": 0.9,
+                       "draft": {"acceptance": 0.612, "speedup": 1.314, "prompts": 8}}}})
+    headers = [table.table.horizontalHeaderItem(c).text() for c in range(table.table.columnCount())]
+    assert headers == ["model", "ROUGE-L", "exact match", "retention", "draft acceptance", "draft speed-up"]
+    assert [table.cell(1, c) for c in (3, 4, 5)] == ["90.0 %", "61.2 %", "1.31×"]
+    assert [table.cell(0, c) for c in (4, 5)] == ["—", "—"]  # the reference drafts for nobody
+    assert "teacher keeps" in table.table.horizontalHeaderItem(4).toolTip()
+    table.show_report({"reference": "teacher", "models": {"teacher": {"rougeL": 0.5}}})  # older reports: no column
+    assert table.table.columnCount() == 4

@@ -95,6 +95,10 @@ def test_compatibility_and_scores_sentences():
             "grpo/grpo/correct_after": 0.317, "grpo/grpo/format_after": 0.965}
     assert key_scores(grpo) == ("grpo grpo correct_after 0.317, grpo grpo correct_before 0.267, "
                                 "grpo grpo rougeL_after 0.394")
+    drafted = {"teacher/rougeL": 0.5, "student_kd/rougeL": 0.45, "student_kd/retention": 0.9,
+               "student_kd/draft_acceptance": 0.612}  # the evaluation's headline: acceptance right after retention
+    assert key_scores(drafted) == ("student_kd retention 90.0 %, student_kd draft acceptance 61.2 %, "
+                                   "student_kd rougeL 0.450")
 
 
 def test_no_display_gets_a_sentence_instead_of_a_qt_abort():
