@@ -18,7 +18,7 @@ training_step + AdamW step; step time is the median after one warm-up step; memo
 sampling) above the RSS before the step ("step"), and above the RSS right after the imports ("total": weights,
 optimizer state and the step).
 
-Run: python bench/kd_cache.py  (writes bench/RESULTS_kd_cache.md)
+Run: python bench/kd_cache.py  (writes bench/RESULTS_kd_cache.md, with the break-even point in steps)
 """
 from __future__ import annotations
 
@@ -198,9 +198,23 @@ def _write(results: dict, out: Path, command: str, load: str) -> None:
         lines.append(f"- KD cached vs live: step {r['kd_cached']['median_s'] / r['kd_live']['median_s']:.2f}x the "
                      f"time, total peak {r['kd_cached']['total_mb'] / r['kd_live']['total_mb']:.2f}x the memory "
                      "(the live run holds the teacher).")
+    if {"kd_live", "kd_cached", "build"} <= r.keys():
+        lines.append(_break_even(r))
     for name, err in r.get("failures", {}).items():
         lines.append(f"- {name} failed: {err}")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _break_even(r: dict) -> str:
+    """The cache pays for itself after build_s / (live step - cached step) optimizer steps: every step after that
+    (any sweep point, epoch or later run on the same teacher and data) is saved time."""
+    saved = r["kd_live"]["median_s"] - r["kd_cached"]["median_s"]
+    if saved <= 0:
+        return "- Break-even: the cached step was not faster than the live one here, so the cache never pays off."
+    steps = r["build"]["build_s"] / saved
+    return (f"- Break-even: the build ({r['build']['build_s']:.1f} s) costs {steps:.1f} live-teacher steps' worth of "
+            f"teacher time ({saved:.2f} s saved per step): from step {int(steps) + 1} on (over all sweep points and "
+            "runs that reuse it) the cache is ahead.")
 
 
 def main() -> None:

@@ -250,7 +250,19 @@ def _sweep(ctx: RunContext, rates: list[float], fit: Callable[[float, Path], tup
     ctx.events.log(f"sweep: best learning rate {lr:g} (validation loss {loss:.4f}, cross-entropy "
                    f"{scores[EVAL_CE]:.4f})")
     write_atomic(ctx.work_dir / "sweep.json", json.dumps(json_safe({"results": results, "best": lr}), indent=2))
-    return model, {"sweep": results, "best_learning_rate": lr, **scores}
+    return model, {"sweep": results, "best_learning_rate": lr, **scores, **point_scores(results)}
+
+
+def point_scores(results: list[dict]) -> dict[str, float]:
+    """Every sweep point's own validation scores as flat scores, named like its TensorBoard run
+    (``lr-<rate>/eval_loss``, ``lr-<rate>/eval_ce``): the stage's scores (run.json, ``runs show``, the card) hold
+    each point, not only the best model's. A diverged point has none."""
+    out = {}
+    for point in results:
+        for key in ("eval_loss", "eval_ce"):
+            if isinstance(point.get(key), float):
+                out[f"lr-{point['learning_rate']:g}/{key}"] = point[key]
+    return out
 
 
 def finish_checkpoints(checkpoint_dir: Path) -> None:

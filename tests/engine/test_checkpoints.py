@@ -95,6 +95,8 @@ def test_a_sweep_keeps_going_past_a_diverging_rate_and_fails_only_if_all_do(tmp_
     model, summary = train_with_sweep(ctx, ctx.stage.train, fit)
     assert model == "model@0.001" and summary["best_learning_rate"] == 1e-3
     assert summary["sweep"][0] == {"learning_rate": 0.5, "eval_loss": None, "diverged": True}
+    # each point that finished has its own scores among the stage's; the diverged one has none
+    assert summary["lr-0.001/eval_loss"] == summary["sweep"][1]["eval_loss"] and "lr-0.5/eval_loss" not in summary
 
     def always(lr, folder):
         raise Diverged("nan")

@@ -42,6 +42,23 @@ def _cache_artifact(events: list) -> dict:
     return found[0]
 
 
+def _each_point_scored(home: Path, events: list) -> None:
+    """Each sweep point's own validation score, in its metric event and in run.json (what `runs show` prints),
+    not only the best model's."""
+    from engine.contract.metric_names import SWEEP_EVAL_LOSS
+
+    points = {e["data"]["values"]["sweep/learning_rate"]: e["data"]["values"][SWEEP_EVAL_LOSS]
+              for e in events if e["type"] == "metric" and SWEEP_EVAL_LOSS in e["data"]["values"]}
+    assert sorted(points) == [0.001, 0.003]
+    run_json = json.loads((sorted((home / "runs").iterdir())[0] / "run.json").read_text())
+    scores = run_json["scores"]
+    for lr, loss in points.items():
+        assert scores[f"kd/lr-{lr:g}/eval_loss"] == pytest.approx(loss)
+        assert isinstance(scores[f"kd/lr-{lr:g}/eval_ce"], float)
+    best = scores["kd/best_learning_rate"]
+    assert points[best] == min(points.values())
+
+
 def _savings(messages: list[str]) -> dict:
     """The run monitor's line: '… N sequences read from it, M teacher forward passes avoided'."""
     import re
@@ -75,6 +92,7 @@ def test_teacher_runs_once_across_a_sweep_and_a_second_run(tmp_path, monkeypatch
     # two sweep points × 2 steps × 8 sequences read for training alone; the build ran each of the train and
     # validation rows once (more than two tiny sweep points read: the first run saves nothing yet)
     assert first["read"] >= 32 and first["avoided"] == max(first["read"] - built["rows"], 0)
+    _each_point_scored(home, events)
 
     code, events, logs = _run(spec, capsys, caplog)
     assert code == 0, logs[-3000:]
