@@ -283,7 +283,10 @@ def test_cli_export_streams_progress_and_artifacts(exported, tmp_path):
 def _gpt2_folder(root: Path) -> Path:
     root.mkdir()
     (root / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
-    (root / "tokenizer.json").write_text("{}")  # the preflight checks a tokenizer is there before the architecture
+    # the preflight checks the tokenizer (present and readable) before the architecture: a real one
+    from engine.demo.kit import ensure_demo_kit
+
+    shutil.copy(Path(ensure_demo_kit().student_dir) / "tokenizer.json", root / "tokenizer.json")
     return root
 
 
