@@ -34,7 +34,8 @@ SAMPLING_KEYS = ("max_new_tokens", "greedy", "temperature", "top_p")
 TEXT, WHOLE, NUMBER, BOOL, LIST, OBJECT = "text", "a whole number", "a number", "true or false", "a list", "an object"
 COMMAND_FIELDS: dict[str, dict[str, tuple]] = {
     "load": {"model": (TEXT,), "source": (TEXT,), "load_in_4bit": (BOOL,)},
-    "generate": {"request_id": (TEXT,), "model": (TEXT,), "messages": (LIST,), "sampling": (OBJECT, None)},
+    "generate": {"request_id": (TEXT,), "model": (TEXT,), "messages": (LIST,), "sampling": (OBJECT, None),
+                 "draft": (TEXT, None)},
     "stop": {"request_id": (TEXT, None)},
     "unload": {"model": (TEXT,)},
     "score": {"id": (TEXT,), "prediction": (TEXT,), "reference": (TEXT,)},
@@ -112,6 +113,22 @@ def sampling_kwargs(sampling: Any) -> dict:
     if not gen.greedy:
         kwargs.update(temperature=float(gen.temperature), top_p=float(gen.top_p))
     return {"kwargs": kwargs, "seed": seed}
+
+
+def draft_field(command: dict, model: str, loaded: Any) -> str | None:
+    """The generate command's draft model (another loaded model that drafts for ``model``: speculative decoding),
+    or None; ``loaded`` holds the names of the models loaded or loading."""
+    draft = command.get("draft")
+    if draft is None:
+        return None
+    draft = text_field(command, "draft", "generate")
+    if draft == model:
+        raise EngineError(f"generate.draft names {model!r}, the model that answers; a draft must be another "
+                          "loaded model (e.g. the student drafting for its teacher).")
+    if draft not in loaded:
+        raise EngineError(f"generate.draft: model {echo(draft)} is not loaded; load it first (loaded: "
+                          f"{', '.join(loaded) or 'none'}).")
+    return draft
 
 
 def score_texts(command: dict) -> tuple[str, str]:

@@ -6,23 +6,32 @@ Commands (stdin, one JSON object a line; see engine.contract.protocol)::
     {"type": "load", "model": "student", "source": "demo:student", "load_in_4bit": false}
     {"type": "generate", "request_id": "r1", "model": "student", "messages": [{"role": "user", "content": "Hi"}],
      "sampling": {"greedy": true, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128, "seed": 0}}
+    {"type": "generate", "request_id": "r2", "model": "teacher", "messages": [...], "draft": "student"}
     {"type": "stop", "request_id": "r1"}       (no request_id: stop every generation)
     {"type": "unload", "model": "student"}
     {"type": "score", "id": "s1", "prediction": "The dogs are running", "reference": "the dog is running"}
     {"type": "quit"}
 
 Events (stdout): ``progress`` while loading, ``loaded`` {model, parameters, dtype, memory_bytes, quantized, …},
-``token`` {request_id, model, text}, ``done`` {request_id, model, status: finished|stopped, prompt_tokens,
-completion_tokens, ttft_s, tokens_per_s, text}, ``score`` {id, rougeL} (the evaluation's own ROUGE-L from
-engine.evaluation.scores, so the arena and the evaluation tab agree), ``error`` {message, request_id}, ``log``.
+``token`` {request_id, model, text, tokens_per_s, draft_acceptance}, ``done`` {request_id, model,
+status: finished|stopped, prompt_tokens, completion_tokens, ttft_s, tokens_per_s, text, draft}, ``score`` {id,
+rougeL} (the evaluation's own ROUGE-L from engine.evaluation.scores, so the arena and the evaluation tab agree),
+``error`` {message, request_id}, ``log``.
 
 Threads: one reader thread turns stdin lines into a queue; the main thread dispatches; each load and each
 generation runs in its own thread (transformers' TextIteratorStreamer), so two models answer concurrently and a
 ``stop`` is handled while tokens flow. Bad lines, unknown models and failed loads become ``error`` events and the
 service keeps serving. EOF on stdin stops everything and exits cleanly.
+
+A generate with ``draft`` decodes with another loaded model as the draft (transformers' assisted generation, as
+the evaluation measures it: engine/evaluation/drafting.py): both models' locks are held for the answer (taken in
+name order, so two requests drafting for each other cannot deadlock), and the tokens and the done event carry the
+share of draft tokens kept so far. Different tokenizers draft for greedy answers only: transformers' sampling path
+for them cuts the draft's output layer in place, which would change that model for its own answers.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -34,11 +43,13 @@ from engine.chat.prompt_limits import CHARS_PER_TOKEN, PromptLimits, check_chara
 from engine.chat.requests import (
     check_fields,
     check_messages,
+    draft_field,
     load_fields,
     sampling_kwargs,
     score_texts,
     text_field,
 )
+from engine.chat.speculative import lock_all, share, speed, stop_criteria, wait_unless_stopped
 from engine.core.context import EngineError
 from engine.models.memory import loaded_parameters
 from engine.contract.protocol import EventWriter
@@ -66,20 +77,7 @@ class Request:
     model: str
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-
-
-def _stop_criteria(event: threading.Event, stamps: list[float]) -> Any:
-    """A StoppingCriteria that records when each token was produced and ends generation once ``event`` is set."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            stamps.append(time.perf_counter())
-            # input_ids: (batch, seq); one flag per sequence
-            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return _Stop()
+    draft: str | None = None  # another loaded model drafting for this one (speculative decoding)
 
 
 def _failure(what: str, exc: BaseException, doing: str) -> str:
@@ -92,15 +90,6 @@ def _failure(what: str, exc: BaseException, doing: str) -> str:
         out_of_memory.release(exc)
         return out_of_memory.sentence(exc, doing, "unload a model, use a shorter prompt or close other programs")
     return f"{what}: {type(exc).__name__}: {brief(exc, 200)}"
-
-
-def _wait_unless_stopped(wait: Any, req: Request, poll_s: float = 0.1) -> bool:
-    """Call ``wait(timeout)`` until it returns True (then True) or the request is stopped (then False): a stop
-    sent while a request waits for its model ends it at once, not after the wait."""
-    while not wait(poll_s):
-        if req.stop.is_set():
-            return False
-    return True
 
 
 def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
@@ -276,7 +265,8 @@ class ChatService:
         sampling = sampling_kwargs(command.get("sampling"))  # said whether or not the model is loaded
         if name not in self.models and name not in self.loading:
             raise EngineError(f"model {name!r} is not loaded; loaded: {', '.join(self.models) or 'none'}.")
-        req = Request(request_id, name)
+        draft = draft_field(command, name, [*self.models, *(m for m in self.loading if m not in self.models)])
+        req = Request(request_id, name, draft=draft)
         self.requests[request_id] = req
         req.thread = self._spawn(self._generate, req, messages, sampling, command)
 
@@ -294,20 +284,25 @@ class ChatService:
     def _generate(self, req: Request, messages: list[dict], sampling: dict, command: dict) -> None:
         try:
             pending = self.loading.get(req.model)
-            if pending is not None and not _wait_unless_stopped(pending.wait, req):
+            if pending is not None and not wait_unless_stopped(pending.wait, req):
                 return self._stopped_before_start(req)  # a generate sent right after its load waits for it
             loaded = self.models.get(req.model)
             if loaded is None:
                 raise EngineError(f"model {req.model!r} is not loaded (its load failed or it was unloaded).")
             check_characters(loaded.limits, messages, req.model)  # before any tokenizing: a 1 MB prompt is refused
-            if not _wait_unless_stopped(lambda t: loaded.lock.acquire(timeout=t), req):
-                return self._stopped_before_start(req)  # queued behind another answer of this model
+            drafter = self._drafter(req, sampling) if req.draft else None
+            if req.draft and drafter is None:
+                return self._stopped_before_start(req)
+            held = lock_all([m for m in (loaded, drafter) if m is not None], req)
+            if held is None:
+                return self._stopped_before_start(req)  # queued behind another answer of these models
             try:
                 if req.stop.is_set():  # stopped while it waited: no prefill for an answer nobody wants
                     return self._stopped_before_start(req)
-                self.writer.emit("done", **self._stream(loaded, req, messages, sampling))
+                self.writer.emit("done", **self._stream(loaded, req, messages, sampling, drafter))
             finally:
-                loaded.lock.release()
+                for model in held:
+                    model.lock.release()
         except EngineError as exc:
             self._error(str(exc), command)
         except Exception as exc:
@@ -316,14 +311,34 @@ class ChatService:
         finally:
             self.requests.pop(req.request_id, None)
 
+    def _drafter(self, req: Request, sampling: dict) -> LoadedModel | None:
+        """The loaded draft model of ``req`` (waiting for its load); None when the request was stopped meanwhile."""
+        from engine.evaluation.drafting import same_tokenizer
+
+        pending = self.loading.get(req.draft or "")
+        if pending is not None and not wait_unless_stopped(pending.wait, req):
+            return None
+        drafter = self.models.get(req.draft or "")
+        if drafter is None:
+            raise EngineError(f"draft model {req.draft!r} is not loaded (its load failed or it was unloaded).")
+        if sampling["kwargs"]["do_sample"] and not same_tokenizer(self.models[req.model].tokenizer,
+                                                                  drafter.tokenizer):
+            raise EngineError(f"{req.draft!r} tokenizes differently from {req.model!r}: it can draft for greedy "
+                              "answers only; switch sampling to greedy or pick a draft with the same tokenizer.")
+        return drafter
+
     def _stopped_before_start(self, req: Request) -> None:
         self.writer.emit("done", request_id=req.request_id, model=req.model, status="stopped", prompt_tokens=0,
                          completion_tokens=0, ttft_s=None, tokens_per_s=None, text="")
 
-    def _stream(self, loaded: LoadedModel, req: Request, messages: list[dict], sampling: dict) -> dict:
-        """Generate in a worker thread and forward each decoded piece as a ``token`` event."""
+    def _stream(self, loaded: LoadedModel, req: Request, messages: list[dict], sampling: dict,
+                drafter: LoadedModel | None = None) -> dict:
+        """Generate in a worker thread and forward each decoded piece as a ``token`` event (with the speed so far,
+        and with a draft model the share of its tokens kept so far)."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        from engine.evaluation.drafting import DraftCount, counting, draft_kwargs
 
         tokenizer = loaded.tokenizer
         inputs = tokenizer(render_prompt(tokenizer, messages), return_tensors="pt",
@@ -333,18 +348,21 @@ class ChatService:
         allowed, warning = fit_answer(loaded.limits, int(inputs["input_ids"].shape[1]), wanted, loaded.name)
         if warning:
             self.writer.emit("log", level="warning", message=warning, request_id=req.request_id, model=loaded.name)
-        sampling = {**sampling, "kwargs": {**sampling["kwargs"], "max_new_tokens": allowed}}
+        kwargs = {**sampling["kwargs"], "max_new_tokens": allowed}
+        count = DraftCount()
+        if drafter is not None:
+            kwargs.update(draft_kwargs(tokenizer, drafter.model, drafter.tokenizer))
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stamps: list[float] = []
+        stamps: list[tuple[float, int]] = []
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                with torch.no_grad():
+                with torch.no_grad(), counting(loaded.model, count) if drafter else contextlib.nullcontext():
                     result["ids"] = loaded.model.generate(
-                        **inputs, **sampling["kwargs"], streamer=streamer, pad_token_id=pad,
-                        stopping_criteria=StoppingCriteriaList([_stop_criteria(req.stop, stamps)]))
+                        **inputs, **kwargs, streamer=streamer, pad_token_id=pad,
+                        stopping_criteria=StoppingCriteriaList([stop_criteria(req.stop, stamps)]))
             except Exception as exc:  # noqa: BLE001 - re-raised in the request thread, after unblocking the streamer
                 result["error"] = exc
                 streamer.end()
@@ -359,19 +377,21 @@ class ChatService:
         for text in streamer:
             if text:
                 pieces.append(text)
-                self.writer.emit("token", request_id=req.request_id, model=loaded.name, text=text)
+                live = {"draft_acceptance": share(count)} if drafter else {}
+                self.writer.emit("token", request_id=req.request_id, model=loaded.name, text=text,
+                                 tokens_per_s=speed(list(stamps)), **live)
         worker.join()
         if "error" in result:
             raise result["error"]
         prompt_tokens = int(inputs["input_ids"].shape[1])  # inputs: (1, prompt_len)
-        completion = int(result["ids"].shape[1]) - prompt_tokens
-        ttft = stamps[0] - start if stamps else None
-        rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] \
-            else None
+        ttft = stamps[0][0] - start if stamps else None
+        draft = None if drafter is None else {"model": drafter.name, "acceptance": share(count),
+                                              "proposed": count.proposed, "accepted": count.accepted}
         return {"request_id": req.request_id, "model": loaded.name,
                 "status": "stopped" if req.stop.is_set() else "finished", "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion, "ttft_s": None if ttft is None else round(ttft, 4),
-                "tokens_per_s": None if rate is None else round(rate, 2), "text": "".join(pieces)}
+                "completion_tokens": int(result["ids"].shape[1]) - prompt_tokens,
+                "ttft_s": None if ttft is None else round(ttft, 4), "tokens_per_s": speed(stamps),
+                "text": "".join(pieces), **({"draft": draft} if drafter else {})}
 
     # -------------------------------------------------------------- shutdown
     def shutdown(self) -> None:

@@ -114,12 +114,16 @@ class DoneData(TypedDict):
     ttft_s: NotRequired[float | None]
     tokens_per_s: NotRequired[float | None]
     text: NotRequired[str]
+    # a generation with a draft model: {model, acceptance, proposed, accepted} (engine/evaluation/drafting.py)
+    draft: NotRequired[dict[str, Any] | None]
 
 
 class TokenData(TypedDict):  # chat service
     request_id: str
     model: str
     text: str
+    tokens_per_s: NotRequired[float | None]  # the answer's speed so far (None until two steps are timed)
+    draft_acceptance: NotRequired[float | None]  # with a draft model: the share of its tokens kept so far
 
 
 class LoadedData(TypedDict):  # chat service

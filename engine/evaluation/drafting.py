@@ -9,7 +9,7 @@ flip a near-tie).
 
 Acceptance is counted, not estimated: transformers calls the candidate generator's ``update_candidate_strategy``
 once per draft-verify round with the round's scores (``candidate_length + 1`` positions, in the teacher's tokens)
-and the number of draft tokens the teacher kept; :func:`_counting` wraps the generator the teacher builds for each
+and the number of draft tokens the teacher kept; :func:`counting` wraps the generator the teacher builds for each
 call and sums both. acceptance = kept ÷ proposed draft tokens, over every round of every prompt. Draft tokens
 past a stop token or the length limit count as proposed but not kept (transformers crops them), as they cost the
 same work.
@@ -88,7 +88,7 @@ class DraftReport:
 
 
 @contextlib.contextmanager
-def _counting(teacher: Any, count: DraftCount) -> Iterator[None]:
+def counting(teacher: Any, count: DraftCount) -> Iterator[None]:
     """While open, every candidate generator ``teacher.generate`` builds reports its rounds into ``count``. The
     wrap is an instance attribute over transformers' ``_get_candidate_generator``, removed on exit."""
     build = teacher._get_candidate_generator
@@ -118,7 +118,8 @@ def same_tokenizer(a: Any, b: Any) -> bool:
     return a is b or (type(a).__name__ == type(b).__name__ and a.get_vocab() == b.get_vocab())
 
 
-def _draft_kwargs(teacher_tok: Any, student: Any, student_tok: Any) -> dict:
+def draft_kwargs(teacher_tok: Any, student: Any, student_tok: Any) -> dict:
+    """``generate`` keyword arguments that make ``student`` the draft (the tokenizers too when they differ)."""
     if same_tokenizer(teacher_tok, student_tok):
         return {"assistant_model": student}
     return {"assistant_model": student, "tokenizer": teacher_tok, "assistant_tokenizer": student_tok}
@@ -135,7 +136,7 @@ def measure_draft(teacher: Any, teacher_tok: Any, student: Any, student_tok: Any
     encoded, gen = fit_to_context(teacher, [encode_prompt(teacher_tok, p) for p in prompts],
                                   dataclasses.replace(gen, greedy=True))
     config = generation_config(gen, pad_id, stop_ids)
-    draft = _draft_kwargs(teacher_tok, student, student_tok)
+    draft = draft_kwargs(teacher_tok, student, student_tok)
     count, totals, identical = DraftCount(), [0, 0.0, 0, 0.0], 0
     teacher.eval(), student.eval()
     with heartbeat.activity(f"timing {len(prompts)} answers with and without the draft"):
@@ -144,7 +145,7 @@ def measure_draft(teacher: Any, teacher_tok: Any, student: Any, student_tok: Any
             mask = torch.ones_like(input_ids)
             inputs = {"input_ids": input_ids, "attention_mask": mask, "generation_config": config}
             plain, plain_s = _timed(teacher.generate, **inputs)
-            with _counting(teacher, count):
+            with counting(teacher, count):
                 drafted, drafted_s = _timed(teacher.generate, **inputs, **draft)
             plain_new = _until_stop(plain[0, len(ids):].tolist(), stop_ids)
             drafted_new = _until_stop(drafted[0, len(ids):].tolist(), stop_ids)

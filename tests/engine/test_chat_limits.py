@@ -73,7 +73,7 @@ def chat(tmp_path_factory):
     ({"type": "generate", "request_id": 7, "model": "full", "messages": MESSAGES}, "generate.request_id must be text"),
     ({"type": "generate", "request_id": "t", "model": "full", "messages": "hi"}, "generate.messages must be a list"),
     ({"type": "generate", "request_id": "t", "model": "full", "messages": MESSAGES, "temprature": 1},
-     'generate has no field "temprature"; its fields are request_id, model, messages, sampling.'),
+     'generate has no field "temprature"; its fields are request_id, model, messages, sampling, draft.'),
     ({"type": "load", "model": "x", "source": "demo:student", "load_in_4bit": "no"},
      'load.load_in_4bit must be true or false, got "no" (text).'),
     ({"type": "load", "model": 5, "source": "demo:student"}, "load.model must be text, got 5"),
