@@ -2,7 +2,9 @@
 each answer against the reference pane's, and the blind round (shuffled letters, the vote, the reveal).
 
 The widget feeds it the chat service's events (``token``, ``done``, ``error``, ``loaded``, ``score``) and redraws
-the panes it names; every rule of the arena lives here so it is tested without a display. ROUGE-L is the
+the panes it names; every rule of the arena lives here so it is tested without a display. A pane may answer with
+another loaded pane's model as its draft (speculative decoding: the teacher with a student drafting for it); its
+turns show the share of draft tokens kept and the speed, live. ROUGE-L is the
 engine's own (stemmed, as in the evaluation tab): the session queues requests (:mod:`studio.arena.scores`), the
 widget sends them to the chat service and hands the answers back to :meth:`ArenaSession.on_score`.
 """
@@ -46,7 +48,9 @@ class Turn:
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
     ttft_s: float | None = None
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # live while streaming, then the service's final number
+    draft: str = ""  # the draft model's label when another pane's model drafted this answer
+    draft_acceptance: float | None = None  # the share of its draft tokens kept (live, then final)
     rouge_l: float | None = None  # against the reference pane's answer to the same turn
     started: float = field(default_factory=time.time)
 
@@ -66,6 +70,9 @@ class Turn:
             parts.append(f"first token {self.ttft_s:.2f} s")
         if self.tokens_per_s is not None and timings:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
+        if self.draft and timings:  # a drafted answer is faster: hidden in a blind round like the speed
+            kept = "–" if self.draft_acceptance is None else f"{100 * self.draft_acceptance:.0f} %"
+            parts.append(f"draft {self.draft}: {kept} kept")
         if self.rouge_l is not None and reference:
             parts.append(f"ROUGE-L {self.rouge_l:.{rouge_digits}f} vs {reference}")
         if self.status == "stopped" or (every_state and self.status != "finished"):
@@ -84,6 +91,7 @@ class PaneState:
     error: str = ""
     info: dict = field(default_factory=dict)  # the `loaded` event's data
     turns: list[Turn] = field(default_factory=list)
+    draft: str | None = None  # the key of another pane whose model drafts this pane's answers
 
     @property
     def ready(self) -> bool:
@@ -175,6 +183,17 @@ class ArenaSession:
         if self.blind is not None and key in self.blind.order:
             self.blind.order.remove(key)
 
+    def set_draft(self, key: str, draft: str | None) -> None:
+        """Let pane ``draft``'s model draft pane ``key``'s answers (None: no draft)."""
+        if draft == key:
+            raise ValueError("a pane cannot draft for itself; pick another pane's model.")
+        self.pane(key).draft = draft if draft is None else self.pane(draft).key
+
+    def draft_of(self, key: str) -> str | None:
+        """The pane whose model drafts ``key``'s next answer: set, another pane, and loaded (else None)."""
+        draft = self.pane(key).draft
+        return draft if draft and draft != key and self.pane(draft).ready else None
+
     def on_service_lost(self, message: str) -> list[str]:
         """The chat service died: every model in it is gone; returns the panes that changed."""
         changed = []
@@ -225,7 +244,8 @@ class ArenaSession:
         requests = []
         for pane in panes:
             request_id = f"{pane.key}-r{next(self._request_ids)}"
-            pane.turns.append(Turn(user=prompt, request_id=request_id))
+            draft = self.draft_of(pane.key)
+            pane.turns.append(Turn(user=prompt, request_id=request_id, draft=self.pane(draft).name if draft else ""))
             self._requests[request_id] = pane.key
             requests.append((pane.key, request_id, pane.messages(self.system_prompt)))
         return requests
@@ -243,12 +263,17 @@ class ArenaSession:
                 return pane, turn
         return None
 
-    def on_token(self, request_id: str, text: str) -> str | None:
-        """Append streamed text; returns the pane key (None for a request of a cleared conversation)."""
+    def on_token(self, request_id: str, text: str, live: dict | None = None) -> str | None:
+        """Append streamed text and the token's live numbers (``tokens_per_s``, ``draft_acceptance``); returns
+        the pane key (None for a request of a cleared conversation)."""
         found = self._turn(request_id)
         if found is None or not found[1].is_open:
             return None
-        found[1].answer += text
+        turn = found[1]
+        turn.answer += text
+        for key in ("tokens_per_s", "draft_acceptance"):
+            if isinstance((live or {}).get(key), (int, float)):
+                setattr(turn, key, float(live[key]))
         return found[0].key
 
     def on_done(self, request_id: str, data: dict) -> list[str]:
@@ -263,6 +288,8 @@ class ArenaSession:
         turn.completion_tokens = data.get("completion_tokens")
         turn.prompt_tokens = data.get("prompt_tokens")
         turn.ttft_s, turn.tokens_per_s = data.get("ttft_s"), data.get("tokens_per_s")
+        if isinstance(data.get("draft"), dict):
+            turn.draft_acceptance = data["draft"].get("acceptance")
         return [pane.key, *self.update_scores(pane.turns.index(turn))]
 
     def on_request_error(self, request_id: str, message: str) -> str | None:

@@ -101,9 +101,11 @@ class ArenaWidget(QWidget):
         for pane in self.panes.values():
             pane.load_requested.connect(self._on_pane_load_requested)
             pane.reference_toggled.connect(self._on_pane_reference_toggled)
+            pane.draft_chosen.connect(self._on_pane_draft_chosen)
         self.client.load_progressed.connect(self._on_client_load_progressed)
         self.client.model_loaded.connect(self._on_client_model_loaded)
         self.client.token_received.connect(self._on_client_token_received)
+        self.client.token_stats.connect(self._on_client_token_stats)
         self.client.generation_finished.connect(self._on_client_generation_finished)
         self.client.score_received.connect(self._on_client_score_received)
         self.client.error_reported.connect(self._on_client_error_reported)
@@ -304,7 +306,7 @@ class ArenaWidget(QWidget):
             return []
         sampling = self.session.sampling.to_dict()
         for key, request_id, messages in requests:
-            self.client.generate(request_id, key, messages, sampling)
+            self.client.generate(request_id, key, messages, sampling, draft=self.session.draft_of(key))
         self.prompt_edit.clear()
         self.status_label.setText("")
         self._refresh_all()
@@ -321,6 +323,13 @@ class ArenaWidget(QWidget):
         key = self.session.on_token(request_id, text)
         if key is not None:
             self.panes[key].render_transcript(self.session.pane(key), self._reference_name())
+
+    def _on_client_token_stats(self, request_id: str, live: dict) -> None:
+        self.session.on_token(request_id, "", live)  # the text that follows redraws the pane
+
+    def _on_pane_draft_chosen(self, key: str, draft: str | None) -> None:
+        self.session.set_draft(key, draft)
+        self._refresh_pane(key)
 
     def _on_client_generation_finished(self, request_id: str, data: dict) -> None:
         if self.session.on_done(request_id, data):
@@ -389,6 +398,8 @@ class ArenaWidget(QWidget):
         return self.session.label(self.session.reference_key)
 
     def _refresh_pane(self, key: str) -> None:
+        others = [(p.key, self.session.label(p.key)) for p in self.session.ready_panes() if p.key != key]
+        self.panes[key].set_draft_choices(others, self.session.draft_of(key))
         self.panes[key].render(self.session.pane(key), self.session.label(key), blind=self.session.names_hidden(),
                                is_reference=key == self.session.reference_key, reference_name=self._reference_name())
 

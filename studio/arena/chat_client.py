@@ -36,6 +36,7 @@ class ChatClient(QObject):
     model_loaded = Signal(str, object)  # model, the `loaded` event's data
     model_unloaded = Signal(str)
     token_received = Signal(str, str, str)  # request id, model, text
+    token_stats = Signal(str, object)  # request id, the token's live numbers (tokens_per_s, draft_acceptance)
     generation_finished = Signal(str, object)  # request id, the `done` event's data
     score_received = Signal(str, float)  # score id, the engine's ROUGE-L
     error_reported = Signal(object)  # the `error` event's data (message, request_id, model)
@@ -91,9 +92,11 @@ class ChatClient(QObject):
     def unload(self, model: str) -> None:
         self._send(command_line("unload", model=model))
 
-    def generate(self, request_id: str, model: str, messages: list[dict], sampling: dict) -> None:
+    def generate(self, request_id: str, model: str, messages: list[dict], sampling: dict,
+                 draft: str | None = None) -> None:
+        """Ask ``model`` for an answer; ``draft``: another loaded model drafting for it (speculative decoding)."""
         self._send(command_line("generate", request_id=request_id, model=model, messages=messages,
-                                sampling=sampling))
+                                sampling=sampling, **({"draft": draft} if draft else {})))
 
     def score(self, score_id: str, prediction: str, reference: str) -> None:
         """Ask for the evaluation's own ROUGE-L (engine.evaluation.scores); the answer comes as ``score_received``."""
@@ -144,6 +147,9 @@ class ChatClient(QObject):
         self.event_received.emit(event)
         data = event.data
         if event.type == "token":
+            live = {k: data[k] for k in ("tokens_per_s", "draft_acceptance") if data.get(k) is not None}
+            if live:  # before the text: the pane redraws once per token, with the numbers current
+                self.token_stats.emit(str(data.get("request_id", "")), live)
             self.token_received.emit(str(data.get("request_id", "")), str(data.get("model", "")),
                                      str(data.get("text", "")))
         elif event.type == "done" and data.get("request_id"):

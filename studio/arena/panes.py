@@ -62,6 +62,7 @@ class ChatPane(QFrame):
 
     load_requested = Signal(str, object)  # pane key, ModelChoice
     reference_toggled = Signal(str, bool)  # pane key, is the ROUGE-L reference
+    draft_chosen = Signal(str, object)  # pane key, the key of the pane whose model drafts for it (None: none)
 
     def __init__(self, key: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -134,6 +135,15 @@ class ChatPane(QFrame):
         self.four_bit = QCheckBox("4-bit")
         self.four_bit.setToolTip("Load the weights in 4-bit NF4 (bitsandbytes)")
         box.addWidget(self.four_bit)
+        self.draft_combo = QComboBox()  # speculative decoding: e.g. the teacher's pane with a student drafting
+        self.draft_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.draft_combo.setMinimumContentsLength(5)
+        self.draft_combo.setToolTip("Answer with another pane's model as the draft (speculative decoding): the "
+                                    "answers stay this model's; the footer shows tokens/s and the share of draft "
+                                    "tokens kept")
+        self.draft_combo.addItem("no draft", None)
+        self.draft_combo.currentIndexChanged.connect(self._on_draft_combo_changed)
+        box.addWidget(self.draft_combo)
         box.addStretch(1)
         self.load_button = QPushButton("Load")
         self.load_button.setObjectName("compactButton")
@@ -238,6 +248,21 @@ class ChatPane(QFrame):
         self.error_label.setText(text)
         self.error_label.setVisible(bool(text))
 
+    def set_draft_choices(self, options: list[tuple[str, str]], current: str | None) -> None:
+        """Offer the other loaded panes (key, label) as this pane's draft; ``current`` stays picked."""
+        self.draft_combo.blockSignals(True)
+        self.draft_combo.clear()
+        self.draft_combo.addItem("no draft", None)
+        for key, label in options:
+            self.draft_combo.addItem(f"draft: {label}", key)
+        found = self.draft_combo.findData(current) if current else 0
+        self.draft_combo.setCurrentIndex(max(found, 0))
+        self.draft_combo.setEnabled(bool(options))
+        self.draft_combo.blockSignals(False)
+
+    def _on_draft_combo_changed(self, _index: int) -> None:
+        self.draft_chosen.emit(self.key, self.draft_combo.currentData())
+
     def _on_reference_box_toggled(self, checked: bool) -> None:
         self.reference_toggled.emit(self.key, checked)
 
@@ -290,5 +315,6 @@ class ChatPane(QFrame):
             self.transcript.moveCursor(QTextCursor.MoveOperation.End)
             bar.setValue(bar.maximum())
         last = state.turns[-1] if state.turns else None
-        self.stats_label.setText(last.stats(reference_name, timings=not self._blind) if last and not last.is_open else
-                                 "answering…" if last else "")
+        live = last.stats(reference_name, timings=not self._blind) if last else ""  # speed, draft: live
+        self.stats_label.setText(live if last and not last.is_open else
+                                 "answering…" + (f" · {live}" if live else "") if last else "")

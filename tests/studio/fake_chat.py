@@ -111,14 +111,17 @@ class FakeChat:
                 break
             first = first or time.perf_counter()
             sent.append(piece)
-            self.writer.emit("token", request_id=request_id, model=name, text=piece)
+            live = {"draft_acceptance": 0.5} if command.get("draft") else {}  # a drafted answer's numbers, live
+            self.writer.emit("token", request_id=request_id, model=name, text=piece, **live)
         elapsed = time.perf_counter() - (first or start)
         self.stops.pop(request_id, None)
         self.writer.emit("done", request_id=request_id, model=name,
                          status="stopped" if stop.is_set() else "finished", prompt_tokens=24,
                          completion_tokens=len(sent), ttft_s=round((first or start) - start, 4),
                          tokens_per_s=round((len(sent) - 1) / elapsed, 2) if len(sent) > 1 and elapsed else None,
-                         text="".join(sent))
+                         text="".join(sent), **({"draft": {"model": command["draft"], "acceptance": 0.75,
+                                                           "proposed": 8, "accepted": 6}}
+                                                if command.get("draft") else {}))
 
     def handle(self, command: dict) -> bool:
         kind = command["type"]

@@ -232,3 +232,30 @@ def test_importing_the_arena_pulls_in_no_ml_library() -> None:
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_teacher_pane_answers_with_the_student_pane_as_its_draft() -> None:
+    session = ArenaSession(pane_count=2, rng=random.Random(1))
+    session.set_model("pane1", TEACHER)
+    session.set_model("pane2", STUDENT)
+    session.set_draft("pane1", "pane2")
+    assert session.draft_of("pane1") is None  # the student is not loaded yet: no draft is sent
+    session.on_loaded("pane1", {"parameters": 3_100_000})
+    session.on_loaded("pane2", {"parameters": 400_000})
+    assert session.draft_of("pane1") == "pane2" and session.draft_of("pane2") is None
+    with pytest.raises(ValueError, match="cannot draft for itself"):
+        session.set_draft("pane1", "pane1")
+    requests = dict((key, request_id) for key, request_id, _ in session.start_turn("What is 2 + 3?"))
+    turn = session.pane("pane1").turns[0]
+    assert turn.draft == "student"
+    session.on_token(requests["pane1"], "2 + 3 ", {"tokens_per_s": 41.5, "draft_acceptance": 0.5})
+    assert (turn.tokens_per_s, turn.draft_acceptance) == (41.5, 0.5)  # live, before the answer ends
+    assert turn.stats("") == "41.5 tok/s · draft student: 50 % kept"
+    session.on_done(requests["pane1"], {"status": "finished", "completion_tokens": 4, "ttft_s": 0.1,
+                                        "tokens_per_s": 52.0, "text": "2 + 3 = 5.",
+                                        "draft": {"model": "pane2", "acceptance": 0.75}})
+    assert turn.draft_acceptance == 0.75 and "draft student: 75 % kept" in turn.stats("")
+    assert "draft" not in turn.stats("", timings=False)  # a blind round hides it with the speeds
+    assert session.pane("pane2").turns[0].draft == ""
+    session.set_draft("pane1", None)
+    assert session.draft_of("pane1") is None

@@ -256,3 +256,21 @@ def test_a_click_on_send_leaves_the_focus_in_the_prompt_box(qtbot, arena: ArenaW
     assert arena.session.busy and not arena.prompt_bar.send_button.isEnabled()
     assert arena.prompt_edit.hasFocus()  # not the next field (Continue conversation): the next question goes here
     qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+
+
+def test_the_teacher_pane_can_answer_with_the_student_as_its_draft(qtbot, arena: ArenaWidget) -> None:
+    _load_two(qtbot, arena)
+    combo = arena.panes["pane1"].draft_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["no draft", "draft: student"]
+    sent = []
+    original = arena.client.generate
+    arena.client.generate = lambda *args, **kwargs: sent.append(kwargs.get("draft")) or original(*args, **kwargs)
+    combo.setCurrentIndex(1)
+    assert arena.session.pane("pane1").draft == "pane2"
+    arena.send(PROMPT)
+    assert sorted(sent, key=str) == [None, "pane2"]  # the teacher drafted by the student; the student alone
+    qtbot.waitUntil(lambda: "draft student: 50 % kept" in arena.panes["pane1"].stats_label.text(), timeout=5000)
+    assert arena.panes["pane1"].stats_label.text().startswith("answering…")  # live, while it streams
+    qtbot.waitUntil(lambda: not arena.session.busy, timeout=10000)
+    assert "draft student: 75 % kept" in arena.panes["pane1"].stats_label.text()
+    assert "draft" not in arena.panes["pane2"].stats_label.text()
