@@ -28,7 +28,8 @@ from engine.contract.stages import (DistillStage, EvaluateStage, ExportStage, GR
                                     QuantizeStage, SFTStage, StageSpec, spec_warnings)
 from engine.contract.vocabulary import (BASE_MODELS, DATA_FORMATS, DATA_PRESETS, DEVICES, DIVERGENCES,  # noqa: F401
                                         DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES, DTYPES, GGUF_FORMATS,
-                                        KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS)
+                                        KD_METHODS, PRECISIONS, QUANT_TYPES, REPORT_TO, REWARDS, SCHEDULERS,
+                                        SFT_FORMATS)
 
 
 @dataclass

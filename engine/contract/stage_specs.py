@@ -12,6 +12,7 @@ from engine.contract.spec_fields import (SEED_HIGH, STEPS_HIGH, TOKENS_HIGH, bui
 from engine.contract.vocabulary import (COMPUTE_DTYPES, DIVERGENCES, GGUF_FORMATS, KD_METHODS, PRECISIONS,
                                         QUANT_TYPES, REWARDS, SCHEDULERS)
 from engine.contract.errors import echo
+from engine.contract.cot_template import COT_TEMPLATE
 
 @dataclass
 class LoraSpec:
@@ -196,8 +197,8 @@ class GRPOSpec:
     beta: float = option(0.0, high=10 ** 4, help="KL coefficient β against the reference model (0 = no reference "
                          "model).")
     temperature: float = option(1.0, "Sampling temperature of the completions.", high=1000.0)
-    template: str = option("Think step by step inside <think></think>, then give only the final answer inside "
-                           "<answer></answer>.\n\n{prompt}", "Prompt template; {prompt} is the task.")
+    template: str = option(COT_TEMPLATE, "Prompt template; {prompt} is the task. An SFT stage with format "
+                           "cot_template before this one teaches the model this template.")
     rewards: list = option([{"name": "format_strict", "weight": 0.2}, {"name": "reasoning_structure", "weight": 0.1},
                             {"name": "answer_correct", "weight": 1.0}],
                            "Reward functions and their weights.")

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from engine.contract.errors import echo
-from engine.contract.spec_fields import build, check_fraction, check_numbers, check_positive, fail, nested, option
+from engine.contract.spec_fields import (build, check_choice, check_fraction, check_numbers, check_positive, fail,
+                                         nested, option)
 from engine.contract.stage_specs import DistillSpec, ExportSpec, GenerationSpec, GRPOSpec, QuantizeSpec, TrainSpec
+from engine.contract.vocabulary import SFT_FORMATS
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"  # stage and display names: they become file names
@@ -79,12 +81,18 @@ class SFTStage(StageSpec):
     kind: str = option("sft", _KIND_HELP, init=False)
     train: TrainSpec = option(default_factory=TrainSpec, help="Optimisation settings.")
     references: float = option(1.0, _REFERENCES_HELP)
+    format: str = option("plain", "How examples are written: plain (the data preset's prompt and response) or "
+                         "cot_template (a cold start for GRPO: the prompt in the template of the GRPO stage that "
+                         "starts from this one — grpo.template, by default engine/contract/cot_template.py's — and "
+                         "the response <think>reasoning</think> <answer>answer</answer>, the format the GRPO "
+                         "rewards score; records without a reasoning trace are left out).")
 
     BLOCKS: ClassVar[dict[str, type]] = {"train": TrainSpec}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fraction(f"{self.name}.references", self.references, open_low=True)
+        check_choice(f"{self.name}.format", self.format, SFT_FORMATS)
 
 
 @dataclass

@@ -15,6 +15,9 @@ DEMO_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.category
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 QUANT_TYPES = ("nf4", "fp4")
 KD_METHODS = ("token", "sequence", "on_policy", "cross_tokenizer")
+# how an SFT stage writes its examples: the preset's prompt and response, or the chain-of-thought template
+# (engine/contract/cot_template.py) that GRPO asks in and its rewards parse
+SFT_FORMATS = ("plain", "cot_template")
 REWARDS = ("format_strict", "format_lenient", "reasoning_structure", "length", "answer_correct", "code_tests")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 # dtypes weights are computed in (4-bit matmuls de-quantize to one of these); "auto" picks one by device

@@ -17,10 +17,12 @@ from engine.training.support import (finish_checkpoints, load_trainable, merged_
 
 
 def train_sft(ctx: RunContext, model_spec: ModelSpec, tokenizer: Any,
-              train_records: list[dict] | None = None) -> tuple[Any, dict]:
-    """Fine-tune ``model_spec`` on the run's training split (or on ``train_records``); sweeps if asked."""
+              train_records: list[dict] | None = None,
+              validation_records: list[dict] | None = None) -> tuple[Any, dict]:
+    """Fine-tune ``model_spec`` on the run's training split (or on ``train_records``, validated on
+    ``validation_records``); sweeps if asked."""
     stage = ctx.stage
-    train_set, validation_set = sft_datasets(ctx, tokenizer, train_records)
+    train_set, validation_set = sft_datasets(ctx, tokenizer, train_records, validation_records)
     ctx.events.log(f"{stage.name}: {len(train_set)} training sequences, "
                    f"{len(validation_set) if validation_set is not None else 0} for validation")
 

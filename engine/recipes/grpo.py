@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+from engine.contract.cot_template import task_prompt  # the one home of the template's prompt (and bench's)
 from engine.contract.metric_names import grpo_held_out
 from engine.core.context import EngineError, RunContext, StageResult
 from engine.rewards.functions import (answer_block, build_reward_functions, check_code_sandbox, completion_text,
@@ -49,13 +50,6 @@ def validate(ctx: RunContext) -> None:
                           f"a multiple of grpo.num_generations ({grpo.num_generations}), the completions per "
                           "prompt; change one of them.")
     validate_rewards(grpo.rewards, grpo.template, stage_splits(ctx).train, grpo.allow_unsandboxed_code)
-
-
-def task_prompt(record: dict, template: str, preset: str) -> str:
-    """The user message: the stage's template around the preset's rendering of the record."""
-    from engine.contract.data.presets import render_prompt
-
-    return template.replace("{prompt}", render_prompt(record, preset))
 
 
 def grpo_rows(records: list[dict], template: str, preset: str, correctness_only: bool) -> list[dict]:

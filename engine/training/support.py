@@ -51,17 +51,19 @@ def labelled_split(ctx: RunContext) -> tuple[list[dict], list[dict]]:
     return labelled, [r for i, r in enumerate(records) if i not in keep]
 
 
-def sft_datasets(ctx: RunContext, tokenizer: Any, train_records: list[dict] | None = None) -> tuple[Any, Any]:
+def sft_datasets(ctx: RunContext, tokenizer: Any, train_records: list[dict] | None = None,
+                 validation_records: list[dict] | None = None) -> tuple[Any, Any]:
     """Tokenized train and validation sets (loss on response tokens only); by default the stage's labelled
-    training records."""
+    training records and the run's validation split."""
     from engine.training_data.formatting import tokenize_for_sft
 
-    splits = stage_splits(ctx)
     data = ctx.spec.data
     train = tokenize_for_sft(tokenizer, train_records if train_records is not None else labelled_split(ctx)[0],
                              data.max_length, data.preset)
-    validation = tokenize_for_sft(tokenizer, splits.validation, data.max_length, data.preset) \
-        if splits.validation else None
+    if validation_records is None:
+        validation_records = stage_splits(ctx).validation
+    validation = tokenize_for_sft(tokenizer, validation_records, data.max_length, data.preset) \
+        if validation_records else None
     return train, validation
 
 

@@ -63,6 +63,11 @@ DEFAULT_TRAIN = {"max_steps": 200}
 # grpo/kl curve the design card promises and the policy cannot drift far from its start; the engine's own
 # default stays 0 (no reference model in memory) for specs written by hand.
 WIZARD_GRPO_BETA = 0.01
+# The cold start (issue 20): an SFT stage on the think/answer template before GRPO, so that a student that never
+# saw the template (the demo's, a distilled one) earns rewards GRPO can reinforce. Its name, and its length when
+# the method page adds it (the wizard's own first-run length).
+COLD_START = "cold_start"
+COLD_START_STEPS = DEFAULT_TRAIN["max_steps"]
 
 @dataclass
 class WizardChoices:
@@ -76,6 +81,11 @@ class WizardChoices:
     with_eval: bool = True
     distill: DistillSpec = field(default_factory=DistillSpec)  # its method is the wizard method's (KD_METHOD)
     grpo: GRPOSpec = field(default_factory=lambda: GRPOSpec(beta=WIZARD_GRPO_BETA))
+    # GRPO methods: an SFT stage on the think/answer template first (format cot_template), of cold_start_steps
+    # optimizer steps (0: its train settings' epochs), on cold_start_train (an opened spec's) or the wizard's own
+    cold_start: bool = False
+    cold_start_steps: int = COLD_START_STEPS
+    cold_start_train: TrainSpec | None = None
     quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
     # every training stage's settings when same_train; else stage name → its own (a stage without uses train)
     train: TrainSpec = field(default_factory=lambda: TrainSpec(**DEFAULT_TRAIN))
@@ -159,6 +169,21 @@ def _eval_stage(choices: WizardChoices, stages: list[dict]) -> dict | None:
                   max_eval_samples=choices.max_eval_samples)
 
 
+def cold_start_train(choices: WizardChoices) -> dict:
+    """The cold start's train settings: an opened spec's (else the wizard's), with the page's number of steps."""
+    train = to_dict(choices.cold_start_train or choices.train_for(COLD_START))
+    return {**train, "max_steps": choices.cold_start_steps} if choices.cold_start_steps else train
+
+
+def _grpo_stages(choices: WizardChoices, start: str) -> list[dict]:
+    """GRPO from ``start``, after a cold start on the template when the choices have one."""
+    if not choices.cold_start:
+        return [_stage("grpo", "grpo", choices, model=start, grpo=to_dict(choices.grpo))]
+    cold = _stage("sft", COLD_START, choices, model=start, format="cot_template")
+    cold["train"] = cold_start_train(choices)
+    return [cold, _stage("grpo", "grpo", choices, model=COLD_START, grpo=to_dict(choices.grpo))]
+
+
 def stage_dicts(choices: WizardChoices) -> list[dict]:
     """The pipeline the chosen method stands for, in order."""
     m = choices.method
@@ -171,12 +196,12 @@ def stage_dicts(choices: WizardChoices) -> list[dict]:
     elif m in KD_METHOD:
         stages = _kd_stages(choices, KD_METHOD[m])
     elif m == "grpo":
-        stages = [_stage("grpo", "grpo", choices, model="student", grpo=to_dict(choices.grpo))]
+        stages = _grpo_stages(choices, "student")
     elif m == "quantize":
         stages = [_stage("quantize", "quantize", choices, model="student", quantize=to_dict(choices.quantize))]
     else:  # the whole pipeline
         stages = _kd_stages(choices, KD_METHOD["token_kd"])
-        stages.append(_stage("grpo", "grpo", choices, model="student_kd", grpo=to_dict(choices.grpo)))
+        stages += _grpo_stages(choices, "student_kd")
         stages.append(_stage("quantize", "quantize", choices, model="grpo", quantize=to_dict(choices.quantize)))
     if choices.with_eval and m not in ("quantize",):
         stages.append(_eval_stage(choices, stages))
@@ -209,6 +234,9 @@ def build_spec(choices: WizardChoices) -> RunSpec:
 def _method_of(stages: dict) -> str:
     """The wizard method whose pipeline has these stage names and kinds; SpecError if none has."""
     kinds = {name: stage.kind for name, stage in stages.items() if stage.kind != "evaluate"}
+    cold = stages.get(COLD_START)
+    if cold is not None and cold.kind == "sft" and cold.format == "cot_template" and "grpo" in kinds:
+        del kinds[COLD_START]  # GRPO's cold start: part of the GRPO methods
     kd = stages.get("student_kd")
     if kd is not None and kd.kind == "distill":
         if "grpo" in kinds or "quantize" in kinds:
@@ -244,6 +272,9 @@ def choices_from_spec(spec: RunSpec) -> WizardChoices:
         row = stage_kind(stage)
         if row.wizard_page == "method":
             setattr(choices, row.settings, getattr(stage, row.settings))
+    if method in ("grpo", "pipeline") and COLD_START in stages:
+        choices.cold_start, choices.cold_start_train = True, stages[COLD_START].train
+        choices.cold_start_steps = stages[COLD_START].train.max_steps
     if "eval" in stages:
         choices.max_eval_samples = stages["eval"].max_eval_samples
     return choices

@@ -33,7 +33,8 @@ from engine.contract.spec import (
     updated,
 )
 from engine.contract.stage_specs import KD_METHOD_KNOBS
-from studio.model.wizard_model import KD_METHOD, METHODS, WIZARD_GRPO_BETA, distill_settings, method_blocks
+from studio.model.wizard_model import (COLD_START_STEPS, KD_METHOD, METHODS, WIZARD_GRPO_BETA, distill_settings,
+                                       method_blocks)
 from studio.pages.common import StudioPage, tip
 
 # The spec's defaults are the page's defaults: one home for each knob.
@@ -43,6 +44,11 @@ GRPO_COLD_START_NOTE = (
     "GRPO reinforces answers the student already sometimes gets right: one that never saw the "
     "<think>…</think><answer>…</answer> template earns reward 0 on every completion and learns nothing. Start it "
     "from a model fine-tuned on chain-of-thought examples in that template (a cold start; bench/RESULTS_grpo.md).")
+COLD_START_LABEL = "Add a cold start: SFT on the template first"
+COLD_START_TIP = ("An SFT stage (format cot_template) before GRPO: the data's reasoning traces written as "
+                  "<think>reasoning</think> <answer>answer</answer> after exactly GRPO's prompt, so the student "
+                  "writes the template and GRPO has rewards to reinforce. Needs data with reasoning traces (the "
+                  "demo's reasoning set, Codeforces CoT). Uses the training settings, with this many steps.")
 
 
 class MethodPage(StudioPage):
@@ -130,6 +136,17 @@ class MethodPage(StudioPage):
         self.grpo_note.setObjectName("hint")
         self.grpo_note.setWordWrap(True)
         grid.addWidget(self.grpo_note, len(REWARDS) + 2, 0, 1, 2)
+        self.cold_start = QCheckBox(COLD_START_LABEL)
+        self.cold_start.setToolTip(COLD_START_TIP)
+        self.cold_start_steps = QSpinBox()
+        self.cold_start_steps.setRange(0, 10 ** 6)
+        self.cold_start_steps.setSpecialValueText("its epochs")  # 0: the train settings' epochs decide
+        self.cold_start_steps.setSuffix(" steps")
+        self.cold_start_steps.setValue(COLD_START_STEPS)
+        self.cold_start_steps.setToolTip(COLD_START_TIP)
+        self.cold_start.toggled.connect(self._on_cold_start_toggled)
+        grid.addWidget(self.cold_start, len(REWARDS) + 3, 0)
+        grid.addWidget(self.cold_start_steps, len(REWARDS) + 3, 1)
         return self.grpo_box
 
     def _build_quant_box(self) -> QGroupBox:
@@ -155,12 +172,23 @@ class MethodPage(StudioPage):
         think/answer template (the demo's, a run's SFT/KD student, or the pipeline's own KD student): its rewards
         would all be 0."""
         untaught = student == "demo:student" or student.rstrip("/").endswith(("/student_kd", "/student_sft"))
-        warn = self.method() == "pipeline" or (untaught and self.method() == "grpo")
-        self.grpo_note.setText(GRPO_COLD_START_NOTE + (" This run's GRPO starts from such a student (the demo's or a "
-                                                       "distilled one), so it will not learn." if warn else ""))
+        grpo_from_untaught = self.method() == "pipeline" or (untaught and self.method() == "grpo")
+        warn = grpo_from_untaught and not self.cold_start.isChecked()
+        self.cold_start_steps.setEnabled(self.cold_start.isChecked())
+        if warn:
+            extra = (" This run's GRPO starts from such a student (the demo's or a distilled one), so it will not "
+                     f"learn: tick “{COLD_START_LABEL}” below.")
+        elif self.cold_start.isChecked():
+            extra = " This run has a cold start: an SFT stage teaches the template before GRPO."
+        else:
+            extra = ""
+        self.grpo_note.setText(GRPO_COLD_START_NOTE + extra)
         self.grpo_note.setObjectName("hintProblem" if warn else "hint")
         self.grpo_note.style().unpolish(self.grpo_note)
         self.grpo_note.style().polish(self.grpo_note)
+
+    def _on_cold_start_toggled(self, *_: object) -> None:
+        self.show_grpo_start(self.choices.student.source if self.wizard() is not None else "")
 
     def show_pairing(self, pairing) -> None:
         self.pairing.setText(pairing.reason)
@@ -235,6 +263,7 @@ class MethodPage(StudioPage):
         c.with_teacher_sft = self.with_teacher_sft.isChecked()
         c.with_baseline = self.with_baseline.isChecked()
         c.with_eval = self.with_eval.isChecked()
+        c.cold_start, c.cold_start_steps = self.cold_start.isChecked(), self.cold_start_steps.value()
         return self.accept_page()
 
     def show_choices(self, c) -> None:
@@ -251,6 +280,8 @@ class MethodPage(StudioPage):
             check.setChecked(name in weights)
             self.reward_weights[name].setValue(weights.get(name, self.reward_weights[name].value()))
         self.num_generations.setValue(c.grpo.num_generations)
+        self.cold_start.setChecked(c.cold_start)
+        self.cold_start_steps.setValue(c.cold_start_steps)
         self.beta.setValue(c.grpo.beta)
         self.quant_type.setCurrentText(c.quantize.quant_type)
         self.double_quant.setChecked(c.quantize.double_quant)

@@ -70,3 +70,56 @@ def test_an_engine_warning_is_shown_whole_above_the_tabs(qtbot):
     state.apply(Event("hello", {}, seq=5, run_id="r1"))  # a new attempt starts clean
     monitor.refresh()
     assert not banner.isVisible()
+
+
+def test_the_cold_start_adds_an_sft_stage_on_the_template_and_round_trips():
+    from engine.contract.spec import DataSpec, TrainSpec
+    from studio.model.wizard_model import COLD_START_STEPS, choices_from_spec
+
+    for method, start in (("grpo", "student"), ("pipeline", "student_kd")):
+        choices = WizardChoices(method=method, data=DataSpec(preset="demo_reasoning"), cold_start=True)
+        spec = build_spec(choices)
+        stages = {s.name: s for s in spec.stages}
+        cold = stages["cold_start"]
+        assert (cold.kind, cold.format, cold.model, cold.train.max_steps) == ("sft", "cot_template", start,
+                                                                              COLD_START_STEPS)
+        assert stages["grpo"].model == "cold_start"
+        assert [s.name for s in spec.stages].index("cold_start") == [s.name for s in spec.stages].index("grpo") - 1
+        back = choices_from_spec(spec)
+        assert back.method == method and back.cold_start and build_spec(back) == spec
+    # its own settings (an edited YAML) survive spec → choices → spec, and without it GRPO starts as before
+    choices = WizardChoices(method="grpo", cold_start=True, cold_start_steps=300,
+                            cold_start_train=TrainSpec(learning_rate=3e-3, batch_size=16))
+    spec = build_spec(choices)
+    assert (spec.stage("cold_start").train.learning_rate, spec.stage("cold_start").train.max_steps) == (3e-3, 300)
+    assert build_spec(choices_from_spec(spec)) == spec
+    assert [s.name for s in build_spec(WizardChoices(method="grpo")).stages] == ["grpo", "eval"]
+
+
+def test_the_method_page_warning_offers_the_cold_start_and_the_review_yaml_keeps_it(window, qtbot):
+    wizard = window.wizard
+    window.go_to("New run")
+    page = wizard.method_page
+    page.set_method("grpo")
+    assert page.grpo_note.objectName() == "hintProblem" and "Add a cold start" in page.grpo_note.text()
+    assert not page.cold_start_steps.isEnabled()
+    page.cold_start.setChecked(True)  # the warning's remedy: the note turns back into a hint
+    assert page.grpo_note.objectName() == "hint" and "This run has a cold start" in page.grpo_note.text()
+    page.cold_start_steps.setValue(120)
+    assert page.validatePage() and wizard.choices.cold_start and wizard.choices.cold_start_steps == 120
+    spec = build_spec(wizard.choices)
+    assert spec.stage("cold_start").format == "cot_template" and spec.stage("grpo").model == "cold_start"
+    for _ in range(4):  # through every page to the review page, whose YAML is the spec
+        wizard.next()
+    assert wizard.currentPage() is wizard.review_page
+    review = wizard.review_page
+    text = review.yaml.toPlainText()
+    assert "format: cot_template" in text and "max_steps: 120" in text
+    text = text.replace("max_steps: 120", "max_steps: 90", 1)
+    review.yaml.setPlainText(text)
+    assert review.apply_yaml(), review.error_label.text()
+    assert page.cold_start.isChecked() and page.cold_start_steps.value() == 90
+    assert build_spec(wizard.choices).stage("cold_start").train.max_steps == 90
+    review.yaml.setPlainText(text.replace("format: cot_template", "format: cot", 1))
+    assert not review.apply_yaml() and "cold_start.format" in review.error_label.text()
+
