@@ -240,7 +240,8 @@ def run_stage(ctx: RunContext) -> StageResult:
         # (e.g. a KD student straight from distillation) needs a chain-of-thought SFT stage first.
         ctx.events.log(f"{stage.name}: the starting model answers none of the {len(held_out)} held-out prompts in "
                        "the <think>/<answer> template and gets none right, so GRPO has little to reinforce; "
-                       "train an SFT stage on chain-of-thought examples first (bench/grpo_demo.py's cold start).",
+                       "train an SFT stage with format: cot_template on chain-of-thought examples first (a cold start; "
+                       "the wizard's Method page adds one).",
                        level="warning")
     ctx.check_cancel()
     model, steps = train_grpo(ctx, model, tokenizer, rows)

@@ -104,7 +104,7 @@ def test_the_sft_format_is_checked_and_data_without_traces_is_refused(home: Path
 
 def test_a_short_cold_start_makes_grpo_earn_the_format_reward(home: Path, tmp_path: Path) -> None:
     """The demo's untrained student never writes the template (format reward 0 on every completion); 60 cold-start
-    steps later its sampled completions earn format reward in GRPO's own first steps."""
+    steps later most of its sampled completions earn it in GRPO's own first step."""
     import json
 
     from engine.recipes import grpo, sft
@@ -115,10 +115,10 @@ def test_a_short_cold_start_makes_grpo_earn_the_format_reward(home: Path, tmp_pa
     rewards = [RewardSpec("format_strict", 1.0), RewardSpec("answer_correct", 1.0)]
 
     def grpo_stage(model: str) -> GRPOStage:
-        return GRPOStage(name="grpo", model=model, max_eval_samples=8,
-                         train=TrainSpec(max_steps=2, batch_size=16, learning_rate=1e-4, logging_steps=1,
+        return GRPOStage(name="grpo", model=model, max_eval_samples=2,
+                         train=TrainSpec(max_steps=1, batch_size=16, learning_rate=1e-4, logging_steps=1,
                                          warmup_ratio=0.0, scheduler="constant", save_steps=1000),
-                         grpo=GRPOSpec(num_generations=4, max_completion_length=48, temperature=0.7, beta=0.0,
+                         grpo=GRPOSpec(num_generations=4, max_completion_length=40, temperature=0.7, beta=0.0,
                                        rewards=rewards, sample_every=1))
 
     def run(spec: RunSpec, index: int, root: Path) -> tuple[object, list[dict]]:
@@ -140,8 +140,8 @@ def test_a_short_cold_start_makes_grpo_earn_the_format_reward(home: Path, tmp_pa
     def format_reward(events: list[dict]) -> float:
         values = [e["data"]["values"]["grpo/reward/format_strict"] for e in events
                   if e["type"] == "metric" and "grpo/reward/format_strict" in e["data"]["values"]]
-        assert len(values) == 2
-        return sum(values) / len(values)
+        assert len(values) == 1
+        return values[0]
 
     assert format_reward(without) == 0.0  # the untrained student never writes the template
-    assert format_reward(with_cold) > 0.25, format_reward(with_cold)
+    assert format_reward(with_cold) > 0.5, format_reward(with_cold)

@@ -9,8 +9,9 @@ from studio.model.wizard_model import WIZARD_GRPO_BETA, WizardChoices, build_spe
 
 pytestmark = pytest.mark.usefixtures("home")
 COLD_START_WARNING = ("grpo: the starting model answers none of the 200 held-out prompts in the <think>/<answer> "
-                      "template and gets none right, so GRPO has little to reinforce; train an SFT stage on "
-                      "chain-of-thought examples first (bench/grpo_demo.py's cold start).")
+                      "template and gets none right, so GRPO has little to reinforce; train an SFT stage with "
+                      "format: cot_template on chain-of-thought examples first (a cold start; the wizard's Method "
+                      "page adds one).")
 
 
 def test_the_wizards_grpo_has_a_kl_penalty_and_is_measured_against_its_start():
