@@ -40,6 +40,7 @@ def wizard_spec(args: argparse.Namespace, cold: bool):
                                             scheduler="constant"))
     if cold:  # the Method page's "add a cold start" box, with its number of steps and its own train settings
         choices.cold_start, choices.cold_start_steps = True, args.cold_steps
+        choices.student_references = args.references  # the Training page's share of prompts with references
         choices.cold_start_train = TrainSpec(learning_rate=args.cold_lr, batch_size=16, logging_steps=20,
                                              scheduler="constant", seed=args.seed)
     spec = build_spec(choices)
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--cold-steps", type=int, default=200)
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--cold-lr", type=float, default=3e-3)
+    parser.add_argument("--references", type=float, default=1.0,
+                        help="share of training prompts whose trace the cold start sees (bench/RESULTS_grpo.md: 0.1)")
     parser.add_argument("--grpo-lr", type=float, default=1e-4)
     parser.add_argument("--grpo-batch", type=int, default=32, help="completions per step (prompts × 4)")
     parser.add_argument("--temperature", type=float, default=0.7)
