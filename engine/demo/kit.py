@@ -124,10 +124,8 @@ def _install(staging: Path, target: Path, *, force: bool) -> None:
 
 def coverage_texts(records: Iterable[dict]) -> Iterator[str]:
     """Every text the demo formats: each field alone and inside the chat template (for vocabulary trimming)."""
+    from engine.contract.cot_template import COT_TEMPLATE, cot_completion, cot_final
     from engine.demo.tokenizer import DEFAULT_SYSTEM_PROMPT
-    from engine.contract.spec import GRPOSpec
-
-    grpo_template = GRPOSpec().template
     yield from EXTRA_TEXTS
     head = f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
     for record in records:
@@ -142,9 +140,9 @@ def coverage_texts(records: Iterable[dict]) -> Iterator[str]:
         for prompt in prompts:
             yield f"{head}{prompt}<|im_end|>\n<|im_start|>assistant\n{record['response']}<|im_end|>\n"
         if record["reasoning"]:  # GRPO: the stage's template around the prompt, <think>/<answer> completions
-            yield f"{head}{grpo_template.format(prompt=prompts[0])}<|im_end|>\n<|im_start|>assistant\n"
-            final = record["answer"] or f"```python\n{record['response']}\n```"
-            yield f"<think>\n{record['reasoning']}\n</think>\n<answer>\n{final}\n</answer>"
+            yield f"{head}{COT_TEMPLATE.format(prompt=prompts[0])}<|im_end|>\n<|im_start|>assistant\n"
+            final = cot_final(record)  # what the cold start writes and GRPO's rewards parse (one home)
+            yield cot_completion(record["reasoning"], final)
             yield f"<think>{record['reasoning']}</think> <answer>{final}</answer>"
 
 
