@@ -139,7 +139,7 @@ def main() -> None:
 
         with ThreadPoolExecutor(max(args.parallel, 1)) as pool:
             results = dict(zip([0] + others, pool.map(redo, seed_runs)))
-        print(f"cross-tokenizer student with α = {args.xtok_alpha}")  # noqa: T201 - the report
+        print(f"cross-tokenizer student with α = {args.xtok_alpha}")  # the report
     print(f"{time.monotonic() - started:.0f} s; run {run.name}")  # the report
     print("| seed | teacher | SFT | sequence KD | cross-tokenizer KD | seq − SFT | xtok − SFT |")
     print("|---|---|---|---|---|---|---|")

@@ -1,7 +1,7 @@
 """Is a 4-bit folder smaller than its 16-bit source (issue 22, item 5)? A random Qwen2 saved in float16 is quantized
 twice: once the old way (every tensor bitsandbytes does not quantize kept in the float32 compute dtype) and once
 as ``quantize_model`` does now (those tensors in the source's storage dtype); the weight files are compared.
-Not a test (tests/engine/test_quantize.py asserts the same on a tiny model).
+Not a test (tests/engine/quantization/test_four_bit.py asserts the same on a tiny model).
 
 Run: ``python bench/quant_source_sizes.py [FOLDER]`` (FOLDER: where to write the three models; default a temporary
 one).

@@ -20,7 +20,7 @@ because on the tail the ratio ``q_T / p_S`` is then constant, so every sum over 
     JSD(beta)   = the same (k+1)-bucket JSD (the mixture is proportional on the tail too)
 
 By the data-processing inequality it is never above the true divergence, and it reaches it when k covers the
-vocabulary (tests/engine/test_chunked_losses.py checks both numerically).
+vocabulary (tests/engine/training/test_chunked_losses.py checks both numerically).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ It loads nothing: ``load`` reports progress and a made-up size (a source named `
 ``too-big`` is refused with a memory estimate, as the real service does); ``generate`` streams a scripted answer
 word by word (``FAKE_CHAT_DELAY`` seconds apart, default 0.03) from a thread, so ``stop`` is obeyed mid-answer.
 ``score`` answers with a plain LCS ROUGE-L (lower-cased word tokens, no stemming: the real service uses
-engine.evaluation.scores, checked in tests/engine/test_chat.py and tests/studio/test_arena_real_service.py).
+engine.evaluation.scores, checked in tests/engine/chat/test_chat_service.py and
+tests/studio/test_arena_real_service.py).
 Used by the arena's fast tests and by the screenshot script.
 """
 from __future__ import annotations

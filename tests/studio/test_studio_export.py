@@ -1,5 +1,5 @@
 """History's "Export GGUF…": enabled only for runs with a full-precision model, and the dialog drives the
-engine's export command (a fake engine here; tests/engine/test_gguf_export.py covers the real one)."""
+engine's export command (a fake engine here; tests/engine/export/test_gguf_export.py covers the real one)."""
 from __future__ import annotations
 
 import json
