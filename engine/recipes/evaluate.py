@@ -191,6 +191,7 @@ def _measure_draft(ctx: RunContext, teacher: tuple, display: str, ref: str, prom
     """One model as the draft of ``teacher`` = (model, tokenizer): its eval.json ``draft`` entry. Progress is a
     phase of the stage without a ``part`` (the studio's bar keeps the models' share, the ETA counts it)."""
     from engine.evaluation.drafting import measure_draft
+    from engine.models.out_of_memory import is_out_of_memory
 
     stage, spec, started = ctx.stage, ctx.model_spec(ref), time.monotonic()
     student, student_tok = load_model(spec, ctx.device), load_tokenizer(spec)
@@ -200,13 +201,22 @@ def _measure_draft(ctx: RunContext, teacher: tuple, display: str, ref: str, prom
                             unit="answer")
         ctx.check_cancel()
 
-    report = measure_draft(*teacher, student, student_tok, prompts, stage.generation, ctx.device, on_progress)
+    try:
+        report = measure_draft(*teacher, student, student_tok, prompts, stage.generation, ctx.device, on_progress)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        if is_out_of_memory(exc):
+            raise
+        # a pair transformers cannot decode together (e.g. a cache that cannot be cropped) leaves quality intact
+        ctx.events.log(f"{stage.name}: {display} could not be measured as {stage.reference}'s draft model: "
+                       f"{str(exc)[:300]}", "warning")
+        return {"error": str(exc)[:300]}
+    finally:
+        del student, student_tok
+        gc.collect()
     if report.identical < report.prompts:  # greedy assisted decoding should change nothing: say so if it did
         ctx.events.log(f"{stage.name}: {display} as a draft changed {report.prompts - report.identical} of "
                        f"{report.prompts} greedy answers of {stage.reference} (rounding in the batched "
                        "verification step)", "warning")
-    del student, student_tok
-    gc.collect()
     return report.as_dict()
 
 
@@ -271,11 +281,13 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {name} | {s['rougeL']:.4f} | {s['exact_match']:.4f} | {_pct(s.get('retention_rougeL'))} "
                      f"| {_pct(s.get('retention_exact_match'))} | {ce} | {_pct(draft.get('acceptance'))} "
                      f"| {speedup} |")
-    if any(s.get("draft") for s in models.values()):
-        first = next(s["draft"] for s in models.values() if s.get("draft"))
+    drafts = {name: s["draft"] for name, s in models.items() if s.get("draft")}
+    measured = [d for d in drafts.values() if "prompts" in d]
+    if measured:
         lines += ["", f"Draft acceptance: the share of a model's draft tokens `{report['reference']}` keeps when the "
-                  f"model drafts for it (speculative decoding, greedy, {first['prompts']} held-out prompts); "
+                  f"model drafts for it (speculative decoding, greedy, {measured[0]['prompts']} held-out prompts); "
                   "speed-up: its greedy tokens/s with the draft ÷ without."]
+    lines += [f"{name} could not be measured as a draft: {d['error']}" for name, d in drafts.items() if "error" in d]
     categories = sorted({c for s in models.values() for c in s.get("per_category", {})})
     if categories:
         lines += ["", "## ROUGE-L by category", "", "| category | " + " | ".join(models) + " |",

@@ -224,3 +224,21 @@ def test_the_eval_command_passes_draft_samples_and_refuses_a_bad_one(monkeypatch
     args = build_parser().parse_args(command + ["-7"])
     assert args.func(args) != 0 and not seen[1:]
     assert "eval.draft_samples: must be -1 (off)" in capsys.readouterr().err
+
+
+def test_a_pair_transformers_cannot_draft_with_leaves_the_evaluation_intact(tmp_path, monkeypatch):
+    import json
+
+    from engine.recipes.evaluate import run_stage
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Assisted decoding requires a cache that can be cropped")
+
+    monkeypatch.setattr("engine.evaluation.drafting.measure_draft", refuse)
+    ctx, out = _evaluate_ctx(tmp_path, monkeypatch, draft_samples=2)
+    run_stage(ctx)
+    report = json.loads(ctx.paths.eval_json.read_text())
+    assert report["evaluation_state"] == "complete" and report["models"]["student"]["rougeL"] >= 0
+    assert report["models"]["student"]["draft"] == {"error": "Assisted decoding requires a cache that can be cropped"}
+    assert "student could not be measured as teacher's draft model" in out.getvalue()
+    assert "student could not be measured as a draft: Assisted decoding" in ctx.paths.eval_md.read_text()
