@@ -1,7 +1,7 @@
 """The student as its teacher's draft model (issue 21, part 2), measured two ways.
 
 ``demo``: a finished demo run's teacher (``models/teacher_sft``) with three drafts — the untrained demo student,
-the SFT student and the KD student of the same run — on the run's held-out prompts, greedy, one at a time,
+the SFT student and the KD student of the same run (``--drafts``: any of its stages) — on the run's held-out prompts, greedy, one at a time,
 exactly as the evaluation stage measures them (engine/evaluation/drafting.py: acceptance counted from transformers'
 draft-verify rounds, speed-up = tokens/s with the draft ÷ without).
 
@@ -43,8 +43,8 @@ def _demo(args: argparse.Namespace) -> None:
     teacher = AutoModelForCausalLM.from_pretrained(run / "models" / "teacher_sft")
     tok = AutoTokenizer.from_pretrained(run / "models" / "teacher_sft")
     prompts = prompt_texts(tok, records, spec.data.preset)
-    drafts = {"untrained student": ensure_demo_kit().student_dir, "SFT student": run / "models" / "student_sft",
-              "KD student": run / "models" / "student_kd"}
+    drafts = {"untrained student": ensure_demo_kit().student_dir,
+              **{stage: run / "models" / stage for stage in args.drafts}}
     gen = GenerationSpec(max_new_tokens=args.max_new_tokens)
     print(f"teacher {run.name}/teacher_sft, {len(prompts)} held-out prompts, greedy, ≤ {gen.max_new_tokens} "
           f"new tokens, {torch.get_num_threads()} thread(s)")
@@ -93,7 +93,7 @@ def _real_shaped(args: argparse.Namespace) -> None:
     c = t_draft / t_teacher
     print(f"Qwen2.5-3B-shaped teacher {t_teacher:.3f} s/token, 0.5B-shaped draft {t_draft:.3f} s/token: c = {c:.3f}"
           f" ({torch.get_num_threads()} thread(s), bfloat16, {args.prompt_tokens}-token prompts)")
-    count, plain_s, drafted_s, tokens = DraftCount(), 0.0, 0.0, 0
+    count, plain_s, drafted_s, tokens, identical = DraftCount(), 0.0, 0.0, 0, 0
     for ids in prompts:
         kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "do_sample": False,
                   "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens}
@@ -103,11 +103,11 @@ def _real_shaped(args: argparse.Namespace) -> None:
             drafted, seconds = _timed(teacher.generate, **kwargs, assistant_model=draft)
         drafted_s += seconds
         tokens += plain.shape[1] - ids.shape[1]
-        assert torch.equal(plain, drafted), "assisted greedy output differs from plain greedy output"
+        identical += torch.equal(plain, drafted)  # bfloat16 rounding in the batched verification may flip a tie
     acceptance = count.accepted / count.proposed if count.proposed else 0.0
     print(f"random pair: acceptance {100 * acceptance:.1f} % ({count.accepted} / {count.proposed}, "
           f"{count.rounds} rounds); teacher {tokens / plain_s:.2f} tok/s plain, {tokens / drafted_s:.2f} tok/s "
-          f"with the draft: {plain_s / drafted_s:.2f}×; outputs identical")
+          f"with the draft: {plain_s / drafted_s:.2f}×; outputs identical on {identical}/{len(prompts)} prompts")
     print("computed speed-up at acceptance α (per-token acceptance, draft length γ, the c above):")
     print("| α | γ = 3 | γ = 5 | γ = 8 |")
     print("|---|---|---|---|")
@@ -122,6 +122,8 @@ def main() -> None:
     p = sub.add_parser("demo")
     p.add_argument("--run", required=True, help="a finished demo run folder (models/teacher_sft, student_sft, "
                    "student_kd)")
+    p.add_argument("--drafts", nargs="+", default=["student_sft", "student_kd"],
+                   help="the run's stages whose models draft (beside the untrained demo student)")
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p = sub.add_parser("real-shaped")
