@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.contract.data.presets import PRESETS
 from engine.contract.data.preview import Preview, preview_file
 from engine.contract.data.records import MAPPABLE_FIELDS
 from engine.contract.spec import (
@@ -198,6 +199,12 @@ class DataPage(StudioPage):
         self._on_path_edited()
 
     def _on_path_edited(self) -> None:
+        key = self.preset_key()
+        if self.path.text().strip() and key not in ("local", "hub") and not PRESETS[key].hub_id:
+            # A demo preset has no hub data a file could be a local copy of: a file typed or browsed here is the
+            # user's own data, so show its rows and mapping instead of silently running on the demo's.
+            self.set_preset("local")  # its handler reads the file's columns and previews them
+            return
         self._fill_columns([])  # a new file: its columns decide the mapping
         self.refresh_preview()
 

@@ -53,3 +53,20 @@ def test_hub_fields_reach_the_spec(data_page, window):
     data = window.wizard.choices.data
     assert (data.preset, data.hub_id, data.hub_config, data.split, data.format) == \
         ("hub", "HuggingFaceH4/no_robots", "", "train_sft", "messages")
+
+
+def test_a_file_given_under_a_demo_preset_becomes_the_local_data(data_page, window, tmp_path):
+    """Typing a file's path while the demo kit is chosen used to keep the demo (the file silently unused, no
+    preview, no mapping): the file is the user's data, so the page switches to it and asks for its columns."""
+    path = tmp_path / "qa.csv"
+    path.write_text("q,a\nWhat is 2+2?,4\nName a colour,red\n")
+    assert data_page.preset_key() == "demo"
+    data_page.path.setText(str(path))
+    data_page.path.editingFinished.emit()
+    assert data_page.preset_key() == "local" and not data_page.mapping_box.isHidden()
+    assert data_page.mapping["instruction"].findText("q") >= 0  # the file's columns are offered
+    data_page.set_column("instruction", "q")
+    data_page.set_column("response", "a")
+    window.wizard.next()
+    data = window.wizard.choices.data
+    assert (data.preset, data.path, data.columns) == ("local", str(path), {"instruction": "q", "response": "a"})
