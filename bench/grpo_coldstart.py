@@ -38,8 +38,9 @@ def wizard_spec(args: argparse.Namespace, cold: bool):
                             train=TrainSpec(max_steps=args.grpo_steps, seed=args.seed, logging_steps=1,
                                             learning_rate=args.grpo_lr, batch_size=args.grpo_batch,
                                             scheduler="constant"))
-    if cold:  # the Method page's "add a cold start" box, with its number of steps and its own train settings
-        choices.cold_start, choices.cold_start_steps = True, args.cold_steps
+    choices.same_train, choices.stage_train = False, {"grpo": choices.train}  # --grpo-lr as GRPO's own setting
+    if cold:  # the Method page's "add a cold start" box, with its steps, learning rate and own train settings
+        choices.cold_start, choices.cold_start_steps, choices.cold_start_lr = True, args.cold_steps, args.cold_lr
         choices.student_references = args.references  # the Training page's share of prompts with references
         choices.cold_start_train = TrainSpec(learning_rate=args.cold_lr, batch_size=16, logging_steps=20,
                                              scheduler="constant", seed=args.seed)
@@ -79,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/coldstart"))
     parser.add_argument("--grpo-steps", type=int, default=80)
-    parser.add_argument("--cold-steps", type=int, default=200)
+    parser.add_argument("--cold-steps", type=int, default=300)
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--cold-lr", type=float, default=3e-3)
     parser.add_argument("--references", type=float, default=1.0,

@@ -64,10 +64,14 @@ DEFAULT_TRAIN = {"max_steps": 200}
 # default stays 0 (no reference model in memory) for specs written by hand.
 WIZARD_GRPO_BETA = 0.01
 # The cold start (issue 20): an SFT stage on the think/answer template before GRPO, so that a student that never
-# saw the template (the demo's, a distilled one) earns rewards GRPO can reinforce. Its name, and its length when
-# the method page adds it (the wizard's own first-run length).
+# saw the template (the demo's, a distilled one) earns rewards GRPO can reinforce. Its name, and the settings the
+# wizard gives both stages when the method page adds it: those measured to learn on the demo (bench/RESULTS_grpo.md,
+# "The wizard's cold start": with the shared lr 1e-3 for both, the cold start reached 4 % format and GRPO then
+# wrecked it to 0 %; cold start 300 steps at 3e-3 then GRPO at 1e-4 reached 98-100 % format, 34 % correct).
 COLD_START = "cold_start"
-COLD_START_STEPS = DEFAULT_TRAIN["max_steps"]
+COLD_START_STEPS = 300
+COLD_START_TRAIN = {"learning_rate": 3e-3, "sweep_learning_rates": [], "scheduler": "constant", "batch_size": 16}
+GRPO_AFTER_COLD_START = {"learning_rate": 1e-4, "scheduler": "constant"}  # unless the Training page sets its own
 
 @dataclass
 class WizardChoices:
@@ -82,9 +86,11 @@ class WizardChoices:
     distill: DistillSpec = field(default_factory=DistillSpec)  # its method is the wizard method's (KD_METHOD)
     grpo: GRPOSpec = field(default_factory=lambda: GRPOSpec(beta=WIZARD_GRPO_BETA))
     # GRPO methods: an SFT stage on the think/answer template first (format cot_template), of cold_start_steps
-    # optimizer steps (0: its train settings' epochs), on cold_start_train (an opened spec's) or the wizard's own
+    # optimizer steps (0: its train settings' epochs) at cold_start_lr, on cold_start_train (an opened spec's) or
+    # the wizard's own with COLD_START_TRAIN
     cold_start: bool = False
     cold_start_steps: int = COLD_START_STEPS
+    cold_start_lr: float = COLD_START_TRAIN["learning_rate"]
     cold_start_train: TrainSpec | None = None
     quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
     # every training stage's settings when same_train; else stage name → its own (a stage without uses train)
@@ -170,9 +176,23 @@ def _eval_stage(choices: WizardChoices, stages: list[dict]) -> dict | None:
 
 
 def cold_start_train(choices: WizardChoices) -> dict:
-    """The cold start's train settings: an opened spec's (else the wizard's), with the page's number of steps."""
-    train = to_dict(choices.cold_start_train or choices.train_for(COLD_START))
+    """The cold start's train settings: an opened spec's (else the wizard's with the demo-measured
+    COLD_START_TRAIN), with the method page's learning rate and number of steps."""
+    if choices.cold_start_train is not None:
+        train = to_dict(choices.cold_start_train)
+    else:
+        train = {**to_dict(choices.train_for(COLD_START)), **COLD_START_TRAIN}
+    train["learning_rate"] = choices.cold_start_lr
     return {**train, "max_steps": choices.cold_start_steps} if choices.cold_start_steps else train
+
+
+def grpo_train(choices: WizardChoices) -> dict:
+    """GRPO's train settings: after a cold start, the shared ones at the demo-measured GRPO_AFTER_COLD_START rate
+    (the shared 1e-3 wrecks what the cold start taught); GRPO's own from the Training page are kept as set."""
+    train = to_dict(choices.train_for("grpo"))
+    if choices.cold_start and (choices.same_train or "grpo" not in choices.stage_train):
+        train.update(GRPO_AFTER_COLD_START)
+    return train
 
 
 def _grpo_stages(choices: WizardChoices, start: str) -> list[dict]:
@@ -181,7 +201,9 @@ def _grpo_stages(choices: WizardChoices, start: str) -> list[dict]:
         return [_stage("grpo", "grpo", choices, model=start, grpo=to_dict(choices.grpo))]
     cold = _stage("sft", COLD_START, choices, model=start, format="cot_template")
     cold["train"] = cold_start_train(choices)
-    return [cold, _stage("grpo", "grpo", choices, model=COLD_START, grpo=to_dict(choices.grpo))]
+    grpo = _stage("grpo", "grpo", choices, model=COLD_START, grpo=to_dict(choices.grpo))
+    grpo["train"] = grpo_train(choices)
+    return [cold, grpo]
 
 
 def stage_dicts(choices: WizardChoices) -> list[dict]:
@@ -275,6 +297,9 @@ def choices_from_spec(spec: RunSpec) -> WizardChoices:
     if method in ("grpo", "pipeline") and COLD_START in stages:
         choices.cold_start, choices.cold_start_train = True, stages[COLD_START].train
         choices.cold_start_steps = stages[COLD_START].train.max_steps
+        choices.cold_start_lr = stages[COLD_START].train.learning_rate
+        if to_dict(stages["grpo"].train) != grpo_train(choices):
+            choices.same_train = False  # GRPO's settings are its own, not the cold start's defaults: kept as set
     if "eval" in stages:
         choices.max_eval_samples = stages["eval"].max_eval_samples
     return choices

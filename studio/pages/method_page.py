@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QRadioButton,
     QSpinBox,
     QVBoxLayout,
@@ -29,12 +30,15 @@ from engine.contract.spec import (
     QuantizeSpec,
     RewardSpec,
     SpecError,
+    TrainSpec,
     build,
+    field_help,
     updated,
 )
 from engine.contract.stage_specs import KD_METHOD_KNOBS
-from studio.model.wizard_model import (COLD_START_STEPS, KD_METHOD, METHODS, WIZARD_GRPO_BETA, distill_settings,
-                                       method_blocks)
+from studio.model.wizard_model import (COLD_START_STEPS, COLD_START_TRAIN, GRPO_AFTER_COLD_START, KD_METHOD,
+                                       METHODS, WIZARD_GRPO_BETA, distill_settings, method_blocks,
+                                       parse_learning_rates)
 from studio.pages.common import StudioPage, tip
 
 # The spec's defaults are the page's defaults: one home for each knob.
@@ -48,7 +52,9 @@ COLD_START_LABEL = "Add a cold start: SFT on the template first"
 COLD_START_TIP = ("An SFT stage (format cot_template) before GRPO: the data's reasoning traces written as "
                   "<think>reasoning</think> <answer>answer</answer> after exactly GRPO's prompt, so the student "
                   "writes the template and GRPO has rewards to reinforce. Needs data with reasoning traces (the "
-                  "demo's reasoning set, Codeforces CoT). Uses the training settings, with this many steps.")
+                  "demo's reasoning set, Codeforces CoT). Uses the training settings with its own steps and "
+                  "learning rate (defaults measured on the demo, bench/RESULTS_grpo.md); GRPO after it learns at "
+                  f"{GRPO_AFTER_COLD_START['learning_rate']:g} unless the Training page gives GRPO its own settings.")
 
 
 class MethodPage(StudioPage):
@@ -143,10 +149,18 @@ class MethodPage(StudioPage):
         self.cold_start_steps.setSpecialValueText("its epochs")  # 0: the train settings' epochs decide
         self.cold_start_steps.setSuffix(" steps")
         self.cold_start_steps.setValue(COLD_START_STEPS)
-        self.cold_start_steps.setToolTip(COLD_START_TIP)
+        self.cold_start_steps.setToolTip(f"{field_help(TrainSpec, 'max_steps')} {COLD_START_TIP}")
+        self.cold_start_lr = QLineEdit(f"{COLD_START_TRAIN['learning_rate']:g}")
+        self.cold_start_lr.setToolTip(f"{field_help(TrainSpec, 'learning_rate')} The cold start's own; "
+                                      f"{COLD_START_TRAIN['learning_rate']:g} learned the template on the demo "
+                                      "where the shared 1e-3 did not.")
+        self.cold_start_lr_label = QLabel("Cold-start learning rate")
+        self.cold_start_lr_label.setToolTip(self.cold_start_lr.toolTip())
         self.cold_start.toggled.connect(self._on_cold_start_toggled)
         grid.addWidget(self.cold_start, len(REWARDS) + 3, 0)
         grid.addWidget(self.cold_start_steps, len(REWARDS) + 3, 1)
+        grid.addWidget(self.cold_start_lr_label, len(REWARDS) + 4, 0)
+        grid.addWidget(self.cold_start_lr, len(REWARDS) + 4, 1)
         return self.grpo_box
 
     def _build_quant_box(self) -> QGroupBox:
@@ -175,6 +189,7 @@ class MethodPage(StudioPage):
         grpo_from_untaught = self.method() == "pipeline" or (untaught and self.method() == "grpo")
         warn = grpo_from_untaught and not self.cold_start.isChecked()
         self.cold_start_steps.setEnabled(self.cold_start.isChecked())
+        self.cold_start_lr.setEnabled(self.cold_start.isChecked())
         if warn:
             extra = (" This run's GRPO starts from such a student (the demo's or a distilled one), so it will not "
                      f"learn: tick “{COLD_START_LABEL}” below.")
@@ -258,13 +273,28 @@ class MethodPage(StudioPage):
                 if box.isEnabled():
                     return self.refuse(exc)
                 built[key] = getattr(c, key)  # a box the method does not use may hold anything; it is not run
+        try:
+            cold_lr = self.cold_start_learning_rate()
+        except SpecError as exc:
+            return self.refuse(exc)
         c.method = self.method()
         c.distill, c.grpo, c.quantize = built["distill"], built["grpo"], built["quantize"]
         c.with_teacher_sft = self.with_teacher_sft.isChecked()
         c.with_baseline = self.with_baseline.isChecked()
         c.with_eval = self.with_eval.isChecked()
         c.cold_start, c.cold_start_steps = self.cold_start.isChecked(), self.cold_start_steps.value()
+        c.cold_start_lr = cold_lr
         return self.accept_page()
+
+    def cold_start_learning_rate(self) -> float:
+        """The cold-start learning-rate box's value (the page's one rate, not a sweep); SpecError names it."""
+        try:
+            rates = parse_learning_rates(self.cold_start_lr.text())
+        except SpecError as exc:  # its words name train.learning_rate: say which one
+            raise SpecError(f"cold_start.{exc}") from None
+        if len(rates) != 1:
+            raise SpecError("cold_start.train.learning_rate: give one learning rate (such as 3e-3), not a sweep.")
+        return build(TrainSpec, {"learning_rate": rates[0]}, "cold_start.train").learning_rate
 
     def show_choices(self, c) -> None:
         """Fill the page from choices (an edited YAML, an opened spec)."""
@@ -282,6 +312,7 @@ class MethodPage(StudioPage):
         self.num_generations.setValue(c.grpo.num_generations)
         self.cold_start.setChecked(c.cold_start)
         self.cold_start_steps.setValue(c.cold_start_steps)
+        self.cold_start_lr.setText(f"{c.cold_start_lr:g}")
         self.beta.setValue(c.grpo.beta)
         self.quant_type.setCurrentText(c.quantize.quant_type)
         self.double_quant.setChecked(c.quantize.double_quant)

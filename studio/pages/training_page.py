@@ -13,7 +13,7 @@ from engine.contract.spec import (DEVICES, PRECISIONS, DataSpec, LoraSpec, RunSp
 from engine.contract.spec_fields import default_of
 from studio.pages.common import StudioPage, tip
 from studio.pages.train_form import TrainForm, hint, spin
-from studio.model.wizard_model import TRAIN_STAGES, WizardChoices, stage_dicts
+from studio.model.wizard_model import GRPO_AFTER_COLD_START, TRAIN_STAGES, WizardChoices, stage_dicts
 
 
 PRECISION_HINTS = {
@@ -129,13 +129,20 @@ class SettingsPage(StudioPage):
                 shared = build(TrainSpec, self.shared.values(), "train")
             except SpecError:
                 shared = None
-            for form in self.stage_forms.values():
+            for name, form in self.stage_forms.items():
                 if shared is not None:
-                    form.set_values(shared)
+                    form.set_values(self._stage_start(name, shared))
             self._stages_filled = True
         self.shared.setVisible(same)
         self.stage_tabs.setVisible(not same)
         self.recheck()
+
+    def _stage_start(self, name: str, shared: TrainSpec) -> TrainSpec:
+        """A stage's form when per-stage settings are switched on: the shared settings, except GRPO after a cold
+        start, which starts at the rate the wizard gives it (the shared one wrecked the cold start on the demo)."""
+        if name == "grpo" and self.wizard() is not None and self.choices.cold_start:
+            return updated(shared, GRPO_AFTER_COLD_START, "train")
+        return shared
 
     # ------------------------------------------------------------------ values
     def shared_train(self) -> dict:

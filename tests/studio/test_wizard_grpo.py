@@ -124,3 +124,87 @@ def test_the_method_page_warning_offers_the_cold_start_and_the_review_yaml_keeps
     review.yaml.setPlainText(text.replace("format: cot_template", "format: cot", 1))
     assert not review.apply_yaml() and "cold_start.format" in review.error_label.text()
 
+
+
+def test_the_cold_start_gets_the_settings_measured_to_learn_on_the_demo():
+    """Ticked with the shared settings (lr 1e-3, bench/RESULTS_grpo.md: 4 % format, then 0 %), the cold start runs
+    300 steps at 3e-3 (constant, batch 16) and GRPO at 1e-4; the other stages keep the shared settings."""
+    from engine.contract.spec import DataSpec
+    from studio.model.wizard_model import choices_from_spec
+
+    for method in ("grpo", "pipeline"):
+        choices = WizardChoices(method=method, data=DataSpec(preset="demo_reasoning"), cold_start=True)
+        assert choices.train.learning_rate == 1e-3  # the wizard's shared rate, which did not learn
+        spec = build_spec(choices)
+        cold, grpo = spec.stage("cold_start").train, spec.stage("grpo").train
+        assert (cold.learning_rate, cold.max_steps, cold.scheduler, cold.batch_size) == (3e-3, 300, "constant", 16)
+        assert (grpo.learning_rate, grpo.scheduler, grpo.max_steps) == (1e-4, "constant", 200)
+        if method == "pipeline":
+            assert spec.stage("student_kd").train.learning_rate == 1e-3
+        back = choices_from_spec(spec)
+        assert back.cold_start_lr == 3e-3 and build_spec(back) == spec
+    # without the cold start GRPO keeps the shared settings, as before
+    assert build_spec(WizardChoices(method="grpo")).stage("grpo").train.learning_rate == 1e-3
+
+
+def test_explicit_per_stage_settings_survive_the_cold_start_defaults():
+    from engine.contract.spec import TrainSpec, to_dict
+    from studio.model.wizard_model import choices_from_spec
+
+    own = TrainSpec(learning_rate=5e-4, max_steps=40, scheduler="linear")
+    choices = WizardChoices(method="grpo", cold_start=True, same_train=False, stage_train={"grpo": own},
+                            cold_start_lr=2e-3, cold_start_steps=50)
+    spec = build_spec(choices)
+    assert to_dict(spec.stage("grpo").train) == to_dict(own)
+    assert (spec.stage("cold_start").train.learning_rate, spec.stage("cold_start").train.max_steps) == (2e-3, 50)
+    # an opened spec whose GRPO rate is its own (not the default) keeps it through spec → choices → spec
+    back = choices_from_spec(spec)
+    assert build_spec(back) == spec and back.stage_train["grpo"].learning_rate == 5e-4
+    choices = WizardChoices(method="grpo", cold_start=True, train=own)  # same for all stages: still the default
+    assert build_spec(choices).stage("grpo").train.learning_rate == 1e-4
+
+
+def test_the_method_page_shows_the_cold_start_rate_and_the_review_yaml_round_trips_it(window, qtbot):
+    from engine.contract.spec import TrainSpec, field_help
+
+    wizard = window.wizard
+    window.go_to("New run")
+    page = wizard.method_page
+    page.set_method("grpo")
+    assert not page.cold_start_lr.isEnabled() and page.cold_start_lr.text() == "0.003"
+    assert field_help(TrainSpec, "learning_rate") in page.cold_start_lr.toolTip()
+    assert field_help(TrainSpec, "max_steps") in page.cold_start_steps.toolTip()
+    page.cold_start.setChecked(True)
+    assert page.cold_start_lr.isEnabled() and page.cold_start_steps.value() == 300
+    page.cold_start_lr.setText("1e-4, 3e-4")
+    assert not page.validatePage() and "cold_start.train.learning_rate" in page.error_label.text()
+    page.cold_start_lr.setText("2e-3")
+    assert page.validatePage() and wizard.choices.cold_start_lr == 2e-3
+    for _ in range(4):
+        wizard.next()
+    review = wizard.review_page
+    text = review.yaml.toPlainText()
+    assert "learning_rate: 0.002" in text and "learning_rate: 0.0001" in text
+    review.yaml.setPlainText(text.replace("learning_rate: 0.002", "learning_rate: 0.005", 1))
+    assert review.apply_yaml(), review.error_label.text()
+    assert page.cold_start_lr.text() == "0.005"
+    spec = build_spec(wizard.choices)
+    assert (spec.stage("cold_start").train.learning_rate, spec.stage("grpo").train.learning_rate) == (5e-3, 1e-4)
+
+
+def test_per_stage_settings_start_grpo_at_the_cold_start_rate(window, qtbot):
+    """Switching the Training page to per-stage settings after ticking the cold start does not silently turn
+    GRPO's rate back to the shared 1e-3: its tab starts at 1e-4, the others at the shared settings."""
+    wizard = window.wizard
+    window.go_to("New run")
+    wizard.method_page.set_method("pipeline")
+    wizard.method_page.cold_start.setChecked(True)
+    assert wizard.method_page.validatePage()
+    page = wizard.settings_page
+    page.same_for_all.setChecked(False)
+    assert page.stage_forms["grpo"].learning_rate.text() == "0.0001"
+    assert page.stage_forms["student_kd"].learning_rate.text() == "0.001"
+    assert page.validatePage()
+    spec = build_spec(wizard.choices)
+    assert (spec.stage("grpo").train.learning_rate, spec.stage("student_kd").train.learning_rate) == (1e-4, 1e-3)
+    assert spec.stage("cold_start").train.learning_rate == 3e-3
