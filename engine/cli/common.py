@@ -14,6 +14,7 @@ from engine.contract.protocol import (
     ProtocolError,
     parse_command,
 )
+from engine.contract.streams import command_stdin
 
 
 log = logging.getLogger("engine")
@@ -68,17 +69,18 @@ def _obey(line: str | bytes, cancel: threading.Event) -> None:
 def listen_for_cancel(cancel: threading.Event) -> None:
     """Read commands from stdin on a daemon thread; ``cancel`` stops the run at the next step."""
 
+    stream = command_stdin()
+
     def reader() -> None:
         # raw bytes, decoded line by line: one line that is not UTF-8 must not end the loop (a text stream would
         # raise UnicodeDecodeError out of the for), nor may any other bad line, so the next cancel is obeyed
-        stream = getattr(sys.stdin, "buffer", sys.stdin)
         try:
             for line in stream:
                 _obey(line, cancel)
         except (OSError, ValueError) as exc:  # stdin closed under us: nothing more will come
             log.warning("stdin unreadable (%s); Ctrl-C still cancels", exc)
 
-    if sys.stdin is not None and not sys.stdin.closed:
+    if stream is not None:
         threading.Thread(target=reader, name="stdin-commands", daemon=True).start()
 
     def on_sigint(signum, frame):  # first Ctrl-C cancels cleanly (checkpoint saved), the second one kills

@@ -17,6 +17,7 @@ import stat
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 
@@ -154,3 +155,31 @@ def divert_stderr_to(path: Path) -> None:
 def protocol_stream() -> IO[str]:
     """Where events go by default: the claimed stdout, or plain stdout when nothing claimed it (tests)."""
     return _protocol_stream if _protocol_stream is not None else sys.stdout
+
+
+
+def command_stdin() -> Iterable[bytes] | None:
+    """stdin's lines for a daemon thread that reads commands until the process ends, read from descriptor 0.
+
+    Python's buffered ``sys.stdin`` holds a lock while its reader waits; when the run ends with that daemon thread
+    still waiting, the interpreter cannot take the lock at shutdown and aborts ("Fatal Python error:
+    _enter_buffered_busy", exit status 134) after a run that succeeded. ``os.read`` takes no such lock. None
+    when there is no stdin; a stand-in without a descriptor (a test's) is read as it is."""
+    if sys.stdin is None or sys.stdin.closed:
+        return None
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return getattr(sys.stdin, "buffer", sys.stdin)
+    return _descriptor_lines(fd)
+
+
+def _descriptor_lines(fd: int) -> Iterator[bytes]:
+    """The lines read from ``fd`` in chunks (not a byte per call: a 50,000-byte bad line must not delay the
+    cancel after it), the last one even without its newline."""
+    pending = b""
+    while chunk := os.read(fd, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if pending:
+        yield pending

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from engine.contract.protocol import Event, EventWriter, ProtocolError, parse_command, protocol_stream
 from engine.contract.runs import RunLock, RunPaths, RunStore, read_inside, write_atomic
+from engine.contract.streams import command_stdin
 from engine.contract.vocabulary import DISTRIBUTED_CONFIG_PREFIX, DISTRIBUTED_STRATEGIES
 from engine.core.ranks import is_main_process, rank
 
@@ -198,15 +199,20 @@ class _Relay:
 def _forward_cancel(cancel_file: Path, proc: subprocess.Popen) -> None:
     """stdin ``cancel`` → the cancel file the children poll; the first Ctrl-C likewise, the second stops them."""
 
-    def reader() -> None:
-        for line in sys.stdin:
-            try:
-                if parse_command(line)["type"] == "cancel":
-                    cancel_file.touch()
-            except ProtocolError as exc:
-                log.warning("ignored stdin line: %s", exc)
+    stream = command_stdin()  # unbuffered: a reader still waiting when the run ends must not abort the exit
 
-    if sys.stdin is not None and not sys.stdin.closed:
+    def reader() -> None:
+        try:
+            for line in stream:
+                try:
+                    if parse_command(line)["type"] == "cancel":
+                        cancel_file.touch()
+                except ProtocolError as exc:
+                    log.warning("ignored stdin line: %s", exc)
+        except (OSError, ValueError) as exc:  # stdin closed under us: nothing more will come
+            log.warning("stdin unreadable (%s); Ctrl-C still cancels", exc)
+
+    if stream is not None:
         threading.Thread(target=reader, name="stdin-commands", daemon=True).start()
 
     def on_sigint(signum, frame):
