@@ -138,7 +138,8 @@ def measure_draft(teacher: Any, teacher_tok: Any, student: Any, student_tok: Any
     config = generation_config(gen, pad_id, stop_ids)
     draft = draft_kwargs(teacher_tok, student, student_tok)
     count, totals, identical = DraftCount(), [0, 0.0, 0, 0.0], 0
-    teacher.eval(), student.eval()
+    teacher.eval()
+    student.eval()
     with heartbeat.activity(f"timing {len(prompts)} answers with and without the draft"):
         for n, ids in enumerate(encoded):
             input_ids = torch.tensor([ids], dtype=torch.long, device=device)

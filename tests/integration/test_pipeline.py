@@ -32,6 +32,8 @@ def test_demo_events_arrive_in_order_with_their_fields(quick_demo):
     assert {"train/loss", "train/lr", "kd/ce", "kd/divergence", "eval/rougeL", "eval/retention", "eval/ce"} <= names
     evaluated = {m.get("model") for m in metrics if m["stage"] == "eval" and "eval/ce" in m["values"]}
     assert len(evaluated) == 3  # every model of the evaluate stage has its cross-entropy beside its ROUGE-L
+    drafted = {m.get("model") for m in metrics if m["stage"] == "eval" and "eval/draft_acceptance" in m["values"]}
+    assert len(drafted) == 2  # both students measured as the teacher's draft model (the teacher drafts for nobody)
     kd_losses = [m["values"]["kd/divergence"] for m in metrics if "kd/divergence" in m["values"]]
     assert all(v >= 0 for v in kd_losses)
     progress = [e["data"] for e in quick_demo if e["type"] == "progress"]
