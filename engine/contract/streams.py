@@ -170,7 +170,8 @@ def command_stdin() -> Iterable[bytes] | None:
     try:
         fd = sys.stdin.fileno()
     except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
-        return getattr(sys.stdin, "buffer", sys.stdin)
+        stand_in: Any = getattr(sys.stdin, "buffer", None) or sys.stdin  # a text stand-in has no .buffer
+        return stand_in
     return _descriptor_lines(fd)
 
 
