@@ -76,10 +76,15 @@ class MethodPage(StudioPage):
         self.pairing.setObjectName("hint")
         self.pairing.setWordWrap(True)
         self.body.addWidget(self.pairing)
+        # two columns, the 4-bit box under distillation: three boxes side by side were wider than a 1024-pixel
+        # window's page, and the scroll area (no horizontal bar) cut the 4-bit box off
+        left = QVBoxLayout()
+        left.addWidget(self._build_kd_box())
+        left.addWidget(self._build_quant_box())
+        left.addStretch(1)
         row = QHBoxLayout()
-        row.addWidget(self._build_kd_box())
-        row.addWidget(self._build_grpo_box())
-        row.addWidget(self._build_quant_box())
+        row.addLayout(left)
+        row.addWidget(self._build_grpo_box(), 1)
         self.body.addLayout(row)
         self.with_eval = QCheckBox("Evaluate at the end (ROUGE-L, exact match, retention vs the teacher)")
         self.with_eval.setChecked(True)
