@@ -264,7 +264,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     except SpecError as exc:
         return fail(str(exc))
     from engine.core.context import EngineError
-    from engine.models.memory_plan import plan, refusal
+    from engine.models.memory_plan import plan
+    from engine.models.memory_sentences import refusal
     from engine.models.loading import pick_device
 
     try:
