@@ -36,10 +36,10 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from engine.chat.prompt_limits import CHARS_PER_TOKEN, PromptLimits, check_characters, fit_answer, limits_of
+from engine.chat.held import LoadedModel, Request
+from engine.chat.prompt_limits import check_characters, fit_answer, limits_of
 from engine.chat.requests import (
     check_fields,
     check_messages,
@@ -57,27 +57,6 @@ from engine.contract.protocol import EventWriter
 log = logging.getLogger(__name__)
 
 _QUIT_JOIN_S = 10.0
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    source: str
-    model: Any
-    tokenizer: Any
-    device: str
-    # how long a prompt may be (engine/chat/prompt_limits.py)
-    limits: PromptLimits = field(default_factory=lambda: PromptLimits(None, CHARS_PER_TOKEN))
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
-
-
-@dataclass
-class Request:
-    request_id: str
-    model: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-    draft: str | None = None  # another loaded model drafting for this one (speculative decoding)
 
 
 def _failure(what: str, exc: BaseException, doing: str) -> str:
