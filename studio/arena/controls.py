@@ -8,7 +8,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from studio.arena.prompt_presets import Preset
-from studio.arena.arena_state import LETTERS, Sampling
+from studio.arena.arena_state import LETTERS
+from studio.arena.turns import Sampling
 from studio.arena.votes import PairTally
 
 

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxL
                                QWidget)
 
 from studio.arena.catalog import ModelChoice, custom_choice, find_label
-from studio.arena.arena_state import PaneState, Turn
+from studio.arena.arena_state import PaneState
+from studio.arena.turns import Turn
 from studio.widgets.elided_label import ElidedLabel
 
 ROLE_COLORS = {"teacher": "#7c3aed", "student": "#0284c7", "quantized": "#059669", "": "#64748b"}

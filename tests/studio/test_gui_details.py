@@ -187,7 +187,7 @@ def test_tally_pairs_are_told_apart_from_names_with_dots():
 
 
 def test_an_answer_of_only_whitespace_does_not_look_like_nothing():
-    from studio.arena.arena_state import Turn
+    from studio.arena.turns import Turn
     from studio.arena.export import _answer_text
     from studio.arena.panes import turn_html
 
