@@ -13,13 +13,24 @@ from studio.engine_client import EngineClient
 from studio.run_session import RunSession
 
 
+def close_wording(count: int) -> tuple[str, str, str]:
+    """Title, question and cancel button of the close dialog, in the singular for one run (the dialog once said
+    "Runs are still going" over "A run is still training")."""
+    if count == 1:
+        return ("A run is still going", "A run is still training. Leave it running (the studio follows it again "
+                "at its next start) or cancel it?", "Cancel the run")
+    return (f"{count} runs are still going", f"{count} runs are still training. Leave them running (the studio "
+            "follows them again at its next start) or cancel them?", "Cancel the runs")
+
+
 class ClosesWithRunsGoing:
     """Mixin of the main window (which provides ``live_sessions``, ``statusBar`` and ``_save_settings``)."""
 
     def _init_closing(self) -> None:
         self.ask: Callable[[str, str], str] = self._ask_on_close  # tests replace the dialog
         self.detached_runs: list[RunSession] = []
-        self._close_when_stopped = QTimer(self)  # "Cancel the runs" on close: close when the engines are gone
+        self._cancel_label = "Cancel the runs"  # the dialog's cancel button, worded for the count (close_wording)
+        self._close_when_stopped = QTimer(self)  # "Cancel the run(s)" on close: close when the engines are gone
         self._close_when_stopped.setInterval(200)
         self._close_when_stopped.timeout.connect(self._on_close_when_stopped_timeout)
 
@@ -29,10 +40,8 @@ class ClosesWithRunsGoing:
             event.ignore()  # cancelling already: the window closes once the engines are gone
             return
         if live:
-            what = ("A run is still training. Leave it running (the studio follows it again at its next start) or "
-                    "cancel it?" if len(live) == 1 else f"{len(live)} runs are still training. Leave them running "
-                    "(the studio follows them again at its next start) or cancel them?")
-            choice = self.ask("Runs are still going", what)
+            title, what, self._cancel_label = close_wording(len(live))
+            choice = self.ask(title, what)
             if choice == "stay":
                 event.ignore()
                 return
@@ -41,8 +50,10 @@ class ClosesWithRunsGoing:
                     session.cancel()
                 # quitting now would kill the engines mid-save (the run left "interrupted", not "cancelled"):
                 # close once they have saved their checkpoint and stopped (cancel escalates within seconds)
-                self.statusBar().showMessage("Cancelling: the studio closes once the engine has saved its "
-                                             "checkpoint and stopped…", 0)  # until it closes
+                engines = "the engine has saved its checkpoint" if len(live) == 1 else \
+                    "the engines have saved their checkpoints"
+                self.statusBar().showMessage(f"Cancelling: the studio closes once {engines} and stopped…",
+                                             0)  # until it closes
                 self._close_when_stopped.start()
                 event.ignore()
                 return
@@ -59,7 +70,7 @@ class ClosesWithRunsGoing:
     def _ask_on_close(self, title: str, text: str) -> str:
         box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
         leave = box.addButton("Leave running", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton("Cancel the runs", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(self._cancel_label, QMessageBox.ButtonRole.DestructiveRole)
         box.addButton("Don't quit", QMessageBox.ButtonRole.RejectRole)
         box.setDefaultButton(leave)
         box.exec()

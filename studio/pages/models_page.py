@@ -146,6 +146,9 @@ class ModelsPage(StudioPage):
         for role, box in self._boxes().items():
             box.source.editTextChanged.connect(self.recheck)
             box.source.editTextChanged.connect(lambda _text, role=role: self._on_source_edited(role))
+            # a model picked from the list (a suggestion or a run's model) is read at once, as the demo is;
+            # typed text waits for "Read model info" (half a path is not worth an engine process)
+            box.source.activated.connect(lambda _index, role=role: self._on_source_picked(role))
 
     def refresh_run_models(self) -> None:
         """Re-read the runs' saved models into both source lists (``run_models`` is set by the main window)."""
@@ -172,6 +175,13 @@ class ModelsPage(StudioPage):
             box.show_info("Not inspected yet.")
         if self._info.pop(role, None) is not None:
             self.compat.setText("")
+
+    def _on_source_picked(self, role: str) -> None:
+        box = self._boxes()[role]
+        source = box.values()["source"]
+        if source and self.wizard() is not None:
+            box.show_info("Reading the configuration…")
+            self.wizard().inspector.inspect(source)
 
     def _boxes(self):
         return {"teacher": self.teacher, "student": self.student}
