@@ -1,6 +1,7 @@
 """The chat arena: up to three models answer the same conversation side by side, streamed from the engine's chat
 service. The widget wires the panes, the shared controls and the ``ChatClient`` to an ``ArenaSession`` (which
-holds every rule) and redraws what the session says changed.
+holds every rule) and redraws what the session says changed; the chat service's events are handled by
+``ServiceEvents`` (studio/arena/service_events.py).
 
 Mount it as a tab: ``ArenaWidget(store=RunStore(), engine_python=sys.executable)``.
 """
@@ -22,6 +23,7 @@ from studio.arena.chat_client import ChatClient, engine_chat_command
 from studio.arena.controls import PromptBar, SamplingBox, TopBar, VoteBar
 from studio.arena.export import write_exports
 from studio.arena.panes import ChatPane
+from studio.arena.service_events import ServiceEvents
 from studio.arena.arena_state import ArenaSession
 from studio.arena.votes import append_vote, read_votes, tally, votes_path
 from studio.keyboard import EnterSends
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_PANES = 3
 
 
-class ArenaWidget(QWidget):
+class ArenaWidget(ServiceEvents, QWidget):
     """Side-by-side chat with teacher, student and 4-bit student."""
 
     vote_recorded = Signal(object)  # the vote record, after it was written
@@ -248,53 +250,6 @@ class ArenaWidget(QWidget):
         self.session.set_reference(key if checked else None)
         self._refresh_all()
 
-    def _on_client_load_progressed(self, model: str, fraction: float) -> None:
-        if model in self.panes:
-            self.session.on_load_progress(model, fraction)
-            self._refresh_pane(model)
-
-    def _on_client_model_loaded(self, model: str, info: dict) -> None:
-        self._finish_load(model)
-        if model in self.panes and self.session.pane(model).choice is None:
-            self.client.unload(model)  # its pane was closed while it loaded
-        elif any(key == model for key, _choice in self._load_queue):
-            pass  # the user picked another model meanwhile; its load, queued, replaces this one
-        elif model in self.panes:
-            self.session.on_loaded(model, info)
-            self.status_label.setText(f"{self.session.pane(model).name} is loaded.")
-            self._refresh_all()
-
-    def _on_client_score_received(self, score_id: str, value: float) -> None:
-        key = self.session.on_score(score_id, value)
-        if key is not None:
-            self._refresh_pane(key)
-
-    def _send_score_requests(self) -> None:
-        """ROUGE-L comes from the engine (the evaluation's own function), asked for after each change."""
-        for request in self.session.take_score_requests():
-            self.client.score(request.score_id, request.prediction, request.reference)
-
-    def _on_client_error_reported(self, data: dict) -> None:
-        request_id, model, message = data.get("request_id") or "", data.get("model") or "", data.get("message", "")
-        if request_id and self.session.pane_of_request(request_id):
-            self.session.on_request_error(request_id, message)
-        elif model in self.panes and self.session.pane(model).load_state == "loading":
-            self._finish_load(model)
-            self.session.on_load_failed(model, message)
-        else:
-            self.status_label.setText(f"Chat service: {message}")
-            return
-        self._refresh_all()
-
-    def _on_client_service_finished(self, exit_code: int, stderr_tail: str) -> None:
-        last = next((line for line in reversed(stderr_tail.splitlines()) if line.strip()), "")
-        message = f"the chat service stopped (exit code {exit_code}){': ' + last if last else ''}"
-        self._load_queue.clear()
-        self._loading_key = None
-        if self.session.on_service_lost(message):
-            self.status_label.setText(message[0].upper() + message[1:] + ". Press Load to start it again.")
-            self._refresh_all()
-
     # ------------------------------------------------------------------ slots: conversation
     def _on_send_clicked(self) -> list[str]:
         self.session.system_prompt = self.system_edit.text()
@@ -319,21 +274,9 @@ class ArenaWidget(QWidget):
         if self.session.stop_all():
             self.client.stop()  # one command stops every generation at once
 
-    def _on_client_token_received(self, request_id: str, _model: str, text: str) -> None:
-        key = self.session.on_token(request_id, text)
-        if key is not None:
-            self.panes[key].render_transcript(self.session.pane(key), self._reference_name())
-
-    def _on_client_token_stats(self, request_id: str, live: dict) -> None:
-        self.session.on_token(request_id, "", live)  # the text that follows redraws the pane
-
     def _on_pane_draft_chosen(self, key: str, draft: str | None) -> None:
         self.session.set_draft(key, draft)
         self._refresh_pane(key)
-
-    def _on_client_generation_finished(self, request_id: str, data: dict) -> None:
-        if self.session.on_done(request_id, data):
-            self._refresh_all()
 
     def _on_clear_clicked(self) -> None:
         if self.session.busy:
