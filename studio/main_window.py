@@ -98,6 +98,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.wizard = RunWizard(self.launcher, self.settings.device)
         self._monitor = None
         self._history = None
+        self._row_before_wizard = 0  # the start page
         self.chat: QWidget = _ChatPlaceholder()
         for widget in (self.start_page, self.wizard, _Placeholder(), _Placeholder(), self.chat):
             self.stack.addWidget(widget)
@@ -106,6 +107,7 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
         self.start_page.wizard_requested.connect(lambda: self.go_to("New run"))
         self.start_page.history_requested.connect(lambda: self.go_to("History"))
         self.wizard.launch_requested.connect(self._on_wizard_launch_requested)
+        self.wizard.cancelled.connect(lambda: self.go_to(PAGES[self._row_before_wizard]))
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -190,6 +192,8 @@ class MainWindow(ClosesWithRunsGoing, FollowsRunFolders, QMainWindow):
             self.monitor  # noqa: B018 - built on first use
         elif PAGES[row] == "History":
             self.history  # noqa: B018 - built on first use
+        if PAGES[row] == "New run" and self.stack.currentIndex() != row:
+            self._row_before_wizard = self.stack.currentIndex()  # where the wizard's Cancel returns to
         self.stack.setCurrentIndex(row)
         if not self.nav.hasFocus():  # Up/Down in the page list keep the focus there
             page = self.stack.currentWidget()

@@ -25,6 +25,7 @@ class RunWizard(QWizard):
     """Embedded in the main window (not a modal dialog), so a running run stays visible next to it."""
 
     launch_requested = Signal(object, str)  # RunSpec, path of its spec file
+    cancelled = Signal()  # Cancel: the window leaves the wizard (restarting it alone left the person on page 1)
 
     def __init__(self, launcher: EngineLauncher | None = None, default_device: str = "auto",
                  parent: QWidget | None = None) -> None:
@@ -115,6 +116,7 @@ class RunWizard(QWizard):
 
     def reject(self) -> None:
         self.restart_fresh()
+        self.cancelled.emit()
 
     def restart_fresh(self) -> None:
         """Back to the first page, keeping the last choices as a starting point for the next run."""

@@ -31,3 +31,20 @@ def test_close_dialog_wording_follows_the_number_of_runs():
     title, text, button = close_wording(3)
     assert (title, button) == ("3 runs are still going", "Cancel the runs") and text.startswith("3 runs are")
     assert "cancel them?" in text and "cancel it?" in close_wording(1)[1]
+
+
+def test_cancel_in_the_wizard_leaves_it_for_where_the_person_was(window):
+    window.go_to("History")
+    window.go_to("New run")
+    wizard = window.wizard
+    while wizard.currentPage() is not wizard.review_page:
+        before = wizard.currentId()
+        wizard.next()
+        assert wizard.currentId() != before, wizard.currentPage().problem()
+    wizard.button(wizard.WizardButton.CancelButton).click()
+    assert window.current_page() == "History"  # not the wizard's Models page
+    assert wizard.currentPage() is wizard.models_page  # the next visit starts afresh
+    window.go_to("Start")
+    window.go_to("New run")
+    wizard.reject()
+    assert window.current_page() == "Start"
