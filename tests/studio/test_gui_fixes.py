@@ -1,5 +1,6 @@
 """Defects a GUI pass found on the wizard and the window, each pinned by a test: a model picked from the source
-list is read at once, and the close dialog's wording follows the number of runs."""
+list is read at once, the close dialog's wording follows the number of runs, and the method page's unused box is
+off throughout and shows only the knobs the KD method reads."""
 from __future__ import annotations
 
 
@@ -48,3 +49,26 @@ def test_cancel_in_the_wizard_leaves_it_for_where_the_person_was(window):
     window.go_to("New run")
     wizard.reject()
     assert window.current_page() == "Start"
+
+
+def test_the_method_page_greys_all_of_an_unused_box_and_shows_only_the_knobs_a_kd_method_reads(window):
+    from engine.contract.stage_specs import KD_METHOD_KNOBS
+
+    window.go_to("New run")
+    page = window.wizard.method_page
+    page.set_method("grpo")
+    assert page.kd_box.title() == "Distillation (not used)"
+    for widget in (page.with_teacher_sft, page.with_baseline, page.divergence, page.alpha, page.temperature):
+        assert not widget.isEnabledTo(page.kd_box)  # off on its own, not only through the greyed box
+    assert "bench/" not in page.grpo_note.text() and "0 %" in page.grpo_note.text()
+    assert "“Demo kit: reasoning”" in page.grpo_note.text()  # the wizard's data is the instructions kit
+    window.wizard.choices.data.preset = "demo_reasoning"
+    page.set_method("token_kd")
+    page.set_method("grpo")
+    assert "Demo kit: reasoning" not in page.grpo_note.text()
+    assert "divergence" not in KD_METHOD_KNOBS["cross_tokenizer"]
+    page.set_method("cross_tokenizer_kd")
+    assert page.with_teacher_sft.isEnabled() and page.alpha.isEnabled()
+    assert not page.kd_form.isRowVisible(page.divergence) and page.kd_form.isRowVisible(page.temperature)
+    page.set_method("token_kd")
+    assert page.kd_form.isRowVisible(page.divergence) and page.divergence.isEnabled()

@@ -114,7 +114,8 @@ def test_method_page_refuses_alpha_outside_zero_one(wizard):
 
 def test_method_page_turns_off_what_a_method_does_not_read(wizard):
     """The boxes follow the stage kinds' table (the kinds a method runs), the distillation knobs the KD method's
-    KD_METHOD_KNOBS: sequence-level KD reads no α, so its box is off and the spec says the default."""
+    KD_METHOD_KNOBS: sequence-level KD reads no α, so its row is hidden and the spec says the default; in an unused
+    box every knob is off."""
     wizard.next()
     wizard.next()
     page = wizard.method_page
@@ -126,7 +127,9 @@ def test_method_page_turns_off_what_a_method_does_not_read(wizard):
         assert page.grpo_box.isEnabled() == ("grpo" in kinds) and page.quant_box.isEnabled() == ("quantize" in kinds)
         knobs = KD_METHOD_KNOBS[KD_METHOD.get(key, "token")]
         assert [w.isEnabledTo(page.kd_box) for w in (page.divergence, page.alpha, page.temperature)] == \
-            [k in knobs for k in ("divergence", "alpha", "temperature")], key
+            [k in knobs and "distill" in kinds for k in ("divergence", "alpha", "temperature")], key
+        assert [page.kd_form.isRowVisible(w) for w in (page.divergence, page.alpha, page.temperature)] == \
+            [k in knobs for k in ("divergence", "alpha", "temperature")], key  # unread knobs are not shown
     page.set_method("sequence_kd")
     wizard.next()
     wizard.next()
