@@ -142,8 +142,9 @@ class ReviewPage(StudioPage):
                                  f"student <code>{spec.student.source}</code>, data <code>{spec.data.preset}"
                                  f"</code>, device <code>{spec.device}</code>")
             self._check_memory()
-        else:
-            self.memory.setText("")
+        else:  # a blank line read as a lost estimate: say why there is none
+            self.memory_report = None
+            self.memory.setText("<b>Memory</b>: unknown — the spec above has an error")
         self.recheck()
 
     def problem(self) -> str:
@@ -159,10 +160,14 @@ class ReviewPage(StudioPage):
         preflight.check(str(self.spec_path))
 
     def show_memory(self, report: dict) -> None:
+        if self.spec is None:
+            return  # the estimate of the text before an invalid edit: it no longer describes the page
         self.memory_report = report
         self.memory.setText(memory_summary(report))
 
     def show_memory_problem(self, message: str) -> None:
+        if self.spec is None:
+            return
         self.memory_report = None
         self.memory.setText(f"<b>Memory</b>: no estimate ({message})")
 

@@ -37,3 +37,20 @@ def test_review_page_shows_the_engines_estimate(window, qtbot, monkeypatch) -> N
     qtbot.waitUntil(lambda: review.memory_report is not None, timeout=20000)
     assert review.memory_report["fits"] is False
     assert "does not fit" in review.memory.text() and "cheapest change that fits" in review.memory.text()
+
+
+def test_an_invalid_edit_says_why_memory_is_unknown(window, qtbot, monkeypatch) -> None:
+    from engine.contract.spec import RunSpec, build
+
+    monkeypatch.setenv("FAKE_ENGINE_MEMORY_GB", "24")
+    window.go_to("New run")
+    wizard = window.wizard
+    spec = build(RunSpec, {"name": "mem", "stages": [{"kind": "sft", "name": "teacher_sft", "model": "teacher"}]})
+    wizard.open_spec("unused.yaml", spec)
+    review = wizard.review_page
+    qtbot.waitUntil(lambda: review.memory_report is not None, timeout=20000)
+    review.yaml.setPlainText(review.yaml.toPlainText().replace("name: mem", "name: [", 1))
+    assert not review.apply_yaml()
+    assert "Memory</b>: unknown — the spec above has an error" in review.memory.text()
+    review.show_memory({"fits": True, "peak_bytes": 1e9, "available_bytes": 8e9, "stages": []})  # a late answer
+    assert "unknown — the spec above has an error" in review.memory.text() and review.memory_report is None
