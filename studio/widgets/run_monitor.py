@@ -147,10 +147,10 @@ class RunMonitor(QWidget):
             self.cancel_requested.emit(self.session)
             self.refresh()
 
-    def _set_title(self, text: str) -> None:
+    def _set_title(self, text: str, keep_end: str = "") -> None:
         self._full_title = text
         if text != self.title.full_text():
-            self.title.set_full_text(text)
+            self.title.set_full_text(text, keep_end=keep_end)  # the separator and the run id stay readable
 
     def _on_resume_clicked(self) -> None:
         if self.session is not None and not self.session.live and self.session.run_id:
@@ -166,7 +166,8 @@ class RunMonitor(QWidget):
             self.resume_button.hide()
             return
         state = session.state
-        self._set_title(session.title + (f"  ·  {state.run_id}" if state.run_id else ""))
+        run_id = f"  ·  {state.run_id}" if state.run_id else ""
+        self._set_title(session.title + run_id, keep_end=run_id)
         self._show_resume(session)
         status = self._status(session)
         self.badge.setText(STATE_LABELS.get(status, status))

@@ -1,6 +1,7 @@
 """Defects a GUI pass found on the wizard and the window, each pinned by a test: a model picked from the source
 list is read at once, the close dialog's wording follows the number of runs, and the method page's unused box is
-off throughout and shows only the knobs the KD method reads."""
+off throughout and shows only the knobs the KD method reads, and the monitor's title is cut in the run's name,
+never in its " · run id"."""
 from __future__ import annotations
 
 
@@ -72,3 +73,30 @@ def test_the_method_page_greys_all_of_an_unused_box_and_shows_only_the_knobs_a_k
     assert not page.kd_form.isRowVisible(page.divergence) and page.kd_form.isRowVisible(page.temperature)
     page.set_method("token_kd")
     assert page.kd_form.isRowVisible(page.divergence) and page.divergence.isEnabled()
+
+
+def test_a_followed_runs_title_is_cut_in_its_name_and_keeps_the_separator_and_run_id(window, qtbot):
+    from studio.model.run_state import RunState
+    from studio.run_session import RunSession
+    from studio.widgets.elided_label import ElidedLabel
+
+    run_id = "20261207-103717-demo-quick-6d1f"
+    window.go_to("Monitor")
+    state = RunState()
+    state.run_id, state.state = run_id, "running"
+    window.monitor.add_session(RunSession("demo-quick-with-a-long-name (followed) " * 3, state=state))
+    window.monitor.refresh()
+    title = window.monitor.title
+    tail = f"  ·  {run_id}"
+    for width in (title.fontMetrics().horizontalAdvance("demo-q…" + tail) + 8, 2000):
+        title.setFixedWidth(width)
+        qtbot.wait(10)
+        assert title.text().endswith(tail), width  # the separator and the whole id, not "…03717-demo-quick-6d1f"
+        assert title.fontMetrics().horizontalAdvance(title.text()) <= title.contentsRect().width()
+    assert not title.is_elided()  # with room for all of it, all of it
+    label = ElidedLabel()  # too narrow for the id: elided as one text, never wider than the label
+    label.set_full_text("demo-quick (followed)" + tail, keep_end=tail)
+    label.setFixedWidth(label.fontMetrics().horizontalAdvance(run_id) // 2)
+    label.show()
+    qtbot.wait(10)
+    assert "…" in label.text() and label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
