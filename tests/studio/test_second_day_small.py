@@ -19,9 +19,10 @@ def test_local_file_shows_preview_and_mapping_as_soon_as_it_is_picked(window, tm
     window.go_to("New run")
     window.wizard.next()
     page = window.wizard.data_page
-    page.set_path(str(_data_file(tmp_path)))  # typed while a preset was chosen: nothing to preview yet
-    assert page.table.rowCount() == 0
-    page.set_preset("local")
+    page.set_path(str(_data_file(tmp_path)))  # typed while a demo preset was chosen: switches to the local file
+    assert page.table.rowCount() == 20
+    page.set_preset("demo")
+    page.set_preset("local")  # back to the file already named: previewed and mapped at once
     assert page.table.rowCount() == 20 and page.table.isVisible() and page.mapping_box.isVisible()
     assert page.columns() == {"instruction": "prompt", "response": "output"}
     page.set_preset("demo")
