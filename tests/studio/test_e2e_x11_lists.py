@@ -87,8 +87,11 @@ def test_a_sweep_started_elsewhere_is_drawn_per_rate_and_the_arena_picks_up_its_
     pane = state["arena"]["panes"][0]
     desk.click(pane["combo"])
     desk.x("key", "ctrl+a")
-    desk.x("type", "--delay", "20", "e2e-sweep · student_sft")
-    desk.x("key", "Escape")  # close the completer's popup, keep the text
+    # typed in ASCII, then picked from the completer's list, as a person would (xdotool types a non-ASCII '·'
+    # through a keycode it remaps for a moment: a key event read after the remap is undone loses the character)
+    desk.x("type", "--delay", "20", "e2e-sweep")
+    time.sleep(0.5)
+    desk.x("key", "Down", "Return")
     state = desk.wait(lambda s: s["arena"]["panes"][0]["text"] == "e2e-sweep · student_sft", 10, "the typed label")
     desk.click(state["arena"]["panes"][0]["load"])
     state = desk.wait(lambda s: s["arena"]["panes"][0]["state"] in ("loaded", "failed"), 90, "the model to load")
