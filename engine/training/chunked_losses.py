@@ -153,6 +153,18 @@ def _response_hidden(hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return hidden[:, :-1][mask], shifted[mask]
 
 
+def _cached_response_rows(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, cached_rows: int
+                          ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """The head's parameters, the response hidden states [N, H] and their targets [N], checked against the
+    number of rows of cached teacher targets (one per response position: a mismatch means other data)."""
+    ws, bs = _head_params(head)
+    hs, targets = _response_hidden(hidden, labels)
+    if cached_rows != targets.numel():
+        raise ValueError(f"the cached teacher targets cover {cached_rows} positions but the batch has "
+                         f"{targets.numel()} response tokens; the cache was built for other data.")
+    return ws, bs, hs, targets
+
+
 def _norm(num_items_in_batch: int | Tensor | None, n_tokens: int) -> float:
     return float(num_items_in_batch) if num_items_in_batch is not None else float(n_tokens)
 
@@ -202,12 +214,8 @@ def cached_kd_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, idx
         (loss, ce, div) like :func:`engine.training.losses.chunked_kd_loss`.
     """
     _check_args(divergence, temperature, beta, 0)
-    ws, bs = _head_params(head)
-    hs, targets = _response_hidden(hidden, labels)
+    ws, bs, hs, targets = _cached_response_rows(hidden, head, labels, idx.size(0))
     n = targets.numel()
-    if idx.size(0) != n:
-        raise ValueError(f"the cached teacher targets cover {idx.size(0)} positions but the batch has {n} "
-                         "response tokens; the cache was built for other data.")
     if n == 0:
         zero = hidden.sum() * 0.0 + ws.sum() * 0.0
         return zero, zero.detach(), zero.detach()

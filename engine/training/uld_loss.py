@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.training.chunked_losses import LOG_FLOOR, _ce_terms, _ChunkedHeadLoss, _norm, _response_hidden
-from engine.training.losses import KD, _check_args, _head_params, joint_weights
+from engine.training.chunked_losses import LOG_FLOOR, _cached_response_rows, _ce_terms, _ChunkedHeadLoss, _norm
+from engine.training.losses import KD, _check_args, joint_weights
 
 
 def uld_reference(student_probs: Tensor, teacher_probs: Tensor) -> Tensor:
@@ -100,12 +100,8 @@ def cached_uld_loss(hidden: Tensor, head: nn.Module | Tensor, labels: Tensor, t_
         (loss, ce, div): loss differentiable; ce and div detached per-token means for logging.
     """
     _check_args(KD.divergence, temperature, KD.jsd_beta, 0)  # the spec's check of the temperature
-    ws, bs = _head_params(head)
-    hs, targets = _response_hidden(hidden, labels)
+    ws, bs, hs, targets = _cached_response_rows(hidden, head, labels, t_lp.size(0))
     n = targets.numel()
-    if t_lp.size(0) != n:
-        raise ValueError(f"the cached teacher targets cover {t_lp.size(0)} positions but the batch has {n} "
-                         "response tokens; the cache was built for other data.")
     if n == 0:
         zero = hidden.sum() * 0.0 + ws.sum() * 0.0
         return zero, zero.detach(), zero.detach()
