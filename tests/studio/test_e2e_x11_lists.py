@@ -86,13 +86,11 @@ def test_a_sweep_started_elsewhere_is_drawn_per_rate_and_the_arena_picks_up_its_
     state = desk.wait(lambda s: s["page"] == "Chat", 10, "the arena again")
     pane = state["arena"]["panes"][0]
     desk.click(pane["combo"])
-    desk.x("key", "ctrl+a")
-    # typed in ASCII, then picked from the completer's list, as a person would (xdotool types a non-ASCII '·'
-    # through a keycode it remaps for a moment: a key event read after the remap is undone loses the character)
-    desk.x("type", "--delay", "20", "e2e-sweep")
-    time.sleep(0.5)
-    desk.x("key", "Down", "Return")
-    state = desk.wait(lambda s: s["arena"]["panes"][0]["text"] == "e2e-sweep · student_sft", 10, "the typed label")
+    # picked with the arrow keys (the newest run's model is the list's first entry), as a keyboard user does;
+    # typing the label is flaky under xdotool: its '·' goes through a keycode remapped for a moment, and the
+    # completer's popup may or may not take the Return
+    desk.x("key", "--delay", "60", *["Up"] * 8)
+    state = desk.wait(lambda s: s["arena"]["panes"][0]["text"] == "e2e-sweep · student_sft", 10, "the picked label")
     desk.click(state["arena"]["panes"][0]["load"])
     state = desk.wait(lambda s: s["arena"]["panes"][0]["state"] in ("loaded", "failed"), 90, "the model to load")
     assert state["arena"]["panes"][0]["state"] == "loaded", state["arena"]["panes"][0]["error"]
