@@ -212,7 +212,7 @@ def test_leave_running_reopen_kill_and_resume_under_x11(desk):
     assert state["monitor"]["curves"] == _curve_sizes(home, run_id)  # replayed from the start, then followed
     assert state["monitor"]["curves"]["teacher_sft · train/loss"] == 4
     # one status everywhere (the contract's, as in the history), and the engine's last words from engine.log
-    state = desk.wait(lambda s: s["monitor"]["badge"] == "interrupted" and "engine.log" in s["monitor"]["error"], 10,
+    state = desk.wait(lambda s: s["monitor"]["badge"] == "interrupted" and "engine.log" in s["monitor"]["error"], 30,
                       "the interrupted badge and the banner pointing at engine.log")
     desk.screenshot("killed")
     desk.click(state["monitor"]["resume"])
